@@ -1,0 +1,83 @@
+# ZNS-Slab build.  `make` builds the shim; `make run` is the main job; `make test` runs every test.
+# Everything the targets need from Debian is installed by `make deps` when missing.
+
+CXX      ?= g++
+CC       ?= gcc
+BUILD    := build
+OPT      ?= -O2
+CXXSTD   := -std=c++20
+WARN     := -Wall -Wextra -Wno-unused-parameter
+# The library: no exceptions or RTTI in core, hidden visibility, initial-exec TLS (set per variable).
+LIBFLAGS := $(CXXSTD) $(OPT) -g -fPIC -fvisibility=hidden -fno-exceptions -fno-rtti \
+            -fno-stack-protector -fno-plt -ftls-model=initial-exec $(WARN) -I. -pthread
+# operator new must let std::bad_alloc pass through it, so its file keeps unwind tables.
+NEWFLAGS := $(filter-out -fno-exceptions,$(LIBFLAGS)) -fexceptions
+
+CORE_SRC := $(wildcard core/*.cpp)
+SHIM_SRC := shim/malloc.cpp
+CORE_OBJ := $(CORE_SRC:%.cpp=$(BUILD)/%.o)
+SHIM_OBJ := $(SHIM_SRC:%.cpp=$(BUILD)/%.o)
+NEW_OBJ  := $(BUILD)/shim/new_delete.o
+LIB_OBJ  := $(CORE_OBJ) $(SHIM_OBJ) $(NEW_OBJ)
+
+SO := $(BUILD)/libzns_slab.so
+AR := $(BUILD)/libzns_slab.a
+
+.PHONY: all deps deps-test deps-bench run test bench clean classes
+all: $(SO) $(AR) $(BUILD)/zns-classes
+
+# ---- dependencies (Debian packages, installed only when missing) --------------------------------
+APT_STAMP := $(BUILD)/.apt-updated
+define need_pkgs
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ ! -f $(APT_STAMP) ]; then mkdir -p $(BUILD); apt-get update -qq && touch $(APT_STAMP); fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || { echo "apt-get install failed:$$missing"; exit 1; }; \
+	fi
+endef
+BUILD_PKGS := g++ make
+TEST_PKGS  := doctest-dev python3 sqlite3 redis-server redis-tools valgrind
+BENCH_PKGS := libbenchmark-dev libjemalloc-dev libjemalloc2 libmimalloc-dev libmimalloc2.0 \
+              libgoogle-perftools-dev libgoogle-perftools4 libtcmalloc-minimal4 python3-matplotlib
+
+deps:
+	$(call need_pkgs,$(BUILD_PKGS))
+deps-test: deps
+	$(call need_pkgs,$(TEST_PKGS))
+deps-bench: deps
+	$(call need_pkgs,$(BENCH_PKGS))
+
+# ---- the library -------------------------------------------------------------------------------
+$(BUILD)/core/%.o: core/%.cpp $(wildcard core/*.h) shim/zns_slab.h | $(BUILD)/core
+	$(CXX) $(LIBFLAGS) -c $< -o $@
+$(BUILD)/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h) shim/zns_slab.h | $(BUILD)/shim
+	$(CXX) $(LIBFLAGS) -c $< -o $@
+$(NEW_OBJ): shim/new_delete.cpp $(wildcard core/*.h) shim/zns_slab.h | $(BUILD)/shim
+	$(CXX) $(NEWFLAGS) -c $< -o $@
+
+$(SO): $(LIB_OBJ) shim/exports.map
+	$(CXX) -shared -o $@ $(LIB_OBJ) -Wl,--version-script=shim/exports.map -Wl,-z,nodelete \
+	  -Wl,-z,now -pthread
+$(AR): $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $(LIB_OBJ)
+
+$(BUILD)/zns-classes: tools/zns-classes.cpp core/size_class.h | $(BUILD)
+	$(CXX) $(CXXSTD) -O1 -I. $< -o $@
+classes: $(BUILD)/zns-classes
+	@$(BUILD)/zns-classes
+
+$(BUILD) $(BUILD)/core $(BUILD)/shim $(BUILD)/tests $(BUILD)/bench:
+	mkdir -p $@
+
+# ---- the main job ------------------------------------------------------------------------------
+$(BUILD)/bench/workload: bench/workload.cpp | $(BUILD)/bench
+	$(CXX) $(CXXSTD) -O2 -g -pthread $< -o $@
+run: deps all $(BUILD)/bench/workload
+	@tools/compare.sh $(BUILD)/bench/workload
+
+# ---- tests -------------------------------------------------------------------------------------
+include tests/tests.mk
+
+clean:
+	rm -rf $(BUILD)

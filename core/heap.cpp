@@ -1,0 +1,547 @@
+// Slow paths of the slab heap: thread caches (attach, exit, refill, inbox), remote frees, and the
+// depot.  Locks, outermost first: g_orphan_lock > g_pool_lock > g_depot.lock.  None is taken on
+// the fast paths in heap.h.
+#include "core/heap.h"
+
+#include <cerrno>
+#include <new>
+#include <pthread.h>
+#include <sys/mman.h>
+
+#include "core/options.h"
+#include "core/stats.h"
+
+namespace zns {
+
+Region g_region;
+
+namespace {
+constinit SlabMeta g_sentinel_slab{};   // no free bits: every fast-path malloc on it goes slow
+}
+// Sentinel caches: id kSentinelId owns no slab, so every free from them is "remote".
+constinit ThreadCache g_empty_cache(&g_sentinel_slab, kSentinelId);   // before the thread's first malloc
+constinit ThreadCache g_dead_cache(&g_sentinel_slab, kSentinelId);    // after its cache was handed back
+
+__thread ThreadCache *t_cache __attribute__((tls_model("initial-exec"))) = &g_empty_cache;
+
+namespace {
+
+// ---- the cache table and the pool of detached caches -------------------------------------------
+constexpr uint32_t kMaxCaches = 1u << 16;
+ThreadCache *g_caches[kMaxCaches];        // by id; entries are written once, under g_pool_lock
+uint32_t g_num_caches;                    // ids 1..g_num_caches are in use
+Lock g_pool_lock;
+ThreadCache *g_pool_head;                 // detached caches, waiting for a new thread
+Lock g_orphan_lock;
+ThreadCache *g_orphan;                    // serves threads whose own cache is already handed back
+pthread_key_t g_key;
+std::atomic<uint64_t> g_threads_seen;
+std::atomic<uint64_t> g_loose_frees[kNumClasses];   // frees by threads that had no cache
+
+// Internal memory for caches: bump allocation from mmap'ed chunks, never returned.
+char *g_arena_next, *g_arena_end;
+void *arena_alloc(size_t n) {   // under g_pool_lock
+  n = (n + 63) & ~size_t(63);
+  if (size_t(g_arena_end - g_arena_next) < n) {
+    size_t chunk = n > (1u << 20) ? n : (1u << 20);
+    char *p = static_cast<char *>(os_reserve(chunk));
+    if (!p) return nullptr;
+    g_arena_next = p;
+    g_arena_end = p + chunk;
+  }
+  void *r = g_arena_next;
+  g_arena_next += n;
+  return r;
+}
+
+ThreadCache *new_cache() {   // under g_pool_lock
+  if (g_num_caches + 1 >= kMaxCaches) return nullptr;
+  void *mem = arena_alloc(sizeof(ThreadCache));
+  if (!mem) return nullptr;
+  uint32_t id = ++g_num_caches;
+  ThreadCache *tc = new (mem) ThreadCache(&g_sentinel_slab, id);
+  g_caches[id] = tc;
+  return tc;
+}
+
+// ---- the depot -----------------------------------------------------------------------------------
+struct Depot {
+  Lock lock;
+  uint32_t dirty_head[kMaxSlabPages + 1];   // empty, resident slabs by pages; newest first
+  uint32_t dirty_tail[kMaxSlabPages + 1];   // oldest: the next to purge
+  uint32_t clean_head[kMaxSlabPages + 1];   // empty, purged slabs by pages (a stack)
+  uint32_t bump;                            // first page never handed out
+  uint64_t dirty_pages, clean_pages, purging_pages, purged_total;
+  uint64_t slabs[kNumClasses];              // slabs owned by caches, per class
+  uint64_t owned_pages;                     // pages of those slabs
+};
+Depot g_depot;
+
+void depot_reset_lists() {
+  for (unsigned k = 0; k <= kMaxSlabPages; ++k)
+    g_depot.dirty_head[k] = g_depot.dirty_tail[k] = g_depot.clean_head[k] = kNil;
+}
+
+inline SlabMeta &meta_at(uint32_t page) { return g_region.meta[page]; }
+
+// Purge the oldest dirty slabs while the depot holds more than it may, or they are older than the
+// decay delay.  madvise runs outside the lock.  force: purge every dirty slab.
+void depot_purge(bool force) {
+  constexpr unsigned kBatch = 64;
+  for (;;) {
+    uint32_t victims[kBatch];
+    unsigned n = 0;
+    {
+      Guard g(g_depot.lock);
+      uint32_t now = uint32_t(now_ms());
+      uint64_t max_pages = g_options.ZNS_DIRTY_MAX_KB / 4;
+      while (n < kBatch) {
+        // the oldest slab over all page counts
+        uint32_t best = kNil;
+        for (unsigned k = 1; k <= kMaxSlabPages; ++k) {
+          uint32_t t = g_depot.dirty_tail[k];
+          if (t != kNil && (best == kNil || int32_t(meta_at(t).stamp - meta_at(best).stamp) < 0))
+            best = t;
+        }
+        if (best == kNil) break;
+        SlabMeta &m = meta_at(best);
+        bool due = force || g_depot.dirty_pages > max_pages ||
+                   now - m.stamp >= uint32_t(g_options.ZNS_DECAY_MS);
+        if (!due) break;
+        unsigned k = kClasses.info[m.cls].pages;
+        g_depot.dirty_tail[k] = m.prev;
+        if (m.prev != kNil) meta_at(m.prev).next = kNil;
+        else g_depot.dirty_head[k] = kNil;
+        g_depot.dirty_pages -= k;
+        g_depot.purging_pages += k;
+        victims[n++] = best;
+      }
+    }
+    if (n == 0) return;
+    for (unsigned i = 0; i < n; ++i) {
+      SlabMeta &m = meta_at(victims[i]);
+      os_purge(slab_base(&m), kClasses.info[m.cls].pages * kPageSize);
+    }
+    Guard g(g_depot.lock);
+    for (unsigned i = 0; i < n; ++i) {
+      SlabMeta &m = meta_at(victims[i]);
+      unsigned k = kClasses.info[m.cls].pages;
+      m.next = g_depot.clean_head[k];
+      g_depot.clean_head[k] = victims[i];
+      g_depot.purging_pages -= k;
+      g_depot.clean_pages += k;
+      g_depot.purged_total += k;
+    }
+    if (n < kBatch) return;
+  }
+}
+
+bool purge_due() {   // under the depot lock: is depot_purge(false) worth calling?
+  if (g_depot.dirty_pages > g_options.ZNS_DIRTY_MAX_KB / 4) return true;
+  uint32_t now = uint32_t(now_ms());
+  for (unsigned k = 1; k <= kMaxSlabPages; ++k) {
+    uint32_t t = g_depot.dirty_tail[k];
+    if (t != kNil && now - meta_at(t).stamp >= uint32_t(g_options.ZNS_DECAY_MS)) return true;
+  }
+  return false;
+}
+
+// An empty slab for class cls, owned by cache `owner` and made its current slab's shape.
+SlabMeta *depot_take(unsigned cls, uint32_t owner) {
+  const ClassInfo &ci = kClasses.info[cls];
+  unsigned k = ci.pages;
+  uint32_t page;
+  bool due;
+  {
+    Guard g(g_depot.lock);
+    if ((page = g_depot.dirty_head[k]) != kNil) {        // resident and warm: best
+      SlabMeta &m = meta_at(page);
+      g_depot.dirty_head[k] = m.next;
+      if (m.next != kNil) meta_at(m.next).prev = kNil;
+      else g_depot.dirty_tail[k] = kNil;
+      g_depot.dirty_pages -= k;
+    } else if ((page = g_depot.clean_head[k]) != kNil) { // purged: faults in as zero pages
+      g_depot.clean_head[k] = meta_at(page).next;
+      g_depot.clean_pages -= k;
+    } else {                                              // never used
+      if (uint64_t(g_depot.bump) + k > g_region.pages) return nullptr;
+      page = g_depot.bump;
+      g_depot.bump += k;
+      for (unsigned t = 1; t < k; ++t) meta_at(page + t).back = uint8_t(t);
+    }
+    g_depot.slabs[cls]++;
+    g_depot.owned_pages += k;
+    due = purge_due();
+  }
+  if (due) depot_purge(false);
+  SlabMeta &m = meta_at(page);
+  m.cls = uint8_t(cls);
+  m.cursor = 0;
+  m.back = 0;
+  m.state = kCurrent;
+  m.used = 0;
+  m.blocks = ci.blocks;
+  m.size = ci.size;
+  m.magic = ci.magic;
+  m.prev = m.next = kNil;
+  RemoteState &r = g_region.remote[page];
+  for (unsigned w = 0; w < kBitmapWords; ++w) {
+    unsigned lo = w * 64;
+    uint64_t bits = ci.blocks >= lo + 64 ? ~uint64_t(0)
+                    : ci.blocks > lo     ? (uint64_t(1) << (ci.blocks - lo)) - 1
+                                         : 0;
+    m.free[w].store(bits, std::memory_order_relaxed);
+    r.bits[w].store(0, std::memory_order_relaxed);   // strays from an earlier life are dropped
+  }
+  m.owner.store(owner, std::memory_order_release);
+  return &m;
+}
+
+// The owner hands back a slab with no block out.  It is on no list.
+void depot_release(SlabMeta *s) {
+  RemoteState &r = g_region.remote[page_of(s)];
+  for (unsigned w = 0; w < kBitmapWords; ++w) {
+    uint64_t x = r.bits[w].load(std::memory_order_acquire);
+    if (x) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x)) * s->size);
+  }
+  unsigned k = kClasses.info[s->cls].pages;
+  s->state = kInDepot;
+  s->owner.store(kNoOwner, std::memory_order_release);
+  uint32_t page = page_of(s);
+  bool due;
+  {
+    Guard g(g_depot.lock);
+    s->stamp = uint32_t(now_ms());
+    s->prev = kNil;
+    s->next = g_depot.dirty_head[k];
+    if (s->next != kNil) meta_at(s->next).prev = page;
+    else g_depot.dirty_tail[k] = page;
+    g_depot.dirty_head[k] = page;
+    g_depot.dirty_pages += k;
+    g_depot.slabs[s->cls]--;
+    g_depot.owned_pages -= k;
+    due = purge_due();
+  }
+  if (due) depot_purge(false);
+}
+
+// ---- owner-side slab bookkeeping -----------------------------------------------------------------
+void push_partial(ThreadCache *tc, SlabMeta *s) {
+  uint32_t page = page_of(s), head = tc->partial[s->cls];
+  s->state = kPartial;
+  s->prev = kNil;
+  s->next = head;
+  if (head != kNil) meta_at(head).prev = page;
+  tc->partial[s->cls] = page;
+}
+
+void unlink_partial(ThreadCache *tc, SlabMeta *s) {
+  if (s->prev != kNil) meta_at(s->prev).next = s->next;
+  else tc->partial[s->cls] = s->next;
+  if (s->next != kNil) meta_at(s->next).prev = s->prev;
+  s->prev = s->next = kNil;
+}
+
+// Merge remote frees into the owner's bitmap.  Returns how many blocks came back.
+unsigned merge_remote(SlabMeta *s) {
+  RemoteState &r = g_region.remote[page_of(s)];
+  unsigned n = 0;
+  for (unsigned w = 0; w < kBitmapWords; ++w) {
+    if (r.bits[w].load(std::memory_order_relaxed) == 0) continue;
+    uint64_t x = r.bits[w].exchange(0, std::memory_order_acquire);
+    uint64_t f = s->free[w].load(std::memory_order_relaxed);
+    if (x & f) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x & f)) * s->size);
+    s->free[w].store(f | x, std::memory_order_relaxed);
+    n += unsigned(__builtin_popcountll(x));
+    if (x && w < s->cursor) s->cursor = uint8_t(w);
+  }
+  if (n > s->used) fatal("slab metadata corrupted (more frees than blocks out)", "free", slab_base(s));
+  s->used = uint16_t(s->used - n);
+  return n;
+}
+
+// After blocks came back to a slab that is not being allocated from: file it where it belongs.
+void settle(ThreadCache *tc, SlabMeta *s) {
+  if (s->state == kCurrent) return;
+  if (s->used == 0) {
+    if (s->state == kPartial) unlink_partial(tc, s);
+    depot_release(s);
+  } else if (s->state == kFull) {
+    push_partial(tc, s);
+  }
+}
+
+void drain_inbox(ThreadCache *tc, bool may_lock_pool);
+
+void drain_detached(ThreadCache *o) {
+  Guard g(g_pool_lock);
+  if (!o->attached.load(std::memory_order_seq_cst)) drain_inbox(o, false);
+}
+
+// Queue the slab at `page` on its owner's inbox (once), so the owner merges its remote bits.
+void notify(uint32_t page, uint32_t owner, bool may_lock_pool) {
+  RemoteState &r = g_region.remote[page];
+  if (r.pending.exchange(1, std::memory_order_acq_rel) != 0) return;   // already queued
+  ThreadCache *o = g_caches[owner];
+  uint32_t head = o->inbox.load(std::memory_order_relaxed);
+  do {
+    r.inbox_next = head;
+  } while (!o->inbox.compare_exchange_weak(head, page, std::memory_order_seq_cst,
+                                           std::memory_order_relaxed));
+  // A detached cache has no thread to drain it: do it here (see tc_exit for the other half).
+  if (may_lock_pool && !o->attached.load(std::memory_order_seq_cst)) drain_detached(o);
+}
+
+void drain_inbox(ThreadCache *tc, bool may_lock_pool) {
+  if (tc->inbox.load(std::memory_order_relaxed) == kNil) return;
+  uint32_t page = tc->inbox.exchange(kNil, std::memory_order_seq_cst);
+  while (page != kNil) {
+    RemoteState &r = g_region.remote[page];
+    uint32_t next = r.inbox_next;                          // read before pending is released
+    r.pending.store(0, std::memory_order_seq_cst);
+    SlabMeta *s = &meta_at(page);
+    uint32_t owner = s->owner.load(std::memory_order_acquire);
+    if (owner == tc->id) {
+      if (merge_remote(s)) settle(tc, s);
+    } else if (owner != kNoOwner) {                        // stale entry: the slab changed hands
+      for (unsigned w = 0; w < kBitmapWords; ++w)
+        if (r.bits[w].load(std::memory_order_relaxed)) { notify(page, owner, may_lock_pool); break; }
+    }
+    page = next;
+  }
+}
+
+// Allocate from tc for cls when its current slab's cursor word is empty.
+void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
+  SlabMeta *s = tc->current[cls];
+  auto find_free = [](SlabMeta *m) {
+    for (unsigned w = m->cursor; w < kBitmapWords; ++w)
+      if (m->free[w].load(std::memory_order_relaxed)) { m->cursor = uint8_t(w); return true; }
+    m->cursor = kBitmapWords - 1;   // the fast path reads free[cursor]: keep it in range
+    return false;
+  };
+  bool ok = false;
+  if (s != &g_sentinel_slab) ok = find_free(s) || (merge_remote(s) && find_free(s));
+  if (!ok) {
+    drain_inbox(tc, true);
+    if (s != &g_sentinel_slab) ok = find_free(s);
+  }
+  if (!ok) {
+    if (s != &g_sentinel_slab) s->state = kFull;
+    uint32_t p = tc->partial[cls];
+    if (p != kNil) {
+      s = &meta_at(p);
+      unlink_partial(tc, s);
+      s->state = kCurrent;
+    } else {
+      s = depot_take(cls, tc->id);
+      if (!s) {
+        tc->current[cls] = &g_sentinel_slab;
+        return nullptr;
+      }
+    }
+    tc->current[cls] = s;
+    if (!find_free(s)) fatal("slab metadata corrupted (no free block in a partial slab)", "malloc", slab_base(s));
+  }
+  unsigned w = s->cursor;
+  uint64_t bits = s->free[w].load(std::memory_order_relaxed);
+  s->free[w].store(bits & (bits - 1), std::memory_order_relaxed);
+  s->used++;
+  tc->alloc_count[cls]++;
+  return slab_base(s) + (w * 64 + unsigned(__builtin_ctzll(bits))) * s->size;
+}
+
+// ---- thread attach / exit ----------------------------------------------------------------------
+void tc_exit(void *arg) {
+  ThreadCache *tc = static_cast<ThreadCache *>(arg);
+  t_cache = &g_dead_cache;   // later mallocs in this thread go to the orphan cache
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    SlabMeta *s = tc->current[c];
+    if (s == &g_sentinel_slab) continue;
+    merge_remote(s);
+    tc->current[c] = &g_sentinel_slab;
+    if (s->used == 0) depot_release(s);
+    else if (s->used < s->blocks) push_partial(tc, s);
+    else s->state = kFull;
+  }
+  Guard g(g_pool_lock);
+  tc->attached.store(false, std::memory_order_seq_cst);
+  drain_inbox(tc, false);
+  tc->pool_next = g_pool_head;
+  g_pool_head = tc;
+}
+
+ThreadCache *thread_attach() {
+  heap_init();
+  ThreadCache *tc;
+  {
+    Guard g(g_pool_lock);
+    if ((tc = g_pool_head)) g_pool_head = tc->pool_next;
+    else tc = new_cache();
+    if (tc) tc->attached.store(true, std::memory_order_seq_cst);
+  }
+  if (!tc) return nullptr;
+  t_cache = tc;
+  drain_inbox(tc, true);
+  g_threads_seen.fetch_add(1, std::memory_order_relaxed);
+  pthread_setspecific(g_key, tc);   // may allocate: t_cache is already usable
+  return tc;
+}
+
+void *orphan_alloc(unsigned cls) {
+  heap_init();
+  Guard g(g_orphan_lock);
+  if (!g_orphan) {
+    Guard g2(g_pool_lock);
+    g_orphan = new_cache();
+    if (!g_orphan) return nullptr;
+    g_orphan->attached.store(true, std::memory_order_seq_cst);
+  }
+  return refill_and_alloc(g_orphan, cls);
+}
+
+// ---- fork ----------------------------------------------------------------------------------------
+void fork_prepare() {
+  g_orphan_lock.lock();
+  g_pool_lock.lock();
+  g_depot.lock.lock();
+}
+void fork_parent() {
+  g_depot.lock.unlock();
+  g_pool_lock.unlock();
+  g_orphan_lock.unlock();
+}
+void fork_child() {
+  g_depot.lock.reset();
+  g_pool_lock.reset();
+  g_orphan_lock.reset();
+  // Only the forking thread lives on: every other attached cache becomes detached.
+  for (uint32_t id = 1; id <= g_num_caches; ++id) {
+    ThreadCache *tc = g_caches[id];
+    if (tc == t_cache || tc == g_orphan || !tc->attached.load(std::memory_order_relaxed)) continue;
+    tc->attached.store(false, std::memory_order_relaxed);
+    drain_inbox(tc, false);
+    tc->pool_next = g_pool_head;
+    g_pool_head = tc;
+  }
+  stats_after_fork_child();
+}
+
+// ---- global init ---------------------------------------------------------------------------------
+Lock g_init_lock;
+std::atomic<int> g_init_state;   // 0 not started, 2 ready
+
+void region_init() {
+  uint64_t gb = g_options.ZNS_REGION_GB;
+  for (; gb >= 1; gb /= 2) {
+    uint64_t pages = gb << (30 - kPageShift);
+    if (pages > 0xfffffff0u) pages = 0xfffffff0u;
+    char *base = static_cast<char *>(os_reserve(pages * kPageSize));
+    if (!base) continue;
+    SlabMeta *meta = static_cast<SlabMeta *>(os_reserve(pages * sizeof(SlabMeta)));
+    RemoteState *remote = static_cast<RemoteState *>(os_reserve(pages * sizeof(RemoteState)));
+    if (!meta || !remote) {
+      munmap(base, pages * kPageSize);
+      if (meta) munmap(meta, pages * sizeof(SlabMeta));
+      if (remote) munmap(remote, pages * sizeof(RemoteState));
+      continue;
+    }
+    // 4 KiB pages only: slabs are purged (and later tiered) one page at a time.
+    madvise(base, pages * kPageSize, MADV_NOHUGEPAGE);
+    madvise(meta, pages * sizeof(SlabMeta), MADV_NOHUGEPAGE);
+    madvise(remote, pages * sizeof(RemoteState), MADV_NOHUGEPAGE);
+    g_region.meta = meta;
+    g_region.remote = remote;
+    g_region.pages = uint32_t(pages);
+    g_region.bytes = pages * kPageSize;
+    g_region.base = base;
+    return;
+  }
+  // No region: every request falls through to the next allocator.
+}
+
+}  // namespace
+
+void heap_init() {
+  if (ZNS_LIKELY(g_init_state.load(std::memory_order_acquire) == 2)) return;
+  {
+    Guard g(g_init_lock);
+    if (g_init_state.load(std::memory_order_relaxed) == 2) return;
+    int saved = errno;
+    options_load(false);
+    depot_reset_lists();
+    region_init();
+    pthread_key_create(&g_key, tc_exit);
+    errno = saved;
+    g_init_state.store(2, std::memory_order_release);
+  }
+  pthread_atfork(fork_prepare, fork_parent, fork_child);   // may allocate: init is done
+}
+
+void *alloc_slow(unsigned cls) {
+  ThreadCache *tc = t_cache;
+  if (tc->id == kSentinelId) {
+    if (tc == &g_dead_cache) return orphan_alloc(cls);
+    tc = thread_attach();
+    if (!tc) return orphan_alloc(cls);
+  }
+  return refill_and_alloc(tc, cls);
+}
+
+void free_slow_local(ThreadCache *tc, SlabMeta *s) { settle(tc, s); }
+
+void free_remote(void *p, SlabMeta *s, const char *call) {
+  uint32_t owner = s->owner.load(std::memory_order_acquire);
+  if (owner == kNoOwner) fatal("free of a block that is not allocated", call, p);
+  int i = block_index(s, p);
+  if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
+  uint32_t page = page_of(s);
+  unsigned w = unsigned(i) >> 6;
+  uint64_t bit = uint64_t(1) << (i & 63);
+  uint64_t old = g_region.remote[page].bits[w].fetch_or(bit, std::memory_order_acq_rel);
+  if ((old & bit) || (s->free[w].load(std::memory_order_relaxed) & bit)) fatal("double free", call, p);
+  ThreadCache *tc = t_cache;
+  if (tc->id != kSentinelId) tc->free_count[s->cls]++;
+  else g_loose_frees[s->cls].fetch_add(1, std::memory_order_relaxed);
+  notify(page, owner, true);
+}
+
+void *alloc_aligned(size_t n, size_t align) {
+  unsigned c = class_of(n > align ? n : align);
+  while (kClasses.info[c].size % align != 0) ++c;   // 4096 serves every alignment up to a page
+  return alloc_class(c);
+}
+
+void trim() {
+  if (g_init_state.load(std::memory_order_acquire) != 2) return;
+  depot_purge(true);
+}
+
+// ---- stats snapshot (stats.cpp formats it) --------------------------------------------------------
+void heap_snapshot(HeapSnapshot *out) {
+  *out = HeapSnapshot{};
+  if (g_init_state.load(std::memory_order_acquire) != 2) return;
+  // Counters are read racily (relaxed): a dump is a snapshot, not a barrier.
+  uint32_t n = __atomic_load_n(&g_num_caches, __ATOMIC_ACQUIRE);
+  for (uint32_t id = 1; id <= n; ++id) {
+    ThreadCache *tc = g_caches[id];
+    if (!tc) continue;
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      out->cls[c].allocated += __atomic_load_n(&tc->alloc_count[c], __ATOMIC_RELAXED);
+      out->cls[c].freed += __atomic_load_n(&tc->free_count[c], __ATOMIC_RELAXED);
+    }
+  }
+  for (unsigned c = 0; c < kNumClasses; ++c) out->cls[c].freed += g_loose_frees[c].load(std::memory_order_relaxed);
+  Guard g(g_depot.lock);
+  for (unsigned c = 0; c < kNumClasses; ++c) out->cls[c].slabs = g_depot.slabs[c];
+  out->owned_pages = g_depot.owned_pages;
+  out->dirty_pages = g_depot.dirty_pages + g_depot.purging_pages;
+  out->clean_pages = g_depot.clean_pages;
+  out->purged_total_pages = g_depot.purged_total;
+  out->region_bytes = g_region.bytes;
+  out->touched_pages = g_depot.bump;
+  out->caches = n;
+  out->threads_seen = g_threads_seen.load(std::memory_order_relaxed);
+}
+
+}  // namespace zns

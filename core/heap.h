@@ -1,0 +1,169 @@
+// The slab heap: region, slab metadata, thread caches and the depot.  This header holds the data
+// structures and the inlined fast paths; heap.cpp holds every slow path.
+//
+// Layers and data flow (see DESIGN.md):
+//   shim/malloc.cpp  --zns::alloc/dealloc-->  ThreadCache (this header, lock-free, no atomics RMW)
+//        |  slow path: refill/drain                    |  slab becomes empty
+//        v                                             v
+//   Depot (one lock): empty slabs, dirty (resident) then clean (purged) --> os_purge after a delay
+//   Region: one reserved range of pages; SlabMeta[page] and RemoteState[page] live outside it.
+//
+// Glossary
+//   page      4 KiB of the region, numbered from the region base
+//   slab      1..4 pages holding blocks of one size class; its metadata is the SlabMeta of its
+//             first page ("head"); the other pages' SlabMeta only say how far back the head is
+//   owner     the thread cache that allocates from a slab; only the owner writes SlabMeta.free/used
+//   local     free by the owner: a plain bit set in SlabMeta.free
+//   remote    free by any other thread: an atomic bit set in RemoteState.bits, and the slab is
+//             queued once on the owner's inbox; the owner merges the bits in its slow path
+//   current   the slab a thread cache allocates from for a class (one per class)
+//   partial   owned slabs with free blocks that are not current (a list per class)
+//   full      owned slabs that had no free block when last looked at (on no list)
+//   depot     empty slabs with no owner, ready for any class
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "core/platform.h"
+#include "core/size_class.h"
+
+namespace zns {
+
+inline constexpr uint32_t kNil = 0xffffffffu;       // "no page" in lists
+inline constexpr uint32_t kNoOwner = 0;             // SlabMeta.owner of a slab in the depot
+inline constexpr uint32_t kSentinelId = 0xfffffffeu;  // id of the sentinel caches: owns nothing
+
+// Owner-side state of a slab, ordered so that the free fast path needs one compare:
+// a local free must take the slow path iff  state + (used == 0) >= 2.
+enum SlabState : uint8_t {
+  kCurrent = 0,   // tc->current[cls]; stays even when empty
+  kPartial = 1,   // on tc's partial list for its class; leaves for the depot when it becomes empty
+  kFull = 2,      // owned, on no list; a free puts it on the partial list
+  kInDepot = 3,   // no owner
+};
+
+// Per-page slab metadata, one cache line, in an array parallel to the region.
+struct alignas(64) SlabMeta {
+  std::atomic<uint32_t> owner;     // cache id; kNoOwner while in the depot.  Changes only while empty.
+  uint8_t cls;                     // size class
+  uint8_t cursor;                  // free[w] == 0 for every w < cursor (owner only)
+  uint8_t back;                    // pages back to the head page; 0 on a head page
+  uint8_t state;                   // SlabState
+  uint16_t used;                   // blocks out: allocated minus freed-and-merged (owner only)
+  uint16_t blocks;                 // blocks in the slab
+  uint32_t size;                   // block size (copy of the class table, for locality)
+  uint32_t magic;                  // ceil(2^32 / size): exact division for offsets in the slab
+  uint32_t prev, next;             // partial list (owner) or depot list links, page numbers
+  uint32_t stamp;                  // now_ms() (low 32 bits) when the slab entered the depot
+  std::atomic<uint64_t> free[kBitmapWords];  // 1 = block free; written by the owner only
+};
+static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");
+
+// Remote frees of a slab: written by other threads, merged by the owner.  Kept apart from SlabMeta
+// so that remote writers do not bounce the owner's cache line.
+struct RemoteState {
+  std::atomic<uint64_t> bits[kBitmapWords];  // 1 = freed remotely, not yet merged
+  std::atomic<uint32_t> pending;   // 1 while the slab is queued on some cache's inbox
+  uint32_t inbox_next;             // inbox link (valid while pending)
+};
+
+// A thread's cache.  Lives in internal memory, never freed: when its thread exits it goes to a
+// pool and the next new thread adopts it (with its slabs).
+struct ThreadCache {
+  SlabMeta *current[kNumClasses];       // never null: the sentinel slab (no free bits) at start
+  uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache
+  uint64_t free_count[kNumClasses];     // stats: blocks freed by this cache's thread (local+remote)
+  uint32_t partial[kNumClasses];        // head of the partial list, kNil if none
+  uint32_t id;                          // index in the cache table; kSentinelId for sentinels
+  std::atomic<uint32_t> inbox;          // slabs with remote frees (Treiber stack of pages)
+  std::atomic<bool> attached;           // a live thread uses this cache
+  ThreadCache *pool_next;               // pool link while detached
+
+  constexpr ThreadCache(SlabMeta *sentinel, uint32_t cache_id)
+      : current{}, alloc_count{}, free_count{}, partial{}, id(cache_id), inbox(kNil),
+        attached(false), pool_next(nullptr) {
+    for (unsigned c = 0; c < kNumClasses; ++c) { current[c] = sentinel; partial[c] = kNil; }
+  }
+};
+
+struct Region {
+  char *base = nullptr;          // first page
+  uintptr_t bytes = 0;           // reserved size; ownership is (p - base) < bytes
+  SlabMeta *meta = nullptr;      // one per page
+  RemoteState *remote = nullptr; // one per page
+  uint32_t pages = 0;
+};
+extern Region g_region;
+
+// TLS: a pointer to the thread's cache, starting at a constant empty sentinel so the fast path
+// never asks "initialised?".
+extern __thread ThreadCache *t_cache __attribute__((tls_model("initial-exec")));
+
+// ---- slow paths (heap.cpp) ---------------------------------------------------------------------
+ZNS_NOINLINE void *alloc_slow(unsigned cls);
+ZNS_NOINLINE void free_slow_local(ThreadCache *tc, SlabMeta *s);
+ZNS_NOINLINE void free_remote(void *p, SlabMeta *s, const char *call);
+void heap_init();                                // idempotent
+void *alloc_aligned(size_t n, size_t align);     // align <= kPageSize, power of two, n <= kMaxSmall
+void trim();                                     // purge every empty slab in the depot now
+
+// ---- helpers -----------------------------------------------------------------------------------
+ZNS_INLINE bool owns(const void *p) {
+  return uintptr_t(p) - uintptr_t(g_region.base) < g_region.bytes;
+}
+ZNS_INLINE uint32_t page_of(const void *p) {
+  return uint32_t((uintptr_t(p) - uintptr_t(g_region.base)) >> kPageShift);
+}
+ZNS_INLINE uint32_t page_of(const SlabMeta *s) { return uint32_t(s - g_region.meta); }
+ZNS_INLINE char *slab_base(const SlabMeta *s) {
+  return g_region.base + (uintptr_t(s - g_region.meta) << kPageShift);
+}
+ZNS_INLINE SlabMeta *head_meta(const void *p) {
+  SlabMeta *m = &g_region.meta[page_of(p)];
+  return m - m->back;
+}
+// Block index of p in its slab, or -1 when p is not the start of a block.
+ZNS_INLINE int block_index(const SlabMeta *s, const void *p) {
+  uint32_t off = uint32_t(uintptr_t(p) - uintptr_t(slab_base(s)));
+  uint32_t i = uint32_t((uint64_t(off) * s->magic) >> 32);
+  return (i * s->size == off && i < s->blocks) ? int(i) : -1;
+}
+
+// ---- fast paths --------------------------------------------------------------------------------
+// malloc of a small size: take the lowest free bit of the current slab's cursor word.  Every reason
+// to go slow (first use, slab exhausted, thread exited) is "that word is zero".
+ZNS_INLINE void *alloc_class(unsigned cls) {
+  ThreadCache *tc = t_cache;
+  SlabMeta *s = tc->current[cls];
+  unsigned w = s->cursor;
+  uint64_t bits = s->free[w].load(std::memory_order_relaxed);
+  if (ZNS_UNLIKELY(bits == 0)) return alloc_slow(cls);
+  s->free[w].store(bits & (bits - 1), std::memory_order_relaxed);
+  s->used++;
+  tc->alloc_count[cls]++;
+  return slab_base(s) + (w * 64 + unsigned(__builtin_ctzll(bits))) * s->size;
+}
+ZNS_INLINE void *alloc(size_t n) { return alloc_class(class_of(n)); }
+
+// free of a pointer in the region: set its bit if this thread owns the slab; anything else
+// (another owner, misuse, slab state change) goes to a slow path.
+ZNS_INLINE void dealloc(void *p, const char *call) {
+  SlabMeta *s = head_meta(p);
+  ThreadCache *tc = t_cache;
+  if (ZNS_UNLIKELY(s->owner.load(std::memory_order_relaxed) != tc->id))
+    return free_remote(p, s, call);
+  int i = block_index(s, p);
+  if (ZNS_UNLIKELY(i < 0)) fatal("free of a pointer that is not the start of a block", call, p);
+  unsigned w = unsigned(i) >> 6;
+  uint64_t bit = uint64_t(1) << (i & 63), word = s->free[w].load(std::memory_order_relaxed);
+  if (ZNS_UNLIKELY(word & bit)) fatal("double free", call, p);
+  s->free[w].store(word | bit, std::memory_order_relaxed);
+  if (w < s->cursor) s->cursor = uint8_t(w);
+  tc->free_count[s->cls]++;
+  if (ZNS_UNLIKELY(s->state + (--s->used == 0) >= 2)) free_slow_local(tc, s);
+}
+
+ZNS_INLINE size_t block_size(const void *p) { return head_meta(p)->size; }
+
+}  // namespace zns

@@ -1,0 +1,80 @@
+#include "core/options.h"
+
+#include "core/platform.h"
+
+extern char **environ;
+
+namespace zns {
+
+Options g_options;
+
+#define ZNS_STR2(x) #x
+#define ZNS_STR(x) ZNS_STR2(x)
+const OptionDoc kOptionDocs[] = {
+#define ZNS_OPTION(kind, name, def, doc) {#name, ZNS_STR(def), doc},
+#include "core/options.def"
+#undef ZNS_OPTION
+};
+const unsigned kNumOptions = sizeof(kOptionDocs) / sizeof(kOptionDocs[0]);
+
+namespace {
+
+// "NAME=value": the value when the entry names `name`, else nullptr.
+const char *match(const char *entry, const char *name) {
+  while (*name && *entry == *name) { ++entry; ++name; }
+  return (*name == 0 && *entry == '=') ? entry + 1 : nullptr;
+}
+
+void warn_line(const char *what, const char *entry, const char *tail) {
+  char mem[256];
+  Buf b(mem, sizeof mem);
+  b.str("zns-slab: ").str(what).str(entry).str(tail).chr('\n');
+  b.flush(2);
+}
+
+bool parse_num(const char *v, uint64_t *out) {
+  if (*v == 0) return false;
+  uint64_t x = 0;
+  for (; *v; ++v) {
+    if (*v < '0' || *v > '9' || x > (~uint64_t(0)) / 10 - 10) return false;
+    x = x * 10 + uint64_t(*v - '0');
+  }
+  *out = x;
+  return true;
+}
+
+}  // namespace
+
+void options_load(bool warn) {
+  if (!environ) return;
+  Options o;
+  for (char **e = environ; *e; ++e) {
+    const char *entry = *e;
+    if (entry[0] != 'Z' || entry[1] != 'N' || entry[2] != 'S' || entry[3] != '_') continue;
+    bool known = false;
+    const char *v;
+#define ZNS_OPTION_NUM(name)                                                                   \
+  if ((v = match(entry, #name))) {                                                             \
+    known = true;                                                                              \
+    uint64_t x;                                                                                \
+    if (parse_num(v, &x)) o.name = x;                                                          \
+    else if (warn) warn_line("bad value, using the default: ", entry, "");                     \
+  }
+#define ZNS_OPTION_STR(name)                                                                   \
+  if ((v = match(entry, #name))) { known = true; o.name = v; }
+#define ZNS_OPTION(kind, name, def, doc) ZNS_OPTION_##kind(name)
+#include "core/options.def"
+#undef ZNS_OPTION
+#undef ZNS_OPTION_NUM
+#undef ZNS_OPTION_STR
+    // Variables of the tools and tests (ZNS_LIB, ZNS_EXPECT...) are not the library's: only warn
+    // about names that look like a misspelt library option.
+    if (!known && warn && !match(entry, "ZNS_LIB") && !match(entry, "ZNS_EXPECT"))
+      warn_line("unknown variable ignored: ", entry, "");
+  }
+  if (o.ZNS_REGION_GB < 1) o.ZNS_REGION_GB = 1;
+  if (o.ZNS_REGION_GB > 4096) o.ZNS_REGION_GB = 4096;
+  g_options = o;
+}
+
+}  // namespace zns

@@ -1,0 +1,120 @@
+#include "core/platform.h"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace zns {
+
+void *os_reserve(size_t bytes) {
+  void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                 -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+int os_purge(void *p, size_t bytes) {
+  int saved = errno;
+  int r = madvise(p, bytes, MADV_DONTNEED) == 0 ? 0 : errno;
+  errno = saved;
+  return r;
+}
+
+uint64_t now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+
+int write_all(int fd, const char *p, size_t n) {
+  int saved = errno;
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      errno = saved;
+      return -1;
+    }
+    p += w;
+    n -= size_t(w);
+  }
+  errno = saved;
+  return 0;
+}
+
+size_t process_rss() {
+  int saved = errno;
+  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  size_t rss = 0;
+  if (fd >= 0) {
+    char b[128];
+    ssize_t n = read(fd, b, sizeof b - 1);
+    close(fd);
+    if (n > 0) {
+      b[n] = 0;
+      const char *s = b;
+      while (*s && *s != ' ') ++s;   // skip total size
+      while (*s == ' ') ++s;
+      while (*s >= '0' && *s <= '9') rss = rss * 10 + size_t(*s++ - '0');
+      rss *= size_t(sysconf(_SC_PAGESIZE));
+    }
+  }
+  errno = saved;
+  return rss;
+}
+
+Buf &Buf::str(const char *s) {
+  while (*s) chr(*s++);
+  return *this;
+}
+Buf &Buf::chr(char c) {
+  if (n_ < cap_) p_[n_++] = c;
+  return *this;
+}
+Buf &Buf::u64(uint64_t v, int width) {
+  char t[24];
+  int k = 0;
+  do { t[k++] = char('0' + v % 10); v /= 10; } while (v);
+  for (int i = k; i < width; ++i) chr(' ');
+  while (k) chr(t[--k]);
+  return *this;
+}
+Buf &Buf::hex(uintptr_t v) {
+  char t[20];
+  int k = 0;
+  do { t[k++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v);
+  str("0x");
+  while (k) chr(t[--k]);
+  return *this;
+}
+Buf &Buf::fixed(uint64_t num, uint64_t den, int decimals, int width) {
+  uint64_t scale = 1;
+  for (int i = 0; i < decimals; ++i) scale *= 10;
+  uint64_t v = den ? (num * scale + den / 2) / den : 0;   // callers keep num * scale in range
+  char t[32];
+  Buf tmp(t, sizeof t);
+  tmp.u64(v / scale);
+  if (decimals) {
+    tmp.chr('.');
+    uint64_t f = v % scale;
+    for (uint64_t d = scale / 10; d; d /= 10) { tmp.chr(char('0' + f / d)); f %= d; }
+  }
+  for (int i = int(tmp.size()); i < width; ++i) chr(' ');
+  for (size_t i = 0; i < tmp.size(); ++i) chr(t[i]);
+  return *this;
+}
+
+void fatal(const char *what, const char *call, const void *addr) {
+  char mem[256];
+  Buf b(mem, sizeof mem);
+  b.str("zns-slab: ").str(what).str(" in ").str(call).chr('(').hex(uintptr_t(addr)).str(")\n");
+  b.flush(2);
+  // abort() without running atexit handlers or flushing stdio that may sit in a broken heap.
+  signal(SIGABRT, SIG_DFL);
+  abort();
+}
+
+}  // namespace zns

@@ -1,0 +1,65 @@
+// The OS contract: every system call the core makes goes through these few functions, which
+// return error codes instead of throwing or printing, so tests can reason about them and the tier
+// can hook them.  Also the allocation-free formatter used for error lines and the stats dump.
+#pragma once
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <pthread.h>
+
+#define ZNS_LIKELY(x) __builtin_expect(!!(x), 1)
+#define ZNS_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define ZNS_INLINE inline __attribute__((always_inline))
+#define ZNS_NOINLINE __attribute__((noinline))
+#define ZNS_EXPORT __attribute__((visibility("default")))
+
+namespace zns {
+
+// Reserve `bytes` of address space, readable and writable, committed on first touch
+// (MAP_NORESERVE).  Returns nullptr on failure.
+void *os_reserve(size_t bytes);
+// Give the pages back to the OS; they read as zero afterwards.  Returns 0 or an errno value.
+int os_purge(void *p, size_t bytes);
+// Milliseconds on a monotonic, cheap (coarse) clock.
+uint64_t now_ms();
+// write(2) all of it, retrying on EINTR / short writes.  Returns 0 or -1.
+int write_all(int fd, const char *p, size_t n);
+// Resident set size of the process in bytes (from /proc/self/statm), 0 if unknown.
+size_t process_rss();
+
+// A fixed-size text buffer that formats without allocating.  Output past the end is dropped.
+class Buf {
+ public:
+  Buf(char *mem, size_t cap) : p_(mem), cap_(cap) {}
+  Buf &str(const char *s);
+  Buf &chr(char c);
+  Buf &u64(uint64_t v, int width = 0);          // right-aligned to width
+  Buf &hex(uintptr_t v);                        // 0x...
+  Buf &fixed(uint64_t num, uint64_t den, int decimals, int width = 0);  // num/den as a decimal
+  const char *data() const { return p_; }
+  size_t size() const { return n_; }
+  void clear() { n_ = 0; }
+  int flush(int fd) { int r = write_all(fd, p_, n_); n_ = 0; return r; }
+
+ private:
+  char *p_;
+  size_t cap_, n_ = 0;
+};
+
+// Abort with "zns-slab: <what> in <call>(<addr>)" on stderr: the one way misuse is reported.
+[[noreturn]] void fatal(const char *what, const char *call, const void *addr);
+
+// A mutex that never allocates and that fork handlers can reset.
+struct Lock {
+  pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+  void lock() { pthread_mutex_lock(&m); }
+  void unlock() { pthread_mutex_unlock(&m); }
+  void reset() { pthread_mutex_init(&m, nullptr); }   // in a forked child only
+};
+struct Guard {
+  Lock &l;
+  explicit Guard(Lock &x) : l(x) { l.lock(); }
+  ~Guard() { l.unlock(); }
+};
+
+}  // namespace zns

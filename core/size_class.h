@@ -1,0 +1,104 @@
+// Size classes: the map from a request size (0..4096) to a block size, and the slab geometry of
+// each class.  Everything here is constexpr and checked at compile time; tools/zns-classes prints
+// the table with objects per slab and worst-case waste.
+//
+// Glossary
+//   class    index 0..kNumClasses-1; block size grows with the index
+//   slab     a span of 1..kMaxSlabPages contiguous 4 KiB pages that holds blocks of one class
+//   pages    pages per slab, chosen per class to minimise the unused tail of the slab
+//   blocks   blocks per slab = pages * 4096 / size
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace zns {
+
+inline constexpr size_t kPageSize = 4096;
+inline constexpr size_t kPageShift = 12;
+inline constexpr size_t kMaxSmall = 4096;       // largest request served from slabs
+inline constexpr unsigned kMaxSlabPages = 4;     // slabs span at most this many pages
+inline constexpr unsigned kMaxBlocks = 256;      // 4096 / 16: the bitmap covers this many blocks
+inline constexpr unsigned kBitmapWords = kMaxBlocks / 64;
+
+// Block sizes: 16-byte steps to 256, then four classes per doubling.  Every size is a multiple of
+// 16, so every block is 16-byte aligned (slabs start on a page boundary).
+inline constexpr uint16_t kClassSize[] = {
+    16,   32,   48,   64,   80,   96,   112,  128,  144,  160,  176,  192,  208,  224,  240,  256,
+    288,  320,  352,  384,  416,  448,  480,  512,  576,  640,  704,  768,  832,  896,  960,  1024,
+    1152, 1280, 1408, 1536, 1664, 1792, 1920, 2048, 2304, 2560, 2816, 3072, 3328, 3584, 3840, 4096,
+};
+inline constexpr unsigned kNumClasses = sizeof(kClassSize) / sizeof(kClassSize[0]);
+
+// Pages per slab: the smallest span (1..kMaxSlabPages) whose unused tail is within 1/64 of the span,
+// else the span with the smallest tail.
+constexpr unsigned slab_pages_for(unsigned size) {
+  unsigned best = 1;
+  size_t best_tail = kPageSize % size;
+  for (unsigned p = 1; p <= kMaxSlabPages; ++p) {
+    size_t span = p * kPageSize, tail = span % size;
+    if (tail * 64 <= span) return p;
+    if (tail * best * kPageSize < best_tail * span) { best = p; best_tail = tail; }
+  }
+  return best;
+}
+
+struct ClassInfo {
+  uint16_t size;      // block size in bytes
+  uint8_t pages;      // pages per slab
+  uint16_t blocks;    // blocks per slab
+  uint32_t magic;     // ceil(2^32 / size): offset * magic >> 32 == offset / size for offsets < 2^14
+};
+
+constexpr ClassInfo make_class_info(unsigned c) {
+  unsigned size = kClassSize[c], pages = slab_pages_for(size);
+  return ClassInfo{uint16_t(size), uint8_t(pages), uint16_t(pages * kPageSize / size),
+                   uint32_t(((uint64_t(1) << 32) + size - 1) / size)};
+}
+
+struct ClassTable {
+  ClassInfo info[kNumClasses];
+  uint8_t by_granule[kMaxSmall / 16 + 1];   // (n + 15) / 16  ->  class
+};
+
+constexpr ClassTable make_class_table() {
+  ClassTable t{};
+  for (unsigned c = 0; c < kNumClasses; ++c) t.info[c] = make_class_info(c);
+  unsigned c = 0;
+  for (unsigned g = 0; g <= kMaxSmall / 16; ++g) {
+    unsigned n = g * 16;
+    while (kClassSize[c] < n) ++c;
+    t.by_granule[g] = uint8_t(c);
+  }
+  return t;
+}
+
+inline constexpr ClassTable kClasses = make_class_table();
+
+// The class for a request of n <= kMaxSmall bytes.
+inline unsigned class_of(size_t n) { return kClasses.by_granule[(n + 15) >> 4]; }
+inline const ClassInfo &class_info(unsigned c) { return kClasses.info[c]; }
+
+// ---- compile-time checks ----------------------------------------------------------------------
+constexpr bool classes_valid() {
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    const ClassInfo &i = kClasses.info[c];
+    if (i.size % 16 != 0) return false;                               // 16-byte alignment
+    if (c > 0 && i.size <= kClasses.info[c - 1].size) return false;   // strictly increasing
+    if (i.blocks == 0 || i.blocks > kMaxBlocks) return false;         // bitmap fits
+    if (i.pages < 1 || i.pages > kMaxSlabPages) return false;
+    // exact division by multiplication for every block offset in the slab
+    for (uint64_t off = 0; off < uint64_t(i.pages) * kPageSize; off += 16)
+      if (((off * i.magic) >> 32) != off / i.size) return false;
+  }
+  for (unsigned n = 0; n <= kMaxSmall; ++n) {
+    unsigned c = kClasses.by_granule[(n + 15) >> 4];
+    if (kClasses.info[c].size < n) return false;                        // big enough
+    if (c > 0 && kClasses.info[c - 1].size >= n && n > 0) return false; // and the smallest such
+  }
+  return true;
+}
+static_assert(kClassSize[kNumClasses - 1] == kMaxSmall, "the last class is the largest small size");
+static_assert(classes_valid(), "size class table is inconsistent");
+static_assert(kClasses.by_granule[(100 + 15) >> 4] == 6, "a 100-byte request costs 112, not 128");
+
+}  // namespace zns

@@ -1,0 +1,163 @@
+// The stats dump: one snapshot, printed as a text table or a JSON document, with fixed buffers and
+// write(2) only, so it is safe at exit and in a broken heap.
+#include "core/stats.h"
+
+#include <cerrno>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "core/heap.h"
+#include "core/options.h"
+#include "core/platform.h"
+
+namespace zns {
+
+std::atomic<uint64_t> g_fallback_allocs, g_fallback_bytes;
+
+namespace {
+
+struct Totals {
+  uint64_t live_bytes, slab_resident, metadata, in_caches, in_depot, returned, rss;
+};
+
+Totals totals_of(const HeapSnapshot &h) {
+  Totals t{};
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    const ClassSnapshot &k = h.cls[c];
+    uint64_t live = k.allocated > k.freed ? k.allocated - k.freed : 0;
+    t.live_bytes += live * class_info(c).size;
+  }
+  uint64_t owned = h.owned_pages * kPageSize;
+  t.slab_resident = owned + h.dirty_pages * kPageSize;
+  t.in_caches = owned > t.live_bytes ? owned - t.live_bytes : 0;
+  t.in_depot = h.dirty_pages * kPageSize;
+  t.metadata = h.touched_pages * (sizeof(SlabMeta) + sizeof(RemoteState)) +
+               h.caches * sizeof(ThreadCache);
+  t.returned = h.clean_pages * kPageSize;
+  t.rss = process_rss();
+  return t;
+}
+
+// Writes through a fixed buffer, flushing each line.
+struct Out {
+  int fd;
+  char mem[1024];
+  Buf b{mem, sizeof mem};
+  int rc = 0;
+  void line() { if (b.flush(fd) != 0) rc = -1; }
+};
+
+void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
+  Buf &b = o.b;
+  b.str("zns-slab heap statistics (pid ").u64(uint64_t(getpid())).str(")\n");
+  b.str("class   size    allocated        freed         live    slabs     live_bytes     slab_bytes  fill%\n");
+  o.line();
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    const ClassSnapshot &k = h.cls[c];
+    if (!k.allocated && !k.slabs) continue;
+    uint64_t live = k.allocated > k.freed ? k.allocated - k.freed : 0, size = class_info(c).size;
+    uint64_t slab_bytes = k.slabs * class_info(c).pages * kPageSize;
+    b.u64(c, 5).u64(size, 7).u64(k.allocated, 13).u64(k.freed, 13).u64(live, 13).u64(k.slabs, 9)
+        .u64(live * size, 15).u64(slab_bytes, 15).fixed(live * size * 100, slab_bytes, 1, 7).chr('\n');
+    o.line();
+  }
+  uint64_t resident = t.slab_resident + t.metadata;
+  b.str("ledger (bytes): live ").u64(t.live_bytes).str(" + free in thread caches ").u64(t.in_caches)
+      .str(" + free in depot ").u64(t.in_depot).str(" + metadata ").u64(t.metadata)
+      .str(" = resident ").u64(resident).str(t.live_bytes + t.in_caches + t.in_depot + t.metadata == resident ? " (adds up)\n" : " (DOES NOT ADD UP)\n");
+  b.str("overhead: ").fixed(resident > t.live_bytes ? resident - t.live_bytes : 0, t.live_bytes ? t.live_bytes : 1, 2)
+      .str("% of live bytes; returned to the OS: ").u64(t.returned).str(" bytes now, ")
+      .u64(h.purged_total_pages * kPageSize).str(" since start\n");
+  b.str("fallback (next allocator): ").u64(g_fallback_allocs.load()).str(" allocations, ")
+      .u64(g_fallback_bytes.load()).str(" bytes; threads seen ").u64(h.threads_seen)
+      .str("; thread caches ").u64(h.caches).str("; process RSS ").u64(t.rss).str(" bytes\n");
+  o.line();
+}
+
+void print_json(Out &o, const HeapSnapshot &h, const Totals &t) {
+  Buf &b = o.b;
+  b.str("{\"version\":1,\"pid\":").u64(uint64_t(getpid())).str(",\"classes\":[");
+  o.line();
+  bool first = true;
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    const ClassSnapshot &k = h.cls[c];
+    uint64_t live = k.allocated > k.freed ? k.allocated - k.freed : 0, size = class_info(c).size;
+    uint64_t slab_bytes = k.slabs * class_info(c).pages * kPageSize;
+    b.str(first ? "" : ",").str("{\"class\":").u64(c).str(",\"size\":").u64(size)
+        .str(",\"allocated\":").u64(k.allocated).str(",\"freed\":").u64(k.allocated - live)
+        .str(",\"live\":").u64(live).str(",\"slabs\":").u64(k.slabs).str(",\"live_bytes\":")
+        .u64(live * size).str(",\"slab_bytes\":").u64(slab_bytes).str(",\"fill_pct\":")
+        .fixed(live * size * 100, slab_bytes ? slab_bytes : 1, 1).chr('}');
+    first = false;
+    o.line();
+  }
+  uint64_t resident = t.slab_resident + t.metadata;
+  uint64_t allocated = 0, freed = 0;
+  for (unsigned c = 0; c < kNumClasses; ++c) { allocated += h.cls[c].allocated; freed += h.cls[c].freed; }
+  b.str("],\"totals\":{\"allocated\":").u64(allocated).str(",\"freed\":").u64(freed)
+      .str(",\"live_bytes\":").u64(t.live_bytes).str(",\"resident_bytes\":").u64(resident)
+      .str(",\"slab_resident_bytes\":").u64(t.slab_resident).str(",\"metadata_bytes\":").u64(t.metadata)
+      .str(",\"overhead_pct\":").fixed(resident > t.live_bytes ? resident - t.live_bytes : 0, t.live_bytes ? t.live_bytes : 1, 2)
+      .str(",\"thread_cache_free_bytes\":").u64(t.in_caches).str(",\"depot_bytes\":").u64(t.in_depot)
+      .str(",\"returned_bytes\":").u64(t.returned).str(",\"returned_total_bytes\":").u64(h.purged_total_pages * kPageSize)
+      .str(",\"fallback_allocs\":").u64(g_fallback_allocs.load()).str(",\"fallback_bytes\":").u64(g_fallback_bytes.load())
+      .str(",\"threads_seen\":").u64(h.threads_seen).str(",\"thread_caches\":").u64(h.caches)
+      .str(",\"region_bytes\":").u64(h.region_bytes).str(",\"rss_bytes\":").u64(t.rss).str("}}\n");
+  o.line();
+}
+
+bool ends_with(const char *s, const char *suffix) {
+  size_t n = 0, m = 0;
+  while (s[n]) ++n;
+  while (suffix[m]) ++m;
+  if (m > n) return false;
+  for (size_t i = 0; i < m; ++i) if (s[n - m + i] != suffix[i]) return false;
+  return true;
+}
+
+}  // namespace
+
+int stats_print(int fd, bool json) {
+  static HeapSnapshot h;   // large: not on the stack of a thread that may be small
+  static Lock print_lock;
+  Guard g(print_lock);
+  heap_snapshot(&h);
+  Totals t = totals_of(h);
+  Out o;
+  o.fd = fd;
+  if (json) print_json(o, h, t);
+  else print_text(o, h, t);
+  return o.rc;
+}
+
+void stats_at_exit() {
+  const char *dest = g_options.ZNS_STATS;
+  if (!dest || !*dest || (dest[0] == '0' && !dest[1])) return;
+  if ((dest[0] == '1' && !dest[1]) || !__builtin_strcmp(dest, "stderr")) {
+    stats_print(2, false);
+    return;
+  }
+  // Expand %p to the pid, so that every process of a program tree writes its own file.
+  char path[512];
+  Buf b(path, sizeof path - 1);
+  for (const char *s = dest; *s; ++s) {
+    if (s[0] == '%' && s[1] == 'p') { b.u64(uint64_t(getpid())); ++s; }
+    else b.chr(*s);
+  }
+  path[b.size()] = 0;
+  int saved = errno;
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    char m[600];
+    Buf e(m, sizeof m);
+    e.str("zns-slab: cannot write statistics to ").str(path).chr('\n').flush(2);
+  } else {
+    stats_print(fd, ends_with(path, ".json"));
+    close(fd);
+  }
+  errno = saved;
+}
+
+void stats_after_fork_child() {}
+
+}  // namespace zns

@@ -1,0 +1,32 @@
+// Heap statistics: counters the rest of the core keeps, a snapshot of them, and the dump.
+#pragma once
+#include <atomic>
+#include <cstdint>
+
+#include "core/size_class.h"
+
+namespace zns {
+
+// Requests served by the next allocator (large sizes, large alignments, or no region).
+extern std::atomic<uint64_t> g_fallback_allocs, g_fallback_bytes;
+
+struct ClassSnapshot {
+  uint64_t allocated, freed, slabs;
+};
+struct HeapSnapshot {
+  ClassSnapshot cls[kNumClasses];
+  uint64_t owned_pages;         // pages of slabs owned by thread caches
+  uint64_t dirty_pages;         // empty, resident pages in the depot
+  uint64_t clean_pages;         // empty pages in the depot already returned to the OS
+  uint64_t purged_total_pages;  // pages returned to the OS since start
+  uint64_t touched_pages;       // pages ever handed out (metadata exists for these)
+  uint64_t region_bytes;
+  uint64_t caches, threads_seen;
+};
+
+void heap_snapshot(HeapSnapshot *out);      // heap.cpp
+int stats_print(int fd, bool json);         // stats.cpp
+void stats_at_exit();                       // the ZNS_STATS dump, if asked for
+void stats_after_fork_child();
+
+}  // namespace zns

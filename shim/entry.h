@@ -1,0 +1,39 @@
+// Inline bodies shared by the C entry points (malloc.cpp) and operator new/delete
+// (new_delete.cpp).  Only shim/ includes this; it is the one place that knows about the next
+// allocator in the chain.
+#pragma once
+#include <cstddef>
+
+#include "core/heap.h"
+
+namespace zns::shim {
+
+// Large requests, large alignments and exhausted regions: the next allocator (hidden, malloc.cpp).
+ZNS_NOINLINE void *next_malloc(size_t n);
+ZNS_NOINLINE void *next_memalign(size_t align, size_t n);
+ZNS_NOINLINE void next_free(void *p);
+
+ZNS_INLINE void *malloc_impl(size_t n) {
+  if (ZNS_LIKELY(n <= kMaxSmall)) {
+    void *p = alloc(n);
+    if (ZNS_LIKELY(p != nullptr)) return p;
+  }
+  return next_malloc(n);
+}
+
+ZNS_INLINE void free_impl(void *p, const char *call) {
+  if (ZNS_LIKELY(owns(p))) return dealloc(p, call);
+  if (p) next_free(p);
+}
+
+// align: a power of two.
+ZNS_INLINE void *memalign_impl(size_t align, size_t n) {
+  if (align <= 16) return malloc_impl(n);
+  if (align <= kPageSize && n <= kMaxSmall) {
+    void *p = alloc_aligned(n, align);
+    if (ZNS_LIKELY(p != nullptr)) return p;
+  }
+  return next_memalign(align, n);
+}
+
+}  // namespace zns::shim

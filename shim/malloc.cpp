@@ -1,0 +1,272 @@
+// The C allocation API, interposed.  Every entry point routes by ownership: a pointer in the slab
+// region is ours, anything else belongs to the next allocator in the chain (glibc, or what the
+// binary links, e.g. jemalloc), resolved once by dlsym(RTLD_NEXT) in a constructor, never on an
+// allocation path.  Until then glibc's __libc_* functions serve, and the few large blocks they
+// hand out are remembered so they go back to glibc even if the next allocator turns out different.
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <dlfcn.h>
+#include <malloc.h>
+#include <unistd.h>
+
+#include "core/options.h"
+#include "core/stats.h"
+#include "shim/entry.h"
+#include "shim/zns_slab.h"
+
+extern "C" {
+void *__libc_malloc(size_t);
+void __libc_free(void *);
+void *__libc_calloc(size_t, size_t);
+void *__libc_realloc(void *, size_t);
+void *__libc_memalign(size_t, size_t);
+}
+
+namespace zns::shim {
+namespace {
+
+struct Next {
+  void *(*malloc)(size_t);
+  void (*free)(void *);
+  void *(*calloc)(size_t, size_t);
+  void *(*realloc)(void *, size_t);
+  void *(*memalign)(size_t, size_t);
+  size_t (*usable)(void *);
+};
+Next g_next = {__libc_malloc, __libc_free, __libc_calloc, __libc_realloc, __libc_memalign, nullptr};
+std::atomic<bool> g_next_is_libc{true};
+
+// Blocks glibc handed out before the next allocator was resolved (only consulted when that
+// allocator is not glibc).
+constexpr unsigned kBootSlots = 256;
+std::atomic<void *> g_boot[kBootSlots];
+std::atomic<unsigned> g_boot_used;
+
+bool boot_take(void *p) {   // true if p was a boot block (and forget it)
+  unsigned n = g_boot_used.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n && i < kBootSlots; ++i) {
+    void *expected = p;
+    if (g_boot[i].compare_exchange_strong(expected, nullptr)) return true;
+  }
+  return false;
+}
+void boot_note(void *p) {
+  if (!p || g_next.malloc != __libc_malloc) return;
+  unsigned i = g_boot_used.fetch_add(1);
+  if (i < kBootSlots) g_boot[i].store(p);
+}
+bool is_boot(void *p) {
+  return !g_next_is_libc.load(std::memory_order_relaxed) && g_boot_used.load() && boot_take(p);
+}
+
+// glibc's malloc_usable_size, from the chunk header, for boot blocks and before resolution.
+size_t glibc_usable(void *p) {
+  size_t head = reinterpret_cast<size_t *>(p)[-1];
+  size_t size = head & ~size_t(7);
+  return (head & 2) ? size - 2 * sizeof(size_t) : size - sizeof(size_t);
+}
+
+template <class F>
+F resolve(const char *name, F fallback) {
+  void *f = dlsym(RTLD_NEXT, name);
+  return f ? reinterpret_cast<F>(f) : fallback;
+}
+
+void resolve_next() {
+  void *m = dlsym(RTLD_NEXT, "malloc");
+  if (m && m != reinterpret_cast<void *>(&__libc_malloc) && m != reinterpret_cast<void *>(&::malloc)) {
+    Next n;
+    n.malloc = reinterpret_cast<void *(*)(size_t)>(m);
+    n.free = resolve("free", (void (*)(void *))nullptr);
+    n.calloc = resolve("calloc", (void *(*)(size_t, size_t))nullptr);
+    n.realloc = resolve("realloc", (void *(*)(void *, size_t))nullptr);
+    n.memalign = resolve("memalign", (void *(*)(size_t, size_t))nullptr);
+    if (!n.memalign) n.memalign = resolve("aligned_alloc", (void *(*)(size_t, size_t))nullptr);
+    n.usable = resolve("malloc_usable_size", (size_t(*)(void *)) nullptr);
+    if (n.free && n.calloc && n.realloc && n.memalign) {
+      g_next_is_libc.store(false);
+      g_next = n;
+      return;
+    }
+  }
+  // glibc: its malloc_usable_size is shadowed by ours, so ask the chunk header instead.
+  g_next.usable = glibc_usable;
+}
+
+inline void count_fallback(void *p, size_t n) {
+  if (p) {
+    g_fallback_allocs.fetch_add(1, std::memory_order_relaxed);
+    g_fallback_bytes.fetch_add(n, std::memory_order_relaxed);
+  }
+}
+
+inline bool mul_overflows(size_t a, size_t b, size_t *out) { return __builtin_mul_overflow(a, b, out); }
+
+// A live block of ours, checked: its size, or an abort naming the call.
+size_t checked_block_size(void *p, const char *call) {
+  SlabMeta *s = head_meta(p);
+  if (s->owner.load(std::memory_order_acquire) == kNoOwner) fatal("use of a block that is not allocated", call, p);
+  int i = block_index(s, p);
+  if (i < 0) fatal("pointer is not the start of a block", call, p);
+  if (s->owner.load(std::memory_order_relaxed) == t_cache->id &&
+      (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) >> (i & 63)) & 1)
+    fatal("use of a freed block", call, p);
+  return s->size;
+}
+
+}  // namespace
+
+void *next_malloc(size_t n) {
+  void *p = g_next.malloc(n);
+  boot_note(p);
+  count_fallback(p, n);
+  return p;
+}
+
+void *next_memalign(size_t align, size_t n) {
+  void *p = g_next.memalign(align, n);
+  if (!p) errno = ENOMEM;
+  boot_note(p);
+  count_fallback(p, n);
+  return p;
+}
+
+void next_free(void *p) {
+  int saved = errno;
+  if (ZNS_UNLIKELY(is_boot(p))) __libc_free(p);
+  else g_next.free(p);
+  errno = saved;
+}
+
+}  // namespace zns::shim
+
+using namespace zns;
+using namespace zns::shim;
+
+#define ZNS_API extern "C" ZNS_EXPORT
+
+ZNS_API void *malloc(size_t n) { return malloc_impl(n); }
+
+ZNS_API void free(void *p) { free_impl(p, "free"); }
+
+ZNS_API void *calloc(size_t n, size_t m) {
+  size_t total;
+  if (ZNS_UNLIKELY(mul_overflows(n, m, &total))) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  if (ZNS_LIKELY(total <= kMaxSmall)) {
+    void *p = alloc(total);
+    if (ZNS_LIKELY(p != nullptr)) return memset(p, 0, block_size(p));
+  }
+  void *p = g_next.calloc(n, m);
+  boot_note(p);
+  count_fallback(p, total);
+  return p;
+}
+
+ZNS_API void *realloc(void *p, size_t n) {
+  if (!p) return malloc_impl(n);
+  if (owns(p)) {
+    size_t old = checked_block_size(p, "realloc");
+    if (n == 0) {   // glibc: realloc(p, 0) frees p and returns NULL
+      free_impl(p, "realloc");
+      return nullptr;
+    }
+    // Keep the block while the request fits and would not fit a class less than half its size.
+    if (n <= old && (n > old / 2 || old <= 32)) return p;
+    void *q = malloc_impl(n);
+    if (!q) return nullptr;
+    memcpy(q, p, n < old ? n : old);
+    free_impl(p, "realloc");
+    return q;
+  }
+  if (ZNS_UNLIKELY(is_boot(p))) {   // a glibc block from before the next allocator was known
+    size_t old = glibc_usable(p);
+    void *q = malloc_impl(n ? n : 1);
+    if (!q) { boot_note(p); return nullptr; }
+    memcpy(q, p, n < old ? n : old);
+    __libc_free(p);
+    return q;
+  }
+  void *q = g_next.realloc(p, n);
+  count_fallback(q, n);
+  return q;
+}
+
+ZNS_API void *reallocarray(void *p, size_t n, size_t m) {
+  size_t total;
+  if (mul_overflows(n, m, &total)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return realloc(p, total);
+}
+
+ZNS_API int posix_memalign(void **out, size_t align, size_t n) {
+  if (align % sizeof(void *) != 0 || (align & (align - 1)) != 0 || align == 0) return EINVAL;
+  int saved = errno;
+  void *p = memalign_impl(align, n);
+  if (!p) {
+    errno = saved;
+    return ENOMEM;
+  }
+  *out = p;
+  return 0;
+}
+
+// glibc 2.36 semantics: alignments that are not a power of two are rounded up to one.
+ZNS_API void *memalign(size_t align, size_t n) {
+  if (align > (size_t(1) << 62)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  if (align & (align - 1)) {
+    size_t a = 1;
+    while (a < align) a <<= 1;
+    align = a;
+  }
+  return memalign_impl(align, n);
+}
+
+ZNS_API void *aligned_alloc(size_t align, size_t n) { return memalign(align, n); }
+
+ZNS_API void *valloc(size_t n) { return memalign_impl(kPageSize, n); }
+
+ZNS_API void *pvalloc(size_t n) {
+  size_t rounded;
+  if (__builtin_add_overflow(n, kPageSize - 1, &rounded)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  rounded &= ~(kPageSize - 1);
+  return memalign_impl(kPageSize, rounded ? rounded : kPageSize);
+}
+
+ZNS_API size_t malloc_usable_size(void *p) {
+  if (!p) return 0;
+  if (owns(p)) return checked_block_size(p, "malloc_usable_size");
+  if (ZNS_UNLIKELY(!g_next_is_libc.load(std::memory_order_relaxed) && g_boot_used.load())) {
+    unsigned n = g_boot_used.load();
+    for (unsigned i = 0; i < n && i < kBootSlots; ++i)
+      if (g_boot[i].load() == p) return glibc_usable(p);
+  }
+  return g_next.usable ? g_next.usable(p) : glibc_usable(p);
+}
+
+// ---- the project's own API -----------------------------------------------------------------------
+ZNS_API int zns_owns(const void *p) { return owns(p) ? 1 : 0; }
+ZNS_API size_t zns_block_size(const void *p) { return owns(p) ? block_size(p) : 0; }
+ZNS_API int zns_stats_print(int fd, int json) { return stats_print(fd, json != 0); }
+ZNS_API void zns_trim(void) { trim(); }
+
+// ---- process lifetime ----------------------------------------------------------------------------
+__attribute__((constructor(101))) static void zns_shim_init() {
+  int saved = errno;
+  resolve_next();
+  options_load(true);
+  errno = saved;
+}
+
+__attribute__((destructor)) static void zns_shim_fini() { stats_at_exit(); }

@@ -1,0 +1,224 @@
+/* Bad input must abort: double free of a small (slab) block, free of a pointer into the middle
+ * of a small block.  Each case runs in a forked child whose stderr goes to a pipe; the child
+ * must die of SIGABRT, having written exactly one line that contains "zns-slab" and the
+ * offending address (printed with %p, i.e. 0x... lowercase hex).
+ * Under plain glibc the whole test is skipped (glibc detects some of these cases differently). */
+#include "tests/api/zns_test.h" /* first: defines _GNU_SOURCE */
+
+#include <pthread.h>
+
+static int g_info_fd = -1;
+
+/* Tells the parent which pointer is about to be passed to free, and the start of its block. */
+static void announce(void *bad, void *base) {
+  uintptr_t info[2] = {(uintptr_t)bad, (uintptr_t)base};
+  zt_write_all(g_info_fd, (const char *)info, sizeof info);
+}
+
+static void *free_in_thread(void *p) {
+  free(p);
+  return NULL;
+}
+
+static void case_double_immediate(void) {
+  void *p = malloc(32);
+  void *again = ZT_OPAQUE(p);
+  free(p);
+  announce(again, again);
+  free(again);
+}
+static void case_double_after_other(void) {
+  void *p = malloc(32), *q = malloc(32);
+  void *again = ZT_OPAQUE(p);
+  free(p);
+  free(q);
+  announce(again, again);
+  free(again);
+}
+static void case_double_after_flush(void) {
+  enum { N = 20000 };
+  static void *v[N];
+  for (int i = 0; i < N; i++) v[i] = malloc(48);
+  void *p = malloc(48);
+  void *again = ZT_OPAQUE(p);
+  free(p);
+  for (int i = 0; i < N; i++) free(v[i]); /* pushes p out of any thread cache */
+  announce(again, again);
+  free(again);
+}
+static void case_double_other_thread(void) {
+  void *p = malloc(200);
+  pthread_t t;
+  pthread_create(&t, NULL, free_in_thread, p);
+  pthread_join(t, NULL);
+  announce(p, p);
+  free(ZT_OPAQUE(p));
+}
+static void case_double_malloc0(void) {
+  void *p = malloc(zt_opaque_size(0));
+  void *again = ZT_OPAQUE(p);
+  free(p);
+  announce(again, again);
+  free(again);
+}
+static void case_double_4096(void) {
+  void *p = malloc(4096);
+  void *again = ZT_OPAQUE(p);
+  free(p);
+  announce(again, again);
+  free(again);
+}
+static void case_double_memalign(void) {
+  void *p = memalign(256, 100);
+  void *again = ZT_OPAQUE(p);
+  free(p);
+  announce(again, again);
+  free(again);
+}
+static void case_double_realloc(void) { /* the block was freed by a moving realloc */
+  void *p = malloc(16);
+  uintptr_t old = (uintptr_t)ZT_OPAQUE(p);
+  void *q = realloc(p, 3000);
+  if ((uintptr_t)q == old) _exit(43); /* did not move: case does not apply */
+  announce((void *)old, (void *)old);
+  free((void *)old);
+}
+static void case_interior_16(void) {
+  char *p = (char *)malloc(64);
+  announce(p + 16, p);
+  free(ZT_OPAQUE(p + 16));
+}
+static void case_interior_1(void) {
+  char *p = (char *)malloc(100);
+  announce(p + 1, p);
+  free(ZT_OPAQUE(p + 1));
+}
+static void case_interior_8(void) {
+  char *p = (char *)malloc(1000);
+  announce(p + 8, p);
+  free(ZT_OPAQUE(p + 8));
+}
+static void case_interior_4096(void) {
+  char *p = (char *)malloc(4096);
+  announce(p + 2048, p);
+  free(ZT_OPAQUE(p + 2048));
+}
+
+typedef struct {
+  const char *name;
+  void (*fn)(void);
+  int interior; /* 1: the block start is also accepted as "the address" */
+} bad_case;
+
+static const bad_case cases[] = {
+    {"double free, immediately", case_double_immediate, 0},
+    {"double free, after freeing another block", case_double_after_other, 0},
+    {"double free, after 20000 other frees (cache flushed)", case_double_after_flush, 0},
+    {"double free, first free in another thread", case_double_other_thread, 0},
+    {"double free of malloc(0)", case_double_malloc0, 0},
+    {"double free of malloc(4096)", case_double_4096, 0},
+    {"double free of memalign(256, 100)", case_double_memalign, 0},
+    {"free of a block already freed by a moving realloc", case_double_realloc, 0},
+    {"free(p + 16) of malloc(64)", case_interior_16, 1},
+    {"free(p + 1) of malloc(100)", case_interior_1, 1},
+    {"free(p + 8) of malloc(1000)", case_interior_8, 1},
+    {"free(p + 2048) of malloc(4096)", case_interior_4096, 1},
+};
+
+static int contains_addr(const char *text, uintptr_t a) {
+  char hex[32];
+  snprintf(hex, sizeof hex, "%lx", (unsigned long)a);
+  /* case-insensitive search of the hex digits (with or without 0x) */
+  size_t hl = strlen(hex);
+  for (const char *s = text; *s; s++) {
+    size_t i = 0;
+    while (i < hl && s[i] && (s[i] | 0x20) == hex[i]) i++;
+    if (i == hl) {
+      /* must not be a prefix of a longer hex number, nor preceded by a hex digit */
+      char after = s[hl], before = s == text ? ' ' : s[-1];
+      int hexa = (after >= '0' && after <= '9') || ((after | 0x20) >= 'a' && (after | 0x20) <= 'f');
+      int hexb = (before >= '1' && before <= '9') || ((before | 0x20) >= 'a' && (before | 0x20) <= 'f');
+      if (!hexa && !hexb) return 1;
+    }
+  }
+  return 0;
+}
+
+static void run_case(const bad_case *c) {
+  int errp[2], infop[2];
+  REQUIRE(pipe(errp) == 0 && pipe(infop) == 0);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(errp[0]);
+    close(infop[0]);
+    g_info_fd = infop[1];
+    zt_no_core_dumps();
+    signal(SIGABRT, SIG_DFL);
+    alarm(20); /* a hang shows up as SIGALRM */
+    dup2(errp[1], 2); /* everything the child prints goes to the pipe */
+    close(errp[1]);
+    c->fn();
+    _exit(42); /* survived the bad call */
+  }
+  close(errp[1]);
+  close(infop[1]);
+  char out[8192];
+  size_t len = 0;
+  for (;;) {
+    ssize_t r = read(errp[0], out + len, sizeof out - 1 - len);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    len += (size_t)r;
+    if (len >= sizeof out - 1) break;
+  }
+  out[len] = 0;
+  uintptr_t info[2] = {0, 0};
+  ssize_t ir = read(infop[0], info, sizeof info);
+  close(errp[0]);
+  close(infop[0]);
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 43) {
+    zt_log("  skip  %s (realloc did not move the block)", c->name);
+    return;
+  }
+  int failed_before = zt_failures;
+  if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT)) {
+    if (WIFEXITED(st))
+      CHECK(0, "%s: child exited with status %d instead of dying of SIGABRT (bad free not detected)", c->name,
+            WEXITSTATUS(st));
+    else
+      CHECK(0, "%s: child killed by signal %d (%s), want SIGABRT", c->name, WTERMSIG(st), strsignal(WTERMSIG(st)));
+  } else {
+    int lines = 0;
+    for (size_t i = 0; i < len; i++)
+      if (out[i] == '\n') lines++;
+    if (len > 0 && out[len - 1] != '\n') lines++;
+    CHECK(strstr(out, "zns-slab") != NULL, "%s: stderr has no \"zns-slab\": [%s]", c->name, out);
+    CHECK(lines == 1, "%s: want exactly one line on stderr, got %d: [%s]", c->name, lines, out);
+    REQUIRE(ir == (ssize_t)sizeof info, "%s: child did not report its pointer", c->name);
+    int has = contains_addr(out, info[0]);
+    if (!has && c->interior && contains_addr(out, info[1])) {
+      has = 1;
+      zt_log("  note: %s: the message names the block start %#lx, not the pointer passed to free %#lx", c->name,
+             (unsigned long)info[1], (unsigned long)info[0]);
+    }
+    CHECK(has, "%s: stderr does not contain the address %#lx: [%s]", c->name, (unsigned long)info[0], out);
+  }
+  int ok = zt_failures == failed_before;
+  zt_log("  %s  %s: %s%s", ok ? "ok  " : "FAIL", c->name, out[0] ? out : "(no output)",
+         len && out[len - 1] == '\n' ? "" : "\n");
+}
+
+int main(void) {
+  int zns = zt_zns_mode();
+  zt_log("bad_free: mode %s", zt_mode_name());
+  if (!zns) {
+    zt_log("bad_free: skipped under plain glibc");
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+  return zt_finish("bad_free");
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test and ends with the line "N passed, N failed".
+# Usage: tests/run.sh [FILTER]   (FILTER: a substring of test names to run)
+set -u
+cd "$(dirname "$0")/.."
+B=build
+LIB=$PWD/$B/libzns_slab.so
+FILTER=${1:-}
+pass=0; fail=0; failed=()
+LOGDIR=$B/test-logs; mkdir -p "$LOGDIR"
+
+run_one() {   # name, command...
+  local name=$1; shift
+  [[ -n "$FILTER" && "$name" != *"$FILTER"* ]] && return
+  local log="$LOGDIR/${name//\//_}.log" t0=$SECONDS
+  if timeout 600 "$@" >"$log" 2>&1; then
+    pass=$((pass+1)); printf 'PASS %-40s %3ss\n' "$name" $((SECONDS-t0))
+  else
+    local rc=$?
+    fail=$((fail+1)); failed+=("$name"); printf 'FAIL %-40s (exit %s) log: %s\n' "$name" "$rc" "$log"
+    tail -n 15 "$log" | sed 's/^/     | /'
+  fi
+}
+
+export ZNS_LIB=$LIB ZNS_EXPECT=1
+run_one unit $B/tests/unit_tests
+for src in tests/api/*.c tests/api/*.cpp tests/stress/*.c tests/stress/*.cpp; do
+  [ -e "$src" ] || continue
+  n=${src%.*}; n=${n#tests/}
+  run_one "$n(preload)" env LD_PRELOAD="$LIB" "$B/tests/$n"
+  run_one "$n(linked)" "$B/tests/$n.static"
+done
+for s in tests/programs/*.sh; do
+  [ -e "$s" ] || continue
+  n=${s%.sh}; n=${n#tests/}
+  run_one "$n" bash "$s"
+done
+echo
+[ ${#failed[@]} -gt 0 ] && echo "failed: ${failed[*]}"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

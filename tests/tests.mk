@@ -1,0 +1,38 @@
+# Test build rules: included by the Makefile.  Files dropped into these folders are picked up:
+#   tests/unit/*.cpp     doctest unit tests, linked with the core objects directly (no interposition)
+#   tests/api/*.c|*.cpp  programs run twice: under LD_PRELOAD=libzns_slab.so, and linked with libzns_slab.a
+#   tests/stress/*.c|*.cpp  the same, for multithreaded / fork / churn stress
+#   tests/programs/*.sh  unmodified real programs (python3, sqlite3, redis-server) under the shim
+TEST_CFLAGS   := -O1 -g -pthread -Wall -Wno-unused-result -I.
+UNIT_SRC      := $(wildcard tests/unit/*.cpp)
+PROG_SRC      := $(wildcard tests/api/*.c tests/api/*.cpp tests/stress/*.c tests/stress/*.cpp)
+PROG_NAMES    := $(basename $(PROG_SRC))
+PROG_DYN      := $(PROG_NAMES:%=$(BUILD)/%)
+PROG_STATIC   := $(PROG_NAMES:%=$(BUILD)/%.static)
+UNIT_BIN      := $(BUILD)/tests/unit_tests
+
+$(UNIT_BIN): $(UNIT_SRC) $(CORE_OBJ) $(wildcard core/*.h) | $(BUILD)/tests
+	$(CXX) $(CXXSTD) -O1 -g -pthread -I. $(UNIT_SRC) $(CORE_OBJ) -o $@
+
+# Dynamic builds know nothing of ZNS-Slab (zns_owns is a weak reference resolved at run time).
+$(BUILD)/tests/%: tests/%.c | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $< -o $@ -ldl
+$(BUILD)/tests/%: tests/%.cpp | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXSTD) $(TEST_CFLAGS) $< -o $@ -ldl
+# Static builds: the archive replaces malloc at link time (the README's link line).
+$(BUILD)/tests/%.static: tests/%.c $(AR) | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -lstdc++ -ldl
+$(BUILD)/tests/%.static: tests/%.cpp $(AR) | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXSTD) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -ldl
+
+.PHONY: test test-unit test-build
+test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC)
+test: deps-test
+	@$(MAKE) --no-print-directory test-build
+	@tests/run.sh
+test-unit: $(UNIT_BIN)
+	$(UNIT_BIN)
