@@ -1,0 +1,161 @@
+// The slab heap through its internal API (no interposition: this binary's own malloc is glibc).
+#include <doctest/doctest.h>
+
+#include <set>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include "core/heap.h"
+#include "core/stats.h"
+
+using namespace zns;
+
+namespace {
+HeapSnapshot snap() {
+  static HeapSnapshot h;
+  heap_snapshot(&h);
+  return h;
+}
+// Runs f in a forked child; returns its exit status or signal (negative) and its stderr.
+int in_child(void (*f)(), std::string *err) {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 2);
+    f();
+    _exit(0);
+  }
+  close(fds[1]);
+  char buf[512];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof buf)) > 0) err->append(buf, size_t(n));
+  close(fds[0]);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return WIFSIGNALED(st) ? -WTERMSIG(st) : WEXITSTATUS(st);
+}
+}  // namespace
+
+TEST_CASE("a slab hands out every block once, then the cache moves to a new slab") {
+  std::thread([] {   // a fresh thread: a fresh cache
+    unsigned c = class_of(128);
+    const ClassInfo &ci = class_info(c);
+    std::vector<char *> blocks;
+    for (unsigned i = 0; i < ci.blocks; ++i) blocks.push_back(static_cast<char *>(alloc(128)));
+    std::set<char *> distinct(blocks.begin(), blocks.end());
+    CHECK(distinct.size() == ci.blocks);
+    SlabMeta *s = head_meta(blocks[0]);
+    for (char *b : blocks) {
+      CHECK(owns(b));
+      CHECK(head_meta(b) == s);                           // one slab
+      CHECK((uintptr_t(b) - uintptr_t(slab_base(s))) % 128 == 0);
+      CHECK(block_size(b) == 128);
+    }
+    CHECK(s->used == ci.blocks);
+    char *next = static_cast<char *>(alloc(128));
+    CHECK(head_meta(next) != s);                          // the full slab is left behind
+    for (char *b : blocks) dealloc(b, "test");
+    dealloc(next, "test");
+  }).join();
+}
+
+TEST_CASE("malloc/free pairs reuse the same block; freed slabs return to the depot") {
+  std::thread([] {
+    void *a = alloc(48);
+    dealloc(a, "test");
+    void *b = alloc(48);
+    CHECK(a == b);                                        // lowest free bit first
+    dealloc(b, "test");
+    // fill several slabs, free them all: they come back to the depot as dirty pages
+    HeapSnapshot before = snap();
+    std::vector<void *> v;
+    for (int i = 0; i < 64 * 20; ++i) v.push_back(alloc(64));
+    HeapSnapshot mid = snap();
+    CHECK(mid.cls[class_of(64)].slabs >= before.cls[class_of(64)].slabs + 19);
+    for (void *p : v) dealloc(p, "test");
+    HeapSnapshot after = snap();
+    CHECK(after.cls[class_of(64)].slabs <= before.cls[class_of(64)].slabs + 1);
+    CHECK(after.dirty_pages + after.clean_pages >= 19);
+  }).join();
+}
+
+TEST_CASE("remote frees are merged by the owner and the blocks reused") {
+  std::vector<void *> v;
+  std::thread([&] {
+    for (int i = 0; i < 1000; ++i) v.push_back(alloc(256));
+    // hand them to another thread to free, while this thread still lives
+    std::thread([&] { for (void *p : v) dealloc(p, "test"); }).join();
+    // the owner's next refill merges the remote bits: the same addresses come back
+    std::set<void *> old(v.begin(), v.end());
+    int reused = 0;
+    for (int i = 0; i < 1000; ++i) reused += old.count(alloc(256)) ? 1 : 0;
+    CHECK(reused >= 900);
+  }).join();
+}
+
+TEST_CASE("thread exit hands the cache back; a new thread adopts it") {
+  HeapSnapshot before = snap();
+  for (int round = 0; round < 50; ++round)
+    std::thread([] {
+      void *p = alloc(32);
+      dealloc(p, "test");
+    }).join();
+  HeapSnapshot after = snap();
+  CHECK(after.caches <= before.caches + 1);             // 50 threads, one cache reused
+  CHECK(after.threads_seen >= before.threads_seen + 50);
+}
+
+TEST_CASE("trim returns every empty slab to the OS") {
+  std::thread([] {
+    std::vector<void *> v;
+    for (int i = 0; i < 10000; ++i) v.push_back(alloc(512));
+    for (void *p : v) dealloc(p, "test");
+  }).join();
+  trim();
+  HeapSnapshot h = snap();
+  CHECK(h.dirty_pages == 0);
+  CHECK(h.clean_pages > 0);
+}
+
+TEST_CASE("aligned allocation picks a class whose blocks are aligned") {
+  for (size_t align = 32; align <= 4096; align *= 2)
+    for (size_t n : {size_t(1), size_t(100), align, size_t(4096)}) {
+      if (n > kMaxSmall) continue;
+      char *p = static_cast<char *>(alloc_aligned(n, align));
+      REQUIRE(p);
+      CHECK(uintptr_t(p) % align == 0);
+      CHECK(block_size(p) >= n);
+      dealloc(p, "test");
+    }
+}
+
+TEST_CASE("misuse aborts with one line naming zns-slab and the address") {
+  std::string err;
+  int st = in_child([] {
+    void *p = alloc(64);
+    dealloc(p, "free");
+    dealloc(p, "free");
+  }, &err);
+  CHECK(st == -SIGABRT);
+  CHECK(err.find("zns-slab: double free in free(0x") != std::string::npos);
+
+  err.clear();
+  st = in_child([] {
+    char *p = static_cast<char *>(alloc(64));
+    dealloc(p + 16, "free");
+  }, &err);
+  CHECK(st == -SIGABRT);
+  CHECK(err.find("not the start of a block") != std::string::npos);
+
+  err.clear();
+  st = in_child([] {   // a double free where the second free comes from another thread
+    void *p = alloc(64);
+    dealloc(p, "free");
+    std::thread([p] { dealloc(p, "free"); }).join();
+  }, &err);
+  CHECK(st == -SIGABRT);
+  CHECK(err.find("double free") != std::string::npos);
+}

@@ -1,0 +1,49 @@
+// Size classes: the constexpr table holds the promises the allocator relies on.
+#include <doctest/doctest.h>
+
+#include "core/size_class.h"
+
+using namespace zns;
+
+TEST_CASE("every request size maps to the smallest class that holds it") {
+  for (size_t n = 0; n <= kMaxSmall; ++n) {
+    unsigned c = class_of(n);
+    REQUIRE(c < kNumClasses);
+    CHECK(class_info(c).size >= n);
+    if (c > 0 && n > 0) CHECK(class_info(c - 1).size < n);
+  }
+}
+
+TEST_CASE("rounding is fine-grained") {
+  CHECK(class_info(class_of(100)).size == 112);   // a 100-byte request does not cost 128
+  CHECK(class_info(class_of(0)).size == 16);      // malloc(0) gets a real block
+  CHECK(class_info(class_of(4096)).size == 4096);
+  // above 16 bytes a request never wastes more than half its block, and from 64 bytes up at most
+  // 1/8 of its block plus 16 bytes
+  for (size_t n = 17; n <= kMaxSmall; ++n) {
+    size_t s = class_info(class_of(n)).size;
+    CHECK(s - n < s / 2);
+    if (n >= 64) CHECK(s - n <= s / 8 + 16);
+  }
+}
+
+TEST_CASE("slab geometry: blocks fit, 16-byte alignment, bounded tail") {
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    const ClassInfo &i = class_info(c);
+    CHECK(i.size % 16 == 0);
+    CHECK(i.blocks * i.size <= i.pages * kPageSize);
+    CHECK((i.blocks + 1) * i.size > i.pages * kPageSize);       // no room for one more
+    CHECK(i.blocks <= kMaxBlocks);
+    if (i.blocks > 1) CHECK(i.pages * kPageSize - i.blocks * i.size <= i.pages * kPageSize / 4);
+  }
+  CHECK(class_info(class_of(128)).blocks == 32);   // no in-slab header: 32 blocks of 128 per page
+  CHECK(class_info(class_of(64)).blocks == 64);
+}
+
+TEST_CASE("division by multiplication is exact across every slab") {
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    const ClassInfo &i = class_info(c);
+    for (uint64_t off = 0; off < uint64_t(i.pages) * kPageSize; ++off)
+      REQUIRE(((off * i.magic) >> 32) == off / i.size);
+  }
+}
