@@ -116,8 +116,9 @@ ZNS_INLINE uint32_t page_of(const void *p) {
   return uint32_t((uintptr_t(p) - uintptr_t(g_region.base)) >> kPageShift);
 }
 ZNS_INLINE uint32_t page_of(const SlabMeta *s) { return uint32_t(s - g_region.meta); }
-ZNS_INLINE char *slab_base(const SlabMeta *s) {
-  return g_region.base + (uintptr_t(s - g_region.meta) << kPageShift);
+ZNS_INLINE char *slab_base(const SlabMeta *s) {   // one SlabMeta (64 B) per page (4096 B)
+  static_assert(kPageSize == 64 * sizeof(SlabMeta));
+  return g_region.base + ((uintptr_t(s) - uintptr_t(g_region.meta)) << 6);
 }
 ZNS_INLINE SlabMeta *head_meta(const void *p) {
   SlabMeta *m = &g_region.meta[page_of(p)];
@@ -132,18 +133,21 @@ ZNS_INLINE int block_index(const SlabMeta *s, const void *p) {
 
 // ---- fast paths --------------------------------------------------------------------------------
 // malloc of a small size: take the lowest free bit of the current slab's cursor word.  Every reason
-// to go slow (first use, slab exhausted, thread exited) is "that word is zero".
-ZNS_INLINE void *alloc_class(unsigned cls) {
+// to go slow (first use, slab exhausted, thread exited) is "that word is zero"; then `miss(cls)`
+// runs as a tail call (the shim's miss falls through to the next allocator when the heap is full).
+template <class Miss>
+ZNS_INLINE void *alloc_class(unsigned cls, Miss miss) {
   ThreadCache *tc = t_cache;
   SlabMeta *s = tc->current[cls];
   unsigned w = s->cursor;
   uint64_t bits = s->free[w].load(std::memory_order_relaxed);
-  if (ZNS_UNLIKELY(bits == 0)) return alloc_slow(cls);
+  if (ZNS_UNLIKELY(bits == 0)) return miss(cls);
   s->free[w].store(bits & (bits - 1), std::memory_order_relaxed);
   s->used++;
   tc->alloc_count[cls]++;
   return slab_base(s) + (w * 64 + unsigned(__builtin_ctzll(bits))) * s->size;
 }
+ZNS_INLINE void *alloc_class(unsigned cls) { return alloc_class(cls, alloc_slow); }
 ZNS_INLINE void *alloc(size_t n) { return alloc_class(class_of(n)); }
 
 // free of a pointer in the region: set its bit if this thread owns the slab; anything else

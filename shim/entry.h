@@ -12,12 +12,12 @@ namespace zns::shim {
 ZNS_NOINLINE void *next_malloc(size_t n);
 ZNS_NOINLINE void *next_memalign(size_t align, size_t n);
 ZNS_NOINLINE void next_free(void *p);
+// The small-size slow path: the heap's, then the next allocator if the heap is out of slabs.
+ZNS_NOINLINE void *malloc_miss(unsigned cls, size_t n);
 
 ZNS_INLINE void *malloc_impl(size_t n) {
-  if (ZNS_LIKELY(n <= kMaxSmall)) {
-    void *p = alloc(n);
-    if (ZNS_LIKELY(p != nullptr)) return p;
-  }
+  if (ZNS_LIKELY(n <= kMaxSmall))
+    return alloc_class(class_of(n), [n](unsigned cls) { return malloc_miss(cls, n); });
   return next_malloc(n);
 }
 

@@ -132,6 +132,11 @@ void *next_memalign(size_t align, size_t n) {
   return p;
 }
 
+void *malloc_miss(unsigned cls, size_t n) {
+  void *p = alloc_slow(cls);
+  return p ? p : next_malloc(n);
+}
+
 void next_free(void *p) {
   int saved = errno;
   if (ZNS_UNLIKELY(is_boot(p))) __libc_free(p);
