@@ -36,7 +36,6 @@ Lock g_orphan_lock;
 ThreadCache *g_orphan;                    // serves threads whose own cache is already handed back
 pthread_key_t g_key;
 std::atomic<uint64_t> g_threads_seen;
-std::atomic<uint64_t> g_loose_frees[kNumClasses];   // frees by threads that had no cache
 
 // Internal memory for caches: bump allocation from mmap'ed chunks, never returned.
 char *g_arena_next, *g_arena_end;
@@ -178,8 +177,8 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   m.cls = uint8_t(cls);
   m.cursor = 0;
   m.back = 0;
-  m.state = kCurrent;
   m.used = 0;
+  set_state(&m, kCurrent);
   m.blocks = ci.blocks;
   m.size = ci.size;
   m.magic = ci.magic;
@@ -205,7 +204,7 @@ void depot_release(SlabMeta *s) {
     if (x) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x)) * s->size);
   }
   unsigned k = kClasses.info[s->cls].pages;
-  s->state = kInDepot;
+  set_state(s, kInDepot);
   s->owner.store(kNoOwner, std::memory_order_release);
   uint32_t page = page_of(s);
   bool due;
@@ -228,7 +227,7 @@ void depot_release(SlabMeta *s) {
 // ---- owner-side slab bookkeeping -----------------------------------------------------------------
 void push_partial(ThreadCache *tc, SlabMeta *s) {
   uint32_t page = page_of(s), head = tc->partial[s->cls];
-  s->state = kPartial;
+  set_state(s, kPartial);
   s->prev = kNil;
   s->next = head;
   if (head != kNil) meta_at(head).prev = page;
@@ -253,7 +252,6 @@ unsigned merge_remote(SlabMeta *s) {
     if (x & f) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x & f)) * s->size);
     s->free[w].store(f | x, std::memory_order_relaxed);
     n += unsigned(__builtin_popcountll(x));
-    if (x && w < s->cursor) s->cursor = uint8_t(w);
   }
   if (n > s->used) fatal("slab metadata corrupted (more frees than blocks out)", "free", slab_base(s));
   s->used = uint16_t(s->used - n);
@@ -314,10 +312,9 @@ void drain_inbox(ThreadCache *tc, bool may_lock_pool) {
 // Allocate from tc for cls when its current slab's cursor word is empty.
 void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   SlabMeta *s = tc->current[cls];
-  auto find_free = [](SlabMeta *m) {
-    for (unsigned w = m->cursor; w < kBitmapWords; ++w)
+  auto find_free = [](SlabMeta *m) {   // frees do not move the cursor back: scan every word
+    for (unsigned w = 0; w < kBitmapWords; ++w)
       if (m->free[w].load(std::memory_order_relaxed)) { m->cursor = uint8_t(w); return true; }
-    m->cursor = kBitmapWords - 1;   // the fast path reads free[cursor]: keep it in range
     return false;
   };
   bool ok = false;
@@ -327,12 +324,12 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
     if (s != &g_sentinel_slab) ok = find_free(s);
   }
   if (!ok) {
-    if (s != &g_sentinel_slab) s->state = kFull;
+    if (s != &g_sentinel_slab) set_state(s, kFull);
     uint32_t p = tc->partial[cls];
     if (p != kNil) {
       s = &meta_at(p);
       unlink_partial(tc, s);
-      s->state = kCurrent;
+      set_state(s, kCurrent);
     } else {
       s = depot_take(cls, tc->id);
       if (!s) {
@@ -362,7 +359,7 @@ void tc_exit(void *arg) {
     tc->current[c] = &g_sentinel_slab;
     if (s->used == 0) depot_release(s);
     else if (s->used < s->blocks) push_partial(tc, s);
-    else s->state = kFull;
+    else set_state(s, kFull);
   }
   Guard g(g_pool_lock);
   tc->attached.store(false, std::memory_order_seq_cst);
@@ -500,9 +497,6 @@ void free_remote(void *p, SlabMeta *s, const char *call) {
   uint64_t bit = uint64_t(1) << (i & 63);
   uint64_t old = g_region.remote[page].bits[w].fetch_or(bit, std::memory_order_acq_rel);
   if ((old & bit) || (s->free[w].load(std::memory_order_relaxed) & bit)) fatal("double free", call, p);
-  ThreadCache *tc = t_cache;
-  if (tc->id != kSentinelId) tc->free_count[s->cls]++;
-  else g_loose_frees[s->cls].fetch_add(1, std::memory_order_relaxed);
   notify(page, owner, true);
 }
 
@@ -521,17 +515,27 @@ void trim() {
 void heap_snapshot(HeapSnapshot *out) {
   *out = HeapSnapshot{};
   if (g_init_state.load(std::memory_order_acquire) != 2) return;
-  // Counters are read racily (relaxed): a dump is a snapshot, not a barrier.
+  // Counters and slab metadata are read racily (relaxed): a dump is a snapshot, not a barrier.
   uint32_t n = __atomic_load_n(&g_num_caches, __ATOMIC_ACQUIRE);
   for (uint32_t id = 1; id <= n; ++id) {
     ThreadCache *tc = g_caches[id];
     if (!tc) continue;
-    for (unsigned c = 0; c < kNumClasses; ++c) {
+    for (unsigned c = 0; c < kNumClasses; ++c)
       out->cls[c].allocated += __atomic_load_n(&tc->alloc_count[c], __ATOMIC_RELAXED);
-      out->cls[c].freed += __atomic_load_n(&tc->free_count[c], __ATOMIC_RELAXED);
-    }
   }
-  for (unsigned c = 0; c < kNumClasses; ++c) out->cls[c].freed += g_loose_frees[c].load(std::memory_order_relaxed);
+  // Live blocks: what the owners count out, less remote frees not merged yet.
+  uint32_t pages = __atomic_load_n(&g_depot.bump, __ATOMIC_RELAXED);
+  for (uint32_t p = 0; p < pages; ++p) {
+    SlabMeta &m = meta_at(p);
+    if (m.back != 0 || m.owner.load(std::memory_order_acquire) == kNoOwner) continue;
+    int64_t live = __atomic_load_n(&m.used, __ATOMIC_RELAXED);
+    for (unsigned w = 0; w < kBitmapWords; ++w)
+      live -= __builtin_popcountll(g_region.remote[p].bits[w].load(std::memory_order_relaxed));
+    unsigned c = __atomic_load_n(&m.cls, __ATOMIC_RELAXED);
+    if (live > 0 && c < kNumClasses) out->cls[c].live += uint64_t(live);
+  }
+  for (unsigned c = 0; c < kNumClasses; ++c)
+    if (out->cls[c].live > out->cls[c].allocated) out->cls[c].allocated = out->cls[c].live;
   Guard g(g_depot.lock);
   for (unsigned c = 0; c < kNumClasses; ++c) out->cls[c].slabs = g_depot.slabs[c];
   out->owned_pages = g_depot.owned_pages;

@@ -34,8 +34,8 @@ inline constexpr uint32_t kNil = 0xffffffffu;       // "no page" in lists
 inline constexpr uint32_t kNoOwner = 0;             // SlabMeta.owner of a slab in the depot
 inline constexpr uint32_t kSentinelId = 0xfffffffeu;  // id of the sentinel caches: owns nothing
 
-// Owner-side state of a slab, ordered so that the free fast path needs one compare:
-// a local free must take the slow path iff  state + (used == 0) >= 2.
+// Owner-side state of a slab.  The free fast path does not read it: it compares the new `used`
+// with `slow_at`, which set_state() derives from the state (see there).
 enum SlabState : uint8_t {
   kCurrent = 0,   // tc->current[cls]; stays even when empty
   kPartial = 1,   // on tc's partial list for its class; leaves for the depot when it becomes empty
@@ -47,18 +47,30 @@ enum SlabState : uint8_t {
 struct alignas(64) SlabMeta {
   std::atomic<uint32_t> owner;     // cache id; kNoOwner while in the depot.  Changes only while empty.
   uint8_t cls;                     // size class
-  uint8_t cursor;                  // free[w] == 0 for every w < cursor (owner only)
+  uint8_t cursor;                  // the bitmap word the malloc fast path reads (< kBitmapWords)
   uint8_t back;                    // pages back to the head page; 0 on a head page
   uint8_t state;                   // SlabState
   uint16_t used;                   // blocks out: allocated minus freed-and-merged (owner only)
   uint16_t blocks;                 // blocks in the slab
   uint32_t size;                   // block size (copy of the class table, for locality)
-  uint32_t magic;                  // ceil(2^32 / size): exact division for offsets in the slab
+  union {
+    uint32_t magic;                // owned: ceil(2^32 / size), exact division for slab offsets
+    uint32_t stamp;                // in the depot: now_ms() (low 32 bits) when it arrived
+  };
   uint32_t prev, next;             // partial list (owner) or depot list links, page numbers
-  uint32_t stamp;                  // now_ms() (low 32 bits) when the slab entered the depot
+  uint16_t slow_at;                // a local free whose new `used` equals this takes the slow path
+  uint16_t pad;
   std::atomic<uint64_t> free[kBitmapWords];  // 1 = block free; written by the owner only
 };
 static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");
+
+// The state and the free fast path's trigger change together:
+//   current: never slow (0xffff is never a count); partial: slow when it becomes empty;
+//   full: slow at the first free (used is at most `blocks` and never 0 here).
+inline void set_state(SlabMeta *s, SlabState st) {
+  s->state = st;
+  s->slow_at = st == kCurrent ? 0xffff : st == kPartial ? 0 : uint16_t(s->used - 1);
+}
 
 // Remote frees of a slab: written by other threads, merged by the owner.  Kept apart from SlabMeta
 // so that remote writers do not bounce the owner's cache line.
@@ -72,8 +84,8 @@ struct RemoteState {
 // pool and the next new thread adopts it (with its slabs).
 struct ThreadCache {
   SlabMeta *current[kNumClasses];       // never null: the sentinel slab (no free bits) at start
-  uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache
-  uint64_t free_count[kNumClasses];     // stats: blocks freed by this cache's thread (local+remote)
+  uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
+                                        // derived: allocated - live, live from the slabs)
   uint32_t partial[kNumClasses];        // head of the partial list, kNil if none
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
   std::atomic<uint32_t> inbox;          // slabs with remote frees (Treiber stack of pages)
@@ -81,7 +93,7 @@ struct ThreadCache {
   ThreadCache *pool_next;               // pool link while detached
 
   constexpr ThreadCache(SlabMeta *sentinel, uint32_t cache_id)
-      : current{}, alloc_count{}, free_count{}, partial{}, id(cache_id), inbox(kNil),
+      : current{}, alloc_count{}, partial{}, id(cache_id), inbox(kNil),
         attached(false), pool_next(nullptr) {
     for (unsigned c = 0; c < kNumClasses; ++c) { current[c] = sentinel; partial[c] = kNil; }
   }
@@ -124,7 +136,7 @@ ZNS_INLINE SlabMeta *head_meta(const void *p) {
   SlabMeta *m = &g_region.meta[page_of(p)];
   return m - m->back;
 }
-// Block index of p in its slab, or -1 when p is not the start of a block.
+// Block index of p in slab s, or -1 when p is not the start of a block.
 ZNS_INLINE int block_index(const SlabMeta *s, const void *p) {
   uint32_t off = uint32_t(uintptr_t(p) - uintptr_t(slab_base(s)));
   uint32_t i = uint32_t((uint64_t(off) * s->magic) >> 32);
@@ -151,21 +163,22 @@ ZNS_INLINE void *alloc_class(unsigned cls) { return alloc_class(cls, alloc_slow)
 ZNS_INLINE void *alloc(size_t n) { return alloc_class(class_of(n)); }
 
 // free of a pointer in the region: set its bit if this thread owns the slab; anything else
-// (another owner, misuse, slab state change) goes to a slow path.
+// (another owner, misuse, a slab that must change lists) goes to a slow path.
 ZNS_INLINE void dealloc(void *p, const char *call) {
-  SlabMeta *s = head_meta(p);
+  uintptr_t rel = uintptr_t(p) - uintptr_t(g_region.base);
+  SlabMeta *m = &g_region.meta[rel >> kPageShift];
+  uint32_t off = uint32_t(rel & (kPageSize - 1)) + (uint32_t(m->back) << kPageShift);  // in the slab
+  SlabMeta *s = m - m->back;
   ThreadCache *tc = t_cache;
   if (ZNS_UNLIKELY(s->owner.load(std::memory_order_relaxed) != tc->id))
     return free_remote(p, s, call);
-  int i = block_index(s, p);
-  if (ZNS_UNLIKELY(i < 0)) fatal("free of a pointer that is not the start of a block", call, p);
-  unsigned w = unsigned(i) >> 6;
-  uint64_t bit = uint64_t(1) << (i & 63), word = s->free[w].load(std::memory_order_relaxed);
+  uint32_t i = uint32_t((uint64_t(off) * s->magic) >> 32);
+  if (ZNS_UNLIKELY(i * s->size != off || i >= s->blocks))
+    fatal("free of a pointer that is not the start of a block", call, p);
+  uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (ZNS_UNLIKELY(word & bit)) fatal("double free", call, p);
-  s->free[w].store(word | bit, std::memory_order_relaxed);
-  if (w < s->cursor) s->cursor = uint8_t(w);
-  tc->free_count[s->cls]++;
-  if (ZNS_UNLIKELY(s->state + (--s->used == 0) >= 2)) free_slow_local(tc, s);
+  s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
+  if (ZNS_UNLIKELY(--s->used == s->slow_at)) free_slow_local(tc, s);
 }
 
 ZNS_INLINE size_t block_size(const void *p) { return head_meta(p)->size; }

@@ -24,7 +24,7 @@ Totals totals_of(const HeapSnapshot &h) {
   Totals t{};
   for (unsigned c = 0; c < kNumClasses; ++c) {
     const ClassSnapshot &k = h.cls[c];
-    uint64_t live = k.allocated > k.freed ? k.allocated - k.freed : 0;
+    uint64_t live = k.live;
     t.live_bytes += live * class_info(c).size;
   }
   uint64_t owned = h.owned_pages * kPageSize;
@@ -55,9 +55,9 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     const ClassSnapshot &k = h.cls[c];
     if (!k.allocated && !k.slabs) continue;
-    uint64_t live = k.allocated > k.freed ? k.allocated - k.freed : 0, size = class_info(c).size;
+    uint64_t live = k.live, size = class_info(c).size;
     uint64_t slab_bytes = k.slabs * class_info(c).pages * kPageSize;
-    b.u64(c, 5).u64(size, 7).u64(k.allocated, 13).u64(k.freed, 13).u64(live, 13).u64(k.slabs, 9)
+    b.u64(c, 5).u64(size, 7).u64(k.allocated, 13).u64(k.allocated - k.live, 13).u64(live, 13).u64(k.slabs, 9)
         .u64(live * size, 15).u64(slab_bytes, 15).fixed(live * size * 100, slab_bytes, 1, 7).chr('\n');
     o.line();
   }
@@ -81,7 +81,7 @@ void print_json(Out &o, const HeapSnapshot &h, const Totals &t) {
   bool first = true;
   for (unsigned c = 0; c < kNumClasses; ++c) {
     const ClassSnapshot &k = h.cls[c];
-    uint64_t live = k.allocated > k.freed ? k.allocated - k.freed : 0, size = class_info(c).size;
+    uint64_t live = k.live, size = class_info(c).size;
     uint64_t slab_bytes = k.slabs * class_info(c).pages * kPageSize;
     b.str(first ? "" : ",").str("{\"class\":").u64(c).str(",\"size\":").u64(size)
         .str(",\"allocated\":").u64(k.allocated).str(",\"freed\":").u64(k.allocated - live)
@@ -93,7 +93,7 @@ void print_json(Out &o, const HeapSnapshot &h, const Totals &t) {
   }
   uint64_t resident = t.slab_resident + t.metadata;
   uint64_t allocated = 0, freed = 0;
-  for (unsigned c = 0; c < kNumClasses; ++c) { allocated += h.cls[c].allocated; freed += h.cls[c].freed; }
+  for (unsigned c = 0; c < kNumClasses; ++c) { allocated += h.cls[c].allocated; freed += h.cls[c].allocated - h.cls[c].live; }
   b.str("],\"totals\":{\"allocated\":").u64(allocated).str(",\"freed\":").u64(freed)
       .str(",\"live_bytes\":").u64(t.live_bytes).str(",\"resident_bytes\":").u64(resident)
       .str(",\"slab_resident_bytes\":").u64(t.slab_resident).str(",\"metadata_bytes\":").u64(t.metadata)

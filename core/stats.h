@@ -11,7 +11,7 @@ namespace zns {
 extern std::atomic<uint64_t> g_fallback_allocs, g_fallback_bytes;
 
 struct ClassSnapshot {
-  uint64_t allocated, freed, slabs;
+  uint64_t allocated, live, slabs;   // freed = allocated - live
 };
 struct HeapSnapshot {
   ClassSnapshot cls[kNumClasses];
