@@ -71,7 +71,8 @@ struct Depot {
   uint32_t clean_head[kMaxSlabPages + 1];   // empty, purged slabs by pages (a stack)
   uint32_t bump;                            // first page never handed out
   uint64_t dirty_pages, clean_pages, purging_pages, purged_total;
-  uint64_t slabs[kNumClasses];              // slabs owned by caches, per class
+  uint32_t shared_head[kNumClasses];        // shared slabs worth reusing, per class (doubly linked)
+  uint64_t slabs[kNumClasses];              // slabs out of the depot (owned or shared), per class
   uint64_t owned_pages;                     // pages of those slabs
 };
 Depot g_depot;
@@ -79,6 +80,7 @@ Depot g_depot;
 void depot_reset_lists() {
   for (unsigned k = 0; k <= kMaxSlabPages; ++k)
     g_depot.dirty_head[k] = g_depot.dirty_tail[k] = g_depot.clean_head[k] = kNil;
+  for (unsigned c = 0; c < kNumClasses; ++c) g_depot.shared_head[c] = kNil;
 }
 
 inline SlabMeta &meta_at(uint32_t page) { return g_region.meta[page]; }
@@ -178,7 +180,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   m.cursor = 0;
   m.back = 0;
   m.used = 0;
-  set_state(&m, kCurrent);
+  m.state = kCurrent;
   m.blocks = ci.blocks;
   m.size = ci.size;
   m.magic = ci.magic;
@@ -204,7 +206,7 @@ void depot_release(SlabMeta *s) {
     if (x) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x)) * s->size);
   }
   unsigned k = kClasses.info[s->cls].pages;
-  set_state(s, kInDepot);
+  s->state = kInDepot;
   s->owner.store(kNoOwner, std::memory_order_release);
   uint32_t page = page_of(s);
   bool due;
@@ -225,29 +227,13 @@ void depot_release(SlabMeta *s) {
 }
 
 // ---- owner-side slab bookkeeping -----------------------------------------------------------------
-void push_partial(ThreadCache *tc, SlabMeta *s) {
-  uint32_t page = page_of(s), head = tc->partial[s->cls];
-  set_state(s, kPartial);
-  s->prev = kNil;
-  s->next = head;
-  if (head != kNil) meta_at(head).prev = page;
-  tc->partial[s->cls] = page;
-}
-
-void unlink_partial(ThreadCache *tc, SlabMeta *s) {
-  if (s->prev != kNil) meta_at(s->prev).next = s->next;
-  else tc->partial[s->cls] = s->next;
-  if (s->next != kNil) meta_at(s->next).prev = s->prev;
-  s->prev = s->next = kNil;
-}
-
 // Merge remote frees into the owner's bitmap.  Returns how many blocks came back.
 unsigned merge_remote(SlabMeta *s) {
   RemoteState &r = g_region.remote[page_of(s)];
   unsigned n = 0;
   for (unsigned w = 0; w < kBitmapWords; ++w) {
     if (r.bits[w].load(std::memory_order_relaxed) == 0) continue;
-    uint64_t x = r.bits[w].exchange(0, std::memory_order_acquire);
+    uint64_t x = r.bits[w].exchange(0, std::memory_order_seq_cst);
     uint64_t f = s->free[w].load(std::memory_order_relaxed);
     if (x & f) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x & f)) * s->size);
     s->free[w].store(f | x, std::memory_order_relaxed);
@@ -258,15 +244,94 @@ unsigned merge_remote(SlabMeta *s) {
   return n;
 }
 
-// After blocks came back to a slab that is not being allocated from: file it where it belongs.
-void settle(ThreadCache *tc, SlabMeta *s) {
-  if (s->state == kCurrent) return;
-  if (s->used == 0) {
-    if (s->state == kPartial) unlink_partial(tc, s);
-    depot_release(s);
-  } else if (s->state == kFull) {
-    push_partial(tc, s);
+// ---- shared slabs ----------------------------------------------------------------------------------
+// A cache gives a slab up when it has no free block left (or when its thread exits).  From then on
+// every free is a remote free; the freers notice when a quarter of the slab is free (it joins the
+// depot's list for its class, where a cache that needs a slab adopts it) and when all of it is
+// free (it goes back to the depot as empty).  So memory freed by other threads never waits for
+// the thread that allocated it.  `used` is frozen while a slab is shared.
+
+void shared_push(SlabMeta *s) {   // under the depot lock
+  uint32_t page = page_of(s), head = g_depot.shared_head[s->cls];
+  s->prev = kNil;
+  s->next = head;
+  if (head != kNil) meta_at(head).prev = page;
+  g_depot.shared_head[s->cls] = page;
+}
+void shared_unlink(SlabMeta *s) {   // under the depot lock
+  if (s->prev != kNil) meta_at(s->prev).next = s->next;
+  else g_depot.shared_head[s->cls] = s->next;
+  if (s->next != kNil) meta_at(s->next).prev = s->prev;
+  s->prev = s->next = kNil;
+}
+
+unsigned remote_total(RemoteState &r) {
+  unsigned n = 0;
+  for (unsigned w = 0; w < kBitmapWords; ++w)
+    n += unsigned(__builtin_popcountll(r.bits[w].load(std::memory_order_seq_cst)));
+  return n;
+}
+
+// Look at a shared slab after remote frees (or after it was given up): queue it or return it.
+// A shared period ends only by a claim, under the depot lock, so under that lock a slab seen
+// idle or queued has a frozen `used` and remote bits that only grow: decide there.
+void shared_settle(SlabMeta *s) {
+  RemoteState &r = g_region.remote[page_of(s)];
+  uint8_t st = r.share.load(std::memory_order_seq_cst);
+  if (st != kSharedIdle && st != kSharedQueued) return;
+  unsigned out = __atomic_load_n(&s->used, __ATOMIC_RELAXED), total = remote_total(r);
+  unsigned worth = (s->blocks + 3u) / 4;   // free blocks that make a shared slab worth reusing
+  if (total < out && (st != kSharedIdle || s->blocks - out + total < worth)) return;   // cheap look
+  {
+    Guard g(g_depot.lock);
+    st = r.share.load(std::memory_order_relaxed);
+    if (st != kSharedIdle && st != kSharedQueued) return;
+    out = s->used;
+    total = remote_total(r);
+    if (total < out) {
+      if (st == kSharedIdle && s->blocks - out + total >= worth) {
+        r.share.store(kSharedQueued, std::memory_order_relaxed);
+        shared_push(s);
+      }
+      return;
+    }
+    if (st == kSharedQueued) shared_unlink(s);   // every block that was out has come back
+    r.share.store(kSharedClaimed, std::memory_order_relaxed);
   }
+  merge_remote(s);
+  if (s->used != 0) fatal("slab metadata corrupted (shared slab not empty)", "free", slab_base(s));
+  r.share.store(kOwned, std::memory_order_relaxed);
+  depot_release(s);
+}
+
+// The owner gives up a slab that is on none of the depot's lists.
+void relinquish(SlabMeta *s) {
+  s->state = kShared;
+  s->prev = s->next = kNil;
+  // share before owner: a freer that sees the new owner also sees a shared slab.  A freer that
+  // still saw us as owner re-reads the owner after its bit is in (free_remote), and the look
+  // below reads the bits after the owner changed (all seq_cst): one of the two sees the other.
+  g_region.remote[page_of(s)].share.store(kSharedIdle, std::memory_order_seq_cst);
+  s->owner.store(kSharedOwner, std::memory_order_seq_cst);
+  shared_settle(s);
+}
+
+// A shared slab of class cls with free blocks, adopted by cache `owner` as its current slab.
+SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
+  SlabMeta *s;
+  {
+    Guard g(g_depot.lock);
+    uint32_t page = g_depot.shared_head[cls];
+    if (page == kNil) return nullptr;
+    s = &meta_at(page);
+    shared_unlink(s);
+    g_region.remote[page].share.store(kSharedClaimed, std::memory_order_relaxed);
+  }
+  s->owner.store(owner, std::memory_order_seq_cst);   // from here frees go to our inbox
+  g_region.remote[page_of(s)].share.store(kOwned, std::memory_order_seq_cst);
+  s->state = kCurrent;
+  merge_remote(s);
+  return s;
 }
 
 void drain_inbox(ThreadCache *tc, bool may_lock_pool);
@@ -279,7 +344,9 @@ void drain_detached(ThreadCache *o) {
 // Queue the slab at `page` on its owner's inbox (once), so the owner merges its remote bits.
 void notify(uint32_t page, uint32_t owner, bool may_lock_pool) {
   RemoteState &r = g_region.remote[page];
-  if (r.pending.exchange(1, std::memory_order_acq_rel) != 0) return;   // already queued
+  if (r.pending.exchange(1, std::memory_order_seq_cst) != 0) return;   // already queued
+  // Tell the owner's free fast path to look at the remote bits too (double-free detection).
+  meta_at(page).remote_hint.store(1, std::memory_order_relaxed);
   ThreadCache *o = g_caches[owner];
   uint32_t head = o->inbox.load(std::memory_order_relaxed);
   do {
@@ -296,12 +363,14 @@ void drain_inbox(ThreadCache *tc, bool may_lock_pool) {
   while (page != kNil) {
     RemoteState &r = g_region.remote[page];
     uint32_t next = r.inbox_next;                          // read before pending is released
-    r.pending.store(0, std::memory_order_seq_cst);
     SlabMeta *s = &meta_at(page);
     uint32_t owner = s->owner.load(std::memory_order_acquire);
+    // Ours: clear the hint before pending, so a remote free after our merge sets it again.
+    if (owner == tc->id) s->remote_hint.store(0, std::memory_order_relaxed);
+    r.pending.store(0, std::memory_order_seq_cst);
     if (owner == tc->id) {
-      if (merge_remote(s)) settle(tc, s);
-    } else if (owner != kNoOwner) {                        // stale entry: the slab changed hands
+      merge_remote(s);   // into a current slab: it stays, even empty
+    } else if (owner != kNoOwner && owner != kSharedOwner) {    // stale entry: the slab changed hands
       for (unsigned w = 0; w < kBitmapWords; ++w)
         if (r.bits[w].load(std::memory_order_relaxed)) { notify(page, owner, may_lock_pool); break; }
     }
@@ -324,21 +393,16 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
     if (s != &g_sentinel_slab) ok = find_free(s);
   }
   if (!ok) {
-    if (s != &g_sentinel_slab) set_state(s, kFull);
-    uint32_t p = tc->partial[cls];
-    if (p != kNil) {
-      s = &meta_at(p);
-      unlink_partial(tc, s);
-      set_state(s, kCurrent);
-    } else {
-      s = depot_take(cls, tc->id);
-      if (!s) {
-        tc->current[cls] = &g_sentinel_slab;
-        return nullptr;
-      }
+    // No free block left: let the freers have it.  current[] never names a slab we gave up,
+    // not even for an instant (a fork here would hand the child a cache with a stale slab).
+    tc->current[cls] = &g_sentinel_slab;
+    if (s != &g_sentinel_slab) relinquish(s);
+    if (!(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id))) {
+      tc->current[cls] = &g_sentinel_slab;
+      return nullptr;
     }
     tc->current[cls] = s;
-    if (!find_free(s)) fatal("slab metadata corrupted (no free block in a partial slab)", "malloc", slab_base(s));
+    if (!find_free(s)) fatal("slab metadata corrupted (no free block in a new slab)", "malloc", slab_base(s));
   }
   unsigned w = s->cursor;
   uint64_t bits = s->free[w].load(std::memory_order_relaxed);
@@ -352,14 +416,17 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
 void tc_exit(void *arg) {
   ThreadCache *tc = static_cast<ThreadCache *>(arg);
   t_cache = &g_dead_cache;   // later mallocs in this thread go to the orphan cache
+  // Every slab goes: empty ones to the depot, the others shared, so no memory waits for the
+  // next thread that adopts this cache.
+  auto give_up = [](SlabMeta *s) {
+    merge_remote(s);
+    if (s->used == 0) depot_release(s);
+    else relinquish(s);
+  };
   for (unsigned c = 0; c < kNumClasses; ++c) {
     SlabMeta *s = tc->current[c];
-    if (s == &g_sentinel_slab) continue;
-    merge_remote(s);
     tc->current[c] = &g_sentinel_slab;
-    if (s->used == 0) depot_release(s);
-    else if (s->used < s->blocks) push_partial(tc, s);
-    else set_state(s, kFull);
+    if (s != &g_sentinel_slab) give_up(s);
   }
   Guard g(g_pool_lock);
   tc->attached.store(false, std::memory_order_seq_cst);
@@ -417,6 +484,16 @@ void fork_child() {
     ThreadCache *tc = g_caches[id];
     if (tc == t_cache || tc == g_orphan || !tc->attached.load(std::memory_order_relaxed)) continue;
     tc->attached.store(false, std::memory_order_relaxed);
+    // Its thread may have stopped inside a fast path, between the bitmap and `used`: the bitmap
+    // is the truth.  (A block taken but not yet returned stays out: a leak, never a reuse.)
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      SlabMeta *s = tc->current[c];
+      if (s == &g_sentinel_slab) continue;
+      unsigned free_blocks = 0;
+      for (unsigned w = 0; w < kBitmapWords; ++w)
+        free_blocks += unsigned(__builtin_popcountll(s->free[w].load(std::memory_order_relaxed)));
+      s->used = uint16_t(s->blocks - free_blocks);
+    }
     drain_inbox(tc, false);
     tc->pool_next = g_pool_head;
     g_pool_head = tc;
@@ -485,8 +562,6 @@ void *alloc_slow(unsigned cls) {
   return refill_and_alloc(tc, cls);
 }
 
-void free_slow_local(ThreadCache *tc, SlabMeta *s) { settle(tc, s); }
-
 void free_remote(void *p, SlabMeta *s, const char *call) {
   uint32_t owner = s->owner.load(std::memory_order_acquire);
   if (owner == kNoOwner) fatal("free of a block that is not allocated", call, p);
@@ -495,9 +570,23 @@ void free_remote(void *p, SlabMeta *s, const char *call) {
   uint32_t page = page_of(s);
   unsigned w = unsigned(i) >> 6;
   uint64_t bit = uint64_t(1) << (i & 63);
-  uint64_t old = g_region.remote[page].bits[w].fetch_or(bit, std::memory_order_acq_rel);
-  if ((old & bit) || (s->free[w].load(std::memory_order_relaxed) & bit)) fatal("double free", call, p);
+  // The owner's bit first: once our bit is in, the owner may merge it at any moment.
+  if (s->free[w].load(std::memory_order_relaxed) & bit) fatal("double free", call, p);
+  uint64_t old = g_region.remote[page].bits[w].fetch_or(bit, std::memory_order_seq_cst);
+  if (old & bit) fatal("double free", call, p);
+  if (owner == kSharedOwner) return shared_settle(s);
   notify(page, owner, true);
+  // The owner may have given the slab up meanwhile (see relinquish).
+  if (s->owner.load(std::memory_order_seq_cst) == kSharedOwner) shared_settle(s);
+}
+
+// A local free whose block looks free already, or whose slab may have unmerged remote frees.
+void free_local_checked(void *p, SlabMeta *s, uint32_t i, const char *call) {
+  uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
+  if ((word & bit) || (g_region.remote[page_of(s)].bits[i >> 6].load(std::memory_order_seq_cst) & bit))
+    fatal("double free", call, p);
+  s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
+  s->used--;
 }
 
 void *alloc_aligned(size_t n, size_t align) {

@@ -16,10 +16,10 @@
 //   local     free by the owner: a plain bit set in SlabMeta.free
 //   remote    free by any other thread: an atomic bit set in RemoteState.bits, and the slab is
 //             queued once on the owner's inbox; the owner merges the bits in its slow path
-//   current   the slab a thread cache allocates from for a class (one per class)
-//   partial   owned slabs with free blocks that are not current (a list per class)
-//   full      owned slabs that had no free block when last looked at (on no list)
-//   depot     empty slabs with no owner, ready for any class
+//   current   the slab a thread cache allocates from for a class: the only slabs a cache owns
+//   shared    a slab its cache gave up when it ran out of free blocks; all frees are remote; the
+//             depot lists it for reuse (adoption) once a quarter is free, and takes it back empty
+//   depot     empty slabs with no owner, ready for any class, and the shared slabs worth reusing
 #pragma once
 #include <atomic>
 #include <cstddef>
@@ -33,14 +33,15 @@ namespace zns {
 inline constexpr uint32_t kNil = 0xffffffffu;       // "no page" in lists
 inline constexpr uint32_t kNoOwner = 0;             // SlabMeta.owner of a slab in the depot
 inline constexpr uint32_t kSentinelId = 0xfffffffeu;  // id of the sentinel caches: owns nothing
+inline constexpr uint32_t kSharedOwner = 0xfffffffdu; // SlabMeta.owner of a slab no cache owns
 
-// Owner-side state of a slab.  The free fast path does not read it: it compares the new `used`
-// with `slow_at`, which set_state() derives from the state (see there).
+// The life of a slab.  A cache owns exactly one slab per class, its current one, so a free by
+// the owner never has to move a slab between lists.
 enum SlabState : uint8_t {
   kCurrent = 0,   // tc->current[cls]; stays even when empty
-  kPartial = 1,   // on tc's partial list for its class; leaves for the depot when it becomes empty
-  kFull = 2,      // owned, on no list; a free puts it on the partial list
-  kInDepot = 3,   // no owner
+  kShared = 2,    // given up by its cache when it ran out of free blocks: every free is remote;
+                  // on the depot's class list once a quarter is free, back to empty when all are
+  kInDepot = 3,   // empty, no owner
 };
 
 // Per-page slab metadata, one cache line, in an array parallel to the region.
@@ -57,27 +58,26 @@ struct alignas(64) SlabMeta {
     uint32_t magic;                // owned: ceil(2^32 / size), exact division for slab offsets
     uint32_t stamp;                // in the depot: now_ms() (low 32 bits) when it arrived
   };
-  uint32_t prev, next;             // partial list (owner) or depot list links, page numbers
-  uint16_t slow_at;                // a local free whose new `used` equals this takes the slow path
-  uint16_t pad;
+  uint32_t prev, next;             // depot list links (class list or empty lists), page numbers
+  std::atomic<uint8_t> remote_hint;  // 1 when remote bits may be set that are not merged yet
+  uint8_t pad[3];
   std::atomic<uint64_t> free[kBitmapWords];  // 1 = block free; written by the owner only
 };
 static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");
 
-// The state and the free fast path's trigger change together:
-//   current: never slow (0xffff is never a count); partial: slow when it becomes empty;
-//   full: slow at the first free (used is at most `blocks` and never 0 here).
-inline void set_state(SlabMeta *s, SlabState st) {
-  s->state = st;
-  s->slow_at = st == kCurrent ? 0xffff : st == kPartial ? 0 : uint16_t(s->used - 1);
-}
-
 // Remote frees of a slab: written by other threads, merged by the owner.  Kept apart from SlabMeta
 // so that remote writers do not bounce the owner's cache line.
+enum ShareState : uint8_t {
+  kOwned = 0,         // a cache owns the slab (or it is empty in the depot)
+  kSharedIdle = 1,    // shared, not yet worth reusing
+  kSharedQueued = 2,  // shared, on the depot's list for its class (changes under the depot lock)
+  kSharedClaimed = 3, // being adopted by a cache or returned to the depot as empty
+};
 struct RemoteState {
   std::atomic<uint64_t> bits[kBitmapWords];  // 1 = freed remotely, not yet merged
   std::atomic<uint32_t> pending;   // 1 while the slab is queued on some cache's inbox
   uint32_t inbox_next;             // inbox link (valid while pending)
+  std::atomic<uint8_t> share;      // ShareState
 };
 
 // A thread's cache.  Lives in internal memory, never freed: when its thread exits it goes to a
@@ -86,16 +86,15 @@ struct ThreadCache {
   SlabMeta *current[kNumClasses];       // never null: the sentinel slab (no free bits) at start
   uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
                                         // derived: allocated - live, live from the slabs)
-  uint32_t partial[kNumClasses];        // head of the partial list, kNil if none
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
   std::atomic<uint32_t> inbox;          // slabs with remote frees (Treiber stack of pages)
   std::atomic<bool> attached;           // a live thread uses this cache
   ThreadCache *pool_next;               // pool link while detached
 
   constexpr ThreadCache(SlabMeta *sentinel, uint32_t cache_id)
-      : current{}, alloc_count{}, partial{}, id(cache_id), inbox(kNil),
+      : current{}, alloc_count{}, id(cache_id), inbox(kNil),
         attached(false), pool_next(nullptr) {
-    for (unsigned c = 0; c < kNumClasses; ++c) { current[c] = sentinel; partial[c] = kNil; }
+    for (unsigned c = 0; c < kNumClasses; ++c) current[c] = sentinel;
   }
 };
 
@@ -114,8 +113,8 @@ extern __thread ThreadCache *t_cache __attribute__((tls_model("initial-exec")));
 
 // ---- slow paths (heap.cpp) ---------------------------------------------------------------------
 ZNS_NOINLINE void *alloc_slow(unsigned cls);
-ZNS_NOINLINE void free_slow_local(ThreadCache *tc, SlabMeta *s);
 ZNS_NOINLINE void free_remote(void *p, SlabMeta *s, const char *call);
+ZNS_NOINLINE void free_local_checked(void *p, SlabMeta *s, uint32_t i, const char *call);
 void heap_init();                                // idempotent
 void *alloc_aligned(size_t n, size_t align);     // align <= kPageSize, power of two, n <= kMaxSmall
 void trim();                                     // purge every empty slab in the depot now
@@ -163,7 +162,7 @@ ZNS_INLINE void *alloc_class(unsigned cls) { return alloc_class(cls, alloc_slow)
 ZNS_INLINE void *alloc(size_t n) { return alloc_class(class_of(n)); }
 
 // free of a pointer in the region: set its bit if this thread owns the slab; anything else
-// (another owner, misuse, a slab that must change lists) goes to a slow path.
+// (another owner, a shared slab, misuse) goes to a slow path.
 ZNS_INLINE void dealloc(void *p, const char *call) {
   uintptr_t rel = uintptr_t(p) - uintptr_t(g_region.base);
   SlabMeta *m = &g_region.meta[rel >> kPageShift];
@@ -176,9 +175,10 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   if (ZNS_UNLIKELY(i * s->size != off || i >= s->blocks))
     fatal("free of a pointer that is not the start of a block", call, p);
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
-  if (ZNS_UNLIKELY(word & bit)) fatal("double free", call, p);
+  if (ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
+    return free_local_checked(p, s, i, call);   // the same free, after a look at the remote bits
   s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
-  if (ZNS_UNLIKELY(--s->used == s->slow_at)) free_slow_local(tc, s);
+  s->used--;   // the owner's slab is its current one: it stays, even when empty
 }
 
 ZNS_INLINE size_t block_size(const void *p) { return head_meta(p)->size; }

@@ -32,6 +32,16 @@ void warn_line(const char *what, const char *entry, const char *tail) {
   b.flush(2);
 }
 
+// String values are copied: programs may overwrite their environment (redis rewrites it for its
+// process title), and the options must outlive that.
+constexpr size_t kMaxString = 512;
+const char *copy_string(char *dst, const char *v) {
+  size_t n = 0;
+  while (v[n]) if (++n >= kMaxString) return nullptr;
+  for (size_t i = 0; i <= n; ++i) dst[i] = v[i];
+  return dst;
+}
+
 bool parse_num(const char *v, uint64_t *out) {
   if (*v == 0) return false;
   uint64_t x = 0;
@@ -61,7 +71,13 @@ void options_load(bool warn) {
     else if (warn) warn_line("bad value, using the default: ", entry, "");                     \
   }
 #define ZNS_OPTION_STR(name)                                                                   \
-  if ((v = match(entry, #name))) { known = true; o.name = v; }
+  if ((v = match(entry, #name))) {                                                             \
+    known = true;                                                                              \
+    static char copy_##name[kMaxString];                                                       \
+    o.name = copy_string(copy_##name, v);                                                      \
+    if (!o.name && warn) warn_line("value too long, using the default: ", entry, "");          \
+    if (!o.name) o.name = Options{}.name;                                                      \
+  }
 #define ZNS_OPTION(kind, name, def, doc) ZNS_OPTION_##kind(name)
 #include "core/options.def"
 #undef ZNS_OPTION

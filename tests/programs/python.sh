@@ -13,7 +13,7 @@ source "$(dirname "$0")/lib/common.bash"
 zns_require_lib
 zns_make_tmp
 
-N=${ZNS_PY_RECORDS:-100000}
+N=${PROGTEST_PY_RECORDS:-100000}
 MIN_ALLOC=500000
 export PYTHONMALLOC=malloc PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1 LC_ALL=C.UTF-8
 unset PYTHONPATH PYTHONHOME PYTHONSTARTUP
@@ -25,14 +25,14 @@ rc=0
 timeout 80 /usr/bin/python3 "$PROG_LIB/python_workload.py" "$N" >plain.out 2>plain.err || rc=$?
 [[ $rc == 0 ]] || { tail -n 30 plain.err; die "plain run failed (exit $rc): the workload itself is broken"; }
 log "plain run took $((SECONDS - t0))s"
-[[ "$(tail -n 2 plain.out | head -n 1)" == done ]] || die "plain run did not finish"
+[[ "$(tail -n 2 plain.out | head -n 1)" == "done" ]] || die "plain run did not finish"
 
 if [[ $SHIM == 0 ]]; then log "plain-only mode: done"; exit 0; fi
 
 log "shim run: LD_PRELOAD=$ZNS_LIB /usr/bin/python3 python_workload.py $N"
 t0=$SECONDS
 rc=0
-timeout 80 env $(zns_env_shim "$TMPD/stats.%p.json") \
+timeout 80 env LD_PRELOAD="$ZNS_LIB" ZNS_STATS="$TMPD/stats.%p.json" \
   /usr/bin/python3 "$PROG_LIB/python_workload.py" "$N" >shim.out 2>shim.err || rc=$?
 log "shim run took $((SECONDS - t0))s, exit $rc"
 if [[ $rc != 0 ]]; then

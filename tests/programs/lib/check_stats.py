@@ -70,6 +70,12 @@ def main():
                 if c["allocated"] - c["freed"] != c["live"]:
                     warns.append(f"{f}: class {s}: allocated {c['allocated']} - freed "
                                  f"{c['freed']} != live {c['live']}")
+        led = ("live_bytes", "thread_cache_free_bytes", "depot_bytes", "metadata_bytes")
+        if all(isinstance(t.get(k), int) for k in led + ("resident_bytes",)):
+            lhs = sum(t[k] for k in led)
+            if lhs != t["resident_bytes"]:
+                warns.append(f"{f}: ledger: live+thread_cache_free+depot+metadata = {lhs} != "
+                             f"resident_bytes {t['resident_bytes']}")
         csum = sum(c.get("allocated", 0) for c in classes if isinstance(c, dict))
         if csum > alloc:
             warns.append(f"{f}: sum of classes[].allocated ({csum}) > totals.allocated ({alloc})")

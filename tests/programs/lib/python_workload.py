@@ -12,11 +12,14 @@ child interpreter (subprocess, so a fork+exec under the shim with its own stats 
 import gc
 import hashlib
 import json
+import os
 import pickle
 import queue
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
@@ -152,6 +155,57 @@ def main():
     for t in ts:
         t.join()
     emit("threads", digests[0], digests[1])
+
+    # 8b. fork() while another thread is busy allocating; the child allocates, reports through a
+    #     pipe and leaves with os._exit (as multiprocessing does).  A child that deadlocks in
+    #     malloc is killed after 20 s and reported as such.
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            junk = [{"i": i, "s": "c" * (i % 500)} for i in range(2000)]
+            del junk
+
+    bg = threading.Thread(target=churn)
+    bg.start()
+    fork_results = []
+    try:
+        for _ in range(3):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.close(r)
+                    d = [{"k": i, "v": str(i) * (i % 30), "t": (i, str(i))} for i in range(30000)]
+                    os.write(w, h(json.dumps(d, sort_keys=True)).encode())
+                finally:
+                    os._exit(0)
+            os.close(w)
+            deadline = time.monotonic() + 20
+            status = None
+            while time.monotonic() < deadline:
+                wpid, st = os.waitpid(pid, os.WNOHANG)
+                if wpid:
+                    status = st
+                    break
+                time.sleep(0.01)
+            if status is None:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                fork_results.append("HUNG")
+            else:
+                data = b""
+                while True:
+                    chunk = os.read(r, 4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                fork_results.append(f"{data.decode()}:{os.waitstatus_to_exitcode(status)}")
+            os.close(r)
+    finally:
+        stop.set()
+        bg.join()
+    emit("fork", *fork_results)
 
     # 9. a child interpreter (inherits the environment: LD_PRELOAD, ZNS_STATS with %p)
     child = ("import json,hashlib;"
