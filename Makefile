@@ -23,7 +23,7 @@ LIB_OBJ  := $(CORE_OBJ) $(SHIM_OBJ) $(NEW_OBJ)
 SO := $(BUILD)/libzns_slab.so
 AR := $(BUILD)/libzns_slab.a
 
-.PHONY: all deps deps-test deps-bench run test bench clean classes
+.PHONY: all deps deps-test deps-bench run test clean classes
 all: $(SO) $(AR) $(BUILD)/zns-classes
 
 # ---- dependencies (Debian packages, installed only when missing) --------------------------------
@@ -76,8 +76,9 @@ $(BUILD)/bench/workload: bench/workload.cpp | $(BUILD)/bench
 run: deps all $(BUILD)/bench/workload
 	@tools/compare.sh $(BUILD)/bench/workload
 
-# ---- tests -------------------------------------------------------------------------------------
+# ---- tests and benchmarks ----------------------------------------------------------------------
 include tests/tests.mk
+-include bench/bench.mk
 
 clean:
 	rm -rf $(BUILD)
