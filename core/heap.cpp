@@ -15,12 +15,10 @@ namespace zns {
 
 Region g_region;
 
-namespace {
-constinit SlabMeta g_sentinel_slab{};   // no free bits: every fast-path malloc on it goes slow
-}
+constinit std::atomic<uint64_t> g_zero_word{0};   // no free bits: every malloc on it goes slow
 // Sentinel caches: id kSentinelId owns no slab, so every free from them is "remote".
-constinit ThreadCache g_empty_cache(&g_sentinel_slab, kSentinelId);   // before the thread's first malloc
-constinit ThreadCache g_dead_cache(&g_sentinel_slab, kSentinelId);    // after its cache was handed back
+constinit ThreadCache g_empty_cache(kSentinelId);   // before the thread's first malloc
+constinit ThreadCache g_dead_cache(kSentinelId);    // after its cache was handed back
 
 __thread ThreadCache *t_cache __attribute__((tls_model("initial-exec"))) = &g_empty_cache;
 
@@ -58,7 +56,7 @@ ThreadCache *new_cache() {   // under g_pool_lock
   void *mem = arena_alloc(sizeof(ThreadCache));
   if (!mem) return nullptr;
   uint32_t id = ++g_num_caches;
-  ThreadCache *tc = new (mem) ThreadCache(&g_sentinel_slab, id);
+  ThreadCache *tc = new (mem) ThreadCache(id);
   g_caches[id] = tc;
   return tc;
 }
@@ -84,6 +82,20 @@ void depot_reset_lists() {
 }
 
 inline SlabMeta &meta_at(uint32_t page) { return g_region.meta[page]; }
+
+// The owner, on every page of the slab (the free fast path reads its own page's copy).
+void set_owner(SlabMeta *s, uint32_t owner) {
+  unsigned k = kClasses.info[s->cls].pages;
+  for (unsigned t = 1; t < k; ++t) s[t].owner.store(owner, std::memory_order_relaxed);
+  s->owner.store(owner, std::memory_order_seq_cst);
+}
+
+unsigned free_count(const SlabMeta *s) {
+  unsigned n = 0;
+  for (unsigned w = 0; w < kBitmapWords; ++w)
+    n += unsigned(__builtin_popcountll(s->free[w].load(std::memory_order_relaxed)));
+  return n;
+}
 
 // Purge the oldest dirty slabs while the depot holds more than it may, or they are older than the
 // decay delay.  madvise runs outside the lock.  force: purge every dirty slab.
@@ -168,7 +180,6 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
       if (uint64_t(g_depot.bump) + k > g_region.pages) return nullptr;
       page = g_depot.bump;
       g_depot.bump += k;
-      for (unsigned t = 1; t < k; ++t) meta_at(page + t).back = uint8_t(t);
     }
     g_depot.slabs[cls]++;
     g_depot.owned_pages += k;
@@ -176,14 +187,16 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   }
   if (due) depot_purge(false);
   SlabMeta &m = meta_at(page);
-  m.cls = uint8_t(cls);
-  m.cursor = 0;
-  m.back = 0;
-  m.used = 0;
+  for (unsigned t = 0; t < k; ++t) {   // the span may have served another class of k pages
+    SlabMeta &pm = meta_at(page + t);
+    pm.cls = uint8_t(cls);
+    pm.back = uint8_t(t);
+    pm.blocks = ci.blocks;
+    pm.size = ci.size;
+    pm.magic = ci.magic;
+  }
   m.state = kCurrent;
-  m.blocks = ci.blocks;
-  m.size = ci.size;
-  m.magic = ci.magic;
+  m.out = 0;
   m.prev = m.next = kNil;
   RemoteState &r = g_region.remote[page];
   for (unsigned w = 0; w < kBitmapWords; ++w) {
@@ -194,7 +207,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
     m.free[w].store(bits, std::memory_order_relaxed);
     r.bits[w].store(0, std::memory_order_relaxed);   // strays from an earlier life are dropped
   }
-  m.owner.store(owner, std::memory_order_release);
+  set_owner(&m, owner);
   return &m;
 }
 
@@ -207,7 +220,7 @@ void depot_release(SlabMeta *s) {
   }
   unsigned k = kClasses.info[s->cls].pages;
   s->state = kInDepot;
-  s->owner.store(kNoOwner, std::memory_order_release);
+  set_owner(s, kNoOwner);
   uint32_t page = page_of(s);
   bool due;
   {
@@ -227,7 +240,7 @@ void depot_release(SlabMeta *s) {
 }
 
 // ---- owner-side slab bookkeeping -----------------------------------------------------------------
-// Merge remote frees into the owner's bitmap.  Returns how many blocks came back.
+// Merge remote frees into the owner's (or the claimer's) bitmap.  Returns how many came back.
 unsigned merge_remote(SlabMeta *s) {
   RemoteState &r = g_region.remote[page_of(s)];
   unsigned n = 0;
@@ -239,8 +252,6 @@ unsigned merge_remote(SlabMeta *s) {
     s->free[w].store(f | x, std::memory_order_relaxed);
     n += unsigned(__builtin_popcountll(x));
   }
-  if (n > s->used) fatal("slab metadata corrupted (more frees than blocks out)", "free", slab_base(s));
-  s->used = uint16_t(s->used - n);
   return n;
 }
 
@@ -249,7 +260,7 @@ unsigned merge_remote(SlabMeta *s) {
 // every free is a remote free; the freers notice when a quarter of the slab is free (it joins the
 // depot's list for its class, where a cache that needs a slab adopts it) and when all of it is
 // free (it goes back to the depot as empty).  So memory freed by other threads never waits for
-// the thread that allocated it.  `used` is frozen while a slab is shared.
+// the thread that allocated it.  `out` (blocks out when given up) is fixed while a slab is shared.
 
 void shared_push(SlabMeta *s) {   // under the depot lock
   uint32_t page = page_of(s), head = g_depot.shared_head[s->cls];
@@ -274,19 +285,19 @@ unsigned remote_total(RemoteState &r) {
 
 // Look at a shared slab after remote frees (or after it was given up): queue it or return it.
 // A shared period ends only by a claim, under the depot lock, so under that lock a slab seen
-// idle or queued has a frozen `used` and remote bits that only grow: decide there.
+// idle or queued has a fixed `out` and remote bits that only grow: decide there.
 void shared_settle(SlabMeta *s) {
   RemoteState &r = g_region.remote[page_of(s)];
   uint8_t st = r.share.load(std::memory_order_seq_cst);
   if (st != kSharedIdle && st != kSharedQueued) return;
-  unsigned out = __atomic_load_n(&s->used, __ATOMIC_RELAXED), total = remote_total(r);
+  unsigned out = __atomic_load_n(&s->out, __ATOMIC_RELAXED), total = remote_total(r);
   unsigned worth = (s->blocks + 3u) / 4;   // free blocks that make a shared slab worth reusing
   if (total < out && (st != kSharedIdle || s->blocks - out + total < worth)) return;   // cheap look
   {
     Guard g(g_depot.lock);
     st = r.share.load(std::memory_order_relaxed);
     if (st != kSharedIdle && st != kSharedQueued) return;
-    out = s->used;
+    out = s->out;
     total = remote_total(r);
     if (total < out) {
       if (st == kSharedIdle && s->blocks - out + total >= worth) {
@@ -299,7 +310,7 @@ void shared_settle(SlabMeta *s) {
     r.share.store(kSharedClaimed, std::memory_order_relaxed);
   }
   merge_remote(s);
-  if (s->used != 0) fatal("slab metadata corrupted (shared slab not empty)", "free", slab_base(s));
+  if (free_count(s) != s->blocks) fatal("slab metadata corrupted (shared slab not empty)", "free", slab_base(s));
   r.share.store(kOwned, std::memory_order_relaxed);
   depot_release(s);
 }
@@ -308,11 +319,12 @@ void shared_settle(SlabMeta *s) {
 void relinquish(SlabMeta *s) {
   s->state = kShared;
   s->prev = s->next = kNil;
+  s->out = uint16_t(s->blocks - free_count(s));   // unmerged remote frees count as out
   // share before owner: a freer that sees the new owner also sees a shared slab.  A freer that
   // still saw us as owner re-reads the owner after its bit is in (free_remote), and the look
   // below reads the bits after the owner changed (all seq_cst): one of the two sees the other.
   g_region.remote[page_of(s)].share.store(kSharedIdle, std::memory_order_seq_cst);
-  s->owner.store(kSharedOwner, std::memory_order_seq_cst);
+  set_owner(s, kSharedOwner);
   shared_settle(s);
 }
 
@@ -327,7 +339,7 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
     shared_unlink(s);
     g_region.remote[page].share.store(kSharedClaimed, std::memory_order_relaxed);
   }
-  s->owner.store(owner, std::memory_order_seq_cst);   // from here frees go to our inbox
+  set_owner(s, owner);   // from here frees go to our inbox
   g_region.remote[page_of(s)].share.store(kOwned, std::memory_order_seq_cst);
   s->state = kCurrent;
   merge_remote(s);
@@ -378,38 +390,39 @@ void drain_inbox(ThreadCache *tc, bool may_lock_pool) {
   }
 }
 
-// Allocate from tc for cls when its current slab's cursor word is empty.
+// Point a bin at the first bitmap word of s with a free block; false if there is none.
+bool bin_point(Bin &b, SlabMeta *s) {
+  for (unsigned w = 0; w < kBitmapWords; ++w)
+    if (s->free[w].load(std::memory_order_relaxed)) {
+      b.size = s->size;
+      b.base = slab_base(s) + size_t(w) * 64 * s->size;
+      b.word = &s->free[w];
+      return true;
+    }
+  return false;
+}
+
+// Allocate from tc for cls when its bin's word is empty.
 void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
-  SlabMeta *s = tc->current[cls];
-  auto find_free = [](SlabMeta *m) {   // frees do not move the cursor back: scan every word
-    for (unsigned w = 0; w < kBitmapWords; ++w)
-      if (m->free[w].load(std::memory_order_relaxed)) { m->cursor = uint8_t(w); return true; }
-    return false;
-  };
-  bool ok = false;
-  if (s != &g_sentinel_slab) ok = find_free(s) || (merge_remote(s) && find_free(s));
+  Bin &b = tc->bin[cls];
+  SlabMeta *s = bin_slab(b);
+  bool ok = s && (bin_point(b, s) || (merge_remote(s) && bin_point(b, s)));
   if (!ok) {
     drain_inbox(tc, true);
-    if (s != &g_sentinel_slab) ok = find_free(s);
+    ok = s && bin_point(b, s);
   }
   if (!ok) {
-    // No free block left: let the freers have it.  current[] never names a slab we gave up,
-    // not even for an instant (a fork here would hand the child a cache with a stale slab).
-    tc->current[cls] = &g_sentinel_slab;
-    if (s != &g_sentinel_slab) relinquish(s);
-    if (!(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id))) {
-      tc->current[cls] = &g_sentinel_slab;
-      return nullptr;
-    }
-    tc->current[cls] = s;
-    if (!find_free(s)) fatal("slab metadata corrupted (no free block in a new slab)", "malloc", slab_base(s));
+    // No free block left: let the freers have it.  A bin never names a slab we gave up, not
+    // even for an instant (a fork here would hand the child a cache with a stale slab).
+    b = Bin{&g_zero_word, nullptr, 0};
+    if (s) relinquish(s);
+    if (!(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id))) return nullptr;
+    if (!bin_point(b, s)) fatal("slab metadata corrupted (no free block in a new slab)", "malloc", slab_base(s));
   }
-  unsigned w = s->cursor;
-  uint64_t bits = s->free[w].load(std::memory_order_relaxed);
-  s->free[w].store(bits & (bits - 1), std::memory_order_relaxed);
-  s->used++;
+  uint64_t bits = b.word->load(std::memory_order_relaxed);
+  b.word->store(bits & (bits - 1), std::memory_order_relaxed);
   tc->alloc_count[cls]++;
-  return slab_base(s) + (w * 64 + unsigned(__builtin_ctzll(bits))) * s->size;
+  return b.base + unsigned(__builtin_ctzll(bits)) * b.size;
 }
 
 // ---- thread attach / exit ----------------------------------------------------------------------
@@ -418,15 +431,13 @@ void tc_exit(void *arg) {
   t_cache = &g_dead_cache;   // later mallocs in this thread go to the orphan cache
   // Every slab goes: empty ones to the depot, the others shared, so no memory waits for the
   // next thread that adopts this cache.
-  auto give_up = [](SlabMeta *s) {
-    merge_remote(s);
-    if (s->used == 0) depot_release(s);
-    else relinquish(s);
-  };
   for (unsigned c = 0; c < kNumClasses; ++c) {
-    SlabMeta *s = tc->current[c];
-    tc->current[c] = &g_sentinel_slab;
-    if (s != &g_sentinel_slab) give_up(s);
+    SlabMeta *s = bin_slab(tc->bin[c]);
+    tc->bin[c] = Bin{&g_zero_word, nullptr, 0};
+    if (!s) continue;
+    merge_remote(s);
+    if (free_count(s) == s->blocks) depot_release(s);
+    else relinquish(s);
   }
   Guard g(g_pool_lock);
   tc->attached.store(false, std::memory_order_seq_cst);
@@ -484,16 +495,6 @@ void fork_child() {
     ThreadCache *tc = g_caches[id];
     if (tc == t_cache || tc == g_orphan || !tc->attached.load(std::memory_order_relaxed)) continue;
     tc->attached.store(false, std::memory_order_relaxed);
-    // Its thread may have stopped inside a fast path, between the bitmap and `used`: the bitmap
-    // is the truth.  (A block taken but not yet returned stays out: a leak, never a reuse.)
-    for (unsigned c = 0; c < kNumClasses; ++c) {
-      SlabMeta *s = tc->current[c];
-      if (s == &g_sentinel_slab) continue;
-      unsigned free_blocks = 0;
-      for (unsigned w = 0; w < kBitmapWords; ++w)
-        free_blocks += unsigned(__builtin_popcountll(s->free[w].load(std::memory_order_relaxed)));
-      s->used = uint16_t(s->blocks - free_blocks);
-    }
     drain_inbox(tc, false);
     tc->pool_next = g_pool_head;
     g_pool_head = tc;
@@ -586,7 +587,6 @@ void free_local_checked(void *p, SlabMeta *s, uint32_t i, const char *call) {
   if ((word & bit) || (g_region.remote[page_of(s)].bits[i >> 6].load(std::memory_order_seq_cst) & bit))
     fatal("double free", call, p);
   s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
-  s->used--;
 }
 
 void *alloc_aligned(size_t n, size_t align) {
@@ -617,7 +617,7 @@ void heap_snapshot(HeapSnapshot *out) {
   for (uint32_t p = 0; p < pages; ++p) {
     SlabMeta &m = meta_at(p);
     if (m.back != 0 || m.owner.load(std::memory_order_acquire) == kNoOwner) continue;
-    int64_t live = __atomic_load_n(&m.used, __ATOMIC_RELAXED);
+    int64_t live = int64_t(__atomic_load_n(&m.blocks, __ATOMIC_RELAXED)) - free_count(&m);
     for (unsigned w = 0; w < kBitmapWords; ++w)
       live -= __builtin_popcountll(g_region.remote[p].bits[w].load(std::memory_order_relaxed));
     unsigned c = __atomic_load_n(&m.cls, __ATOMIC_RELAXED);

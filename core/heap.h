@@ -12,7 +12,7 @@
 //   page      4 KiB of the region, numbered from the region base
 //   slab      1..4 pages holding blocks of one size class; its metadata is the SlabMeta of its
 //             first page ("head"); the other pages' SlabMeta only say how far back the head is
-//   owner     the thread cache that allocates from a slab; only the owner writes SlabMeta.free/used
+//   owner     the thread cache that allocates from a slab; only the owner writes SlabMeta.free
 //   local     free by the owner: a plain bit set in SlabMeta.free
 //   remote    free by any other thread: an atomic bit set in RemoteState.bits, and the slab is
 //             queued once on the owner's inbox; the owner merges the bits in its slow path
@@ -38,30 +38,31 @@ inline constexpr uint32_t kSharedOwner = 0xfffffffdu; // SlabMeta.owner of a sla
 // The life of a slab.  A cache owns exactly one slab per class, its current one, so a free by
 // the owner never has to move a slab between lists.
 enum SlabState : uint8_t {
-  kCurrent = 0,   // tc->current[cls]; stays even when empty
+  kCurrent = 0,   // the slab of tc->bin[cls]; stays even when empty
   kShared = 2,    // given up by its cache when it ran out of free blocks: every free is remote;
                   // on the depot's class list once a quarter is free, back to empty when all are
   kInDepot = 3,   // empty, no owner
 };
 
-// Per-page slab metadata, one cache line, in an array parallel to the region.
+// Per-page slab metadata, one cache line, in an array parallel to the region.  The bitmap and
+// the list links live in the head page's entry; every page of a slab carries copies of owner,
+// class, size, magic and blocks, so a free reads only its own page's entry before the bitmap word.
 struct alignas(64) SlabMeta {
-  std::atomic<uint32_t> owner;     // cache id; kNoOwner while in the depot.  Changes only while empty.
+  std::atomic<uint32_t> owner;     // cache id; kSharedOwner while shared; kNoOwner in the depot
   uint8_t cls;                     // size class
-  uint8_t cursor;                  // the bitmap word the malloc fast path reads (< kBitmapWords)
   uint8_t back;                    // pages back to the head page; 0 on a head page
-  uint8_t state;                   // SlabState
-  uint16_t used;                   // blocks out: allocated minus freed-and-merged (owner only)
+  uint8_t state;                   // SlabState (head)
+  std::atomic<uint8_t> remote_hint;  // 1 when remote bits may be set that are not merged yet (head)
+  uint16_t out;                    // blocks out when the slab was given up (head; shared only)
   uint16_t blocks;                 // blocks in the slab
   uint32_t size;                   // block size (copy of the class table, for locality)
   union {
-    uint32_t magic;                // owned: ceil(2^32 / size), exact division for slab offsets
-    uint32_t stamp;                // in the depot: now_ms() (low 32 bits) when it arrived
+    uint32_t magic;                // ceil(2^32 / size): exact division for offsets in the slab
+    uint32_t stamp;                // head, in the depot: now_ms() (low 32 bits) when it arrived
   };
   uint32_t prev, next;             // depot list links (class list or empty lists), page numbers
-  std::atomic<uint8_t> remote_hint;  // 1 when remote bits may be set that are not merged yet
-  uint8_t pad[3];
-  std::atomic<uint64_t> free[kBitmapWords];  // 1 = block free; written by the owner only
+  uint32_t pad;
+  std::atomic<uint64_t> free[kBitmapWords];  // head: 1 = block free; written by the owner only
 };
 static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");
 
@@ -80,10 +81,19 @@ struct RemoteState {
   std::atomic<uint8_t> share;      // ShareState
 };
 
+// Where a cache allocates a class from: one bitmap word of its current slab.
+struct Bin {
+  std::atomic<uint64_t> *word;   // never null: a word of the current slab's bitmap, or g_zero_word
+  char *base;                    // address of the word's block 0
+  uint32_t size;                 // block size
+};
+extern std::atomic<uint64_t> g_zero_word;   // always 0: the word of "no current slab"
+
 // A thread's cache.  Lives in internal memory, never freed: when its thread exits it goes to a
-// pool and the next new thread adopts it (with its slabs).
+// pool and the next new thread adopts it.
 struct ThreadCache {
-  SlabMeta *current[kNumClasses];       // never null: the sentinel slab (no free bits) at start
+  Bin bin[kNumClasses];                 // the current slab of each class (its head meta is the
+                                        // word's cache line), or g_zero_word
   uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
                                         // derived: allocated - live, live from the slabs)
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
@@ -91,10 +101,9 @@ struct ThreadCache {
   std::atomic<bool> attached;           // a live thread uses this cache
   ThreadCache *pool_next;               // pool link while detached
 
-  constexpr ThreadCache(SlabMeta *sentinel, uint32_t cache_id)
-      : current{}, alloc_count{}, id(cache_id), inbox(kNil),
-        attached(false), pool_next(nullptr) {
-    for (unsigned c = 0; c < kNumClasses; ++c) current[c] = sentinel;
+  constexpr explicit ThreadCache(uint32_t cache_id)
+      : bin{}, alloc_count{}, id(cache_id), inbox(kNil), attached(false), pool_next(nullptr) {
+    for (unsigned c = 0; c < kNumClasses; ++c) bin[c] = Bin{&g_zero_word, nullptr, 0};
   }
 };
 
@@ -135,6 +144,11 @@ ZNS_INLINE SlabMeta *head_meta(const void *p) {
   SlabMeta *m = &g_region.meta[page_of(p)];
   return m - m->back;
 }
+// The current slab of a bin, or nullptr.
+ZNS_INLINE SlabMeta *bin_slab(const Bin &b) {
+  return b.word == &g_zero_word ? nullptr
+                                : reinterpret_cast<SlabMeta *>(uintptr_t(b.word) & ~uintptr_t(63));
+}
 // Block index of p in slab s, or -1 when p is not the start of a block.
 ZNS_INLINE int block_index(const SlabMeta *s, const void *p) {
   uint32_t off = uint32_t(uintptr_t(p) - uintptr_t(slab_base(s)));
@@ -149,14 +163,12 @@ ZNS_INLINE int block_index(const SlabMeta *s, const void *p) {
 template <class Miss>
 ZNS_INLINE void *alloc_class(unsigned cls, Miss miss) {
   ThreadCache *tc = t_cache;
-  SlabMeta *s = tc->current[cls];
-  unsigned w = s->cursor;
-  uint64_t bits = s->free[w].load(std::memory_order_relaxed);
+  Bin &b = tc->bin[cls];
+  uint64_t bits = b.word->load(std::memory_order_relaxed);
   if (ZNS_UNLIKELY(bits == 0)) return miss(cls);
-  s->free[w].store(bits & (bits - 1), std::memory_order_relaxed);
-  s->used++;
+  b.word->store(bits & (bits - 1), std::memory_order_relaxed);
   tc->alloc_count[cls]++;
-  return slab_base(s) + (w * 64 + unsigned(__builtin_ctzll(bits))) * s->size;
+  return b.base + unsigned(__builtin_ctzll(bits)) * b.size;
 }
 ZNS_INLINE void *alloc_class(unsigned cls) { return alloc_class(cls, alloc_slow); }
 ZNS_INLINE void *alloc(size_t n) { return alloc_class(class_of(n)); }
@@ -165,20 +177,19 @@ ZNS_INLINE void *alloc(size_t n) { return alloc_class(class_of(n)); }
 // (another owner, a shared slab, misuse) goes to a slow path.
 ZNS_INLINE void dealloc(void *p, const char *call) {
   uintptr_t rel = uintptr_t(p) - uintptr_t(g_region.base);
-  SlabMeta *m = &g_region.meta[rel >> kPageShift];
-  uint32_t off = uint32_t(rel & (kPageSize - 1)) + (uint32_t(m->back) << kPageShift);  // in the slab
-  SlabMeta *s = m - m->back;
+  SlabMeta *m = &g_region.meta[rel >> kPageShift];   // this page's entry: copies of the head's
   ThreadCache *tc = t_cache;
-  if (ZNS_UNLIKELY(s->owner.load(std::memory_order_relaxed) != tc->id))
-    return free_remote(p, s, call);
-  uint32_t i = uint32_t((uint64_t(off) * s->magic) >> 32);
-  if (ZNS_UNLIKELY(i * s->size != off || i >= s->blocks))
+  if (ZNS_UNLIKELY(m->owner.load(std::memory_order_relaxed) != tc->id))
+    return free_remote(p, m - m->back, call);
+  uint32_t off = uint32_t(rel & (kPageSize - 1)) + (uint32_t(m->back) << kPageShift);  // in the slab
+  uint32_t i = uint32_t((uint64_t(off) * m->magic) >> 32);
+  if (ZNS_UNLIKELY(i * m->size != off || i >= m->blocks))
     fatal("free of a pointer that is not the start of a block", call, p);
+  SlabMeta *s = m - m->back;
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
     return free_local_checked(p, s, i, call);   // the same free, after a look at the remote bits
   s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
-  s->used--;   // the owner's slab is its current one: it stays, even when empty
 }
 
 ZNS_INLINE size_t block_size(const void *p) { return head_meta(p)->size; }
