@@ -347,6 +347,8 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
 }
 
 void drain_inbox(ThreadCache *tc, bool may_lock_pool);
+void apply_remote(void *const *ps, unsigned n);
+void flush_remote(ThreadCache *tc);
 
 void drain_detached(ThreadCache *o) {
   Guard g(g_pool_lock);
@@ -404,6 +406,7 @@ bool bin_point(Bin &b, SlabMeta *s) {
 
 // Allocate from tc for cls when its bin's word is empty.
 void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
+  if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
   Bin &b = tc->bin[cls];
   SlabMeta *s = bin_slab(b);
   bool ok = s && (bin_point(b, s) || (merge_remote(s) && bin_point(b, s)));
@@ -425,10 +428,52 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   return b.base + unsigned(__builtin_ctzll(bits)) * b.size;
 }
 
+// Apply remote frees: one atomic OR per run of frees into the same bitmap word.
+void apply_remote(void *const *ps, unsigned n) {
+  for (unsigned k = 0; k < n;) {
+    SlabMeta *s = head_meta(ps[k]);
+    uint32_t owner = s->owner.load(std::memory_order_acquire);
+    if (owner == kNoOwner) fatal("free of a block that is not allocated", "free", ps[k]);
+    int i = block_index(s, ps[k]);
+    if (i < 0) fatal("free of a pointer that is not the start of a block", "free", ps[k]);
+    unsigned w = unsigned(i) >> 6;
+    uint64_t mask = uint64_t(1) << (i & 63);
+    void *first = ps[k++];
+    for (; k < n; ++k) {   // the run: same slab, same word
+      if (head_meta(ps[k]) != s) break;
+      int j = block_index(s, ps[k]);
+      if (j < 0) fatal("free of a pointer that is not the start of a block", "free", ps[k]);
+      if (unsigned(j) >> 6 != w) break;
+      uint64_t bit = uint64_t(1) << (j & 63);
+      if (mask & bit) fatal("double free", "free", ps[k]);
+      mask |= bit;
+    }
+    uint32_t page = page_of(s);
+    // The owner's bits first: once ours are in, the owner may merge them at any moment.
+    if (s->free[w].load(std::memory_order_relaxed) & mask) fatal("double free", "free", first);
+    uint64_t old = g_region.remote[page].bits[w].fetch_or(mask, std::memory_order_seq_cst);
+    if (old & mask) fatal("double free", "free", first);
+    if (owner == kSharedOwner) {
+      shared_settle(s);
+    } else {
+      notify(page, owner, true);
+      // The owner may have given the slab up meanwhile (see relinquish).
+      if (s->owner.load(std::memory_order_seq_cst) == kSharedOwner) shared_settle(s);
+    }
+  }
+}
+
+void flush_remote(ThreadCache *tc) {
+  unsigned n = tc->remote_count;
+  tc->remote_count = 0;
+  apply_remote(tc->remote_buf, n);
+}
+
 // ---- thread attach / exit ----------------------------------------------------------------------
 void tc_exit(void *arg) {
   ThreadCache *tc = static_cast<ThreadCache *>(arg);
   t_cache = &g_dead_cache;   // later mallocs in this thread go to the orphan cache
+  flush_remote(tc);
   // Every slab goes: empty ones to the depot, the others shared, so no memory waits for the
   // next thread that adopts this cache.
   for (unsigned c = 0; c < kNumClasses; ++c) {
@@ -563,22 +608,21 @@ void *alloc_slow(unsigned cls) {
   return refill_and_alloc(tc, cls);
 }
 
+// A free of a block in a slab this thread does not own.  Validated now (the message names the
+// call), applied in batches: consecutive frees into one bitmap word cost one atomic OR.
 void free_remote(void *p, SlabMeta *s, const char *call) {
-  uint32_t owner = s->owner.load(std::memory_order_acquire);
-  if (owner == kNoOwner) fatal("free of a block that is not allocated", call, p);
-  int i = block_index(s, p);
-  if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
-  uint32_t page = page_of(s);
-  unsigned w = unsigned(i) >> 6;
-  uint64_t bit = uint64_t(1) << (i & 63);
-  // The owner's bit first: once our bit is in, the owner may merge it at any moment.
-  if (s->free[w].load(std::memory_order_relaxed) & bit) fatal("double free", call, p);
-  uint64_t old = g_region.remote[page].bits[w].fetch_or(bit, std::memory_order_seq_cst);
-  if (old & bit) fatal("double free", call, p);
-  if (owner == kSharedOwner) return shared_settle(s);
-  notify(page, owner, true);
-  // The owner may have given the slab up meanwhile (see relinquish).
-  if (s->owner.load(std::memory_order_seq_cst) == kSharedOwner) shared_settle(s);
+  if (s->owner.load(std::memory_order_acquire) == kNoOwner) fatal("free of a block that is not allocated", call, p);
+  if (block_index(s, p) < 0) fatal("free of a pointer that is not the start of a block", call, p);
+  ThreadCache *tc = t_cache;
+  if (tc->id == kSentinelId) {   // no cache (yet, or any more): apply at once
+    void *one[1] = {p};
+    return apply_remote(one, 1);
+  }
+  // A buffered free is checked for double frees when applied; the common free(p); free(p) is
+  // caught here, at once.
+  if (tc->remote_count && tc->remote_buf[tc->remote_count - 1] == p) fatal("double free", call, p);
+  tc->remote_buf[tc->remote_count++] = p;
+  if (tc->remote_count == kRemoteBuffer) flush_remote(tc);
 }
 
 // A local free whose block looks free already, or whose slab may have unmerged remote frees.
@@ -595,8 +639,14 @@ void *alloc_aligned(size_t n, size_t align) {
   return alloc_class(c);
 }
 
+void flush_thread() {
+  if (g_init_state.load(std::memory_order_acquire) == 2 && t_cache->id != kSentinelId)
+    flush_remote(t_cache);
+}
+
 void trim() {
   if (g_init_state.load(std::memory_order_acquire) != 2) return;
+  if (t_cache->id != kSentinelId) flush_remote(t_cache);
   depot_purge(true);
 }
 

@@ -34,6 +34,7 @@ inline constexpr uint32_t kNil = 0xffffffffu;       // "no page" in lists
 inline constexpr uint32_t kNoOwner = 0;             // SlabMeta.owner of a slab in the depot
 inline constexpr uint32_t kSentinelId = 0xfffffffeu;  // id of the sentinel caches: owns nothing
 inline constexpr uint32_t kSharedOwner = 0xfffffffdu; // SlabMeta.owner of a slab no cache owns
+inline constexpr uint32_t kRemoteBuffer = 64;         // frees to others' slabs batched per thread
 
 // The life of a slab.  A cache owns exactly one slab per class, its current one, so a free by
 // the owner never has to move a slab between lists.
@@ -97,12 +98,16 @@ struct ThreadCache {
   uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
                                         // derived: allocated - live, live from the slabs)
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
+  uint32_t remote_count;                // entries in remote_buf
+  void *remote_buf[kRemoteBuffer];      // frees of blocks in slabs this cache does not own, not yet
+                                        // applied: still "out" (never reused) until the flush
   std::atomic<uint32_t> inbox;          // slabs with remote frees (Treiber stack of pages)
   std::atomic<bool> attached;           // a live thread uses this cache
   ThreadCache *pool_next;               // pool link while detached
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : bin{}, alloc_count{}, id(cache_id), inbox(kNil), attached(false), pool_next(nullptr) {
+      : bin{}, alloc_count{}, id(cache_id), remote_count(0), remote_buf{}, inbox(kNil),
+        attached(false), pool_next(nullptr) {
     for (unsigned c = 0; c < kNumClasses; ++c) bin[c] = Bin{&g_zero_word, nullptr, 0};
   }
 };
@@ -127,6 +132,7 @@ ZNS_NOINLINE void free_local_checked(void *p, SlabMeta *s, uint32_t i, const cha
 void heap_init();                                // idempotent
 void *alloc_aligned(size_t n, size_t align);     // align <= kPageSize, power of two, n <= kMaxSmall
 void trim();                                     // purge every empty slab in the depot now
+void flush_thread();                             // apply this thread's buffered remote frees
 
 // ---- helpers -----------------------------------------------------------------------------------
 ZNS_INLINE bool owns(const void *p) {
