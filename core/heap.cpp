@@ -466,6 +466,7 @@ void apply_remote(void *const *ps, unsigned n) {
 void flush_remote(ThreadCache *tc) {
   unsigned n = tc->remote_count;
   tc->remote_count = 0;
+  for (uint64_t &w : tc->remote_seen) w = 0;
   apply_remote(tc->remote_buf, n);
 }
 
@@ -618,9 +619,17 @@ void free_remote(void *p, SlabMeta *s, const char *call) {
     void *one[1] = {p};
     return apply_remote(one, 1);
   }
-  // A buffered free is checked for double frees when applied; the common free(p); free(p) is
-  // caught here, at once.
-  if (tc->remote_count && tc->remote_buf[tc->remote_count - 1] == p) fatal("double free", call, p);
+  // Double frees are caught now when the block is free in the owner's bitmap or already in
+  // this buffer (a 256-bit filter says when to look), and when applied otherwise.
+  int i = block_index(s, p);
+  if (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))
+    fatal("double free", call, p);
+  uintptr_t h = (uintptr_t(p) >> 4) ^ (uintptr_t(p) >> 12);
+  uint64_t &seen = tc->remote_seen[(h >> 6) & 3], bit = uint64_t(1) << (h & 63);
+  if (seen & bit)
+    for (unsigned k = 0; k < tc->remote_count; ++k)
+      if (tc->remote_buf[k] == p) fatal("double free", call, p);
+  seen |= bit;
   tc->remote_buf[tc->remote_count++] = p;
   if (tc->remote_count == kRemoteBuffer) flush_remote(tc);
 }

@@ -99,6 +99,7 @@ struct ThreadCache {
                                         // derived: allocated - live, live from the slabs)
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
   uint32_t remote_count;                // entries in remote_buf
+  uint64_t remote_seen[4];              // a 256-bit filter of the addresses in remote_buf
   void *remote_buf[kRemoteBuffer];      // frees of blocks in slabs this cache does not own, not yet
                                         // applied: still "out" (never reused) until the flush
   std::atomic<uint32_t> inbox;          // slabs with remote frees (Treiber stack of pages)
@@ -106,7 +107,7 @@ struct ThreadCache {
   ThreadCache *pool_next;               // pool link while detached
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : bin{}, alloc_count{}, id(cache_id), remote_count(0), remote_buf{}, inbox(kNil),
+      : bin{}, alloc_count{}, id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
         attached(false), pool_next(nullptr) {
     for (unsigned c = 0; c < kNumClasses; ++c) bin[c] = Bin{&g_zero_word, nullptr, 0};
   }

@@ -15,17 +15,17 @@ $(UNIT_BIN): $(UNIT_SRC) $(CORE_OBJ) $(wildcard core/*.h) | $(BUILD)/tests
 	$(CXX) $(CXXSTD) -O1 -g -pthread -I. $(UNIT_SRC) $(CORE_OBJ) -o $@
 
 # Dynamic builds know nothing of ZNS-Slab (zns_owns is a weak reference resolved at run time).
-$(BUILD)/tests/%: tests/%.c | $(BUILD)/tests
+$(BUILD)/tests/%: tests/%.c $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) $< -o $@ -ldl
-$(BUILD)/tests/%: tests/%.cpp | $(BUILD)/tests
+$(BUILD)/tests/%: tests/%.cpp $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXSTD) $(TEST_CFLAGS) $< -o $@ -ldl
 # Static builds: the archive replaces malloc at link time (the README's link line).
-$(BUILD)/tests/%.static: tests/%.c $(AR) | $(BUILD)/tests
+$(BUILD)/tests/%.static: tests/%.c $(AR) $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -lstdc++ -ldl
-$(BUILD)/tests/%.static: tests/%.cpp $(AR) | $(BUILD)/tests
+$(BUILD)/tests/%.static: tests/%.cpp $(AR) $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXSTD) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -ldl
 

@@ -6,6 +6,7 @@
 #include "tests/api/zns_test.h" /* first: defines _GNU_SOURCE */
 
 #include <pthread.h>
+#include <semaphore.h>
 
 static int g_info_fd = -1;
 
@@ -28,7 +29,7 @@ static void case_double_immediate(void) {
   free(again);
 }
 static void case_double_after_other(void) {
-  void *p = malloc(32), *q = malloc(32);
+  void *p = ZT_OPAQUE(malloc(32)), *q = ZT_OPAQUE(malloc(32));
   void *again = ZT_OPAQUE(p);
   free(p);
   free(q);
@@ -38,7 +39,7 @@ static void case_double_after_other(void) {
 static void case_double_after_flush(void) {
   enum { N = 20000 };
   static void *v[N];
-  for (int i = 0; i < N; i++) v[i] = malloc(48);
+  for (int i = 0; i < N; i++) v[i] = ZT_OPAQUE(malloc(48));
   void *p = malloc(48);
   void *again = ZT_OPAQUE(p);
   free(p);
@@ -53,6 +54,68 @@ static void case_double_other_thread(void) {
   pthread_join(t, NULL);
   announce(p, p);
   free(ZT_OPAQUE(p));
+}
+static sem_t g_freed, g_done;
+static void *free_in_thread_and_wait(void *p) {
+  free(p);
+  sem_post(&g_freed);
+  sem_wait(&g_done); /* stays alive: no thread-exit work in between */
+  return NULL;
+}
+static void case_double_other_thread_alive(void) {
+  sem_init(&g_freed, 0, 0);
+  sem_init(&g_done, 0, 0);
+  void *warm[64]; /* make sure the class's current slab has room: no slow path in between */
+  for (int i = 0; i < 64; i++) warm[i] = ZT_OPAQUE(malloc(200));
+  for (int i = 0; i < 64; i++) free(warm[i]);
+  void *p = ZT_OPAQUE(malloc(200));
+  pthread_t t;
+  pthread_create(&t, NULL, free_in_thread_and_wait, p);
+  sem_wait(&g_freed);
+  announce(p, p);
+  free(p); /* second free: the first one is a remote free not merged yet */
+  /* not detected: show what it leads to -- the block is handed out twice */
+  void *a = malloc(200), *b = NULL;
+  for (int i = 0; i < 100000 && b != a; i++) {
+    b = malloc(200);
+  }
+  if (a == b) zt_log("bad_free: after the undetected double free, malloc(200) returned %p twice while live", a);
+  sem_post(&g_done);
+  pthread_join(t, NULL);
+}
+static void case_double_given_up_slab(void) {
+  /* fill the slab p lives in, and more: the thread moves on to another slab */
+  void *p = ZT_OPAQUE(malloc(16));
+  for (int i = 0; i < 1000; i++) (void)ZT_OPAQUE(malloc(16)); /* kept live (the child dies anyway) */
+  void *again = ZT_OPAQUE(p);
+  free(p);
+  announce(again, again);
+  free(again);
+}
+static void case_double_slab_in_depot(void) {
+  void *p = ZT_OPAQUE(malloc(4096)); /* one block per slab */
+  void *q = ZT_OPAQUE(malloc(4096)); /* the first slab is full: the thread moves on */
+  void *again = ZT_OPAQUE(p);
+  free(p); /* its slab is now empty: back to the depot */
+  announce(again, again);
+  free(again);
+  free(q);
+}
+static void *alloc_two(void *arg) {
+  void **out = (void **)arg;
+  out[0] = ZT_OPAQUE(malloc(64));
+  out[1] = ZT_OPAQUE(malloc(64));
+  return NULL;
+}
+static void case_double_remote_interleaved(void) {
+  void *pq[2];
+  pthread_t t;
+  pthread_create(&t, NULL, alloc_two, pq); /* blocks of another thread: every free here is remote */
+  pthread_join(t, NULL);
+  free(pq[0]);
+  free(pq[1]);
+  announce(pq[0], pq[0]);
+  free(pq[0]);
 }
 static void case_double_malloc0(void) {
   void *p = malloc(zt_opaque_size(0));
@@ -115,6 +178,10 @@ static const bad_case cases[] = {
     {"double free, after freeing another block", case_double_after_other, 0},
     {"double free, after 20000 other frees (cache flushed)", case_double_after_flush, 0},
     {"double free, first free in another thread", case_double_other_thread, 0},
+    {"double free, first free in another thread that is still running", case_double_other_thread_alive, 0},
+    {"double free in a slab its thread has moved on from", case_double_given_up_slab, 0},
+    {"double free after the block's slab went back to the depot", case_double_slab_in_depot, 0},
+    {"double free of another thread's block, another free in between", case_double_remote_interleaved, 0},
     {"double free of malloc(0)", case_double_malloc0, 0},
     {"double free of malloc(4096)", case_double_4096, 0},
     {"double free of memalign(256, 100)", case_double_memalign, 0},
@@ -159,7 +226,13 @@ static void run_case(const bad_case *c) {
     dup2(errp[1], 2); /* everything the child prints goes to the pipe */
     close(errp[1]);
     c->fn();
-    _exit(42); /* survived the bad call */
+    /* survived the bad call: say so, then give a deferred check a chance to fire (the verdict
+     * stays "not detected at the call", with a note saying whether it was caught later) */
+    uintptr_t survived[2] = {0x5a7e5a7eu, 0};
+    zt_write_all(g_info_fd, (const char *)survived, sizeof survived);
+    for (int i = 0; i < 2000; i++) free(ZT_OPAQUE(malloc((size_t)(i % 64) * 64 + 16)));
+    zns_trim();
+    _exit(42);
   }
   close(errp[1]);
   close(infop[1]);
@@ -173,8 +246,10 @@ static void run_case(const bad_case *c) {
     if (len >= sizeof out - 1) break;
   }
   out[len] = 0;
-  uintptr_t info[2] = {0, 0};
-  ssize_t ir = read(infop[0], info, sizeof info);
+  uintptr_t info[4] = {0, 0, 0, 0};
+  ssize_t ir = 0, r;
+  while (ir < (ssize_t)sizeof info && (r = read(infop[0], (char *)info + ir, sizeof info - (size_t)ir)) > 0) ir += r;
+  int survived = ir >= (ssize_t)(4 * sizeof(uintptr_t)) && info[2] == 0x5a7e5a7eu;
   close(errp[0]);
   close(infop[0]);
   int st = 0;
@@ -185,7 +260,10 @@ static void run_case(const bad_case *c) {
     return;
   }
   int failed_before = zt_failures;
-  if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT)) {
+  if (survived && WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT) {
+    CHECK(0, "%s: not detected at the bad call; the process aborted only later, in a subsequent allocator call "
+          "(deferred check): [%s]", c->name, out);
+  } else if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT)) {
     if (WIFEXITED(st))
       CHECK(0, "%s: child exited with status %d instead of dying of SIGABRT (bad free not detected)", c->name,
             WEXITSTATUS(st));
@@ -198,7 +276,7 @@ static void run_case(const bad_case *c) {
     if (len > 0 && out[len - 1] != '\n') lines++;
     CHECK(strstr(out, "zns-slab") != NULL, "%s: stderr has no \"zns-slab\": [%s]", c->name, out);
     CHECK(lines == 1, "%s: want exactly one line on stderr, got %d: [%s]", c->name, lines, out);
-    REQUIRE(ir == (ssize_t)sizeof info, "%s: child did not report its pointer", c->name);
+    REQUIRE(ir >= (ssize_t)(2 * sizeof(uintptr_t)), "%s: child did not report its pointer", c->name);
     int has = contains_addr(out, info[0]);
     if (!has && c->interior && contains_addr(out, info[1])) {
       has = 1;

@@ -37,7 +37,7 @@ void track(void *p, size_t n, size_t align, const char *what) {
   REQUIRE(p != nullptr, "%s(%zu, align %zu) returned nullptr", what, n, align);
   size_t want = align ? align : (n >= 16 ? 16 : 8);
   if (want < 8) want = 8;
-  CHECK((uintptr_t)p % want == 0, "%s(%zu, align %zu) = %p not %zu-aligned", what, n, align, p, want);
+  CHECK(zt_addr(p) % want == 0, "%s(%zu, align %zu) = %p not %zu-aligned", what, n, align, p, want);
   CHECK(malloc_usable_size(p) >= n, "%s(%zu, align %zu) = %p: malloc_usable_size %zu", what, n, align, p,
         malloc_usable_size(p));
   if (zns) {
@@ -157,22 +157,22 @@ struct Derived : Plain {
 
 void test_expressions() {
   for (int i = 0; i < 200; i++) {
-    A64 *a = new A64;
-    CHECK((uintptr_t)a % 64 == 0, "new A64 = %p", (void *)a);
+    A64 *a = ZT_OPAQUE(new A64);
+    CHECK(zt_addr(a) % 64 == 0, "new A64 = %p", (void *)a);
     if (zns) CHECK(zns_owns(a) == 1, "new A64 = %p not from the slab", (void *)a);
     memset(a->c, 1, sizeof a->c);
-    A4096 *b = new A4096[3];
-    CHECK((uintptr_t)b % 4096 == 0, "new A4096[3] = %p", (void *)b);
+    A4096 *b = ZT_OPAQUE(new A4096[3]);
+    CHECK(zt_addr(b) % 4096 == 0, "new A4096[3] = %p", (void *)b);
     memset(b, 2, sizeof(A4096) * 3);
-    A4096 *b1 = new A4096;
-    CHECK((uintptr_t)b1 % 4096 == 0, "new A4096 = %p", (void *)b1);
+    A4096 *b1 = ZT_OPAQUE(new A4096);
+    CHECK(zt_addr(b1) % 4096 == 0, "new A4096 = %p", (void *)b1);
     if (zns) CHECK(zns_owns(b1) == 1, "new A4096 (4096 bytes, align 4096) = %p not from the slab", (void *)b1);
-    A8192 *c = new A8192;
-    CHECK((uintptr_t)c % 8192 == 0, "new A8192 = %p", (void *)c);
+    A8192 *c = ZT_OPAQUE(new A8192);
+    CHECK(zt_addr(c) % 8192 == 0, "new A8192 = %p", (void *)c);
     if (zns) CHECK(zns_owns(c) == 0, "new A8192 (align 8192) = %p should not come from the slab", (void *)c);
-    A64 *d = new (std::nothrow) A64[7];
-    CHECK(d && (uintptr_t)d % 64 == 0);
-    Plain *p = new Derived;  // sized delete through a virtual destructor uses sizeof(Derived)
+    A64 *d = ZT_OPAQUE(new (std::nothrow) A64[7]);
+    CHECK(d && zt_addr(d) % 64 == 0);
+    Plain *p = ZT_OPAQUE(static_cast<Plain *>(new Derived));  // sized delete through a virtual destructor uses sizeof(Derived)
     memset(static_cast<Derived *>(p)->more, 3, 300);
     delete a;
     delete[] b;
@@ -296,7 +296,7 @@ void test_new_handler(size_t h) {
   handler_calls = 0;
   std::set_new_handler(throwing_handler);
   for (int i = 0; i < 1000; i++) {
-    void *p = ::operator new((size_t)i * 7);
+    void *p = ZT_OPAQUE(::operator new((size_t)i * 7));
     ::operator delete(p);
   }
   CHECK(handler_calls == 0, "new_handler called %d times for successful allocations", handler_calls.load());

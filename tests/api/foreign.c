@@ -2,10 +2,12 @@
  * __libc_memalign, __libc_realloc) must be accepted by the interposed free, realloc and
  * malloc_usable_size (the shim routes by ownership), from any thread, interleaved with slab
  * blocks.  Also blocks allocated by glibc internals through the public malloc (strdup,
- * getline, open_memstream, asprintf, scandir) freed by the program. */
+ * getline, open_memstream, asprintf, scandir, realpath, qsort) freed by the program, and the
+ * dynamic loader's (dlopen / dlsym / dlerror / dlclose). */
 #include "tests/api/zns_test.h" /* first: defines _GNU_SOURCE */
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <pthread.h>
 
 static int zns;
@@ -68,7 +70,7 @@ static void one_round(uint64_t seed) {
     for (size_t a = 16; a <= 65536; a *= 4) {
       p = __libc_memalign(a, n);
       check_foreign(p, n, "__libc_memalign");
-      CHECK((uintptr_t)p % a == 0);
+      CHECK(zt_addr(p) % a == 0);
       zt_fill(p, n, k + a);
       if (a == 64) {
         void *r = realloc(p, n + 5000);
@@ -140,6 +142,11 @@ static void *thread_free(void *arg) {
   return NULL;
 }
 
+static int cmp_int(const void *a, const void *b) {
+  int x = *(const int *)a, y = *(const int *)b;
+  return x < y ? -1 : x > y;
+}
+
 /* Memory that glibc's own code allocated through the public malloc/realloc. */
 static void libc_internal(void) {
   char *s = strdup("zns-slab strdup test string");
@@ -175,6 +182,28 @@ static void libc_internal(void) {
   char *rp = realpath("/proc/self/exe", NULL);
   CHECK(rp != NULL);
   free(rp);
+  /* the dynamic loader's allocations (link maps, dlerror strings) go through malloc too */
+  for (int i = 0; i < 20; i++) {
+    void *h = dlopen("libm.so.6", RTLD_NOW | RTLD_LOCAL);
+    CHECK(h != NULL, "dlopen(libm.so.6): %s", dlerror());
+    if (h) {
+      double (*cosp)(double) = (double (*)(double))dlsym(h, "cos");
+      CHECK(cosp && cosp(0.0) == 1.0);
+      CHECK(dlsym(h, "no_such_symbol_zns") == NULL && dlerror() != NULL);
+      dlclose(h);
+    }
+    CHECK(dlopen("/nonexistent/libzns-nope.so", RTLD_NOW) == NULL);
+    const char *e = dlerror();
+    CHECK(e && strstr(e, "libzns-nope"), "dlerror: %s", e ? e : "(null)");
+  }
+  /* qsort of a large array allocates a temporary buffer inside glibc */
+  enum { NQ = 200000 };
+  int *arr = (int *)malloc(NQ * sizeof(int));
+  REQUIRE(arr);
+  for (int i = 0; i < NQ; i++) arr[i] = (int)((i * 2654435761u) % NQ);
+  qsort(arr, NQ, sizeof(int), cmp_int);
+  for (int i = 1; i < NQ; i++) CHECK(arr[i - 1] <= arr[i]);
+  free(arr);
 }
 
 int main(void) {
@@ -196,6 +225,6 @@ int main(void) {
   errno = 777;
   free(__libc_malloc(10));
   free(__libc_malloc(100000));
-  CHECK(errno == 777, "free(foreign) changed errno to %d", errno);
+  CHECK(zt_errno() == 777, "free(foreign) changed errno to %d", errno);
   return zt_finish("foreign");
 }

@@ -23,7 +23,7 @@ static void check_block(void *p, size_t n, const char *what) {
   CHECK(p != NULL, "%s(%zu) returned NULL", what, n);
   if (!p) return;
   size_t a = min_align_for(n);
-  CHECK(((uintptr_t)p % a) == 0, "%s(%zu) = %p not %zu-aligned", what, n, p, a);
+  CHECK((zt_addr(p) % a) == 0, "%s(%zu) = %p not %zu-aligned", what, n, p, a);
   size_t u = malloc_usable_size(p);
   CHECK(u >= n, "%s(%zu) = %p: malloc_usable_size %zu < request", what, n, p, u);
   if (zns) {
@@ -217,24 +217,24 @@ static void test_overflow_and_huge(void) {
 
 static void test_free_errno(void) {
   free(NULL);
-  void *a = malloc(32), *b = malloc(100000), *c = malloc(0), *d = malloc(4096);
+  void *a = ZT_OPAQUE(malloc(32)), *b = ZT_OPAQUE(malloc(100000)), *c = ZT_OPAQUE(malloc(0)), *d = ZT_OPAQUE(malloc(4096));
   REQUIRE(a && b && c && d);
   errno = 1234;
   free(a);
-  CHECK(errno == 1234, "free(small) changed errno to %d", errno);
+  CHECK(zt_errno() == 1234, "free(small) changed errno to %d", errno);
   free(b);
-  CHECK(errno == 1234, "free(large) changed errno to %d", errno);
+  CHECK(zt_errno() == 1234, "free(large) changed errno to %d", errno);
   free(c);
   free(d);
   free(NULL);
-  CHECK(errno == 1234, "free(malloc(0)) / free(NULL) changed errno to %d", errno);
+  CHECK(zt_errno() == 1234, "free(malloc(0)) / free(NULL) changed errno to %d", errno);
   /* many frees (cache flushes) must not touch errno either */
   enum { N = 5000 };
   static void *v[N];
-  for (int i = 0; i < N; i++) v[i] = malloc((size_t)(i % 300) * 13 + 1);
+  for (int i = 0; i < N; i++) v[i] = ZT_OPAQUE(malloc((size_t)(i % 300) * 13 + 1));
   errno = 4321;
   for (int i = 0; i < N; i++) free(v[i]);
-  CHECK(errno == 4321, "freeing %d blocks changed errno to %d", N, errno);
+  CHECK(zt_errno() == 4321, "freeing %d blocks changed errno to %d", N, errno);
   CHECK(malloc_usable_size(NULL) == 0, "malloc_usable_size(NULL) = %zu", malloc_usable_size(NULL));
 }
 
@@ -367,7 +367,7 @@ static void test_stats(void) {
   REQUIRE(keep);
   zt_fill(keep, 300, 1);
   void *tmp[2000];
-  for (int i = 0; i < 2000; i++) tmp[i] = malloc(300);
+  for (int i = 0; i < 2000; i++) tmp[i] = ZT_OPAQUE(malloc(300));
   for (int i = 0; i < 2000; i++) free(tmp[i]);
   zns_trim();
   CHECK(zt_verify(keep, 300, 1) < 0, "zns_trim damaged a live block");

@@ -28,7 +28,7 @@ static void track(void *p, size_t n, size_t align, const char *fn) {
   CHECK(p != NULL, "%s(align %zu, size %zu) returned NULL", fn, align, n);
   if (!p) return;
   size_t want_align = align < 16 ? (n >= 16 ? 16 : 8) : align;
-  CHECK((uintptr_t)p % want_align == 0, "%s(align %zu, size %zu) = %p is not %zu-aligned", fn, align, n, p,
+  CHECK(zt_addr(p) % want_align == 0, "%s(align %zu, size %zu) = %p is not %zu-aligned", fn, align, n, p,
         want_align);
   size_t u = malloc_usable_size(p);
   CHECK(u >= n, "%s(align %zu, size %zu) = %p: malloc_usable_size %zu < size", fn, align, n, p, u);
@@ -95,7 +95,7 @@ static void test_posix_memalign(void) {
                                SIZE_MAX, SIZE_MAX / 2, ((size_t)1 << 63) + 8};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     void *sentinel = (void *)0x5a5a5a5a, *p = sentinel;
-    int rc = posix_memalign(&p, zt_opaque_size(bad[i]), 64);
+    int rc = zt_posix_memalign(&p, zt_opaque_size(bad[i]), 64);
     CHECK(rc == EINVAL, "posix_memalign(&p, %zu, 64) = %d, want EINVAL(%d)", bad[i], rc, EINVAL);
     CHECK(p == sentinel, "posix_memalign(&p, %zu, 64) modified the out pointer to %p on error", bad[i], p);
     if (rc == 0 && p != sentinel) free(p);
@@ -107,7 +107,7 @@ static void test_posix_memalign(void) {
   for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++)
     for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
       void *sentinel = (void *)0x5a5a5a5a, *p = sentinel;
-      int rc = posix_memalign(&p, aligns[a], zt_opaque_size(huge[i]));
+      int rc = zt_posix_memalign(&p, aligns[a], zt_opaque_size(huge[i]));
       CHECK(rc == ENOMEM, "posix_memalign(&p, %zu, %#zx) = %d, want ENOMEM", aligns[a], huge[i], rc);
       CHECK(p == sentinel, "posix_memalign(&p, %zu, %#zx) modified the out pointer to %p on error", aligns[a],
             huge[i], p);
@@ -143,7 +143,7 @@ static void test_memalign_family(void) {
     if (p == NULL) {
       CHECK(errno == EINVAL, "memalign(%zu, 40) = NULL with errno %d (glibc rounds the alignment up)", odd[i], errno);
     } else {
-      CHECK((uintptr_t)p % want == 0, "memalign(%zu, 40) = %p not %zu-aligned (glibc rounds alignment up)", odd[i],
+      CHECK(zt_addr(p) % want == 0, "memalign(%zu, 40) = %p not %zu-aligned (glibc rounds alignment up)", odd[i],
             p, want);
       CHECK(malloc_usable_size(p) >= 40);
       memset(p, 1, 40);
@@ -197,7 +197,7 @@ static void test_valloc_pvalloc(void) {
 
   void *p = ZT_OPAQUE(pvalloc(zt_opaque_size(0)));
   REQUIRE(p, "pvalloc(0) = NULL");
-  CHECK((uintptr_t)p % page == 0, "pvalloc(0) = %p not page aligned", p);
+  CHECK(zt_addr(p) % page == 0, "pvalloc(0) = %p not page aligned", p);
   if (zns) { /* see above: glibc 2.36 gets this wrong itself */
     CHECK(malloc_usable_size(p) >= page, "pvalloc(0): usable %zu < page %zu", malloc_usable_size(p), page);
     memset(p, 0x11, page);

@@ -175,6 +175,25 @@ static ZT_UNUSED size_t zt_opaque_size(size_t n) {
   __asm__ volatile("" : "+r"(n));
   return n;
 }
+/* A block's address for alignment checks: GCC knows the alignment that malloc, memalign and
+ * friends promise (alloc_align, MALLOC_ABI_ALIGNMENT) and folds "p % align == 0" to true. */
+#define zt_addr(p) ((uintptr_t)ZT_OPAQUE((const void *)(p)))
+/* errno, read for real (GCC may assume that some builtins, e.g. free, leave errno alone). */
+static ZT_UNUSED __attribute__((noinline)) int zt_errno(void) {
+  int *e = &errno;
+  __asm__ volatile("" : "+r"(e) : : "memory");
+  return *e;
+}
+/* posix_memalign through an opaque pointer: as a builtin, GCC assumes things about *memptr on
+ * failure (it folded "p == sentinel" to true), which would hide an allocator that writes it. */
+typedef int (*zt_posix_memalign_fn)(void **, size_t, size_t);
+static ZT_UNUSED int zt_posix_memalign(void **out, size_t align, size_t n) {
+  zt_posix_memalign_fn f = posix_memalign;
+  __asm__ volatile("" : "+r"(f));
+  int rc = f(out, align, n);
+  __asm__ volatile("" : : "r"(out) : "memory");
+  return rc;
+}
 
 /* Expected ownership of a request of n bytes with alignment align (0/1 = plain malloc). */
 static ZT_UNUSED int zt_should_own(size_t n, size_t align) { return n <= ZT_MAX_SMALL && align <= ZT_MAX_SMALL; }
@@ -191,6 +210,7 @@ static inline uint64_t zt_mix64(uint64_t x) {
 #define ZT_PAT_K 0x9E3779B97F4A7C15ULL
 /* Byte i of the pattern depends on (key, i) only, so a prefix of a pattern is a pattern. */
 static inline void zt_fill(void *p, size_t n, uint64_t key) {
+  __asm__ volatile("" : : "r"(p) : "memory"); /* p escapes: no malloc/free pair elision */
   unsigned char *c = (unsigned char *)p;
   uint64_t v = zt_mix64(key) | 1;
   size_t i = 0;
@@ -205,6 +225,7 @@ static inline void zt_fill(void *p, size_t n, uint64_t key) {
 }
 /* Returns -1 when the n bytes at p hold the pattern of key, else the first bad offset. */
 static inline long zt_verify(const void *p, size_t n, uint64_t key) {
+  __asm__ volatile("" : : "r"(p) : "memory"); /* the bytes must really be read */
   const unsigned char *c = (const unsigned char *)p;
   uint64_t v = zt_mix64(key) | 1;
   size_t i = 0;
@@ -226,6 +247,7 @@ static inline long zt_verify(const void *p, size_t n, uint64_t key) {
 }
 /* Returns -1 when all n bytes are zero, else the first non-zero offset. */
 static inline long zt_first_nonzero(const void *p, size_t n) {
+  __asm__ volatile("" : : "r"(p) : "memory"); /* no folding of calloc'ed bytes to 0 */
   const unsigned char *c = (const unsigned char *)p;
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
