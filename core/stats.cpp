@@ -4,6 +4,8 @@
 
 #include <cerrno>
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/heap.h"
@@ -38,13 +40,16 @@ Totals totals_of(const HeapSnapshot &h) {
   return t;
 }
 
-// Writes through a fixed buffer, flushing each line.
+// Writes through one static buffer (under g_print_lock), so a JSON document leaves in a single
+// write(2): lines of a .jsonl file never interleave.
+Lock g_print_lock;
+char g_out_mem[64 * 1024];
 struct Out {
   int fd;
-  char mem[1024];
-  Buf b{mem, sizeof mem};
+  Buf b{g_out_mem, sizeof g_out_mem};
   int rc = 0;
-  void line() { if (b.flush(fd) != 0) rc = -1; }
+  void line() { if (b.size() > sizeof g_out_mem - 4096) flush(); }
+  void flush() { if (b.flush(fd) != 0) rc = -1; }
 };
 
 void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
@@ -74,9 +79,11 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
   o.line();
 }
 
-void print_json(Out &o, const HeapSnapshot &h, const Totals &t) {
+void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms) {
   Buf &b = o.b;
-  b.str("{\"version\":1,\"pid\":").u64(uint64_t(getpid())).str(",\"classes\":[");
+  b.str("{\"version\":1,\"pid\":").u64(uint64_t(getpid()));
+  if (time_ms >= 0) b.str(",\"time_ms\":").u64(uint64_t(time_ms));
+  b.str(",\"classes\":[");
   o.line();
   bool first = true;
   for (unsigned c = 0; c < kNumClasses; ++c) {
@@ -115,49 +122,126 @@ bool ends_with(const char *s, const char *suffix) {
   return true;
 }
 
-}  // namespace
 
-int stats_print(int fd, bool json) {
+// Interval mode (ZNS_STATS_INTERVAL_MS with a .jsonl path): a background thread appends a line
+// every interval; the exit dump appends the last one and stops it.
+int g_jsonl_fd = -1;          // the open .jsonl file, or -1
+bool g_stats_stopped;         // under g_print_lock: no more lines
+uint64_t g_start_ms;
+
+int print_locked(int fd, bool json, int64_t time_ms) {
   static HeapSnapshot h;   // large: not on the stack of a thread that may be small
-  static Lock print_lock;
-  Guard g(print_lock);
   heap_snapshot(&h);
   Totals t = totals_of(h);
   Out o;
   o.fd = fd;
-  if (json) print_json(o, h, t);
+  if (json) print_json(o, h, t, time_ms);
   else print_text(o, h, t);
+  o.flush();
   return o.rc;
 }
 
-void stats_at_exit() {
-  const char *dest = g_options.ZNS_STATS;
-  if (!dest || !*dest || (dest[0] == '0' && !dest[1])) return;
-  if ((dest[0] == '1' && !dest[1]) || !__builtin_strcmp(dest, "stderr")) {
-    stats_print(2, false);
-    return;
-  }
-  // Expand %p to the pid, so that every process of a program tree writes its own file.
-  char path[512];
-  Buf b(path, sizeof path - 1);
+// The dump's path with %p expanded; false if it does not fit.
+bool expand_path(const char *dest, char *path, size_t cap) {
+  Buf b(path, cap - 1);
   for (const char *s = dest; *s; ++s) {
     if (s[0] == '%' && s[1] == 'p') { b.u64(uint64_t(getpid())); ++s; }
     else b.chr(*s);
   }
+  if (b.size() >= cap - 2) return false;
   path[b.size()] = 0;
+  return true;
+}
+
+void *interval_thread(void *) {
+  uint64_t every = g_options.ZNS_STATS_INTERVAL_MS;
+  for (;;) {
+    timespec ts{time_t(every / 1000), long(every % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    Guard g(g_print_lock);
+    if (g_stats_stopped || g_jsonl_fd < 0) return nullptr;
+    print_locked(g_jsonl_fd, true, int64_t(now_ms() - g_start_ms));
+  }
+}
+
+bool stats_enabled(const char *dest) {
+  return dest && *dest && !(dest[0] == '0' && !dest[1]);
+}
+
+}  // namespace
+
+int stats_print(int fd, bool json) {
+  Guard g(g_print_lock);
+  return print_locked(fd, json, -1);
+}
+
+void stats_start() {
+  g_start_ms = now_ms();
+  const char *dest = g_options.ZNS_STATS;
+  if (!stats_enabled(dest) || !ends_with(dest, ".jsonl")) return;
+  char path[512];
+  if (!expand_path(dest, path, sizeof path)) return;
   int saved = errno;
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
+  g_jsonl_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+  if (g_jsonl_fd < 0) {
     char m[600];
     Buf e(m, sizeof m);
     e.str("zns-slab: cannot write statistics to ").str(path).chr('\n').flush(2);
-  } else {
-    stats_print(fd, ends_with(path, ".json"));
-    close(fd);
+  } else if (g_options.ZNS_STATS_INTERVAL_MS > 0) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    pthread_t th;
+    if (pthread_create(&th, &attr, interval_thread, nullptr) != 0)
+      Buf(path, sizeof path).str("zns-slab: cannot start the statistics thread\n").flush(2);
+    pthread_attr_destroy(&attr);
   }
   errno = saved;
 }
 
-void stats_after_fork_child() {}
+void stats_at_exit() {
+  const char *dest = g_options.ZNS_STATS;
+  if (!stats_enabled(dest)) return;
+  int saved = errno;
+  if (ends_with(dest, ".jsonl")) {   // the last line, and no more
+    Guard g(g_print_lock);
+    if (!g_stats_stopped && g_jsonl_fd >= 0) {
+      print_locked(g_jsonl_fd, true, int64_t(now_ms() - g_start_ms));
+      close(g_jsonl_fd);
+      g_jsonl_fd = -1;
+    }
+    g_stats_stopped = true;
+  } else if ((dest[0] == '1' && !dest[1]) || !__builtin_strcmp(dest, "stderr")) {
+    stats_print(2, false);
+  } else {
+    char path[512];
+    int fd = expand_path(dest, path, sizeof path)
+                 ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+    if (fd < 0) {
+      char m[600];
+      Buf e(m, sizeof m);
+      e.str("zns-slab: cannot write statistics to ").str(dest).chr('\n').flush(2);
+    } else {
+      stats_print(fd, ends_with(path, ".json"));
+      close(fd);
+    }
+  }
+  errno = saved;
+}
+
+// A forked child has no interval thread.  With %p in the path it starts its own file; without,
+// it must not append to its parent's, so it stays silent.
+void stats_after_fork_child() {
+  g_print_lock.reset();
+  if (g_jsonl_fd < 0) return;
+  close(g_jsonl_fd);
+  g_jsonl_fd = -1;
+  const char *dest = g_options.ZNS_STATS;
+  bool per_pid = false;
+  for (const char *s = dest; *s; ++s) per_pid |= (s[0] == '%' && s[1] == 'p');
+  if (per_pid) stats_start();
+  else g_stats_stopped = true;
+}
 
 }  // namespace zns

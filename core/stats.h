@@ -26,6 +26,7 @@ struct HeapSnapshot {
 
 void heap_snapshot(HeapSnapshot *out);      // heap.cpp
 int stats_print(int fd, bool json);         // stats.cpp
+void stats_start();                         // after options: opens a .jsonl dump, starts its thread
 void stats_at_exit();                       // the ZNS_STATS dump, if asked for
 void stats_after_fork_child();
 

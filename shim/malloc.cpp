@@ -271,6 +271,7 @@ __attribute__((constructor(101))) static void zns_shim_init() {
   int saved = errno;
   resolve_next();
   options_load(true);
+  stats_start();
   errno = saved;
 }
 
