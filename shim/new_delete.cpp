@@ -47,6 +47,22 @@ ZNS_INLINE void *new_impl_nothrow(size_t n, std::align_val_t al) noexcept {
   return ZNS_LIKELY(p != nullptr) ? p : new_slow_nothrow(n, size_t(al));
 }
 
+// Sized delete: the size must be one that new could have been asked for, i.e. of the block's
+// class (and, aligned, of the class alloc_aligned picks).  Anything else is misuse.
+ZNS_INLINE void sized_free(void *p, size_t n, size_t align, const char *call) {
+  if (owns(p) && n <= kMaxSmall) {
+    unsigned want = class_of(n);
+    if (align > 16) {
+      want = class_of(n > align ? n : align);
+      while (kClasses.info[want].size % align != 0) ++want;
+    }
+    const SlabMeta *m = &g_region.meta[page_of(p)];
+    if (ZNS_UNLIKELY(m->cls != want && m->owner.load(std::memory_order_relaxed) != kNoOwner))
+      fatal("sized delete with a size of another class", call, p);
+  }
+  free_impl(p, call);
+}
+
 }  // namespace
 
 ZNS_EXPORT void *operator new(size_t n) { return new_impl(n); }
@@ -66,12 +82,16 @@ ZNS_EXPORT void operator delete(void *p) noexcept { free_impl(p, "operator delet
 ZNS_EXPORT void operator delete[](void *p) noexcept { free_impl(p, "operator delete[]"); }
 ZNS_EXPORT void operator delete(void *p, const std::nothrow_t &) noexcept { free_impl(p, "operator delete"); }
 ZNS_EXPORT void operator delete[](void *p, const std::nothrow_t &) noexcept { free_impl(p, "operator delete[]"); }
-ZNS_EXPORT void operator delete(void *p, size_t) noexcept { free_impl(p, "operator delete"); }
-ZNS_EXPORT void operator delete[](void *p, size_t) noexcept { free_impl(p, "operator delete[]"); }
+ZNS_EXPORT void operator delete(void *p, size_t n) noexcept { sized_free(p, n, 0, "operator delete"); }
+ZNS_EXPORT void operator delete[](void *p, size_t n) noexcept { sized_free(p, n, 0, "operator delete[]"); }
 ZNS_EXPORT void operator delete(void *p, std::align_val_t) noexcept { free_impl(p, "operator delete"); }
 ZNS_EXPORT void operator delete[](void *p, std::align_val_t) noexcept { free_impl(p, "operator delete[]"); }
-ZNS_EXPORT void operator delete(void *p, size_t, std::align_val_t) noexcept { free_impl(p, "operator delete"); }
-ZNS_EXPORT void operator delete[](void *p, size_t, std::align_val_t) noexcept { free_impl(p, "operator delete[]"); }
+ZNS_EXPORT void operator delete(void *p, size_t n, std::align_val_t al) noexcept {
+  sized_free(p, n, size_t(al), "operator delete");
+}
+ZNS_EXPORT void operator delete[](void *p, size_t n, std::align_val_t al) noexcept {
+  sized_free(p, n, size_t(al), "operator delete[]");
+}
 ZNS_EXPORT void operator delete(void *p, std::align_val_t, const std::nothrow_t &) noexcept {
   free_impl(p, "operator delete");
 }
