@@ -78,6 +78,7 @@ run: deps all $(BUILD)/bench/workload
 
 # ---- tests and benchmarks ----------------------------------------------------------------------
 include tests/tests.mk
+-include tests/hardening.mk
 -include bench/bench.mk
 
 clean:
