@@ -392,6 +392,15 @@ void drain_inbox(ThreadCache *tc, bool may_lock_pool) {
   }
 }
 
+// Put the bin's `last` block back into its slab's bitmap (before anyone else looks at the slab).
+void flush_last(Bin &b) {
+  if (!b.last) return;
+  SlabMeta *s = bin_slab(b);
+  int i = block_index(s, b.last);
+  s->free[unsigned(i) >> 6].fetch_or(uint64_t(1) << (i & 63), std::memory_order_relaxed);
+  b.last = nullptr;
+}
+
 // Point a bin at the first bitmap word of s with a free block; false if there is none.
 bool bin_point(Bin &b, SlabMeta *s) {
   for (unsigned w = 0; w < kBitmapWords; ++w)
@@ -408,6 +417,7 @@ bool bin_point(Bin &b, SlabMeta *s) {
 void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
   Bin &b = tc->bin[cls];
+  flush_last(b);   // (malloc takes `last` first, so it is empty here but for the orphan cache)
   SlabMeta *s = bin_slab(b);
   bool ok = s && (bin_point(b, s) || (merge_remote(s) && bin_point(b, s)));
   if (!ok) {
@@ -417,7 +427,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   if (!ok) {
     // No free block left: let the freers have it.  A bin never names a slab we gave up, not
     // even for an instant (a fork here would hand the child a cache with a stale slab).
-    b = Bin{&g_zero_word, nullptr, 0};
+    b = Bin{nullptr, &g_zero_word, nullptr, 0};
     if (s) relinquish(s);
     if (!(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id))) return nullptr;
     if (!bin_point(b, s)) fatal("slab metadata corrupted (no free block in a new slab)", "malloc", slab_base(s));
@@ -478,8 +488,9 @@ void tc_exit(void *arg) {
   // Every slab goes: empty ones to the depot, the others shared, so no memory waits for the
   // next thread that adopts this cache.
   for (unsigned c = 0; c < kNumClasses; ++c) {
+    flush_last(tc->bin[c]);
     SlabMeta *s = bin_slab(tc->bin[c]);
-    tc->bin[c] = Bin{&g_zero_word, nullptr, 0};
+    tc->bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
     if (!s) continue;
     merge_remote(s);
     if (free_count(s) == s->blocks) depot_release(s);
@@ -541,6 +552,7 @@ void fork_child() {
     ThreadCache *tc = g_caches[id];
     if (tc == t_cache || tc == g_orphan || !tc->attached.load(std::memory_order_relaxed)) continue;
     tc->attached.store(false, std::memory_order_relaxed);
+    for (Bin &b : tc->bin) flush_last(b);
     drain_inbox(tc, false);
     tc->pool_next = g_pool_head;
     g_pool_head = tc;
@@ -612,18 +624,22 @@ void *alloc_slow(unsigned cls) {
 // A free of a block in a slab this thread does not own.  Validated now (the message names the
 // call), applied in batches: consecutive frees into one bitmap word cost one atomic OR.
 void free_remote(void *p, SlabMeta *s, const char *call) {
-  if (s->owner.load(std::memory_order_acquire) == kNoOwner) fatal("free of a block that is not allocated", call, p);
-  if (block_index(s, p) < 0) fatal("free of a pointer that is not the start of a block", call, p);
+  uint32_t owner = s->owner.load(std::memory_order_acquire);
+  if (owner == kNoOwner) fatal("free of a block that is not allocated", call, p);
+  int i = block_index(s, p);
+  if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
+  // Double frees are caught now when the block is free in the owner's bitmap or is its `last`,
+  // or is already in this thread's buffer (a 256-bit filter says when to look); the rest when
+  // the buffer is applied.
+  if (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))
+    fatal("double free", call, p);
+  if (owner != kSharedOwner && __atomic_load_n(&g_caches[owner]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
+    fatal("double free", call, p);
   ThreadCache *tc = t_cache;
   if (tc->id == kSentinelId) {   // no cache (yet, or any more): apply at once
     void *one[1] = {p};
     return apply_remote(one, 1);
   }
-  // Double frees are caught now when the block is free in the owner's bitmap or already in
-  // this buffer (a 256-bit filter says when to look), and when applied otherwise.
-  int i = block_index(s, p);
-  if (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))
-    fatal("double free", call, p);
   uintptr_t h = (uintptr_t(p) >> 4) ^ (uintptr_t(p) >> 12);
   uint64_t &seen = tc->remote_seen[(h >> 6) & 3], bit = uint64_t(1) << (h & 63);
   if (seen & bit)
@@ -681,6 +697,13 @@ void heap_snapshot(HeapSnapshot *out) {
       live -= __builtin_popcountll(g_region.remote[p].bits[w].load(std::memory_order_relaxed));
     unsigned c = __atomic_load_n(&m.cls, __ATOMIC_RELAXED);
     if (live > 0 && c < kNumClasses) out->cls[c].live += uint64_t(live);
+  }
+  // A bin's `last` block is free, though its bit is still clear.
+  for (uint32_t id = 1; id <= n; ++id) {
+    ThreadCache *tc = g_caches[id];
+    if (!tc) continue;
+    for (unsigned c = 0; c < kNumClasses; ++c)
+      if (__atomic_load_n(&tc->bin[c].last, __ATOMIC_RELAXED) && out->cls[c].live) out->cls[c].live--;
   }
   for (unsigned c = 0; c < kNumClasses; ++c)
     if (out->cls[c].live > out->cls[c].allocated) out->cls[c].allocated = out->cls[c].live;

@@ -84,6 +84,8 @@ struct RemoteState {
 
 // Where a cache allocates a class from: one bitmap word of its current slab.
 struct Bin {
+  void *last;                    // the block its owner freed last, if its bit is still clear: the
+                                 // next malloc returns it without touching the bitmap; or null
   std::atomic<uint64_t> *word;   // never null: a word of the current slab's bitmap, or g_zero_word
   char *base;                    // address of the word's block 0
   uint32_t size;                 // block size
@@ -109,7 +111,7 @@ struct ThreadCache {
   constexpr explicit ThreadCache(uint32_t cache_id)
       : bin{}, alloc_count{}, id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
         attached(false), pool_next(nullptr) {
-    for (unsigned c = 0; c < kNumClasses; ++c) bin[c] = Bin{&g_zero_word, nullptr, 0};
+    for (unsigned c = 0; c < kNumClasses; ++c) bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
   }
 };
 
@@ -171,10 +173,17 @@ template <class Miss>
 ZNS_INLINE void *alloc_class(unsigned cls, Miss miss) {
   ThreadCache *tc = t_cache;
   Bin &b = tc->bin[cls];
-  uint64_t bits = b.word->load(std::memory_order_relaxed);
-  if (ZNS_UNLIKELY(bits == 0)) return miss(cls);
-  b.word->store(bits & (bits - 1), std::memory_order_relaxed);
   tc->alloc_count[cls]++;
+  if (void *p = b.last) {
+    b.last = nullptr;
+    return p;
+  }
+  uint64_t bits = b.word->load(std::memory_order_relaxed);
+  if (ZNS_UNLIKELY(bits == 0)) {
+    tc->alloc_count[cls]--;
+    return miss(cls);
+  }
+  b.word->store(bits & (bits - 1), std::memory_order_relaxed);
   return b.base + unsigned(__builtin_ctzll(bits)) * b.size;
 }
 ZNS_INLINE void *alloc_class(unsigned cls) { return alloc_class(cls, alloc_slow); }
@@ -196,7 +205,13 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
     return free_local_checked(p, s, i, call);   // the same free, after a look at the remote bits
-  s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
+  Bin &b = tc->bin[m->cls];
+  if (b.last == nullptr) {
+    b.last = p;
+  } else {
+    if (ZNS_UNLIKELY(b.last == p)) fatal("double free", call, p);
+    s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
+  }
 }
 
 ZNS_INLINE size_t block_size(const void *p) { return head_meta(p)->size; }
