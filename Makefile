@@ -9,7 +9,7 @@ CXXSTD   := -std=c++20
 WARN     := -Wall -Wextra -Wno-unused-parameter
 # The library: no exceptions or RTTI in core, hidden visibility, initial-exec TLS (set per variable).
 LIBFLAGS := $(CXXSTD) $(OPT) -g -fPIC -fvisibility=hidden -fno-exceptions -fno-rtti \
-            -fno-stack-protector -fno-plt -ftls-model=initial-exec $(WARN) -I. -pthread
+            -fno-stack-protector -fno-plt -ftls-model=initial-exec -mpopcnt $(WARN) -I. -pthread
 # operator new must let std::bad_alloc pass through it, so its file keeps unwind tables.
 NEWFLAGS := $(filter-out -fno-exceptions,$(LIBFLAGS)) -fexceptions
 

@@ -276,9 +276,9 @@ void shared_unlink(SlabMeta *s) {   // under the depot lock
   s->prev = s->next = kNil;
 }
 
-unsigned remote_total(RemoteState &r) {
-  unsigned n = 0;
-  for (unsigned w = 0; w < kBitmapWords; ++w)
+unsigned remote_total(const SlabMeta *s, RemoteState &r) {   // only the words the slab uses
+  unsigned n = 0, words = (s->blocks + 63u) >> 6;
+  for (unsigned w = 0; w < words; ++w)
     n += unsigned(__builtin_popcountll(r.bits[w].load(std::memory_order_seq_cst)));
   return n;
 }
@@ -290,7 +290,7 @@ void shared_settle(SlabMeta *s) {
   RemoteState &r = g_region.remote[page_of(s)];
   uint8_t st = r.share.load(std::memory_order_seq_cst);
   if (st != kSharedIdle && st != kSharedQueued) return;
-  unsigned out = __atomic_load_n(&s->out, __ATOMIC_RELAXED), total = remote_total(r);
+  unsigned out = __atomic_load_n(&s->out, __ATOMIC_RELAXED), total = remote_total(s, r);
   unsigned worth = (s->blocks + 3u) / 4;   // free blocks that make a shared slab worth reusing
   if (total < out && (st != kSharedIdle || s->blocks - out + total < worth)) return;   // cheap look
   {
@@ -298,7 +298,7 @@ void shared_settle(SlabMeta *s) {
     st = r.share.load(std::memory_order_relaxed);
     if (st != kSharedIdle && st != kSharedQueued) return;
     out = s->out;
-    total = remote_total(r);
+    total = remote_total(s, r);
     if (total < out) {
       if (st == kSharedIdle && s->blocks - out + total >= worth) {
         r.share.store(kSharedQueued, std::memory_order_relaxed);
@@ -441,18 +441,17 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
 // Apply remote frees: one atomic OR per run of frees into the same bitmap word.
 void apply_remote(void *const *ps, unsigned n) {
   for (unsigned k = 0; k < n;) {
+    // Every entry was checked when it was buffered (free_remote): a block start, then out.
     SlabMeta *s = head_meta(ps[k]);
     uint32_t owner = s->owner.load(std::memory_order_acquire);
     if (owner == kNoOwner) fatal("free of a block that is not allocated", "free", ps[k]);
     int i = block_index(s, ps[k]);
-    if (i < 0) fatal("free of a pointer that is not the start of a block", "free", ps[k]);
     unsigned w = unsigned(i) >> 6;
     uint64_t mask = uint64_t(1) << (i & 63);
     void *first = ps[k++];
     for (; k < n; ++k) {   // the run: same slab, same word
       if (head_meta(ps[k]) != s) break;
       int j = block_index(s, ps[k]);
-      if (j < 0) fatal("free of a pointer that is not the start of a block", "free", ps[k]);
       if (unsigned(j) >> 6 != w) break;
       uint64_t bit = uint64_t(1) << (j & 63);
       if (mask & bit) fatal("double free", "free", ps[k]);

@@ -16,7 +16,8 @@ namespace zns {
 inline constexpr size_t kPageSize = 4096;
 inline constexpr size_t kPageShift = 12;
 inline constexpr size_t kMaxSmall = 4096;       // largest request served from slabs
-inline constexpr unsigned kMaxSlabPages = 4;     // slabs span at most this many pages
+inline constexpr unsigned kMaxSlabPages = 16;    // slabs span at most this many pages
+inline constexpr unsigned kMinBlocks = 8;        // slabs hold at least this many blocks
 inline constexpr unsigned kMaxBlocks = 256;      // 4096 / 16: the bitmap covers this many blocks
 inline constexpr unsigned kBitmapWords = kMaxBlocks / 64;
 
@@ -29,12 +30,16 @@ inline constexpr uint16_t kClassSize[] = {
 };
 inline constexpr unsigned kNumClasses = sizeof(kClassSize) / sizeof(kClassSize[0]);
 
-// Pages per slab: the smallest span (1..kMaxSlabPages) whose unused tail is within 1/64 of the span,
-// else the span with the smallest tail.
+// Pages per slab: from the smallest span that holds kMinBlocks blocks (so a cache refills at most
+// every few blocks even for large classes), the first span up to twice that whose unused tail is
+// within 1/64 of the span, else the one with the smallest tail.
 constexpr unsigned slab_pages_for(unsigned size) {
-  unsigned best = 1;
-  size_t best_tail = kPageSize % size;
-  for (unsigned p = 1; p <= kMaxSlabPages; ++p) {
+  unsigned first = 1;
+  while (first < kMaxSlabPages && first * kPageSize / size < kMinBlocks) ++first;
+  unsigned last = 2 * first < kMaxSlabPages ? 2 * first : kMaxSlabPages;
+  unsigned best = first;
+  size_t best_tail = first * kPageSize % size;
+  for (unsigned p = first; p <= last; ++p) {
     size_t span = p * kPageSize, tail = span % size;
     if (tail * 64 <= span) return p;
     if (tail * best * kPageSize < best_tail * span) { best = p; best_tail = tail; }

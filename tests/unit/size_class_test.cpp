@@ -34,7 +34,8 @@ TEST_CASE("slab geometry: blocks fit, 16-byte alignment, bounded tail") {
     CHECK(i.blocks * i.size <= i.pages * kPageSize);
     CHECK((i.blocks + 1) * i.size > i.pages * kPageSize);       // no room for one more
     CHECK(i.blocks <= kMaxBlocks);
-    if (i.blocks > 1) CHECK(i.pages * kPageSize - i.blocks * i.size <= i.pages * kPageSize / 4);
+    if (i.blocks > 1) CHECK(i.pages * kPageSize - i.blocks * i.size <= i.pages * kPageSize / 8);
+    CHECK(i.blocks >= kMinBlocks);
   }
   CHECK(class_info(class_of(128)).blocks == 32);   // no in-slab header: 32 blocks of 128 per page
   CHECK(class_info(class_of(64)).blocks == 64);
