@@ -37,7 +37,7 @@ define need_pkgs
 	fi
 endef
 BUILD_PKGS := g++ make
-TEST_PKGS  := doctest-dev python3 sqlite3 redis-server redis-tools valgrind
+TEST_PKGS  := doctest-dev python3 python3-matplotlib sqlite3 redis-server redis-tools valgrind
 BENCH_PKGS := libbenchmark-dev libjemalloc-dev libjemalloc2 libmimalloc-dev libmimalloc2.0 \
               libgoogle-perftools-dev libgoogle-perftools4 libtcmalloc-minimal4 python3-matplotlib
 

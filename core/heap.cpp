@@ -121,7 +121,7 @@ void depot_purge(bool force) {
         bool due = force || g_depot.dirty_pages > max_pages ||
                    now - m.stamp >= uint32_t(g_options.ZNS_DECAY_MS);
         if (!due) break;
-        unsigned k = kClasses.info[m.cls].pages;
+        unsigned k = m.pages;
         g_depot.dirty_tail[k] = m.prev;
         if (m.prev != kNil) meta_at(m.prev).next = kNil;
         else g_depot.dirty_head[k] = kNil;
@@ -133,12 +133,12 @@ void depot_purge(bool force) {
     if (n == 0) return;
     for (unsigned i = 0; i < n; ++i) {
       SlabMeta &m = meta_at(victims[i]);
-      os_purge(slab_base(&m), kClasses.info[m.cls].pages * kPageSize);
+      os_purge(slab_base(&m), m.pages * kPageSize);
     }
     Guard g(g_depot.lock);
     for (unsigned i = 0; i < n; ++i) {
       SlabMeta &m = meta_at(victims[i]);
-      unsigned k = kClasses.info[m.cls].pages;
+      unsigned k = m.pages;
       m.next = g_depot.clean_head[k];
       g_depot.clean_head[k] = victims[i];
       g_depot.purging_pages -= k;
@@ -159,6 +159,48 @@ bool purge_due() {   // under the depot lock: is depot_purge(false) worth callin
   return false;
 }
 
+// When the region is full: the first k pages of a longer empty span, the rest stays in the
+// depot as a shorter span (dirty or clean, as it was).  Under the depot lock.
+uint32_t depot_split(unsigned k) {
+  for (unsigned big = k + 1; big <= kMaxSlabPages; ++big) {
+    uint32_t page;
+    if ((page = g_depot.dirty_head[big]) != kNil) {
+      SlabMeta &m = meta_at(page);
+      g_depot.dirty_head[big] = m.next;
+      if (m.next != kNil) meta_at(m.next).prev = kNil;
+      else g_depot.dirty_tail[big] = kNil;
+      g_depot.dirty_pages -= big;
+      SlabMeta &rest = meta_at(page + k);   // newest first; its age is the span's
+      unsigned r = big - k;
+      rest.pages = uint8_t(r);
+      rest.back = 0;
+      rest.state = kInDepot;
+      rest.stamp = m.stamp;
+      rest.prev = kNil;
+      rest.next = g_depot.dirty_head[r];
+      if (rest.next != kNil) meta_at(rest.next).prev = page + k;
+      else g_depot.dirty_tail[r] = page + k;
+      g_depot.dirty_head[r] = page + k;
+      g_depot.dirty_pages += r;
+      return page;
+    }
+    if ((page = g_depot.clean_head[big]) != kNil) {
+      g_depot.clean_head[big] = meta_at(page).next;
+      g_depot.clean_pages -= big;
+      SlabMeta &rest = meta_at(page + k);
+      unsigned r = big - k;
+      rest.pages = uint8_t(r);
+      rest.back = 0;
+      rest.state = kInDepot;
+      rest.next = g_depot.clean_head[r];
+      g_depot.clean_head[r] = page + k;
+      g_depot.clean_pages += r;
+      return page;
+    }
+  }
+  return kNil;
+}
+
 // An empty slab for class cls, owned by cache `owner` and made its current slab's shape.
 SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   const ClassInfo &ci = kClasses.info[cls];
@@ -176,10 +218,11 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
     } else if ((page = g_depot.clean_head[k]) != kNil) { // purged: faults in as zero pages
       g_depot.clean_head[k] = meta_at(page).next;
       g_depot.clean_pages -= k;
-    } else {                                              // never used
-      if (uint64_t(g_depot.bump) + k > g_region.pages) return nullptr;
+    } else if (uint64_t(g_depot.bump) + k <= g_region.pages) {   // never used
       page = g_depot.bump;
       g_depot.bump += k;
+    } else if ((page = depot_split(k)) == kNil) {        // the region is full
+      return nullptr;
     }
     g_depot.slabs[cls]++;
     g_depot.owned_pages += k;
@@ -187,7 +230,8 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   }
   if (due) depot_purge(false);
   SlabMeta &m = meta_at(page);
-  for (unsigned t = 0; t < k; ++t) {   // the span may have served another class of k pages
+  m.pages = uint8_t(k);
+  for (unsigned t = 0; t < k; ++t) {   // the span may have served another class
     SlabMeta &pm = meta_at(page + t);
     pm.cls = uint8_t(cls);
     pm.back = uint8_t(t);
@@ -218,7 +262,7 @@ void depot_release(SlabMeta *s) {
     uint64_t x = r.bits[w].load(std::memory_order_acquire);
     if (x) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x)) * s->size);
   }
-  unsigned k = kClasses.info[s->cls].pages;
+  unsigned k = s->pages;
   s->state = kInDepot;
   set_owner(s, kNoOwner);
   uint32_t page = page_of(s);

@@ -62,7 +62,8 @@ struct alignas(64) SlabMeta {
     uint32_t stamp;                // head, in the depot: now_ms() (low 32 bits) when it arrived
   };
   uint32_t prev, next;             // depot list links (class list or empty lists), page numbers
-  uint32_t pad;
+  uint8_t pages;                   // head: pages in the span (in the depot a span may be split)
+  uint8_t pad[3];
   std::atomic<uint64_t> free[kBitmapWords];  // head: 1 = block free; written by the owner only
 };
 static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");

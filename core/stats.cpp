@@ -70,7 +70,7 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
   b.str("ledger (bytes): live ").u64(t.live_bytes).str(" + free in thread caches ").u64(t.in_caches)
       .str(" + free in depot ").u64(t.in_depot).str(" + metadata ").u64(t.metadata)
       .str(" = resident ").u64(resident).str(t.live_bytes + t.in_caches + t.in_depot + t.metadata == resident ? " (adds up)\n" : " (DOES NOT ADD UP)\n");
-  b.str("overhead: ").fixed(resident > t.live_bytes ? resident - t.live_bytes : 0, t.live_bytes ? t.live_bytes : 1, 2)
+  b.str("overhead: ").fixed(t.live_bytes && resident > t.live_bytes ? (resident - t.live_bytes) * 100 : 0, t.live_bytes ? t.live_bytes : 1, 2)
       .str("% of live bytes; returned to the OS: ").u64(t.returned).str(" bytes now, ")
       .u64(h.purged_total_pages * kPageSize).str(" since start\n");
   b.str("fallback (next allocator): ").u64(g_fallback_allocs.load()).str(" allocations, ")
@@ -104,7 +104,7 @@ void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms)
   b.str("],\"totals\":{\"allocated\":").u64(allocated).str(",\"freed\":").u64(freed)
       .str(",\"live_bytes\":").u64(t.live_bytes).str(",\"resident_bytes\":").u64(resident)
       .str(",\"slab_resident_bytes\":").u64(t.slab_resident).str(",\"metadata_bytes\":").u64(t.metadata)
-      .str(",\"overhead_pct\":").fixed(resident > t.live_bytes ? resident - t.live_bytes : 0, t.live_bytes ? t.live_bytes : 1, 2)
+      .str(",\"overhead_pct\":").fixed(t.live_bytes && resident > t.live_bytes ? (resident - t.live_bytes) * 100 : 0, t.live_bytes ? t.live_bytes : 1, 2)
       .str(",\"thread_cache_free_bytes\":").u64(t.in_caches).str(",\"depot_bytes\":").u64(t.in_depot)
       .str(",\"returned_bytes\":").u64(t.returned).str(",\"returned_total_bytes\":").u64(h.purged_total_pages * kPageSize)
       .str(",\"fallback_allocs\":").u64(g_fallback_allocs.load()).str(",\"fallback_bytes\":").u64(g_fallback_bytes.load())

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Heap statistics (ZNS_STATS) of a program that leaves a known number of live blocks per size
+# class at exit (lib/stats_prog.c, compiled here with cc; it prints the numbers it expects).
+# Checks (lib/stats_check.py does the JSON arithmetic):
+#   1. ZNS_STATS=PATH.json: runs with N=0, 1, 2: each document is complete and consistent
+#      (allocated - freed == live per class, the ledger adds up, totals == sum of the rows,
+#      overhead_pct); against N=0, `live` and `allocated` per class grow by exactly what the
+#      program did (N*1000 blocks in class 32, N*500 in 112, N*7 in 3072, some made in a second
+#      thread, some freed by the other thread), every other class is unchanged, and
+#      fallback_allocs/bytes grow by the program's > 4 KiB blocks; %p in the path is the pid;
+#   2. ZNS_STATS=1: the text table on stderr names the classes of size 32, 112 and 3072 with the
+#      counts of the JSON dump, and its ledger line says "(adds up)";
+#   3. ZNS_STATS=PATH.jsonl + ZNS_STATS_INTERVAL_MS=50 while the program runs ~600 ms: >= 5
+#      complete lines, time_ms increasing, the last line with the counts the program leaves;
+#      without ZNS_STATS_INTERVAL_MS a .jsonl gets exactly one line (at exit);
+#   4. tools/zns-stat renders the .json and the .jsonl (class rows, "adds up", --check), draws
+#      both with --plot (PNG; skipped with a message when no python3 has matplotlib), and exits 2
+#      with a message for a missing file, broken JSON, a .jsonl with a bad line (named), and a
+#      document without "classes"/"totals";
+#   5. an unknown ZNS_ variable (ZNS_STATZ=1, and ZNS_STATS_INTERVAL, a prefix of a real one)
+#      gives exactly one warning line naming it; a bad value (ZNS_DECAY_MS=abc) one message naming
+#      it and a normal run with the right counts; known variables with good values no message;
+#   6. the N=0/N=1 comparison of 1. with the program linked with libzns_slab.a instead (when the
+#      archive sits next to ZNS_LIB).
+# Every run of the program under the shim must exit 0, print its "done", and (but for 5.) leave
+# stderr empty.
+TEST_NAME=stats
+source "$(dirname "$0")/lib/common.bash"
+zns_require_lib
+[[ $SHIM == 1 ]] || { log "plain-only mode: nothing to do without the library"; exit 0; }
+zns_make_tmp
+ROOT=$(cd "$PROG_DIR/../.." && pwd)
+ZNS_STAT_TOOL=$ROOT/tools/zns-stat
+CHECK=("$PY" "$PROG_LIB/stats_check.py")
+export LC_ALL=C
+# The test decides every ZNS_ setting itself (ZNS_LIB and ZNS_EXPECT belong to the harness).
+for v in $(compgen -e | grep '^ZNS_' || true); do
+  [[ $v == ZNS_LIB || $v == ZNS_EXPECT ]] || unset "$v"
+done
+cd "$TMPD"
+
+command -v cc >/dev/null || die "cc missing (run: make deps)"
+cc -O1 -g -fno-builtin -pthread -Wall -Werror "$PROG_LIB/stats_prog.c" -o stats_prog \
+  || die "cannot compile $PROG_LIB/stats_prog.c"
+PROG=$TMPD/stats_prog
+PRELOAD=(LD_PRELOAD="$ZNS_LIB")
+
+# run LABEL [VAR=value...] -- ARGS...: the program under the shim; LABEL.out / LABEL.err.
+# Fails unless it exits 0 and prints "done"; the caller checks stderr.
+run() {
+  local label=$1; shift
+  local envs=()
+  while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+  shift
+  local rc=0
+  timeout 60 env "${envs[@]}" "${PRELOAD[@]}" "$PROG" "$@" >"$label.out" 2>"$label.err" \
+    || rc=$?
+  if [[ $rc != 0 || "$(tail -n 1 "$label.out")" != "done" ]]; then
+    sed 's/^/    stderr: /' "$label.err" | head -n 20
+    die "$label: stats_prog $* exited $rc (124 = timeout, 134 = abort, 139 = SIGSEGV) or did not
+  finish. Repro: ${envs[*]} ${PRELOAD[*]} $PROG $*   (built from $PROG_LIB/stats_prog.c)"
+  fi
+}
+quiet() {   # LABEL: stderr of the run must be empty
+  if [[ -s "$1.err" ]]; then
+    sed 's/^/    stderr: /' "$1.err" | head -n 20
+    die "$1: unexpected output on stderr (above)"
+  fi
+}
+# check LABEL stats_check.py-args...: run a check and show its output.  A failed check is
+# recorded and the test goes on (the end lists them), so one wrong number does not hide the rest.
+FAILED_CHECKS=()
+check() {
+  local label=$1; shift
+  local out rc=0
+  out=$(cd "$TMPD" && "${CHECK[@]}" "$@" 2>&1) || rc=$?
+  [[ -n "$out" ]] && sed 's/^/    /' <<<"$out"
+  if [[ $rc == 0 ]]; then log "$label: ok"; return; fi
+  log "$label: FAILED (above): ${CHECK[*]##*/} $*"
+  FAILED_CHECKS+=("$label")
+}
+
+# ---- 1. JSON at exit ---------------------------------------------------------------------------
+run live0 ZNS_STATS="$TMPD/s0.json" -- live 0;            quiet live0
+run live1 ZNS_STATS="$TMPD/s1.%p.json" -- live 1;         quiet live1
+run live2 ZNS_STATS="$TMPD/s2.json" -- live 2;            quiet live2
+[[ -s s0.json && -s s2.json ]] || die "ZNS_STATS=PATH.json wrote no file (s0.json / s2.json)"
+shopt -s nullglob
+s1=(s1.*.json)
+shopt -u nullglob
+[[ ${#s1[@]} == 1 ]] || die "ZNS_STATS=$TMPD/s1.%p.json: expected one file s1.<pid>.json, found: ${s1[*]:-none}"
+pid=${s1[0]#s1.}; pid=${pid%.json}
+[[ $pid =~ ^[0-9]+$ ]] || die "%p did not become a pid: ${s1[0]}"
+mv "${s1[0]}" s1.json
+grep -q "\"pid\":${pid}[,}]" s1.json || die "s1.json: its \"pid\" is not $pid (the %p of its name)"
+log "json: %p -> $pid, the document's pid"
+check "json N=0" doc s0.json
+check "json N=1 vs N=0" diff s0.json s1.json live1.out
+check "json N=2 vs N=0" diff s0.json s2.json live2.out
+
+# The same, linked with the static archive (the README's link line), when it sits next to ZNS_LIB.
+AR=${ZNS_LIB%.so}.a
+if [[ -f $AR ]]; then
+  cc -O1 -g -fno-builtin -pthread -Wall -Werror "$PROG_LIB/stats_prog.c" -o stats_prog.static \
+    -Wl,--whole-archive "$AR" -Wl,--no-whole-archive -lstdc++ -ldl \
+    || die "cannot link $PROG_LIB/stats_prog.c with $AR"
+  PROG=$TMPD/stats_prog.static PRELOAD=()
+  run static0 ZNS_STATS="$TMPD/st0.json" -- live 0; quiet static0
+  run static1 ZNS_STATS="$TMPD/st1.json" -- live 1; quiet static1
+  check "json N=1 vs N=0, linked with $(basename "$AR")" diff st0.json st1.json static1.out
+  PROG=$TMPD/stats_prog PRELOAD=(LD_PRELOAD="$ZNS_LIB")
+else
+  log "no $AR: the linked variant is not checked"
+fi
+
+# ---- 2. text table on stderr -------------------------------------------------------------------
+run text ZNS_STATS=1 -- live 1
+log "text: ZNS_STATS=1 wrote $(wc -l <text.err) lines on stderr"
+check "text table" text text.err s1.json live1.out
+run text2 ZNS_STATS=stderr -- live 1
+grep -q '(adds up)$' text2.err || die "ZNS_STATS=stderr: no '(adds up)' ledger line on stderr"
+
+# ---- 3. JSON lines -----------------------------------------------------------------------------
+t0=$(date +%s%N)
+run jsonl ZNS_STATS="$TMPD/s.jsonl" ZNS_STATS_INTERVAL_MS=50 -- interval 1 600; quiet jsonl
+log "jsonl: the program ran $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+[[ -s s.jsonl ]] || die "ZNS_STATS=PATH.jsonl with ZNS_STATS_INTERVAL_MS=50 wrote no file"
+# The program churns >= 600 ms after the library started the clock (CLOCK_MONOTONIC_COARSE: a
+# few ms of slack).
+check "jsonl (interval 50 ms)" jsonl s.jsonl s0.json live1.out 5 590
+run jsonl1 ZNS_STATS="$TMPD/once.jsonl" -- live 1; quiet jsonl1
+[[ $(wc -l <once.jsonl) == 1 ]] || die "ZNS_STATS=PATH.jsonl without an interval: expected exactly one line (at exit), got $(wc -l <once.jsonl)"
+check "jsonl (at exit only)" jsonl once.jsonl s0.json live1.out 1 0
+
+# ---- 4. tools/zns-stat -------------------------------------------------------------------------
+[[ -x $ZNS_STAT_TOOL ]] || die "$ZNS_STAT_TOOL is missing or not executable"
+zstat() {   # LABEL ARGS...: zns-stat must exit 0; output in LABEL.zs
+  local label=$1; shift
+  local rc=0
+  timeout 120 "$ZNS_STAT_TOOL" "$@" >"$label.zs" 2>&1 || rc=$?
+  if [[ $rc != 0 ]]; then
+    sed 's/^/    /' "$label.zs" | head -n 30
+    die "zns-stat $* exited $rc"
+  fi
+}
+has_rows() {   # LABEL FILE.zs: the class rows of stats_prog (size, live for N=1) are in the table
+  local size live size_live
+  for size_live in 32:1000 112:500 3072:7; do
+    size=${size_live%:*}; live=${size_live#*:}
+    grep -Eq "^ *[0-9]+ +$size +[0-9]+ +[0-9]+ +$live +[0-9]+ " "$2" \
+      || { cat "$2"; die "$1: no table row for the class of size $size with $live live blocks"; }
+  done
+  grep -q 'adds up$' "$2" || { cat "$2"; die "$1: no ledger line saying it adds up"; }
+}
+zstat zs-json --check s1.json;  has_rows "zns-stat s1.json" zs-json.zs
+zstat zs-jsonl --check s.jsonl; has_rows "zns-stat s.jsonl" zs-jsonl.zs
+n_lines=$(wc -l <s.jsonl)
+grep -q "^series: $n_lines samples over " zs-jsonl.zs \
+  || { cat zs-jsonl.zs; die "zns-stat s.jsonl: no 'series: $n_lines samples over ...' summary"; }
+grep -Eq '^  peak RSS +[0-9]+' zs-jsonl.zs || die "zns-stat s.jsonl: no peak RSS in the summary"
+zstat zs-help --help
+grep -q -- '--plot' zs-help.zs || die "zns-stat --help does not mention --plot"
+log "zns-stat: tables of s1.json and s.jsonl ($n_lines samples) ok"
+
+png_ok() {   # FILE: exists, non-empty, PNG signature
+  [[ -s $1 ]] && [[ $(head -c 8 "$1" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]]
+}
+if python3 -c 'import matplotlib' 2>/dev/null || /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+  zstat zs-plot1 s1.json --plot "$TMPD/json.png"
+  png_ok json.png || die "zns-stat s1.json --plot json.png: no PNG written"
+  zstat zs-plot2 s.jsonl --plot "$TMPD/jsonl.png"
+  png_ok jsonl.png || die "zns-stat s.jsonl --plot jsonl.png: no PNG written"
+  log "zns-stat --plot: json.png $(stat -c %s json.png) B, jsonl.png $(stat -c %s jsonl.png) B"
+else
+  log "SKIP zns-stat --plot: no python3 here can import matplotlib (make deps-test installs python3-matplotlib)"
+fi
+
+bad() {   # LABEL FILE PATTERN: zns-stat FILE exits 2 with a message matching PATTERN
+  local rc=0
+  "$ZNS_STAT_TOOL" "$2" >bad.out 2>bad.err || rc=$?
+  [[ $rc == 2 ]] || { cat bad.out bad.err; die "zns-stat on $1 exited $rc, expected 2"; }
+  grep -Eq "$3" bad.err || { cat bad.err; die "zns-stat on $1: message does not match /$3/"; }
+  log "zns-stat on $1: exit 2, $(head -n 1 bad.err)"
+}
+head -c 300 s1.json >broken.json
+bad "a truncated .json" broken.json '^zns-stat: broken\.json: invalid JSON'
+{ head -n 2 s.jsonl; echo '{"version":1,"pid":1,"classes":[{'; tail -n 1 s.jsonl; } >broken.jsonl
+bad "a .jsonl with a bad line 3" broken.jsonl '^zns-stat: broken\.jsonl:3: invalid JSON'
+echo '{"version":1,"pid":1,"totals":{}}' >noclasses.json
+bad "a document without classes" noclasses.json "^zns-stat: noclasses\.json: .*'classes'"
+echo '{"version":1,"pid":1,"classes":[]}' >nototals.json
+bad "a document without totals" nototals.json "^zns-stat: nototals\.json: .*'totals'"
+bad "a missing file" "$TMPD/nonexistent.json" 'nonexistent\.json: no such file'
+
+# ---- 5. option warnings ------------------------------------------------------------------------
+one_line_naming() {   # LABEL WORD...: LABEL.err is exactly one line, containing each WORD
+  local label=$1 n w
+  shift
+  n=$(wc -l <"$label.err")
+  [[ $n == 1 ]] || { cat "$label.err"; die "$label: expected exactly one line on stderr, got $n"; }
+  for w in "$@"; do
+    grep -qF -- "$w" "$label.err" || die "$label: the stderr line does not name '$w': $(cat "$label.err")"
+  done
+  log "$label: $(cat "$label.err")"
+}
+run unknown ZNS_STATZ=1 -- live 1
+one_line_naming unknown ZNS_STATZ
+run unknown2 ZNS_STATS_INTERVAL=50 -- live 0      # a prefix of a real name
+one_line_naming unknown2 ZNS_STATS_INTERVAL
+run badval ZNS_DECAY_MS=abc ZNS_STATS="$TMPD/badval.json" -- live 1
+one_line_naming badval ZNS_DECAY_MS abc
+check "json with ZNS_DECAY_MS=abc" diff s0.json badval.json live1.out
+run known ZNS_DECAY_MS=500 ZNS_DIRTY_MAX_KB=1024 ZNS_REGION_GB=8 ZNS_STATS=0 -- live 1
+quiet known
+log "known variables with good values: no warning"
+
+if [[ ${#FAILED_CHECKS[@]} -gt 0 ]]; then
+  die "${#FAILED_CHECKS[@]} check(s) failed: $(printf '%s; ' "${FAILED_CHECKS[@]}")
+  scratch files: PROGTEST_KEEP_TMP=1 bash $0 keeps $TMPD"
+fi
+log PASS
