@@ -507,7 +507,18 @@ void apply_remote(void *const *ps, unsigned n) {
     uint64_t old = g_region.remote[page].bits[w].fetch_or(mask, std::memory_order_seq_cst);
     if (old & mask) fatal("double free", "free", first);
     if (owner == kSharedOwner) {
-      shared_settle(s);
+      // Most slabs have one bitmap word: then our OR's result says whether this free can change
+      // anything (the slab worth queueing, or all of it back), and most frees change nothing.
+      if (s->blocks <= 64) {
+        uint8_t st = g_region.remote[page].share.load(std::memory_order_seq_cst);
+        unsigned total = unsigned(__builtin_popcountll(old | mask)), out = s->out;
+        bool idle = st == kSharedIdle;
+        if ((idle || st == kSharedQueued) &&
+            (total >= out || (idle && s->blocks - out + total >= (s->blocks + 3u) / 4)))
+          shared_settle(s);
+      } else {
+        shared_settle(s);
+      }
     } else {
       notify(page, owner, true);
       // The owner may have given the slab up meanwhile (see relinquish).
