@@ -6,7 +6,8 @@
 //                     inserts, lookups, updates and expiries driven by a timer wheel.
 //   phase "requests"  per-request trace headers (build, serialize, parse, compare), metric
 //                     counters keyed by label strings with periodic scrapes, and C-style buffers
-//                     (malloc/realloc growth, calloc, strdup, aligned_alloc, posix_memalign).
+//                     (malloc/realloc growth and shrink across 4 KiB, calloc, strdup, aligned_alloc,
+//                     posix_memalign, over-aligned new).
 //   phase "pipeline"  two threads: a producer allocates messages (malloc'd and new'd), a consumer
 //                     verifies and frees them; the consumer sends small acks back the other way,
 //                     which the producer frees.  Every free here is a cross-thread free.
@@ -448,6 +449,26 @@ struct RequestPhase {
         std::free(scratch);
         std::free(tid);
 
+        // response body: built by appends (realloc doubling), sometimes past 4 KiB, then shrunk to
+        // fit with realloc -- both directions across the small-object limit
+        if (r.chance(1, 4)) {
+            size_t target = r.chance(1, 8) ? r.range(4097, 12288) : r.range(64, 4096);
+            CBuf body;
+            char chunk[256];
+            uint64_t hb = 0;
+            while (body.len < target) {
+                size_t n = std::min<size_t>(target - body.len, r.range(16, 256));
+                fill_bytes(chunk, n, r.next());
+                body.append(chunk, n);
+            }
+            hb = hash_bytes(body.p, body.len, 9);
+            char *q = static_cast<char *>(std::realloc(body.p, body.len + 1));
+            if (!q) { std::fprintf(stderr, "workload: realloc shrink failed\n"); std::exit(4); }
+            body.p = q; body.cap = body.len + 1;
+            if (hash_bytes(body.p, body.len, 9) != hb) integrity_error("realloc lost data", requests);
+            hh = fold(hh, hb);
+        }
+
         // metrics: label strings built per request (a temporary allocation each, as in real code)
         const char *route = kRoutes[r.below(20)];
         int code = kCodes[r.below(16)];
@@ -661,7 +682,7 @@ int main(int argc, char **argv) {
         }
     }
     auto scaled = [scale](double base) { return std::max<uint64_t>(1, uint64_t(base * scale + 0.5)); };
-    const uint64_t rounds = scaled(110), nrequests = scaled(150000), nmessages = scaled(2000000);
+    const uint64_t rounds = scaled(95), nrequests = scaled(150000), nmessages = scaled(2000000);
 
     std::printf("workload: scale=%g rounds=%" PRIu64 " requests=%" PRIu64 " messages=%" PRIu64 "\n",
                 scale, rounds, nrequests, nmessages);

@@ -76,7 +76,8 @@ cleanup() { if [ "$keep_logs" = 1 ]; then echo "$prog: logs kept in $LOGDIR" >&2
 trap cleanup EXIT
 trap 'keep_logs=1; echo; echo "$prog: interrupted" >&2; exit 130' INT TERM
 
-# A tiny timer for machines without GNU time: fork, exec, wait4; prints "ZNSTIME wall user sys maxrss_kb".
+# A tiny timer for machines without GNU time: fork, exec, wait4; writes "ZNSTIME wall user sys maxrss_kb".
+# (Linux carries the pre-exec peak over exec, so its peak RSS has a floor of python's own, ~10 MiB.)
 PYTIMER='
 import os, sys, time
 out, argv = sys.argv[1], sys.argv[2:]
@@ -117,7 +118,7 @@ run_one() {
     local problem=""
     if [ "$rc" -ne 0 ]; then
         if [ "$rc" -gt 128 ] && [ -n "$(signame $((rc - 128)))" ]; then
-            problem="killed by signal $((rc - 128)) ($(signame $((rc - 128))))"
+            problem="was killed by signal $((rc - 128)) ($(signame $((rc - 128))))"
         else
             problem="exited with status $rc"
         fi
@@ -131,6 +132,14 @@ run_one() {
     if [ -n "$problem" ]; then
         keep_logs=1
         echo >&2
+        if [ "$name" != glibc ] && [ "$name" != zns ]; then
+            # a peer is only for reference: note it, drop it from the remaining rounds, go on
+            echo "$prog: peer $name failed in round $round (the workload $problem); dropped from the comparison" >&2
+            echo "  repro: $repro" >&2
+            tail -n 3 "$base.err" | sed 's/^/  | /' >&2
+            peer_failed[$name]="round $round: $problem"
+            return 1
+        fi
         echo "$prog: FAILED: $name, round $round: the workload $problem" >&2
         echo "  repro: $repro" >&2
         echo "  --- last lines of stderr ($base.err):" >&2
@@ -150,13 +159,21 @@ run_one() {
 
 echo "compare: $WORKLOAD${*:+ $*}" >&2
 echo "compare: ${#names[@]} allocators x $ROUNDS rounds, interleaved; zns = $LIB; timer: $TIMER" >&2
+declare -A peer_failed=()
 for ((r = 1; r <= ROUNDS; r++)); do
     for i in "${!names[@]}"; do
+        [ -n "${peer_failed[${names[$i]}]:-}" ] && continue
         run_one "${names[$i]}" "${libs[$i]}" "$r" "$@"
     done
 done
+# peers that failed: their earlier rounds are left out of the table
+for n in "${!peer_failed[@]}"; do
+    awk -F'\t' -v n="$n" '$1 != n' "$RESULTS" >"$RESULTS.tmp" && mv "$RESULTS.tmp" "$RESULTS"
+    printf '%s\t%s\n' "$n" "${peer_failed[$n]}" >>"$LOGDIR/peer_failures.tsv"
+done
 
-python3 - "$RESULTS" "$LIB" <<'PY'
+summary_rc=0
+python3 - "$RESULTS" "$LOGDIR/peer_failures.tsv" <<'PY' || summary_rc=$?
 import sys, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 order, runs = [], {}
@@ -182,6 +199,12 @@ for n in order:
     s = stats[n]
     ratio = "(baseline)" if n == "glibc" else "%.3f / %.3f / %.3f" % (s["wall"] / base["wall"], s["cpu"] / base["cpu"], s["rss"] / base["rss"])
     print("%-10s %10.3f s %12.3f s %11.1f MiB   %-28s" % (n, s["wall"], s["cpu"], s["rss"], ratio))
+try:
+    for line in open(sys.argv[2]):
+        n, why = line.rstrip("\n").split("\t", 1)
+        print("%-10s FAILED (%s); not compared" % (n, why))
+except FileNotFoundError:
+    pass
 
 phase_names = []
 for n in order:
@@ -232,3 +255,5 @@ print("verdict: checksums match (%d runs, %s); ZNS-Slab wall %s, CPU %s, peak RS
          describe(z["cpu"] / base["cpu"], "less", "more", 0.03),
          describe(z["rss"] / base["rss"], "smaller", "larger", 0.02)))
 PY
+if [ "$summary_rc" -ne 0 ]; then keep_logs=1; exit 1; fi
+exit 0
