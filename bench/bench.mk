@@ -1,0 +1,35 @@
+# Benchmark build rules (issue 4): included by the Makefile.
+#
+#   make bench            build, then run every workload under glibc, jemalloc, mimalloc, tcmalloc
+#                         and ZNS-Slab (interleaved rounds) and write bench/RESULTS.md, bench/plots/
+#   make bench QUICK=1    the same with fewer rounds, sizes and operations (a few minutes)
+#   make bench BENCH_ARGS='--only micro,latency'   a subset (see bench/run_bench.py --help)
+#
+# The benchmark programs know nothing of ZNS-Slab: they are built once and every allocator is
+# swapped in with LD_PRELOAD by bench/run_bench.py (glibc = no preload).  Nothing links a peer.
+BENCH_PY     := /usr/bin/python3
+BENCH_CFLAGS := -O2 -g -pthread -Wall -Wextra -I. \
+                -fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc
+BENCH_BINS   := $(addprefix $(BUILD)/bench/,micro latency memory pairs timeit)
+BENCH_PROG_PKGS := redis-server redis-tools sqlite3 valgrind
+QUICK        ?=
+BENCH_ARGS   ?=
+
+$(BUILD)/bench/micro: bench/micro.cpp bench/bench_common.h | $(BUILD)/bench
+	$(CXX) $(CXXSTD) $(BENCH_CFLAGS) $< -o $@ -lbenchmark -lpthread
+$(BUILD)/bench/latency: bench/latency.cpp bench/bench_common.h | $(BUILD)/bench
+	$(CXX) $(CXXSTD) $(BENCH_CFLAGS) $< -o $@
+$(BUILD)/bench/memory: bench/memory.cpp bench/bench_common.h | $(BUILD)/bench
+	$(CXX) $(CXXSTD) $(BENCH_CFLAGS) $< -o $@
+$(BUILD)/bench/pairs: bench/pairs.c | $(BUILD)/bench
+	$(CC) $(BENCH_CFLAGS) $< -o $@ -ldl
+$(BUILD)/bench/timeit: bench/timeit.c | $(BUILD)/bench
+	$(CC) -O2 -Wall $< -o $@
+
+.PHONY: bench bench-build deps-bench-progs
+deps-bench-progs: deps-bench
+	$(call need_pkgs,$(BENCH_PROG_PKGS))
+bench-build: all $(BENCH_BINS)
+bench: deps-bench-progs
+	@$(MAKE) --no-print-directory bench-build
+	$(BENCH_PY) bench/run_bench.py $(if $(filter-out 0 no,$(QUICK)),--quick) --build $(BUILD) --zns $(SO) $(BENCH_ARGS)

@@ -1,0 +1,82 @@
+// Workload 7: resident memory of N live blocks of one size, against the payload.
+//
+//   memory --size S [--count N] [--seed X]
+//
+// 1. one malloc(S)/free so the allocator is initialised, then RSS "before"
+// 2. N blocks of S bytes, each written in full (so every payload page is resident): RSS "full"
+// 3. a random half freed: RSS "half" (fragmentation: what the freed half still holds)
+// 4. the rest freed: RSS "empty" (what the allocator keeps after everything is freed)
+// Nothing is trimmed or purged on purpose (no malloc_trim, no sleeps): measured as-is.
+// The pointer array and the permutation are mmap'ed and touched before "before".
+// Prints one JSON object.  RSS is /proc/self/statm resident pages.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "bench/bench_common.h"
+
+int main(int argc, char **argv) {
+  size_t size = 0, count = 1000000;
+  uint64_t seed = 99;
+  for (int i = 1; i < argc; ++i) {
+    auto arg = [&](const char *name) { return strcmp(argv[i], name) == 0 && i + 1 < argc; };
+    if (arg("--size")) size = strtoull(argv[++i], nullptr, 10);
+    else if (arg("--count")) count = strtoull(argv[++i], nullptr, 10);
+    else if (arg("--seed")) seed = strtoull(argv[++i], nullptr, 10);
+    else {
+      fprintf(stderr, "usage: %s --size S [--count N] [--seed X]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (size == 0 || count < 2) {
+    fprintf(stderr, "memory: --size S (> 0) is required\n");
+    return 2;
+  }
+  void **v = bench::raw_array<void *>(count);
+  uint32_t *perm = bench::raw_array<uint32_t>(count);
+  bench::Rng r(seed);
+  for (size_t i = 0; i < count; ++i) perm[i] = uint32_t(i);
+  for (size_t i = count - 1; i > 0; --i) {
+    size_t j = r.below(i + 1);
+    uint32_t t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+  void *warm = malloc(size);
+  bench::escape(warm);
+  free(warm);
+
+  long before = bench::rss_bytes();
+  double t0 = bench::now_s();
+  for (size_t i = 0; i < count; ++i) {
+    void *p = malloc(size);
+    if (!p) {
+      fprintf(stderr, "memory: malloc(%zu) failed at block %zu\n", size, i);
+      return 1;
+    }
+    memset(p, int(i & 0x7f) | 1, size);
+    v[i] = p;
+  }
+  double t_alloc = bench::now_s() - t0;
+  long full = bench::rss_bytes();
+  t0 = bench::now_s();
+  for (size_t i = 0; i < count / 2; ++i) {
+    free(v[perm[i]]);
+    v[perm[i]] = nullptr;
+  }
+  long half = bench::rss_bytes();
+  for (size_t i = count / 2; i < count; ++i) free(v[perm[i]]);
+  double t_free = bench::now_s() - t0;
+  long empty = bench::rss_bytes();
+
+  double payload = double(size) * double(count);
+  double half_payload = double(size) * double(count - count / 2);
+  printf("{\"malloc_from\": \"%s\", \"size\": %zu, \"count\": %zu, \"payload\": %.0f, "
+         "\"rss_before\": %ld, \"rss_full\": %ld, \"rss_half\": %ld, \"rss_empty\": %ld, "
+         "\"overhead_pct\": %.4f, \"half_overhead_pct\": %.4f, \"retained_after_free_all\": %ld, "
+         "\"alloc_s\": %.3f, \"free_s\": %.3f}\n",
+         bench::malloc_origin(), size, count, payload, before, full, half, empty,
+         (double(full - before) - payload) / payload * 100.0,
+         (double(half - before) - half_payload) / half_payload * 100.0, empty - before, t_alloc, t_free);
+  return 0;
+}

@@ -1,0 +1,631 @@
+#!/usr/bin/python3
+"""ZNS-Slab benchmark harness (issue 4).  Run by `make bench` / `make bench QUICK=1`.
+
+Runs the same programs under every allocator, swapped in with LD_PRELOAD (glibc = no preload;
+jemalloc, mimalloc and tcmalloc_minimal from Debian; ZNS-Slab from build/), in interleaved rounds
+(glibc, jemalloc, mimalloc, tcmalloc, zns, then again ...), and writes
+
+    bench/RESULTS.md      tables: medians, min-max, ratio to the best peer, the targets, the machine
+    bench/results.json    every raw measurement
+    bench/plots/*.png     charts (matplotlib)
+
+Workloads (see bench/*.cpp and bench/programs/ for the exact definitions):
+    callgrind   instructions per malloc(64)+free pair (valgrind --tool=callgrind; deterministic)
+    micro       1-5: Google Benchmark (build/bench/micro): pairs, batches, churn 1 and 2 threads,
+                producer/consumer
+    latency     6: rdtsc-timed single malloc and free calls in a steady churn (build/bench/latency)
+    memory      7: RSS of 1M live blocks per size, after freeing a random half, after freeing all
+    programs    9: python3 (PYTHONMALLOC=malloc) and sqlite3 workloads, timed as processes
+    redis       8: redis-server loaded with redis-benchmark: SET/GET throughput and server RSS
+
+A peer that is missing or crashes is reported as such in RESULTS.md; it never stops the harness.
+Standard library only, plus matplotlib for the charts (Debian's python3-matplotlib).
+"""
+import argparse
+import csv
+import datetime
+import hashlib
+import io
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIBDIR = "/usr/lib/x86_64-linux-gnu"
+PEERS = ["jemalloc", "mimalloc", "tcmalloc"]
+ORDER = ["glibc", "jemalloc", "mimalloc", "tcmalloc", "zns"]
+PEER_LIBS = {   # name: (file, Debian package)
+    "jemalloc": ("libjemalloc.so.2", "libjemalloc2"),
+    "mimalloc": ("libmimalloc.so.2", "libmimalloc2.0"),
+    "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+}
+# Variables that would change an allocator's behaviour: removed from every run's environment.
+SCRUB_ENV = re.compile(r"^(LD_PRELOAD|LD_LIBRARY_PATH|MALLOC_.*|GLIBC_TUNABLES|ZNS_.*|MIMALLOC_.*|"
+                       r"TCMALLOC_.*|JE_MALLOC_CONF|PYTHONMALLOC|PYTHONDEVMODE)$")
+
+CONFIGS = {
+    "quick": dict(rounds=3, micro_min_time=0.05, latency_ops=300000,
+                  mem_sizes=[16, 64, 128, 256, 1024], mem_count=1000000,
+                  redis_n=200000, py_n=50000, sqlite_rows=50000, callgrind_pairs=1000000),
+    "full": dict(rounds=5, micro_min_time=0.25, latency_ops=2000000,
+                 mem_sizes=[8, 16, 32, 48, 64, 96, 128, 256, 512, 1024, 2048, 4096], mem_count=1000000,
+                 redis_n=1000000, py_n=150000, sqlite_rows=200000, callgrind_pairs=1000000),
+}
+MICRO_GROUPS = [("pair", "^pair/"), ("batch", "^batch/"), ("churn", "^churn/"), ("prodcons", "^prodcons")]
+LATENCY_SCENARIOS = [("mixed 16..4096 B", 16, 4096), ("small 16..256 B", 16, 256)]
+STAGES = ["callgrind", "micro", "latency", "memory", "programs", "redis"]
+
+
+def log(msg):
+    sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stderr.flush()
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+# ---- allocators ------------------------------------------------------------------------------------
+class Alloc:
+    def __init__(self, name, lib, origin):
+        self.name, self.lib, self.origin = name, lib, origin   # origin: substring of the malloc_from path
+        self.problem = None                                      # why it cannot run at all
+
+    def env(self, extra=None):
+        e = {k: v for k, v in os.environ.items() if not SCRUB_ENV.match(k)}
+        e["LC_ALL"] = "C"
+        if self.lib:
+            e["LD_PRELOAD"] = self.lib
+        if extra:
+            e.update(extra)
+        return e
+
+
+def setup_allocators(zns_so, build):
+    allocs = {"glibc": Alloc("glibc", None, "libc.so.6")}
+    for name, (fname, pkg) in PEER_LIBS.items():
+        path = os.path.join(LIBDIR, fname)
+        a = Alloc(name, path, fname.split(".so")[0])
+        if not os.path.exists(path):
+            a.problem = "not installed (%s missing; apt-get install %s)" % (path, pkg)
+        allocs[name] = a
+    # A private copy of the shim: a rebuild during the run cannot change what is measured.
+    snap_dir = os.path.join(build, "bench", "zns-snapshot")
+    os.makedirs(snap_dir, exist_ok=True)
+    snap = os.path.join(snap_dir, "libzns_slab.so")
+    a = Alloc("zns", snap, snap)
+    if os.path.exists(zns_so):
+        shutil.copy2(zns_so, snap)
+    else:
+        a.problem = "not built (%s missing; run make)" % zns_so
+    allocs["zns"] = a
+    return allocs
+
+
+# ---- running a process -------------------------------------------------------------------------------
+class Run:
+    def __init__(self):
+        self.rc = None
+        self.out = self.err = ""
+        self.wall = self.cpu = self.maxrss_kb = None
+        self.error = None
+
+
+def describe_rc(rc):
+    if rc is None:
+        return "did not finish"
+    if rc > 128:
+        try:
+            return "was killed by signal %d (%s)" % (rc - 128, signal.Signals(rc - 128).name)
+        except ValueError:
+            return "exited with status %d" % rc
+    if rc < 0:
+        try:
+            return "was killed by signal %d (%s)" % (-rc, signal.Signals(-rc).name)
+        except ValueError:
+            return "was killed by signal %d" % -rc
+    return "exited with status %d" % rc
+
+
+def tail(text, n=6):
+    lines = [l for l in text.strip().splitlines() if l.strip()]
+    own = [l for l in lines if not re.match(r"^==\d+==", l)]   # skip valgrind's own lines if others exist
+    return " | ".join((own or lines)[-n:])
+
+
+def run_proc(ctx, cmd, alloc, extra_env=None, timeout=600, cwd=None):
+    """Run cmd under alloc through build/bench/timeit (wall, user+sys, peak RSS)."""
+    r = Run()
+    fd, tfile = tempfile.mkstemp(prefix="zns-bench-time.")
+    os.close(fd)
+    try:
+        p = subprocess.Popen([ctx.timeit, tfile] + cmd, env=alloc.env(extra_env), cwd=cwd,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, errors="replace", start_new_session=True)
+        try:
+            r.out, r.err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(p)
+            r.out, r.err = p.communicate()
+            r.error = "timed out after %d s" % timeout
+            return r
+        r.rc = p.returncode
+        try:
+            with open(tfile) as f:
+                wall, user, sys_, rss, _ = f.read().split()
+            r.wall, r.cpu, r.maxrss_kb = float(wall), float(user) + float(sys_), int(rss)
+        except (OSError, ValueError):
+            pass
+    finally:
+        os.unlink(tfile)
+    if "cannot be preloaded" in r.err:
+        r.error = "the dynamic loader refused the preload: " + tail(r.err, 2)
+    elif r.rc != 0:
+        r.error = "%s %s; stderr: %s" % (os.path.basename(cmd[0]), describe_rc(r.rc), tail(r.err) or "(empty)")
+    elif r.wall is None:
+        r.error = "no timing recorded"
+    return r
+
+
+def kill_group(p):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(p.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            p.wait(timeout=3)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def check_origin(alloc, origin):
+    if alloc.origin not in origin:
+        return "the preload did not take effect: malloc came from %s" % origin
+    return None
+
+
+# ---- results store --------------------------------------------------------------------------------
+class Store:
+    """data[stage][key][alloc] = list of per-round values; errors[stage][key][alloc] = [messages]."""
+
+    def __init__(self):
+        self.data, self.errors = {}, {}
+
+    def add(self, stage, key, alloc, value):
+        self.data.setdefault(stage, {}).setdefault(key, {}).setdefault(alloc, []).append(value)
+
+    def fail(self, stage, key, alloc, msg):
+        log("  FAILED %s %s %s: %s" % (stage, key, alloc, msg))
+        self.errors.setdefault(stage, {}).setdefault(key, {}).setdefault(alloc, []).append(msg)
+
+    def values(self, stage, key, alloc):
+        return self.data.get(stage, {}).get(key, {}).get(alloc, [])
+
+    def error(self, stage, key, alloc):
+        errs = self.errors.get(stage, {}).get(key, {}).get(alloc)
+        return errs[0] if errs else None
+
+
+# ---- stages ---------------------------------------------------------------------------------------
+def stage_callgrind(ctx):
+    if not shutil.which("valgrind"):
+        for a in ctx.order:
+            ctx.store.fail("callgrind", "pair64", a, "valgrind not installed")
+        return
+    n = ctx.cfg["callgrind_pairs"]
+    for a in ctx.order:
+        alloc = ctx.allocs[a]
+        irs = {}
+        for pairs in (n, 0):
+            cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", ctx.bin("pairs"), str(pairs), "64"]
+            r = run_proc(ctx, cmd, alloc, timeout=600)
+            m = re.search(r"Collected : (\d+)", r.err)
+            if r.error or not m:
+                ctx.store.fail("callgrind", "pair64", a, r.error or "no 'Collected' line: " + tail(r.err))
+                break
+            irs[pairs] = int(m.group(1))
+        else:
+            ctx.store.add("callgrind", "pair64", a, dict(ir_n=irs[n], ir_0=irs[0], pairs=n,
+                                                         per_pair=(irs[n] - irs[0]) / n))
+            log("  callgrind %-9s %.1f instructions per pair" % (a, (irs[n] - irs[0]) / n))
+
+
+def stage_micro(ctx):
+    for rnd in range(ctx.rounds):
+        for group, filt in MICRO_GROUPS:
+            for a in ctx.order:
+                alloc = ctx.allocs[a]
+                cmd = [ctx.bin("micro"), "--benchmark_filter=" + filt, "--benchmark_format=json",
+                       "--benchmark_min_time=%g" % ctx.cfg["micro_min_time"]]
+                r = run_proc(ctx, cmd, alloc, timeout=900)
+                if r.error:
+                    ctx.store.fail("micro", group, a, r.error)
+                    continue
+                try:
+                    doc = json.loads(r.out)
+                except ValueError as e:
+                    ctx.store.fail("micro", group, a, "unreadable JSON from Google Benchmark: %s" % e)
+                    continue
+                bad = check_origin(alloc, doc.get("context", {}).get("malloc_from", "?"))
+                if bad:
+                    ctx.store.fail("micro", group, a, bad)
+                    continue
+                if rnd == 0 and a == ctx.order[0] and group == "pair":
+                    ctx.gb_context = doc.get("context", {})
+                for b in doc.get("benchmarks", []):
+                    name = b["name"].replace("/real_time", "")
+                    if b.get("error_occurred"):
+                        ctx.store.fail("micro", name, a, "benchmark error: %s" % b.get("error_message"))
+                    elif b.get("items_per_second"):
+                        ctx.store.add("micro", name, a, 1e9 / b["items_per_second"])
+                        if "proc_cpu_ns_per_item" in b:
+                            ctx.store.add("micro_cpu", name, a, b["proc_cpu_ns_per_item"])
+        log("micro: round %d/%d done" % (rnd + 1, ctx.rounds))
+
+
+def stage_latency(ctx):
+    for rnd in range(ctx.rounds):
+        for scen, lo, hi in LATENCY_SCENARIOS:
+            for a in ctx.order:
+                alloc = ctx.allocs[a]
+                cmd = [ctx.bin("latency"), "--ops", str(ctx.cfg["latency_ops"]), "--lo", str(lo), "--hi", str(hi)]
+                r = run_proc(ctx, cmd, alloc, timeout=600)
+                if r.error:
+                    ctx.store.fail("latency", scen, a, r.error)
+                    continue
+                try:
+                    doc = json.loads(r.out)
+                except ValueError as e:
+                    ctx.store.fail("latency", scen, a, "unreadable output: %s" % e)
+                    continue
+                bad = check_origin(alloc, doc.get("malloc_from", "?"))
+                if bad:
+                    ctx.store.fail("latency", scen, a, bad)
+                    continue
+                ctx.store.add("latency", scen, a, doc)
+        log("latency: round %d/%d done" % (rnd + 1, ctx.rounds))
+
+
+def stage_memory(ctx):
+    rounds = min(ctx.rounds, 3)   # nearly deterministic; 3 rounds are plenty
+    for rnd in range(rounds):
+        for size in ctx.cfg["mem_sizes"]:
+            for a in ctx.order:
+                alloc = ctx.allocs[a]
+                cmd = [ctx.bin("memory"), "--size", str(size), "--count", str(ctx.cfg["mem_count"])]
+                r = run_proc(ctx, cmd, alloc, timeout=600)
+                if r.error:
+                    ctx.store.fail("memory", size, a, r.error)
+                    continue
+                try:
+                    doc = json.loads(r.out)
+                except ValueError as e:
+                    ctx.store.fail("memory", size, a, "unreadable output: %s" % e)
+                    continue
+                bad = check_origin(alloc, doc.get("malloc_from", "?"))
+                if bad:
+                    ctx.store.fail("memory", size, a, bad)
+                    continue
+                doc["peak_rss_kb"] = r.maxrss_kb
+                ctx.store.add("memory", size, a, doc)
+        log("memory: round %d/%d done" % (rnd + 1, rounds))
+
+
+def stage_programs(ctx):
+    py = "/usr/bin/python3"
+    sqlite = shutil.which("sqlite3")
+    script = os.path.join(ctx.build, "bench", "sqlite_workload.sql")
+    with open(os.path.join(ROOT, "bench", "programs", "sqlite_workload.sql")) as f:
+        sql = f.read().replace("@ROWS@", str(ctx.cfg["sqlite_rows"]))
+    with open(script, "w") as f:
+        f.write(sql)
+    progs = [
+        ("python3", [py, os.path.join(ROOT, "bench", "programs", "objects.py"), str(ctx.cfg["py_n"])],
+         {"PYTHONMALLOC": "malloc"}, None if os.path.exists(py) else "%s missing" % py),
+        ("sqlite3", [sqlite or "sqlite3", ":memory:", ".read " + script], None,
+         None if sqlite else "sqlite3 not installed (apt-get install sqlite3)"),
+    ]
+    for rnd in range(ctx.rounds):
+        for name, cmd, extra, missing in progs:
+            for a in ctx.order:
+                if missing:
+                    if rnd == 0:
+                        ctx.store.fail("programs", name, a, missing)
+                    continue
+                r = run_proc(ctx, cmd, ctx.allocs[a], extra_env=extra, timeout=900)
+                if r.error:
+                    ctx.store.fail("programs", name, a, r.error)
+                    continue
+                m = re.search(r"checksum: (\w+)", r.out)
+                csum = m.group(1) if m else hashlib.sha256(r.out.encode()).hexdigest()[:16]
+                ctx.store.add("programs", name, a, dict(wall=r.wall, cpu=r.cpu, rss_mb=r.maxrss_kb / 1024.0,
+                                                        checksum=csum))
+        log("programs: round %d/%d done" % (rnd + 1, ctx.rounds))
+
+
+# ---- redis -----------------------------------------------------------------------------------------------
+REDIS_ALLOCS = ["jemalloc", "mimalloc", "tcmalloc", "zns"]   # "jemalloc" = as shipped: linked, no preload
+
+
+def free_port():
+    for _ in range(200):
+        port = random.randint(20000, 60999)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise RuntimeError("no free port found")
+
+
+def proc_status(pid, field):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])   # kB
+    except OSError:
+        pass
+    return None
+
+
+def redis_cli(port, *args, timeout=30):
+    p = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port)] + list(args),
+                       capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                       env={k: v for k, v in os.environ.items() if not SCRUB_ENV.match(k)})
+    return p.stdout.strip()
+
+
+def redis_bench(port, test, n):
+    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-n", str(n), "-r", str(n),
+           "-d", "100", "-P", "16", "--csv"]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+                       env={k: v for k, v in os.environ.items() if not SCRUB_ENV.match(k)})
+    wall = time.monotonic() - t0
+    if p.returncode != 0:
+        raise RuntimeError("redis-benchmark -t %s %s: %s" % (test, describe_rc(p.returncode), tail(p.stderr)))
+    for row in csv.reader(io.StringIO(p.stdout)):
+        if row and row[0].upper() == test.upper():
+            return float(row[1]), wall
+    raise RuntimeError("redis-benchmark -t %s printed no result: %s" % (test, tail(p.stdout + p.stderr)))
+
+
+def redis_one(ctx, a):
+    alloc = ctx.allocs[a]
+    server = shutil.which("redis-server")
+    port = free_port()
+    tmpd = tempfile.mkdtemp(prefix="zns-bench-redis.")
+    logf = open(os.path.join(tmpd, "redis.log"), "w")
+    cmd = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+           "--daemonize", "no", "--dir", tmpd, "--logfile", ""]
+    lib = None if a == "jemalloc" else alloc.lib
+    env = alloc.env()
+    if lib is None:
+        env.pop("LD_PRELOAD", None)
+    p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    res = {}
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if p.poll() is not None:
+                raise RuntimeError("redis-server %s at start-up; log: %s" % (describe_rc(p.returncode), tail(open(logf.name).read())))
+            try:
+                if redis_cli(port, "ping", timeout=5) == "PONG":
+                    break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not answer PING within 20 s")
+            time.sleep(0.1)
+        if lib:
+            with open("/proc/%d/maps" % p.pid) as f:
+                if lib not in f.read():
+                    raise RuntimeError("the preload did not take effect (%s not mapped in redis-server)" % lib)
+        res["rss_start_mb"] = proc_status(p.pid, "VmRSS") / 1024.0
+        res["set_rps"], res["set_wall"] = redis_bench(port, "set", ctx.cfg["redis_n"])
+        res["keys"] = int(redis_cli(port, "dbsize") or 0)
+        res["rss_mb"] = proc_status(p.pid, "VmRSS") / 1024.0
+        res["get_rps"], res["get_wall"] = redis_bench(port, "get", ctx.cfg["redis_n"])
+        res["rss_after_get_mb"] = proc_status(p.pid, "VmRSS") / 1024.0
+        info = redis_cli(port, "info", "memory")
+        m = re.search(r"^used_memory:(\d+)", info, re.M)
+        res["used_memory_mb"] = int(m.group(1)) / 1048576.0 if m else None
+        if p.poll() is not None:
+            raise RuntimeError("redis-server %s during the benchmark" % describe_rc(p.returncode))
+        res["hwm_mb"] = proc_status(p.pid, "VmHWM") / 1024.0
+    finally:
+        try:
+            redis_cli(port, "shutdown", "nosave", timeout=5)
+        except Exception:
+            pass
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            kill_group(p)
+            p.wait()
+        logf.close()
+        shutil.rmtree(tmpd, ignore_errors=True)
+    if p.returncode not in (0, None):
+        res["exit_note"] = "redis-server %s at shutdown" % describe_rc(p.returncode)
+    return res
+
+
+def stage_redis(ctx):
+    missing = [b for b in ("redis-server", "redis-cli", "redis-benchmark") if not shutil.which(b)]
+    allocs = [a for a in REDIS_ALLOCS if a in ctx.order]
+    if missing:
+        for a in allocs:
+            ctx.store.fail("redis", "redis", a, "%s not installed (apt-get install redis-server redis-tools)" % ", ".join(missing))
+        return
+    rounds = ctx.rounds
+    for rnd in range(rounds):
+        for a in allocs:
+            try:
+                res = redis_one(ctx, a)
+            except Exception as e:   # a crash of one allocator must not stop the others
+                ctx.store.fail("redis", "redis", a, str(e))
+                continue
+            if res.get("exit_note"):
+                ctx.store.fail("redis", "redis", a, res["exit_note"])
+            ctx.store.add("redis", "redis", a, res)
+            log("  redis %-9s SET %.0f/s GET %.0f/s RSS %.1f MiB (%d keys)" % (a, res["set_rps"], res["get_rps"], res["rss_mb"], res["keys"]))
+        log("redis: round %d/%d done" % (rnd + 1, rounds))
+
+
+# ---- machine description ---------------------------------------------------------------------------
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30, shell=isinstance(cmd, str)).stdout.strip()
+    except Exception:
+        return ""
+
+
+def machine_info(ctx):
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+            info["cpu"] = m.group(1) if m else "?"
+    except OSError:
+        info["cpu"] = "?"
+    info["cores"] = os.cpu_count()
+    info["kernel"] = platform.release()
+    info["os"] = sh(". /etc/os-release && echo $PRETTY_NAME")
+    info["glibc"] = platform.libc_ver()[1]
+    info["date"] = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    try:
+        with open("/proc/meminfo") as f:
+            info["mem_gib"] = int(f.readline().split()[1]) / 1048576.0
+    except OSError:
+        pass
+    info["hypervisor"] = "yes" if "hypervisor" in open("/proc/cpuinfo").read() else "no"
+    pk = {}
+    for p in ["libjemalloc2", "libmimalloc2.0", "libtcmalloc-minimal4", "libbenchmark-dev", "redis-server",
+              "sqlite3", "python3", "valgrind", "libc6"]:
+        v = sh(["dpkg-query", "-W", "-f=${Version}", p])
+        pk[p] = v or "not installed"
+    info["packages"] = pk
+    info["git"] = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]) or "?"
+    info["git_dirty"] = bool(sh(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", "core", "shim"]))
+    zlib = ctx.allocs["zns"].lib
+    if os.path.exists(zlib):
+        with open(zlib, "rb") as f:
+            info["zns_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
+    return info
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+# ---- context -----------------------------------------------------------------------------------------
+class Ctx:
+    def __init__(self, args):
+        self.mode = "quick" if args.quick else "full"
+        self.cfg = dict(CONFIGS[self.mode])
+        self.rounds = args.rounds or self.cfg["rounds"]
+        self.build = os.path.abspath(args.build)
+        self.timeit = self.bin("timeit")
+        self.allocs = setup_allocators(os.path.abspath(args.zns), self.build)
+        wanted = args.allocators.split(",") if args.allocators else ORDER
+        self.order = [a for a in ORDER if a in wanted and not self.allocs[a].problem]
+        self.skipped = {a: self.allocs[a].problem for a in ORDER if a in wanted and self.allocs[a].problem}
+        self.store = Store()
+        self.gb_context = {}
+        self.stage_times = {}
+        self.load = []
+
+    def bin(self, name):
+        return os.path.join(self.build, "bench", name)
+
+
+# ---- main ----------------------------------------------------------------------------------------------
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, sizes and operations (a few minutes)")
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="the build directory (default build/)")
+    ap.add_argument("--zns", default=os.path.join(ROOT, "build", "libzns_slab.so"), help="the ZNS-Slab shim")
+    ap.add_argument("--only", help="comma-separated stages: " + ",".join(STAGES))
+    ap.add_argument("--allocators", help="comma-separated subset of " + ",".join(ORDER))
+    ap.add_argument("--rounds", type=int, help="override the number of rounds")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results.json"))
+    ap.add_argument("--plots", default=os.path.join(ROOT, "bench", "plots"))
+    args = ap.parse_args()
+    stages = args.only.split(",") if args.only else STAGES
+    for s in stages:
+        if s not in STAGES:
+            ap.error("unknown stage %r (choose from %s)" % (s, ", ".join(STAGES)))
+
+    ctx = Ctx(args)
+    for b in ("micro", "latency", "memory", "pairs", "timeit"):
+        if not os.access(ctx.bin(b), os.X_OK):
+            sys.exit("run_bench: %s is not built (make bench-build)" % ctx.bin(b))
+    for a, why in ctx.skipped.items():
+        log("%s: skipped: %s" % (a, why))
+    if "zns" not in ctx.order:
+        log("WARNING: ZNS-Slab itself is not available; only the peers are measured")
+    ctx.machine = machine_info(ctx)
+    log("mode %s, %d rounds, allocators: %s; load average %s" % (ctx.mode, ctx.rounds, ", ".join(ctx.order), loadavg()))
+    t_start = time.monotonic()
+    ctx.load.append(("start", loadavg()))
+    complete = True
+    try:
+        for s in stages:
+            t0 = time.monotonic()
+            log("stage %s ..." % s)
+            try:
+                globals()["stage_" + s](ctx)
+            except KeyboardInterrupt:
+                raise
+            except Exception:   # a harness bug in one stage: report it, keep the rest
+                ctx.store.fail(s, "(stage)", "all", "harness error: " + traceback.format_exc().strip().splitlines()[-1])
+                traceback.print_exc()
+            ctx.stage_times[s] = time.monotonic() - t0
+            ctx.load.append((s, loadavg()))
+            log("stage %s done in %.0f s (total %.0f s)" % (s, ctx.stage_times[s], time.monotonic() - t_start))
+    except KeyboardInterrupt:
+        complete = False
+        log("interrupted: writing what was measured so far")
+    ctx.total_time = time.monotonic() - t_start
+    ctx.stages = stages
+    ctx.complete = complete
+
+    import report   # bench/report.py: tables, targets and charts
+    with open(args.json, "w") as f:
+        json.dump(dict(mode=ctx.mode, rounds=ctx.rounds, config=ctx.cfg, machine=ctx.machine, order=ctx.order,
+                       skipped=ctx.skipped, data=ctx.store.data, errors=ctx.store.errors, load=ctx.load,
+                       stage_times=ctx.stage_times, gb_context=ctx.gb_context), f, indent=1, default=str)
+    plots = report.make_plots(ctx, args.plots)
+    text = report.render(ctx, plots, os.path.dirname(os.path.abspath(args.out)))
+    with open(args.out, "w") as f:
+        f.write(text)
+    log("wrote %s, %s and %d charts in %s (%.0f s)" % (args.out, args.json, len(plots.get("files", [])), args.plots, ctx.total_time))
+    return 0 if complete else 130
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.exit(main())
