@@ -1,5 +1,7 @@
 // Slow paths of the slab heap: thread caches (attach, exit, refill, inbox), remote frees, and the
-// depot.  Locks, outermost first: g_orphan_lock > g_pool_lock > g_depot.lock.  None is taken on
+// depot.  Locks, outermost first: g_orphan_lock > g_pool_lock > g_depot.lock; a class lock
+// (the shared-slab list of one class) is never held with another class lock or the depot lock.
+// None is taken on
 // the fast paths in heap.h.
 #include "core/heap.h"
 
@@ -74,6 +76,13 @@ struct Depot {
   uint64_t owned_pages;                     // pages of those slabs
 };
 Depot g_depot;
+
+// The shared-slab list of each class has its own lock, so threads churning different classes do
+// not meet on the depot lock.
+struct alignas(64) ClassLock {
+  Lock lock;
+};
+ClassLock g_class_lock[kNumClasses];
 
 void depot_reset_lists() {
   for (unsigned k = 0; k <= kMaxSlabPages; ++k)
@@ -306,14 +315,14 @@ unsigned merge_remote(SlabMeta *s) {
 // free (it goes back to the depot as empty).  So memory freed by other threads never waits for
 // the thread that allocated it.  `out` (blocks out when given up) is fixed while a slab is shared.
 
-void shared_push(SlabMeta *s) {   // under the depot lock
+void shared_push(SlabMeta *s) {   // under the class lock
   uint32_t page = page_of(s), head = g_depot.shared_head[s->cls];
   s->prev = kNil;
   s->next = head;
   if (head != kNil) meta_at(head).prev = page;
   g_depot.shared_head[s->cls] = page;
 }
-void shared_unlink(SlabMeta *s) {   // under the depot lock
+void shared_unlink(SlabMeta *s) {   // under the class lock
   if (s->prev != kNil) meta_at(s->prev).next = s->next;
   else g_depot.shared_head[s->cls] = s->next;
   if (s->next != kNil) meta_at(s->next).prev = s->prev;
@@ -328,7 +337,7 @@ unsigned remote_total(const SlabMeta *s, RemoteState &r) {   // only the words t
 }
 
 // Look at a shared slab after remote frees (or after it was given up): queue it or return it.
-// A shared period ends only by a claim, under the depot lock, so under that lock a slab seen
+// A shared period ends only by a claim, under the class lock, so under that lock a slab seen
 // idle or queued has a fixed `out` and remote bits that only grow: decide there.
 void shared_settle(SlabMeta *s) {
   RemoteState &r = g_region.remote[page_of(s)];
@@ -338,7 +347,7 @@ void shared_settle(SlabMeta *s) {
   unsigned worth = (s->blocks + 3u) / 4;   // free blocks that make a shared slab worth reusing
   if (total < out && (st != kSharedIdle || s->blocks - out + total < worth)) return;   // cheap look
   {
-    Guard g(g_depot.lock);
+    Guard g(g_class_lock[s->cls].lock);
     st = r.share.load(std::memory_order_relaxed);
     if (st != kSharedIdle && st != kSharedQueued) return;
     out = s->out;
@@ -376,7 +385,7 @@ void relinquish(SlabMeta *s) {
 SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
   SlabMeta *s;
   {
-    Guard g(g_depot.lock);
+    Guard g(g_class_lock[cls].lock);
     uint32_t page = g_depot.shared_head[cls];
     if (page == kNil) return nullptr;
     s = &meta_at(page);
@@ -590,15 +599,18 @@ void *orphan_alloc(unsigned cls) {
 void fork_prepare() {
   g_orphan_lock.lock();
   g_pool_lock.lock();
+  for (ClassLock &c : g_class_lock) c.lock.lock();
   g_depot.lock.lock();
 }
 void fork_parent() {
   g_depot.lock.unlock();
+  for (ClassLock &c : g_class_lock) c.lock.unlock();
   g_pool_lock.unlock();
   g_orphan_lock.unlock();
 }
 void fork_child() {
   g_depot.lock.reset();
+  for (ClassLock &c : g_class_lock) c.lock.reset();
   g_pool_lock.reset();
   g_orphan_lock.reset();
   // Only the forking thread lives on: every other attached cache becomes detached.
