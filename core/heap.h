@@ -73,7 +73,7 @@ static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");
 enum ShareState : uint8_t {
   kOwned = 0,         // a cache owns the slab (or it is empty in the depot)
   kSharedIdle = 1,    // shared, not yet worth reusing
-  kSharedQueued = 2,  // shared, on the depot's list for its class (changes under the depot lock)
+  kSharedQueued = 2,  // shared, on the depot's list for its class (changes under the class lock)
   kSharedClaimed = 3, // being adopted by a cache or returned to the depot as empty
 };
 struct RemoteState {
