@@ -30,6 +30,10 @@ for src in tests/api/*.c tests/api/*.cpp tests/stress/*.c tests/stress/*.cpp; do
   run_one "$n(preload)" env LD_PRELOAD="$LIB" "$B/tests/$n"
   run_one "$n(linked)" "$B/tests/$n.static"
 done
+for s in tests/perf/*.sh; do   # instruction-count pins (callgrind: deterministic)
+  n=${s%.sh}; n=${n#tests/}
+  run_one "$n" bash "$s"
+done
 for s in tests/programs/*.sh; do
   [ -e "$s" ] || continue
   n=${s%.sh}; n=${n#tests/}
