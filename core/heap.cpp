@@ -242,14 +242,14 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   m.pages = uint8_t(k);
   for (unsigned t = 0; t < k; ++t) {   // the span may have served another class
     SlabMeta &pm = meta_at(page + t);
-    pm.cls = uint8_t(cls);
+    __atomic_store_n(&pm.cls, uint8_t(cls), __ATOMIC_RELAXED);   // shared_settle reads it racily
     pm.back = uint8_t(t);
-    pm.blocks = ci.blocks;
+    __atomic_store_n(&pm.blocks, ci.blocks, __ATOMIC_RELAXED);   // so does it
     pm.size = ci.size;
     pm.magic = ci.magic;
   }
   m.state = kCurrent;
-  m.out = 0;
+  __atomic_store_n(&m.out, uint16_t(0), __ATOMIC_RELAXED);   // shared_settle's cheap look reads it
   m.prev = m.next = kNil;
   RemoteState &r = g_region.remote[page];
   for (unsigned w = 0; w < kBitmapWords; ++w) {
@@ -330,7 +330,7 @@ void shared_unlink(SlabMeta *s) {   // under the class lock
 }
 
 unsigned remote_total(const SlabMeta *s, RemoteState &r) {   // only the words the slab uses
-  unsigned n = 0, words = (s->blocks + 63u) >> 6;
+  unsigned n = 0, words = (__atomic_load_n(&s->blocks, __ATOMIC_RELAXED) + 63u) >> 6;
   for (unsigned w = 0; w < words; ++w)
     n += unsigned(__builtin_popcountll(r.bits[w].load(std::memory_order_seq_cst)));
   return n;
@@ -344,12 +344,17 @@ void shared_settle(SlabMeta *s) {
   uint8_t st = r.share.load(std::memory_order_seq_cst);
   if (st != kSharedIdle && st != kSharedQueued) return;
   unsigned out = __atomic_load_n(&s->out, __ATOMIC_RELAXED), total = remote_total(s, r);
-  unsigned worth = (s->blocks + 3u) / 4;   // free blocks that make a shared slab worth reusing
-  if (total < out && (st != kSharedIdle || s->blocks - out + total < worth)) return;   // cheap look
+  unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED), worth = (blocks + 3u) / 4;
+  if (total < out && (st != kSharedIdle || blocks - out + total < worth)) return;   // cheap look
   {
-    Guard g(g_class_lock[s->cls].lock);
-    st = r.share.load(std::memory_order_relaxed);
+    // The slab may have been claimed, returned, taken for another class and given up again since
+    // our look: then `cls` is not the class whose lock we hold, and our free belonged to a shared
+    // period that is over (its claim counted it).  Check it once the state is read under the lock.
+    unsigned cls = __atomic_load_n(&s->cls, __ATOMIC_RELAXED);
+    Guard g(g_class_lock[cls].lock);
+    st = r.share.load(std::memory_order_acquire);   // pairs with relinquish's store: out, cls, links
     if (st != kSharedIdle && st != kSharedQueued) return;
+    if (s->cls != cls) return;
     out = s->out;
     total = remote_total(s, r);
     if (total < out) {
@@ -372,7 +377,7 @@ void shared_settle(SlabMeta *s) {
 void relinquish(SlabMeta *s) {
   s->state = kShared;
   s->prev = s->next = kNil;
-  s->out = uint16_t(s->blocks - free_count(s));   // unmerged remote frees count as out
+  __atomic_store_n(&s->out, uint16_t(s->blocks - free_count(s)), __ATOMIC_RELAXED);   // unmerged remote frees count as out
   // share before owner: a freer that sees the new owner also sees a shared slab.  A freer that
   // still saw us as owner re-reads the owner after its bit is in (free_remote), and the look
   // below reads the bits after the owner changed (all seq_cst): one of the two sees the other.
@@ -451,7 +456,7 @@ void flush_last(Bin &b) {
   SlabMeta *s = bin_slab(b);
   int i = block_index(s, b.last);
   s->free[unsigned(i) >> 6].fetch_or(uint64_t(1) << (i & 63), std::memory_order_relaxed);
-  b.last = nullptr;
+  __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
 }
 
 // Point a bin at the first bitmap word of s with a free block; false if there is none.
@@ -480,7 +485,8 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   if (!ok) {
     // No free block left: let the freers have it.  A bin never names a slab we gave up, not
     // even for an instant (a fork here would hand the child a cache with a stale slab).
-    b = Bin{nullptr, &g_zero_word, nullptr, 0};
+    __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
+    b.word = &g_zero_word; b.base = nullptr; b.size = 0;
     if (s) relinquish(s);
     if (!(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id))) return nullptr;
     if (!bin_point(b, s)) fatal("slab metadata corrupted (no free block in a new slab)", "malloc", slab_base(s));
@@ -518,12 +524,13 @@ void apply_remote(void *const *ps, unsigned n) {
     if (owner == kSharedOwner) {
       // Most slabs have one bitmap word: then our OR's result says whether this free can change
       // anything (the slab worth queueing, or all of it back), and most frees change nothing.
-      if (s->blocks <= 64) {
+      unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
+      if (blocks <= 64) {
         uint8_t st = g_region.remote[page].share.load(std::memory_order_seq_cst);
-        unsigned total = unsigned(__builtin_popcountll(old | mask)), out = s->out;
+        unsigned total = unsigned(__builtin_popcountll(old | mask)), out = __atomic_load_n(&s->out, __ATOMIC_RELAXED);
         bool idle = st == kSharedIdle;
         if ((idle || st == kSharedQueued) &&
-            (total >= out || (idle && s->blocks - out + total >= (s->blocks + 3u) / 4)))
+            (total >= out || (idle && blocks - out + total >= (blocks + 3u) / 4)))
           shared_settle(s);
       } else {
         shared_settle(s);
@@ -553,7 +560,8 @@ void tc_exit(void *arg) {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     flush_last(tc->bin[c]);
     SlabMeta *s = bin_slab(tc->bin[c]);
-    tc->bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
+    __atomic_store_n(&tc->bin[c].last, nullptr, __ATOMIC_RELAXED);
+    tc->bin[c].word = &g_zero_word; tc->bin[c].base = nullptr; tc->bin[c].size = 0;
     if (!s) continue;
     merge_remote(s);
     if (free_count(s) == s->blocks) depot_release(s);

@@ -174,17 +174,15 @@ template <class Miss>
 ZNS_INLINE void *alloc_class(unsigned cls, Miss miss) {
   ThreadCache *tc = t_cache;
   Bin &b = tc->bin[cls];
-  tc->alloc_count[cls]++;
   if (void *p = b.last) {
-    b.last = nullptr;
+    __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);   // free_remote reads it
+    tc->alloc_count[cls]++;
     return p;
   }
   uint64_t bits = b.word->load(std::memory_order_relaxed);
-  if (ZNS_UNLIKELY(bits == 0)) {
-    tc->alloc_count[cls]--;
-    return miss(cls);
-  }
+  if (ZNS_UNLIKELY(bits == 0)) return miss(cls);   // never write the shared sentinel caches
   b.word->store(bits & (bits - 1), std::memory_order_relaxed);
+  tc->alloc_count[cls]++;
   return b.base + unsigned(__builtin_ctzll(bits)) * b.size;
 }
 ZNS_INLINE void *alloc_class(unsigned cls) { return alloc_class(cls, alloc_slow); }
@@ -208,7 +206,7 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
     return free_local_checked(p, s, i, call);   // the same free, after a look at the remote bits
   Bin &b = tc->bin[m->cls];
   if (b.last == nullptr) {
-    b.last = p;
+    __atomic_store_n(&b.last, p, __ATOMIC_RELAXED);   // free_remote reads it
   } else {
     if (ZNS_UNLIKELY(b.last == p)) fatal("double free", call, p);
     s->free[i >> 6].store(word | bit, std::memory_order_relaxed);

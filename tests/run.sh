@@ -34,6 +34,8 @@ for s in tests/perf/*.sh; do   # instruction-count pins (callgrind: deterministi
   n=${s%.sh}; n=${n#tests/}
   run_one "$n" bash "$s"
 done
+run_one fuzz/heap_fuzz bash tests/fuzz/run.sh 40          # libFuzzer + ASan/UBSan, shadow model
+run_one stress_long bash tests/stress_long/run.sh 20       # `make stress` for 20 s
 for s in tests/programs/*.sh; do
   [ -e "$s" ] || continue
   n=${s%.sh}; n=${n#tests/}
