@@ -78,10 +78,11 @@ enum ShareState : uint8_t {
 };
 struct RemoteState {
   std::atomic<uint64_t> bits[kBitmapWords];  // 1 = freed remotely, not yet merged
-  std::atomic<uint32_t> pending;   // 1 while the slab is queued on some cache's inbox
   uint32_t inbox_next;             // inbox link (valid while pending)
+  std::atomic<uint8_t> pending;    // 1 while the slab is queued on some cache's inbox
   std::atomic<uint8_t> share;      // ShareState
 };
+static_assert(sizeof(RemoteState) == 40, "RemoteState: 40 bytes per page");
 
 // Where a cache allocates a class from: one bitmap word of its current slab.
 struct Bin {
