@@ -71,7 +71,8 @@ struct Depot {
   uint32_t clean_head[kMaxSlabPages + 1];   // empty, purged slabs by pages (a stack)
   uint32_t bump;                            // first page never handed out
   uint64_t dirty_pages, clean_pages, purging_pages, purged_total;
-  uint32_t shared_head[kNumClasses];        // shared slabs worth reusing, per class (doubly linked)
+  uint32_t shared_head[kNumClasses];        // shared slabs worth reusing, per class (doubly
+  uint32_t shared_tail[kNumClasses];        // linked; queued at the head, adopted from the tail)
   uint64_t slabs[kNumClasses];              // slabs out of the depot (owned or shared), per class
   uint64_t owned_pages;                     // pages of those slabs
 };
@@ -87,7 +88,7 @@ ClassLock g_class_lock[kNumClasses];
 void depot_reset_lists() {
   for (unsigned k = 0; k <= kMaxSlabPages; ++k)
     g_depot.dirty_head[k] = g_depot.dirty_tail[k] = g_depot.clean_head[k] = kNil;
-  for (unsigned c = 0; c < kNumClasses; ++c) g_depot.shared_head[c] = kNil;
+  for (unsigned c = 0; c < kNumClasses; ++c) g_depot.shared_head[c] = g_depot.shared_tail[c] = kNil;
 }
 
 inline SlabMeta &meta_at(uint32_t page) { return g_region.meta[page]; }
@@ -320,12 +321,14 @@ void shared_push(SlabMeta *s) {   // under the class lock
   s->prev = kNil;
   s->next = head;
   if (head != kNil) meta_at(head).prev = page;
+  else g_depot.shared_tail[s->cls] = page;
   g_depot.shared_head[s->cls] = page;
 }
 void shared_unlink(SlabMeta *s) {   // under the class lock
   if (s->prev != kNil) meta_at(s->prev).next = s->next;
   else g_depot.shared_head[s->cls] = s->next;
   if (s->next != kNil) meta_at(s->next).prev = s->prev;
+  else g_depot.shared_tail[s->cls] = s->prev;
   s->prev = s->next = kNil;
 }
 
@@ -391,7 +394,9 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
   SlabMeta *s;
   {
     Guard g(g_class_lock[cls].lock);
-    uint32_t page = g_depot.shared_head[cls];
+    // The oldest queued slab: it has had the longest to collect frees, so it serves the most
+    // mallocs per adoption.
+    uint32_t page = g_depot.shared_tail[cls];
     if (page == kNil) return nullptr;
     s = &meta_at(page);
     shared_unlink(s);
