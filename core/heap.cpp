@@ -504,20 +504,26 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
 
 // Apply remote frees: one atomic OR per run of frees into the same bitmap word.
 void apply_remote(void *const *ps, unsigned n) {
+  // Every entry was checked when it was buffered (free_remote): a block start, then out.  Find
+  // each one's slab and index once.
+  SlabMeta *slab[kRemoteBuffer];
+  uint32_t index[kRemoteBuffer];
+  for (unsigned k = 0; k < n; ++k) {
+    uintptr_t rel = uintptr_t(ps[k]) - uintptr_t(g_region.base);
+    SlabMeta *m = &g_region.meta[rel >> kPageShift];
+    uint32_t off = uint32_t(rel & (kPageSize - 1)) + (uint32_t(m->back) << kPageShift);
+    slab[k] = m - m->back;
+    index[k] = uint32_t((uint64_t(off) * m->magic) >> 32);
+  }
   for (unsigned k = 0; k < n;) {
-    // Every entry was checked when it was buffered (free_remote): a block start, then out.
-    SlabMeta *s = head_meta(ps[k]);
+    SlabMeta *s = slab[k];
     uint32_t owner = s->owner.load(std::memory_order_acquire);
     if (owner == kNoOwner) fatal("free of a block that is not allocated", "free", ps[k]);
-    int i = block_index(s, ps[k]);
-    unsigned w = unsigned(i) >> 6;
-    uint64_t mask = uint64_t(1) << (i & 63);
+    unsigned w = index[k] >> 6;
+    uint64_t mask = uint64_t(1) << (index[k] & 63);
     void *first = ps[k++];
-    for (; k < n; ++k) {   // the run: same slab, same word
-      if (head_meta(ps[k]) != s) break;
-      int j = block_index(s, ps[k]);
-      if (unsigned(j) >> 6 != w) break;
-      uint64_t bit = uint64_t(1) << (j & 63);
+    for (; k < n && slab[k] == s && index[k] >> 6 == w; ++k) {   // the run: same slab and word
+      uint64_t bit = uint64_t(1) << (index[k] & 63);
       if (mask & bit) fatal("double free", "free", ps[k]);
       mask |= bit;
     }
