@@ -10,8 +10,9 @@
 //
 // Glossary
 //   page      4 KiB of the region, numbered from the region base
-//   slab      1..4 pages holding blocks of one size class; its metadata is the SlabMeta of its
-//             first page ("head"); the other pages' SlabMeta only say how far back the head is
+//   slab      1..16 pages holding blocks of one size class; its metadata is the SlabMeta of its
+//             first page ("head"); the other pages' SlabMeta say how far back the head is and
+//             carry copies of owner, class, size and magic for the free fast path
 //   owner     the thread cache that allocates from a slab; only the owner writes SlabMeta.free
 //   local     free by the owner: a plain bit set in SlabMeta.free
 //   remote    free by any other thread: an atomic bit set in RemoteState.bits, and the slab is
@@ -52,7 +53,8 @@ struct alignas(64) SlabMeta {
   std::atomic<uint32_t> owner;     // cache id; kSharedOwner while shared; kNoOwner in the depot
   uint8_t cls;                     // size class
   uint8_t back;                    // pages back to the head page; 0 on a head page
-  uint8_t state;                   // SlabState (head)
+  uint8_t state;                   // SlabState (head); informational: nothing branches on it
+                                   // (the owner field decides), it is for debuggers and the tier
   std::atomic<uint8_t> remote_hint;  // 1 when remote bits may be set that are not merged yet (head)
   uint16_t out;                    // blocks out when the slab was given up (head; shared only)
   uint16_t blocks;                 // blocks in the slab
