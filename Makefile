@@ -13,7 +13,7 @@ LIBFLAGS := $(CXXSTD) $(OPT) -g -fPIC -fvisibility=hidden -fno-exceptions -fno-r
 # operator new must let std::bad_alloc pass through it, so its file keeps unwind tables.
 NEWFLAGS := $(filter-out -fno-exceptions,$(LIBFLAGS)) -fexceptions
 
-CORE_SRC := $(wildcard core/*.cpp)
+CORE_SRC := $(wildcard core/*.cpp) $(wildcard tier/*.cpp)
 SHIM_SRC := shim/malloc.cpp
 CORE_OBJ := $(CORE_SRC:%.cpp=$(BUILD)/%.o)
 SHIM_OBJ := $(SHIM_SRC:%.cpp=$(BUILD)/%.o)
@@ -49,9 +49,11 @@ deps-bench: deps
 	$(call need_pkgs,$(BENCH_PKGS))
 
 # ---- the library -------------------------------------------------------------------------------
-$(BUILD)/core/%.o: core/%.cpp $(wildcard core/*.h) shim/zns_slab.h | $(BUILD)/core
+$(BUILD)/core/%.o: core/%.cpp $(wildcard core/*.h tier/*.h) shim/zns_slab.h | $(BUILD)/core
 	$(CXX) $(LIBFLAGS) -c $< -o $@
-$(BUILD)/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h) shim/zns_slab.h | $(BUILD)/shim
+$(BUILD)/tier/%.o: tier/%.cpp $(wildcard core/*.h tier/*.h) | $(BUILD)/tier
+	$(CXX) $(LIBFLAGS) -c $< -o $@
+$(BUILD)/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h tier/*.h) shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(LIBFLAGS) -c $< -o $@
 $(NEW_OBJ): shim/new_delete.cpp $(wildcard core/*.h) shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(NEWFLAGS) -c $< -o $@
@@ -67,7 +69,7 @@ $(BUILD)/zns-classes: tools/zns-classes.cpp core/size_class.h | $(BUILD)
 classes: $(BUILD)/zns-classes
 	@$(BUILD)/zns-classes
 
-$(BUILD) $(BUILD)/core $(BUILD)/shim $(BUILD)/tests $(BUILD)/bench:
+$(BUILD) $(BUILD)/core $(BUILD)/tier $(BUILD)/shim $(BUILD)/tests $(BUILD)/bench:
 	mkdir -p $@
 
 # ---- the main job ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 
 #include "core/options.h"
 #include "core/stats.h"
+#include "tier/tier.h"
 
 namespace zns {
 
@@ -143,7 +144,7 @@ void depot_purge(bool force) {
     if (n == 0) return;
     for (unsigned i = 0; i < n; ++i) {
       SlabMeta &m = meta_at(victims[i]);
-      os_purge(slab_base(&m), m.pages * kPageSize);
+      tier_purge(slab_base(&m), m.pages * kPageSize);   // os_purge, or a hole in the tier file
     }
     Guard g(g_depot.lock);
     for (unsigned i = 0; i < n; ++i) {
@@ -170,8 +171,9 @@ bool purge_due() {   // under the depot lock: is depot_purge(false) worth callin
 }
 
 // When the region is full: the first k pages of a longer empty span, the rest stays in the
-// depot as a shorter span (dirty or clean, as it was).  Under the depot lock.
-uint32_t depot_split(unsigned k) {
+// depot as a shorter span (dirty or clean, as it was).  *clean: the span had been purged.  Under
+// the depot lock.
+uint32_t depot_split(unsigned k, bool *clean) {
   for (unsigned big = k + 1; big <= kMaxSlabPages; ++big) {
     uint32_t page;
     if ((page = g_depot.dirty_head[big]) != kNil) {
@@ -192,6 +194,7 @@ uint32_t depot_split(unsigned k) {
       else g_depot.dirty_tail[r] = page + k;
       g_depot.dirty_head[r] = page + k;
       g_depot.dirty_pages += r;
+      *clean = false;
       return page;
     }
     if ((page = g_depot.clean_head[big]) != kNil) {
@@ -205,6 +208,7 @@ uint32_t depot_split(unsigned k) {
       rest.next = g_depot.clean_head[r];
       g_depot.clean_head[r] = page + k;
       g_depot.clean_pages += r;
+      *clean = true;
       return page;
     }
   }
@@ -216,7 +220,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   const ClassInfo &ci = kClasses.info[cls];
   unsigned k = ci.pages;
   uint32_t page;
-  bool due;
+  bool due, missing = false;   // missing: the pages were never touched or were purged
   {
     Guard g(g_depot.lock);
     if ((page = g_depot.dirty_head[k]) != kNil) {        // resident and warm: best
@@ -228,10 +232,12 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
     } else if ((page = g_depot.clean_head[k]) != kNil) { // purged: faults in as zero pages
       g_depot.clean_head[k] = meta_at(page).next;
       g_depot.clean_pages -= k;
+      missing = true;
     } else if (uint64_t(g_depot.bump) + k <= g_region.pages) {   // never used
       page = g_depot.bump;
-      g_depot.bump += k;
-    } else if ((page = depot_split(k)) == kNil) {        // the region is full
+      __atomic_store_n(&g_depot.bump, g_depot.bump + k, __ATOMIC_RELEASE);   // the tier scans below it
+      missing = true;
+    } else if ((page = depot_split(k, &missing)) == kNil) {        // the region is full
       return nullptr;
     }
     g_depot.slabs[cls]++;
@@ -239,6 +245,19 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
     due = purge_due();
   }
   if (due) depot_purge(false);
+  // The tier makes the pages present (uffd) or reserves their room in the backing file (madvise);
+  // when the file is full the span goes back and the request falls through.
+  if (ZNS_UNLIKELY(g_tier_mode != kTierOff) && !tier_take(page, k, missing)) {
+    Guard g(g_depot.lock);
+    SlabMeta &m = meta_at(page);
+    m.pages = uint8_t(k);
+    m.next = g_depot.clean_head[k];
+    g_depot.clean_head[k] = page;
+    g_depot.clean_pages += k;
+    g_depot.slabs[cls]--;
+    g_depot.owned_pages -= k;
+    return nullptr;
+  }
   SlabMeta &m = meta_at(page);
   m.pages = uint8_t(k);
   for (unsigned t = 0; t < k; ++t) {   // the span may have served another class
@@ -276,6 +295,7 @@ void depot_release(SlabMeta *s) {
   s->state = kInDepot;
   set_owner(s, kNoOwner);
   uint32_t page = page_of(s);
+  if (ZNS_UNLIKELY(g_tier_mode != kTierOff)) tier_release(page, k);   // its copy on the tier is void
   bool due;
   {
     Guard g(g_depot.lock);
@@ -398,6 +418,10 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
     // mallocs per adoption.
     uint32_t page = g_depot.shared_tail[cls];
     if (page == kNil) return nullptr;
+    // Prefer a slab that is in RAM: one paged out to the tier would fault straight back in.
+    if (ZNS_UNLIKELY(g_tier_mode != kTierOff))
+      for (uint32_t p = page, n = 0; p != kNil && n < 8; p = meta_at(p).prev, ++n)
+        if (!tier_is_out(p)) { page = p; break; }
     s = &meta_at(page);
     shared_unlink(s);
     g_region.remote[page].share.store(kSharedClaimed, std::memory_order_relaxed);
@@ -616,6 +640,7 @@ void *orphan_alloc(unsigned cls) {
 
 // ---- fork ----------------------------------------------------------------------------------------
 void fork_prepare() {
+  tier_fork_prepare();   // first: it brings paged-out slabs back, and may take class locks
   g_orphan_lock.lock();
   g_pool_lock.lock();
   for (ClassLock &c : g_class_lock) c.lock.lock();
@@ -626,6 +651,7 @@ void fork_parent() {
   for (ClassLock &c : g_class_lock) c.lock.unlock();
   g_pool_lock.unlock();
   g_orphan_lock.unlock();
+  tier_fork_parent();
 }
 void fork_child() {
   g_depot.lock.reset();
@@ -643,6 +669,7 @@ void fork_child() {
     g_pool_head = tc;
   }
   stats_after_fork_child();
+  tier_fork_child();
 }
 
 // ---- global init ---------------------------------------------------------------------------------
@@ -654,12 +681,14 @@ void region_init() {
   for (; gb >= 1; gb /= 2) {
     uint64_t pages = gb << (30 - kPageShift);
     if (pages > 0xfffffff0u) pages = 0xfffffff0u;
-    char *base = static_cast<char *>(os_reserve(pages * kPageSize));
-    if (!base) continue;
     SlabMeta *meta = static_cast<SlabMeta *>(os_reserve(pages * sizeof(SlabMeta)));
     RemoteState *remote = static_cast<RemoteState *>(os_reserve(pages * sizeof(RemoteState)));
-    if (!meta || !remote) {
-      munmap(base, pages * kPageSize);
+    char *base = nullptr;
+    if (meta && remote) {
+      base = static_cast<char *>(tier_map_region(pages * kPageSize));   // madvise tier: a file
+      if (!base) base = static_cast<char *>(os_reserve(pages * kPageSize));
+    }
+    if (!base) {
       if (meta) munmap(meta, pages * sizeof(SlabMeta));
       if (remote) munmap(remote, pages * sizeof(RemoteState));
       continue;
@@ -704,6 +733,36 @@ void *alloc_slow(unsigned cls) {
     if (!tc) return orphan_alloc(cls);
   }
   return refill_and_alloc(tc, cls);
+}
+
+// ---- what the tier needs: claim a cold shared slab while it is written out -----------------------
+uint32_t heap_touched_pages() { return __atomic_load_n(&g_depot.bump, __ATOMIC_ACQUIRE); }
+
+// Claim the shared slab whose head is at `page`, if it still is one with live blocks: while
+// claimed nobody adopts it or returns it to the depot (frees still land in its remote bits), so
+// its pages keep their meaning while the tier moves them.  Same rules as an adoption.
+SlabMeta *tier_claim(uint32_t page) {
+  SlabMeta *s = &meta_at(page);
+  unsigned cls = __atomic_load_n(&s->cls, __ATOMIC_RELAXED);
+  if (cls >= kNumClasses || s->owner.load(std::memory_order_relaxed) != kSharedOwner) return nullptr;
+  RemoteState &r = g_region.remote[page];
+  Guard g(g_class_lock[cls].lock);
+  if (s->owner.load(std::memory_order_seq_cst) != kSharedOwner || s->cls != cls || s->back != 0) return nullptr;
+  uint8_t st = r.share.load(std::memory_order_acquire);
+  if (st != kSharedIdle && st != kSharedQueued) return nullptr;
+  if (remote_total(s, r) >= s->out) return nullptr;   // nothing live: it is on its way back
+  if (st == kSharedQueued) shared_unlink(s);
+  r.share.store(kSharedClaimed, std::memory_order_relaxed);
+  return s;
+}
+
+// End a claim: the slab is shared and idle again; the frees that came meanwhile are looked at now.
+void tier_unclaim(SlabMeta *s) {
+  {
+    Guard g(g_class_lock[s->cls].lock);
+    g_region.remote[page_of(s)].share.store(kSharedIdle, std::memory_order_seq_cst);
+  }
+  shared_settle(s);
 }
 
 // A free of a block in a slab this thread does not own.  Validated now (the message names the

@@ -141,6 +141,11 @@ void *alloc_aligned(size_t n, size_t align);     // align <= kPageSize, power of
 void trim();                                     // purge every empty slab in the depot now
 void flush_thread();                             // apply this thread's buffered remote frees
 
+// ---- for the tier (tier/tier.cpp) ---------------------------------------------------------------
+uint32_t heap_touched_pages();                   // pages below the depot's bump pointer
+SlabMeta *tier_claim(uint32_t page);             // the shared slab headed there, claimed, or null
+void tier_unclaim(SlabMeta *s);
+
 // ---- helpers -----------------------------------------------------------------------------------
 ZNS_INLINE bool owns(const void *p) {
   return uintptr_t(p) - uintptr_t(g_region.base) < g_region.bytes;

@@ -64,6 +64,23 @@ bool parse_num(const char *v, uint64_t *out) {
   return true;
 }
 
+bool parse_size(const char *v, uint64_t *out) {   // 123, 64K, 512M, 2G (binary units)
+  char digits[32];
+  size_t n = 0;
+  while (v[n] >= '0' && v[n] <= '9' && n < sizeof digits - 1) { digits[n] = v[n]; ++n; }
+  digits[n] = 0;
+  unsigned shift = 0;
+  const char *rest = v + n;
+  if (*rest == 'K' || *rest == 'k') shift = 10;
+  else if (*rest == 'M' || *rest == 'm') shift = 20;
+  else if (*rest == 'G' || *rest == 'g') shift = 30;
+  if (shift) ++rest;
+  uint64_t x;
+  if (*rest != 0 || !parse_num(digits, &x) || (shift && x > (~uint64_t(0) >> shift))) return false;
+  *out = x << shift;
+  return true;
+}
+
 }  // namespace
 
 void options_load(bool warn) {
@@ -81,6 +98,13 @@ void options_load(bool warn) {
     if (parse_num(v, &x)) o.name = x;                                                          \
     else if (warn) warn_line("bad value, using the default: ", entry, "");                     \
   }
+#define ZNS_OPTION_SIZE(name)                                                                  \
+  if ((v = match(entry, #name))) {                                                             \
+    known = true;                                                                              \
+    uint64_t x;                                                                                \
+    if (parse_size(v, &x)) o.name = x;                                                         \
+    else if (warn) warn_line("bad value, using the default: ", entry, "");                     \
+  }
 #define ZNS_OPTION_STR(name)                                                                   \
   if ((v = match(entry, #name))) {                                                             \
     known = true;                                                                              \
@@ -94,6 +118,7 @@ void options_load(bool warn) {
 #undef ZNS_OPTION
 #undef ZNS_OPTION_NUM
 #undef ZNS_OPTION_STR
+#undef ZNS_OPTION_SIZE
     if (!known && warn && !is_tool_variable(entry)) warn_line("unknown variable ignored: ", entry, "");
   }
   if (o.ZNS_REGION_GB < 1) o.ZNS_REGION_GB = 1;

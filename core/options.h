@@ -7,11 +7,13 @@ namespace zns {
 struct Options {
 #define ZNS_OPTION_NUM(name, def) uint64_t name = def;
 #define ZNS_OPTION_STR(name, def) const char *name = def;
+#define ZNS_OPTION_SIZE(name, def) uint64_t name = def;
 #define ZNS_OPTION(kind, name, def, doc) ZNS_OPTION_##kind(name, def)
 #include "core/options.def"
 #undef ZNS_OPTION
 #undef ZNS_OPTION_NUM
 #undef ZNS_OPTION_STR
+#undef ZNS_OPTION_SIZE
 };
 
 extern Options g_options;

@@ -11,6 +11,7 @@
 #include "core/heap.h"
 #include "core/options.h"
 #include "core/platform.h"
+#include "tier/tier.h"
 
 namespace zns {
 
@@ -77,6 +78,21 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
       .u64(g_fallback_bytes.load()).str(" bytes; threads seen ").u64(h.threads_seen)
       .str("; thread caches ").u64(h.caches).str("; process RSS ").u64(t.rss).str(" bytes\n");
   o.line();
+  TierSnapshot ts;
+  tier_snapshot(&ts);
+  if (ts.mode != kTierOff || ts.slabs_out) {
+    uint64_t on_tier = ts.out_pages * kPageSize, owned = h.owned_pages * kPageSize;
+    b.str("tier (").str(tier_mode_name(ts.mode)).str("): slab bytes resident ")
+        .u64(owned > on_tier ? owned - on_tier : 0).str(", on the tier ").u64(on_tier)
+        .str("; out ").u64(ts.slabs_out).str(" slabs / ").u64(ts.bytes_out).str(" bytes, in ")
+        .u64(ts.slabs_in).str(" slabs / ").u64(ts.bytes_in).str(" bytes\n");
+    b.str("tier: fault-in service p50 ").fixed(ts.fault_p50_ns, 1000, 1).str(" us, p99 ")
+        .fixed(ts.fault_p99_ns, 1000, 1).str(" us, max ").fixed(ts.fault_max_ns, 1000, 1).str(" us (")
+        .u64(ts.faults_timed).str(" timed); thrash ").u64(ts.thrash).str("; stores seen on armed slabs ")
+        .u64(ts.write_hits).str("; eviction errors ").u64(ts.evict_errors).str("; zero fills ")
+        .u64(ts.zero_fills).str("; scans ").u64(ts.scans).chr('\n');
+    o.line();
+  }
 }
 
 void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms) {
@@ -109,7 +125,19 @@ void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms)
       .str(",\"returned_bytes\":").u64(t.returned).str(",\"returned_total_bytes\":").u64(h.purged_total_pages * kPageSize)
       .str(",\"fallback_allocs\":").u64(g_fallback_allocs.load()).str(",\"fallback_bytes\":").u64(g_fallback_bytes.load())
       .str(",\"threads_seen\":").u64(h.threads_seen).str(",\"thread_caches\":").u64(h.caches)
-      .str(",\"region_bytes\":").u64(h.region_bytes).str(",\"rss_bytes\":").u64(t.rss).str("}}\n");
+      .str(",\"region_bytes\":").u64(h.region_bytes).str(",\"rss_bytes\":").u64(t.rss).chr('}');
+  TierSnapshot ts;
+  tier_snapshot(&ts);
+  uint64_t on_tier = ts.out_pages * kPageSize, owned = h.owned_pages * kPageSize;
+  b.str(",\"tier\":{\"mode\":\"").str(tier_mode_name(ts.mode)).str("\",\"resident_slab_bytes\":")
+      .u64(owned > on_tier ? owned - on_tier : 0).str(",\"on_tier_bytes\":").u64(on_tier)
+      .str(",\"slabs_out\":").u64(ts.slabs_out).str(",\"slabs_in\":").u64(ts.slabs_in)
+      .str(",\"bytes_out\":").u64(ts.bytes_out).str(",\"bytes_in\":").u64(ts.bytes_in)
+      .str(",\"fault_p50_ns\":").u64(ts.fault_p50_ns).str(",\"fault_p99_ns\":").u64(ts.fault_p99_ns)
+      .str(",\"fault_max_ns\":").u64(ts.fault_max_ns).str(",\"faults_timed\":").u64(ts.faults_timed)
+      .str(",\"thrash\":").u64(ts.thrash).str(",\"write_hits\":").u64(ts.write_hits)
+      .str(",\"evict_errors\":").u64(ts.evict_errors).str(",\"zero_fills\":").u64(ts.zero_fills)
+      .str(",\"scans\":").u64(ts.scans).str("}}\n");
   o.line();
 }
 

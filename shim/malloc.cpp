@@ -14,6 +14,7 @@
 #include "core/stats.h"
 #include "shim/entry.h"
 #include "shim/zns_slab.h"
+#include "tier/tier.h"
 
 extern "C" {
 void *__libc_malloc(size_t);
@@ -265,6 +266,18 @@ ZNS_API int zns_owns(const void *p) { return owns(p) ? 1 : 0; }
 ZNS_API size_t zns_block_size(const void *p) { return owns(p) ? block_size(p) : 0; }
 ZNS_API int zns_stats_print(int fd, int json) { return stats_print(fd, json != 0); }
 ZNS_API void zns_trim(void) { trim(); }
+ZNS_API size_t zns_tier_pageout(void) { return tier_pageout_now(); }
+ZNS_API void zns_tier_stats(struct zns_tier_stats *o) {
+  TierSnapshot t;
+  tier_snapshot(&t);
+  *o = {};
+  o->mode = t.mode;
+  o->slabs_out = t.slabs_out; o->slabs_in = t.slabs_in; o->bytes_out = t.bytes_out; o->bytes_in = t.bytes_in;
+  o->bytes_on_tier = t.out_pages * kPageSize;
+  o->evict_errors = t.evict_errors; o->thrash = t.thrash; o->write_hits = t.write_hits; o->zero_fills = t.zero_fills;
+  o->fault_p50_ns = t.fault_p50_ns; o->fault_p99_ns = t.fault_p99_ns; o->fault_max_ns = t.fault_max_ns;
+  o->faults_timed = t.faults_timed;
+}
 
 // ---- process lifetime ----------------------------------------------------------------------------
 __attribute__((constructor(101))) static void zns_shim_init() {
@@ -272,6 +285,7 @@ __attribute__((constructor(101))) static void zns_shim_init() {
   resolve_next();
   options_load(true);
   stats_start();
+  tier_start();   // after the heap and options: the handler thread, then the registration
   errno = saved;
 }
 

@@ -21,6 +21,19 @@ int zns_stats_print(int fd, int json);
 /* Return every empty slab the depot holds to the OS now (instead of after the decay delay). */
 void zns_trim(void);
 
+/* The tier (ZNS_TIER=uffd|madvise): cold slabs leave RAM for a file and come back on touch. */
+struct zns_tier_stats {
+  int mode;                          /* 0 off, 1 uffd, 2 madvise */
+  unsigned long long slabs_out, slabs_in, bytes_out, bytes_in;   /* since start */
+  unsigned long long bytes_on_tier;  /* now */
+  unsigned long long evict_errors, thrash, write_hits, zero_fills;
+  unsigned long long fault_p50_ns, fault_p99_ns, fault_max_ns, faults_timed;   /* uffd only */
+};
+void zns_tier_stats(struct zns_tier_stats *out);
+/* Page out now every slab the tier may take (no thread allocates from it, live blocks), whatever
+ * its age.  Returns how many slabs left RAM.  0 when the tier is off. */
+size_t zns_tier_pageout(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -19,7 +19,7 @@
 
 HARD_CXX   ?= clang++
 HARD_PKGS  := clang libclang-rt-14-dev doctest-dev
-CORE_HDR   := $(wildcard core/*.h)
+CORE_HDR   := $(wildcard core/*.h tier/*.h)
 
 deps-hardening: deps
 	$(call need_pkgs,$(HARD_PKGS))
@@ -35,7 +35,7 @@ FUZZ_FLAGS   := $(CXXSTD) -O1 -g -fno-omit-frame-pointer -pthread -I. $(FUZZ_SAN
 # The core sources are compiled into the fuzzer with ASan+UBSan and coverage instrumentation (the
 # fuzzer's guide is the heap's code, not the harness's map and pattern loops, which only slow it
 # down).  No interposition: the fuzzer calls zns:: directly; its own malloc is ASan's.
-$(FUZZ_DIR)/core/%.o: core/%.cpp $(CORE_HDR) | deps-hardening
+$(FUZZ_DIR)/%.o: %.cpp $(CORE_HDR) | deps-hardening
 	@mkdir -p $(dir $@)
 	$(HARD_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 $(FUZZ_DIR)/heap_fuzz.o: tests/fuzz/heap_fuzz.cpp $(CORE_HDR) | deps-hardening
@@ -66,7 +66,7 @@ SAN_tsan  := -fsanitize=thread
 SAN_BINS  := $(foreach f,asan tsan,$(SAN_NAMES:%=$(SAN_DIR)/$(f)/%) $(SAN_DIR)/$(f)/unit_tests)
 
 define san_flavour
-$(SAN_DIR)/$(1)/core/%.o: core/%.cpp $(CORE_HDR) | deps-hardening
+$(SAN_DIR)/$(1)/%.o: %.cpp $(CORE_HDR) | deps-hardening
 	@mkdir -p $$(dir $$@)
 	$(HARD_CXX) $(SAN_BASE) $(SAN_$(1)) -c $$< -o $$@
 $(SAN_DIR)/$(1)/unit/%.o: tests/unit/%.cpp $(CORE_HDR) | deps-hardening

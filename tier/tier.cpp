@@ -1,0 +1,737 @@
+// The tier: policy (which slabs are cold), mechanism (uffd or madvise), the handler thread, fork,
+// and its statistics.  Locks: g_tier_lock is taken before any heap lock (the eviction claims a
+// slab under its class lock; fork_prepare takes it first of all).  The hooks the heap calls from
+// its own paths (tier_take, tier_release, tier_is_out, tier_purge) never take it.
+//
+// Invariants
+//   - Only shared slabs with live blocks leave RAM (a cache's current slab is hot by definition),
+//     and only while claimed (tier_claim): nobody adopts or frees the slab to the depot while its
+//     bytes are being written out, so its pages keep their meaning.
+//   - uffd: a slab is write-protected before it is written to the file and dropped after, all under
+//     g_tier_lock; a store in between waits in a write-protect fault that is served (under the same
+//     lock) only after the drop, and so retries as a missing fault and reads the slab back first.
+//   - TierMeta.state of a head page: kResident -> kOut (evict, claimed) -> kResident (fault-in) or
+//     kHole (the slab went back to the depot while out) -> kResident (tier_take: zero pages).
+//   - The handler thread never allocates and never touches the region itself: it reads and writes
+//     the file through a static bounce buffer, and asks mincore() before pwrite() reads a slab.
+#include "tier/tier.h"
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/heap.h"
+#include "core/options.h"
+#include "core/platform.h"
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+#ifndef O_TMPFILE
+#define O_TMPFILE (020000000 | O_DIRECTORY)
+#endif
+
+namespace zns {
+
+int g_tier_mode = kTierOff;
+
+namespace {
+
+enum : uint8_t { kResident = 0, kOut = 1, kHole = 2 };
+
+// Per region page (meaningful on head pages).  state and armed are touched by heap hooks too;
+// the rest only by the evicting / handling thread under g_tier_lock.
+struct TierMeta {
+  std::atomic<uint8_t> state;
+  std::atomic<uint8_t> armed;   // uffd: write-protected to watch for stores
+  uint8_t backoff;              // cold window = ZNS_TIER_COLD_MS << backoff
+  uint8_t watched;              // sig/since are valid
+  uint32_t sig;                 // allocator activity signature when last seen
+  uint32_t since;               // now_ms (low 32 bits) of the last activity seen (malloc/free/store)
+  uint32_t out_at;              // now_ms when it left RAM
+};
+static_assert(sizeof(TierMeta) == 16);
+
+TierMeta *g_tm;            // one per region page (address space only: committed as touched)
+char *g_base;              // region base, for the madvise mode's file offsets
+size_t g_bytes;
+int g_fd = -1;             // backing file
+int g_uffd = -1;
+bool g_registered;         // uffd: the region is registered (set before the thread serves)
+Lock g_tier_lock;
+Lock g_grow_lock;          // madvise: file room
+uint64_t g_reserved_pages; // madvise: pages below this have room in the file (fallocate)
+
+alignas(4096) char g_bounce[kMaxSlabPages * kPageSize];   // file <-> region, under g_tier_lock
+alignas(4096) char g_zeros[kMaxSlabPages * kPageSize];    // never written
+
+// ---- statistics ------------------------------------------------------------------------------------
+std::atomic<uint64_t> g_slabs_out, g_slabs_in, g_bytes_out, g_bytes_in, g_out_pages, g_errors,
+    g_thrash, g_write_hits, g_zero_fills, g_scans, g_lat_max, g_lat_n;
+std::atomic<uint64_t> g_lat_hist[40];   // fault-in service time, bucket i: [2^i, 2^(i+1)) ns
+std::atomic<bool> g_error_reported;
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+
+void say(const char *a, const char *b = "", const char *c = "") {
+  char m[512];
+  Buf(m, sizeof m).str("zns-slab: tier: ").str(a).str(b).str(c).chr('\n').flush(2);
+}
+
+void report_error(const char *what, int err) {
+  g_errors.fetch_add(1, std::memory_order_relaxed);
+  if (g_error_reported.exchange(true)) return;
+  char m[256];
+  Buf b(m, sizeof m);
+  b.str("zns-slab: tier: ").str(what).str(" failed (errno ").u64(uint64_t(err))
+      .str("); the slab stays in RAM (further errors are only counted)\n").flush(2);
+}
+
+void record_latency(uint64_t ns) {
+  unsigned b = ns ? 63u - unsigned(__builtin_clzll(ns)) : 0;
+  if (b >= 40) b = 39;
+  g_lat_hist[b].fetch_add(1, std::memory_order_relaxed);
+  g_lat_n.fetch_add(1, std::memory_order_relaxed);
+  uint64_t m = g_lat_max.load(std::memory_order_relaxed);
+  while (ns > m && !g_lat_max.compare_exchange_weak(m, ns, std::memory_order_relaxed)) {}
+}
+
+// ---- file I/O (EINTR and short transfers handled) ----------------------------------------------------
+int pwrite_all(const char *p, size_t n, off_t off) {
+  while (n) {
+    ssize_t w = pwrite(g_fd, p, n, off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return w < 0 ? errno : ENOSPC;
+    p += w; n -= size_t(w); off += w;
+  }
+  return 0;
+}
+int pread_all(char *p, size_t n, off_t off) {
+  while (n) {
+    ssize_t r = pread(g_fd, p, n, off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return errno;
+    if (r == 0) { __builtin_memset(p, 0, n); return 0; }   // past the end: a hole
+    p += r; n -= size_t(r); off += r;
+  }
+  return 0;
+}
+
+inline char *page_addr(uint32_t page) { return g_region.base + size_t(page) * kPageSize; }
+inline off_t page_off(uint32_t page) { return off_t(page) * off_t(kPageSize); }
+
+// ---- userfaultfd primitives ----------------------------------------------------------------------------
+void uffd_wake(char *dst, size_t len) {
+  uffdio_range r{uint64_t(uintptr_t(dst)), len};
+  ioctl(g_uffd, UFFDIO_WAKE, &r);
+}
+
+// Install src at dst, page by page where pages are already present (EEXIST: someone was first).
+int uffd_copy(char *dst, const char *src, size_t len) {
+  size_t done = 0;
+  int tries = 0;
+  while (done < len) {
+    uffdio_copy c{uint64_t(uintptr_t(dst + done)), uint64_t(uintptr_t(src + done)), len - done, 0, 0};
+    if (ioctl(g_uffd, UFFDIO_COPY, &c) == 0) { done = len; break; }
+    int e = errno;
+    if (c.copy > 0) { done += size_t(c.copy); continue; }
+    if (e == EEXIST) { done += kPageSize; continue; }        // present already: skip that page
+    if ((e == EAGAIN || e == EINTR) && ++tries < 1000) continue;   // a concurrent madvise/fork
+    return e;
+  }
+  uffd_wake(dst, len);   // waiters on pages that were present already
+  return 0;
+}
+
+int uffd_protect(char *p, size_t len, bool on) {
+  uffdio_writeprotect w{{uint64_t(uintptr_t(p)), len}, on ? UFFDIO_WRITEPROTECT_MODE_WP : 0};
+  for (int tries = 0;; ++tries) {
+    if (ioctl(g_uffd, UFFDIO_WRITEPROTECT, &w) == 0) return 0;
+    if ((errno != EAGAIN && errno != EINTR) || tries > 1000) return errno;
+  }
+}
+
+bool all_resident(char *p, size_t len) {
+  unsigned char v[kMaxSlabPages];
+  if (mincore(p, len, v) != 0) return false;
+  for (size_t i = 0; i < len / kPageSize; ++i)
+    if (!(v[i] & 1)) return false;
+  return true;
+}
+bool any_resident(char *p, size_t len) {
+  unsigned char v[kMaxSlabPages];
+  if (mincore(p, len, v) != 0) return false;
+  for (size_t i = 0; i < len / kPageSize; ++i)
+    if (v[i] & 1) return true;
+  return false;
+}
+
+uint32_t cold_window(const TierMeta &t) {
+  uint64_t w = g_options.ZNS_TIER_COLD_MS << t.backoff;
+  return w > 0x7fffffffu ? 0x7fffffffu : uint32_t(w);
+}
+
+// ---- eviction ---------------------------------------------------------------------------------------------
+// Under g_tier_lock.  Claims the slab headed at `page`, writes it out and drops it.
+bool evict(uint32_t page) {
+  SlabMeta *s = tier_claim(page);
+  if (!s) return false;
+  TierMeta &t = g_tm[page];
+  unsigned k = s->pages;
+  size_t len = size_t(k) * kPageSize;
+  char *addr = page_addr(page);
+  bool ok = false;
+  if (g_tier_mode == kTierUffd) {
+    int e = uffd_protect(addr, len, true);   // from here a store waits for us
+    if (e) {
+      report_error("write-protect", e);
+    } else if (!all_resident(addr, len)) {
+      uffd_protect(addr, len, false);        // not ours to read without faulting on ourselves
+    } else if ((e = pwrite_all(addr, len, page_off(page))) != 0) {
+      report_error("writing a slab to the backing file", e);
+      uffd_protect(addr, len, false);
+    } else {
+      madvise(addr, len, MADV_DONTNEED);     // drops the write protection with the pages
+      ok = true;
+    }
+  } else {
+    // madvise: the kernel writes back dirty file pages only from kswapd, so write them back here
+    // (msync), then ask for the pages to be dropped.  A store in between re-dirties a page and
+    // MADV_PAGEOUT leaves it: nothing is lost, the slab just stays resident.
+    if (msync(addr, len, MS_SYNC) != 0) {
+      report_error("writing a slab back (msync)", errno);
+    } else if (madvise(addr, len, MADV_PAGEOUT) != 0) {
+      report_error("MADV_PAGEOUT", errno);
+    } else {
+      ok = !any_resident(addr, len);   // a page dirtied again or mapped elsewhere stays: not out
+    }
+  }
+  if (ok) {
+    t.armed.store(0, std::memory_order_relaxed);
+    t.out_at = uint32_t(now_ms());
+    t.state.store(kOut, std::memory_order_release);
+    g_out_pages.fetch_add(k, std::memory_order_relaxed);
+    g_slabs_out.fetch_add(1, std::memory_order_relaxed);
+    g_bytes_out.fetch_add(len, std::memory_order_relaxed);
+  } else if (t.armed.exchange(0)) {
+    uffd_protect(addr, len, false);
+  }
+  tier_unclaim(s);
+  return ok;
+}
+
+// A slab came back (fault-in): thrash feedback.  Under g_tier_lock.
+void came_back(uint32_t page, unsigned k, uint32_t now) {
+  TierMeta &t = g_tm[page];
+  uint8_t expected = kOut;
+  if (t.state.compare_exchange_strong(expected, kResident)) g_out_pages.fetch_sub(k, std::memory_order_relaxed);
+  uint32_t window = cold_window(t);
+  if (now - t.out_at < window) {            // back within its cold window: it was not cold
+    g_thrash.fetch_add(1, std::memory_order_relaxed);
+    if (t.backoff < 6) t.backoff++;
+  } else if (t.backoff > 0 && now - t.out_at > 4 * window) {
+    t.backoff--;                            // stayed out long: trust it a little more
+  }
+  t.since = now;
+  t.watched = 1;
+  g_slabs_in.fetch_add(1, std::memory_order_relaxed);
+  g_bytes_in.fetch_add(size_t(k) * kPageSize, std::memory_order_relaxed);
+}
+
+// uffd: read an out slab back into RAM.  Under g_tier_lock.
+void page_in(uint32_t page) {
+  SlabMeta &m = g_region.meta[page];
+  unsigned k = m.pages;
+  size_t len = size_t(k) * kPageSize;
+  int e = 0;
+  for (int tries = 0; tries < 5; ++tries)
+    if ((e = pread_all(g_bounce, len, page_off(page))) == 0) break;
+  if (e) fatal("tier: cannot read a slab back from the backing file", "page-in", page_addr(page));
+  if ((e = uffd_copy(page_addr(page), g_bounce, len)) != 0) {
+    if (e == ESRCH) return;   // the process is exiting
+    fatal("tier: UFFDIO_COPY failed", "page-in", page_addr(page));
+  }
+  came_back(page, k, uint32_t(now_ms()));
+}
+
+// ---- uffd fault service ------------------------------------------------------------------------------------
+void serve_fault(const uffd_msg &msg) {
+  uint64_t t0 = now_ns();
+  char *addr = reinterpret_cast<char *>(uintptr_t(msg.arg.pagefault.address) & ~uintptr_t(kPageSize - 1));
+  if (!owns(addr)) return;
+  uint32_t p = page_of(addr);
+  Guard g(g_tier_lock);
+  SlabMeta &pm = g_region.meta[p];
+  uint32_t head = p - pm.back;
+  TierMeta &t = g_tm[head];
+  if (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+    // A store into an armed (or being-evicted) slab: the slab is not cold.  Lift the protection
+    // of the whole slab (that wakes the writer; if the slab was dropped meanwhile it faults again
+    // as missing and is read back first).
+    unsigned k = g_region.meta[head].pages;
+    if (k == 0 || k > kMaxSlabPages || head + k <= p) k = 1, head = p;
+    t.armed.store(0, std::memory_order_relaxed);
+    t.since = uint32_t(now_ms());
+    g_write_hits.fetch_add(1, std::memory_order_relaxed);
+    uffd_protect(page_addr(head), size_t(k) * kPageSize, false);
+    return;
+  }
+  if (t.state.load(std::memory_order_acquire) == kOut && head + g_region.meta[head].pages > p) {
+    page_in(head);
+    record_latency(now_ns() - t0);
+    return;
+  }
+  // Not an out slab: a page nobody made present (touched before the tier started, or a slab that
+  // came back as a hole).  Fresh memory reads as zero.
+  g_zero_fills.fetch_add(1, std::memory_order_relaxed);
+  uffd_copy(addr, g_zeros, kPageSize);
+}
+
+void drain_faults() {
+  uffd_msg msgs[64];
+  for (;;) {
+    ssize_t n = read(g_uffd, msgs, sizeof msgs);
+    if (n <= 0) return;   // EAGAIN: nothing pending
+    for (size_t i = 0; i < size_t(n) / sizeof(uffd_msg); ++i)
+      if (msgs[i].event == UFFD_EVENT_PAGEFAULT) serve_fault(msgs[i]);
+  }
+}
+
+// ---- the policy ----------------------------------------------------------------------------------------------
+// A slab is a candidate when it is shared (no cache allocates from it) and has live blocks.  Its
+// allocator activity is the state of its remote-free bits: a scan that finds them changed restarts
+// its clock.  After half its cold window without activity it is armed (uffd: write-protected; a
+// store disarms it and restarts the clock); after the whole window, with no store seen in the
+// second half, it is evicted.  (madvise: no write signal, so the whole window of allocator
+// idleness.)  Reads are invisible until the slab is out: a slab that faults back within its cold
+// window doubles its window (backoff, up to 64x) and halves it again after staying out 4 windows.
+// With ZNS_TIER_MAX_RESIDENT, when the candidates' resident bytes exceed the budget, the ones
+// idle longest go first, whatever their window.
+uint32_t signature(uint32_t page) {
+  RemoteState &r = g_region.remote[page];
+  uint64_t h = __atomic_load_n(&g_region.meta[page].out, __ATOMIC_RELAXED);
+  for (unsigned w = 0; w < kBitmapWords; ++w)
+    h = (h ^ r.bits[w].load(std::memory_order_relaxed)) * 0x9E3779B97F4A7C15ull;
+  return uint32_t(h >> 32) ^ uint32_t(h);
+}
+
+struct Candidate { uint32_t page, idle; };
+constexpr unsigned kMaxCandidates = 1u << 16;
+Candidate g_cand[kMaxCandidates];   // tier thread only
+std::atomic<bool> g_stop;           // tests / fork child: the thread ends
+
+void pause_for_faults() {
+  if (g_tier_mode == kTierUffd) drain_faults();
+}
+
+void scan() {
+  g_scans.fetch_add(1, std::memory_order_relaxed);
+  uint32_t now = uint32_t(now_ms()), pages = heap_touched_pages();
+  unsigned ncand = 0;
+  uint64_t resident_pages = 0;
+  for (uint32_t p = 0; p < pages; ++p) {
+    SlabMeta &m = g_region.meta[p];
+    if (m.back != 0) continue;
+    TierMeta &t = g_tm[p];
+    uint8_t st = t.state.load(std::memory_order_acquire);
+    unsigned k = m.pages;
+    if (k == 0 || k > kMaxSlabPages) continue;
+    if (st == kOut) {
+      if (g_tier_mode == kTierMadvise && any_resident(page_addr(p), size_t(k) * kPageSize)) {
+        Guard g(g_tier_lock);   // the kernel brought it back on a touch
+        came_back(p, k, now);
+      }
+      continue;
+    }
+    if (m.owner.load(std::memory_order_relaxed) != kSharedOwner) { t.watched = 0; continue; }
+    uint32_t sig = signature(p);
+    resident_pages += k;
+    if (!t.watched || sig != t.sig) {
+      t.sig = sig;
+      t.since = now;
+      t.watched = 1;
+      if (ncand < kMaxCandidates) g_cand[ncand++] = Candidate{p, 0};
+      continue;
+    }
+    uint32_t idle = now - t.since, window = cold_window(t);
+    bool evict_now = false;
+    if (!evict_now && g_tier_mode == kTierUffd) {
+      if (t.armed.load(std::memory_order_relaxed)) {
+        evict_now = idle >= window;
+      } else if (idle >= window / 2) {
+        Guard g(g_tier_lock);
+        if (t.state.load(std::memory_order_relaxed) == kResident && m.owner.load() == kSharedOwner &&
+            uffd_protect(page_addr(p), size_t(k) * kPageSize, true) == 0)
+          t.armed.store(1, std::memory_order_relaxed);
+      }
+    } else if (!evict_now) {
+      evict_now = idle >= window;
+    }
+    if (evict_now) {
+      bool gone;
+      {
+        Guard g(g_tier_lock);
+        gone = evict(p);
+      }
+      if (gone) resident_pages -= k;
+      else t.since = now;   // it was busy (adopted, emptied, not resident): look again later
+      pause_for_faults();   // (not under the lock: serving a fault takes it)
+      continue;
+    }
+    if (ncand < kMaxCandidates) g_cand[ncand++] = Candidate{p, idle};
+  }
+  uint64_t budget = g_options.ZNS_TIER_MAX_RESIDENT / kPageSize;
+  if (budget == 0 || resident_pages <= budget || ncand == 0) return;
+  // Over budget: the longest idle first (a partial selection sort: few are needed at a time).
+  for (unsigned i = 0; i < ncand && resident_pages > budget; ++i) {
+    unsigned best = i;
+    for (unsigned j = i + 1; j < ncand; ++j) if (g_cand[j].idle > g_cand[best].idle) best = j;
+    Candidate c = g_cand[best];
+    g_cand[best] = g_cand[i];
+    unsigned k = g_region.meta[c.page].pages;
+    bool gone;
+    {
+      Guard g(g_tier_lock);
+      gone = evict(c.page);
+    }
+    if (gone) resident_pages -= k;
+    pause_for_faults();
+  }
+}
+
+uint32_t scan_every_ms() {
+  uint64_t s = g_options.ZNS_TIER_SCAN_MS;
+  if (s == 0) {
+    s = g_options.ZNS_TIER_COLD_MS / 4;
+    if (s < 20) s = 20;
+    if (s > 1000) s = 1000;
+  }
+  return uint32_t(s);
+}
+
+void *tier_thread(void *) {
+  uint32_t every = scan_every_ms();
+  uint64_t next = now_ms() + every;
+  while (!g_stop.load(std::memory_order_relaxed)) {
+    uint64_t now = now_ms();
+    int timeout = now >= next ? 0 : int(next - now);
+    if (g_tier_mode == kTierUffd) {
+      pollfd pfd{g_uffd, POLLIN, 0};
+      int r = poll(&pfd, 1, timeout);
+      if (r > 0) drain_faults();
+    } else {
+      timespec ts{timeout / 1000, long(timeout % 1000) * 1000000};
+      nanosleep(&ts, nullptr);
+    }
+    if (now_ms() >= next) {
+      scan();
+      next = now_ms() + every;
+    }
+  }
+  return nullptr;
+}
+
+// ---- setup ------------------------------------------------------------------------------------------------------
+bool mode_is(const char *v, const char *name) { return __builtin_strcmp(v ? v : "", name) == 0; }
+
+int open_backing_file() {
+  const char *dir = g_options.ZNS_TIER_DIR;
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);   // never has a name
+  if (fd >= 0) return fd;
+  char path[600];
+  for (unsigned n = 0; n < 100; ++n) {
+    Buf b(path, sizeof path - 1);
+    b.str(dir).str("/zns-tier-").u64(uint64_t(getpid())).chr('-').u64(n);
+    path[b.size()] = 0;
+    fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0) { unlink(path); return fd; }
+    if (errno != EEXIST) break;
+  }
+  return -1;
+}
+
+// A userfaultfd that serves faults taken in the kernel too (read(2) into a cold block), or -1.
+// *user_only: only UFFD_USER_MODE_ONLY is allowed here.
+int open_uffd(bool *user_only) {
+  *user_only = false;
+  int fd = int(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  if (fd < 0) {
+    int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+    if (dev >= 0) {
+      fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+      close(dev);
+    }
+  }
+  if (fd < 0) {
+    int probe = int(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+    if (probe >= 0) { *user_only = true; close(probe); }
+    return -1;
+  }
+  uffdio_api api{UFFD_API, UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0};
+  if (ioctl(fd, UFFDIO_API, &api) != 0) { close(fd); return -1; }
+  return fd;
+}
+
+bool g_setup_done;
+
+}  // namespace
+
+const char *tier_mode_name(int mode) {
+  return mode == kTierUffd ? "uffd" : mode == kTierMadvise ? "madvise" : "off";
+}
+
+void *tier_map_region(size_t bytes) {
+  if (g_setup_done) return nullptr;
+  g_setup_done = true;
+  const char *v = g_options.ZNS_TIER;
+  int want = mode_is(v, "uffd") ? kTierUffd : mode_is(v, "madvise") ? kTierMadvise : kTierOff;
+  if (want == kTierOff) {
+    if (!mode_is(v, "off") && !mode_is(v, "") && !mode_is(v, "0")) say("unknown ZNS_TIER=", v, ", the tier is off");
+    return nullptr;
+  }
+  g_tm = static_cast<TierMeta *>(os_reserve((bytes / kPageSize) * sizeof(TierMeta)));
+  if (!g_tm) { say("no memory for its metadata: off"); return nullptr; }
+  g_fd = open_backing_file();
+  if (g_fd < 0) { say("cannot create a backing file in ZNS_TIER_DIR=", g_options.ZNS_TIER_DIR, ": off"); return nullptr; }
+  if (want == kTierUffd) {
+    bool user_only;
+    g_uffd = open_uffd(&user_only);
+    if (g_uffd >= 0) {
+      g_tier_mode = kTierUffd;
+      return nullptr;   // anonymous region, registered once the handler thread runs
+    }
+    say(user_only ? "userfaultfd serves user-mode faults only here (read(2)/write(2) on a paged-out "
+                    "block would fail with EFAULT)"
+                  : "userfaultfd is not available (needs root, CAP_SYS_PTRACE, /dev/userfaultfd or "
+                    "vm.unprivileged_userfaultfd=1)",
+        "; using ZNS_TIER=madvise");
+  }
+  void *base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, g_fd, 0);
+  if (base == MAP_FAILED) { say("cannot map the backing file: off"); close(g_fd); g_fd = -1; return nullptr; }
+  g_base = static_cast<char *>(base);
+  g_bytes = bytes;
+  // No readahead: a fault-in reads the page it needs, and mincore() then tells which slabs the
+  // program really touched again (the thrash feedback).
+  madvise(base, bytes, MADV_RANDOM);
+  g_tier_mode = kTierMadvise;
+  return base;
+}
+
+bool tier_take(uint32_t page, unsigned k, bool missing) {
+  TierMeta &t = g_tm[page];
+  uint8_t st = t.state.exchange(kResident, std::memory_order_acq_rel);
+  t.watched = 0;
+  t.backoff = 0;
+  char *addr = page_addr(page);
+  size_t len = size_t(k) * kPageSize;
+  if (g_tier_mode == kTierUffd) {
+    if (t.armed.exchange(0, std::memory_order_relaxed)) uffd_protect(addr, len, false);
+    // Present pages now: a first touch through the handler costs a thread round trip.
+    if ((missing || st != kResident) && g_registered) uffd_copy(addr, g_zeros, len);
+    return true;
+  }
+  if (!missing) return true;
+  // madvise: room in the file for these pages, so a store can never meet a full disk (SIGBUS).
+  uint64_t end = uint64_t(page) + k;
+  Guard g(g_grow_lock);
+  if (end <= g_reserved_pages) {
+    // below the reserved mark, but purged pages are holes again: reserve exactly these
+    if (fallocate(g_fd, FALLOC_FL_KEEP_SIZE, page_off(page), off_t(len)) == 0) return true;
+  } else {
+    uint64_t to = end + 256;   // 1 MiB ahead
+    if (to * kPageSize > g_bytes) to = g_bytes / kPageSize;
+    uint64_t from = page < g_reserved_pages ? page : g_reserved_pages;
+    // (fallocate without KEEP_SIZE also grows the file: the mapping is valid only below its end)
+    if (fallocate(g_fd, 0, page_off(uint32_t(from)), off_t((to - from) * kPageSize)) == 0) {
+      g_reserved_pages = to;
+      return true;
+    }
+    if (fallocate(g_fd, 0, page_off(page), off_t(len)) == 0) {   // no room for more: just these
+      if (end > g_reserved_pages) g_reserved_pages = end;
+      return true;
+    }
+  }
+  report_error("reserving room in the backing file (fallocate)", errno);
+  return false;
+}
+
+void tier_release(uint32_t page, unsigned k) {
+  uint8_t expected = kOut;
+  if (g_tm[page].state.compare_exchange_strong(expected, kHole, std::memory_order_acq_rel))
+    g_out_pages.fetch_sub(k, std::memory_order_relaxed);
+}
+
+bool tier_is_out(uint32_t page) { return g_tm[page].state.load(std::memory_order_relaxed) != kResident; }
+
+int tier_purge(void *p, size_t bytes) {
+  if (g_tier_mode != kTierMadvise) return os_purge(p, bytes);
+  int saved = errno;
+  int r = madvise(p, bytes, MADV_REMOVE) == 0 ? 0 : errno;   // frees the file's pages and blocks
+  errno = saved;
+  return r;
+}
+
+void tier_start() {
+  const char *v = g_options.ZNS_TIER;
+  if (mode_is(v, "off") || mode_is(v, "") || mode_is(v, "0")) return;
+  heap_init();   // sets the mode up (tier_map_region) if no malloc did yet
+  if (g_tier_mode == kTierOff) return;
+  int saved = errno;
+  // The thread takes no signal: a handler running on it could touch a paged-out block and wait
+  // for itself.  (SIGXFSZ from a file-size limit stays pending here; write(2) says EFBIG.)
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  pthread_t th;
+  int rc = pthread_create(&th, &attr, tier_thread, nullptr);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (rc != 0) {
+    say("cannot start the handler thread: off");
+    g_tier_mode = kTierOff;
+  } else if (g_tier_mode == kTierUffd) {
+    // Registered only now that a thread serves faults (pages touched before read as they were).
+    uffdio_register reg{{uint64_t(uintptr_t(g_region.base)), g_region.bytes},
+                        UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, 0};
+    if (ioctl(g_uffd, UFFDIO_REGISTER, &reg) != 0 ||
+        !(reg.ioctls & (uint64_t(1) << _UFFDIO_WRITEPROTECT)) || !(reg.ioctls & (uint64_t(1) << _UFFDIO_COPY))) {
+      say("cannot register the region with userfaultfd (write-protect unsupported?): off");
+      g_stop.store(true);
+      g_tier_mode = kTierOff;
+    } else {
+      g_registered = true;
+    }
+  }
+  errno = saved;
+}
+
+size_t tier_pageout_now() {
+  if (g_tier_mode == kTierOff) return 0;
+  uint64_t before = g_slabs_out.load();
+  uint32_t pages = heap_touched_pages();
+  for (uint32_t p = 0; p < pages; ++p) {
+    SlabMeta &m = g_region.meta[p];
+    if (m.back != 0 || m.owner.load(std::memory_order_relaxed) != kSharedOwner) continue;
+    if (g_tm[p].state.load(std::memory_order_relaxed) == kOut) continue;
+    Guard g(g_tier_lock);
+    evict(p);
+  }
+  return size_t(g_slabs_out.load() - before);
+}
+
+// ---- fork ---------------------------------------------------------------------------------------------------------
+// uffd: the child would read paged-out pages as zeros (no UFFD_FEATURE_EVENT_FORK here), so every
+// out slab comes back before the fork; the child runs without the tier.
+// madvise: the region is a MAP_SHARED file mapping, which a child would share with its parent;
+// the child copies it into private memory at once while the parent waits for it.
+namespace {
+int g_fork_pipe[2] = {-1, -1};
+}
+
+void tier_fork_prepare() {
+  if (g_tier_mode == kTierOff) return;
+  g_tier_lock.lock();
+  if (g_tier_mode == kTierUffd) {
+    uint32_t pages = heap_touched_pages();
+    for (uint32_t p = 0; p < pages; ++p)
+      if (g_tm[p].state.load(std::memory_order_acquire) == kOut) page_in(p);
+  } else if (pipe2(g_fork_pipe, O_CLOEXEC) != 0) {
+    g_fork_pipe[0] = g_fork_pipe[1] = -1;
+  }
+}
+
+void tier_fork_parent() {
+  if (g_tier_mode == kTierOff) return;
+  if (g_tier_mode == kTierMadvise && g_fork_pipe[0] >= 0) {
+    close(g_fork_pipe[1]);
+    char c;
+    while (read(g_fork_pipe[0], &c, 1) < 0 && errno == EINTR) {}   // the child's copy is done
+    close(g_fork_pipe[0]);
+    g_fork_pipe[0] = g_fork_pipe[1] = -1;
+  }
+  g_tier_lock.unlock();
+}
+
+void tier_fork_child() {
+  if (g_tier_mode == kTierOff) return;
+  g_tier_lock.reset();
+  g_grow_lock.reset();
+  if (g_tier_mode == kTierUffd) {
+    close(g_uffd);   // the child's memory is not registered (no fork event): plain anonymous
+    g_uffd = -1;
+  } else {
+    // Private copy of the touched part, then anonymous memory over the rest of the region.
+    size_t used = size_t(heap_touched_pages()) * kPageSize;
+    char *copy = used ? static_cast<char *>(mmap(nullptr, used, PROT_READ | PROT_WRITE,
+                                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0))
+                      : nullptr;
+    if (used && copy == MAP_FAILED) fatal("tier: no memory for the forked child's copy of the heap", "fork", g_base);
+    if (used) {
+      __builtin_memcpy(copy, g_base, used);   // out pages are read back from the file on the way
+      if (mremap(copy, used, used, MREMAP_MAYMOVE | MREMAP_FIXED, g_base) == MAP_FAILED)
+        fatal("tier: cannot give the forked child a private heap", "fork", g_base);
+    }
+    if (g_bytes > used &&
+        mmap(g_base + used, g_bytes - used, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
+      fatal("tier: cannot give the forked child a private heap", "fork", g_base);
+    madvise(g_base, g_bytes, MADV_NOHUGEPAGE);
+    if (g_fork_pipe[1] >= 0) { char c = 1; (void)!write(g_fork_pipe[1], &c, 1); close(g_fork_pipe[1]); }
+    if (g_fork_pipe[0] >= 0) close(g_fork_pipe[0]);
+    g_fork_pipe[0] = g_fork_pipe[1] = -1;
+  }
+  close(g_fd);
+  g_fd = -1;
+  for (uint32_t p = 0, n = heap_touched_pages(); p < n; ++p) {   // everything is resident now
+    g_tm[p].state.store(kResident, std::memory_order_relaxed);
+    g_tm[p].armed.store(0, std::memory_order_relaxed);
+  }
+  g_out_pages.store(0);
+  g_tier_mode = kTierOff;
+}
+
+// ---- stats --------------------------------------------------------------------------------------------------------
+void tier_snapshot(TierSnapshot *o) {
+  *o = TierSnapshot{};
+  o->mode = g_tier_mode;
+  o->slabs_out = g_slabs_out.load();
+  o->slabs_in = g_slabs_in.load();
+  o->bytes_out = g_bytes_out.load();
+  o->bytes_in = g_bytes_in.load();
+  o->out_pages = g_out_pages.load();
+  o->evict_errors = g_errors.load();
+  o->thrash = g_thrash.load();
+  o->write_hits = g_write_hits.load();
+  o->zero_fills = g_zero_fills.load();
+  o->scans = g_scans.load();
+  o->fault_max_ns = g_lat_max.load();
+  uint64_t n = g_lat_n.load(), seen = 0;
+  o->faults_timed = n;
+  for (unsigned b = 0; b < 40 && n; ++b) {
+    seen += g_lat_hist[b].load();
+    uint64_t upper = (uint64_t(2) << b) - 1;   // the bucket's upper bound
+    if (!o->fault_p50_ns && seen * 2 >= n) o->fault_p50_ns = upper;
+    if (!o->fault_p99_ns && seen * 100 >= n * 99) o->fault_p99_ns = upper;
+  }
+  if (o->fault_p99_ns > o->fault_max_ns) o->fault_p99_ns = o->fault_max_ns;
+  if (o->fault_p50_ns > o->fault_max_ns) o->fault_p50_ns = o->fault_max_ns;
+}
+
+}  // namespace zns
