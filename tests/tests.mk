@@ -30,7 +30,9 @@ $(BUILD)/tests/%.static: tests/%.cpp $(AR) $(wildcard tests/api/*.h) | $(BUILD)/
 	$(CXX) $(CXXSTD) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -ldl
 
 .PHONY: test test-unit test-build
-test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC)
+# driven by tests/tier/run.sh
+TIER_TEST     := $(BUILD)/tests/tier/tier_test
+test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC) $(TIER_TEST)
 test: deps-test
 	@$(MAKE) --no-print-directory test-build
 	@tests/run.sh

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The tier's tests (issue 5): every scenario of tier_test.c under ZNS_TIER=uffd and =madvise, the
+# backing-file failures (RLIMIT_FSIZE; a full tmpfs when this machine lets us mount one), the
+# fallback where userfaultfd is not allowed, and python3 with its heap paged out and back.
+# Exit status 0 when everything passed; each step prints one line.
+set -u
+cd "$(dirname "$0")/../.."
+LIB=$PWD/build/libzns_slab.so
+BIN=$PWD/build/tests/tier/tier_test
+T=$(mktemp -d /tmp/zns-tier-test.XXXXXX)
+trap 'umount "$T/full" 2>/dev/null; rm -rf "$T"' EXIT
+fails=0
+
+step() {   # name, expected-stderr-regex-or-empty, env..., -- command...
+  local name=$1 want=$2; shift 2
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  local t0=$SECONDS
+  if timeout 120 env "${envs[@]}" "$@" >"$T/out" 2>&1 && { [ -z "$want" ] || grep -Eq "$want" "$T/out"; }; then
+    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|metadata|policy|budget|errors|full|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
+  else
+    fails=$((fails + 1))
+    printf 'FAIL %-34s (exit %s%s)\n' "$name" "$?" "${want:+; wanted /$want/ on stderr}"
+    tail -n 20 "$T/out" | sed 's/^/   | /'
+  fi
+}
+
+for mode in uffd madvise; do
+  E=(ZNS_TIER=$mode ZNS_TIER_DIR=$T LD_PRELOAD=$LIB)
+  step "$mode/integrity"  "" "${E[@]}" -- "$BIN" integrity 4 6
+  step "$mode/syscalls"   "" "${E[@]}" -- "$BIN" syscalls
+  step "$mode/fork"       "" "${E[@]}" -- "$BIN" fork
+  step "$mode/metadata"   "" "${E[@]}" -- "$BIN" metadata
+  step "$mode/policy"     "" "${E[@]}" ZNS_TIER_COLD_MS=300 -- "$BIN" policy
+  step "$mode/budget"     "" "${E[@]}" ZNS_TIER_MAX_RESIDENT=2M -- "$BIN" budget
+  step "$mode/errors(fsize)" "" "${E[@]}" -- "$BIN" errors
+  # the idle heap pages out by itself while the stats thread samples it: exit must not hang
+  step "$mode/exit-while-cold" "" "${E[@]}" ZNS_TIER_COLD_MS=100 ZNS_STATS=$T/s.json -- "$BIN" budget
+done
+# The uffd eviction fails when writes fail: exactly one warning line, and the count.
+# (through a pipe: with RLIMIT_FSIZE=0 the program's stderr could not be a file)
+step "uffd/one-warning" "^zns-slab: tier: writing a slab to the backing file failed \(errno 27\)" \
+  ZNS_TIER=uffd ZNS_TIER_DIR=$T LD_PRELOAD=$LIB -- sh -c '"$0" errors 2>&1 | cat' "$BIN"
+if [ "$(grep -c '^zns-slab: tier:' "$T/out")" != 1 ]; then
+  fails=$((fails + 1)); echo "FAIL uffd/one-warning: $(grep -c '^zns-slab: tier:' "$T/out") warning lines, wanted 1"
+fi
+
+# A full file system (ENOSPC), where a tmpfs can be mounted here.
+mkdir -p "$T/full"
+if mount -t tmpfs -o size=256k zns-tier-full "$T/full" 2>/dev/null; then
+  for mode in uffd madvise; do
+    step "$mode/errors(enospc)" "" ZNS_TIER=$mode ZNS_TIER_DIR=$T/full LD_PRELOAD=$LIB -- "$BIN" full
+  done
+  umount "$T/full"
+else
+  echo "skip errors(enospc): cannot mount a tmpfs here (RLIMIT_FSIZE covers the write failure)"
+fi
+
+# No userfaultfd for an unprivileged user (vm.unprivileged_userfaultfd=0): a warning, madvise.
+if [ "$(id -u)" = 0 ] && [ "$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null)" = 0 ]; then
+  chmod 1777 "$T"
+  step "fallback(unprivileged)" "^zns-slab: tier: userfaultfd (serves user-mode faults only|is not available).*using ZNS_TIER=madvise" \
+    ZNS_TIER=uffd ZNS_TIER_DIR=$T -- setpriv --reuid=65534 --regid=65534 --clear-groups \
+    env LD_PRELOAD=$LIB "$BIN" fallback
+else
+  echo "skip fallback(unprivileged): needs root and vm.unprivileged_userfaultfd=0"
+fi
+
+# A real program: python3 builds 300k small objects, its heap goes cold and comes back.
+cat > "$T/py.py" <<'PY'
+import hashlib, time, os, sys
+d = {("key%d" % i): ("value-%d-" % i) * (1 + i % 7) for i in range(300000)}
+h1 = hashlib.sha256(repr(sorted(d.items())).encode()).hexdigest()
+time.sleep(1.5)                      # cold window 200 ms: most of the heap leaves RAM
+h2 = hashlib.sha256(repr(sorted(d.items())).encode()).hexdigest()
+pid = os.fork()                      # the child reads the cold heap too
+if pid == 0:
+    h3 = hashlib.sha256(repr(sorted(d.items())).encode()).hexdigest()
+    os._exit(0 if h3 == h1 else 1)
+_, st = os.waitpid(pid, 0)
+print("python: same digest after the heap went cold: %s; child: %s" % (h1 == h2, st == 0))
+sys.exit(0 if h1 == h2 and st == 0 else 1)
+PY
+for mode in uffd madvise; do
+  step "$mode/python3" "" ZNS_TIER=$mode ZNS_TIER_DIR=$T ZNS_TIER_COLD_MS=200 PYTHONMALLOC=malloc \
+    ZNS_STATS=$T/py-$mode.json LD_PRELOAD=$LIB -- /usr/bin/python3 "$T/py.py"
+  python3 -c "import json,sys; t=json.load(open('$T/py-$mode.json'))['tier']; print('     python3 $mode tier:', {k: t[k] for k in ('slabs_out','slabs_in','thrash','fault_p50_ns','fault_p99_ns')}); sys.exit(0 if t['slabs_out'] > 100 else 1)" \
+    || { fails=$((fails + 1)); echo "FAIL $mode/python3: the heap did not go out"; }
+done
+
+echo "tier: $fails failed"
+[ "$fails" -eq 0 ]

@@ -1,0 +1,369 @@
+/* The tier under test (issue 5).  One program, one scenario per subcommand; tests/tier/run.sh runs
+ * each under ZNS_TIER=uffd and ZNS_TIER=madvise with LD_PRELOAD=build/libzns_slab.so.
+ *
+ *   integrity THREADS SECONDS  workers write, verify, free and replace blocks while a pager thread
+ *                              pages every eligible slab out again and again: every byte checked
+ *   syscalls                   write(2) from and read(2) into blocks of paged-out slabs
+ *   fork                       fork with paged-out slabs: the child sees every byte, and its stores
+ *                              stay its own
+ *   metadata                   free() and malloc_usable_size() of blocks in paged-out slabs do not
+ *                              bring them back
+ *   policy                     with a short cold window the heap pages an idle heap out by itself
+ *                              (RSS drops), and a slab read over and over backs off (bounded thrash)
+ *   budget                     ZNS_TIER_MAX_RESIDENT: live slabs beyond the budget leave RAM
+ *   errors                     the backing file refuses writes (RLIMIT_FSIZE): slabs stay in RAM,
+ *                              errors are counted, every byte is intact
+ *   full                       the backing file's file system is full (ENOSPC): the same
+ *   fallback                   run where userfaultfd is not allowed: a warning, and the program runs
+ */
+#define _GNU_SOURCE 1
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+
+#include "tests/api/zns_test.h"
+
+void zns_tier_stats(struct zns_tier_stats *out) __attribute__((weak));
+size_t zns_tier_pageout(void) __attribute__((weak));
+
+static struct zns_tier_stats tier(void) {
+  struct zns_tier_stats s;
+  memset(&s, 0, sizeof s);
+  zns_tier_stats(&s);
+  return s;
+}
+
+/* A block whose bytes are a function of (seed, offset). */
+static uint64_t mix64(uint64_t x) {
+  x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL; x ^= x >> 33;
+  return x;
+}
+static void fill(unsigned char *p, size_t n, uint64_t seed) {
+  for (size_t i = 0; i < n; ++i) p[i] = (unsigned char)(mix64(seed + i / 8) >> (8 * (i % 8)));
+}
+static int intact(const unsigned char *p, size_t n, uint64_t seed) {
+  for (size_t i = 0; i < n; ++i)
+    if (p[i] != (unsigned char)(mix64(seed + i / 8) >> (8 * (i % 8)))) return 0;
+  return 1;
+}
+
+static size_t rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = 0, rss = 0;
+  if (f) { if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0; fclose(f); }
+  return (size_t)rss * 4096;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct blk { unsigned char *p; size_t n; uint64_t seed; };
+
+/* n blocks of sizes 16..size_max, filled; the caller frees them. */
+static struct blk *make_blocks(size_t n, size_t size_max, uint64_t salt) {
+  struct blk *b = __libc_calloc(n, sizeof *b);   /* the table itself stays out of the tier */
+  REQUIRE(b != NULL);
+  for (size_t i = 0; i < n; ++i) {
+    b[i].n = 16 + mix64(salt + i) % (size_max - 15);
+    b[i].seed = mix64(salt ^ (i * 7919));
+    b[i].p = malloc(b[i].n);
+    REQUIRE(b[i].p != NULL);
+    fill(b[i].p, b[i].n, b[i].seed);
+  }
+  return b;
+}
+static long count_bad(struct blk *b, size_t n) {
+  long bad = 0;
+  for (size_t i = 0; i < n; ++i) if (b[i].p && !intact(b[i].p, b[i].n, b[i].seed)) bad++;
+  return bad;
+}
+
+/* ---- integrity ------------------------------------------------------------------------------ */
+static volatile int g_stop;
+static long g_pageouts;
+
+struct worker { int id; size_t n; long ops, bad; };
+
+static void *pager(void *arg) {
+  (void)arg;
+  while (!g_stop) {
+    __atomic_add_fetch(&g_pageouts, (long)zns_tier_pageout(), __ATOMIC_RELAXED);
+    usleep(2000);
+  }
+  return NULL;
+}
+
+static void *work(void *arg) {
+  struct worker *w = arg;
+  struct blk *b = make_blocks(w->n, 600, 1000003u * (uint64_t)(w->id + 1));
+  uint64_t r = 12345 + w->id;
+  while (!g_stop) {
+    size_t i = (size_t)(mix64(++r) % w->n);
+    if (!intact(b[i].p, b[i].n, b[i].seed)) w->bad++;
+    switch (mix64(r * 3) % 4) {
+      case 0:   /* rewrite in place */
+        b[i].seed = mix64(r * 5);
+        fill(b[i].p, b[i].n, b[i].seed);
+        break;
+      case 1:   /* replace */
+        free(b[i].p);
+        b[i].n = 16 + mix64(r * 7) % 1000;
+        b[i].p = malloc(b[i].n);
+        REQUIRE(b[i].p != NULL);
+        b[i].seed = mix64(r * 11);
+        fill(b[i].p, b[i].n, b[i].seed);
+        break;
+      case 2: {  /* realloc: the copy reads the old block, maybe from the tier */
+        size_t m = 16 + mix64(r * 13) % 1500, keep = m < b[i].n ? m : b[i].n;
+        unsigned char *q = realloc(b[i].p, m);
+        REQUIRE(q != NULL);
+        if (!intact(q, keep, b[i].seed)) w->bad++;
+        b[i].p = q; b[i].n = m;
+        b[i].seed = mix64(r * 17);
+        fill(q, m, b[i].seed);
+        break;
+      }
+      default:  /* just read */
+        break;
+    }
+    w->ops++;
+  }
+  w->bad += count_bad(b, w->n);
+  for (size_t i = 0; i < w->n; ++i) free(b[i].p);
+  __libc_free(b);
+  return NULL;
+}
+
+static int integrity(int threads, double seconds) {
+  pthread_t th[64], pg;
+  struct worker w[64];
+  if (threads > 64) threads = 64;
+  for (int t = 0; t < threads; ++t) {
+    w[t] = (struct worker){t, 20000, 0, 0};
+    REQUIRE(pthread_create(&th[t], NULL, work, &w[t]) == 0);
+  }
+  REQUIRE(pthread_create(&pg, NULL, pager, NULL) == 0);
+  usleep((useconds_t)(seconds * 1e6));
+  g_stop = 1;
+  long ops = 0, bad = 0;
+  for (int t = 0; t < threads; ++t) { pthread_join(th[t], NULL); ops += w[t].ops; bad += w[t].bad; }
+  pthread_join(pg, NULL);
+  struct zns_tier_stats s = tier();
+  zt_log("integrity: %d threads, %ld ops, %ld slabs paged out by the pager; tier: out %llu in %llu, "
+         "write hits %llu, errors %llu, fault-in p50 %llu ns p99 %llu ns max %llu ns",
+         threads, ops, g_pageouts, s.slabs_out, s.slabs_in, s.write_hits, s.evict_errors,
+         s.fault_p50_ns, s.fault_p99_ns, s.fault_max_ns);
+  CHECK(bad == 0, "%ld blocks lost or changed bytes", bad);
+  CHECK(g_pageouts > 100, "only %ld slabs were paged out: the test did not exercise the tier", g_pageouts);
+  CHECK(s.evict_errors == 0);
+  if (s.mode == 1) CHECK(s.slabs_in > 100, "only %llu slabs faulted back in", s.slabs_in);
+  return zt_finish("integrity");
+}
+
+/* ---- syscalls ------------------------------------------------------------------------------- */
+static int syscalls(void) {
+  enum { N = 4000 };
+  struct blk *b = make_blocks(N, 900, 77);
+  /* write(2) from cold blocks into a file, then read(2) back into other cold blocks */
+  char path[] = "/tmp/zns-tier-syscallsXXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  unlink(path);
+  size_t out = zns_tier_pageout();
+  CHECK(out > 10, "paged out %zu slabs", out);
+  size_t total = 0;
+  for (size_t i = 0; i < N; ++i) {
+    ssize_t w = write(fd, b[i].p, b[i].n);
+    CHECK(w == (ssize_t)b[i].n, "write(2) from a paged-out block: %zd, errno %d", w, errno);
+    total += b[i].n;
+  }
+  /* fresh targets, filled with junk, then paged out, then read(2) into */
+  struct blk *d = make_blocks(N, 900, 99);
+  for (size_t i = 0; i < N; ++i) {   /* same sizes as b */
+    free(d[i].p);
+    d[i].p = malloc(b[i].n);
+    d[i].n = b[i].n;
+    memset(d[i].p, 0xAB, d[i].n);
+  }
+  out = zns_tier_pageout();
+  CHECK(out > 5, "paged out %zu slabs", out);
+  off_t off = 0;
+  for (size_t i = 0; i < N; ++i) {
+    ssize_t r = pread(fd, d[i].p, d[i].n, off);
+    CHECK(r == (ssize_t)d[i].n, "read(2) into a paged-out block: %zd, errno %d", r, errno);
+    off += (off_t)d[i].n;
+    d[i].seed = b[i].seed;
+  }
+  CHECK(count_bad(d, N) == 0, "read(2) into cold blocks lost bytes");
+  CHECK(count_bad(b, N) == 0, "the source blocks changed");
+  close(fd);
+  struct zns_tier_stats s = tier();
+  zt_log("syscalls: %zu bytes through write(2)/read(2); tier: out %llu in %llu", total, s.slabs_out, s.slabs_in);
+  return zt_finish("syscalls");
+}
+
+/* ---- fork --------------------------------------------------------------------------------- */
+static int fork_test(void) {
+  enum { N = 20000 };
+  struct blk *b = make_blocks(N, 700, 555);
+  size_t out = zns_tier_pageout();
+  CHECK(out > 10, "paged out %zu slabs", out);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    long bad = count_bad(b, N);
+    for (size_t i = 0; i < N; ++i) memset(b[i].p, 0x5A, b[i].n);   /* must not reach the parent */
+    /* the child allocates and frees too */
+    for (int i = 0; i < 10000; ++i) free(malloc(16 + i % 2000));
+    _exit(bad == 0 ? 0 : 3);
+  }
+  int st = 0;
+  REQUIRE(waitpid(pid, &st, 0) == pid);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child saw changed bytes (status %d)", st);
+  CHECK(count_bad(b, N) == 0, "the child's stores reached the parent, or the parent lost bytes");
+  /* and the parent's tier still works after the fork */
+  out = zns_tier_pageout();
+  CHECK(count_bad(b, N) == 0);
+  zt_log("fork: child verified %d blocks; parent paged out %zu slabs after the fork", N, out);
+  return zt_finish("fork");
+}
+
+/* ---- metadata ------------------------------------------------------------------------------- */
+static int metadata(void) {
+  enum { N = 20000 };
+  struct blk *b = make_blocks(N, 300, 4242);
+  size_t out = zns_tier_pageout();
+  CHECK(out > 10, "paged out %zu slabs", out);
+  struct zns_tier_stats s0 = tier();
+  size_t sum = 0;
+  for (size_t i = 0; i < N; i += 2) { sum += malloc_usable_size(b[i].p); free(b[i].p); b[i].p = NULL; }
+  for (size_t i = 1; i < N; i += 2) sum += malloc_usable_size(b[i].p);
+  struct zns_tier_stats s1 = tier();
+  CHECK(s1.slabs_in == s0.slabs_in, "free/malloc_usable_size brought %llu slabs back",
+        s1.slabs_in - s0.slabs_in);
+  CHECK(count_bad(b, N) == 0);
+  zt_log("metadata: %d frees and %d usable-size queries on cold blocks, %llu fault-ins (sum %zu)",
+         N / 2, N, s1.slabs_in - s0.slabs_in, sum);
+  return zt_finish("metadata");
+}
+
+/* ---- policy (ZNS_TIER_COLD_MS small, set by run.sh) ----------------------------------------- */
+static int policy(void) {
+  enum { N = 60000 };
+  struct blk *b = make_blocks(N, 256, 31337);   /* ~8 MiB live */
+  size_t rss0 = rss_bytes();
+  /* one block's slab stays read-hot: read it every 20 ms */
+  double t0 = now_s();
+  struct zns_tier_stats s0 = tier();
+  volatile unsigned sink = 0;
+  while (now_s() - t0 < 3.0) {
+    for (int k = 0; k < 64; ++k) sink += b[k].p[0];
+    usleep(20000);
+  }
+  struct zns_tier_stats s1 = tier();
+  size_t rss1 = rss_bytes();
+  zt_log("policy: RSS %zu -> %zu KiB after 3 s idle; tier: out %llu slabs (%llu KiB on tier), in %llu, "
+         "thrash %llu, write hits %llu", rss0 >> 10, rss1 >> 10, s1.slabs_out, s1.bytes_on_tier >> 10,
+         s1.slabs_in - s0.slabs_in, s1.thrash, s1.write_hits);
+  CHECK(s1.bytes_on_tier > 4u << 20, "an idle heap of ~8 MiB: only %llu bytes left RAM", s1.bytes_on_tier);
+  CHECK(rss1 + (3u << 20) < rss0, "RSS did not drop: %zu -> %zu", rss0, rss1);
+  /* The read-hot slabs came back a bounded number of times: each return within the cold window
+   * doubles the slab's window (300, 600, 1200, 2400 ms), so in 3 s a slab leaves at most 3 times;
+   * without the backoff it would be ~10.  Distinct pages bound the number of slabs. */
+  uintptr_t pages[64];
+  unsigned npages = 0;
+  for (int k = 0; k < 64; ++k) {
+    uintptr_t pg = (uintptr_t)b[k].p >> 12;
+    int seen = 0;
+    for (unsigned j = 0; j < npages; ++j) seen |= pages[j] == pg;
+    if (!seen) pages[npages++] = pg;
+  }
+  unsigned long long ins = s1.slabs_in - s0.slabs_in;
+  zt_log("policy: %u pages read-hot, %llu fault-ins (%.1f per page)", npages, ins, (double)ins / npages);
+  CHECK(ins <= 4ull * npages, "%llu fault-ins for %u read-hot pages: thrashing", ins, npages);
+  CHECK(s1.thrash > 0, "read-hot slabs were never seen to come back too soon: no feedback");
+  CHECK(count_bad(b, N) == 0);
+  (void)sink;
+  return zt_finish("policy");
+}
+
+/* ---- budget (ZNS_TIER_MAX_RESIDENT=2M and a long cold window, set by run.sh) ---------------- */
+static int budget(void) {
+  enum { N = 80000 };
+  struct blk *b = make_blocks(N, 256, 2718);   /* ~11 MiB live */
+  usleep(1500000);                               /* a few scans */
+  struct zns_tier_stats s = tier();
+  zt_log("budget: %llu KiB on the tier, %llu slabs out", s.bytes_on_tier >> 10, s.slabs_out);
+  CHECK(s.bytes_on_tier > 6u << 20, "over budget, but only %llu bytes left RAM", s.bytes_on_tier);
+  CHECK(count_bad(b, N) == 0);
+  return zt_finish("budget");
+}
+
+/* ---- errors: writes to the backing file fail ------------------------------------------------- */
+static int errors(void) {
+  enum { N = 20000 };
+  struct blk *b = make_blocks(N, 500, 8080);
+  struct rlimit rl = {0, RLIM_INFINITY};   /* no file may grow: pwrite says EFBIG */
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+  signal(SIGXFSZ, SIG_IGN);                /* ours: the tier's thread blocks it anyway */
+  size_t out = zns_tier_pageout();
+  struct zns_tier_stats s = tier();
+  zt_log("errors: paged out %zu, eviction errors %llu", out, s.evict_errors);
+  if (s.mode == 1) {
+    CHECK(out == 0, "%zu slabs left RAM though the file refused every write", out);
+    CHECK(s.evict_errors > 0, "no eviction error counted");
+  }
+  CHECK(count_bad(b, N) == 0, "bytes lost after failed evictions");
+  /* the program runs on: more memory, more frees */
+  struct blk *c = make_blocks(N, 500, 9090);
+  CHECK(count_bad(c, N) == 0);
+  for (size_t i = 0; i < N; ++i) { free(b[i].p); free(c[i].p); }
+  return zt_finish("errors");
+}
+
+/* ---- full: the backing file's file system is full (run.sh mounts a 256 KiB tmpfs) ------------ */
+static int full(void) {
+  enum { N = 20000 };
+  struct blk *b = make_blocks(N, 500, 6060);   /* madvise: most of it cannot get room in the file */
+  size_t out = zns_tier_pageout();              /* uffd: most evictions meet ENOSPC */
+  struct blk *c = make_blocks(N, 500, 7070);
+  out += zns_tier_pageout();
+  struct zns_tier_stats s = tier();
+  zt_log("full: paged out %zu, errors %llu", out, s.evict_errors);
+  CHECK(s.evict_errors > 0, "a full file system and no error counted");
+  CHECK(count_bad(b, N) == 0 && count_bad(c, N) == 0, "bytes lost on a full file system");
+  for (size_t i = 0; i < N; ++i) { free(b[i].p); free(c[i].p); }
+  return zt_finish("full");
+}
+
+/* ---- fallback: no userfaultfd here; the program must simply run ---------------------------- */
+static int fallback(void) {
+  struct blk *b = make_blocks(20000, 400, 1);
+  size_t out = zns_tier_pageout();
+  struct zns_tier_stats s = tier();
+  zt_log("fallback: mode %d, paged out %zu", s.mode, out);
+  CHECK(s.mode != 1, "userfaultfd was expected to be unavailable here");
+  CHECK(count_bad(b, 20000) == 0);
+  return zt_finish("fallback");
+}
+
+int main(int argc, char **argv) {
+  REQUIRE(zns_tier_stats != NULL && zns_tier_pageout != NULL, "run under libzns_slab (tests/tier/run.sh)");
+  REQUIRE(argc >= 2, "usage: tier_test SCENARIO [ARGS]");
+  const char *c = argv[1];
+  if (!strcmp(c, "fallback")) return fallback();
+  REQUIRE(tier().mode != 0, "the tier is off: set ZNS_TIER=uffd or madvise");
+  if (!strcmp(c, "integrity")) return integrity(argc > 2 ? atoi(argv[2]) : 4, argc > 3 ? atof(argv[3]) : 5);
+  if (!strcmp(c, "syscalls")) return syscalls();
+  if (!strcmp(c, "fork")) return fork_test();
+  if (!strcmp(c, "metadata")) return metadata();
+  if (!strcmp(c, "policy")) return policy();
+  if (!strcmp(c, "budget")) return budget();
+  if (!strcmp(c, "errors")) return errors();
+  if (!strcmp(c, "full")) return full();
+  zt_log("unknown scenario %s", c);
+  return 2;
+}
