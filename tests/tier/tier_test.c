@@ -15,6 +15,7 @@
  *                              errors are counted, every byte is intact
  *   full                       the backing file's file system is full (ENOSPC): the same
  *   fallback                   run where userfaultfd is not allowed: a warning, and the program runs
+ *   mode                       print the tier's mode (0 off, 1 uffd, 2 madvise)
  */
 #define _GNU_SOURCE 1
 #include <pthread.h>
@@ -355,6 +356,7 @@ int main(int argc, char **argv) {
   REQUIRE(argc >= 2, "usage: tier_test SCENARIO [ARGS]");
   const char *c = argv[1];
   if (!strcmp(c, "fallback")) return fallback();
+  if (!strcmp(c, "mode")) { printf("%d\n", tier().mode); return 0; }
   REQUIRE(tier().mode != 0, "the tier is off: set ZNS_TIER=uffd or madvise");
   if (!strcmp(c, "integrity")) return integrity(argc > 2 ? atoi(argv[2]) : 4, argc > 3 ? atof(argv[3]) : 5);
   if (!strcmp(c, "syscalls")) return syscalls();
