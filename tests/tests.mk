@@ -31,7 +31,7 @@ $(BUILD)/tests/%.static: tests/%.cpp $(AR) $(wildcard tests/api/*.h) | $(BUILD)/
 
 .PHONY: test test-unit test-build
 # driven by tests/tier/run.sh
-TIER_TEST     := $(BUILD)/tests/tier/tier_test
+TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.static
 test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC) $(TIER_TEST)
 test: deps-test
 	@$(MAKE) --no-print-directory test-build

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The tier's tests (issue 5): every scenario of tier_test.c under ZNS_TIER=uffd and =madvise, the
+# The tier's tests (issue 5): every scenario of tier_test.c under ZNS_TIER=uffd and =madvise
+# (preloaded; the integrity run also linked with libzns_slab.a), the
 # backing-file failures (RLIMIT_FSIZE; a full tmpfs when this machine lets us mount one), the
 # fallback where userfaultfd is not allowed, and python3 with its heap paged out and back.
 # Exit status 0 when everything passed; each step prints one line.
@@ -36,6 +37,7 @@ fi
 for mode in $MODES; do
   E=(ZNS_TIER=$mode ZNS_TIER_DIR=$T LD_PRELOAD=$LIB)
   step "$mode/integrity"  "" "${E[@]}" -- "$BIN" integrity 4 6
+  step "$mode/integrity(linked)" "" ZNS_TIER=$mode ZNS_TIER_DIR=$T -- "$BIN.static" integrity 2 2
   step "$mode/syscalls"   "" "${E[@]}" -- "$BIN" syscalls
   step "$mode/fork"       "" "${E[@]}" -- "$BIN" fork
   step "$mode/metadata"   "" "${E[@]}" -- "$BIN" metadata
