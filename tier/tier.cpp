@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,6 +66,9 @@ TierMeta *g_tm;            // one per region page (address space only: committed
 char *g_base;              // region base, for the madvise mode's file offsets
 size_t g_bytes;
 int g_fd = -1;             // backing file
+dev_t g_fd_dev;            // its identity: a program that closes every descriptor (daemons do)
+ino_t g_fd_ino;            // must not make us write a slab into whatever file reuses the number
+std::atomic<bool> g_fd_lost;
 int g_uffd = -1;
 bool g_registered;         // uffd: the region is registered (set before the thread serves)
 Lock g_tier_lock;
@@ -184,9 +188,20 @@ uint32_t cold_window(const TierMeta &t) {
   return w > 0x7fffffffu ? 0x7fffffffu : uint32_t(w);
 }
 
+// The backing file is still the one we opened.  Once it is not, nothing more leaves RAM.
+bool file_still_ours() {
+  if (g_fd_lost.load(std::memory_order_relaxed)) return false;
+  struct stat st;
+  if (fstat(g_fd, &st) == 0 && st.st_dev == g_fd_dev && st.st_ino == g_fd_ino) return true;
+  g_fd_lost.store(true);
+  say("the backing file's descriptor was closed or replaced by the program: no more slabs leave RAM");
+  return false;
+}
+
 // ---- eviction ---------------------------------------------------------------------------------------------
 // Under g_tier_lock.  Claims the slab headed at `page`, writes it out and drops it.
 bool evict(uint32_t page) {
+  if (!file_still_ours()) return false;
   SlabMeta *s = tier_claim(page);
   if (!s) return false;
   TierMeta &t = g_tm[page];
@@ -506,10 +521,17 @@ void *tier_map_region(size_t bytes) {
   if (!g_tm) { say("no memory for its metadata: off"); return nullptr; }
   g_fd = open_backing_file();
   if (g_fd < 0) { say("cannot create a backing file in ZNS_TIER_DIR=", g_options.ZNS_TIER_DIR, ": off"); return nullptr; }
+  // Out of the way of the program's own low descriptor numbers.
+  int high = fcntl(g_fd, F_DUPFD_CLOEXEC, 512);
+  if (high >= 0) { close(g_fd); g_fd = high; }
+  struct stat st;
+  if (fstat(g_fd, &st) == 0) { g_fd_dev = st.st_dev; g_fd_ino = st.st_ino; }
   if (want == kTierUffd) {
     bool user_only;
     g_uffd = open_uffd(&user_only);
     if (g_uffd >= 0) {
+      int high = fcntl(g_uffd, F_DUPFD_CLOEXEC, 512);
+      if (high >= 0) { close(g_uffd); g_uffd = high; }
       g_tier_mode = kTierUffd;
       return nullptr;   // anonymous region, registered once the handler thread runs
     }
@@ -544,6 +566,7 @@ bool tier_take(uint32_t page, unsigned k, bool missing) {
     return true;
   }
   if (!missing) return true;
+  if (!file_still_ours()) return false;   // no room can be made: the request falls through
   // madvise: room in the file for these pages, so a store can never meet a full disk (SIGBUS).
   uint64_t end = uint64_t(page) + k;
   Guard g(g_grow_lock);

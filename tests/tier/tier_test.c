@@ -14,6 +14,8 @@
  *   errors                     the backing file refuses writes (RLIMIT_FSIZE): slabs stay in RAM,
  *                              errors are counted, every byte is intact
  *   full                       the backing file's file system is full (ENOSPC): the same
+ *   closefd                    the program closes every descriptor and reuses the numbers: the tier
+ *                              stops evicting and never writes into the program's file
  *   fallback                   run where userfaultfd is not allowed: a warning, and the program runs
  *   mode                       print the tier's mode (0 off, 1 uffd, 2 madvise)
  */
@@ -340,6 +342,27 @@ static int full(void) {
   return zt_finish("full");
 }
 
+/* ---- closefd: the program closes every descriptor (daemons do) and reuses the numbers --------- */
+static int closefd(void) {
+  enum { N = 20000 };
+  struct blk *b = make_blocks(N, 300, 1234);
+  char path[] = "/tmp/zns-tier-victimXXXXXX";
+  int v = mkstemp(path);
+  REQUIRE(v >= 0);
+  unlink(path);
+  for (int fd = 3; fd < 1024; ++fd) if (fd != v) close(fd);
+  for (int fd = 3; fd < 1024; ++fd) if (fd != v) dup2(v, fd);   /* every number now names the victim */
+  size_t out = zns_tier_pageout();
+  off_t size = lseek(v, 0, SEEK_END);
+  zt_log("closefd: paged out %zu after the descriptors were replaced; the victim file has %ld bytes",
+         out, (long)size);
+  CHECK(size == 0, "the tier wrote %ld bytes into a file of the program's", (long)size);
+  CHECK(count_bad(b, N) == 0);
+  struct blk *c = make_blocks(N, 300, 4321);   /* and the program runs on */
+  CHECK(count_bad(c, N) == 0);
+  return zt_finish("closefd");
+}
+
 /* ---- fallback: no userfaultfd here; the program must simply run ---------------------------- */
 static int fallback(void) {
   struct blk *b = make_blocks(20000, 400, 1);
@@ -366,6 +389,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "budget")) return budget();
   if (!strcmp(c, "errors")) return errors();
   if (!strcmp(c, "full")) return full();
+  if (!strcmp(c, "closefd")) return closefd();
   zt_log("unknown scenario %s", c);
   return 2;
 }
