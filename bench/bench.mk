@@ -3,14 +3,16 @@
 #   make bench            build, then run every workload under glibc, jemalloc, mimalloc, tcmalloc
 #                         and ZNS-Slab (interleaved rounds) and write bench/RESULTS.md, bench/plots/
 #   make bench QUICK=1    the same with fewer rounds, sizes and operations (a few minutes)
-#   make bench BENCH_ARGS='--only micro,latency'   a subset (see bench/run_bench.py --help)
+#   make bench BENCH_ARGS='--only micro,latency'   a subset (see bench/run_bench.py --help); the other
+#                         stages' results are kept in bench/results.json and RESULTS.md
+#   make bench BENCH_ARGS='--only tier'            the tier of issue 5 (ZNS-Slab only)
 #
 # The benchmark programs know nothing of ZNS-Slab: they are built once and every allocator is
 # swapped in with LD_PRELOAD by bench/run_bench.py (glibc = no preload).  Nothing links a peer.
 BENCH_PY     := /usr/bin/python3
 BENCH_CFLAGS := -O2 -g -pthread -Wall -Wextra -I. \
                 -fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc
-BENCH_BINS   := $(addprefix $(BUILD)/bench/,micro latency memory pairs timeit)
+BENCH_BINS   := $(addprefix $(BUILD)/bench/,micro latency memory pairs timeit tier workload)
 BENCH_PROG_PKGS := redis-server redis-tools sqlite3 valgrind
 QUICK        ?=
 BENCH_ARGS   ?=
@@ -22,6 +24,8 @@ $(BUILD)/bench/latency: bench/latency.cpp bench/bench_common.h | $(BUILD)/bench
 $(BUILD)/bench/memory: bench/memory.cpp bench/bench_common.h | $(BUILD)/bench
 	$(CXX) $(CXXSTD) $(BENCH_CFLAGS) $< -o $@
 $(BUILD)/bench/pairs: bench/pairs.c | $(BUILD)/bench
+	$(CC) $(BENCH_CFLAGS) $< -o $@ -ldl
+$(BUILD)/bench/tier: bench/tier.c | $(BUILD)/bench
 	$(CC) $(BENCH_CFLAGS) $< -o $@ -ldl
 $(BUILD)/bench/timeit: bench/timeit.c | $(BUILD)/bench
 	$(CC) -O2 -Wall $< -o $@

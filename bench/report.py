@@ -3,6 +3,7 @@ import os
 import statistics
 
 PEERS = ["jemalloc", "mimalloc", "tcmalloc"]
+STAGE_ORDER = ["callgrind", "micro", "latency", "memory", "programs", "redis", "tier"]
 COLORS = {"glibc": "#7f7f7f", "jemalloc": "#1f77b4", "mimalloc": "#2ca02c", "tcmalloc": "#ff7f0e", "zns": "#d62728"}
 
 MICRO_ROWS = (["pair/%d" % s for s in (8, 16, 32, 48, 64, 96, 128, 256, 512, 1024, 2048, 4096)] +
@@ -41,6 +42,13 @@ def cell(s, digits=None, spread=True):
     if not spread or lo == hi:
         return num(m, digits)
     return "%s (%s–%s)" % (num(m, digits), num(lo, digits), num(hi, digits))
+
+
+def scfg(ctx, stage):
+    """The configuration a stage was measured with (a subset run keeps older stages' own)."""
+    c = dict(ctx.cfg)
+    c.update((getattr(ctx, "runs", {}).get(stage) or {}).get("config") or {})
+    return c
 
 
 def ratio(x, digits=2):
@@ -129,6 +137,14 @@ def render(ctx, plots, outdir):
     w("- Mode **%s**: %d interleaved rounds (memory: %d); in each round every allocator runs the "
       "same workload back to back in the order %s. Tables show the median over rounds and (min–max)." %
       (ctx.mode, ctx.rounds, min(ctx.rounds, 3), ", ".join(ctx.order)))
+    earlier = [(st, r) for st, r in getattr(ctx, "runs", {}).items() if st not in ctx.ran_now]
+    if earlier:
+        w("- This run measured only: %s. Kept from earlier runs (results.json; rerun the stage to refresh): %s." %
+          (", ".join(ctx.ran_now) or "nothing", "; ".join(
+              "%s (%s, git %s%s, %s mode, %s rounds)" % (st, r.get("date"), r.get("git"),
+                                                       " + uncommitted" if r.get("git_dirty") else "",
+                                                       r.get("mode"), r.get("rounds"))
+              for st, r in sorted(earlier, key=lambda x: STAGE_ORDER.index(x[0]) if x[0] in STAGE_ORDER else 99))))
     if ctx.skipped:
         w("- Not measured: " + "; ".join("%s: %s" % (a, why) for a, why in ctx.skipped.items()) + ".")
     w("- Every allocator runs the same binaries; glibc = no preload, the others with `LD_PRELOAD` of "
@@ -155,6 +171,8 @@ def render(ctx, plots, outdir):
         sections.append(section_redis(ctx, targets))
     if "programs" in ctx.stages:
         sections.append(section_programs(ctx))
+    if "tier" in ctx.stages:
+        sections.append(section_tier(ctx))
 
     w("## Targets (issue 4)")
     w("")
@@ -203,7 +221,7 @@ def section_callgrind(ctx):
     txt = ["## Instructions per malloc+free pair (callgrind)", "",
            "`valgrind --tool=callgrind build/bench/pairs N 64` under each allocator: instructions of N = %d "
            "pairs of malloc(64)+free minus those of N = 0, divided by N (the loop adds ~4). Deterministic: "
-           "one run each." % ctx.cfg["callgrind_pairs"], "",
+           "one run each." % scfg(ctx, "callgrind")["callgrind_pairs"], "",
            table(["allocator", "instructions per pair"], rows), ""]
     if r is not None:
         txt.append("ZNS-Slab: %.2fx the best peer (%s)." % (r, p))
@@ -305,7 +323,7 @@ def section_latency(ctx, targets):
            "slot, malloc a new block), each call timed alone between serialised TSC reads; the median "
            "cost of an empty timed region is subtracted; TSC calibrated against CLOCK_MONOTONIC. ns, "
            "median over rounds (min–max). max and the far tail are dominated by interrupts and "
-           "preemption on this VM." % "{:,}".format(ctx.cfg["latency_ops"]), ""]
+           "preemption on this VM." % "{:,}".format(scfg(ctx, "latency")["latency_ops"]), ""]
     steps = sorted({round(d.get("tsc_step_ns", 0), 1) for sc in ctx.store.data.get("latency", {}).values()
                     for runs in sc.values() for d in runs if d.get("tsc_step_ns")})
     overheads = [d["timer_overhead_ns"] for sc in ctx.store.data.get("latency", {}).values()
@@ -357,7 +375,7 @@ def section_memory(ctx, targets):
            "freeing all. Payload = count × S (the requested bytes). Overhead = (RSS_full − RSS_before − "
            "payload) / payload. Half = (RSS_half − RSS_before − payload/2) / (payload/2). Nothing is "
            "trimmed or purged on purpose (no malloc_trim, no waiting): as-is. Medians over rounds "
-           "(the spread is small)." % "{:,}".format(ctx.cfg["mem_count"]), ""]
+           "(the spread is small)." % "{:,}".format(scfg(ctx, "memory")["mem_count"]), ""]
     rows, rows_half, rows_left = [], [], []
     under_all = []
     small = []
@@ -407,7 +425,7 @@ def section_redis(ctx, targets):
            "the server after the SET load. \"jemalloc\" here is redis as shipped by Debian (it links "
            "libjemalloc.so.2; no preload); the others are preloaded into the same binary. Only the server "
            "runs under the allocator; redis-benchmark is a plain client on the same 2 cores." %
-           (ctx.machine["packages"].get("redis-server", "?"), ctx.cfg["redis_n"], ctx.cfg["redis_n"]), ""]
+           (ctx.machine["packages"].get("redis-server", "?"), scfg(ctx, "redis")["redis_n"], scfg(ctx, "redis")["redis_n"]), ""]
     allocs = [a for a in ["jemalloc", "mimalloc", "tcmalloc", "zns"] if a in ctx.order]
     rows = []
     V = {}
@@ -449,7 +467,7 @@ def section_programs(ctx):
            "python3: `PYTHONMALLOC=malloc /usr/bin/python3 bench/programs/objects.py %d` (records as dicts, "
            "an index, json and pickle round trips, deletes). sqlite3: `sqlite3 :memory:` running "
            "bench/programs/sqlite_workload.sql with %d rows (indexes, joins, updates, deletes, VACUUM). "
-           "Outputs are compared across allocators." % (ctx.cfg["py_n"], ctx.cfg["sqlite_rows"]), ""]
+           "Outputs are compared across allocators." % (scfg(ctx, "programs")["py_n"], scfg(ctx, "programs")["sqlite_rows"]), ""]
     for prog in ["python3", "sqlite3"]:
         if prog not in ctx.store.data.get("programs", {}) and prog not in ctx.store.errors.get("programs", {}):
             continue
@@ -466,6 +484,120 @@ def section_programs(ctx):
         txt += ["### %s" % prog, "", table(["metric"] + ctx.order + ["best peer", "zns / best", "zns / glibc"], rows), "",
                 "Output: %s" % ("identical under every allocator (%s)." % sums.pop() if len(sums) == 1 else
                                 "**DIFFERS between runs/allocators**: %s" % ", ".join(sorted(sums)) if sums else "-"), ""]
+    return "\n".join(txt)
+
+
+TIER_MODES = ["off", "uffd", "madvise"]
+
+
+def section_tier(ctx):
+    c = scfg(ctx, "tier")
+    data = ctx.store.data.get("tier", {})
+    cost = ctx.store.data.get("tier_cost", {})
+    mib = 1048576.0
+
+    def runs(mode):
+        return data.get(mode, {}).get("zns", [])
+
+    def S(mode, f, src=None):
+        return summ([f(d) for d in (src or runs)(mode)])
+
+    def crun(mode):
+        return cost.get(mode, {}).get("zns", [])
+
+    txt = ["## Tier (issue 5)", "",
+           "ZNS-Slab only (the peers have no tier), with `ZNS_TIER=off`, `uffd` and `madvise` run back to back "
+           "in each round (interleaved), backing file in `ZNS_TIER_DIR=/var/tmp`. Goals are reported, not asserted.", "",
+           "**Heap going cold** (build/bench/tier): %d threads each malloc blocks of uniform random size %d..%d B "
+           "until together they hold %d MiB of payload (requested bytes), write every byte and exit, so their "
+           "slabs are shared; the process then stays idle for %g s with `ZNS_TIER_COLD_MS=%d`, sampling its RSS "
+           "(/proc/self/statm, the whole process: program, libraries, the shim's metadata and the 12 B per block "
+           "table of pointers the program keeps outside the heap). Then it reads one byte of every block in a "
+           "random order: mincore(2) says (untimed) whether the block's page is resident, and the read alone is "
+           "timed with CLOCK_MONOTONIC; a read of a non-resident page is a first touch (fault-in). Finally every "
+           "byte is checked." % (c["tier_threads"], c["tier_min"], c["tier_max"], c["tier_payload_mb"],
+                                 c["tier_idle_s"], c["tier_cold_ms"]), ""]
+    rows = []
+    for mode in TIER_MODES:
+        if not runs(mode):
+            err = ctx.store.error("tier", mode, "zns")
+            if err:
+                rows.append([mode, "FAILED¹"] + ["-"] * 7)
+            continue
+        idle = S(mode, lambda d: 100.0 * d["rss_idle"] / d["payload"])
+        added = S(mode, lambda d: 100.0 * (d["rss_idle"] - d["rss_before"]) / d["payload"])
+        ok = None if mode == "off" else idle[0] <= 20.0
+        rows.append([mode, num(statistics.median([d["payload"] / mib for d in runs(mode)]), 1),
+                     cell(S(mode, lambda d: d["rss_full"] / mib), 1),
+                     cell(S(mode, lambda d: d["rss_idle"] / mib), 1),
+                     cell(idle, 1), cell(added, 1),
+                     cell(S(mode, lambda d: (d.get("lib") or {}).get("idle_slabs_out") or 0), 0),
+                     "baseline" if mode == "off" else mark(ok) + " (≤ 20%)", len(runs(mode))])
+    txt += ["### Idle RSS as a share of the payload", "",
+            table(["ZNS_TIER", "payload MiB", "RSS full (MiB)", "RSS idle (MiB)", "RSS idle / payload (%)",
+                   "(RSS idle − RSS before) / payload (%)", "slabs out", "goal", "rounds"], rows), "",
+            "RSS before = after the allocator's first call, before the heap is built (program, libraries, shim "
+            "start-up). Medians (min–max) over rounds.", ""]
+    rows = []
+    for mode in ("uffd", "madvise"):
+        if not runs(mode):
+            continue
+        lib = lambda d: d.get("lib") or {}
+        sj = lambda d: d.get("stats_json") or {}
+        rows.append([mode, cell(S(mode, lambda d: d["faults"]), 0),
+                     cell(S(mode, lambda d: d["fault_p50_us"]), 1), cell(S(mode, lambda d: d["fault_p99_us"]), 1),
+                     cell(S(mode, lambda d: d["fault_max_us"]), 0), cell(S(mode, lambda d: d["fault_mean_us"]), 1),
+                     ("%s / %s" % (cell(S(mode, lambda d: sj(d).get("fault_p50_ns", 0) / 1000.0), 1),
+                                   cell(S(mode, lambda d: sj(d).get("fault_p99_ns", 0) / 1000.0), 1))
+                      if any(sj(d).get("faults_timed") for d in runs(mode)) else "not timed in this mode"),
+                     cell(S(mode, lambda d: d["touch_s"]), 2),
+                     cell(S(mode, lambda d: sj(d).get("thrash", lib(d).get("thrash", 0))), 0),
+                     cell(S(mode, lambda d: d["rss_after_touch"] / mib), 1),
+                     sum(d["bad_blocks"] for d in runs(mode)), len(runs(mode))])
+    if rows:
+        txt += ["### First touches after the heap went out", "",
+                table(["ZNS_TIER", "first touches (faults)", "p50 µs", "p99 µs", "max µs", "mean µs",
+                       "library's fault-in service p50 / p99 µs (ZNS_STATS)", "all touches (s)", "thrash",
+                       "RSS after (MiB)", "bad blocks", "rounds"], rows), "",
+                "Measured = the timed read in the program (it includes the fault, the wake-up of the handler "
+                "thread and the return). The library's figures are its own fault-in service time (uffd: from "
+                "reading the fault message to the wake) from the `ZNS_STATS` JSON at exit; its histogram has "
+                "power-of-two buckets and reports a bucket's upper bound (16383 ns = \"under 16.4 µs\"). "
+                "uffd brings a whole slab back per fault (1–16 pages); madvise leaves fault-ins to the kernel, a "
+                "page at a time (MADV_RANDOM), so it takes more, and since reads are invisible to its policy "
+                "the scan keeps paging slabs out while they are being read (the thrash column and the lower "
+                "RSS after). bad blocks = blocks whose bytes differed from what was written (must be 0).", ""]
+    rows = []
+    base = summ([d["wall"] for d in crun("off")])
+    base_cpu = summ([d["cpu"] for d in crun("off")])
+    for mode in TIER_MODES:
+        if not crun(mode):
+            if ctx.store.error("tier_cost", mode, "zns"):
+                rows.append([mode, "FAILED¹"] + ["-"] * 7)
+            continue
+        wall = summ([d["wall"] for d in crun(mode)])
+        cpu = summ([d["cpu"] for d in crun(mode)])
+        rw = wall[0] / base[0] if base and mode != "off" else None
+        rc = cpu[0] / base_cpu[0] if base_cpu and mode != "off" else None
+        outs = sorted({d.get("slabs_out") for d in crun(mode)}, key=lambda x: (x is None, x))
+        rows.append([mode, cell(wall, 3), cell(cpu, 3), ratio(rw, 3), ratio(rc, 3),
+                     "baseline" if mode == "off" else mark(rw is not None and rw < 1.03) + " (< 1.03x)",
+                     ", ".join("-" if o is None else str(o) for o in outs),
+                     cell(summ([d["rss_mb"] for d in crun(mode)]), 1), len(crun(mode))])
+    if rows:
+        sums = {d.get("checksum") for m in TIER_MODES for d in crun(m)}
+        txt += ["### Cost of the tier when nothing is cold", "",
+                "build/bench/workload --scale %g (the `make run` workload: a session store, requests and a "
+                "two-thread pipeline; ~1.5 M allocations per unit of scale), timed as a process by build/bench/timeit, "
+                "under `ZNS_TIER=off` and with the tier on and `ZNS_TIER_COLD_MS=3600000` (nothing is ever "
+                "cold: what remains is registration, zero-filling fresh slabs through the tier, the file "
+                "room reserved in madvise mode, and the scan thread once a second). %d interleaved rounds; "
+                "median (min–max); ratio of medians to off; goal: less than 3%% slower (wall)." %
+                (c["tier_cost_scale"], max([len(crun(m)) for m in TIER_MODES] + [0])), "",
+                table(["ZNS_TIER", "wall (s)", "user+sys (s)", "wall / off", "user+sys / off", "goal",
+                       "slabs out (should be 0)", "peak RSS (MiB)", "rounds"], rows), "",
+                "Output: %s" % ("identical in every run (checksum %s)." % next(iter(sums)) if len(sums) == 1 else
+                                "**DIFFERS between runs**: %s" % ", ".join(sorted(str(x) for x in sums))), ""]
     return "\n".join(txt)
 
 
@@ -589,6 +721,36 @@ def make_plots(ctx, outdir):
             bars(axes[0], names, lambda g, a: vals("programs", g, a, lambda d: d["wall"]), "Workload 9: wall time (s)", "s")
             bars(axes[1], names, lambda g, a: vals("programs", g, a, lambda d: d["rss_mb"]), "Workload 9: peak RSS (MiB)", "MiB")
             save(fig, "programs.png")
+        tier = ctx.store.data.get("tier", {})
+        if tier:
+            fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+            tcol = {"off": "#7f7f7f", "uffd": "#d62728", "madvise": "#1f77b4"}
+            for mode in TIER_MODES:
+                rs = tier.get(mode, {}).get("zns", [])
+                if not rs:
+                    continue
+                d = sorted(rs, key=lambda d: d["rss_idle"])[len(rs) // 2]   # the median round
+                xs = [p[0] for p in d["rss_samples"]]
+                axes[0].plot(xs, [100.0 * p[1] / d["payload"] for p in d["rss_samples"]], marker=".",
+                             label="ZNS_TIER=" + mode, color=tcol[mode])
+            axes[0].axhline(20, ls="--", color="k", lw=0.8, label="goal 20%")
+            axes[0].set_xlabel("seconds idle (ZNS_TIER_COLD_MS=%d)" % scfg(ctx, "tier")["tier_cold_ms"])
+            axes[0].set_ylabel("RSS / payload (%)")
+            axes[0].set_title("Tier: RSS of an idle 64 MiB heap (median round)", fontsize=10)
+            axes[0].grid(alpha=0.3)
+            axes[0].legend(fontsize=7)
+            for mode in ("uffd", "madvise"):
+                rs = tier.get(mode, {}).get("zns", [])
+                if rs:
+                    ys = [vals("tier", mode, "zns", lambda d, k=k: d[k]) for k in ("fault_p50_us", "fault_p99_us", "fault_max_us")]
+                    if all(ys):
+                        axes[1].plot(["p50", "p99", "max"], [y[0] for y in ys], marker="o", label="ZNS_TIER=" + mode, color=tcol[mode])
+            axes[1].set_yscale("log")
+            axes[1].set_ylabel("µs")
+            axes[1].set_title("Tier: first-touch latency (median over rounds)", fontsize=10)
+            axes[1].grid(alpha=0.3)
+            axes[1].legend(fontsize=7)
+            save(fig, "tier.png")
     except Exception as e:   # a chart problem must not lose the tables
         import traceback
         traceback.print_exc()

@@ -17,6 +17,14 @@ Workloads (see bench/*.cpp and bench/programs/ for the exact definitions):
     memory      7: RSS of 1M live blocks per size, after freeing a random half, after freeing all
     programs    9: python3 (PYTHONMALLOC=malloc) and sqlite3 workloads, timed as processes
     redis       8: redis-server loaded with redis-benchmark: SET/GET throughput and server RSS
+    tier        issue 5, ZNS-Slab only, ZNS_TIER=off / uffd / madvise interleaved: idle RSS of a 64 MiB
+                heap of shared slabs and the latency of its first touches (build/bench/tier), and
+                build/bench/workload with the tier on but nothing cold vs off (own round counts in
+                CONFIGS: tier_rounds, tier_cost_rounds; --rounds does not change them)
+
+--only runs a subset: results.json keeps the other stages' data from the previous run (each stage
+records its own date, git, mode and config under "runs") and RESULTS.md is regenerated from the
+merged data.  --report-only measures nothing and regenerates RESULTS.md and the charts.
 
 A peer that is missing or crashes is reported as such in RESULTS.md; it never stops the harness.
 Standard library only, plus matplotlib for the charts (Debian's python3-matplotlib).
@@ -62,9 +70,19 @@ CONFIGS = {
                  mem_sizes=[8, 16, 32, 48, 64, 96, 128, 256, 512, 1024, 2048, 4096], mem_count=1000000,
                  redis_n=1000000, py_n=150000, sqlite_rows=200000, callgrind_pairs=1000000),
 }
+# The tier stage (issue 5): the same in both modes except the idle time and the workload's scale.
+TIER_CFG = {
+    "quick": dict(tier_payload_mb=64, tier_threads=4, tier_min=64, tier_max=1024, tier_cold_ms=500,
+                  tier_idle_s=3, tier_rounds=3, tier_cost_rounds=5, tier_cost_scale=0.5),
+    "full": dict(tier_payload_mb=64, tier_threads=4, tier_min=64, tier_max=1024, tier_cold_ms=500,
+                 tier_idle_s=4, tier_rounds=5, tier_cost_rounds=7, tier_cost_scale=1.0),
+}
+for _m, _c in TIER_CFG.items():
+    CONFIGS[_m].update(_c)
 MICRO_GROUPS = [("pair", "^pair/"), ("batch", "^batch/"), ("churn", "^churn/"), ("prodcons", "^prodcons")]
 LATENCY_SCENARIOS = [("mixed 16..4096 B", 16, 4096), ("small 16..256 B", 16, 256)]
-STAGES = ["callgrind", "micro", "latency", "memory", "programs", "redis"]
+STAGES = ["callgrind", "micro", "latency", "memory", "programs", "redis", "tier"]
+TIER_MODES = ["off", "uffd", "madvise"]
 
 
 def log(msg):
@@ -490,6 +508,88 @@ def stage_redis(ctx):
         log("redis: round %d/%d done" % (rnd + 1, rounds))
 
 
+# ---- the tier (issue 5) -------------------------------------------------------------------------------
+TIER_DIR = "/var/tmp"          # ZNS_TIER_DIR: the backing file is created there and unlinked at once
+TIER_HOT_COLD_MS = 3600000     # "nothing is cold": one hour, far beyond any run
+
+
+def read_tier_stats(stats_dir):
+    """The "tier" object of the measured program's ZNS_STATS dump.  ZNS_STATS=DIR/stats.%p.json:
+    build/bench/timeit runs under the same LD_PRELOAD and dumps its own (near empty) stats at its
+    exit, after the program's; the program is the one that allocated the most."""
+    best = None
+    for name in os.listdir(stats_dir):
+        try:
+            with open(os.path.join(stats_dir, name)) as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            continue
+        finally:
+            os.unlink(os.path.join(stats_dir, name))
+        n = doc.get("totals", {}).get("allocated", 0)
+        if best is None or n > best[0]:
+            best = (n, doc.get("tier"))
+    return best[1] if best else None
+
+
+def stage_tier(ctx):
+    """ZNS-Slab only (the peers have no tier), under ZNS_TIER=off, uffd and madvise, interleaved:
+    (a, b) build/bench/tier: idle RSS of a 64 MiB heap of shared slabs, then timed first touches;
+    (c) build/bench/workload with the tier on but nothing cold, against the tier off."""
+    if "zns" not in ctx.order:
+        ctx.store.fail("tier", "(stage)", "zns", "ZNS-Slab is not available")
+        return
+    alloc = ctx.allocs["zns"]
+    c = ctx.cfg
+    stats_dir = tempfile.mkdtemp(prefix="zns-bench-tier.")
+    stats = os.path.join(stats_dir, "stats.%p.json")
+    try:
+        cmd = [ctx.bin("tier"), "--payload-mb", str(c["tier_payload_mb"]), "--threads", str(c["tier_threads"]),
+               "--min", str(c["tier_min"]), "--max", str(c["tier_max"]), "--idle-s", str(c["tier_idle_s"])]
+        for rnd in range(c["tier_rounds"]):
+            for mode in TIER_MODES:
+                env = {"ZNS_TIER": mode, "ZNS_TIER_COLD_MS": str(c["tier_cold_ms"]), "ZNS_TIER_DIR": TIER_DIR,
+                       "ZNS_STATS": stats}
+                r = run_proc(ctx, cmd, alloc, extra_env=env, timeout=300)
+                if r.error:
+                    ctx.store.fail("tier", mode, "zns", r.error)
+                    continue
+                try:
+                    doc = json.loads(r.out)
+                except ValueError as e:
+                    ctx.store.fail("tier", mode, "zns", "unreadable output: %s" % e)
+                    continue
+                bad = check_origin(alloc, doc.get("malloc_from", "?"))
+                if bad:
+                    ctx.store.fail("tier", mode, "zns", bad)
+                    continue
+                doc["stats_json"] = read_tier_stats(stats_dir)
+                if "tier (" in r.err or "zns-slab" in r.err:
+                    doc["stderr"] = tail(r.err, 3)
+                ctx.store.add("tier", mode, "zns", doc)
+                log("  tier %-8s idle RSS %.1f MiB = %.1f%% of %.1f MiB payload; %d faults p50 %.1f us p99 %.1f us" %
+                    (mode, doc["rss_idle"] / 1048576.0, 100.0 * doc["rss_idle"] / doc["payload"],
+                     doc["payload"] / 1048576.0, doc["faults"], doc["fault_p50_us"], doc["fault_p99_us"]))
+            log("tier: idle/fault round %d/%d done" % (rnd + 1, c["tier_rounds"]))
+        wl = [ctx.bin("workload"), "--scale", str(c["tier_cost_scale"])]
+        for rnd in range(c["tier_cost_rounds"]):
+            for mode in TIER_MODES:
+                env = {"ZNS_TIER": mode, "ZNS_TIER_COLD_MS": str(TIER_HOT_COLD_MS), "ZNS_TIER_DIR": TIER_DIR,
+                       "ZNS_STATS": stats}
+                r = run_proc(ctx, wl, alloc, extra_env=env, timeout=600)
+                if r.error:
+                    ctx.store.fail("tier_cost", mode, "zns", r.error)
+                    continue
+                m = re.search(r"checksum: (\w+)", r.out)
+                ts = read_tier_stats(stats_dir) or {}
+                ctx.store.add("tier_cost", mode, "zns", dict(wall=r.wall, cpu=r.cpu, rss_mb=r.maxrss_kb / 1024.0,
+                                                             checksum=m.group(1) if m else None,
+                                                             slabs_out=ts.get("slabs_out"), tier_mode=ts.get("mode")))
+            log("tier: cost round %d/%d done" % (rnd + 1, c["tier_cost_rounds"]))
+    finally:
+        shutil.rmtree(stats_dir, ignore_errors=True)
+
+
 # ---- machine description ---------------------------------------------------------------------------
 def sh(cmd):
     try:
@@ -560,6 +660,75 @@ class Ctx:
     def bin(self, name):
         return os.path.join(self.build, "bench", name)
 
+# ---- subset runs keep the other stages ------------------------------------------------------------
+STAGE_OF = {"micro_cpu": "micro", "tier_cost": "tier"}   # data/errors keys written by another stage
+
+
+def merge_previous(doc, path):
+    """A run with --only replaces only its own stages in results.json: the other stages' data,
+    errors, times and provenance (runs[stage]: date, git, mode, rounds, config) are kept, so
+    RESULTS.md is regenerated from everything measured, each stage dated by its own run."""
+    try:
+        with open(path) as f:
+            prev = json.load(f)
+    except (OSError, ValueError) as e:
+        log("could not read the previous %s (%s): writing this run's stages only" % (path, e))
+        return doc
+    ran = set(doc["runs"]) | {s for s in doc["stage_times"]}
+    pm = prev.get("machine", {})
+    prev_runs = prev.get("runs") or {   # results.json from before per-stage provenance: one run
+        s: dict(mode=prev.get("mode"), rounds=prev.get("rounds"), config=prev.get("config", {}),
+                date=pm.get("date"), git=pm.get("git"), git_dirty=pm.get("git_dirty"),
+                zns_sha256=pm.get("zns_sha256"), order=prev.get("order", []),
+                load=dict(map(tuple, prev.get("load", []))).get(s), time=prev.get("stage_times", {}).get(s))
+        for s in set(STAGE_OF.get(k, k) for k in list(prev.get("data", {})) + list(prev.get("errors", {})))
+        if s in STAGES}
+    kept = [s for s in prev_runs if s not in ran and s in STAGES]
+    for part in ("data", "errors"):
+        for k, v in prev.get(part, {}).items():
+            if STAGE_OF.get(k, k) in kept:
+                doc[part][k] = v
+    for s in kept:
+        doc["runs"][s] = prev_runs[s]
+        if s in prev.get("stage_times", {}):
+            doc["stage_times"][s] = prev["stage_times"][s]
+    if "micro" in kept and not doc.get("gb_context"):
+        doc["gb_context"] = prev.get("gb_context", {})
+    order = set(doc["order"]) | {a for s in kept for a in prev_runs[s].get("order", [])}
+    doc["order"] = [a for a in ORDER if a in order]
+    if kept:
+        log("kept from the previous %s: %s" % (os.path.basename(path), ", ".join(s for s in STAGES if s in kept)))
+    return doc
+
+
+def write_report(ctx, doc, args):
+    import report   # bench/report.py: tables, targets and charts
+    doc = json.loads(json.dumps(doc, default=str))
+    ctx.store.data, ctx.store.errors = doc["data"], doc["errors"]
+    ctx.runs, ctx.stage_times, ctx.gb_context = doc["runs"], doc["stage_times"], doc["gb_context"]
+    ctx.order = doc["order"]
+    ctx.stages = [s for s in STAGES if s in ctx.runs]
+    plots = report.make_plots(ctx, args.plots)
+    text = report.render(ctx, plots, os.path.dirname(os.path.abspath(args.out)))
+    with open(args.out, "w") as f:
+        f.write(text)
+    log("wrote %s, %s and %d charts in %s (%.0f s)" % (args.out, args.json, len(plots.get("files", [])), args.plots, ctx.total_time))
+
+
+def report_only(ctx, args):
+    with open(args.json) as f:
+        doc = json.load(f)
+    if "runs" not in doc:   # written before per-stage provenance: take it from the top level
+        doc = merge_previous(dict(data={}, errors={}, runs={}, stage_times={}, gb_context={}, order=[]), args.json)
+        with open(args.json) as f:
+            old = json.load(f)
+        doc.update({k: old[k] for k in ("mode", "rounds", "config", "machine", "skipped", "load") if k in old})
+    ctx.mode, ctx.rounds, ctx.cfg = doc.get("mode", ctx.mode), doc.get("rounds", ctx.rounds), doc.get("config", ctx.cfg)
+    ctx.machine, ctx.skipped, ctx.load = doc["machine"], doc.get("skipped", {}), [tuple(x) for x in doc.get("load", [])]
+    ctx.total_time, ctx.complete = sum(doc["stage_times"].values()), True
+    ctx.ran_now = [s for s, r in doc["runs"].items() if r.get("date") == ctx.machine.get("date")]
+    write_report(ctx, doc, args)
+    return 0
 
 # ---- main ----------------------------------------------------------------------------------------------
 def main():
@@ -570,6 +739,8 @@ def main():
     ap.add_argument("--only", help="comma-separated stages: " + ",".join(STAGES))
     ap.add_argument("--allocators", help="comma-separated subset of " + ",".join(ORDER))
     ap.add_argument("--rounds", type=int, help="override the number of rounds")
+    ap.add_argument("--report-only", action="store_true",
+                    help="measure nothing: regenerate RESULTS.md and the charts from results.json")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results.json"))
     ap.add_argument("--plots", default=os.path.join(ROOT, "bench", "plots"))
@@ -580,7 +751,9 @@ def main():
             ap.error("unknown stage %r (choose from %s)" % (s, ", ".join(STAGES)))
 
     ctx = Ctx(args)
-    for b in ("micro", "latency", "memory", "pairs", "timeit"):
+    if args.report_only:
+        return report_only(ctx, args)
+    for b in ("micro", "latency", "memory", "pairs", "timeit") + (("tier", "workload") if "tier" in stages else ()):
         if not os.access(ctx.bin(b), os.X_OK):
             sys.exit("run_bench: %s is not built (make bench-build)" % ctx.bin(b))
     for a, why in ctx.skipped.items():
@@ -611,18 +784,21 @@ def main():
         log("interrupted: writing what was measured so far")
     ctx.total_time = time.monotonic() - t_start
     ctx.stages = stages
+    ctx.ran_now = [s for s in stages if s in ctx.stage_times]
     ctx.complete = complete
 
-    import report   # bench/report.py: tables, targets and charts
+    runs = {s: dict(mode=ctx.mode, rounds=ctx.rounds, config=ctx.cfg, date=ctx.machine["date"],
+                    git=ctx.machine["git"], git_dirty=ctx.machine["git_dirty"],
+                    zns_sha256=ctx.machine.get("zns_sha256"), order=ctx.order,
+                    load=dict(ctx.load).get(s), time=ctx.stage_times.get(s)) for s in stages if s in ctx.stage_times}
+    doc = dict(mode=ctx.mode, rounds=ctx.rounds, config=ctx.cfg, machine=ctx.machine, order=ctx.order,
+               skipped=ctx.skipped, data=ctx.store.data, errors=ctx.store.errors, load=ctx.load,
+               stage_times=ctx.stage_times, gb_context=ctx.gb_context, runs=runs)
+    if args.only and os.path.exists(args.json):
+        doc = merge_previous(doc, args.json)
     with open(args.json, "w") as f:
-        json.dump(dict(mode=ctx.mode, rounds=ctx.rounds, config=ctx.cfg, machine=ctx.machine, order=ctx.order,
-                       skipped=ctx.skipped, data=ctx.store.data, errors=ctx.store.errors, load=ctx.load,
-                       stage_times=ctx.stage_times, gb_context=ctx.gb_context), f, indent=1, default=str)
-    plots = report.make_plots(ctx, args.plots)
-    text = report.render(ctx, plots, os.path.dirname(os.path.abspath(args.out)))
-    with open(args.out, "w") as f:
-        f.write(text)
-    log("wrote %s, %s and %d charts in %s (%.0f s)" % (args.out, args.json, len(plots.get("files", [])), args.plots, ctx.total_time))
+        json.dump(doc, f, indent=1, default=str)
+    write_report(ctx, doc, args)   # from what was written: a subset run and a full run report alike
     return 0 if complete else 130
 
 
