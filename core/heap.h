@@ -175,6 +175,15 @@ ZNS_INLINE int block_index(const SlabMeta *s, const void *p) {
 }
 
 // ---- fast paths --------------------------------------------------------------------------------
+// The misuse checks of the free fast path (a block start, not free already) are always on; a
+// build with -DZNS_UNCHECKED compiles them out.  That build exists only so that `make bench` can
+// measure what the checks cost (bench stage "checks"); never ship it.
+#ifdef ZNS_UNCHECKED
+inline constexpr bool kFastChecks = false;
+#else
+inline constexpr bool kFastChecks = true;
+#endif
+
 // malloc of a small size: take the lowest free bit of the current slab's cursor word.  Every reason
 // to go slow (first use, slab exhausted, thread exited) is "that word is zero"; then `miss(cls)`
 // runs as a tail call (the shim's miss falls through to the next allocator when the heap is full).
@@ -206,17 +215,17 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
     return free_remote(p, m - m->back, call);
   uint32_t off = uint32_t(rel & (kPageSize - 1)) + (uint32_t(m->back) << kPageShift);  // in the slab
   uint32_t i = uint32_t((uint64_t(off) * m->magic) >> 32);
-  if (ZNS_UNLIKELY(i * m->size != off || i >= m->blocks))
+  if (kFastChecks && ZNS_UNLIKELY(i * m->size != off || i >= m->blocks))
     fatal("free of a pointer that is not the start of a block", call, p);
   SlabMeta *s = m - m->back;
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
-  if (ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
+  if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
     return free_local_checked(p, s, i, call);   // the same free, after a look at the remote bits
   Bin &b = tc->bin[m->cls];
   if (b.last == nullptr) {
     __atomic_store_n(&b.last, p, __ATOMIC_RELAXED);   // free_remote reads it
   } else {
-    if (ZNS_UNLIKELY(b.last == p)) fatal("double free", call, p);
+    if (kFastChecks && ZNS_UNLIKELY(b.last == p)) fatal("double free", call, p);
     s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
   }
 }

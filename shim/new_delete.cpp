@@ -50,7 +50,7 @@ ZNS_INLINE void *new_impl_nothrow(size_t n, std::align_val_t al) noexcept {
 // Sized delete: the size must be one that new could have been asked for, i.e. of the block's
 // class (and, aligned, of the class alloc_aligned picks).  Anything else is misuse.
 ZNS_INLINE void sized_free(void *p, size_t n, size_t align, const char *call) {
-  if (owns(p) && n <= kMaxSmall) {
+  if (kFastChecks && owns(p) && n <= kMaxSmall) {
     unsigned want = class_of(n);
     if (align > 16) {
       want = class_of(n > align ? n : align);
