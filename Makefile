@@ -49,13 +49,13 @@ deps-bench: deps
 	$(call need_pkgs,$(BENCH_PKGS))
 
 # ---- the library -------------------------------------------------------------------------------
-$(BUILD)/core/%.o: core/%.cpp $(wildcard core/*.h tier/*.h) shim/zns_slab.h | $(BUILD)/core
+$(BUILD)/core/%.o: core/%.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/zns_slab.h | $(BUILD)/core
 	$(CXX) $(LIBFLAGS) -c $< -o $@
-$(BUILD)/tier/%.o: tier/%.cpp $(wildcard core/*.h tier/*.h) | $(BUILD)/tier
+$(BUILD)/tier/%.o: tier/%.cpp $(wildcard core/*.h core/*.def tier/*.h) | $(BUILD)/tier
 	$(CXX) $(LIBFLAGS) -c $< -o $@
-$(BUILD)/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h tier/*.h) shim/zns_slab.h | $(BUILD)/shim
+$(BUILD)/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(LIBFLAGS) -c $< -o $@
-$(NEW_OBJ): shim/new_delete.cpp $(wildcard core/*.h) shim/zns_slab.h | $(BUILD)/shim
+$(NEW_OBJ): shim/new_delete.cpp $(wildcard core/*.h core/*.def) shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(NEWFLAGS) -c $< -o $@
 
 $(SO): $(LIB_OBJ) shim/exports.map

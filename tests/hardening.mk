@@ -19,7 +19,7 @@
 
 HARD_CXX   ?= clang++
 HARD_PKGS  := clang libclang-rt-14-dev doctest-dev
-CORE_HDR   := $(wildcard core/*.h tier/*.h)
+CORE_HDR   := $(wildcard core/*.h core/*.def tier/*.h)
 
 deps-hardening: deps
 	$(call need_pkgs,$(HARD_PKGS))

@@ -11,7 +11,7 @@ PROG_DYN      := $(PROG_NAMES:%=$(BUILD)/%)
 PROG_STATIC   := $(PROG_NAMES:%=$(BUILD)/%.static)
 UNIT_BIN      := $(BUILD)/tests/unit_tests
 
-$(UNIT_BIN): $(UNIT_SRC) $(CORE_OBJ) $(wildcard core/*.h) | $(BUILD)/tests
+$(UNIT_BIN): $(UNIT_SRC) $(CORE_OBJ) $(wildcard core/*.h core/*.def) | $(BUILD)/tests
 	$(CXX) $(CXXSTD) -O1 -g -pthread -I. $(UNIT_SRC) $(CORE_OBJ) -o $@
 
 # Dynamic builds know nothing of ZNS-Slab (zns_owns is a weak reference resolved at run time).
