@@ -9,6 +9,9 @@
 #include <new>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include "core/options.h"
 #include "core/stats.h"
@@ -17,6 +20,11 @@
 namespace zns {
 
 Region g_region;
+bool g_secure;
+
+namespace {
+uint64_t g_secret;   // ZNS_SECURE: random, xored into quarantine marks and rng seeds
+}
 
 constinit std::atomic<uint64_t> g_zero_word{0};   // no free bits: every malloc on it goes slow
 // Sentinel caches: id kSentinelId owns no slab, so every free from them is "remote".
@@ -44,7 +52,7 @@ void *arena_alloc(size_t n) {   // under g_pool_lock
   n = (n + 63) & ~size_t(63);
   if (size_t(g_arena_end - g_arena_next) < n) {
     size_t chunk = n > (1u << 20) ? n : (1u << 20);
-    char *p = static_cast<char *>(os_reserve(chunk));
+    char *p = static_cast<char *>(os_reserve_guarded(chunk));   // caches are metadata: guarded
     if (!p) return nullptr;
     g_arena_next = p;
     g_arena_end = p + chunk;
@@ -60,6 +68,10 @@ ThreadCache *new_cache() {   // under g_pool_lock
   if (!mem) return nullptr;
   uint32_t id = ++g_num_caches;
   ThreadCache *tc = new (mem) ThreadCache(id);
+  uint64_t z = g_secret + uint64_t(id) * 0x9e3779b97f4a7c15ull;   // splitmix64 of (secret, id)
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  tc->rng = (z ^ (z >> 31)) | 1;
   g_caches[id] = tc;
   return tc;
 }
@@ -96,6 +108,7 @@ inline SlabMeta &meta_at(uint32_t page) { return g_region.meta[page]; }
 
 // The owner, on every page of the slab (the free fast path reads its own page's copy).
 void set_owner(SlabMeta *s, uint32_t owner) {
+  if (g_secure && owner != kNoOwner && owner < kSharedOwner) owner |= kSecureBit;   // see kSecureBit
   unsigned k = kClasses.info[s->cls].pages;
   for (unsigned t = 1; t < k; ++t) s[t].owner.store(owner, std::memory_order_relaxed);
   s->owner.store(owner, std::memory_order_seq_cst);
@@ -215,6 +228,46 @@ uint32_t depot_split(unsigned k, bool *clean) {
   return kNil;
 }
 
+// ZNS_SECURE: make `page` an inaccessible guard.  Each guard splits the region's mapping, so they
+// stop at kMaxGuards (the program needs map entries too: vm.max_map_count is 65530 by default).
+constexpr uint32_t kMaxGuards = 16384;
+uint32_t g_guards, g_guard_failures;   // under the depot lock
+void make_guard(uint32_t page) {
+  if (g_guards >= kMaxGuards) return;
+  if (mprotect(g_region.base + size_t(page) * kPageSize, kPageSize, PROT_NONE) == 0) g_guards++;
+  else g_guard_failures++;
+}
+
+// k never-used pages from the bump pointer, or kNil when the region is full.  ZNS_SECURE: the first
+// page of each group of kGuardGroup pages is a guard and no slab straddles one; the pages skipped
+// before a guard go to the clean list as a shorter span.  Under the depot lock.
+uint32_t bump_take(unsigned k) {
+  uint32_t b = g_depot.bump, limit = g_region.pages;
+  if (g_secure) {
+    limit -= 1;   // the region's last page is a guard (region_init)
+    uint32_t in_group = b % kGuardGroup;
+    if (in_group == 0 || in_group + k > kGuardGroup) {
+      uint32_t guard = in_group == 0 ? b : b - in_group + kGuardGroup;
+      if (uint64_t(guard) + 1 + k > limit) return kNil;
+      if (guard > b) {   // fewer than k pages left before the guard: a span for a smaller class
+        SlabMeta &rest = meta_at(b);
+        unsigned r = guard - b;
+        rest.pages = uint8_t(r);
+        rest.back = 0;
+        rest.state = kInDepot;
+        rest.next = g_depot.clean_head[r];
+        g_depot.clean_head[r] = b;
+        g_depot.clean_pages += r;
+      }
+      make_guard(guard);
+      b = guard + 1;
+    }
+  }
+  if (uint64_t(b) + k > limit) return kNil;
+  __atomic_store_n(&g_depot.bump, b + k, __ATOMIC_RELEASE);   // the tier scans below it
+  return b;
+}
+
 // An empty slab for class cls, owned by cache `owner` and made its current slab's shape.
 SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   const ClassInfo &ci = kClasses.info[cls];
@@ -233,9 +286,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
       g_depot.clean_head[k] = meta_at(page).next;
       g_depot.clean_pages -= k;
       missing = true;
-    } else if (uint64_t(g_depot.bump) + k <= g_region.pages) {   // never used
-      page = g_depot.bump;
-      __atomic_store_n(&g_depot.bump, g_depot.bump + k, __ATOMIC_RELEASE);   // the tier scans below it
+    } else if ((page = bump_take(k)) != kNil) {          // never used
       missing = true;
     } else if ((page = depot_split(k, &missing)) == kNil) {        // the region is full
       return nullptr;
@@ -465,7 +516,7 @@ void drain_inbox(ThreadCache *tc, bool may_lock_pool) {
     RemoteState &r = g_region.remote[page];
     uint32_t next = r.inbox_next;                          // read before pending is released
     SlabMeta *s = &meta_at(page);
-    uint32_t owner = s->owner.load(std::memory_order_acquire);
+    uint32_t owner = owner_cache(s->owner.load(std::memory_order_acquire));
     // Ours: clear the hint before pending, so a remote free after our merge sets it again.
     if (owner == tc->id) s->remote_hint.store(0, std::memory_order_relaxed);
     r.pending.store(0, std::memory_order_seq_cst);
@@ -500,8 +551,156 @@ bool bin_point(Bin &b, SlabMeta *s) {
   return false;
 }
 
+// A free of a block in a slab this thread does not own.  Validated now (the message names the
+// call), applied in batches: consecutive frees into one bitmap word cost one atomic OR.
+void free_remote_plain(void *p, SlabMeta *s, const char *call) {
+  uint32_t owner = s->owner.load(std::memory_order_acquire);
+  if (owner == kNoOwner) fatal("free of a block that is not allocated", call, p);
+  int i = block_index(s, p);
+  if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
+  // Double frees are caught now when the block is free in the owner's bitmap or is its `last`,
+  // or is already in this thread's buffer (a 256-bit filter says when to look); the rest when
+  // the buffer is applied.
+  if (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))
+    fatal("double free", call, p);
+  if (owner != kSharedOwner && __atomic_load_n(&g_caches[owner_cache(owner)]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
+    fatal("double free", call, p);
+  ThreadCache *tc = t_cache;
+  if (tc->id == kSentinelId) {   // no cache (yet, or any more): apply at once
+    void *one[1] = {p};
+    return apply_remote(one, 1);
+  }
+  uintptr_t h = (uintptr_t(p) >> 4) ^ (uintptr_t(p) >> 12);
+  uint64_t &seen = tc->remote_seen[(h >> 6) & 3], bit = uint64_t(1) << (h & 63);
+  if (seen & bit)
+    for (unsigned k = 0; k < tc->remote_count; ++k)
+      if (tc->remote_buf[k] == p) fatal("double free", call, p);
+  seen |= bit;
+  tc->remote_buf[tc->remote_count++] = p;
+  if (tc->remote_count == kRemoteBuffer) flush_remote(tc);
+}
+
+// ---- ZNS_SECURE ------------------------------------------------------------------------------------
+// In this mode the bins stay empty, so every malloc comes here (secure_alloc) and, since owner
+// values carry kSecureBit, every free goes to free_remote and on to secure_free.  Invariant: every
+// byte of the region that is not in a live block is zero, except the mark word of a block in a
+// quarantine.  So a block is checked for zeros when it is handed out (a write after free since its
+// release is caught there) and when it leaves the quarantine (a write during it is caught there).
+
+uint64_t rng_next(ThreadCache *tc) {   // xorshift64
+  uint64_t x = tc->rng;
+  x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+  return tc->rng = x;
+}
+
+// The first word of a quarantined block: its address under the process secret, so that a live
+// block cannot look quarantined by accident (and a hostile one only by knowing the secret).
+uint64_t quarantine_mark(const void *p) { return uint64_t(uintptr_t(p)) ^ g_secret; }
+
+bool words_zero(const uint64_t *w, size_t n) {
+  uint64_t acc = 0;
+  for (size_t k = 0; k < n; ++k) acc |= w[k];
+  return acc == 0;
+}
+
+// Take a free slot of s chosen at random (its bit cleared); -1 if s has none.  Owner only.
+int take_random_slot(SlabMeta *s, uint64_t r) {
+  unsigned total = free_count(s);
+  if (total == 0) return -1;
+  unsigned k = unsigned(r % total);
+  for (unsigned w = 0; w < kBitmapWords; ++w) {
+    uint64_t x = s->free[w].load(std::memory_order_relaxed);
+    unsigned n = unsigned(__builtin_popcountll(x));
+    if (k >= n) { k -= n; continue; }
+    uint64_t y = x;
+    for (; k; --k) y &= y - 1;   // drop the k lowest set bits
+    unsigned b = unsigned(__builtin_ctzll(y));
+    s->free[w].store(x & ~(uint64_t(1) << b), std::memory_order_relaxed);
+    return int(w * 64 + b);
+  }
+  return -1;
+}
+
+void *secure_alloc(ThreadCache *tc, unsigned cls) {
+  if (tc->remote_count) flush_remote(tc);
+  SlabMeta *s = tc->secure_slab[cls];
+  for (;;) {
+    if (s) {
+      int i = take_random_slot(s, rng_next(tc));
+      if (i < 0 && merge_remote(s)) i = take_random_slot(s, rng_next(tc));
+      if (i < 0) {
+        drain_inbox(tc, true);
+        i = take_random_slot(s, rng_next(tc));
+      }
+      if (i >= 0) {
+        char *p = slab_base(s) + size_t(i) * s->size;
+        if (!words_zero(reinterpret_cast<const uint64_t *>(p), s->size / 8))
+          fatal("write after free of a block", "malloc", p);
+        tc->alloc_count[cls]++;
+        return p;
+      }
+      tc->secure_slab[cls] = nullptr;   // before it is shared (see refill_and_alloc)
+      relinquish(s);
+    }
+    if (!(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id))) return nullptr;
+    tc->secure_slab[cls] = s;
+  }
+}
+
+// A block leaves a quarantine: checked (mark intact, zeros elsewhere), unmarked, then freed for
+// real: a local free when cache `tc` owns its slab, else a remote free by the calling thread.
+void secure_release(ThreadCache *tc, void *q) {
+  SlabMeta *s = head_meta(q);
+  uint64_t *w = static_cast<uint64_t *>(q);
+  if (w[0] != quarantine_mark(q) || !words_zero(w + 1, s->size / 8 - 1))
+    fatal("write after free of a block", "free", q);
+  w[0] = 0;
+  int i = block_index(s, q);
+  if (tc->id != kSentinelId && owner_cache(s->owner.load(std::memory_order_acquire)) == tc->id)
+    return free_local_checked(q, s, uint32_t(i), "free");
+  free_remote_plain(q, s, "free");
+}
+
+void secure_drain(ThreadCache *tc) {   // release a cache's whole quarantine
+  unsigned n = tc->quar_count;
+  tc->quar_count = 0;
+  for (unsigned k = 0; k < n; ++k) secure_release(tc, tc->quar[k]);
+}
+
+void secure_free(void *p, SlabMeta *s, const char *call) {
+  uint32_t owner = s->owner.load(std::memory_order_acquire);
+  if (owner == kNoOwner) fatal("free of a block that is not allocated", call, p);
+  int i = block_index(s, p);
+  if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
+  uint64_t bit = uint64_t(1) << (i & 63);
+  if ((s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) |
+       g_region.remote[page_of(s)].bits[unsigned(i) >> 6].load(std::memory_order_relaxed)) & bit)
+    fatal("double free", call, p);
+  uint64_t *w = static_cast<uint64_t *>(p);
+  if (w[0] == quarantine_mark(p)) fatal("double free", call, p);   // in some thread's quarantine
+  memset(p, 0, s->size);
+  w[0] = quarantine_mark(p);
+  ThreadCache *tc = t_cache;
+  if (tc->id == kSentinelId) return secure_release(tc, p);   // no cache: no quarantine either
+  if (tc->quar_count < kQuarantine) {
+    tc->quar[tc->quar_count++] = p;
+    return;
+  }
+  // Full: a random older entry leaves, so how long a block waits is not predictable either.
+  unsigned j = unsigned(rng_next(tc) % kQuarantine);
+  void *old = tc->quar[j];
+  tc->quar[j] = p;
+  secure_release(tc, old);
+}
+
+// The current slab of a class, whatever the mode.
+SlabMeta *current_slab(ThreadCache *tc, unsigned c) {
+  return g_secure ? tc->secure_slab[c] : bin_slab(tc->bin[c]);
+}
+
 // Allocate from tc for cls when its bin's word is empty.
 void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
+  if (ZNS_UNLIKELY(g_secure)) return secure_alloc(tc, cls);
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
   Bin &b = tc->bin[cls];
   flush_last(b);   // (malloc takes `last` first, so it is empty here but for the orphan cache)
@@ -571,7 +770,7 @@ void apply_remote(void *const *ps, unsigned n) {
         shared_settle(s);
       }
     } else {
-      notify(page, owner, true);
+      notify(page, owner_cache(owner), true);
       // The owner may have given the slab up meanwhile (see relinquish).
       if (s->owner.load(std::memory_order_seq_cst) == kSharedOwner) shared_settle(s);
     }
@@ -588,13 +787,15 @@ void flush_remote(ThreadCache *tc) {
 // ---- thread attach / exit ----------------------------------------------------------------------
 void tc_exit(void *arg) {
   ThreadCache *tc = static_cast<ThreadCache *>(arg);
+  if (g_secure) secure_drain(tc);   // its blocks into our bitmaps or the remote buffer
   t_cache = &g_dead_cache;   // later mallocs in this thread go to the orphan cache
   flush_remote(tc);
   // Every slab goes: empty ones to the depot, the others shared, so no memory waits for the
   // next thread that adopts this cache.
   for (unsigned c = 0; c < kNumClasses; ++c) {
     flush_last(tc->bin[c]);
-    SlabMeta *s = bin_slab(tc->bin[c]);
+    SlabMeta *s = current_slab(tc, c);
+    tc->secure_slab[c] = nullptr;
     __atomic_store_n(&tc->bin[c].last, nullptr, __ATOMIC_RELAXED);
     tc->bin[c].word = &g_zero_word; tc->bin[c].base = nullptr; tc->bin[c].size = 0;
     if (!s) continue;
@@ -664,6 +865,7 @@ void fork_child() {
     if (tc == t_cache || tc == g_orphan || !tc->attached.load(std::memory_order_relaxed)) continue;
     tc->attached.store(false, std::memory_order_relaxed);
     for (Bin &b : tc->bin) flush_last(b);
+    if (g_secure) secure_drain(tc);   // else its quarantined blocks would stay out for good
     drain_inbox(tc, false);
     tc->pool_next = g_pool_head;
     g_pool_head = tc;
@@ -681,16 +883,17 @@ void region_init() {
   for (; gb >= 1; gb /= 2) {
     uint64_t pages = gb << (30 - kPageShift);
     if (pages > 0xfffffff0u) pages = 0xfffffff0u;
-    SlabMeta *meta = static_cast<SlabMeta *>(os_reserve(pages * sizeof(SlabMeta)));
-    RemoteState *remote = static_cast<RemoteState *>(os_reserve(pages * sizeof(RemoteState)));
+    // Metadata never borders data: each array has an inaccessible page on both sides.
+    SlabMeta *meta = static_cast<SlabMeta *>(os_reserve_guarded(pages * sizeof(SlabMeta)));
+    RemoteState *remote = static_cast<RemoteState *>(os_reserve_guarded(pages * sizeof(RemoteState)));
     char *base = nullptr;
     if (meta && remote) {
       base = static_cast<char *>(tier_map_region(pages * kPageSize));   // madvise tier: a file
       if (!base) base = static_cast<char *>(os_reserve(pages * kPageSize));
     }
     if (!base) {
-      if (meta) munmap(meta, pages * sizeof(SlabMeta));
-      if (remote) munmap(remote, pages * sizeof(RemoteState));
+      os_release_guarded(meta, pages * sizeof(SlabMeta));
+      os_release_guarded(remote, pages * sizeof(RemoteState));
       continue;
     }
     // 4 KiB pages only: slabs are purged (and later tiered) one page at a time.
@@ -702,6 +905,7 @@ void region_init() {
     g_region.pages = uint32_t(pages);
     g_region.bytes = pages * kPageSize;
     g_region.base = base;
+    if (g_secure) mprotect(base + (pages - 1) * kPageSize, kPageSize, PROT_NONE);   // see bump_take
     return;
   }
   // No region: every request falls through to the next allocator.
@@ -716,6 +920,9 @@ void heap_init() {
     if (g_init_state.load(std::memory_order_relaxed) == 2) return;
     int saved = errno;
     options_load(false);
+    g_secure = g_options.ZNS_SECURE != 0;
+    if (!os_random(&g_secret, sizeof g_secret))   // no entropy yet: still differs per process
+      g_secret = (uint64_t(now_ms()) << 32) ^ uint64_t(uintptr_t(&saved)) ^ uint64_t(getpid());
     depot_reset_lists();
     region_init();
     pthread_key_create(&g_key, tc_exit);
@@ -765,33 +972,9 @@ void tier_unclaim(SlabMeta *s) {
   shared_settle(s);
 }
 
-// A free of a block in a slab this thread does not own.  Validated now (the message names the
-// call), applied in batches: consecutive frees into one bitmap word cost one atomic OR.
 void free_remote(void *p, SlabMeta *s, const char *call) {
-  uint32_t owner = s->owner.load(std::memory_order_acquire);
-  if (owner == kNoOwner) fatal("free of a block that is not allocated", call, p);
-  int i = block_index(s, p);
-  if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
-  // Double frees are caught now when the block is free in the owner's bitmap or is its `last`,
-  // or is already in this thread's buffer (a 256-bit filter says when to look); the rest when
-  // the buffer is applied.
-  if (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))
-    fatal("double free", call, p);
-  if (owner != kSharedOwner && __atomic_load_n(&g_caches[owner]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
-    fatal("double free", call, p);
-  ThreadCache *tc = t_cache;
-  if (tc->id == kSentinelId) {   // no cache (yet, or any more): apply at once
-    void *one[1] = {p};
-    return apply_remote(one, 1);
-  }
-  uintptr_t h = (uintptr_t(p) >> 4) ^ (uintptr_t(p) >> 12);
-  uint64_t &seen = tc->remote_seen[(h >> 6) & 3], bit = uint64_t(1) << (h & 63);
-  if (seen & bit)
-    for (unsigned k = 0; k < tc->remote_count; ++k)
-      if (tc->remote_buf[k] == p) fatal("double free", call, p);
-  seen |= bit;
-  tc->remote_buf[tc->remote_count++] = p;
-  if (tc->remote_count == kRemoteBuffer) flush_remote(tc);
+  if (ZNS_UNLIKELY(g_secure)) return secure_free(p, s, call);   // every free, in that mode
+  free_remote_plain(p, s, call);
 }
 
 // A local free whose block looks free already, or whose slab may have unmerged remote frees.
@@ -809,14 +992,40 @@ void *alloc_aligned(size_t n, size_t align) {
 }
 
 void flush_thread() {
-  if (g_init_state.load(std::memory_order_acquire) == 2 && t_cache->id != kSentinelId)
-    flush_remote(t_cache);
+  if (g_init_state.load(std::memory_order_acquire) != 2 || t_cache->id == kSentinelId) return;
+  if (g_secure) secure_drain(t_cache);   // checked on the way out: a late write after free shows
+  flush_remote(t_cache);
 }
 
 void trim() {
   if (g_init_state.load(std::memory_order_acquire) != 2) return;
-  if (t_cache->id != kSentinelId) flush_remote(t_cache);
+  flush_thread();
   depot_purge(true);
+}
+
+size_t live_block_size(const void *p, const char *call) {
+  SlabMeta *s = head_meta(p);
+  uint32_t owner = s->owner.load(std::memory_order_acquire);
+  if (owner == kNoOwner) fatal("use of a block that is not allocated", call, p);
+  int i = block_index(s, p);
+  if (i < 0) fatal("pointer is not the start of a block", call, p);
+  // Freed: merged into its slab's bitmap, or freed remotely and not merged yet, or its owner's
+  // `last`, or in this thread's remote buffer, or (secure) in a quarantine.  A free buffered by
+  // another thread is not seen until that thread applies it.
+  unsigned w = unsigned(i) >> 6;
+  uint64_t bit = uint64_t(1) << (i & 63);
+  if ((s->free[w].load(std::memory_order_relaxed) |
+       g_region.remote[page_of(s)].bits[w].load(std::memory_order_relaxed)) & bit)
+    fatal("use of a freed block", call, p);
+  if (owner != kSharedOwner &&
+      __atomic_load_n(&g_caches[owner_cache(owner)]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
+    fatal("use of a freed block", call, p);
+  ThreadCache *tc = t_cache;
+  for (unsigned k = 0; k < tc->remote_count; ++k)
+    if (tc->remote_buf[k] == p) fatal("use of a freed block", call, p);
+  if (g_secure && *static_cast<const uint64_t *>(p) == quarantine_mark(p))
+    fatal("use of a freed block", call, p);
+  return s->size;
 }
 
 // ---- stats snapshot (stats.cpp formats it) --------------------------------------------------------

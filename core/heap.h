@@ -36,6 +36,13 @@ inline constexpr uint32_t kNoOwner = 0;             // SlabMeta.owner of a slab 
 inline constexpr uint32_t kSentinelId = 0xfffffffeu;  // id of the sentinel caches: owns nothing
 inline constexpr uint32_t kSharedOwner = 0xfffffffdu; // SlabMeta.owner of a slab no cache owns
 inline constexpr uint32_t kRemoteBuffer = 64;         // frees to others' slabs batched per thread
+inline constexpr uint32_t kQuarantine = 256;          // ZNS_SECURE: freed blocks held per thread
+// ZNS_SECURE: SlabMeta.owner of a slab a cache owns is its id plus this bit, so the free fast path
+// (owner == my id) never matches and every free takes the checked, quarantining slow path.
+inline constexpr uint32_t kSecureBit = 1u << 24;
+// ZNS_SECURE: pages of the region are grouped by this many; the first page of each group (and the
+// region's last page) is an inaccessible guard, so a linear overflow cannot run through the heap.
+inline constexpr uint32_t kGuardGroup = 64;
 
 // The life of a slab.  A cache owns exactly one slab per class, its current one, so a free by
 // the owner never has to move a slab between lists.
@@ -111,10 +118,16 @@ struct ThreadCache {
   std::atomic<uint32_t> inbox;          // slabs with remote frees (Treiber stack of pages)
   std::atomic<bool> attached;           // a live thread uses this cache
   ThreadCache *pool_next;               // pool link while detached
+  // ZNS_SECURE only.  The bins then stay empty (g_zero_word), so every malloc takes the slow path
+  // and allocates from these slabs, at a random free slot.
+  SlabMeta *secure_slab[kNumClasses];   // the current slab of each class, or null
+  uint64_t rng;                         // xorshift state: slot choice and quarantine eviction
+  uint32_t quar_count;                  // entries in quar
+  void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
       : bin{}, alloc_count{}, id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
-        attached(false), pool_next(nullptr) {
+        attached(false), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
   }
 };
@@ -127,6 +140,10 @@ struct Region {
   uint32_t pages = 0;
 };
 extern Region g_region;
+extern bool g_secure;   // ZNS_SECURE=1; fixed once the heap is initialised
+
+// The cache id in a SlabMeta.owner value (strips kSecureBit); special values pass unchanged.
+ZNS_INLINE uint32_t owner_cache(uint32_t owner) { return owner < kSharedOwner ? owner & ~kSecureBit : owner; }
 
 // TLS: a pointer to the thread's cache, starting at a constant empty sentinel so the fast path
 // never asks "initialised?".
@@ -140,6 +157,10 @@ void heap_init();                                // idempotent
 void *alloc_aligned(size_t n, size_t align);     // align <= kPageSize, power of two, n <= kMaxSmall
 void trim();                                     // purge every empty slab in the depot now
 void flush_thread();                             // apply this thread's buffered remote frees
+                                                 // (and, secure, release its quarantine)
+// p (in the region) must be a live block: its block size, or an abort naming `call` (freed, not
+// a block start, never handed out).  For realloc and malloc_usable_size.
+size_t live_block_size(const void *p, const char *call);
 
 // ---- for the tier (tier/tier.cpp) ---------------------------------------------------------------
 uint32_t heap_touched_pages();                   // pages below the depot's bump pointer

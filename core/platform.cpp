@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,6 +15,36 @@ void *os_reserve(size_t bytes) {
   void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                  -1, 0);
   return p == MAP_FAILED ? nullptr : p;
+}
+
+void *os_reserve_guarded(size_t bytes) {
+  constexpr size_t g = 4096;
+  void *p = mmap(nullptr, bytes + 2 * g, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  char *mid = static_cast<char *>(p) + g;
+  if (mprotect(mid, bytes, PROT_READ | PROT_WRITE) != 0) {
+    munmap(p, bytes + 2 * g);
+    return nullptr;
+  }
+  return mid;
+}
+
+void os_release_guarded(void *p, size_t bytes) {
+  if (p) munmap(static_cast<char *>(p) - 4096, bytes + 2 * 4096);
+}
+
+bool os_random(void *out, size_t n) {
+  int saved = errno;
+  char *o = static_cast<char *>(out);
+  while (n > 0) {
+    ssize_t r = getrandom(o, n, GRND_NONBLOCK);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) { errno = saved; return false; }
+    o += r;
+    n -= size_t(r);
+  }
+  errno = saved;
+  return true;
 }
 
 int os_purge(void *p, size_t bytes) {

@@ -18,6 +18,12 @@ namespace zns {
 // Reserve `bytes` of address space, readable and writable, committed on first touch
 // (MAP_NORESERVE).  Returns nullptr on failure.
 void *os_reserve(size_t bytes);
+// The same with an inaccessible page on each side, for metadata: an overflow off a neighbouring
+// mapping (slab data, or anything else) faults instead of reaching it.  Release with os_release_guarded.
+void *os_reserve_guarded(size_t bytes);
+void os_release_guarded(void *p, size_t bytes);
+// Fill `n` bytes with random bits from the kernel (getrandom; no allocation).  False on failure.
+bool os_random(void *out, size_t n);
 // Give the pages back to the OS; they read as zero afterwards.  Returns 0 or an errno value.
 int os_purge(void *p, size_t bytes);
 // Milliseconds on a monotonic, cheap (coarse) clock.

@@ -104,18 +104,6 @@ inline void count_fallback(void *p, size_t n) {
 
 inline bool mul_overflows(size_t a, size_t b, size_t *out) { return __builtin_mul_overflow(a, b, out); }
 
-// A live block of ours, checked: its size, or an abort naming the call.
-size_t checked_block_size(void *p, const char *call) {
-  SlabMeta *s = head_meta(p);
-  if (s->owner.load(std::memory_order_acquire) == kNoOwner) fatal("use of a block that is not allocated", call, p);
-  int i = block_index(s, p);
-  if (i < 0) fatal("pointer is not the start of a block", call, p);
-  if (s->owner.load(std::memory_order_relaxed) == t_cache->id &&
-      (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) >> (i & 63)) & 1)
-    fatal("use of a freed block", call, p);
-  return s->size;
-}
-
 }  // namespace
 
 void *next_malloc(size_t n) {
@@ -175,7 +163,7 @@ ZNS_API void *calloc(size_t n, size_t m) {
 ZNS_API void *realloc(void *p, size_t n) {
   if (!p) return malloc_impl(n);
   if (owns(p)) {
-    size_t old = checked_block_size(p, "realloc");
+    size_t old = live_block_size(p, "realloc");
     if (n == 0) {   // glibc: realloc(p, 0) frees p and returns NULL
       free_impl(p, "realloc");
       return nullptr;
@@ -252,7 +240,7 @@ ZNS_API void *pvalloc(size_t n) {
 
 ZNS_API size_t malloc_usable_size(void *p) {
   if (!p) return 0;
-  if (owns(p)) return checked_block_size(p, "malloc_usable_size");
+  if (owns(p)) return live_block_size(p, "malloc_usable_size");
   if (ZNS_UNLIKELY(!g_next_is_libc.load(std::memory_order_relaxed) && g_boot_used.load())) {
     unsigned n = g_boot_used.load();
     for (unsigned i = 0; i < n && i < kBootSlots; ++i)
