@@ -24,6 +24,9 @@ bool g_secure;
 
 namespace {
 uint64_t g_secret;   // ZNS_SECURE: random, xored into quarantine marks and rng seeds
+// A free of a block whose bit says free: freed before, or never handed out (the bitmap cannot
+// tell them apart).
+constexpr const char *kFreeOfFree = "double free (or free of a block never handed out)";
 }
 
 constinit std::atomic<uint64_t> g_zero_word{0};   // no free bits: every malloc on it goes slow
@@ -562,7 +565,7 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   // or is already in this thread's buffer (a 256-bit filter says when to look); the rest when
   // the buffer is applied.
   if (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))
-    fatal("double free", call, p);
+    fatal(kFreeOfFree, call, p);
   if (owner != kSharedOwner && __atomic_load_n(&g_caches[owner_cache(owner)]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
     fatal("double free", call, p);
   ThreadCache *tc = t_cache;
@@ -673,8 +676,8 @@ void secure_free(void *p, SlabMeta *s, const char *call) {
   int i = block_index(s, p);
   if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
   uint64_t bit = uint64_t(1) << (i & 63);
-  if ((s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) |
-       g_region.remote[page_of(s)].bits[unsigned(i) >> 6].load(std::memory_order_relaxed)) & bit)
+  if (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) & bit) fatal(kFreeOfFree, call, p);
+  if (g_region.remote[page_of(s)].bits[unsigned(i) >> 6].load(std::memory_order_relaxed) & bit)
     fatal("double free", call, p);
   uint64_t *w = static_cast<uint64_t *>(p);
   if (w[0] == quarantine_mark(p)) fatal("double free", call, p);   // in some thread's quarantine
@@ -980,8 +983,8 @@ void free_remote(void *p, SlabMeta *s, const char *call) {
 // A local free whose block looks free already, or whose slab may have unmerged remote frees.
 void free_local_checked(void *p, SlabMeta *s, uint32_t i, const char *call) {
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
-  if ((word & bit) || (g_region.remote[page_of(s)].bits[i >> 6].load(std::memory_order_seq_cst) & bit))
-    fatal("double free", call, p);
+  if (word & bit) fatal(kFreeOfFree, call, p);
+  if (g_region.remote[page_of(s)].bits[i >> 6].load(std::memory_order_seq_cst) & bit) fatal("double free", call, p);
   s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
 }
 

@@ -1,5 +1,6 @@
 /* Bad input must abort: double free of a small (slab) block, free of a pointer into the middle
- * of a small block.  Each case runs in a forked child whose stderr goes to a pipe; the child
+ * of a small block, free of a slot never handed out, realloc / malloc_usable_size of a freed block
+ * (in each state a freed block can be in).  Each case runs in a forked child whose stderr goes to a pipe; the child
  * must die of SIGABRT, having written exactly one line that contains "zns-slab" and the
  * offending address (printed with %p, i.e. 0x... lowercase hex).
  * Under plain glibc the whole test is skipped (glibc detects some of these cases differently). */
@@ -167,6 +168,58 @@ static void case_interior_4096(void) {
   free(ZT_OPAQUE(p + 2048));
 }
 
+/* realloc / malloc_usable_size of a block in each state a freed block can be in */
+static void case_realloc_freed_last(void) { /* freed just now: the cache's `last` slot */
+  void *p = ZT_OPAQUE(malloc(40)), *again = ZT_OPAQUE(p);
+  free(p);
+  announce(again, again);
+  (void)ZT_OPAQUE(realloc(again, 80));
+}
+static void case_realloc_freed_bitmap(void) { /* freed, then another: back in the bitmap */
+  void *p = ZT_OPAQUE(malloc(40)), *q = ZT_OPAQUE(malloc(40)), *again = ZT_OPAQUE(p);
+  free(p);
+  free(q);
+  announce(again, again);
+  (void)ZT_OPAQUE(realloc(again, 10));
+}
+static void case_usable_freed(void) {
+  void *p = ZT_OPAQUE(malloc(300)), *q = ZT_OPAQUE(malloc(300)), *again = ZT_OPAQUE(p);
+  free(p);
+  free(q);
+  announce(again, again);
+  (void)ZT_OPAQUE(malloc_usable_size(again));
+}
+static void case_usable_freed_here_remote(void) { /* another thread's block, freed here: buffered */
+  void *pq[2];
+  pthread_t t;
+  pthread_create(&t, NULL, alloc_two, pq);
+  pthread_join(t, NULL);
+  void *again = ZT_OPAQUE(pq[0]);
+  free(pq[0]);
+  announce(again, again);
+  (void)ZT_OPAQUE(malloc_usable_size(again));
+}
+static void case_realloc_freed_by_exited_thread(void) { /* remote bits, not merged by us yet */
+  void *p = ZT_OPAQUE(malloc(200));
+  pthread_t t;
+  pthread_create(&t, NULL, free_in_thread, p);
+  pthread_join(t, NULL);
+  announce(p, p);
+  (void)ZT_OPAQUE(realloc(p, 300));
+}
+static void case_usable_slab_in_depot(void) {
+  void *p = ZT_OPAQUE(malloc(4096)), *q = ZT_OPAQUE(malloc(4096)), *again = ZT_OPAQUE(p);
+  free(p); /* p's slab is empty: back to the depot */
+  announce(again, again);
+  (void)ZT_OPAQUE(malloc_usable_size(again));
+  free(q);
+}
+static void case_never_handed_out(void) { /* the next slot of a fresh slab */
+  char *p = (char *)ZT_OPAQUE(malloc(3584));
+  announce(p + 3584, p + 3584);
+  free(ZT_OPAQUE(p + 3584));
+}
+
 typedef struct {
   const char *name;
   void (*fn)(void);
@@ -190,6 +243,13 @@ static const bad_case cases[] = {
     {"free(p + 1) of malloc(100)", case_interior_1, 1},
     {"free(p + 8) of malloc(1000)", case_interior_8, 1},
     {"free(p + 2048) of malloc(4096)", case_interior_4096, 1},
+    {"realloc of a block just freed", case_realloc_freed_last, 0},
+    {"realloc of a freed block (another free since)", case_realloc_freed_bitmap, 0},
+    {"malloc_usable_size of a freed block", case_usable_freed, 0},
+    {"malloc_usable_size of another thread's block this thread freed", case_usable_freed_here_remote, 0},
+    {"realloc of a block freed by a thread that has exited", case_realloc_freed_by_exited_thread, 0},
+    {"malloc_usable_size of a block whose slab went back to the depot", case_usable_slab_in_depot, 0},
+    {"free of a slot never handed out", case_never_handed_out, 0},
 };
 
 static int contains_addr(const char *text, uintptr_t a) {
