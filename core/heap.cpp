@@ -242,7 +242,8 @@ void make_guard(uint32_t page) {
 }
 
 // k never-used pages from the bump pointer, or kNil when the region is full.  ZNS_SECURE: the first
-// page of each group of kGuardGroup pages is a guard and no slab straddles one; the pages skipped
+// page of each group of kGuardGroup pages is a guard and no slab straddles one (the bump pointer
+// enters the groups in order); the pages skipped
 // before a guard go to the clean list as a shorter span.  Under the depot lock.
 uint32_t bump_take(unsigned k) {
   uint32_t b = g_depot.bump, limit = g_region.pages;
@@ -262,7 +263,11 @@ uint32_t bump_take(unsigned k) {
         g_depot.clean_head[r] = b;
         g_depot.clean_pages += r;
       }
-      make_guard(guard);
+      // Both ends of the group are guarded before a slab is placed in it: the guard at its start
+      // was made with the group before (or here, for page 0), the one at its end is made now, so
+      // an overflow off the newest slab meets a guard too, not untouched pages.
+      if (guard == 0) make_guard(0);
+      if (uint64_t(guard) + kGuardGroup < limit) make_guard(guard + kGuardGroup);
       b = guard + 1;
     }
   }

@@ -30,6 +30,15 @@ for src in tests/api/*.c tests/api/*.cpp tests/stress/*.c tests/stress/*.cpp; do
   run_one "$n(preload)" env LD_PRELOAD="$LIB" "$B/tests/$n"
   run_one "$n(linked)" "$B/tests/$n.static"
 done
+# ZNS_SECURE=1 (issue 6): the stress programs and the real programs again in the hardened mode
+# (tests/api/secure.c checks the mode's own promises, in both runs of the loop above)
+for src in tests/stress/*.c tests/stress/*.cpp; do
+  n=${src%.*}; n=${n#tests/}
+  run_one "$n(secure)" env ZNS_SECURE=1 LD_PRELOAD="$LIB" "$B/tests/$n"
+done
+for p in python sqlite redis; do
+  run_one "programs/$p(secure)" env ZNS_SECURE=1 bash "tests/programs/$p.sh"
+done
 for s in tests/perf/*.sh; do   # instruction-count pins (callgrind: deterministic)
   n=${s%.sh}; n=${n#tests/}
   run_one "$n" bash "$s"

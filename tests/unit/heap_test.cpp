@@ -159,3 +159,36 @@ TEST_CASE("misuse aborts with one line naming zns-slab and the address") {
   CHECK(st == -SIGABRT);
   CHECK(err.find("double free") != std::string::npos);
 }
+
+namespace {
+// The permissions ("rw-p", "---p", ...) of the mapping that holds address a, from /proc/self/maps.
+std::string perms_at(uintptr_t a) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  REQUIRE(f != nullptr);
+  char line[512];
+  std::string found;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    char pr[8];
+    if (sscanf(line, "%lx-%lx %7s", &lo, &hi, pr) == 3 && a >= lo && a < hi) found = pr;
+  }
+  fclose(f);
+  return found;
+}
+}  // namespace
+
+TEST_CASE("slab metadata never borders other memory: an inaccessible page on each side") {
+  void *p = alloc(64);   // the heap is up
+  REQUIRE(p != nullptr);
+  struct { uintptr_t lo, bytes; const char *name; } arrays[] = {
+      {uintptr_t(g_region.meta), uintptr_t(g_region.pages) * sizeof(SlabMeta), "SlabMeta"},
+      {uintptr_t(g_region.remote), uintptr_t(g_region.pages) * sizeof(RemoteState), "RemoteState"},
+  };
+  for (auto &a : arrays) {
+    INFO(a.name);
+    CHECK(perms_at(a.lo).substr(0, 2) == "rw");
+    CHECK(perms_at(a.lo - 1) == "---p");             // the page below
+    CHECK(perms_at(a.lo + a.bytes) == "---p");       // the page above
+  }
+  dealloc(p, "free");
+}
