@@ -44,6 +44,7 @@ for s in tests/perf/*.sh; do   # instruction-count pins (callgrind: deterministi
   run_one "$n" bash "$s"
 done
 run_one fuzz/heap_fuzz bash tests/fuzz/run.sh 40          # libFuzzer + ASan/UBSan, shadow model
+run_one "fuzz/heap_fuzz(secure)" env ZNS_SECURE=1 bash tests/fuzz/run.sh 20
 run_one stress_long bash tests/stress_long/run.sh 20       # `make stress` for 20 s
 run_one tier bash tests/tier/run.sh                         # issue 5: uffd and madvise, every scenario
 for s in tests/programs/*.sh; do

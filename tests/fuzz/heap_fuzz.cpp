@@ -148,7 +148,7 @@ size_t check_new(Model &m, char *p, size_t req, size_t align, bool plain) {
   ENSURE(h->size == u, p, h->size, u);
   ENSURE(zns::head_meta(p + u - 1) == h, p, u, 0);   // the block lies inside one slab
   ENSURE(zns::block_index(h, p) >= 0, p, u, 0);
-  uint32_t owner = h->owner.load(std::memory_order_relaxed);
+  uint32_t owner = zns::owner_cache(h->owner.load(std::memory_order_relaxed));   // (ZNS_SECURE's bit off)
   if (zns::t_cache->id == zns::kSentinelId)   // a thread past its cache's hand-back: the orphan cache's
     ENSURE(owner != zns::kNoOwner && owner != zns::kSharedOwner, p, owner, 0);
   else
