@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <new>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -110,11 +111,14 @@ void depot_reset_lists() {
 inline SlabMeta &meta_at(uint32_t page) { return g_region.meta[page]; }
 
 // The owner, on every page of the slab (the free fast path reads its own page's copy).
-void set_owner(SlabMeta *s, uint32_t owner) {
+// order: seq_cst where the slab changes hands (see "Memory ordering" in DESIGN.md); relaxed when
+// its owner only parks or unparks it (the cache a freer notifies stays the same, and the owner's
+// own frees are program-ordered after its store).
+void set_owner(SlabMeta *s, uint32_t owner, std::memory_order order = std::memory_order_seq_cst) {
   if (g_secure && owner != kNoOwner && owner < kSharedOwner) owner |= kSecureBit;   // see kSecureBit
   unsigned k = kClasses.info[s->cls].pages;
   for (unsigned t = 1; t < k; ++t) s[t].owner.store(owner, std::memory_order_relaxed);
-  s->owner.store(owner, std::memory_order_seq_cst);
+  s->owner.store(owner, order);
 }
 
 unsigned free_count(const SlabMeta *s) {
@@ -493,6 +497,7 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
 }
 
 void drain_inbox(ThreadCache *tc, bool may_lock_pool);
+void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n);
 void apply_remote(void *const *ps, unsigned n);
 void flush_remote(ThreadCache *tc);
 
@@ -529,7 +534,8 @@ void drain_inbox(ThreadCache *tc, bool may_lock_pool) {
     if (owner == tc->id) s->remote_hint.store(0, std::memory_order_relaxed);
     r.pending.store(0, std::memory_order_seq_cst);
     if (owner == tc->id) {
-      merge_remote(s);   // into a current slab: it stays, even empty
+      unsigned n = merge_remote(s);   // a current slab stays, even empty; a parked one may go
+      if (s->owner.load(std::memory_order_relaxed) & kParkedBit) parked_returned(tc, s, n);
     } else if (owner != kNoOwner && owner != kSharedOwner) {    // stale entry: the slab changed hands
       for (unsigned w = 0; w < kBitmapWords; ++w)
         if (r.bits[w].load(std::memory_order_relaxed)) { notify(page, owner, may_lock_pool); break; }
@@ -701,6 +707,89 @@ void secure_free(void *p, SlabMeta *s, const char *call) {
   secure_release(tc, old);
 }
 
+// ---- parked slabs (see kParkedBit) ------------------------------------------------------------------
+// Only the owner's thread touches its parked slabs and their lists (or, for a cache whose thread
+// is gone, whoever holds g_pool_lock: see drain_detached).
+void list_push(uint32_t &head, SlabMeta *s) {
+  uint32_t page = page_of(s);
+  s->prev = kNil;
+  s->next = head;
+  if (head != kNil) meta_at(head).prev = page;
+  head = page;
+}
+void list_unlink(uint32_t &head, SlabMeta *s) {
+  if (s->prev != kNil) meta_at(s->prev).next = s->next;
+  else head = s->next;
+  if (s->next != kNil) meta_at(s->next).prev = s->prev;
+  s->prev = s->next = kNil;
+}
+
+// The current slab has no free block: park it (full).  Remote frees not merged yet count as out.
+void park(ThreadCache *tc, SlabMeta *s) {
+  __atomic_store_n(&s->out, uint16_t(s->blocks - free_count(s)), __ATOMIC_RELAXED);
+  s->state = kParkedFull;
+  list_push(tc->full[s->cls], s);
+  tc->parked_pages += s->pages;
+  set_owner(s, tc->id | kParkedBit, std::memory_order_relaxed);   // our frees into it: free_parked
+  g_region.remote[page_of(s)].share.store(kParkedIdle, std::memory_order_release);   // tier: claimable
+}
+
+// Take a parked slab back from the tier's reach; false while the tier has it claimed.
+bool parked_take_back(SlabMeta *s) {
+  uint8_t expected = kParkedIdle;
+  return g_region.remote[page_of(s)].share.compare_exchange_strong(expected, kOwned, std::memory_order_acq_rel);
+}
+
+// The most recently refilled partial slab of cls becomes current again, or null.  Skipped: one the
+// tier is writing out, and (when there is another) one it has paged out.
+SlabMeta *unpark(ThreadCache *tc, unsigned cls) {
+  uint32_t page = tc->partial[cls];
+  if (ZNS_UNLIKELY(g_tier_mode != kTierOff))
+    for (uint32_t p = page, n = 0; p != kNil && n < 4; p = meta_at(p).next, ++n)
+      if (!tier_is_out(p)) { page = p; break; }
+  for (unsigned n = 0; page != kNil && n < 4; page = meta_at(page).next, ++n) {
+    SlabMeta *s = &meta_at(page);
+    if (!parked_take_back(s)) continue;
+    list_unlink(tc->partial[cls], s);
+    tc->parked_pages -= s->pages;
+    s->state = kCurrent;
+    set_owner(s, tc->id, std::memory_order_relaxed);
+    return s;
+  }
+  return nullptr;
+}
+
+// n blocks of parked slab s came back (our frees, or merged remote ones).  With none out it goes
+// back to the depot; a full one that has a quarter free again moves to the partial list.
+void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n) {
+  if (n > s->out) fatal("slab metadata corrupted (more blocks back than out)", "free", slab_base(s));
+  unsigned out = s->out - n;
+  __atomic_store_n(&s->out, uint16_t(out), __ATOMIC_RELAXED);
+  if (s->state == kParkedFull && s->blocks - out >= (s->blocks + 3u) / 4) {
+    list_unlink(tc->full[s->cls], s);
+    s->state = kParkedPartial;
+    list_push(tc->partial[s->cls], s);
+  }
+  // None out: back to the depot, unless the tier holds it (then it waits on the partial list).
+  if (out == 0 && parked_take_back(s)) {
+    list_unlink(tc->partial[s->cls], s);
+    tc->parked_pages -= s->pages;
+    depot_release(s);
+  }
+}
+
+// The owner frees a block of one of its parked slabs.
+void free_parked(ThreadCache *tc, void *p, SlabMeta *s, const char *call) {
+  int i = block_index(s, p);
+  if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
+  unsigned w = unsigned(i) >> 6;
+  uint64_t bit = uint64_t(1) << (i & 63), word = s->free[w].load(std::memory_order_relaxed);
+  if (word & bit) fatal(kFreeOfFree, call, p);
+  if (g_region.remote[page_of(s)].bits[w].load(std::memory_order_relaxed) & bit) fatal("double free", call, p);
+  s->free[w].store(word | bit, std::memory_order_relaxed);
+  parked_returned(tc, s, 1);
+}
+
 // The current slab of a class, whatever the mode.
 SlabMeta *current_slab(ThreadCache *tc, unsigned c) {
   return g_secure ? tc->secure_slab[c] : bin_slab(tc->bin[c]);
@@ -723,8 +812,10 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
     // even for an instant (a fork here would hand the child a cache with a stale slab).
     __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
     b.word = &g_zero_word; b.base = nullptr; b.size = 0;
-    if (s) relinquish(s);
-    if (!(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id))) return nullptr;
+    if (s && tc->parked_pages + s->pages <= kParkMaxPages) park(tc, s);
+    else if (s) relinquish(s);
+    if (!(s = unpark(tc, cls)) && !(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id)))
+      return nullptr;
     if (!bin_point(b, s)) fatal("slab metadata corrupted (no free block in a new slab)", "malloc", slab_base(s));
   }
   uint64_t bits = b.word->load(std::memory_order_relaxed);
@@ -806,6 +897,16 @@ void tc_exit(void *arg) {
     tc->secure_slab[c] = nullptr;
     __atomic_store_n(&tc->bin[c].last, nullptr, __ATOMIC_RELAXED);
     tc->bin[c].word = &g_zero_word; tc->bin[c].base = nullptr; tc->bin[c].size = 0;
+    for (uint32_t *list : {&tc->partial[c], &tc->full[c]})   // parked slabs first, then the current
+      while (*list != kNil) {
+        SlabMeta *k = &meta_at(*list);
+        while (!parked_take_back(k)) sched_yield();   // the tier is writing it out: a moment
+        list_unlink(*list, k);
+        tc->parked_pages -= k->pages;
+        merge_remote(k);
+        if (free_count(k) == k->blocks) depot_release(k);
+        else relinquish(k);
+      }
     if (!s) continue;
     merge_remote(s);
     if (free_count(s) == s->blocks) depot_release(s);
@@ -958,6 +1059,17 @@ uint32_t heap_touched_pages() { return __atomic_load_n(&g_depot.bump, __ATOMIC_A
 // its pages keep their meaning while the tier moves them.  Same rules as an adoption.
 SlabMeta *tier_claim(uint32_t page) {
   SlabMeta *s = &meta_at(page);
+  if (owner_parked(s->owner.load(std::memory_order_relaxed))) {   // a parked slab: one CAS
+    RemoteState &r = g_region.remote[page];
+    uint8_t expected = kParkedIdle;
+    if (s->back != 0 || !r.share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel))
+      return nullptr;
+    if (!owner_parked(s->owner.load(std::memory_order_acquire)) || __atomic_load_n(&s->out, __ATOMIC_RELAXED) == 0) {
+      r.share.store(kParkedIdle, std::memory_order_release);
+      return nullptr;
+    }
+    return s;
+  }
   unsigned cls = __atomic_load_n(&s->cls, __ATOMIC_RELAXED);
   if (cls >= kNumClasses || s->owner.load(std::memory_order_relaxed) != kSharedOwner) return nullptr;
   RemoteState &r = g_region.remote[page];
@@ -973,6 +1085,10 @@ SlabMeta *tier_claim(uint32_t page) {
 
 // End a claim: the slab is shared and idle again; the frees that came meanwhile are looked at now.
 void tier_unclaim(SlabMeta *s) {
+  if (owner_parked(s->owner.load(std::memory_order_relaxed))) {   // (a claim keeps it parked)
+    g_region.remote[page_of(s)].share.store(kParkedIdle, std::memory_order_release);
+    return;
+  }
   {
     Guard g(g_class_lock[s->cls].lock);
     g_region.remote[page_of(s)].share.store(kSharedIdle, std::memory_order_seq_cst);
@@ -982,6 +1098,8 @@ void tier_unclaim(SlabMeta *s) {
 
 void free_remote(void *p, SlabMeta *s, const char *call) {
   if (ZNS_UNLIKELY(g_secure)) return secure_free(p, s, call);   // every free, in that mode
+  ThreadCache *tc = t_cache;
+  if (s->owner.load(std::memory_order_relaxed) == (tc->id | kParkedBit)) return free_parked(tc, p, s, call);
   free_remote_plain(p, s, call);
 }
 

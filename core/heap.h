@@ -40,6 +40,16 @@ inline constexpr uint32_t kQuarantine = 256;          // ZNS_SECURE: freed block
 // ZNS_SECURE: SlabMeta.owner of a slab a cache owns is its id plus this bit, so the free fast path
 // (owner == my id) never matches and every free takes the checked, quarantining slow path.
 inline constexpr uint32_t kSecureBit = 1u << 24;
+// SlabMeta.owner of a *parked* slab: its cache's id plus this bit.  A cache parks its current slab
+// when it runs out of free blocks, instead of sharing it: the slab stays the cache's, but the free
+// fast path (owner == my id) no longer matches, so the owner's frees into it take free_parked, a
+// short local slow path that counts the blocks still out and hands the slab back to the depot
+// when none are, and that puts a full slab on the cache's list of slabs to allocate from next.
+inline constexpr uint32_t kParkedBit = 1u << 25;
+// Parked slabs per cache, at most (pages): beyond it a full slab is shared, as a thread's slabs
+// are at its exit.  This bounds what an idle thread can hold that other threads freed into its
+// parked slabs (it merges those only in its own slow path).
+inline constexpr uint32_t kParkMaxPages = 1024;   // 4 MiB
 // ZNS_SECURE: pages of the region are grouped by this many; the first page of each group (and the
 // region's last page) is an inaccessible guard, so a linear overflow cannot run through the heap.
 inline constexpr uint32_t kGuardGroup = 64;
@@ -48,6 +58,8 @@ inline constexpr uint32_t kGuardGroup = 64;
 // the owner never has to move a slab between lists.
 enum SlabState : uint8_t {
   kCurrent = 0,   // the slab of tc->bin[cls]; stays even when empty
+  kParkedFull = 4,     // owned, not current, no free block: on its cache's full list
+  kParkedPartial = 5,  // owned, not current, some free blocks: on its cache's partial list
   kShared = 2,    // given up by its cache when it ran out of free blocks: every free is remote;
                   // on the depot's class list once a quarter is free, back to empty when all are
   kInDepot = 3,   // empty, no owner
@@ -63,7 +75,8 @@ struct alignas(64) SlabMeta {
   uint8_t state;                   // SlabState (head); informational: nothing branches on it
                                    // (the owner field decides), it is for debuggers and the tier
   std::atomic<uint8_t> remote_hint;  // 1 when remote bits may be set that are not merged yet (head)
-  uint16_t out;                    // blocks out when the slab was given up (head; shared only)
+  uint16_t out;                    // shared: blocks out when the slab was given up; parked: blocks
+                                   // out now (minus remote frees not merged yet); head only
   uint16_t blocks;                 // blocks in the slab
   uint32_t size;                   // block size (copy of the class table, for locality)
   union {
@@ -83,7 +96,10 @@ enum ShareState : uint8_t {
   kOwned = 0,         // a cache owns the slab (or it is empty in the depot)
   kSharedIdle = 1,    // shared, not yet worth reusing
   kSharedQueued = 2,  // shared, on the depot's list for its class (changes under the class lock)
-  kSharedClaimed = 3, // being adopted by a cache or returned to the depot as empty
+  kSharedClaimed = 3, // being adopted by a cache or returned to the depot as empty; or (a parked
+                      // slab) being written out by the tier
+  kParkedIdle = 4,    // parked (see kParkedBit): the tier may claim it (CAS to kSharedClaimed);
+                      // the owner takes it back with a CAS to kOwned before it unparks or frees it
 };
 struct RemoteState {
   std::atomic<uint64_t> bits[kBitmapWords];  // 1 = freed remotely, not yet merged
@@ -110,6 +126,11 @@ struct ThreadCache {
                                         // word's cache line), or g_zero_word
   uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
                                         // derived: allocated - live, live from the slabs)
+  // Parked slabs per class (see kParkedBit), doubly linked through SlabMeta.prev/next; only the
+  // owner's thread touches them.  Partial ones become current again (LIFO) before the depot is asked.
+  uint32_t partial[kNumClasses];
+  uint32_t full[kNumClasses];
+  uint32_t parked_pages;                // pages of all parked slabs
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
   uint32_t remote_count;                // entries in remote_buf
   uint64_t remote_seen[4];              // a 256-bit filter of the addresses in remote_buf
@@ -126,9 +147,12 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : bin{}, alloc_count{}, id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
+      : bin{}, alloc_count{}, partial{}, full{}, parked_pages(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
         attached(false), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
-    for (unsigned c = 0; c < kNumClasses; ++c) bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
+      partial[c] = full[c] = kNil;
+    }
   }
 };
 
@@ -143,7 +167,10 @@ extern Region g_region;
 extern bool g_secure;   // ZNS_SECURE=1; fixed once the heap is initialised
 
 // The cache id in a SlabMeta.owner value (strips kSecureBit); special values pass unchanged.
-ZNS_INLINE uint32_t owner_cache(uint32_t owner) { return owner < kSharedOwner ? owner & ~kSecureBit : owner; }
+ZNS_INLINE bool owner_parked(uint32_t owner) { return owner < kSharedOwner && (owner & kParkedBit); }
+ZNS_INLINE uint32_t owner_cache(uint32_t owner) {
+  return owner < kSharedOwner ? owner & ~(kSecureBit | kParkedBit) : owner;
+}
 
 // TLS: a pointer to the thread's cache, starting at a constant empty sentinel so the fast path
 // never asks "initialised?".

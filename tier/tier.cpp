@@ -4,9 +4,9 @@
 // its own paths (tier_take, tier_release, tier_is_out, tier_purge) never take it.
 //
 // Invariants
-//   - Only shared slabs with live blocks leave RAM (a cache's current slab is hot by definition),
-//     and only while claimed (tier_claim): nobody adopts or frees the slab to the depot while its
-//     bytes are being written out, so its pages keep their meaning.
+//   - Only shared and parked slabs with live blocks leave RAM (a cache's current slab is hot by
+//     definition), and only while claimed (tier_claim): nobody adopts, unparks or frees the slab
+//     to the depot while its bytes are being written out, so its pages keep their meaning.
 //   - uffd: a slab is write-protected before it is written to the file and dropped after, all under
 //     g_tier_lock; a store in between waits in a write-protect fault that is served (under the same
 //     lock) only after the drop, and so retries as a missing fault and reads the slab back first.
@@ -335,9 +335,12 @@ void drain_faults() {
 // window doubles its window (backoff, up to 64x) and halves it again after staying out 4 windows.
 // With ZNS_TIER_MAX_RESIDENT, when the candidates' resident bytes exceed the budget, the ones
 // idle longest go first, whatever their window.
+// Slabs that may leave RAM: shared ones, and parked ones (owned, but not allocated from).
+bool tier_candidate(uint32_t owner) { return owner == kSharedOwner || owner_parked(owner); }
+
 uint32_t signature(uint32_t page) {
   RemoteState &r = g_region.remote[page];
-  uint64_t h = __atomic_load_n(&g_region.meta[page].out, __ATOMIC_RELAXED);
+  uint64_t h = __atomic_load_n(&g_region.meta[page].out, __ATOMIC_RELAXED);   // parked: the owner's frees
   for (unsigned w = 0; w < kBitmapWords; ++w)
     h = (h ^ r.bits[w].load(std::memory_order_relaxed)) * 0x9E3779B97F4A7C15ull;
   return uint32_t(h >> 32) ^ uint32_t(h);
@@ -371,7 +374,7 @@ void scan() {
       }
       continue;
     }
-    if (m.owner.load(std::memory_order_relaxed) != kSharedOwner) { t.watched = 0; continue; }
+    if (!tier_candidate(m.owner.load(std::memory_order_relaxed))) { t.watched = 0; continue; }
     uint32_t sig = signature(p);
     resident_pages += k;
     if (!t.watched || sig != t.sig) {
@@ -388,7 +391,7 @@ void scan() {
         evict_now = idle >= window;
       } else if (idle >= window / 2) {
         Guard g(g_tier_lock);
-        if (t.state.load(std::memory_order_relaxed) == kResident && m.owner.load() == kSharedOwner &&
+        if (t.state.load(std::memory_order_relaxed) == kResident && tier_candidate(m.owner.load()) &&
             uffd_protect(page_addr(p), size_t(k) * kPageSize, true) == 0)
           t.armed.store(1, std::memory_order_relaxed);
       }
@@ -651,7 +654,7 @@ size_t tier_pageout_now() {
   uint32_t pages = heap_touched_pages();
   for (uint32_t p = 0; p < pages; ++p) {
     SlabMeta &m = g_region.meta[p];
-    if (m.back != 0 || m.owner.load(std::memory_order_relaxed) != kSharedOwner) continue;
+    if (m.back != 0 || !tier_candidate(m.owner.load(std::memory_order_relaxed))) continue;
     if (g_tm[p].state.load(std::memory_order_relaxed) == kOut) continue;
     Guard g(g_tier_lock);
     evict(p);
