@@ -650,6 +650,10 @@ def section_checks(ctx):
     c = scfg(ctx, "checks")
     run = (getattr(ctx, "runs", {}) or {}).get("checks") or {}
     data, runs, S, R = checks_data(ctx)
+
+    def failed(v, *keys):   # every run of the cell failed, or the variant could not run at all
+        return "FAILED¹" if any(ctx.store.error("checks", k, v) for k in keys + ("(stage)",)) else "-"
+
     txt = ["## Cost of the checks and of ZNS_SECURE (issue 6)", "",
            "ZNS-Slab only, three variants of the same sources: **zns** = the default build "
            "(build/libzns_slab.so); **zns-unchecked** = the same built with `-DZNS_UNCHECKED` "
@@ -680,7 +684,7 @@ def section_checks(ctx):
             if med[v] is not None:
                 cells.append("%.1f" % med[v])
             else:
-                cells.append("FAILED¹" if ctx.store.error("checks", key, v) else "-")
+                cells.append(failed(v, key))
         z, u, sec = med["zns"], med["zns-unchecked"], med["zns-secure"]
         d1 = ir_diff(z, u)
         d2 = ir_diff(sec, z)
@@ -710,8 +714,7 @@ def section_checks(ctx):
         cells = []
         for v in CHECKS_VARIANTS:
             sv = S(key, v, f)
-            cells.append(cell(sv) if sv else ("FAILED¹" if ctx.store.error("checks", key, v) or
-                                              ctx.store.error("checks", "micro/" + row.split("/")[0], v) else "-"))
+            cells.append(cell(sv) if sv else failed(v, key, "micro/" + row.split("/")[0]))
         r1, p1 = R(key, "zns", "zns-unchecked", f)
         r2, p2 = R(key, "zns-secure", "zns", f)
         rows.append([row, "ns per malloc+free"] + cells + [ratio_cell(r1, p1), ratio_cell(r2, p2),
@@ -724,7 +727,7 @@ def section_checks(ctx):
         cells = []
         for v in CHECKS_VARIANTS:
             sv = S("workload", v, f)
-            cells.append(cell(sv, digits) if sv else ("FAILED¹" if ctx.store.error("checks", "workload", v) else "-"))
+            cells.append(cell(sv, digits) if sv else failed(v, "workload"))
         r1, p1 = R("workload", "zns", "zns-unchecked", f)
         r2, p2 = R("workload", "zns-secure", "zns", f)
         rows.append([label, unit] + cells + [ratio_cell(r1, p1), ratio_cell(r2, p2),
