@@ -630,14 +630,6 @@ def checks_data(ctx):
     return data, runs, S, R
 
 
-def ratio_cell(r, per):
-    if r is None:
-        return "-"
-    if not per or per[1] == per[2]:
-        return "%.3fx" % r
-    return "%.3fx (%.2f–%.2f)" % (r, per[1], per[2])
-
-
 def checks_micro_rows(ctx):
     data = ctx.store.data.get("checks", {})
     sizes = scfg(ctx, "checks").get("checks_sizes", [64, 1024])
@@ -708,42 +700,43 @@ def section_checks(ctx):
 
     # time
     rows = []
-    for row in checks_micro_rows(ctx):
-        key = "micro/" + row
-        f = lambda d: d["ns"]
+
+    def trow(label, unit, key, f, digits=None, group=None):
         cells = []
         for v in CHECKS_VARIANTS:
             sv = S(key, v, f)
-            cells.append(cell(sv) if sv else failed(v, key, "micro/" + row.split("/")[0]))
-        r1, p1 = R(key, "zns", "zns-unchecked", f)
-        r2, p2 = R(key, "zns-secure", "zns", f)
-        rows.append([row, "ns per malloc+free"] + cells + [ratio_cell(r1, p1), ratio_cell(r2, p2),
-                                                           max(len(runs(key, v)) for v in CHECKS_VARIANTS)])
-    for label, unit, f, digits in [("workload wall", "s", lambda d: d["wall"], 3),
-                                   ("workload user+sys", "s", lambda d: d["cpu"], 3),
-                                   ("workload peak RSS", "MiB", lambda d: d["rss_mb"], 1)]:
-        if not any(runs("workload", v) for v in CHECKS_VARIANTS) and not ctx.store.errors.get("checks", {}).get("workload"):
-            break
-        cells = []
-        for v in CHECKS_VARIANTS:
-            sv = S("workload", v, f)
-            cells.append(cell(sv, digits) if sv else failed(v, "workload"))
-        r1, p1 = R("workload", "zns", "zns-unchecked", f)
-        r2, p2 = R("workload", "zns-secure", "zns", f)
-        rows.append([label, unit] + cells + [ratio_cell(r1, p1), ratio_cell(r2, p2),
-                                             max(len(runs("workload", v)) for v in CHECKS_VARIANTS)])
+            cells.append(cell(sv, digits) if sv else failed(v, key, *((group,) if group else ())))
+        out = [label, unit] + cells
+        for a, b in (("zns", "zns-unchecked"), ("zns-secure", "zns")):
+            r, per = R(key, a, b, f)
+            out += [ratio(r, 3), cell(per, 3) if per else "-"]
+        return out + [max(len(runs(key, v)) for v in CHECKS_VARIANTS)]
+
+    for row in checks_micro_rows(ctx):
+        rows.append(trow(row, "ns per malloc+free", "micro/" + row, lambda d: d["ns"], group="micro/" + row.split("/")[0]))
+    for row in checks_micro_rows(ctx):
+        if (row.startswith("prodcons") or "threads:2" in row) and any(
+                d.get("cpu_ns") for v in CHECKS_VARIANTS for d in runs("micro/" + row, v)):
+            rows.append(trow(row + " (CPU)", "CPU ns per malloc+free, all threads", "micro/" + row,
+                             lambda d: d.get("cpu_ns")))
+    if any(runs("workload", v) for v in CHECKS_VARIANTS) or ctx.store.errors.get("checks", {}).get("workload"):
+        rows.append(trow("workload wall", "s", "workload", lambda d: d["wall"], 3))
+        rows.append(trow("workload user+sys", "s", "workload", lambda d: d["cpu"], 3))
+        rows.append(trow("workload peak RSS", "MiB", "workload", lambda d: d["rss_mb"], 1))
     if rows:
         sums = {d.get("checksum") for v in CHECKS_VARIANTS for d in runs("workload", v)}
         txt += ["### Time", "",
                 "Google Benchmark rows (build/bench/micro, min time %g s): ns per malloc+free, CPU time for the "
-                "single-thread rows, wall time for churn/threads:2 and prodcons (as in the workloads 1–5 section). "
-                "workload = `build/bench/workload --scale %g` (the `make run` workload), timed as a process by "
-                "build/bench/timeit. In each round the three variants run each workload back to back, the first "
-                "of them rotating from round to round. Median (min–max) over rounds; ratios: the ratio of the "
-                "medians, and in brackets the min–max of the per-round ratios (same round, run back to back). "
-                "Above 1.0 = slower than the reference." % (c.get("micro_min_time", 0), c.get("checks_wl_scale", 0)), "",
-                table(["workload", "unit", "zns", "zns-unchecked", "zns-secure", "zns / unchecked (checks)",
-                       "secure / zns (ZNS_SECURE)", "rounds"], rows), "",
+                "single-thread rows, wall time for churn/threads:2 and prodcons (as in the workloads 1–5 section; "
+                "the (CPU) rows give those two as CPU time of all threads per item: less disturbed by other jobs, "
+                "but they count the waiting thread's spinning). workload = `build/bench/workload --scale %g` (the "
+                "`make run` workload), timed as a process by build/bench/timeit. In each round the three variants "
+                "run each workload back to back, the first of them rotating from round to round. Medians (min–max) "
+                "over rounds. Ratios: the ratio of the medians, and \"per round\" = the median (min–max) of the "
+                "ratios within each round (variants run back to back, so a slow period of the machine hits both "
+                "sides). Above 1.0 = slower than the reference." % (c.get("micro_min_time", 0), c.get("checks_wl_scale", 0)), "",
+                table(["workload", "unit", "zns", "zns-unchecked", "zns-secure", "zns / unchecked (checks)", "per round",
+                       "secure / zns (ZNS_SECURE)", "per round", "rounds"], rows), "",
                 "workload output: %s" % ("identical in every run (checksum %s)." % next(iter(sums)) if len(sums) == 1 else
                                          "**DIFFERS between runs**: %s" % ", ".join(sorted(str(x) for x in sums)) if sums else "-"), ""]
         txt += checks_summary(ctx, sizes)
@@ -782,7 +775,7 @@ def checks_summary(ctx, sizes):
         for what, f in (("wall", lambda d: d["wall"]), ("user+sys", lambda d: d["cpu"])):
             r, per = R("workload", a, b, f)
             if r is not None:
-                parts.append("workload %s %s" % (what, ratio_cell(r, per)))
+                parts.append("workload %s %s (per round %s)" % (what, ratio(r, 3), cell(per, 3) if per else "-"))
         r, per = R("workload", a, b, lambda d: d["rss_mb"])
         if r is not None:
             parts.append("workload peak RSS %.3fx" % r)
