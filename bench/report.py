@@ -757,7 +757,7 @@ def json_short(x):
     return t if len(t) <= 300 else t[:297] + "..."
 
 
-NOISY_SPREAD = 0.5   # a row whose min-max spread exceeds this share of its median says nothing about a few percent
+NOISY_SPREAD = 0.5   # per-round ratios on both sides of 1.0 and spread over more than this share: unreadable
 
 
 def checks_summary(ctx, sizes):
@@ -776,13 +776,14 @@ def checks_summary(ctx, sizes):
             r, per = R("micro/" + row, a, b, f)
             if r is None or not per:
                 continue
-            spreads = [(x[2] - x[1]) / x[0] for x in (S("micro/" + row, a, f), S("micro/" + row, b, f))]
-            (noisy if max(spreads) > NOISY_SPREAD else micro).append((per[0], row))
+            unreadable = per[1] < 1.0 < per[2] and (per[2] - per[1]) / per[0] > NOISY_SPREAD
+            (noisy if unreadable else micro).append((per[0], row))
         if micro:
             lo, hi = min(micro), max(micro)
             parts.append("micro rows (median of the per-round ratios) %.3fx (%s) to %.3fx (%s)" % (lo[0], lo[1], hi[0], hi[1]))
         if noisy:
-            parts.append("not readable in this run (a variant's min–max spread over %d%% of its median): %s" %
+            parts.append("not readable in this run (per-round ratios on both sides of 1.0, spread over %d%% of "
+                         "their median): %s" %
                          (100 * NOISY_SPREAD, ", ".join(r for _, r in noisy)))
         for what, f in (("wall", lambda d: d["wall"]), ("user+sys", lambda d: d["cpu"])):
             r, per = R("workload", a, b, f)
@@ -952,8 +953,9 @@ def make_plots(ctx, outdir):
         if chk:
             data, runs, S, R = checks_data(ctx)
             sizes = sorted({int(k.split("/")[1]) for k in chk if k.startswith("ir/")})
-            fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [1, 2.4]})
+            fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1, 2, 2]})
             width = 0.8 / len(CHECKS_VARIANTS)
+            irs = []
             for i, v in enumerate(CHECKS_VARIANTS):
                 pts = [(j, S("ir/%d" % sz, v, lambda d: d["per_pair"])) for j, sz in enumerate(sizes)]
                 pts = [(j, s[0]) for j, s in pts if s]
@@ -962,38 +964,47 @@ def make_plots(ctx, outdir):
                                 label=v, color=COLORS.get(v))
                     for j, y in pts:
                         axes[0].text(j - 0.4 + width * (i + 0.5), y, "%.0f" % y, ha="center", va="bottom", fontsize=7)
+                    irs += [y for _, y in pts]
+            if irs and max(irs) > 10 * max(min(irs), 1):
+                axes[0].set_yscale("log")
+                axes[0].set_ylim(top=max(irs) * 4)
+            else:
+                axes[0].set_ylim(top=max(irs + [1]) * 1.2)
             axes[0].set_xticks(range(len(sizes)))
             axes[0].set_xticklabels(["%d B" % x for x in sizes])
             axes[0].set_title("Issue 6: instructions per malloc+free pair", fontsize=10)
             axes[0].grid(axis="y", alpha=0.3)
-            axes[0].set_ylim(top=axes[0].get_ylim()[1] * 1.2)
             axes[0].legend(fontsize=7, loc="upper center", ncol=3)
             rows = [("micro/" + r, r, lambda d: d["ns"]) for r in checks_micro_rows(ctx)] + \
                    [("workload", "workload wall", lambda d: d["wall"]), ("workload", "workload user+sys", lambda d: d["cpu"])]
-            dots = []
-            for i, (a, b, label, col) in enumerate([("zns", "zns-unchecked", "zns / unchecked (cost of the checks)", COLORS["zns"]),
-                                                     ("zns-secure", "zns", "secure / zns (cost of ZNS_SECURE=1)", COLORS["zns-secure"])]):
+            for ax, (a, b, title, col) in zip(axes[1:], [
+                    ("zns", "zns-unchecked", "zns / zns-unchecked (cost of the checks)", COLORS["zns"]),
+                    ("zns-secure", "zns", "zns-secure / zns (cost of ZNS_SECURE=1)", COLORS["zns-secure"])]):
                 xs, ys, lo, hi = [], [], [], []
                 for j, (key, _, f) in enumerate(rows):
                     r, per = R(key, a, b, f)
                     if not per:
                         continue
-                    xs.append(j - 0.2 + 0.4 * i)
+                    xs.append(j)
                     ys.append(per[0])
                     lo.append(per[0] - per[1])
                     hi.append(per[2] - per[0])
                 if xs:
-                    axes[1].errorbar(xs, ys, yerr=[lo, hi], fmt="o", label=label, color=col, capsize=3, lw=0.8)
-                    dots += ys
-            axes[1].axhline(1.0, color="k", lw=0.8)
-            # the whiskers of the noisy threaded rows reach 0.1x..7x: keep the dots readable, clip those
-            axes[1].set_ylim(min([0.85] + [y - 0.05 for y in dots]), max([1.25] + [y + 0.05 for y in dots]))
-            axes[1].set_xticks(range(len(rows)))
-            axes[1].set_xticklabels([r[1] for r in rows], rotation=30, ha="right", fontsize=8)
-            axes[1].set_ylabel("per-round time ratio: median, min–max")
-            axes[1].set_title("Issue 6: time ratios within a round (above 1 = slower; long whiskers clipped)", fontsize=10)
-            axes[1].grid(axis="y", alpha=0.3)
-            axes[1].legend(fontsize=7)
+                    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color=col, capsize=3, lw=0.8)
+                    for x, y in zip(xs, ys):
+                        ax.annotate("%.2f" % y, (x, y), textcoords="offset points", xytext=(6, 2), fontsize=7)
+                ax.axhline(1.0, color="k", lw=0.8)
+                # the whiskers of the noisy threaded rows can reach 0.1x..7x: keep the medians readable, clip those
+                if ys and max(ys) > 2:
+                    ax.set_yscale("log")
+                    ax.set_ylim(min([0.8] + [y / 1.2 for y in ys]), max(ys) * 1.5)
+                else:
+                    ax.set_ylim(min([0.85] + [y - 0.05 for y in ys]), max([1.25] + [y + 0.05 for y in ys]))
+                ax.set_xticks(range(len(rows)))
+                ax.set_xticklabels([r[1] for r in rows], rotation=30, ha="right", fontsize=8)
+                ax.set_ylabel("time ratio per round: median, min–max (clipped)")
+                ax.set_title("Issue 6: %s; above 1 = slower" % title, fontsize=10)
+                ax.grid(axis="y", alpha=0.3)
             save(fig, "checks.png")
     except Exception as e:   # a chart problem must not lose the tables
         import traceback
