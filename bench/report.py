@@ -3,8 +3,9 @@ import os
 import statistics
 
 PEERS = ["jemalloc", "mimalloc", "tcmalloc"]
-STAGE_ORDER = ["callgrind", "micro", "latency", "memory", "programs", "redis", "tier"]
-COLORS = {"glibc": "#7f7f7f", "jemalloc": "#1f77b4", "mimalloc": "#2ca02c", "tcmalloc": "#ff7f0e", "zns": "#d62728"}
+STAGE_ORDER = ["callgrind", "micro", "latency", "memory", "programs", "redis", "tier", "checks"]
+COLORS = {"glibc": "#7f7f7f", "jemalloc": "#1f77b4", "mimalloc": "#2ca02c", "tcmalloc": "#ff7f0e", "zns": "#d62728",
+          "zns-unchecked": "#ff9896", "zns-secure": "#8c564b"}
 
 MICRO_ROWS = (["pair/%d" % s for s in (8, 16, 32, 48, 64, 96, 128, 256, 512, 1024, 2048, 4096)] +
               ["batch/100", "batch/1000", "batch/100000", "churn/threads:1", "prodcons", "churn/threads:2"])
@@ -173,6 +174,8 @@ def render(ctx, plots, outdir):
         sections.append(section_programs(ctx))
     if "tier" in ctx.stages:
         sections.append(section_tier(ctx))
+    if "checks" in ctx.stages:
+        sections.append(section_checks(ctx))
 
     w("## Targets (issue 4)")
     w("")
@@ -601,6 +604,201 @@ def section_tier(ctx):
     return "\n".join(txt)
 
 
+CHECKS_VARIANTS = ["zns", "zns-unchecked", "zns-secure"]
+CHECKS_MICRO_ROWS = ["batch/100", "batch/1000", "batch/100000", "churn/threads:1", "churn/threads:2", "prodcons"]
+
+
+def checks_data(ctx):
+    """data["checks"][key][variant] -> runs; the variants' medians and the paired (same round) ratios."""
+    data = ctx.store.data.get("checks", {})
+
+    def runs(key, v):
+        return data.get(key, {}).get(v, [])
+
+    def S(key, v, f):
+        return summ([f(d) for d in runs(key, v)])
+
+    def R(key, a, b, f):
+        """(ratio of the medians of a and b, (median, min, max) of the per-round ratios a/b)."""
+        sa, sb = S(key, a, f), S(key, b, f)
+        if not sa or not sb or not sb[0]:
+            return None, None
+        rb = {d["round"]: f(d) for d in runs(key, b) if "round" in d}
+        per = [f(d) / rb[d["round"]] for d in runs(key, a) if d.get("round") in rb and rb[d["round"]]]
+        return sa[0] / sb[0], summ(per)
+
+    return data, runs, S, R
+
+
+def checks_micro_rows(ctx):
+    data = ctx.store.data.get("checks", {})
+    sizes = scfg(ctx, "checks").get("checks_sizes", [64, 1024])
+    rows = ["pair/%d" % x for x in sizes] + CHECKS_MICRO_ROWS
+    return [r for r in rows if "micro/" + r in data] + sorted(
+        k[6:] for k in data if k.startswith("micro/") and k[6:] not in rows and k[6:] not in ("pair", "batch", "churn", "prodcons"))
+
+
+def section_checks(ctx):
+    c = scfg(ctx, "checks")
+    run = (getattr(ctx, "runs", {}) or {}).get("checks") or {}
+    data, runs, S, R = checks_data(ctx)
+
+    def failed(v, *keys):   # every run of the cell failed, or the variant could not run at all
+        return "FAILED¹" if any(ctx.store.error("checks", k, v) for k in keys + ("(stage)",)) else "-"
+
+    txt = ["## Cost of the checks and of ZNS_SECURE (issue 6)", "",
+           "ZNS-Slab only, three variants of the same sources: **zns** = the default build "
+           "(build/libzns_slab.so); **zns-unchecked** = the same built with `-DZNS_UNCHECKED` "
+           "(build/unchecked/libzns_slab.so: the misuse checks of the free fast path — block start, "
+           "already free, `last` double free — and the sized-delete class check compiled out; a bench-only "
+           "build, never shipped); **zns-secure** = the default build run with `ZNS_SECURE=1`. "
+           "zns / unchecked is what the default checks cost; secure / zns is what secure mode costs. "
+           "build/bench/pairs and build/bench/micro call malloc/free only; the workload (C++) also goes "
+           "through operator new and sized delete.", "",
+           "- Measured %s, git %s%s, %s mode, %s rounds; shim sha256 %s (zns, zns-secure), %s (zns-unchecked); "
+           "load average after the stage %s; stage time %s s." %
+           (run.get("date", "?"), run.get("git", "?"), " + uncommitted changes in core/ or shim/" if run.get("git_dirty") else "",
+            run.get("mode", "?"), run.get("rounds", "?"), run.get("zns_sha256", "?"), run.get("unchecked_sha256", "?"),
+            run.get("load", "?"), num(run.get("time"), 0))]
+    for wmsg in run.get("warnings") or []:
+        txt.append("- **Warning**: %s" % wmsg)
+    txt.append("")
+
+    # instructions
+    sizes = sorted({int(k.split("/")[1]) for k in data if k.startswith("ir/")})
+    rows = []
+    same_secure = []
+    for size in sizes:
+        key = "ir/%d" % size
+        med = {v: (S(key, v, lambda d: d["per_pair"]) or (None,))[0] for v in CHECKS_VARIANTS}
+        cells = []
+        for v in CHECKS_VARIANTS:
+            if med[v] is not None:
+                cells.append("%.1f" % med[v])
+            else:
+                cells.append(failed(v, key))
+        z, u, sec = med["zns"], med["zns-unchecked"], med["zns-secure"]
+        d1 = ir_diff(z, u)
+        d2 = ir_diff(sec, z)
+        if z is not None and sec is not None:
+            same_secure.append(abs(sec - z) < 0.05)
+        rows.append(["%d B" % size] + cells + [d1, d2])
+    if rows:
+        txt += ["### Instructions per malloc+free pair (callgrind)", "",
+                "`valgrind --tool=callgrind build/bench/pairs N SIZE`, N = %s pairs minus N = 0, divided by N "
+                "(as in the callgrind section; the loop adds ~4). Deterministic: one run each." %
+                "{:,}".format(c.get("callgrind_pairs", 0)), "",
+                table(["size", "zns", "zns-unchecked", "zns-secure", "checks: zns − unchecked", "secure: zns-secure − zns"], rows), ""]
+    hints = [d.get("secure_stats") for d in runs("workload", "zns-secure") if d.get("secure_stats")]
+    if same_secure and all(same_secure) and not hints:
+        txt += ["**ZNS_SECURE=1 changed nothing measurable at git %s**: its instruction counts equal the default's "
+                "and the library's stats dump says nothing about secure mode, so secure mode is presumably not "
+                "implemented (yet) at this revision; the zns-secure numbers below are then a second sample of the "
+                "default (their ratio to zns shows the noise). Rerun the stage once it lands." % run.get("git", "?"), ""]
+    elif hints:
+        txt += ["The library's stats dump under ZNS_SECURE=1 (workload, last round): `%s`." % json_short(hints[-1]), ""]
+
+    # time
+    rows = []
+
+    def trow(label, unit, key, f, digits=None, group=None):
+        cells = []
+        for v in CHECKS_VARIANTS:
+            sv = S(key, v, f)
+            cells.append(cell(sv, digits) if sv else failed(v, key, *((group,) if group else ())))
+        out = [label, unit] + cells
+        for a, b in (("zns", "zns-unchecked"), ("zns-secure", "zns")):
+            r, per = R(key, a, b, f)
+            out += [ratio(r, 3), cell(per, 3) if per else "-"]
+        return out + [max(len(runs(key, v)) for v in CHECKS_VARIANTS)]
+
+    for row in checks_micro_rows(ctx):
+        rows.append(trow(row, "ns per malloc+free", "micro/" + row, lambda d: d["ns"], group="micro/" + row.split("/")[0]))
+    for row in checks_micro_rows(ctx):
+        if (row.startswith("prodcons") or "threads:2" in row) and any(
+                d.get("cpu_ns") for v in CHECKS_VARIANTS for d in runs("micro/" + row, v)):
+            rows.append(trow(row + " (CPU)", "CPU ns per malloc+free, all threads", "micro/" + row,
+                             lambda d: d.get("cpu_ns")))
+    if any(runs("workload", v) for v in CHECKS_VARIANTS) or ctx.store.errors.get("checks", {}).get("workload"):
+        rows.append(trow("workload wall", "s", "workload", lambda d: d["wall"], 3))
+        rows.append(trow("workload user+sys", "s", "workload", lambda d: d["cpu"], 3))
+        rows.append(trow("workload peak RSS", "MiB", "workload", lambda d: d["rss_mb"], 1))
+    if rows:
+        sums = {d.get("checksum") for v in CHECKS_VARIANTS for d in runs("workload", v)}
+        txt += ["### Time", "",
+                "Google Benchmark rows (build/bench/micro, min time %g s): ns per malloc+free, CPU time for the "
+                "single-thread rows, wall time for churn/threads:2 and prodcons (as in the workloads 1–5 section; "
+                "the (CPU) rows give those two as CPU time of all threads per item: less disturbed by other jobs, "
+                "but they count the waiting thread's spinning). workload = `build/bench/workload --scale %g` (the "
+                "`make run` workload), timed as a process by build/bench/timeit. In each round the three variants "
+                "run each workload back to back, the first of them rotating from round to round. Medians (min–max) "
+                "over rounds. Ratios: the ratio of the medians, and \"per round\" = the median (min–max) of the "
+                "ratios within each round (variants run back to back, so a slow period of the machine hits both "
+                "sides). Above 1.0 = slower than the reference." % (c.get("micro_min_time", 0), c.get("checks_wl_scale", 0)), "",
+                table(["workload", "unit", "zns", "zns-unchecked", "zns-secure", "zns / unchecked (checks)", "per round",
+                       "secure / zns (ZNS_SECURE)", "per round", "rounds"], rows), "",
+                "workload output: %s" % ("identical in every run (checksum %s)." % next(iter(sums)) if len(sums) == 1 else
+                                         "**DIFFERS between runs**: %s" % ", ".join(sorted(str(x) for x in sums)) if sums else "-"), ""]
+        txt += checks_summary(ctx, sizes)
+    return "\n".join(txt)
+
+
+def ir_diff(a, b):
+    if a is None or not b:
+        return "-"
+    if abs(a - b) < 0.05:
+        return "0 (same)"
+    return "%+.1f (%+.1f%%)" % (a - b, 100.0 * (a - b) / b)
+
+
+def json_short(x):
+    import json
+    t = json.dumps(x, sort_keys=True)
+    return t if len(t) <= 300 else t[:297] + "..."
+
+
+NOISY_SPREAD = 0.5   # per-round ratios on both sides of 1.0 and spread over more than this share: unreadable
+
+
+def checks_summary(ctx, sizes):
+    data, runs, S, R = checks_data(ctx)
+    out = ["Summary:", ""]
+    for label, a, b in [("checks (zns / unchecked)", "zns", "zns-unchecked"), ("ZNS_SECURE=1 (secure / zns)", "zns-secure", "zns")]:
+        parts = []
+        for size in sizes:
+            sa, sb = S("ir/%d" % size, a, lambda d: d["per_pair"]), S("ir/%d" % size, b, lambda d: d["per_pair"])
+            if sa and sb:
+                parts.append("%s instructions per pair at %d B (%.2fx)" % (
+                    "no change in" if abs(sa[0] - sb[0]) < 0.05 else "%+.1f" % (sa[0] - sb[0]), size, sa[0] / sb[0]))
+        micro, noisy = [], []
+        for row in checks_micro_rows(ctx):
+            f = lambda d: d["ns"]
+            r, per = R("micro/" + row, a, b, f)
+            if r is None or not per:
+                continue
+            unreadable = per[1] < 1.0 < per[2] and (per[2] - per[1]) / per[0] > NOISY_SPREAD
+            (noisy if unreadable else micro).append((per[0], row))
+        if micro:
+            lo, hi = min(micro), max(micro)
+            parts.append("micro rows (median of the per-round ratios) %.3fx (%s) to %.3fx (%s)" % (lo[0], lo[1], hi[0], hi[1]))
+        if noisy:
+            parts.append("not readable in this run (per-round ratios on both sides of 1.0, spread over %d%% of "
+                         "their median): %s" %
+                         (100 * NOISY_SPREAD, ", ".join(r for _, r in noisy)))
+        for what, f in (("wall", lambda d: d["wall"]), ("user+sys", lambda d: d["cpu"])):
+            r, per = R("workload", a, b, f)
+            if r is not None:
+                parts.append("workload %s %s (per round %s)" % (what, ratio(r, 3), cell(per, 3) if per else "-"))
+        r, per = R("workload", a, b, lambda d: d["rss_mb"])
+        if r is not None:
+            parts.append("workload peak RSS %.3fx" % r)
+        if parts:
+            out.append("- %s: %s." % (label, "; ".join(parts)))
+    out += ["", "Time ratios within a few percent of 1.0 are inside this VM's noise (compare the per-round "
+            "ranges); the instruction counts are exact.", ""]
+    return out
+
+
 # ---- charts ----------------------------------------------------------------------------------------------
 def make_plots(ctx, outdir):
     try:
@@ -751,6 +949,63 @@ def make_plots(ctx, outdir):
             axes[1].grid(alpha=0.3)
             axes[1].legend(fontsize=7)
             save(fig, "tier.png")
+        chk = ctx.store.data.get("checks", {})
+        if chk:
+            data, runs, S, R = checks_data(ctx)
+            sizes = sorted({int(k.split("/")[1]) for k in chk if k.startswith("ir/")})
+            fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw={"width_ratios": [1, 2, 2]})
+            width = 0.8 / len(CHECKS_VARIANTS)
+            irs = []
+            for i, v in enumerate(CHECKS_VARIANTS):
+                pts = [(j, S("ir/%d" % sz, v, lambda d: d["per_pair"])) for j, sz in enumerate(sizes)]
+                pts = [(j, s[0]) for j, s in pts if s]
+                if pts:
+                    axes[0].bar([j - 0.4 + width * (i + 0.5) for j, _ in pts], [y for _, y in pts], width,
+                                label=v, color=COLORS.get(v))
+                    for j, y in pts:
+                        axes[0].text(j - 0.4 + width * (i + 0.5), y, "%.0f" % y, ha="center", va="bottom", fontsize=7)
+                    irs += [y for _, y in pts]
+            if irs and max(irs) > 10 * max(min(irs), 1):
+                axes[0].set_yscale("log")
+                axes[0].set_ylim(top=max(irs) * 4)
+            else:
+                axes[0].set_ylim(top=max(irs + [1]) * 1.2)
+            axes[0].set_xticks(range(len(sizes)))
+            axes[0].set_xticklabels(["%d B" % x for x in sizes])
+            axes[0].set_title("Issue 6: instructions per malloc+free pair", fontsize=10)
+            axes[0].grid(axis="y", alpha=0.3)
+            axes[0].legend(fontsize=7, loc="upper center", ncol=3)
+            rows = [("micro/" + r, r, lambda d: d["ns"]) for r in checks_micro_rows(ctx)] + \
+                   [("workload", "workload wall", lambda d: d["wall"]), ("workload", "workload user+sys", lambda d: d["cpu"])]
+            for ax, (a, b, title, col) in zip(axes[1:], [
+                    ("zns", "zns-unchecked", "zns / zns-unchecked (cost of the checks)", COLORS["zns"]),
+                    ("zns-secure", "zns", "zns-secure / zns (cost of ZNS_SECURE=1)", COLORS["zns-secure"])]):
+                xs, ys, lo, hi = [], [], [], []
+                for j, (key, _, f) in enumerate(rows):
+                    r, per = R(key, a, b, f)
+                    if not per:
+                        continue
+                    xs.append(j)
+                    ys.append(per[0])
+                    lo.append(per[0] - per[1])
+                    hi.append(per[2] - per[0])
+                if xs:
+                    ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color=col, capsize=3, lw=0.8)
+                    for x, y in zip(xs, ys):
+                        ax.annotate("%.2f" % y, (x, y), textcoords="offset points", xytext=(6, 2), fontsize=7)
+                ax.axhline(1.0, color="k", lw=0.8)
+                # the whiskers of the noisy threaded rows can reach 0.1x..7x: keep the medians readable, clip those
+                if ys and max(ys) > 2:
+                    ax.set_yscale("log")
+                    ax.set_ylim(min([0.8] + [y / 1.2 for y in ys]), max(ys) * 1.5)
+                else:
+                    ax.set_ylim(min([0.85] + [y - 0.05 for y in ys]), max([1.25] + [y + 0.05 for y in ys]))
+                ax.set_xticks(range(len(rows)))
+                ax.set_xticklabels([r[1] for r in rows], rotation=30, ha="right", fontsize=8)
+                ax.set_ylabel("time ratio per round: median, min–max (clipped)")
+                ax.set_title("Issue 6: %s; above 1 = slower" % title, fontsize=10)
+                ax.grid(axis="y", alpha=0.3)
+            save(fig, "checks.png")
     except Exception as e:   # a chart problem must not lose the tables
         import traceback
         traceback.print_exc()

@@ -21,6 +21,12 @@ Workloads (see bench/*.cpp and bench/programs/ for the exact definitions):
                 heap of shared slabs and the latency of its first touches (build/bench/tier), and
                 build/bench/workload with the tier on but nothing cold vs off (own round counts in
                 CONFIGS: tier_rounds, tier_cost_rounds; --rounds does not change them)
+    checks      issue 6, ZNS-Slab only, three variants interleaved: "zns" (the default build), "zns-unchecked"
+                (build/unchecked/libzns_slab.so, built with -DZNS_UNCHECKED: the free fast path's misuse
+                checks compiled out; bench only) and "zns-secure" (the default build with ZNS_SECURE=1):
+                callgrind instructions per pair (build/bench/pairs, CONFIGS checks_sizes), the micro
+                workloads that matter (pair at those sizes, batch, churn 1 and 2 threads, prodcons) and
+                build/bench/workload (the `make run` workload) timed as a process; --rounds rounds
 
 --only runs a subset: results.json keeps the other stages' data from the previous run (each stage
 records its own date, git, mode and config under "runs") and RESULTS.md is regenerated from the
@@ -79,9 +85,16 @@ TIER_CFG = {
 }
 for _m, _c in TIER_CFG.items():
     CONFIGS[_m].update(_c)
+# The checks stage (issue 6): callgrind and pair sizes, and the scale of build/bench/workload.
+CHECKS_CFG = {
+    "quick": dict(checks_sizes=[64, 1024], checks_wl_scale=0.5),
+    "full": dict(checks_sizes=[64, 1024], checks_wl_scale=1.0),
+}
+for _m, _c in CHECKS_CFG.items():
+    CONFIGS[_m].update(_c)
 MICRO_GROUPS = [("pair", "^pair/"), ("batch", "^batch/"), ("churn", "^churn/"), ("prodcons", "^prodcons")]
 LATENCY_SCENARIOS = [("mixed 16..4096 B", 16, 4096), ("small 16..256 B", 16, 256)]
-STAGES = ["callgrind", "micro", "latency", "memory", "programs", "redis", "tier"]
+STAGES = ["callgrind", "micro", "latency", "memory", "programs", "redis", "tier", "checks"]
 TIER_MODES = ["off", "uffd", "madvise"]
 
 
@@ -99,6 +112,7 @@ class Alloc:
     def __init__(self, name, lib, origin):
         self.name, self.lib, self.origin = name, lib, origin   # origin: substring of the malloc_from path
         self.problem = None                                      # why it cannot run at all
+        self.stale = None                                        # a warning about the file (checks stage)
 
     def env(self, extra=None):
         e = {k: v for k, v in os.environ.items() if not SCRUB_ENV.match(k)}
@@ -110,7 +124,7 @@ class Alloc:
         return e
 
 
-def setup_allocators(zns_so, build):
+def setup_allocators(zns_so, build, unchecked_so=None):
     allocs = {"glibc": Alloc("glibc", None, "libc.so.6")}
     for name, (fname, pkg) in PEER_LIBS.items():
         path = os.path.join(LIBDIR, fname)
@@ -128,6 +142,19 @@ def setup_allocators(zns_so, build):
     else:
         a.problem = "not built (%s missing; run make)" % zns_so
     allocs["zns"] = a
+    # The -DZNS_UNCHECKED build (stage checks only; not an allocator of the other stages), snapshotted alike.
+    snap = os.path.join(snap_dir, "unchecked", "libzns_slab.so")
+    os.makedirs(os.path.dirname(snap), exist_ok=True)
+    a = Alloc("zns-unchecked", snap, snap)
+    unchecked_so = unchecked_so or os.path.join(build, "unchecked", "libzns_slab.so")
+    if os.path.exists(unchecked_so):
+        shutil.copy2(unchecked_so, snap)
+        if os.path.exists(zns_so) and os.path.getmtime(unchecked_so) < os.path.getmtime(zns_so) - 60:
+            a.stale = "%s is older than %s: it may not be built from the same sources (make bench-build)" % (
+                unchecked_so, zns_so)
+    else:
+        a.problem = "not built (%s missing; run make bench-build)" % unchecked_so
+    allocs["zns-unchecked"] = a
     return allocs
 
 
@@ -590,6 +617,146 @@ def stage_tier(ctx):
         shutil.rmtree(stats_dir, ignore_errors=True)
 
 
+# ---- the cost of the checks and of ZNS_SECURE (issue 6) ------------------------------------------------
+CHECKS_VARIANTS = ["zns", "zns-unchecked", "zns-secure"]
+CHECKS_SECURE_ENV = {"ZNS_SECURE": "1"}
+
+
+def read_stats_dump(stats_dir):
+    """The whole ZNS_STATS dump of the measured program: the process that allocated the most
+    (build/bench/timeit runs under the same preload and dumps its own; see read_tier_stats)."""
+    best = None
+    for name in os.listdir(stats_dir):
+        try:
+            with open(os.path.join(stats_dir, name)) as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            continue
+        finally:
+            os.unlink(os.path.join(stats_dir, name))
+        n = doc.get("totals", {}).get("allocated", 0)
+        if best is None or n > best[0]:
+            best = (n, doc)
+    return best[1] if best else None
+
+
+def secure_hints(doc):
+    """Whatever the stats dump says about secure mode (keys naming "secure" or "quarantine"), if anything."""
+    out = {}
+    for where in (doc, doc.get("totals", {})):
+        for k, v in where.items():
+            if "secure" in k.lower() or "quarantine" in k.lower():
+                out[k] = v
+    return out
+
+
+def stage_checks(ctx):
+    """ZNS-Slab only, three variants run back to back in each round (the first one rotates from round to
+    round): zns (the default build), zns-unchecked (-DZNS_UNCHECKED: the free fast path's misuse checks
+    compiled out), zns-secure (the default build under ZNS_SECURE=1).
+    (a) callgrind instructions per malloc+free pair at each of checks_sizes (deterministic: once);
+    (b) the micro workloads that matter: pair at checks_sizes, batch, churn 1 and 2 threads, prodcons;
+    (c) build/bench/workload --scale checks_wl_scale (the `make run` workload) timed as a process."""
+    c = ctx.cfg
+    info = ctx.stage_extra.setdefault("checks", {"variants": CHECKS_VARIANTS, "secure_env": CHECKS_SECURE_ENV,
+                                                 "warnings": []})
+    if "zns" not in ctx.order:
+        for v in CHECKS_VARIANTS:
+            ctx.store.fail("checks", "(stage)", v, "ZNS-Slab is not available")
+        return
+    unchecked = ctx.allocs["zns-unchecked"]
+    if unchecked.problem:
+        ctx.store.fail("checks", "(stage)", "zns-unchecked", unchecked.problem)
+    else:
+        with open(unchecked.lib, "rb") as f:
+            info["unchecked_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
+        if unchecked.stale:
+            log("WARNING: " + unchecked.stale)
+            info["warnings"].append(unchecked.stale)
+    variants = [(v, unchecked if v == "zns-unchecked" else ctx.allocs["zns"],
+                 CHECKS_SECURE_ENV if v == "zns-secure" else {}) for v in CHECKS_VARIANTS
+                if not (v == "zns-unchecked" and unchecked.problem)]
+
+    # (a) instructions per pair
+    n = c["callgrind_pairs"]
+    for size in c["checks_sizes"]:
+        key = "ir/%d" % size
+        for v, alloc, env in variants:
+            if not shutil.which("valgrind"):
+                ctx.store.fail("checks", key, v, "valgrind not installed")
+                continue
+            irs = {}
+            for pairs in (n, 0):
+                cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", ctx.bin("pairs"),
+                       str(pairs), str(size)]
+                r = run_proc(ctx, cmd, alloc, extra_env=env, timeout=600)
+                m = re.search(r"Collected : (\d+)", r.err)
+                if r.error or not m:
+                    ctx.store.fail("checks", key, v, r.error or "no 'Collected' line: " + tail(r.err))
+                    break
+                irs[pairs] = int(m.group(1))
+            else:
+                ctx.store.add("checks", key, v, dict(ir_n=irs[n], ir_0=irs[0], pairs=n, per_pair=(irs[n] - irs[0]) / n))
+                log("  checks callgrind %4d B %-14s %.1f instructions per pair" % (size, v, (irs[n] - irs[0]) / n))
+
+    # (b) and (c), interleaved rounds
+    groups = [("pair", "^pair/(%s)$" % "|".join(str(x) for x in c["checks_sizes"])), ("batch", "^batch/"),
+              ("churn", "^churn/"), ("prodcons", "^prodcons/")]
+    stats_dir = tempfile.mkdtemp(prefix="zns-bench-checks.")
+    wl = [ctx.bin("workload"), "--scale", str(c["checks_wl_scale"])]
+    try:
+        for rnd in range(ctx.rounds):
+            k = rnd % len(variants)
+            order = variants[k:] + variants[:k]   # who runs first rotates: no variant always follows another
+            for group, filt in groups:
+                for v, alloc, env in order:
+                    cmd = [ctx.bin("micro"), "--benchmark_filter=" + filt, "--benchmark_format=json",
+                           "--benchmark_min_time=%g" % c["micro_min_time"]]
+                    r = run_proc(ctx, cmd, alloc, extra_env=env, timeout=900)
+                    if r.error:
+                        ctx.store.fail("checks", "micro/" + group, v, r.error)
+                        continue
+                    try:
+                        doc = json.loads(r.out)
+                    except ValueError as e:
+                        ctx.store.fail("checks", "micro/" + group, v, "unreadable JSON from Google Benchmark: %s" % e)
+                        continue
+                    bad = check_origin(alloc, doc.get("context", {}).get("malloc_from", "?"))
+                    if bad:
+                        ctx.store.fail("checks", "micro/" + group, v, bad)
+                        continue
+                    for b in doc.get("benchmarks", []):
+                        name = "micro/" + b["name"].replace("/real_time", "")
+                        if b.get("error_occurred"):
+                            ctx.store.fail("checks", name, v, "benchmark error: %s" % b.get("error_message"))
+                        elif b.get("items_per_second"):
+                            ctx.store.add("checks", name, v, dict(round=rnd, ns=1e9 / b["items_per_second"],
+                                                                  cpu_ns=b.get("proc_cpu_ns_per_item")))
+            walls = []
+            for v, alloc, env in order:
+                r = run_proc(ctx, wl, alloc, extra_env=dict(env, ZNS_STATS=os.path.join(stats_dir, "stats.%p.json")),
+                             timeout=900)
+                dump = read_stats_dump(stats_dir)
+                if r.error:
+                    ctx.store.fail("checks", "workload", v, r.error)
+                    continue
+                if not dump or not dump.get("totals", {}).get("allocated"):
+                    ctx.store.fail("checks", "workload", v, "the preload did not take effect (no ZNS_STATS dump "
+                                                            "with allocations)")
+                    continue
+                m = re.search(r"checksum: (\w+)", r.out)
+                d = dict(round=rnd, wall=r.wall, cpu=r.cpu, rss_mb=r.maxrss_kb / 1024.0,
+                         checksum=m.group(1) if m else None, allocated=dump["totals"]["allocated"])
+                hints = secure_hints(dump)
+                if hints:
+                    d["secure_stats"] = hints
+                ctx.store.add("checks", "workload", v, d)
+                walls.append("%s %.2f s" % (v, r.wall))
+            log("checks: round %d/%d done (workload wall: %s)" % (rnd + 1, ctx.rounds, ", ".join(walls)))
+    finally:
+        shutil.rmtree(stats_dir, ignore_errors=True)
+
+
 # ---- machine description ---------------------------------------------------------------------------
 def sh(cmd):
     try:
@@ -648,13 +815,15 @@ class Ctx:
         self.rounds = args.rounds or self.cfg["rounds"]
         self.build = os.path.abspath(args.build)
         self.timeit = self.bin("timeit")
-        self.allocs = setup_allocators(os.path.abspath(args.zns), self.build)
+        self.allocs = setup_allocators(os.path.abspath(args.zns), self.build,
+                                       os.path.abspath(args.zns_unchecked) if args.zns_unchecked else None)
         wanted = args.allocators.split(",") if args.allocators else ORDER
         self.order = [a for a in ORDER if a in wanted and not self.allocs[a].problem]
         self.skipped = {a: self.allocs[a].problem for a in ORDER if a in wanted and self.allocs[a].problem}
         self.store = Store()
         self.gb_context = {}
         self.stage_times = {}
+        self.stage_extra = {}   # stage: more provenance for runs[stage] (checks: the unchecked build's hash)
         self.load = []
 
     def bin(self, name):
@@ -736,6 +905,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer rounds, sizes and operations (a few minutes)")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="the build directory (default build/)")
     ap.add_argument("--zns", default=os.path.join(ROOT, "build", "libzns_slab.so"), help="the ZNS-Slab shim")
+    ap.add_argument("--zns-unchecked", help="the shim built with -DZNS_UNCHECKED, stage checks only "
+                                            "(default BUILD/unchecked/libzns_slab.so)")
     ap.add_argument("--only", help="comma-separated stages: " + ",".join(STAGES))
     ap.add_argument("--allocators", help="comma-separated subset of " + ",".join(ORDER))
     ap.add_argument("--rounds", type=int, help="override the number of rounds")
@@ -753,7 +924,8 @@ def main():
     ctx = Ctx(args)
     if args.report_only:
         return report_only(ctx, args)
-    for b in ("micro", "latency", "memory", "pairs", "timeit") + (("tier", "workload") if "tier" in stages else ()):
+    for b in (("micro", "latency", "memory", "pairs", "timeit") + (("tier", "workload") if "tier" in stages else ()) +
+              (("workload",) if "checks" in stages else ())):
         if not os.access(ctx.bin(b), os.X_OK):
             sys.exit("run_bench: %s is not built (make bench-build)" % ctx.bin(b))
     for a, why in ctx.skipped.items():
@@ -790,7 +962,8 @@ def main():
     runs = {s: dict(mode=ctx.mode, rounds=ctx.rounds, config=ctx.cfg, date=ctx.machine["date"],
                     git=ctx.machine["git"], git_dirty=ctx.machine["git_dirty"],
                     zns_sha256=ctx.machine.get("zns_sha256"), order=ctx.order,
-                    load=dict(ctx.load).get(s), time=ctx.stage_times.get(s)) for s in stages if s in ctx.stage_times}
+                    load=dict(ctx.load).get(s), time=ctx.stage_times.get(s), **ctx.stage_extra.get(s, {}))
+            for s in stages if s in ctx.stage_times}
     doc = dict(mode=ctx.mode, rounds=ctx.rounds, config=ctx.cfg, machine=ctx.machine, order=ctx.order,
                skipped=ctx.skipped, data=ctx.store.data, errors=ctx.store.errors, load=ctx.load,
                stage_times=ctx.stage_times, gb_context=ctx.gb_context, runs=runs)

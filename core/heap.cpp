@@ -611,10 +611,18 @@ uint64_t rng_next(ThreadCache *tc) {   // xorshift64
 // block cannot look quarantined by accident (and a hostile one only by knowing the secret).
 uint64_t quarantine_mark(const void *p) { return uint64_t(uintptr_t(p)) ^ g_secret; }
 
-bool words_zero(const uint64_t *w, size_t n) {
-  uint64_t acc = 0;
-  for (size_t k = 0; k < n; ++k) acc |= w[k];
-  return acc == 0;
+bool words_zero(const uint64_t *w, size_t n) {   // n is even: blocks are multiples of 16 bytes
+  typedef uint64_t v2 __attribute__((vector_size(16), aligned(8)));   // (unaligned loads are fine)
+  v2 a = {0, 0}, b = {0, 0};
+  size_t k = 0;
+  for (; k + 4 <= n; k += 4) {   // 32 bytes a step, two accumulators
+    a |= *reinterpret_cast<const v2 *>(w + k);
+    b |= *reinterpret_cast<const v2 *>(w + k + 2);
+  }
+  a |= b;
+  uint64_t r = a[0] | a[1];
+  for (; k < n; ++k) r |= w[k];
+  return r == 0;
 }
 
 // Take a free slot of s chosen at random (its bit cleared); -1 if s has none.  Owner only.
@@ -666,9 +674,9 @@ void *secure_alloc(ThreadCache *tc, unsigned cls) {
 void secure_release(ThreadCache *tc, void *q) {
   SlabMeta *s = head_meta(q);
   uint64_t *w = static_cast<uint64_t *>(q);
-  if (w[0] != quarantine_mark(q) || !words_zero(w + 1, s->size / 8 - 1))
-    fatal("write after free of a block", "free", q);
+  if (w[0] != quarantine_mark(q)) fatal("write after free of a block", "free", q);
   w[0] = 0;
+  if (!words_zero(w, s->size / 8)) fatal("write after free of a block", "free", q);
   int i = block_index(s, q);
   if (tc->id != kSentinelId && owner_cache(s->owner.load(std::memory_order_acquire)) == tc->id)
     return free_local_checked(q, s, uint32_t(i), "free");

@@ -7,7 +7,8 @@
 #                        build/fuzz/corpus (kept between runs), failing inputs in build/fuzz/artifacts
 #   make fuzz-short      the same for FUZZ_SHORT_SECONDS (40)
 #   make check-sanitize  unit tests + tests/sanitize/*.cpp built with ASan+UBSan and with TSan, and
-#                        run (tests/sanitize/run.sh; SAN_SCALE=4 by default); any report fails.
+#                        run (tests/sanitize/run.sh; SAN_SCALE=4 by default), the drivers also with
+#                        ZNS_SECURE=1; any report fails.
 #                        TSan suppressions (benign statistics reads only): tests/sanitize/tsan.supp
 #   make stress          tests/stress_long/long_stress.cpp under LD_PRELOAD=build/libzns_slab.so for
 #                        STRESS_SECONDS (180) with STRESS_THREADS (16) threads

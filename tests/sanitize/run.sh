@@ -18,11 +18,14 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS="halt_on_error=0:exitcode=66:second_deadlock_stack=1:die_after_fork=0:suppressions=$supp"
 pattern='ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer|ThreadSanitizer: reported|runtime error:'
 pass=0; fail=0; failed=()
+# Each driver runs twice: as is, and with ZNS_SECURE=1 (the hardened mode's paths: quarantine,
+# random slots, zeroing).  The unit tests check the default mode's behaviour and run once.
 for flavour in asan tsan; do
-  for name in unit_tests "$@"; do
-    bin=$S/$flavour/$name log=$LOGS/$flavour-$name.log t0=$SECONDS
+  for name in unit_tests "$@" $(printf '%s+secure ' "$@"); do
+    bin=$S/$flavour/${name%+secure} log=$LOGS/$flavour-$name.log t0=$SECONDS
     if [ ! -x "$bin" ]; then echo "missing $bin (run make sanitize-build)"; exit 2; fi
-    timeout 300 "$bin" >"$log" 2>&1
+    if [[ $name == *+secure ]]; then secure=1; else secure=0; fi
+    ZNS_SECURE=$secure timeout 300 "$bin" >"$log" 2>&1
     rc=$?
     if [ $rc -eq 0 ] && ! grep -qE "$pattern" "$log"; then
       pass=$((pass+1)); printf 'PASS %-24s %3ss\n' "$flavour/$name" $((SECONDS-t0))
