@@ -347,8 +347,9 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   return &m;
 }
 
-// The owner hands back a slab with no block out.  It is on no list.
-void depot_release(SlabMeta *s) {
+// The owner hands back a slab with no block out.  It is on no list.  clean: its pages were given
+// back already (a purged parked slab): it joins the clean list, and is made present again when taken.
+void depot_release(SlabMeta *s, bool clean = false) {
   RemoteState &r = g_region.remote[page_of(s)];
   for (unsigned w = 0; w < kBitmapWords; ++w) {
     uint64_t x = r.bits[w].load(std::memory_order_acquire);
@@ -360,6 +361,16 @@ void depot_release(SlabMeta *s) {
   uint32_t page = page_of(s);
   if (ZNS_UNLIKELY(g_tier_mode != kTierOff)) tier_release(page, k);   // its copy on the tier is void
   bool due;
+  if (clean) {
+    s->purged = 0;
+    Guard g(g_depot.lock);
+    s->next = g_depot.clean_head[k];
+    g_depot.clean_head[k] = page;
+    g_depot.clean_pages += k;
+    g_depot.slabs[s->cls]--;
+    g_depot.owned_pages -= k;
+    return;
+  }
   {
     Guard g(g_depot.lock);
     s->stamp = uint32_t(now_ms());
@@ -737,7 +748,6 @@ void park(ThreadCache *tc, SlabMeta *s) {
   __atomic_store_n(&s->out, uint16_t(s->blocks - free_count(s)), __ATOMIC_RELAXED);
   s->state = kParkedFull;
   list_push(tc->full[s->cls], s);
-  tc->parked_pages += s->pages;
   set_owner(s, tc->id | kParkedBit, std::memory_order_relaxed);   // our frees into it: free_parked
   g_region.remote[page_of(s)].share.store(kParkedIdle, std::memory_order_release);   // tier: claimable
 }
@@ -755,11 +765,20 @@ SlabMeta *unpark(ThreadCache *tc, unsigned cls) {
   if (ZNS_UNLIKELY(g_tier_mode != kTierOff))
     for (uint32_t p = page, n = 0; p != kNil && n < 4; p = meta_at(p).next, ++n)
       if (!tier_is_out(p)) { page = p; break; }
-  for (unsigned n = 0; page != kNil && n < 4; page = meta_at(page).next, ++n) {
+  for (unsigned n = 0; page != kNil && n < 4;) {
     SlabMeta *s = &meta_at(page);
-    if (!parked_take_back(s)) continue;
+    uint32_t next = s->next;
+    if (!parked_take_back(s)) { page = next; ++n; continue; }
     list_unlink(tc->partial[cls], s);
-    tc->parked_pages -= s->pages;
+    if (s->purged) {   // its pages went back to the OS (all free): present them again, like a
+      merge_remote(s); // fresh slab (the tier populates or reserves file room), or let it go
+      if (ZNS_UNLIKELY(g_tier_mode != kTierOff) && !tier_take(page, s->pages, true)) {
+        depot_release(s, true);
+        page = next;
+        continue;
+      }
+      s->purged = 0;
+    }
     s->state = kCurrent;
     set_owner(s, tc->id, std::memory_order_relaxed);
     return s;
@@ -781,8 +800,7 @@ void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n) {
   // None out: back to the depot, unless the tier holds it (then it waits on the partial list).
   if (out == 0 && parked_take_back(s)) {
     list_unlink(tc->partial[s->cls], s);
-    tc->parked_pages -= s->pages;
-    depot_release(s);
+    depot_release(s, s->purged);
   }
 }
 
@@ -798,6 +816,34 @@ void free_parked(ThreadCache *tc, void *p, SlabMeta *s, const char *call) {
   parked_returned(tc, s, 1);
 }
 
+// Every block of parked slab s is free (free bits and remote bits cover it)?  Racy: a hint.
+bool parked_complete(const SlabMeta *s) {
+  RemoteState &r = g_region.remote[page_of(s)];
+  unsigned words = (unsigned(__atomic_load_n(&s->blocks, __ATOMIC_RELAXED)) + 63u) >> 6, n = 0;
+  for (unsigned w = 0; w < words; ++w)
+    n += unsigned(__builtin_popcountll(s->free[w].load(std::memory_order_relaxed) |
+                                       r.bits[w].load(std::memory_order_relaxed)));
+  return n == s->blocks;
+}
+
+// Give the pages of a complete parked slab back to the OS in place, for an owner that is idle: the
+// slab stays on its lists (only the owner touches those), marked purged; the owner presents it
+// again when it unparks it, or releases it as clean.  Called by other threads (remote frees, trim)
+// with a claim on the slab, as the tier takes one.  True if it purged.
+bool parked_purge(SlabMeta *s) {
+  RemoteState &r = g_region.remote[page_of(s)];
+  uint8_t expected = kParkedIdle;
+  if (!r.share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel)) return false;
+  bool ok = owner_parked(s->owner.load(std::memory_order_acquire)) && !s->purged && s->back == 0 &&
+            parked_complete(s);   // with the claim held the owner cannot take a block from it
+  if (ok) {
+    tier_purge(slab_base(s), size_t(s->pages) * kPageSize);   // (madvise tier: a hole in the file)
+    s->purged = 1;
+  }
+  r.share.store(kParkedIdle, std::memory_order_release);
+  return ok;
+}
+
 // The current slab of a class, whatever the mode.
 SlabMeta *current_slab(ThreadCache *tc, unsigned c) {
   return g_secure ? tc->secure_slab[c] : bin_slab(tc->bin[c]);
@@ -807,6 +853,7 @@ SlabMeta *current_slab(ThreadCache *tc, unsigned c) {
 void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   if (ZNS_UNLIKELY(g_secure)) return secure_alloc(tc, cls);
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
+  __atomic_store_n(&tc->last_refill_ms, uint32_t(now_ms()), __ATOMIC_RELAXED);
   Bin &b = tc->bin[cls];
   flush_last(b);   // (malloc takes `last` first, so it is empty here but for the orphan cache)
   SlabMeta *s = bin_slab(b);
@@ -820,8 +867,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
     // even for an instant (a fork here would hand the child a cache with a stale slab).
     __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
     b.word = &g_zero_word; b.base = nullptr; b.size = 0;
-    if (s && tc->parked_pages + s->pages <= kParkMaxPages) park(tc, s);
-    else if (s) relinquish(s);
+    if (s) park(tc, s);
     if (!(s = unpark(tc, cls)) && !(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id)))
       return nullptr;
     if (!bin_point(b, s)) fatal("slab metadata corrupted (no free block in a new slab)", "malloc", slab_base(s));
@@ -878,8 +924,15 @@ void apply_remote(void *const *ps, unsigned n) {
       }
     } else {
       notify(page, owner_cache(owner), true);
-      // The owner may have given the slab up meanwhile (see relinquish).
-      if (s->owner.load(std::memory_order_seq_cst) == kSharedOwner) shared_settle(s);
+      // The owner may have given the slab up meanwhile (see relinquish).  A parked slab our free
+      // completed is the owner's to reuse; but an owner that has not refilled for kParkIdleMs may
+      // not look again for long (a worker waiting for its next job): give the pages back now.
+      uint32_t now = s->owner.load(std::memory_order_seq_cst);
+      if (now == kSharedOwner) shared_settle(s);
+      else if (owner_parked(now) && parked_complete(s) &&
+               uint32_t(now_ms()) - __atomic_load_n(&g_caches[owner_cache(now)]->last_refill_ms, __ATOMIC_RELAXED) >=
+                   kParkIdleMs)
+        parked_purge(s);
     }
   }
 }
@@ -910,9 +963,8 @@ void tc_exit(void *arg) {
         SlabMeta *k = &meta_at(*list);
         while (!parked_take_back(k)) sched_yield();   // the tier is writing it out: a moment
         list_unlink(*list, k);
-        tc->parked_pages -= k->pages;
         merge_remote(k);
-        if (free_count(k) == k->blocks) depot_release(k);
+        if (free_count(k) == k->blocks) depot_release(k, k->purged);
         else relinquish(k);
       }
     if (!s) continue;
@@ -1072,7 +1124,8 @@ SlabMeta *tier_claim(uint32_t page) {
     uint8_t expected = kParkedIdle;
     if (s->back != 0 || !r.share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel))
       return nullptr;
-    if (!owner_parked(s->owner.load(std::memory_order_acquire)) || __atomic_load_n(&s->out, __ATOMIC_RELAXED) == 0) {
+    if (!owner_parked(s->owner.load(std::memory_order_acquire)) || __atomic_load_n(&s->out, __ATOMIC_RELAXED) == 0 ||
+        s->purged) {
       r.share.store(kParkedIdle, std::memory_order_release);
       return nullptr;
     }
@@ -1135,6 +1188,14 @@ void trim() {
   if (g_init_state.load(std::memory_order_acquire) != 2) return;
   flush_thread();
   depot_purge(true);
+  // Parked slabs whose blocks all came back but whose owners have not looked since (idle threads):
+  // their pages go back too.
+  uint32_t pages = __atomic_load_n(&g_depot.bump, __ATOMIC_ACQUIRE);
+  for (uint32_t p = 0; p < pages; ++p) {
+    SlabMeta &m = meta_at(p);
+    if (m.back == 0 && owner_parked(m.owner.load(std::memory_order_relaxed)) && !m.purged && parked_complete(&m))
+      parked_purge(&m);
+  }
 }
 
 size_t live_block_size(const void *p, const char *call) {

@@ -46,10 +46,9 @@ inline constexpr uint32_t kSecureBit = 1u << 24;
 // short local slow path that counts the blocks still out and hands the slab back to the depot
 // when none are, and that puts a full slab on the cache's list of slabs to allocate from next.
 inline constexpr uint32_t kParkedBit = 1u << 25;
-// Parked slabs per cache, at most (pages): beyond it a full slab is shared, as a thread's slabs
-// are at its exit.  This bounds what an idle thread can hold that other threads freed into its
-// parked slabs (it merges those only in its own slow path).
-inline constexpr uint32_t kParkMaxPages = 1024;   // 4 MiB
+// A cache that has not refilled for this long is idle: other threads that complete one of its
+// parked slabs (free its last block) give the slab's pages back in place (parked_purge).
+inline constexpr uint32_t kParkIdleMs = 10;
 // ZNS_SECURE: pages of the region are grouped by this many; the first page of each group (and the
 // region's last page) is an inaccessible guard, so a linear overflow cannot run through the heap.
 inline constexpr uint32_t kGuardGroup = 64;
@@ -85,7 +84,9 @@ struct alignas(64) SlabMeta {
   };
   uint32_t prev, next;             // depot list links (class list or empty lists), page numbers
   uint8_t pages;                   // head: pages in the span (in the depot a span may be split)
-  uint8_t pad[3];
+  uint8_t purged;                  // head, parked: every block free and the pages given back in
+                                   // place (parked_purge); they read as zero
+  uint8_t pad[2];
   std::atomic<uint64_t> free[kBitmapWords];  // head: 1 = block free; written by the owner only
 };
 static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");
@@ -130,7 +131,8 @@ struct ThreadCache {
   // owner's thread touches them.  Partial ones become current again (LIFO) before the depot is asked.
   uint32_t partial[kNumClasses];
   uint32_t full[kNumClasses];
-  uint32_t parked_pages;                // pages of all parked slabs
+  uint32_t last_refill_ms;              // now_ms() at the last refill: other threads ask if it
+                                        // is idle before they purge its complete parked slabs
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
   uint32_t remote_count;                // entries in remote_buf
   uint64_t remote_seen[4];              // a 256-bit filter of the addresses in remote_buf
@@ -147,7 +149,7 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : bin{}, alloc_count{}, partial{}, full{}, parked_pages(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
+      : bin{}, alloc_count{}, partial{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
         attached(false), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
