@@ -205,7 +205,7 @@ uint32_t depot_split(unsigned k, bool *clean) {
       SlabMeta &rest = meta_at(page + k);   // newest first; its age is the span's
       unsigned r = big - k;
       rest.pages = uint8_t(r);
-      rest.back = 0;
+      __atomic_store_n(&rest.back, uint8_t(0), __ATOMIC_RELAXED);   // trim's scan reads it
       rest.state = kInDepot;
       rest.stamp = m.stamp;
       rest.prev = kNil;
@@ -223,7 +223,7 @@ uint32_t depot_split(unsigned k, bool *clean) {
       SlabMeta &rest = meta_at(page + k);
       unsigned r = big - k;
       rest.pages = uint8_t(r);
-      rest.back = 0;
+      __atomic_store_n(&rest.back, uint8_t(0), __ATOMIC_RELAXED);   // trim's scan reads it
       rest.state = kInDepot;
       rest.next = g_depot.clean_head[r];
       g_depot.clean_head[r] = page + k;
@@ -261,7 +261,7 @@ uint32_t bump_take(unsigned k) {
         SlabMeta &rest = meta_at(b);
         unsigned r = guard - b;
         rest.pages = uint8_t(r);
-        rest.back = 0;
+        __atomic_store_n(&rest.back, uint8_t(0), __ATOMIC_RELAXED);   // trim's scan reads it
         rest.state = kInDepot;
         rest.next = g_depot.clean_head[r];
         g_depot.clean_head[r] = b;
@@ -326,7 +326,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   for (unsigned t = 0; t < k; ++t) {   // the span may have served another class
     SlabMeta &pm = meta_at(page + t);
     __atomic_store_n(&pm.cls, uint8_t(cls), __ATOMIC_RELAXED);   // shared_settle reads it racily
-    pm.back = uint8_t(t);
+    __atomic_store_n(&pm.back, uint8_t(t), __ATOMIC_RELAXED);   // trim's scan reads it racily
     __atomic_store_n(&pm.blocks, ci.blocks, __ATOMIC_RELAXED);   // so does it
     pm.size = ci.size;
     pm.magic = ci.magic;
@@ -362,7 +362,7 @@ void depot_release(SlabMeta *s, bool clean = false) {
   if (ZNS_UNLIKELY(g_tier_mode != kTierOff)) tier_release(page, k);   // its copy on the tier is void
   bool due;
   if (clean) {
-    s->purged = 0;
+    __atomic_store_n(&s->purged, uint8_t(0), __ATOMIC_RELAXED);
     Guard g(g_depot.lock);
     s->next = g_depot.clean_head[k];
     g_depot.clean_head[k] = page;
@@ -777,7 +777,7 @@ SlabMeta *unpark(ThreadCache *tc, unsigned cls) {
         page = next;
         continue;
       }
-      s->purged = 0;
+      __atomic_store_n(&s->purged, uint8_t(0), __ATOMIC_RELAXED);
     }
     s->state = kCurrent;
     set_owner(s, tc->id, std::memory_order_relaxed);
@@ -838,7 +838,7 @@ bool parked_purge(SlabMeta *s) {
             parked_complete(s);   // with the claim held the owner cannot take a block from it
   if (ok) {
     tier_purge(slab_base(s), size_t(s->pages) * kPageSize);   // (madvise tier: a hole in the file)
-    s->purged = 1;
+    __atomic_store_n(&s->purged, uint8_t(1), __ATOMIC_RELAXED);   // (trim reads it racily)
   }
   r.share.store(kParkedIdle, std::memory_order_release);
   return ok;
@@ -1193,7 +1193,8 @@ void trim() {
   uint32_t pages = __atomic_load_n(&g_depot.bump, __ATOMIC_ACQUIRE);
   for (uint32_t p = 0; p < pages; ++p) {
     SlabMeta &m = meta_at(p);
-    if (m.back == 0 && owner_parked(m.owner.load(std::memory_order_relaxed)) && !m.purged && parked_complete(&m))
+    if (__atomic_load_n(&m.back, __ATOMIC_RELAXED) == 0 && owner_parked(m.owner.load(std::memory_order_relaxed)) &&
+        !__atomic_load_n(&m.purged, __ATOMIC_RELAXED) && parked_complete(&m))
       parked_purge(&m);
   }
 }

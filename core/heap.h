@@ -13,13 +13,17 @@
 //   slab      1..16 pages holding blocks of one size class; its metadata is the SlabMeta of its
 //             first page ("head"); the other pages' SlabMeta say how far back the head is and
 //             carry copies of owner, class, size and magic for the free fast path
-//   owner     the thread cache that allocates from a slab; only the owner writes SlabMeta.free
+//   owner     the thread cache a slab belongs to; only the owner writes SlabMeta.free
 //   local     free by the owner: a plain bit set in SlabMeta.free
 //   remote    free by any other thread: an atomic bit set in RemoteState.bits, and the slab is
 //             queued once on the owner's inbox; the owner merges the bits in its slow path
-//   current   the slab a thread cache allocates from for a class: the only slabs a cache owns
-//   shared    a slab its cache gave up when it ran out of free blocks; all frees are remote; the
-//             depot lists it for reuse (adoption) once a quarter is free, and takes it back empty
+//   current   the slab a thread cache allocates from for a class
+//   parked    a slab its cache filled and keeps owning: the owner's frees into it are local (slow
+//             path free_parked); on the cache's partial list once a quarter is free, from which
+//             refills take it back as current; to the depot when empty
+//   shared    a slab of a thread that exited (or, ZNS_SECURE, any full slab); all frees are
+//             remote; the depot lists it for reuse (adoption) once a quarter is free, and takes it
+//             back empty
 //   depot     empty slabs with no owner, ready for any class, and the shared slabs worth reusing
 #pragma once
 #include <atomic>
