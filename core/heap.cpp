@@ -1164,6 +1164,8 @@ void free_remote(void *p, SlabMeta *s, const char *call) {
   free_remote_plain(p, s, call);
 }
 
+void free_misuse(const char *what, const char *call, void *p) { fatal(what, call, p); }
+
 // A local free whose block looks free already, or whose slab may have unmerged remote frees.
 void free_local_checked(void *p, SlabMeta *s, uint32_t i, const char *call) {
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);

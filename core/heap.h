@@ -186,6 +186,9 @@ extern __thread ThreadCache *t_cache __attribute__((tls_model("initial-exec")));
 ZNS_NOINLINE void *alloc_slow(unsigned cls);
 ZNS_NOINLINE void free_remote(void *p, SlabMeta *s, const char *call);
 ZNS_NOINLINE void free_local_checked(void *p, SlabMeta *s, uint32_t i, const char *call);
+// fatal() for the free fast path: declared as returning so that the call is a tail jump (a call to
+// a noreturn function would make the fast path set up a stack frame).  Never returns.
+ZNS_NOINLINE void free_misuse(const char *what, const char *call, void *p);
 void heap_init();                                // idempotent
 void *alloc_aligned(size_t n, size_t align);     // align <= kPageSize, power of two, n <= kMaxSmall
 void trim();                                     // purge every empty slab in the depot now
@@ -270,7 +273,7 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   uint32_t off = uint32_t(rel & (kPageSize - 1)) + (uint32_t(m->back) << kPageShift);  // in the slab
   uint32_t i = uint32_t((uint64_t(off) * m->magic) >> 32);
   if (kFastChecks && ZNS_UNLIKELY(i * m->size != off || i >= m->blocks))
-    fatal("free of a pointer that is not the start of a block", call, p);
+    return free_misuse("free of a pointer that is not the start of a block", call, p);
   SlabMeta *s = m - m->back;
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
@@ -279,7 +282,7 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   if (b.last == nullptr) {
     __atomic_store_n(&b.last, p, __ATOMIC_RELAXED);   // free_remote reads it
   } else {
-    if (kFastChecks && ZNS_UNLIKELY(b.last == p)) fatal("double free", call, p);
+    if (kFastChecks && ZNS_UNLIKELY(b.last == p)) return free_misuse("double free", call, p);
     s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
   }
 }
