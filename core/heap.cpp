@@ -788,32 +788,45 @@ SlabMeta *unpark(ThreadCache *tc, unsigned cls) {
 
 // n blocks of parked slab s came back (our frees, or merged remote ones).  With none out it goes
 // back to the depot; a full one that has a quarter free again moves to the partial list.
+void parked_moved(ThreadCache *tc, SlabMeta *s);
 void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n) {
   if (n > s->out) fatal("slab metadata corrupted (more blocks back than out)", "free", slab_base(s));
-  unsigned out = s->out - n;
-  __atomic_store_n(&s->out, uint16_t(out), __ATOMIC_RELAXED);
+  __atomic_store_n(&s->out, uint16_t(s->out - n), __ATOMIC_RELAXED);
+  parked_moved(tc, s);
+}
+// The list moves after blocks came back: a full slab with a quarter free joins the partial list;
+// one with none out goes back to the depot, unless the tier holds it (then it waits on the partial
+// list).
+ZNS_NOINLINE void parked_moved(ThreadCache *tc, SlabMeta *s) {
+  unsigned out = s->out;
   if (s->state == kParkedFull && s->blocks - out >= (s->blocks + 3u) / 4) {
     list_unlink(tc->full[s->cls], s);
     s->state = kParkedPartial;
     list_push(tc->partial[s->cls], s);
   }
-  // None out: back to the depot, unless the tier holds it (then it waits on the partial list).
   if (out == 0 && parked_take_back(s)) {
     list_unlink(tc->partial[s->cls], s);
     depot_release(s, s->purged);
   }
 }
 
-// The owner frees a block of one of its parked slabs.
+// The owner frees a block of one of its parked slabs: a bit and a count (the list moves are rarer).
 void free_parked(ThreadCache *tc, void *p, SlabMeta *s, const char *call) {
   int i = block_index(s, p);
-  if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
+  if (ZNS_UNLIKELY(i < 0)) return free_misuse("free of a pointer that is not the start of a block", call, p);
   unsigned w = unsigned(i) >> 6;
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[w].load(std::memory_order_relaxed);
-  if (word & bit) fatal(kFreeOfFree, call, p);
-  if (g_region.remote[page_of(s)].bits[w].load(std::memory_order_relaxed) & bit) fatal("double free", call, p);
+  if (ZNS_UNLIKELY(word & bit)) return free_misuse(kFreeOfFree, call, p);
+  // The remote bits (another cache line) matter only when a remote free came since the last drain.
+  if (ZNS_UNLIKELY(s->remote_hint.load(std::memory_order_relaxed)) &&
+      (g_region.remote[page_of(s)].bits[w].load(std::memory_order_relaxed) & bit))
+    return free_misuse("double free", call, p);
+  unsigned out = s->out;
+  if (ZNS_UNLIKELY(out == 0)) fatal("slab metadata corrupted (more blocks back than out)", call, p);
   s->free[w].store(word | bit, std::memory_order_relaxed);
-  parked_returned(tc, s, 1);
+  __atomic_store_n(&s->out, uint16_t(--out), __ATOMIC_RELAXED);
+  if (ZNS_UNLIKELY(out == 0 || (s->state == kParkedFull && s->blocks - out >= (s->blocks + 3u) / 4)))
+    parked_moved(tc, s);
 }
 
 // Every block of parked slab s is free (free bits and remote bits cover it)?  Racy: a hint.
@@ -1158,9 +1171,9 @@ void tier_unclaim(SlabMeta *s) {
 }
 
 void free_remote(void *p, SlabMeta *s, const char *call) {
-  if (ZNS_UNLIKELY(g_secure)) return secure_free(p, s, call);   // every free, in that mode
   ThreadCache *tc = t_cache;
   if (s->owner.load(std::memory_order_relaxed) == (tc->id | kParkedBit)) return free_parked(tc, p, s, call);
+  if (ZNS_UNLIKELY(g_secure)) return secure_free(p, s, call);   // every free, in that mode
   free_remote_plain(p, s, call);
 }
 
