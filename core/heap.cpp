@@ -870,7 +870,10 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   Bin &b = tc->bin[cls];
   flush_last(b);   // (malloc takes `last` first, so it is empty here but for the orphan cache)
   SlabMeta *s = bin_slab(b);
-  bool ok = s && (bin_point(b, s) || (merge_remote(s) && bin_point(b, s)));
+  // Remote bits of an owned slab are always announced by its remote hint (see apply_remote and
+  // drain_inbox), so without the hint their cache line need not be read.
+  bool ok = s && (bin_point(b, s) ||
+                  (s->remote_hint.load(std::memory_order_relaxed) && merge_remote(s) && bin_point(b, s)));
   if (!ok) {
     drain_inbox(tc, true);
     ok = s && bin_point(b, s);
@@ -935,6 +938,12 @@ void apply_remote(void *const *ps, unsigned n) {
       } else {
         shared_settle(s);
       }
+      // Adopted meanwhile?  Then the adopter's merge may have run before our OR: tell the new owner
+      // (its inbox and remote hint), so that remote bits in an owned slab are always announced and
+      // the owner's refill may skip the remote bits when the hint is clear.  (The slab cannot have
+      // gone back to the depot before our OR: our block was still out.)
+      uint32_t now = s->owner.load(std::memory_order_seq_cst);
+      if (now != kSharedOwner && now != kNoOwner) notify(page, owner_cache(now), true);
     } else {
       notify(page, owner_cache(owner), true);
       // The owner may have given the slab up meanwhile (see relinquish).  A parked slab our free
