@@ -546,7 +546,7 @@ void drain_inbox(ThreadCache *tc, bool may_lock_pool) {
     r.pending.store(0, std::memory_order_seq_cst);
     if (owner == tc->id) {
       unsigned n = merge_remote(s);   // a current slab stays, even empty; a parked one may go
-      if (s->owner.load(std::memory_order_relaxed) & kParkedBit) parked_returned(tc, s, n);
+      if (owner_parked(s->owner.load(std::memory_order_relaxed))) parked_returned(tc, s, n);
     } else if (owner != kNoOwner && owner != kSharedOwner) {    // stale entry: the slab changed hands
       for (unsigned w = 0; w < kBitmapWords; ++w)
         if (r.bits[w].load(std::memory_order_relaxed)) { notify(page, owner, may_lock_pool); break; }
@@ -727,8 +727,11 @@ void secure_free(void *p, SlabMeta *s, const char *call) {
 }
 
 // ---- parked slabs (see kParkedBit) ------------------------------------------------------------------
-// Only the owner's thread touches its parked slabs and their lists (or, for a cache whose thread
-// is gone, whoever holds g_pool_lock: see drain_detached).
+// Only the owner's thread changes its parked slabs' bits, counts, state and lists (or, for a cache
+// whose thread is gone, whoever holds g_pool_lock: see drain_detached).  Other threads only claim
+// one (CAS of RemoteState.share from kParkedIdle to kSharedClaimed): the tier to write it out,
+// parked_purge to give a complete one's pages back; the owner takes a slab back (kParkedIdle ->
+// kOwned) before it unparks or releases it, and skips it while it is claimed.
 void list_push(uint32_t &head, SlabMeta *s) {
   uint32_t page = page_of(s);
   s->prev = kNil;

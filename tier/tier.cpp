@@ -326,9 +326,9 @@ void drain_faults() {
 }
 
 // ---- the policy ----------------------------------------------------------------------------------------------
-// A slab is a candidate when it is shared (no cache allocates from it) and has live blocks.  Its
-// allocator activity is the state of its remote-free bits: a scan that finds them changed restarts
-// its clock.  After half its cold window without activity it is armed (uffd: write-protected; a
+// A slab is a candidate when it is shared or parked (no cache allocates from it) and has live
+// blocks.  Its allocator activity is the state of its remote-free bits and its `out` count (which
+// the owner's frees into a parked slab change): a scan that finds them changed restarts its clock.  After half its cold window without activity it is armed (uffd: write-protected; a
 // store disarms it and restarts the clock); after the whole window, with no store seen in the
 // second half, it is evicted.  (madvise: no write signal, so the whole window of allocator
 // idleness.)  Reads are invisible until the slab is out: a slab that faults back within its cold
