@@ -249,6 +249,17 @@ int main(int argc, char **argv) {
 
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i]);
 
+  /* the stats dump says which mode runs */
+  char path[] = "/tmp/zns-secure-stats-XXXXXX", doc[256] = {0};
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  unlink(path);
+  CHECK(zns_stats_print(fd, 1) == 0, "zns_stats_print failed");
+  ssize_t got = pread(fd, doc, sizeof doc - 1, 0);
+  close(fd);
+  CHECK(got > 0 && strstr(doc, sec ? "\"secure\":1" : "\"secure\":0") != NULL,
+        "stats JSON does not say \"secure\":%d: [%.80s]", sec, doc);
+
   if (!sec) { /* now the same program in secure mode */
     fflush(NULL);
     pid_t pid = fork();
