@@ -155,48 +155,12 @@ static const sec_case cases[] = {
     {"linear underflow from a block runs into a guard page", case_underflow, SIGSEGV, NULL},
 };
 
-/* Runs a case in a child; returns its wait status, stderr in out. */
-static int run_child(const sec_case *c, char *out, size_t cap, uintptr_t *addr) {
-  int errp[2], infop[2];
-  REQUIRE(pipe(errp) == 0 && pipe(infop) == 0);
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    close(errp[0]);
-    close(infop[0]);
-    g_info_fd = infop[1];
-    zt_no_core_dumps();
-    signal(SIGABRT, SIG_DFL);
-    signal(SIGSEGV, SIG_DFL);
-    alarm(20);
-    dup2(errp[1], 2);
-    close(errp[1]);
-    c->fn();
-    _exit(42); /* survived */
-  }
-  close(errp[1]);
-  close(infop[1]);
-  size_t len = 0;
-  for (;;) {
-    ssize_t r = read(errp[0], out + len, cap - 1 - len);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0 || (len += (size_t)r) >= cap - 1) break;
-  }
-  out[len] = 0;
-  *addr = 0;
-  if (read(infop[0], addr, sizeof *addr) != (ssize_t)sizeof *addr) *addr = 0;
-  close(errp[0]);
-  close(infop[0]);
-  int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  return st;
-}
-
 static void check_case(const sec_case *c) {
   char out[4096], hex[32];
-  uintptr_t addr;
-  int st = run_child(c, out, sizeof out, &addr);
+  uintptr_t addr = 0;
+  size_t ilen = 0;
+  int st = zt_run_child(c->fn, NULL, &g_info_fd, out, sizeof out, &addr, sizeof addr, &ilen);
+  if (ilen != sizeof addr) addr = 0;
   int before = zt_failures;
   if (!secure_on()) { /* the default mode: overflows run on; no guard */
     if (c->sig == SIGSEGV)

@@ -297,4 +297,53 @@ static ZT_UNUSED void zt_no_core_dumps(void) {
   setrlimit(RLIMIT_CORE, &rl);
 }
 
+/* Reads fd until EOF or until cap bytes; returns how many. */
+static ZT_UNUSED size_t zt_read_all(int fd, void *buf, size_t cap) {
+  size_t len = 0;
+  while (len < cap) {
+    ssize_t r = read(fd, (char *)buf + len, cap - len);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    len += (size_t)r;
+  }
+  return len;
+}
+
+/* Runs fn() in a forked child for a misuse test: no core dumps, SIGABRT and SIGSEGV at their
+ * defaults, a 20 s alarm (a hang shows up as SIGALRM), stderr into a pipe.  The child gets a second
+ * pipe in *info_fd to tell the parent things (the address it is about to misuse); if fn returns, the
+ * child runs after() (if any) and exits 42.  The parent gets the child's stderr in out (NUL-ended,
+ * cap bytes at most), what came through the info pipe in info (*info_len bytes), and the wait status. */
+static ZT_UNUSED int zt_run_child(void (*fn)(void), void (*after)(void), int *info_fd, char *out, size_t cap,
+                                  void *info, size_t info_cap, size_t *info_len) {
+  int errp[2], infop[2];
+  REQUIRE(pipe(errp) == 0 && pipe(infop) == 0);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(errp[0]);
+    close(infop[0]);
+    *info_fd = infop[1];
+    zt_no_core_dumps();
+    signal(SIGABRT, SIG_DFL);
+    signal(SIGSEGV, SIG_DFL);
+    alarm(20);
+    dup2(errp[1], 2); /* everything the child prints goes to the pipe */
+    close(errp[1]);
+    fn();
+    if (after) after();
+    _exit(42);
+  }
+  close(errp[1]);
+  close(infop[1]);
+  out[zt_read_all(errp[0], out, cap - 1)] = 0;
+  *info_len = zt_read_all(infop[0], info, info_cap);
+  close(errp[0]);
+  close(infop[0]);
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return st;
+}
+
 #endif /* ZNS_TEST_H */
