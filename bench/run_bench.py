@@ -242,6 +242,29 @@ def check_origin(alloc, origin):
     return None
 
 
+def run_json(ctx, stage, key, who, cmd, alloc, gbench=False, **kw):
+    """Run cmd under alloc (run_proc's keywords pass through) and return (its JSON document, Run),
+    or (None, Run) after recording why in ctx.store: the run failed, its output is not JSON, or the
+    preload did not take effect (the program reports where malloc came from; Google Benchmark in
+    its context)."""
+    r = run_proc(ctx, cmd, alloc, **kw)
+    if r.error:
+        ctx.store.fail(stage, key, who, r.error)
+        return None, r
+    try:
+        doc = json.loads(r.out)
+    except ValueError as e:
+        what = "JSON from Google Benchmark" if gbench else "output"
+        ctx.store.fail(stage, key, who, "unreadable %s: %s" % (what, e))
+        return None, r
+    origin = (doc.get("context", {}) if gbench else doc).get("malloc_from", "?")
+    bad = check_origin(alloc, origin)
+    if bad:
+        ctx.store.fail(stage, key, who, bad)
+        return None, r
+    return doc, r
+
+
 # ---- results store --------------------------------------------------------------------------------
 class Store:
     """data[stage][key][alloc] = list of per-round values; errors[stage][key][alloc] = [messages]."""
@@ -295,18 +318,8 @@ def stage_micro(ctx):
                 alloc = ctx.allocs[a]
                 cmd = [ctx.bin("micro"), "--benchmark_filter=" + filt, "--benchmark_format=json",
                        "--benchmark_min_time=%g" % ctx.cfg["micro_min_time"]]
-                r = run_proc(ctx, cmd, alloc, timeout=900)
-                if r.error:
-                    ctx.store.fail("micro", group, a, r.error)
-                    continue
-                try:
-                    doc = json.loads(r.out)
-                except ValueError as e:
-                    ctx.store.fail("micro", group, a, "unreadable JSON from Google Benchmark: %s" % e)
-                    continue
-                bad = check_origin(alloc, doc.get("context", {}).get("malloc_from", "?"))
-                if bad:
-                    ctx.store.fail("micro", group, a, bad)
+                doc, r = run_json(ctx, "micro", group, a, cmd, alloc, gbench=True, timeout=900)
+                if doc is None:
                     continue
                 if rnd == 0 and a == ctx.order[0] and group == "pair":
                     ctx.gb_context = doc.get("context", {})
@@ -327,18 +340,8 @@ def stage_latency(ctx):
             for a in ctx.order:
                 alloc = ctx.allocs[a]
                 cmd = [ctx.bin("latency"), "--ops", str(ctx.cfg["latency_ops"]), "--lo", str(lo), "--hi", str(hi)]
-                r = run_proc(ctx, cmd, alloc, timeout=600)
-                if r.error:
-                    ctx.store.fail("latency", scen, a, r.error)
-                    continue
-                try:
-                    doc = json.loads(r.out)
-                except ValueError as e:
-                    ctx.store.fail("latency", scen, a, "unreadable output: %s" % e)
-                    continue
-                bad = check_origin(alloc, doc.get("malloc_from", "?"))
-                if bad:
-                    ctx.store.fail("latency", scen, a, bad)
+                doc, r = run_json(ctx, "latency", scen, a, cmd, alloc, timeout=600)
+                if doc is None:
                     continue
                 ctx.store.add("latency", scen, a, doc)
         log("latency: round %d/%d done" % (rnd + 1, ctx.rounds))
@@ -351,18 +354,8 @@ def stage_memory(ctx):
             for a in ctx.order:
                 alloc = ctx.allocs[a]
                 cmd = [ctx.bin("memory"), "--size", str(size), "--count", str(ctx.cfg["mem_count"])]
-                r = run_proc(ctx, cmd, alloc, timeout=600)
-                if r.error:
-                    ctx.store.fail("memory", size, a, r.error)
-                    continue
-                try:
-                    doc = json.loads(r.out)
-                except ValueError as e:
-                    ctx.store.fail("memory", size, a, "unreadable output: %s" % e)
-                    continue
-                bad = check_origin(alloc, doc.get("malloc_from", "?"))
-                if bad:
-                    ctx.store.fail("memory", size, a, bad)
+                doc, r = run_json(ctx, "memory", size, a, cmd, alloc, timeout=600)
+                if doc is None:
                     continue
                 doc["peak_rss_kb"] = r.maxrss_kb
                 ctx.store.add("memory", size, a, doc)
@@ -577,18 +570,8 @@ def stage_tier(ctx):
             for mode in TIER_MODES:
                 env = {"ZNS_TIER": mode, "ZNS_TIER_COLD_MS": str(c["tier_cold_ms"]), "ZNS_TIER_DIR": TIER_DIR,
                        "ZNS_STATS": stats}
-                r = run_proc(ctx, cmd, alloc, extra_env=env, timeout=300)
-                if r.error:
-                    ctx.store.fail("tier", mode, "zns", r.error)
-                    continue
-                try:
-                    doc = json.loads(r.out)
-                except ValueError as e:
-                    ctx.store.fail("tier", mode, "zns", "unreadable output: %s" % e)
-                    continue
-                bad = check_origin(alloc, doc.get("malloc_from", "?"))
-                if bad:
-                    ctx.store.fail("tier", mode, "zns", bad)
+                doc, r = run_json(ctx, "tier", mode, "zns", cmd, alloc, extra_env=env, timeout=300)
+                if doc is None:
                     continue
                 doc["stats_json"] = read_tier_stats(stats_dir)
                 if "tier (" in r.err or "zns-slab" in r.err:
@@ -712,18 +695,9 @@ def stage_checks(ctx):
                 for v, alloc, env in order:
                     cmd = [ctx.bin("micro"), "--benchmark_filter=" + filt, "--benchmark_format=json",
                            "--benchmark_min_time=%g" % c["micro_min_time"]]
-                    r = run_proc(ctx, cmd, alloc, extra_env=env, timeout=900)
-                    if r.error:
-                        ctx.store.fail("checks", "micro/" + group, v, r.error)
-                        continue
-                    try:
-                        doc = json.loads(r.out)
-                    except ValueError as e:
-                        ctx.store.fail("checks", "micro/" + group, v, "unreadable JSON from Google Benchmark: %s" % e)
-                        continue
-                    bad = check_origin(alloc, doc.get("context", {}).get("malloc_from", "?"))
-                    if bad:
-                        ctx.store.fail("checks", "micro/" + group, v, bad)
+                    doc, r = run_json(ctx, "checks", "micro/" + group, v, cmd, alloc, gbench=True,
+                                      extra_env=env, timeout=900)
+                    if doc is None:
                         continue
                     for b in doc.get("benchmarks", []):
                         name = "micro/" + b["name"].replace("/real_time", "")
