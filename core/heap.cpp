@@ -110,14 +110,13 @@ void depot_reset_lists() {
 
 inline SlabMeta &meta_at(uint32_t page) { return g_region.meta[page]; }
 
-// The owner, on every page of the slab (the free fast path reads its own page's copy).
+// The owner lives in the head page's entry only (the other pages' owner stays kNoOwner), so a park
+// or unpark writes one cache line whatever the slab's span.
 // order: seq_cst where the slab changes hands (see "Memory ordering" in DESIGN.md); relaxed when
 // its owner only parks or unparks it (the cache a freer notifies stays the same, and the owner's
 // own frees are program-ordered after its store).
 void set_owner(SlabMeta *s, uint32_t owner, std::memory_order order = std::memory_order_seq_cst) {
   if (g_secure && owner != kNoOwner && owner < kSharedOwner) owner |= kSecureBit;   // see kSecureBit
-  unsigned k = kClasses.info[s->cls].pages;
-  for (unsigned t = 1; t < k; ++t) s[t].owner.store(owner, std::memory_order_relaxed);
   s->owner.store(owner, order);
 }
 

@@ -12,7 +12,7 @@
 //   page      4 KiB of the region, numbered from the region base
 //   slab      1..16 pages holding blocks of one size class; its metadata is the SlabMeta of its
 //             first page ("head"); the other pages' SlabMeta say how far back the head is and
-//             carry copies of owner, class, size and magic for the free fast path
+//             carry copies of class, size and magic for the free fast path (owner: head only)
 //   owner     the thread cache a slab belongs to; only the owner writes SlabMeta.free
 //   local     free by the owner: a plain bit set in SlabMeta.free
 //   remote    free by any other thread: an atomic bit set in RemoteState.bits, and the slab is
@@ -69,10 +69,12 @@ enum SlabState : uint8_t {
 };
 
 // Per-page slab metadata, one cache line, in an array parallel to the region.  The bitmap and
-// the list links live in the head page's entry; every page of a slab carries copies of owner,
-// class, size, magic and blocks, so a free reads only its own page's entry before the bitmap word.
+// the owner, the list links live in the head page's entry; every page of a slab carries copies of
+// class, size, magic and blocks, so a free finds its block index from its own page's entry, while
+// the head's line (owner, bitmap) loads.  The owner is not copied: parking a slab writes one line.
 struct alignas(64) SlabMeta {
-  std::atomic<uint32_t> owner;     // cache id; kSharedOwner while shared; kNoOwner in the depot
+  std::atomic<uint32_t> owner;     // head: cache id; kSharedOwner while shared; kNoOwner in the
+                                   // depot.  Other pages: always kNoOwner
   uint8_t cls;                     // size class
   uint8_t back;                    // pages back to the head page; 0 on a head page
   uint8_t state;                   // SlabState (head); informational: nothing branches on it
@@ -267,14 +269,13 @@ ZNS_INLINE void *alloc(size_t n) { return alloc_class(class_of(n)); }
 ZNS_INLINE void dealloc(void *p, const char *call) {
   uintptr_t rel = uintptr_t(p) - uintptr_t(g_region.base);
   SlabMeta *m = &g_region.meta[rel >> kPageShift];   // this page's entry: copies of the head's
+  SlabMeta *s = m - m->back;                          // class fields; the head: owner and bitmap
   ThreadCache *tc = t_cache;
-  if (ZNS_UNLIKELY(m->owner.load(std::memory_order_relaxed) != tc->id))
-    return free_remote(p, m - m->back, call);
+  if (ZNS_UNLIKELY(s->owner.load(std::memory_order_relaxed) != tc->id)) return free_remote(p, s, call);
   uint32_t off = uint32_t(rel & (kPageSize - 1)) + (uint32_t(m->back) << kPageShift);  // in the slab
   uint32_t i = uint32_t((uint64_t(off) * m->magic) >> 32);
   if (kFastChecks && ZNS_UNLIKELY(i * m->size != off || i >= m->blocks))
     return free_misuse("free of a pointer that is not the start of a block", call, p);
-  SlabMeta *s = m - m->back;
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
     return free_local_checked(p, s, i, call);   // the same free, after a look at the remote bits

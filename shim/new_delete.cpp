@@ -56,7 +56,7 @@ ZNS_INLINE void sized_free(void *p, size_t n, size_t align, const char *call) {
       want = class_of(n > align ? n : align);
       while (kClasses.info[want].size % align != 0) ++want;
     }
-    const SlabMeta *m = &g_region.meta[page_of(p)];
+    const SlabMeta *m = head_meta(p);
     if (ZNS_UNLIKELY(m->cls != want && m->owner.load(std::memory_order_relaxed) != kNoOwner))
       fatal("sized delete with a size of another class", call, p);
   }
