@@ -331,6 +331,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
     pm.magic = ci.magic;
   }
   m.state = kCurrent;
+  m.credit = kCurrentCredit;
   __atomic_store_n(&m.out, uint16_t(0), __ATOMIC_RELAXED);   // shared_settle's cheap look reads it
   m.prev = m.next = kNil;
   RemoteState &r = g_region.remote[page];
@@ -502,6 +503,7 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
   set_owner(s, owner);   // from here frees go to our inbox
   g_region.remote[page_of(s)].share.store(kOwned, std::memory_order_seq_cst);
   s->state = kCurrent;
+  s->credit = kCurrentCredit;
   merge_remote(s);
   return s;
 }
@@ -545,7 +547,7 @@ void drain_inbox(ThreadCache *tc, bool may_lock_pool) {
     r.pending.store(0, std::memory_order_seq_cst);
     if (owner == tc->id) {
       unsigned n = merge_remote(s);   // a current slab stays, even empty; a parked one may go
-      if (owner_parked(s->owner.load(std::memory_order_relaxed))) parked_returned(tc, s, n);
+      if (n && (s->state == kParkedFull || s->state == kParkedPartial)) parked_returned(tc, s, n);
     } else if (owner != kNoOwner && owner != kSharedOwner) {    // stale entry: the slab changed hands
       for (unsigned w = 0; w < kBitmapWords; ++w)
         if (r.bits[w].load(std::memory_order_relaxed)) { notify(page, owner, may_lock_pool); break; }
@@ -554,13 +556,15 @@ void drain_inbox(ThreadCache *tc, bool may_lock_pool) {
   }
 }
 
-// Put the bin's `last` block back into its slab's bitmap (before anyone else looks at the slab).
-void flush_last(Bin &b) {
+// Put the bin's `last` block back into its slab's bitmap (before anyone else looks at the slab):
+// the current slab or one of the cache's parked ones, whose credit it counts.
+void flush_last(ThreadCache *tc, Bin &b) {
   if (!b.last) return;
-  SlabMeta *s = bin_slab(b);
+  SlabMeta *s = head_meta(b.last);
   int i = block_index(s, b.last);
   s->free[unsigned(i) >> 6].fetch_or(uint64_t(1) << (i & 63), std::memory_order_relaxed);
   __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
+  if (--s->credit == 0) credit_out(tc, s);
 }
 
 // Point a bin at the first bitmap word of s with a free block; false if there is none.
@@ -725,7 +729,7 @@ void secure_free(void *p, SlabMeta *s, const char *call) {
   secure_release(tc, old);
 }
 
-// ---- parked slabs (see kParkedBit) ------------------------------------------------------------------
+// ---- parked slabs (see kCurrentCredit) --------------------------------------------------------------
 // Only the owner's thread changes its parked slabs' bits, counts, state and lists (or, for a cache
 // whose thread is gone, whoever holds g_pool_lock: see drain_detached).  Other threads only claim
 // one (CAS of RemoteState.share from kParkedIdle to kSharedClaimed): the tier to write it out,
@@ -745,12 +749,16 @@ void list_unlink(uint32_t &head, SlabMeta *s) {
   s->prev = s->next = kNil;
 }
 
-// The current slab has no free block: park it (full).  Remote frees not merged yet count as out.
+// A parked slab is worth allocating from again once this many of its blocks are free.
+unsigned park_worth(const SlabMeta *s) { return (s->blocks + 3u) / 4; }
+
+// The current slab has no free block: park it (full) until a quarter of it is free.  Remote frees
+// not merged yet count as out (they come back through parked_returned).
 void park(ThreadCache *tc, SlabMeta *s) {
-  __atomic_store_n(&s->out, uint16_t(s->blocks - free_count(s)), __ATOMIC_RELAXED);
+  unsigned free = free_count(s), worth = park_worth(s);
+  s->credit = uint16_t(free < worth ? worth - free : 1);
   s->state = kParkedFull;
   list_push(tc->full[s->cls], s);
-  set_owner(s, tc->id | kParkedBit, std::memory_order_relaxed);   // our frees into it: free_parked
   g_region.remote[page_of(s)].share.store(kParkedIdle, std::memory_order_release);   // tier: claimable
 }
 
@@ -782,53 +790,20 @@ SlabMeta *unpark(ThreadCache *tc, unsigned cls) {
       __atomic_store_n(&s->purged, uint8_t(0), __ATOMIC_RELAXED);
     }
     s->state = kCurrent;
-    set_owner(s, tc->id, std::memory_order_relaxed);
+    s->credit = kCurrentCredit;
     return s;
   }
   return nullptr;
 }
 
-// n blocks of parked slab s came back (our frees, or merged remote ones).  With none out it goes
-// back to the depot; a full one that has a quarter free again moves to the partial list.
-void parked_moved(ThreadCache *tc, SlabMeta *s);
+// n remote frees of parked slab s were merged: they count against its credit like the owner's own.
 void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n) {
-  if (n > s->out) fatal("slab metadata corrupted (more blocks back than out)", "free", slab_base(s));
-  __atomic_store_n(&s->out, uint16_t(s->out - n), __ATOMIC_RELAXED);
-  parked_moved(tc, s);
-}
-// The list moves after blocks came back: a full slab with a quarter free joins the partial list;
-// one with none out goes back to the depot, unless the tier holds it (then it waits on the partial
-// list).
-ZNS_NOINLINE void parked_moved(ThreadCache *tc, SlabMeta *s) {
-  unsigned out = s->out;
-  if (s->state == kParkedFull && s->blocks - out >= (s->blocks + 3u) / 4) {
-    list_unlink(tc->full[s->cls], s);
-    s->state = kParkedPartial;
-    list_push(tc->partial[s->cls], s);
+  if (n < s->credit) {
+    s->credit = uint16_t(s->credit - n);
+    return;
   }
-  if (out == 0 && parked_take_back(s)) {
-    list_unlink(tc->partial[s->cls], s);
-    depot_release(s, s->purged);
-  }
-}
-
-// The owner frees a block of one of its parked slabs: a bit and a count (the list moves are rarer).
-void free_parked(ThreadCache *tc, void *p, SlabMeta *s, const char *call) {
-  int i = block_index(s, p);
-  if (ZNS_UNLIKELY(i < 0)) return free_misuse("free of a pointer that is not the start of a block", call, p);
-  unsigned w = unsigned(i) >> 6;
-  uint64_t bit = uint64_t(1) << (i & 63), word = s->free[w].load(std::memory_order_relaxed);
-  if (ZNS_UNLIKELY(word & bit)) return free_misuse(kFreeOfFree, call, p);
-  // The remote bits (another cache line) matter only when a remote free came since the last drain.
-  if (ZNS_UNLIKELY(s->remote_hint.load(std::memory_order_relaxed)) &&
-      (g_region.remote[page_of(s)].bits[w].load(std::memory_order_relaxed) & bit))
-    return free_misuse("double free", call, p);
-  unsigned out = s->out;
-  if (ZNS_UNLIKELY(out == 0)) fatal("slab metadata corrupted (more blocks back than out)", call, p);
-  s->free[w].store(word | bit, std::memory_order_relaxed);
-  __atomic_store_n(&s->out, uint16_t(--out), __ATOMIC_RELAXED);
-  if (ZNS_UNLIKELY(out == 0 || (s->state == kParkedFull && s->blocks - out >= (s->blocks + 3u) / 4)))
-    parked_moved(tc, s);
+  s->credit = 0;
+  credit_out(tc, s);
 }
 
 // Every block of parked slab s is free (free bits and remote bits cover it)?  Racy: a hint.
@@ -849,7 +824,8 @@ bool parked_purge(SlabMeta *s) {
   RemoteState &r = g_region.remote[page_of(s)];
   uint8_t expected = kParkedIdle;
   if (!r.share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel)) return false;
-  bool ok = owner_parked(s->owner.load(std::memory_order_acquire)) && !s->purged && s->back == 0 &&
+  // kParkedIdle means parked: the owner takes a slab back (to kOwned) before it unparks it.
+  bool ok = !s->purged && s->back == 0 &&
             parked_complete(s);   // with the claim held the owner cannot take a block from it
   if (ok) {
     tier_purge(slab_base(s), size_t(s->pages) * kPageSize);   // (madvise tier: a hole in the file)
@@ -870,7 +846,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
   __atomic_store_n(&tc->last_refill_ms, uint32_t(now_ms()), __ATOMIC_RELAXED);
   Bin &b = tc->bin[cls];
-  flush_last(b);   // (malloc takes `last` first, so it is empty here but for the orphan cache)
+  flush_last(tc, b);   // (malloc takes `last` first, so it is empty here but for the orphan cache)
   SlabMeta *s = bin_slab(b);
   // Remote bits of an owned slab are always announced by its remote hint (see apply_remote and
   // drain_inbox), so without the hint their cache line need not be read.
@@ -953,7 +929,7 @@ void apply_remote(void *const *ps, unsigned n) {
       // not look again for long (a worker waiting for its next job): give the pages back now.
       uint32_t now = s->owner.load(std::memory_order_seq_cst);
       if (now == kSharedOwner) shared_settle(s);
-      else if (owner_parked(now) && parked_complete(s) &&
+      else if (g_region.remote[page].share.load(std::memory_order_acquire) == kParkedIdle && parked_complete(s) &&
                uint32_t(now_ms()) - __atomic_load_n(&g_caches[owner_cache(now)]->last_refill_ms, __ATOMIC_RELAXED) >=
                    kParkIdleMs)
         parked_purge(s);
@@ -977,7 +953,7 @@ void tc_exit(void *arg) {
   // Every slab goes: empty ones to the depot, the others shared, so no memory waits for the
   // next thread that adopts this cache.
   for (unsigned c = 0; c < kNumClasses; ++c) {
-    flush_last(tc->bin[c]);
+    flush_last(tc, tc->bin[c]);
     SlabMeta *s = current_slab(tc, c);
     tc->secure_slab[c] = nullptr;
     __atomic_store_n(&tc->bin[c].last, nullptr, __ATOMIC_RELAXED);
@@ -1057,7 +1033,7 @@ void fork_child() {
     ThreadCache *tc = g_caches[id];
     if (tc == t_cache || tc == g_orphan || !tc->attached.load(std::memory_order_relaxed)) continue;
     tc->attached.store(false, std::memory_order_relaxed);
-    for (Bin &b : tc->bin) flush_last(b);
+    for (Bin &b : tc->bin) flush_last(tc, b);
     if (g_secure) secure_drain(tc);   // else its quarantined blocks would stay out for good
     drain_inbox(tc, false);
     tc->pool_next = g_pool_head;
@@ -1143,13 +1119,12 @@ uint32_t heap_touched_pages() { return __atomic_load_n(&g_depot.bump, __ATOMIC_A
 // its pages keep their meaning while the tier moves them.  Same rules as an adoption.
 SlabMeta *tier_claim(uint32_t page) {
   SlabMeta *s = &meta_at(page);
-  if (owner_parked(s->owner.load(std::memory_order_relaxed))) {   // a parked slab: one CAS
+  if (g_region.remote[page].share.load(std::memory_order_relaxed) == kParkedIdle) {   // parked: one CAS
     RemoteState &r = g_region.remote[page];
     uint8_t expected = kParkedIdle;
     if (s->back != 0 || !r.share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel))
       return nullptr;
-    if (!owner_parked(s->owner.load(std::memory_order_acquire)) || __atomic_load_n(&s->out, __ATOMIC_RELAXED) == 0 ||
-        s->purged) {
+    if (s->purged || parked_complete(s)) {   // nothing live to write out
       r.share.store(kParkedIdle, std::memory_order_release);
       return nullptr;
     }
@@ -1170,7 +1145,7 @@ SlabMeta *tier_claim(uint32_t page) {
 
 // End a claim: the slab is shared and idle again; the frees that came meanwhile are looked at now.
 void tier_unclaim(SlabMeta *s) {
-  if (owner_parked(s->owner.load(std::memory_order_relaxed))) {   // (a claim keeps it parked)
+  if (s->owner.load(std::memory_order_relaxed) != kSharedOwner) {   // parked (a claim keeps it so)
     g_region.remote[page_of(s)].share.store(kParkedIdle, std::memory_order_release);
     return;
   }
@@ -1182,10 +1157,32 @@ void tier_unclaim(SlabMeta *s) {
 }
 
 void free_remote(void *p, SlabMeta *s, const char *call) {
-  ThreadCache *tc = t_cache;
-  if (s->owner.load(std::memory_order_relaxed) == (tc->id | kParkedBit)) return free_parked(tc, p, s, call);
   if (ZNS_UNLIKELY(g_secure)) return secure_free(p, s, call);   // every free, in that mode
   free_remote_plain(p, s, call);
+}
+
+// The owner's frees (or merged remote ones) used up the credit of slab s: a parked full slab with a
+// quarter free joins the partial list, one with none out goes back to the depot (unless the tier or
+// a purge holds it: then it waits on the partial list with credit 0 for an unpark or the exit); a
+// current slab just starts counting again.
+void credit_out(ThreadCache *tc, SlabMeta *s) {
+  if (s->state == kParkedFull) {
+    list_unlink(tc->full[s->cls], s);
+    s->state = kParkedPartial;
+    list_push(tc->partial[s->cls], s);
+  } else if (s->state != kParkedPartial) {
+    s->credit = kCurrentCredit;
+    return;
+  }
+  unsigned out = s->blocks - free_count(s);   // remote frees not merged yet count as out
+  if (out) {
+    s->credit = uint16_t(out);
+    return;
+  }
+  if (parked_take_back(s)) {
+    list_unlink(tc->partial[s->cls], s);
+    depot_release(s, s->purged);
+  }
 }
 
 void free_misuse(const char *what, const char *call, void *p) { fatal(what, call, p); }
@@ -1219,7 +1216,7 @@ void trim() {
   uint32_t pages = __atomic_load_n(&g_depot.bump, __ATOMIC_ACQUIRE);
   for (uint32_t p = 0; p < pages; ++p) {
     SlabMeta &m = meta_at(p);
-    if (__atomic_load_n(&m.back, __ATOMIC_RELAXED) == 0 && owner_parked(m.owner.load(std::memory_order_relaxed)) &&
+    if (__atomic_load_n(&m.back, __ATOMIC_RELAXED) == 0 && g_region.remote[p].share.load(std::memory_order_relaxed) == kParkedIdle &&
         !__atomic_load_n(&m.purged, __ATOMIC_RELAXED) && parked_complete(&m))
       parked_purge(&m);
   }

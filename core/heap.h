@@ -18,9 +18,9 @@
 //   remote    free by any other thread: an atomic bit set in RemoteState.bits, and the slab is
 //             queued once on the owner's inbox; the owner merges the bits in its slow path
 //   current   the slab a thread cache allocates from for a class
-//   parked    a slab its cache filled and keeps owning: the owner's frees into it are local (slow
-//             path free_parked); on the cache's partial list once a quarter is free, from which
-//             refills take it back as current; to the depot when empty
+//   parked    a slab its cache filled and keeps owning: the owner's frees into it are local (the
+//             fast path, counted down in `credit`); on the cache's partial list once a quarter is
+//             free, from which refills take it back as current; to the depot when empty
 //   shared    a slab of a thread that exited (or, ZNS_SECURE, any full slab); all frees are
 //             remote; the depot lists it for reuse (adoption) once a quarter is free, and takes it
 //             back empty
@@ -44,12 +44,12 @@ inline constexpr uint32_t kQuarantine = 256;          // ZNS_SECURE: freed block
 // ZNS_SECURE: SlabMeta.owner of a slab a cache owns is its id plus this bit, so the free fast path
 // (owner == my id) never matches and every free takes the checked, quarantining slow path.
 inline constexpr uint32_t kSecureBit = 1u << 24;
-// SlabMeta.owner of a *parked* slab: its cache's id plus this bit.  A cache parks its current slab
-// when it runs out of free blocks, instead of sharing it: the slab stays the cache's, but the free
-// fast path (owner == my id) no longer matches, so the owner's frees into it take free_parked, a
-// short local slow path that counts the blocks still out and hands the slab back to the depot
-// when none are, and that puts a full slab on the cache's list of slabs to allocate from next.
-inline constexpr uint32_t kParkedBit = 1u << 25;
+// A cache parks its current slab when it runs out of free blocks, instead of sharing it: the slab
+// stays the cache's (same owner value), so the owner's frees into it take the free fast path, which
+// counts them down in SlabMeta.credit; at zero a slow path (credit_out) moves the slab to the
+// cache's partial list (a quarter free) or hands it back to the depot (none out).
+// SlabMeta.credit of a current slab: its frees need no list move; at zero it is just reset.
+inline constexpr uint16_t kCurrentCredit = 0xffff;
 // A cache that has not refilled for this long is idle: other threads that complete one of its
 // parked slabs (free its last block) give the slab's pages back in place (parked_purge).
 inline constexpr uint32_t kParkIdleMs = 10;
@@ -92,7 +92,11 @@ struct alignas(64) SlabMeta {
   uint8_t pages;                   // head: pages in the span (in the depot a span may be split)
   uint8_t purged;                  // head, parked: every block free and the pages given back in
                                    // place (parked_purge); they read as zero
-  uint8_t pad[2];
+  uint16_t credit;                 // head, owned: the owner's frees (fast path, merged remote ones)
+                                   // until credit_out must look: parked full, until a quarter is
+                                   // free; parked partial, until none is out; current,
+                                   // kCurrentCredit (reset at zero).  Only the owner's thread
+                                   // touches it
   std::atomic<uint64_t> free[kBitmapWords];  // head: 1 = block free; written by the owner only
 };
 static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");
@@ -105,7 +109,7 @@ enum ShareState : uint8_t {
   kSharedQueued = 2,  // shared, on the depot's list for its class (changes under the class lock)
   kSharedClaimed = 3, // being adopted by a cache or returned to the depot as empty; or (a parked
                       // slab) being written out by the tier
-  kParkedIdle = 4,    // parked (see kParkedBit): the tier may claim it (CAS to kSharedClaimed);
+  kParkedIdle = 4,    // parked (see kCurrentCredit): the tier may claim it (CAS to kSharedClaimed);
                       // the owner takes it back with a CAS to kOwned before it unparks or frees it
 };
 struct RemoteState {
@@ -133,7 +137,7 @@ struct ThreadCache {
                                         // word's cache line), or g_zero_word
   uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
                                         // derived: allocated - live, live from the slabs)
-  // Parked slabs per class (see kParkedBit), doubly linked through SlabMeta.prev/next; only the
+  // Parked slabs per class (see kCurrentCredit), doubly linked through SlabMeta.prev/next; only the
   // owner's thread touches them.  Partial ones become current again (LIFO) before the depot is asked.
   uint32_t partial[kNumClasses];
   uint32_t full[kNumClasses];
@@ -175,9 +179,8 @@ extern Region g_region;
 extern bool g_secure;   // ZNS_SECURE=1; fixed once the heap is initialised
 
 // The cache id in a SlabMeta.owner value (strips kSecureBit); special values pass unchanged.
-ZNS_INLINE bool owner_parked(uint32_t owner) { return owner < kSharedOwner && (owner & kParkedBit); }
 ZNS_INLINE uint32_t owner_cache(uint32_t owner) {
-  return owner < kSharedOwner ? owner & ~(kSecureBit | kParkedBit) : owner;
+  return owner < kSharedOwner ? owner & ~kSecureBit : owner;
 }
 
 // TLS: a pointer to the thread's cache, starting at a constant empty sentinel so the fast path
@@ -191,6 +194,8 @@ ZNS_NOINLINE void free_local_checked(void *p, SlabMeta *s, uint32_t i, const cha
 // fatal() for the free fast path: declared as returning so that the call is a tail jump (a call to
 // a noreturn function would make the fast path set up a stack frame).  Never returns.
 ZNS_NOINLINE void free_misuse(const char *what, const char *call, void *p);
+// The owner's free brought slab s's credit to zero (see kCurrentCredit): move or release it.
+ZNS_NOINLINE void credit_out(ThreadCache *tc, SlabMeta *s);
 void heap_init();                                // idempotent
 void *alloc_aligned(size_t n, size_t align);     // align <= kPageSize, power of two, n <= kMaxSmall
 void trim();                                     // purge every empty slab in the depot now
@@ -285,6 +290,7 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   } else {
     if (kFastChecks && ZNS_UNLIKELY(b.last == p)) return free_misuse("double free", call, p);
     s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
+    if (ZNS_UNLIKELY(--s->credit == 0)) return credit_out(tc, s);   // a parked slab to move
   }
 }
 

@@ -327,7 +327,7 @@ void drain_faults() {
 
 // ---- the policy ----------------------------------------------------------------------------------------------
 // A slab is a candidate when it is shared or parked (no cache allocates from it) and has live
-// blocks.  Its allocator activity is the state of its remote-free bits and its `out` count (which
+// blocks.  Its allocator activity is the state of its remote-free bits and its free bitmap (which
 // the owner's frees into a parked slab change): a scan that finds them changed restarts its clock.  After half its cold window without activity it is armed (uffd: write-protected; a
 // store disarms it and restarts the clock); after the whole window, with no store seen in the
 // second half, it is evicted.  (madvise: no write signal, so the whole window of allocator
@@ -336,13 +336,18 @@ void drain_faults() {
 // With ZNS_TIER_MAX_RESIDENT, when the candidates' resident bytes exceed the budget, the ones
 // idle longest go first, whatever their window.
 // Slabs that may leave RAM: shared ones, and parked ones (owned, but not allocated from).
-bool tier_candidate(uint32_t owner) { return owner == kSharedOwner || owner_parked(owner); }
+bool tier_candidate(uint32_t page) {
+  return g_region.meta[page].owner.load(std::memory_order_relaxed) == kSharedOwner ||
+         g_region.remote[page].share.load(std::memory_order_relaxed) == kParkedIdle;
+}
 
 uint32_t signature(uint32_t page) {
   RemoteState &r = g_region.remote[page];
-  uint64_t h = __atomic_load_n(&g_region.meta[page].out, __ATOMIC_RELAXED);   // parked: the owner's frees
-  for (unsigned w = 0; w < kBitmapWords; ++w)
-    h = (h ^ r.bits[w].load(std::memory_order_relaxed)) * 0x9E3779B97F4A7C15ull;
+  const SlabMeta &m = g_region.meta[page];
+  uint64_t h = 0;
+  for (unsigned w = 0; w < kBitmapWords; ++w)   // parked: the owner's frees change the free bits
+    h = (h ^ r.bits[w].load(std::memory_order_relaxed) ^ m.free[w].load(std::memory_order_relaxed)) *
+        0x9E3779B97F4A7C15ull;
   return uint32_t(h >> 32) ^ uint32_t(h);
 }
 
@@ -374,7 +379,7 @@ void scan() {
       }
       continue;
     }
-    if (!tier_candidate(m.owner.load(std::memory_order_relaxed))) { t.watched = 0; continue; }
+    if (!tier_candidate(p)) { t.watched = 0; continue; }
     uint32_t sig = signature(p);
     resident_pages += k;
     if (!t.watched || sig != t.sig) {
@@ -391,7 +396,7 @@ void scan() {
         evict_now = idle >= window;
       } else if (idle >= window / 2) {
         Guard g(g_tier_lock);
-        if (t.state.load(std::memory_order_relaxed) == kResident && tier_candidate(m.owner.load()) &&
+        if (t.state.load(std::memory_order_relaxed) == kResident && tier_candidate(p) &&
             uffd_protect(page_addr(p), size_t(k) * kPageSize, true) == 0)
           t.armed.store(1, std::memory_order_relaxed);
       }
@@ -654,7 +659,7 @@ size_t tier_pageout_now() {
   uint32_t pages = heap_touched_pages();
   for (uint32_t p = 0; p < pages; ++p) {
     SlabMeta &m = g_region.meta[p];
-    if (m.back != 0 || !tier_candidate(m.owner.load(std::memory_order_relaxed))) continue;
+    if (m.back != 0 || !tier_candidate(p)) continue;
     if (g_tm[p].state.load(std::memory_order_relaxed) == kOut) continue;
     Guard g(g_tier_lock);
     evict(p);
