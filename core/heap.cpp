@@ -508,7 +508,7 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
   return s;
 }
 
-void drain_inbox(ThreadCache *tc, bool may_lock_pool);
+bool drain_inbox(ThreadCache *tc, bool may_lock_pool);
 void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n);
 void apply_remote(void *const *ps, unsigned n);
 void flush_remote(ThreadCache *tc);
@@ -534,8 +534,8 @@ void notify(uint32_t page, uint32_t owner, bool may_lock_pool) {
   if (may_lock_pool && !o->attached.load(std::memory_order_seq_cst)) drain_detached(o);
 }
 
-void drain_inbox(ThreadCache *tc, bool may_lock_pool) {
-  if (tc->inbox.load(std::memory_order_relaxed) == kNil) return;
+bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {   // false: the inbox was empty
+  if (tc->inbox.load(std::memory_order_relaxed) == kNil) return false;
   uint32_t page = tc->inbox.exchange(kNil, std::memory_order_seq_cst);
   while (page != kNil) {
     RemoteState &r = g_region.remote[page];
@@ -554,6 +554,7 @@ void drain_inbox(ThreadCache *tc, bool may_lock_pool) {
     }
     page = next;
   }
+  return true;
 }
 
 // Put the bin's `last` block back into its slab's bitmap (before anyone else looks at the slab):
@@ -569,7 +570,7 @@ void flush_last(ThreadCache *tc, Bin &b) {
 
 // Point a bin at the first bitmap word of s with a free block; false if there is none.
 bool bin_point(Bin &b, SlabMeta *s) {
-  for (unsigned w = 0; w < kBitmapWords; ++w)
+  for (unsigned w = 0, words = (s->blocks + 63u) >> 6; w < words; ++w)
     if (s->free[w].load(std::memory_order_relaxed)) {
       b.size = s->size;
       b.base = slab_base(s) + size_t(w) * 64 * s->size;
@@ -852,10 +853,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   // drain_inbox), so without the hint their cache line need not be read.
   bool ok = s && (bin_point(b, s) ||
                   (s->remote_hint.load(std::memory_order_relaxed) && merge_remote(s) && bin_point(b, s)));
-  if (!ok) {
-    drain_inbox(tc, true);
-    ok = s && bin_point(b, s);
-  }
+  if (!ok && drain_inbox(tc, true)) ok = s && bin_point(b, s);
   if (!ok) {
     // No free block left: let the freers have it.  A bin never names a slab we gave up, not
     // even for an instant (a fork here would hand the child a cache with a stale slab).
