@@ -749,6 +749,21 @@ void list_unlink(uint32_t &head, SlabMeta *s) {
   if (s->next != kNil) meta_at(s->next).prev = s->prev;
   s->prev = s->next = kNil;
 }
+// The partial list of a class: FIFO (a slab that waited longest has had the most frees since it
+// joined, so a refill that takes it serves the most mallocs before the next one).
+void partial_append(ThreadCache *tc, SlabMeta *s) {
+  unsigned c = s->cls;
+  uint32_t page = page_of(s), tail = tc->partial_tail[c];
+  s->next = kNil;
+  s->prev = tail;
+  if (tail != kNil) meta_at(tail).next = page;
+  else tc->partial[c] = page;
+  tc->partial_tail[c] = page;
+}
+void partial_unlink(ThreadCache *tc, SlabMeta *s) {
+  if (s->next == kNil) tc->partial_tail[s->cls] = s->prev;
+  list_unlink(tc->partial[s->cls], s);
+}
 
 // A parked slab is worth allocating from again once this many of its blocks are free.
 unsigned park_worth(const SlabMeta *s) { return (s->blocks + 3u) / 4; }
@@ -769,7 +784,7 @@ bool parked_take_back(SlabMeta *s) {
   return g_region.remote[page_of(s)].share.compare_exchange_strong(expected, kOwned, std::memory_order_acq_rel);
 }
 
-// The most recently refilled partial slab of cls becomes current again, or null.  Skipped: one the
+// The partial slab of cls that has waited longest becomes current again, or null.  Skipped: one the
 // tier is writing out, and (when there is another) one it has paged out.
 SlabMeta *unpark(ThreadCache *tc, unsigned cls) {
   uint32_t page = tc->partial[cls];
@@ -780,7 +795,7 @@ SlabMeta *unpark(ThreadCache *tc, unsigned cls) {
     SlabMeta *s = &meta_at(page);
     uint32_t next = s->next;
     if (!parked_take_back(s)) { page = next; ++n; continue; }
-    list_unlink(tc->partial[cls], s);
+    partial_unlink(tc, s);
     if (s->purged) {   // its pages went back to the OS (all free): present them again, like a
       merge_remote(s); // fresh slab (the tier populates or reserves file room), or let it go
       if (ZNS_UNLIKELY(g_tier_mode != kTierOff) && !tier_take(page, s->pages, true)) {
@@ -956,6 +971,7 @@ void tc_exit(void *arg) {
     tc->secure_slab[c] = nullptr;
     __atomic_store_n(&tc->bin[c].last, nullptr, __ATOMIC_RELAXED);
     tc->bin[c].word = &g_zero_word; tc->bin[c].base = nullptr; tc->bin[c].size = 0;
+    tc->partial_tail[c] = kNil;   // (emptied below)
     for (uint32_t *list : {&tc->partial[c], &tc->full[c]})   // parked slabs first, then the current
       while (*list != kNil) {
         SlabMeta *k = &meta_at(*list);
@@ -1167,7 +1183,7 @@ void credit_out(ThreadCache *tc, SlabMeta *s) {
   if (s->state == kParkedFull) {
     list_unlink(tc->full[s->cls], s);
     s->state = kParkedPartial;
-    list_push(tc->partial[s->cls], s);
+    partial_append(tc, s);
   } else if (s->state != kParkedPartial) {
     s->credit = kCurrentCredit;
     return;
@@ -1178,7 +1194,7 @@ void credit_out(ThreadCache *tc, SlabMeta *s) {
     return;
   }
   if (parked_take_back(s)) {
-    list_unlink(tc->partial[s->cls], s);
+    partial_unlink(tc, s);
     depot_release(s, s->purged);
   }
 }

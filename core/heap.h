@@ -139,7 +139,8 @@ struct ThreadCache {
                                         // derived: allocated - live, live from the slabs)
   // Parked slabs per class (see kCurrentCredit), doubly linked through SlabMeta.prev/next; only the
   // owner's thread touches them.  Partial ones become current again (LIFO) before the depot is asked.
-  uint32_t partial[kNumClasses];
+  uint32_t partial[kNumClasses];        // oldest first: refills take the head, moves append
+  uint32_t partial_tail[kNumClasses];
   uint32_t full[kNumClasses];
   uint32_t last_refill_ms;              // now_ms() at the last refill: other threads ask if it
                                         // is idle before they purge its complete parked slabs
@@ -159,11 +160,11 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : bin{}, alloc_count{}, partial{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
+      : bin{}, alloc_count{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
         attached(false), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
-      partial[c] = full[c] = kNil;
+      partial[c] = partial_tail[c] = full[c] = kNil;
     }
   }
 };
