@@ -17,7 +17,7 @@ inline constexpr size_t kPageSize = 4096;
 inline constexpr size_t kPageShift = 12;
 inline constexpr size_t kMaxSmall = 4096;       // largest request served from slabs
 inline constexpr unsigned kMaxSlabPages = 16;    // slabs span at most this many pages
-inline constexpr unsigned kMinBlocks = 8;        // slabs hold at least this many blocks
+inline constexpr unsigned kMinBlocks = 16;       // slabs hold at least this many blocks
 inline constexpr unsigned kMaxBlocks = 256;      // 4096 / 16: the bitmap covers this many blocks
 inline constexpr unsigned kBitmapWords = kMaxBlocks / 64;
 
