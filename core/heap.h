@@ -146,7 +146,7 @@ struct ThreadCache {
                                         // is idle before they purge its complete parked slabs
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
   uint32_t remote_count;                // entries in remote_buf
-  uint64_t remote_seen[4];              // a 256-bit filter of the addresses in remote_buf
+  uint64_t remote_seen[16];             // a 1024-bit filter of the addresses in remote_buf
   void *remote_buf[kRemoteBuffer];      // frees of blocks in slabs this cache does not own, not yet
                                         // applied: still "out" (never reused) until the flush
   std::atomic<uint32_t> inbox;          // slabs with remote frees (Treiber stack of pages)

@@ -100,6 +100,23 @@ TEST_CASE("remote frees are merged by the owner and the blocks reused") {
   }).join();
 }
 
+TEST_CASE("a thread that only frees applies its first frees at once, then gets a cache") {
+  std::vector<void *> v;
+  for (int i = 0; i < 1000; ++i) v.push_back(alloc(256));
+  HeapSnapshot before = snap();
+  std::thread([&] {
+    for (unsigned i = 0; i < kRemoteBuffer; ++i) dealloc(v[i], "test");
+    HeapSnapshot mid = snap();   // no cache yet: every free already applied (live count down)
+    CHECK(mid.threads_seen == before.threads_seen);
+    CHECK(mid.cls[class_of(256)].live == before.cls[class_of(256)].live - kRemoteBuffer);
+    for (unsigned i = kRemoteBuffer; i < 1000; ++i) dealloc(v[i], "test");
+    HeapSnapshot after = snap();  // a cache now: the frees since are batched, some still buffered
+    CHECK(after.threads_seen == before.threads_seen + 1);
+    CHECK(after.cls[class_of(256)].live > before.cls[class_of(256)].live - 1000);
+  }).join();                      // and the thread's exit applies the rest
+  CHECK(snap().cls[class_of(256)].live == before.cls[class_of(256)].live - 1000);
+}
+
 TEST_CASE("thread exit hands the cache back; a new thread adopts it") {
   HeapSnapshot before = snap();
   for (int round = 0; round < 50; ++round)
