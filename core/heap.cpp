@@ -94,6 +94,8 @@ struct Depot {
   uint32_t shared_tail[kNumClasses];        // linked; queued at the head, adopted from the tail)
   uint64_t slabs[kNumClasses];              // slabs out of the depot (owned or shared), per class
   uint64_t owned_pages;                     // pages of those slabs
+  uint32_t next_due;                        // now_ms() before which no dirty slab is old enough
+                                            // to purge (every dirty stamp + decay >= it)
 };
 Depot g_depot;
 
@@ -108,6 +110,7 @@ void depot_reset_lists() {
   for (unsigned k = 0; k <= kMaxSlabPages; ++k)
     g_depot.dirty_head[k] = g_depot.dirty_tail[k] = g_depot.clean_head[k] = kNil;
   for (unsigned c = 0; c < kNumClasses; ++c) g_depot.shared_head[c] = g_depot.shared_tail[c] = kNil;
+  g_depot.next_due = uint32_t(now_ms());
 }
 
 inline SlabMeta &meta_at(uint32_t page) { return g_region.meta[page]; }
@@ -181,13 +184,21 @@ void depot_purge(bool force) {
   }
 }
 
-bool purge_due() {   // under the depot lock: is depot_purge(false) worth calling?
+// Under the depot lock: is depot_purge(false) worth calling?  The age scan runs only once
+// next_due has passed (slabs arrive with newer stamps and leave oldest first, so the bound holds).
+bool purge_due(uint32_t now) {
   if (g_depot.dirty_pages > g_options.ZNS_DIRTY_MAX_KB / 4) return true;
-  uint32_t now = uint32_t(now_ms());
+  if (int32_t(now - g_depot.next_due) < 0) return false;
+  uint32_t decay = g_options.ZNS_DECAY_MS < (1u << 30) ? uint32_t(g_options.ZNS_DECAY_MS) : (1u << 30);
+  uint32_t oldest = now;
   for (unsigned k = 1; k <= kMaxSlabPages; ++k) {
     uint32_t t = g_depot.dirty_tail[k];
-    if (t != kNil && now - meta_at(t).stamp >= uint32_t(g_options.ZNS_DECAY_MS)) return true;
+    if (t == kNil) continue;
+    uint32_t stamp = meta_at(t).stamp;
+    if (now - stamp >= decay) return true;
+    if (int32_t(stamp - oldest) < 0) oldest = stamp;
   }
+  g_depot.next_due = oldest + decay;
   return false;
 }
 
@@ -306,7 +317,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
     }
     g_depot.slabs[cls]++;
     g_depot.owned_pages += k;
-    due = purge_due();
+    due = purge_due(uint32_t(now_ms()));
   }
   if (due) depot_purge(false);
   // The tier makes the pages present (uffd) or reserves their room in the backing file (madvise);
@@ -375,7 +386,8 @@ void depot_release(SlabMeta *s, bool clean = false) {
   }
   {
     Guard g(g_depot.lock);
-    s->stamp = uint32_t(now_ms());
+    uint32_t now = uint32_t(now_ms());
+    s->stamp = now;
     s->prev = kNil;
     s->next = g_depot.dirty_head[k];
     if (s->next != kNil) meta_at(s->next).prev = page;
@@ -384,7 +396,7 @@ void depot_release(SlabMeta *s, bool clean = false) {
     g_depot.dirty_pages += k;
     g_depot.slabs[s->cls]--;
     g_depot.owned_pages -= k;
-    due = purge_due();
+    due = purge_due(now);
   }
   if (due) depot_purge(false);
 }

@@ -275,12 +275,14 @@ ZNS_INLINE void *alloc(size_t n) { return alloc_class(class_of(n)); }
 ZNS_INLINE void dealloc(void *p, const char *call) {
   uintptr_t rel = uintptr_t(p) - uintptr_t(g_region.base);
   SlabMeta *m = &g_region.meta[rel >> kPageShift];   // this page's entry: copies of the head's
-  SlabMeta *s = m - m->back;                          // class fields; the head: owner and bitmap
+  uint32_t back = m->back;                            // class fields; the head: owner and bitmap
+  SlabMeta *s = m - back;
   ThreadCache *tc = t_cache;
   if (ZNS_UNLIKELY(s->owner.load(std::memory_order_relaxed) != tc->id)) return free_remote(p, s, call);
-  uint32_t off = uint32_t(rel & (kPageSize - 1)) + (uint32_t(m->back) << kPageShift);  // in the slab
-  uint32_t i = uint32_t((uint64_t(off) * m->magic) >> 32);
-  if (kFastChecks && ZNS_UNLIKELY(i * m->size != off || i >= m->blocks))
+  uint32_t off = uint32_t(rel & (kPageSize - 1)) + (back << kPageShift);  // in the slab
+  uint64_t q = uint64_t(off) * m->magic;              // index . fraction (see is_block_start)
+  uint32_t i = uint32_t(q >> 32);
+  if (kFastChecks && ZNS_UNLIKELY(uint32_t(q) >= m->magic || i >= m->blocks))
     return free_misuse("free of a pointer that is not the start of a block", call, p);
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))

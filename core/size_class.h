@@ -83,6 +83,12 @@ inline constexpr ClassTable kClasses = make_class_table();
 inline unsigned class_of(size_t n) { return kClasses.by_granule[(n + 15) >> 4]; }
 inline const ClassInfo &class_info(unsigned c) { return kClasses.info[c]; }
 
+// An offset in the slab is a block start iff the low half of offset * magic is below magic (one
+// compare instead of a multiply back): for off = i * size, the low half is i * (size * magic -
+// 2^32) < blocks * size <= 2^16 < magic; for off = i * size + r, 0 < r < size, it is that plus
+// r * magic, at least magic and, since magic > 2^16 + size, below 2^32.  classes_valid() checks the
+// bounds; tests/unit/size_class_test.cpp checks every offset of every class.
+inline bool is_block_start(uint32_t off, uint32_t magic) { return uint32_t(uint64_t(off) * magic) < magic; }
 // ---- compile-time checks ----------------------------------------------------------------------
 constexpr bool classes_valid() {
   for (unsigned c = 0; c < kNumClasses; ++c) {
@@ -94,6 +100,9 @@ constexpr bool classes_valid() {
     // exact division by multiplication for every block offset in the slab
     for (uint64_t off = 0; off < uint64_t(i.pages) * kPageSize; off += 16)
       if (((off * i.magic) >> 32) != off / i.size) return false;
+    // the bounds behind is_block_start (below): the slab's blocks span at most 2^16 bytes, and
+    // magic exceeds 2^16 + size
+    if (uint64_t(i.blocks) * i.size > 65536 || uint64_t(i.magic) <= 65536u + i.size) return false;
   }
   for (unsigned n = 0; n <= kMaxSmall; ++n) {
     unsigned c = kClasses.by_granule[(n + 15) >> 4];

@@ -48,3 +48,11 @@ TEST_CASE("division by multiplication is exact across every slab") {
       REQUIRE(((off * i.magic) >> 32) == off / i.size);
   }
 }
+
+TEST_CASE("a block start is told by one compare: the low half of offset * magic is below magic") {
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    const ClassInfo &i = class_info(c);
+    for (uint32_t off = 0; off < i.pages * kPageSize; ++off)
+      REQUIRE(is_block_start(off, i.magic) == (off % i.size == 0));
+  }
+}
