@@ -1232,11 +1232,15 @@ void credit_out(ThreadCache *tc, SlabMeta *s) {
 void free_misuse(const char *what, const char *call, void *p) { fatal(what, call, p); }
 
 // A local free whose block looks free already, or whose slab may have unmerged remote frees.
+// Counted against the slab's credit like any free of the owner (a parked slab must still move).
 void free_local_checked(void *p, SlabMeta *s, uint32_t i, const char *call) {
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (word & bit) fatal(kFreeOfFree, call, p);
   if (g_region.remote[page_of(s)].bits[i >> 6].load(std::memory_order_seq_cst) & bit) fatal("double free", call, p);
+  ThreadCache *tc = t_cache;
+  if (tc->bin[s->cls].last == p) fatal("double free", call, p);
   s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
+  if (--s->credit == 0) credit_out(tc, s);
 }
 
 void *alloc_aligned(size_t n, size_t align) {

@@ -56,6 +56,18 @@ static void case_double_other_thread(void) {
   announce(p, p);
   free(ZT_OPAQUE(p));
 }
+static void case_double_last_remote_pending(void) {
+  /* p goes to the bin's `last` slot; another thread's free into the same slab sets the slab's
+   * remote hint, so the second free of p takes the checked local path, which must look at `last`. */
+  void *p = ZT_OPAQUE(malloc(96)), *q = ZT_OPAQUE(malloc(96));
+  void *again = ZT_OPAQUE(p);
+  free(p);
+  pthread_t t;
+  pthread_create(&t, NULL, free_in_thread, q);
+  pthread_join(t, NULL);
+  announce(again, again);
+  free(again);
+}
 static sem_t g_freed, g_done;
 static void *free_in_thread_and_wait(void *p) {
   free(p);
@@ -232,6 +244,7 @@ static const bad_case cases[] = {
     {"double free, after 20000 other frees (cache flushed)", case_double_after_flush, 0},
     {"double free, first free in another thread", case_double_other_thread, 0},
     {"double free, first free in another thread that is still running", case_double_other_thread_alive, 0},
+    {"double free of the block in `last`, a remote free into its slab pending", case_double_last_remote_pending, 0},
     {"double free in a slab its thread has moved on from", case_double_given_up_slab, 0},
     {"double free after the block's slab went back to the depot", case_double_slab_in_depot, 0},
     {"double free of another thread's block, another free in between", case_double_remote_interleaved, 0},

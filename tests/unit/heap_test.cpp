@@ -100,6 +100,26 @@ TEST_CASE("remote frees are merged by the owner and the blocks reused") {
   }).join();
 }
 
+TEST_CASE("parked slabs with remote frees pending still go back to the depot when emptied") {
+  std::thread([] {
+    HeapSnapshot before = snap();
+    std::vector<void *> v;
+    for (int i = 0; i < 64 * 20; ++i) v.push_back(alloc(64));   // 20 slabs: 19 parked, 1 current
+    // another thread frees one block of each slab: remote bits, the owner's hint set
+    std::thread([&] { for (int k = 0; k < 20; ++k) dealloc(v[size_t(k) * 64 + 1], "test"); }).join();
+    // the owner frees the rest: with the hint set each takes the checked local path
+    for (int i = 0; i < 64 * 20; ++i)
+      if (i % 64 != 1) dealloc(v[size_t(i)], "test");
+    // its next refills drain the inbox: every parked slab is empty then and goes to the depot
+    std::vector<void *> w;
+    for (int i = 0; i < 64 * 3; ++i) w.push_back(alloc(64));
+    for (void *p : w) dealloc(p, "test");
+    HeapSnapshot after = snap();
+    CHECK(after.cls[class_of(64)].slabs <= before.cls[class_of(64)].slabs + 3);
+    CHECK(after.cls[class_of(64)].live == before.cls[class_of(64)].live);
+  }).join();
+}
+
 TEST_CASE("a thread that only frees applies its first frees at once, then gets a cache") {
   std::vector<void *> v;
   for (int i = 0; i < 1000; ++i) v.push_back(alloc(256));
