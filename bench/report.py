@@ -183,6 +183,13 @@ def render(ctx, plots, outdir):
     w("")
     w(table(["target", "measured", "verdict"], [(t, meas, mark(ok)) for t, meas, ok in targets]))
     w("")
+    # Why the targets not met are not met: a hand-written analysis (bench/WHY.md), kept next to
+    # the harness and included as is; it names the commit and the figures it was written from.
+    why = os.path.join(os.path.dirname(os.path.abspath(__file__)), "WHY.md")
+    if os.path.exists(why):
+        with open(why) as f:
+            w(f.read().strip())
+        w("")
     for s in sections:
         w(s)
         w("")
