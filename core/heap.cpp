@@ -1299,6 +1299,7 @@ size_t live_block_size(const void *p, const char *call) {
 void heap_snapshot(HeapSnapshot *out) {
   *out = HeapSnapshot{};
   if (g_init_state.load(std::memory_order_acquire) != 2) return;
+  out->secure = g_secure;
   // Counters and slab metadata are read racily (relaxed): a dump is a snapshot, not a barrier.
   uint32_t n = __atomic_load_n(&g_num_caches, __ATOMIC_ACQUIRE);
   for (uint32_t id = 1; id <= n; ++id) {

@@ -77,7 +77,7 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
   b.str("fallback (next allocator): ").u64(g_fallback_allocs.load()).str(" allocations, ")
       .u64(g_fallback_bytes.load()).str(" bytes; threads seen ").u64(h.threads_seen)
       .str("; thread caches ").u64(h.caches).str("; process RSS ").u64(t.rss).str(" bytes")
-      .str(g_options.ZNS_SECURE ? "; ZNS_SECURE=1\n" : "\n");
+      .str(h.secure ? "; ZNS_SECURE=1\n" : "\n");
   o.line();
   TierSnapshot ts;
   tier_snapshot(&ts);
@@ -98,7 +98,7 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
 
 void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms) {
   Buf &b = o.b;
-  b.str("{\"version\":1,\"pid\":").u64(uint64_t(getpid())).str(",\"secure\":").u64(g_options.ZNS_SECURE ? 1 : 0);
+  b.str("{\"version\":1,\"pid\":").u64(uint64_t(getpid())).str(",\"secure\":").u64(h.secure ? 1 : 0);
   if (time_ms >= 0) b.str(",\"time_ms\":").u64(uint64_t(time_ms));
   b.str(",\"classes\":[");
   o.line();

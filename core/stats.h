@@ -22,6 +22,7 @@ struct HeapSnapshot {
   uint64_t touched_pages;       // pages ever handed out (metadata exists for these)
   uint64_t region_bytes;
   uint64_t caches, threads_seen;
+  bool secure;                  // ZNS_SECURE=1 (read here, after the heap's init: not racy)
 };
 
 void heap_snapshot(HeapSnapshot *out);      // heap.cpp
