@@ -62,6 +62,30 @@ TEST_CASE("a slab hands out every block once, then the cache moves to a new slab
   }).join();
 }
 
+TEST_CASE("a refill takes the parked slab that has waited longest since a quarter of it came back") {
+  std::thread([] {
+    const unsigned n = class_info(class_of(128)).blocks;   // 32 per slab
+    std::vector<void *> a, b, c;
+    for (unsigned i = 0; i < n; ++i) a.push_back(alloc(128));
+    for (unsigned i = 0; i < n; ++i) b.push_back(alloc(128));
+    for (unsigned i = 0; i < n; ++i) c.push_back(alloc(128));   // a and b parked full, c current
+    void *hold = alloc(128);                                     // c parked, a fourth slab current
+    REQUIRE(head_meta(hold) != head_meta(c[0]));
+    // b gets a quarter back first, then a: b has waited longer on the partial list (b's first
+    // free lands in the bin's last slot, not in its bitmap: one more)
+    for (unsigned i = 0; i < n / 4 + 1; ++i) dealloc(b[i], "test");
+    for (unsigned i = 0; i < n / 2; ++i) dealloc(a[i], "test");
+    CHECK(head_meta(b[0])->state == kParkedPartial);
+    CHECK(head_meta(a[0])->state == kParkedPartial);
+    CHECK(alloc(128) == b[0]);   // the last slot first
+    // use up the current slab: the next block comes from b, not from a (FIFO)
+    SlabMeta *cur = head_meta(hold);
+    void *p;
+    while (head_meta(p = alloc(128)) == cur) {}
+    CHECK(head_meta(p) == head_meta(b[0]));
+  }).join();   // (the rest stays allocated: the thread's exit shares those slabs)
+}
+
 TEST_CASE("malloc/free pairs reuse the same block; freed slabs return to the depot") {
   std::thread([] {
     void *a = alloc(48);
