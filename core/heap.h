@@ -68,8 +68,8 @@ enum SlabState : uint8_t {
   kInDepot = 3,   // empty, no owner
 };
 
-// Per-page slab metadata, one cache line, in an array parallel to the region.  The bitmap and
-// the owner, the list links live in the head page's entry; every page of a slab carries copies of
+// Per-page slab metadata, one cache line, in an array parallel to the region.  The bitmap, the
+// owner and the list links live in the head page's entry; every page of a slab carries copies of
 // class, size, magic and blocks, so a free finds its block index from its own page's entry, while
 // the head's line (owner, bitmap) loads.  The owner is not copied: parking a slab writes one line.
 struct alignas(64) SlabMeta {
@@ -77,11 +77,11 @@ struct alignas(64) SlabMeta {
                                    // depot.  Other pages: always kNoOwner
   uint8_t cls;                     // size class
   uint8_t back;                    // pages back to the head page; 0 on a head page
-  uint8_t state;                   // SlabState (head); informational: nothing branches on it
-                                   // (the owner field decides), it is for debuggers and the tier
+  uint8_t state;                   // SlabState (head).  Branched on only by the owner's thread
+                                   // (credit_out, the drain) for its own slabs; other threads go
+                                   // by owner and RemoteState.share
   std::atomic<uint8_t> remote_hint;  // 1 when remote bits may be set that are not merged yet (head)
-  uint16_t out;                    // shared: blocks out when the slab was given up; parked: blocks
-                                   // out now (minus remote frees not merged yet); head only
+  uint16_t out;                    // shared: blocks out when the slab was given up (head only)
   uint16_t blocks;                 // blocks in the slab
   uint32_t size;                   // block size (copy of the class table, for locality)
   union {
@@ -138,7 +138,7 @@ struct ThreadCache {
   uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
                                         // derived: allocated - live, live from the slabs)
   // Parked slabs per class (see kCurrentCredit), doubly linked through SlabMeta.prev/next; only the
-  // owner's thread touches them.  Partial ones become current again (LIFO) before the depot is asked.
+  // owner's thread touches them.  Partial ones become current again (FIFO) before the depot is asked.
   uint32_t partial[kNumClasses];        // oldest first: refills take the head, moves append
   uint32_t partial_tail[kNumClasses];
   uint32_t full[kNumClasses];
