@@ -287,11 +287,13 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
     return free_local_checked(p, s, i, call);   // the same free, after a look at the remote bits
-  Bin &b = tc->bin[m->cls];
-  if (b.last == nullptr) {
-    __atomic_store_n(&b.last, p, __ATOMIC_RELAXED);   // free_remote reads it
+  void **lastp = &tc->bin[m->cls].last;
+  __asm__("" : "+r"(lastp));   // one address for the load and the store (GCC would compute it twice)
+  void *last = *lastp;
+  if (last == nullptr) {
+    __atomic_store_n(lastp, p, __ATOMIC_RELAXED);   // free_remote reads it
   } else {
-    if (kFastChecks && ZNS_UNLIKELY(b.last == p)) return free_misuse("double free", call, p);
+    if (kFastChecks && ZNS_UNLIKELY(last == p)) return free_misuse("double free", call, p);
     s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
     if (ZNS_UNLIKELY(--s->credit == 0)) return credit_out(tc, s);   // a parked slab to move
   }
