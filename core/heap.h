@@ -255,7 +255,9 @@ inline constexpr bool kFastChecks = true;
 template <class Miss>
 ZNS_INLINE void *alloc_class(unsigned cls, Miss miss) {
   ThreadCache *tc = t_cache;
-  Bin &b = tc->bin[cls];
+  Bin *bp = &tc->bin[cls];
+  __asm__("" : "+r"(bp));   // one address for every use (GCC would compute it again for base/size)
+  Bin &b = *bp;
   if (void *p = b.last) {
     __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);   // free_remote reads it
     tc->alloc_count[cls]++;
