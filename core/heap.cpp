@@ -715,9 +715,8 @@ void secure_release(ThreadCache *tc, void *q) {
   if (w[0] != quarantine_mark(q)) fatal("write after free of a block", "free", q);
   w[0] = 0;
   if (!words_zero(w, s->size / 8)) fatal("write after free of a block", "free", q);
-  int i = block_index(s, q);
   if (tc->id != kSentinelId && owner_cache(s->owner.load(std::memory_order_acquire)) == tc->id)
-    return free_local_checked(q, s, uint32_t(i), "free");
+    return free_local_checked(q, s, "free");
   free_remote_plain(q, s, "free");
 }
 
@@ -1233,7 +1232,8 @@ void free_misuse(const char *what, const char *call, void *p) { fatal(what, call
 
 // A local free whose block looks free already, or whose slab may have unmerged remote frees.
 // Counted against the slab's credit like any free of the owner (a parked slab must still move).
-void free_local_checked(void *p, SlabMeta *s, uint32_t i, const char *call) {
+void free_local_checked(void *p, SlabMeta *s, const char *call) {
+  uint32_t i = uint32_t(block_index(s, p));   // (the caller checked it is a block start)
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (word & bit) fatal(kFreeOfFree, call, p);
   if (g_region.remote[page_of(s)].bits[i >> 6].load(std::memory_order_seq_cst) & bit) fatal("double free", call, p);

@@ -191,7 +191,7 @@ extern __thread ThreadCache *t_cache __attribute__((tls_model("initial-exec")));
 // ---- slow paths (heap.cpp) ---------------------------------------------------------------------
 ZNS_NOINLINE void *alloc_slow(unsigned cls);
 ZNS_NOINLINE void free_remote(void *p, SlabMeta *s, const char *call);
-ZNS_NOINLINE void free_local_checked(void *p, SlabMeta *s, uint32_t i, const char *call);
+ZNS_NOINLINE void free_local_checked(void *p, SlabMeta *s, const char *call);   // p: a block start
 // fatal() for the free fast path: declared as returning so that the call is a tail jump (a call to
 // a noreturn function would make the fast path set up a stack frame).  Never returns.
 ZNS_NOINLINE void free_misuse(const char *what, const char *call, void *p);
@@ -288,7 +288,7 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
     return free_misuse("free of a pointer that is not the start of a block", call, p);
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
-    return free_local_checked(p, s, i, call);   // the same free, after a look at the remote bits
+    return free_local_checked(p, s, call);   // the same free, after a look at the remote bits
   void **lastp = &tc->bin[m->cls].last;
   __asm__("" : "+r"(lastp));   // one address for the load and the store (GCC would compute it twice)
   void *last = *lastp;
