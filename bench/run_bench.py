@@ -534,22 +534,9 @@ TIER_HOT_COLD_MS = 3600000     # "nothing is cold": one hour, far beyond any run
 
 
 def read_tier_stats(stats_dir):
-    """The "tier" object of the measured program's ZNS_STATS dump.  ZNS_STATS=DIR/stats.%p.json:
-    build/bench/timeit runs under the same LD_PRELOAD and dumps its own (near empty) stats at its
-    exit, after the program's; the program is the one that allocated the most."""
-    best = None
-    for name in os.listdir(stats_dir):
-        try:
-            with open(os.path.join(stats_dir, name)) as f:
-                doc = json.load(f)
-        except (OSError, ValueError):
-            continue
-        finally:
-            os.unlink(os.path.join(stats_dir, name))
-        n = doc.get("totals", {}).get("allocated", 0)
-        if best is None or n > best[0]:
-            best = (n, doc.get("tier"))
-    return best[1] if best else None
+    """The "tier" object of the measured program's ZNS_STATS dump (see read_stats_dump)."""
+    doc = read_stats_dump(stats_dir)
+    return doc.get("tier") if doc else None
 
 
 def stage_tier(ctx):
@@ -606,8 +593,9 @@ CHECKS_SECURE_ENV = {"ZNS_SECURE": "1"}
 
 
 def read_stats_dump(stats_dir):
-    """The whole ZNS_STATS dump of the measured program: the process that allocated the most
-    (build/bench/timeit runs under the same preload and dumps its own; see read_tier_stats)."""
+    """The whole ZNS_STATS dump of the measured program.  ZNS_STATS=DIR/stats.%p.json:
+    build/bench/timeit runs under the same LD_PRELOAD and dumps its own (near empty) stats at its
+    exit, after the program's; the program is the one that allocated the most."""
     best = None
     for name in os.listdir(stats_dir):
         try:
