@@ -417,6 +417,10 @@ unsigned merge_remote(SlabMeta *s) {
   return n;
 }
 
+// A slab with free blocks is worth allocating from again (a shared slab adopted, a parked one
+// unparked) once a quarter of its blocks are free: one rule for both (measured in DESIGN.md).
+constexpr unsigned reuse_worth(unsigned blocks) { return (blocks + 3u) / 4; }
+
 // ---- shared slabs ----------------------------------------------------------------------------------
 // A cache gives a slab up when it has no free block left (or when its thread exits).  From then on
 // every free is a remote free; the freers notice when a quarter of the slab is free (it joins the
@@ -455,7 +459,7 @@ void shared_settle(SlabMeta *s) {
   uint8_t st = r.share.load(std::memory_order_seq_cst);
   if (st != kSharedIdle && st != kSharedQueued) return;
   unsigned out = __atomic_load_n(&s->out, __ATOMIC_RELAXED), total = remote_total(s, r);
-  unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED), worth = (blocks + 3u) / 4;
+  unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED), worth = reuse_worth(blocks);
   if (total < out && (st != kSharedIdle || blocks - out + total < worth)) return;   // cheap look
   {
     // The slab may have been claimed, returned, taken for another class and given up again since
@@ -787,13 +791,10 @@ void partial_unlink(ThreadCache *tc, SlabMeta *s) {
   list_unlink(tc->partial[s->cls], s);
 }
 
-// A parked slab is worth allocating from again once this many of its blocks are free.
-unsigned park_worth(const SlabMeta *s) { return (s->blocks + 3u) / 4; }
-
 // The current slab has no free block: park it (full) until a quarter of it is free.  Remote frees
 // not merged yet count as out (they come back through parked_returned).
 void park(ThreadCache *tc, SlabMeta *s) {
-  unsigned free = free_count(s), worth = park_worth(s);
+  unsigned free = free_count(s), worth = reuse_worth(s->blocks);
   s->credit = uint16_t(free < worth ? worth - free : 1);
   s->state = kParkedFull;
   list_push(tc->full[s->cls], s);
@@ -946,7 +947,7 @@ void apply_remote(void *const *ps, unsigned n) {
         unsigned total = unsigned(__builtin_popcountll(old | mask)), out = __atomic_load_n(&s->out, __ATOMIC_RELAXED);
         bool idle = st == kSharedIdle;
         if ((idle || st == kSharedQueued) &&
-            (total >= out || (idle && blocks - out + total >= (blocks + 3u) / 4)))
+            (total >= out || (idle && blocks - out + total >= reuse_worth(blocks))))
           shared_settle(s);
       } else {
         shared_settle(s);
