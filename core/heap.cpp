@@ -113,8 +113,6 @@ void depot_reset_lists() {
   g_depot.next_due = uint32_t(now_ms());
 }
 
-inline SlabMeta &meta_at(uint32_t page) { return g_region.meta[page]; }
-
 // The owner lives in the head page's entry only (the other pages' owner stays kNoOwner), so a park
 // or unpark writes one cache line whatever the slab's span.
 // order: seq_cst where the slab changes hands (see "Memory ordering" in DESIGN.md); relaxed when
@@ -202,47 +200,29 @@ bool purge_due(uint32_t now) {
   return false;
 }
 
-// When the region is full: the first k pages of a longer empty span, the rest stays in the
-// depot as a shorter span (dirty or clean, as it was).  *clean: the span had been purged.  Under
-// the depot lock.
-uint32_t depot_split(unsigned k, bool *clean) {
-  for (unsigned big = k + 1; big <= kMaxSlabPages; ++big) {
-    uint32_t page;
-    if ((page = g_depot.dirty_head[big]) != kNil) {
-      SlabMeta &m = meta_at(page);
-      g_depot.dirty_head[big] = m.next;
-      if (m.next != kNil) meta_at(m.next).prev = kNil;
-      else g_depot.dirty_tail[big] = kNil;
-      g_depot.dirty_pages -= big;
-      SlabMeta &rest = meta_at(page + k);   // newest first; its age is the span's
-      unsigned r = big - k;
-      rest.pages = uint8_t(r);
-      __atomic_store_n(&rest.back, uint8_t(0), __ATOMIC_RELAXED);   // trim's scan reads it
-      rest.state = kInDepot;
-      rest.stamp = m.stamp;
-      rest.prev = kNil;
-      rest.next = g_depot.dirty_head[r];
-      if (rest.next != kNil) meta_at(rest.next).prev = page + k;
-      else g_depot.dirty_tail[r] = page + k;
-      g_depot.dirty_head[r] = page + k;
-      g_depot.dirty_pages += r;
-      *clean = false;
-      return page;
-    }
-    if ((page = g_depot.clean_head[big]) != kNil) {
-      g_depot.clean_head[big] = meta_at(page).next;
-      g_depot.clean_pages -= big;
-      SlabMeta &rest = meta_at(page + k);
-      unsigned r = big - k;
-      rest.pages = uint8_t(r);
-      __atomic_store_n(&rest.back, uint8_t(0), __ATOMIC_RELAXED);   // trim's scan reads it
-      rest.state = kInDepot;
-      rest.next = g_depot.clean_head[r];
-      g_depot.clean_head[r] = page + k;
-      g_depot.clean_pages += r;
-      *clean = true;
-      return page;
-    }
+// When the region is full: an empty slab of another span, for a slab of k pages.  A clean one first
+// (its pages are all purged); else the oldest dirty one, whose pages beyond the k are purged now.
+// *clean: no page of the first k is resident.  Under the depot lock.
+uint32_t depot_other(unsigned k, bool *clean) {
+  for (unsigned j = 1; j <= kMaxSlabPages; ++j) {
+    uint32_t page = g_depot.clean_head[j];
+    if (page == kNil) continue;
+    g_depot.clean_head[j] = meta_at(page).next;
+    g_depot.clean_pages -= j;
+    *clean = true;
+    return page;
+  }
+  for (unsigned j = kMaxSlabPages; j >= 1; --j) {
+    uint32_t page = g_depot.dirty_tail[j];
+    if (page == kNil) continue;
+    SlabMeta &m = meta_at(page);
+    g_depot.dirty_tail[j] = m.prev;
+    if (m.prev != kNil) meta_at(m.prev).next = kNil;
+    else g_depot.dirty_head[j] = kNil;
+    g_depot.dirty_pages -= j;
+    if (j > k) tier_purge(g_region.base + size_t(page + k) * kPageSize, size_t(j - k) * kPageSize);
+    *clean = false;   // (pages j..k-1 of a shorter one were purged or never touched: zero)
+    return page;
   }
   return kNil;
 }
@@ -257,38 +237,25 @@ void make_guard(uint32_t page) {
   else g_guard_failures++;
 }
 
-// k never-used pages from the bump pointer, or kNil when the region is full.  ZNS_SECURE: the first
-// page of each group of kGuardGroup pages is a guard and no slab straddles one (the bump pointer
-// enters the groups in order); the pages skipped
-// before a guard go to the clean list as a shorter span.  Under the depot lock.
-uint32_t bump_take(unsigned k) {
+// A never-used group from the bump pointer (its head page), or kNil when the region is full.
+// ZNS_SECURE: the first group of every kGuardGroup pages is never used and its first page is an
+// inaccessible guard, so an overflow off a slab meets a guard within three groups.  The guard at
+// the end of a block of kGuardGroup pages is made when the bump pointer enters the block, before
+// any slab in it, so that the newest slab is covered too.  Under the depot lock.
+uint32_t bump_take() {
   uint32_t b = g_depot.bump, limit = g_region.pages;
+  static_assert(kGuardGroup % kGroupPages == 0);
   if (g_secure) {
-    limit -= 1;   // the region's last page is a guard (region_init)
-    uint32_t in_group = b % kGuardGroup;
-    if (in_group == 0 || in_group + k > kGuardGroup) {
-      uint32_t guard = in_group == 0 ? b : b - in_group + kGuardGroup;
-      if (uint64_t(guard) + 1 + k > limit) return kNil;
-      if (guard > b) {   // fewer than k pages left before the guard: a span for a smaller class
-        SlabMeta &rest = meta_at(b);
-        unsigned r = guard - b;
-        rest.pages = uint8_t(r);
-        __atomic_store_n(&rest.back, uint8_t(0), __ATOMIC_RELAXED);   // trim's scan reads it
-        rest.state = kInDepot;
-        rest.next = g_depot.clean_head[r];
-        g_depot.clean_head[r] = b;
-        g_depot.clean_pages += r;
-      }
-      // Both ends of the group are guarded before a slab is placed in it: the guard at its start
-      // was made with the group before (or here, for page 0), the one at its end is made now, so
-      // an overflow off the newest slab meets a guard too, not untouched pages.
-      if (guard == 0) make_guard(0);
-      if (uint64_t(guard) + kGuardGroup < limit) make_guard(guard + kGuardGroup);
-      b = guard + 1;
+    limit -= kGroupPages;   // the region's last group is a guard (region_init)
+    if (b % kGuardGroup == 0) {
+      if (uint64_t(b) + 2 * kGroupPages > limit) return kNil;
+      if (b == 0) make_guard(0);
+      if (uint64_t(b) + kGuardGroup < limit) make_guard(b + kGuardGroup);
+      b += kGroupPages;
     }
   }
-  if (uint64_t(b) + k > limit) return kNil;
-  __atomic_store_n(&g_depot.bump, b + k, __ATOMIC_RELEASE);   // the tier scans below it
+  if (uint64_t(b) + kGroupPages > limit) return kNil;
+  __atomic_store_n(&g_depot.bump, b + kGroupPages, __ATOMIC_RELEASE);   // the tier scans below it
   return b;
 }
 
@@ -310,9 +277,9 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
       g_depot.clean_head[k] = meta_at(page).next;
       g_depot.clean_pages -= k;
       missing = true;
-    } else if ((page = bump_take(k)) != kNil) {          // never used
+    } else if ((page = bump_take()) != kNil) {           // never used
       missing = true;
-    } else if ((page = depot_split(k, &missing)) == kNil) {        // the region is full
+    } else if ((page = depot_other(k, &missing)) == kNil) {        // the region is full
       return nullptr;
     }
     g_depot.slabs[cls]++;
@@ -335,19 +302,16 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   }
   SlabMeta &m = meta_at(page);
   m.pages = uint8_t(k);
-  for (unsigned t = 0; t < k; ++t) {   // the span may have served another class
-    SlabMeta &pm = meta_at(page + t);
-    __atomic_store_n(&pm.cls, uint8_t(cls), __ATOMIC_RELAXED);   // shared_settle reads it racily
-    __atomic_store_n(&pm.back, uint8_t(t), __ATOMIC_RELAXED);   // trim's scan reads it racily
-    __atomic_store_n(&pm.blocks, ci.blocks, __ATOMIC_RELAXED);   // so does it
-    pm.size = ci.size;
-    pm.magic = ci.magic;
-  }
+  // The slab may have served another class.
+  __atomic_store_n(&m.cls, uint8_t(cls), __ATOMIC_RELAXED);      // shared_settle reads it racily
+  __atomic_store_n(&m.blocks, ci.blocks, __ATOMIC_RELAXED);     // so do the scans
+  m.size = ci.size;
+  m.magic = ci.magic;
   m.state = kCurrent;
   m.credit = kCurrentCredit;
   __atomic_store_n(&m.out, uint16_t(0), __ATOMIC_RELAXED);   // shared_settle's cheap look reads it
   m.prev = m.next = kNil;
-  RemoteState &r = g_region.remote[page];
+  RemoteState &r = remote_at(page);
   for (unsigned w = 0; w < kBitmapWords; ++w) {
     unsigned lo = w * 64;
     uint64_t bits = ci.blocks >= lo + 64 ? ~uint64_t(0)
@@ -363,7 +327,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
 // The owner hands back a slab with no block out.  It is on no list.  clean: its pages were given
 // back already (a purged parked slab): it joins the clean list, and is made present again when taken.
 void depot_release(SlabMeta *s, bool clean = false) {
-  RemoteState &r = g_region.remote[page_of(s)];
+  RemoteState &r = remote_of(s);
   for (unsigned w = 0; w < kBitmapWords; ++w) {
     uint64_t x = r.bits[w].load(std::memory_order_acquire);
     if (x) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x)) * s->size);
@@ -404,7 +368,7 @@ void depot_release(SlabMeta *s, bool clean = false) {
 // ---- owner-side slab bookkeeping -----------------------------------------------------------------
 // Merge remote frees into the owner's (or the claimer's) bitmap.  Returns how many came back.
 unsigned merge_remote(SlabMeta *s) {
-  RemoteState &r = g_region.remote[page_of(s)];
+  RemoteState &r = remote_of(s);
   unsigned n = 0;
   for (unsigned w = 0; w < kBitmapWords; ++w) {
     if (r.bits[w].load(std::memory_order_relaxed) == 0) continue;
@@ -455,7 +419,7 @@ unsigned remote_total(const SlabMeta *s, RemoteState &r) {   // only the words t
 // A shared period ends only by a claim, under the class lock, so under that lock a slab seen
 // idle or queued has a fixed `out` and remote bits that only grow: decide there.
 void shared_settle(SlabMeta *s) {
-  RemoteState &r = g_region.remote[page_of(s)];
+  RemoteState &r = remote_of(s);
   uint8_t st = r.share.load(std::memory_order_seq_cst);
   if (st != kSharedIdle && st != kSharedQueued) return;
   unsigned out = __atomic_load_n(&s->out, __ATOMIC_RELAXED), total = remote_total(s, r);
@@ -496,7 +460,7 @@ void relinquish(SlabMeta *s) {
   // share before owner: a freer that sees the new owner also sees a shared slab.  A freer that
   // still saw us as owner re-reads the owner after its bit is in (free_remote), and the look
   // below reads the bits after the owner changed (all seq_cst): one of the two sees the other.
-  g_region.remote[page_of(s)].share.store(kSharedIdle, std::memory_order_seq_cst);
+  remote_of(s).share.store(kSharedIdle, std::memory_order_seq_cst);
   set_owner(s, kSharedOwner);
   shared_settle(s);
 }
@@ -516,10 +480,10 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
         if (!tier_is_out(p)) { page = p; break; }
     s = &meta_at(page);
     shared_unlink(s);
-    g_region.remote[page].share.store(kSharedClaimed, std::memory_order_relaxed);
+    remote_at(page).share.store(kSharedClaimed, std::memory_order_relaxed);
   }
   set_owner(s, owner);   // from here frees go to our inbox
-  g_region.remote[page_of(s)].share.store(kOwned, std::memory_order_seq_cst);
+  remote_of(s).share.store(kOwned, std::memory_order_seq_cst);
   s->state = kCurrent;
   s->credit = kCurrentCredit;
   merge_remote(s);
@@ -538,7 +502,7 @@ void drain_detached(ThreadCache *o) {
 
 // Queue the slab at `page` on its owner's inbox (once), so the owner merges its remote bits.
 void notify(uint32_t page, uint32_t owner, bool may_lock_pool) {
-  RemoteState &r = g_region.remote[page];
+  RemoteState &r = remote_at(page);
   // Already queued: the owner's drain clears `pending` before it merges, so a freer that still
   // reads 1 after its OR (both seq_cst) is merged by that drain.  The load spares the RMW.
   if (r.pending.load(std::memory_order_seq_cst) != 0) return;
@@ -559,7 +523,7 @@ bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {   // false: the inbox wa
   if (tc->inbox.load(std::memory_order_relaxed) == kNil) return false;
   uint32_t page = tc->inbox.exchange(kNil, std::memory_order_seq_cst);
   while (page != kNil) {
-    RemoteState &r = g_region.remote[page];
+    RemoteState &r = remote_at(page);
     uint32_t next = r.inbox_next;                          // read before pending is released
     SlabMeta *s = &meta_at(page);
     uint32_t owner = owner_cache(s->owner.load(std::memory_order_acquire));
@@ -737,7 +701,7 @@ void secure_free(void *p, SlabMeta *s, const char *call) {
   if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
   uint64_t bit = uint64_t(1) << (i & 63);
   if (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) & bit) fatal(kFreeOfFree, call, p);
-  if (g_region.remote[page_of(s)].bits[unsigned(i) >> 6].load(std::memory_order_relaxed) & bit)
+  if (remote_of(s).bits[unsigned(i) >> 6].load(std::memory_order_relaxed) & bit)
     fatal("double free", call, p);
   uint64_t *w = static_cast<uint64_t *>(p);
   if (w[0] == quarantine_mark(p)) fatal("double free", call, p);   // in some thread's quarantine
@@ -798,13 +762,13 @@ void park(ThreadCache *tc, SlabMeta *s) {
   s->credit = uint16_t(free < worth ? worth - free : 1);
   s->state = kParkedFull;
   list_push(tc->full[s->cls], s);
-  g_region.remote[page_of(s)].share.store(kParkedIdle, std::memory_order_release);   // tier: claimable
+  remote_of(s).share.store(kParkedIdle, std::memory_order_release);   // tier: claimable
 }
 
 // Take a parked slab back from the tier's reach; false while the tier has it claimed.
 bool parked_take_back(SlabMeta *s) {
   uint8_t expected = kParkedIdle;
-  return g_region.remote[page_of(s)].share.compare_exchange_strong(expected, kOwned, std::memory_order_acq_rel);
+  return remote_of(s).share.compare_exchange_strong(expected, kOwned, std::memory_order_acq_rel);
 }
 
 // The partial slab of cls that has waited longest becomes current again, or null.  Skipped: one the
@@ -847,7 +811,7 @@ void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n) {
 
 // Every block of parked slab s is free (free bits and remote bits cover it)?  Racy: a hint.
 bool parked_complete(const SlabMeta *s) {
-  RemoteState &r = g_region.remote[page_of(s)];
+  RemoteState &r = remote_of(s);
   unsigned words = (unsigned(__atomic_load_n(&s->blocks, __ATOMIC_RELAXED)) + 63u) >> 6, n = 0;
   for (unsigned w = 0; w < words; ++w)
     n += unsigned(__builtin_popcountll(s->free[w].load(std::memory_order_relaxed) |
@@ -860,12 +824,11 @@ bool parked_complete(const SlabMeta *s) {
 // again when it unparks it, or releases it as clean.  Called by other threads (remote frees, trim)
 // with a claim on the slab, as the tier takes one.  True if it purged.
 bool parked_purge(SlabMeta *s) {
-  RemoteState &r = g_region.remote[page_of(s)];
+  RemoteState &r = remote_of(s);
   uint8_t expected = kParkedIdle;
   if (!r.share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel)) return false;
   // kParkedIdle means parked: the owner takes a slab back (to kOwned) before it unparks it.
-  bool ok = !s->purged && s->back == 0 &&
-            parked_complete(s);   // with the claim held the owner cannot take a block from it
+  bool ok = !s->purged && parked_complete(s);   // with the claim held the owner cannot take a block from it
   if (ok) {
     tier_purge(slab_base(s), size_t(s->pages) * kPageSize);   // (madvise tier: a hole in the file)
     __atomic_store_n(&s->purged, uint8_t(1), __ATOMIC_RELAXED);   // (trim reads it racily)
@@ -916,9 +879,9 @@ void apply_remote(void *const *ps, unsigned n) {
   uint32_t index[kRemoteBuffer];
   for (unsigned k = 0; k < n; ++k) {
     uintptr_t rel = uintptr_t(ps[k]) - uintptr_t(g_region.base);
-    SlabMeta *m = &g_region.meta[rel >> kPageShift];
-    uint32_t off = uint32_t(rel & (kPageSize - 1)) + (uint32_t(m->back) << kPageShift);
-    slab[k] = m - m->back;
+    SlabMeta *m = &g_region.meta[rel >> kGroupShift];
+    uint32_t off = uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1));
+    slab[k] = m;
     index[k] = uint32_t((uint64_t(off) * m->magic) >> 32);
   }
   for (unsigned k = 0; k < n;) {
@@ -936,14 +899,14 @@ void apply_remote(void *const *ps, unsigned n) {
     uint32_t page = page_of(s);
     // The owner's bits first: once ours are in, the owner may merge them at any moment.
     if (s->free[w].load(std::memory_order_relaxed) & mask) fatal("double free", "free", first);
-    uint64_t old = g_region.remote[page].bits[w].fetch_or(mask, std::memory_order_seq_cst);
+    uint64_t old = remote_at(page).bits[w].fetch_or(mask, std::memory_order_seq_cst);
     if (old & mask) fatal("double free", "free", first);
     if (owner == kSharedOwner) {
       // Most slabs have one bitmap word: then our OR's result says whether this free can change
       // anything (the slab worth queueing, or all of it back), and most frees change nothing.
       unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
       if (blocks <= 64) {
-        uint8_t st = g_region.remote[page].share.load(std::memory_order_seq_cst);
+        uint8_t st = remote_at(page).share.load(std::memory_order_seq_cst);
         unsigned total = unsigned(__builtin_popcountll(old | mask)), out = __atomic_load_n(&s->out, __ATOMIC_RELAXED);
         bool idle = st == kSharedIdle;
         if ((idle || st == kSharedQueued) &&
@@ -966,7 +929,7 @@ void apply_remote(void *const *ps, unsigned n) {
       uint32_t now = s->owner.load(std::memory_order_seq_cst);
       if (now == kSharedOwner) {
         shared_settle(s);
-      } else if (g_region.remote[page].share.load(std::memory_order_acquire) == kParkedIdle) {
+      } else if (remote_at(page).share.load(std::memory_order_acquire) == kParkedIdle) {
         // Complete?  A one-word slab answers from our OR's result (most classes); else count.
         unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
         bool complete = blocks <= 64 ? ((old | mask | s->free[0].load(std::memory_order_relaxed)) ==
@@ -1095,30 +1058,31 @@ void region_init() {
   uint64_t gb = g_options.ZNS_REGION_GB;
   for (; gb >= 1; gb /= 2) {
     uint64_t pages = gb << (30 - kPageShift);
-    if (pages > 0xfffffff0u) pages = 0xfffffff0u;
+    if (pages > 0xfffffff0u) pages = 0xfffffff0u;   // (a multiple of kGroupPages)
+    uint64_t groups = pages / kGroupPages;
     // Metadata never borders data: each array has an inaccessible page on both sides.
-    SlabMeta *meta = static_cast<SlabMeta *>(os_reserve_guarded(pages * sizeof(SlabMeta)));
-    RemoteState *remote = static_cast<RemoteState *>(os_reserve_guarded(pages * sizeof(RemoteState)));
+    SlabMeta *meta = static_cast<SlabMeta *>(os_reserve_guarded(groups * sizeof(SlabMeta)));
+    RemoteState *remote = static_cast<RemoteState *>(os_reserve_guarded(groups * sizeof(RemoteState)));
     char *base = nullptr;
     if (meta && remote) {
       base = static_cast<char *>(tier_map_region(pages * kPageSize));   // madvise tier: a file
       if (!base) base = static_cast<char *>(os_reserve(pages * kPageSize));
     }
     if (!base) {
-      os_release_guarded(meta, pages * sizeof(SlabMeta));
-      os_release_guarded(remote, pages * sizeof(RemoteState));
+      os_release_guarded(meta, groups * sizeof(SlabMeta));
+      os_release_guarded(remote, groups * sizeof(RemoteState));
       continue;
     }
     // 4 KiB pages only: slabs are purged (and later tiered) one page at a time.
     madvise(base, pages * kPageSize, MADV_NOHUGEPAGE);
-    madvise(meta, pages * sizeof(SlabMeta), MADV_NOHUGEPAGE);
-    madvise(remote, pages * sizeof(RemoteState), MADV_NOHUGEPAGE);
+    madvise(meta, groups * sizeof(SlabMeta), MADV_NOHUGEPAGE);
+    madvise(remote, groups * sizeof(RemoteState), MADV_NOHUGEPAGE);
     g_region.meta = meta;
     g_region.remote = remote;
     g_region.pages = uint32_t(pages);
     g_region.bytes = pages * kPageSize;
     g_region.base = base;
-    if (g_secure) mprotect(base + (pages - 1) * kPageSize, kPageSize, PROT_NONE);   // see bump_take
+    if (g_secure) mprotect(base + (pages - kGroupPages) * kPageSize, kPageSize, PROT_NONE);   // see bump_take
     return;
   }
   // No region: every request falls through to the next allocator.
@@ -1163,10 +1127,10 @@ uint32_t heap_touched_pages() { return __atomic_load_n(&g_depot.bump, __ATOMIC_A
 // its pages keep their meaning while the tier moves them.  Same rules as an adoption.
 SlabMeta *tier_claim(uint32_t page) {
   SlabMeta *s = &meta_at(page);
-  if (g_region.remote[page].share.load(std::memory_order_relaxed) == kParkedIdle) {   // parked: one CAS
-    RemoteState &r = g_region.remote[page];
+  if (remote_at(page).share.load(std::memory_order_relaxed) == kParkedIdle) {   // parked: one CAS
+    RemoteState &r = remote_at(page);
     uint8_t expected = kParkedIdle;
-    if (s->back != 0 || !r.share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel))
+    if (!r.share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel))
       return nullptr;
     if (s->purged || parked_complete(s)) {   // nothing live to write out
       r.share.store(kParkedIdle, std::memory_order_release);
@@ -1176,9 +1140,9 @@ SlabMeta *tier_claim(uint32_t page) {
   }
   unsigned cls = __atomic_load_n(&s->cls, __ATOMIC_RELAXED);
   if (cls >= kNumClasses || s->owner.load(std::memory_order_relaxed) != kSharedOwner) return nullptr;
-  RemoteState &r = g_region.remote[page];
+  RemoteState &r = remote_at(page);
   Guard g(g_class_lock[cls].lock);
-  if (s->owner.load(std::memory_order_seq_cst) != kSharedOwner || s->cls != cls || s->back != 0) return nullptr;
+  if (s->owner.load(std::memory_order_seq_cst) != kSharedOwner || s->cls != cls) return nullptr;
   uint8_t st = r.share.load(std::memory_order_acquire);
   if (st != kSharedIdle && st != kSharedQueued) return nullptr;
   if (remote_total(s, r) >= s->out) return nullptr;   // nothing live: it is on its way back
@@ -1190,12 +1154,12 @@ SlabMeta *tier_claim(uint32_t page) {
 // End a claim: the slab is shared and idle again; the frees that came meanwhile are looked at now.
 void tier_unclaim(SlabMeta *s) {
   if (s->owner.load(std::memory_order_relaxed) != kSharedOwner) {   // parked (a claim keeps it so)
-    g_region.remote[page_of(s)].share.store(kParkedIdle, std::memory_order_release);
+    remote_of(s).share.store(kParkedIdle, std::memory_order_release);
     return;
   }
   {
     Guard g(g_class_lock[s->cls].lock);
-    g_region.remote[page_of(s)].share.store(kSharedIdle, std::memory_order_seq_cst);
+    remote_of(s).share.store(kSharedIdle, std::memory_order_seq_cst);
   }
   shared_settle(s);
 }
@@ -1237,7 +1201,7 @@ void free_local_checked(void *p, SlabMeta *s, const char *call) {
   uint32_t i = uint32_t(block_index(s, p));   // (the caller checked it is a block start)
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (word & bit) fatal(kFreeOfFree, call, p);
-  if (g_region.remote[page_of(s)].bits[i >> 6].load(std::memory_order_seq_cst) & bit) fatal("double free", call, p);
+  if (remote_of(s).bits[i >> 6].load(std::memory_order_seq_cst) & bit) fatal("double free", call, p);
   ThreadCache *tc = t_cache;
   if (tc->bin[s->cls].last == p) fatal("double free", call, p);
   s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
@@ -1263,9 +1227,9 @@ void trim() {
   // Parked slabs whose blocks all came back but whose owners have not looked since (idle threads):
   // their pages go back too.
   uint32_t pages = __atomic_load_n(&g_depot.bump, __ATOMIC_ACQUIRE);
-  for (uint32_t p = 0; p < pages; ++p) {
+  for (uint32_t p = 0; p < pages; p += kGroupPages) {
     SlabMeta &m = meta_at(p);
-    if (__atomic_load_n(&m.back, __ATOMIC_RELAXED) == 0 && g_region.remote[p].share.load(std::memory_order_relaxed) == kParkedIdle &&
+    if (remote_at(p).share.load(std::memory_order_relaxed) == kParkedIdle &&
         !__atomic_load_n(&m.purged, __ATOMIC_RELAXED) && parked_complete(&m))
       parked_purge(&m);
   }
@@ -1283,7 +1247,7 @@ size_t live_block_size(const void *p, const char *call) {
   unsigned w = unsigned(i) >> 6;
   uint64_t bit = uint64_t(1) << (i & 63);
   if ((s->free[w].load(std::memory_order_relaxed) |
-       g_region.remote[page_of(s)].bits[w].load(std::memory_order_relaxed)) & bit)
+       remote_of(s).bits[w].load(std::memory_order_relaxed)) & bit)
     fatal("use of a freed block", call, p);
   if (owner != kSharedOwner &&
       __atomic_load_n(&g_caches[owner_cache(owner)]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
@@ -1311,12 +1275,12 @@ void heap_snapshot(HeapSnapshot *out) {
   }
   // Live blocks: what the owners count out, less remote frees not merged yet.
   uint32_t pages = __atomic_load_n(&g_depot.bump, __ATOMIC_RELAXED);
-  for (uint32_t p = 0; p < pages; ++p) {
+  for (uint32_t p = 0; p < pages; p += kGroupPages) {
     SlabMeta &m = meta_at(p);
-    if (m.back != 0 || m.owner.load(std::memory_order_acquire) == kNoOwner) continue;
+    if (m.owner.load(std::memory_order_acquire) == kNoOwner) continue;
     int64_t live = int64_t(__atomic_load_n(&m.blocks, __ATOMIC_RELAXED)) - free_count(&m);
     for (unsigned w = 0; w < kBitmapWords; ++w)
-      live -= __builtin_popcountll(g_region.remote[p].bits[w].load(std::memory_order_relaxed));
+      live -= __builtin_popcountll(remote_at(p).bits[w].load(std::memory_order_relaxed));
     unsigned c = __atomic_load_n(&m.cls, __ATOMIC_RELAXED);
     if (live > 0 && c < kNumClasses) out->cls[c].live += uint64_t(live);
   }

@@ -6,13 +6,15 @@
 //        |  slow path: refill/drain                    |  slab becomes empty
 //        v                                             v
 //   Depot (one lock): empty slabs, dirty (resident) then clean (purged) --> os_purge after a delay
-//   Region: one reserved range of pages; SlabMeta[page] and RemoteState[page] live outside it.
+//   Region: one reserved range of groups of 16 pages; SlabMeta[group] and RemoteState[group] live
+//   outside it.
 //
 // Glossary
 //   page      4 KiB of the region, numbered from the region base
-//   slab      1..16 pages holding blocks of one size class; its metadata is the SlabMeta of its
-//             first page ("head"); the other pages' SlabMeta say how far back the head is and
-//             carry copies of class, size and magic for the free fast path (owner: head only)
+//   group     16 aligned pages (64 KiB); group g holds at most one slab, at its start
+//   slab      the first 1..16 pages of a group, holding blocks of one size class (size_class.h
+//             picks the span); its metadata is its group's SlabMeta and RemoteState.  Lists and the
+//             tier name a slab by its first page ("head"), always a multiple of 16
 //   owner     the thread cache a slab belongs to; only the owner writes SlabMeta.free
 //   local     free by the owner: a plain bit set in SlabMeta.free
 //   remote    free by any other thread: an atomic bit set in RemoteState.bits, and the slab is
@@ -68,36 +70,35 @@ enum SlabState : uint8_t {
   kInDepot = 3,   // empty, no owner
 };
 
-// Per-page slab metadata, one cache line, in an array parallel to the region.  The bitmap, the
-// owner and the list links live in the head page's entry; every page of a slab carries copies of
-// class, size, magic and blocks, so a free finds its block index from its own page's entry, while
-// the head's line (owner, bitmap) loads.  The owner is not copied: parking a slab writes one line.
+// Slab metadata, one cache line per group, in an array parallel to the region (64 B per 64 KiB):
+// a free finds it with one shift of the pointer's offset, and everything the free fast path reads
+// (owner, class geometry, bitmap) is in this one line.
 struct alignas(64) SlabMeta {
-  std::atomic<uint32_t> owner;     // head: cache id; kSharedOwner while shared; kNoOwner in the
-                                   // depot.  Other pages: always kNoOwner
+  std::atomic<uint32_t> owner;     // cache id; kSharedOwner while shared; kNoOwner in the depot
   uint8_t cls;                     // size class
-  uint8_t back;                    // pages back to the head page; 0 on a head page
-  uint8_t state;                   // SlabState (head).  Branched on only by the owner's thread
+  uint8_t unused;
+  uint8_t state;                   // SlabState.  Branched on only by the owner's thread
                                    // (credit_out, the drain) for its own slabs; other threads go
                                    // by owner and RemoteState.share
-  std::atomic<uint8_t> remote_hint;  // 1 when remote bits may be set that are not merged yet (head)
-  uint16_t out;                    // shared: blocks out when the slab was given up (head only)
+  std::atomic<uint8_t> remote_hint;  // 1 when remote bits may be set that are not merged yet
+  uint16_t out;                    // shared: blocks out when the slab was given up
   uint16_t blocks;                 // blocks in the slab
   uint32_t size;                   // block size (copy of the class table, for locality)
   union {
     uint32_t magic;                // ceil(2^32 / size): exact division for offsets in the slab
-    uint32_t stamp;                // head, in the depot: now_ms() (low 32 bits) when it arrived
+    uint32_t stamp;                // in the depot: now_ms() (low 32 bits) when it arrived
   };
-  uint32_t prev, next;             // depot list links (class list or empty lists), page numbers
-  uint8_t pages;                   // head: pages in the span (in the depot a span may be split)
-  uint8_t purged;                  // head, parked: every block free and the pages given back in
+  uint32_t prev, next;             // list links (depot, shared, parked), head page numbers
+  uint8_t pages;                   // pages of the slab (in the depot: of its last class, the
+                                   // pages that may be resident)
+  uint8_t purged;                  // parked: every block free and the pages given back in
                                    // place (parked_purge); they read as zero
-  uint16_t credit;                 // head, owned: the owner's frees (fast path, merged remote ones)
+  uint16_t credit;                 // owned: the owner's frees (fast path, merged remote ones)
                                    // until credit_out must look: parked full, until a quarter is
                                    // free; parked partial, until none is out; current,
                                    // kCurrentCredit (reset at zero).  Only the owner's thread
                                    // touches it
-  std::atomic<uint64_t> free[kBitmapWords];  // head: 1 = block free; written by the owner only
+  std::atomic<uint64_t> free[kBitmapWords];  // 1 = block free; written by the owner only
 };
 static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");
 
@@ -118,7 +119,8 @@ struct RemoteState {
   std::atomic<uint8_t> pending;    // 1 while the slab is queued on some cache's inbox
   std::atomic<uint8_t> share;      // ShareState
 };
-static_assert(sizeof(RemoteState) == 40, "RemoteState: 40 bytes per page");
+static_assert(sizeof(RemoteState) == 40, "RemoteState: 40 bytes per group");
+static_assert(sizeof(SlabMeta) + sizeof(RemoteState) == kSlabMetaBytes, "size_class.h's geometry");
 
 // Where a cache allocates a class from: one bitmap word of its current slab.
 struct Bin {
@@ -170,11 +172,11 @@ struct ThreadCache {
 };
 
 struct Region {
-  char *base = nullptr;          // first page
+  char *base = nullptr;          // first page (64 KiB aligned is not required: groups count from it)
   uintptr_t bytes = 0;           // reserved size; ownership is (p - base) < bytes
-  SlabMeta *meta = nullptr;      // one per page
-  RemoteState *remote = nullptr; // one per page
-  uint32_t pages = 0;
+  SlabMeta *meta = nullptr;      // one per group
+  RemoteState *remote = nullptr; // one per group
+  uint32_t pages = 0;            // a multiple of kGroupPages
 };
 extern Region g_region;
 extern bool g_secure;   // ZNS_SECURE=1; fixed once the heap is initialised
@@ -218,14 +220,18 @@ ZNS_INLINE bool owns(const void *p) {
 ZNS_INLINE uint32_t page_of(const void *p) {
   return uint32_t((uintptr_t(p) - uintptr_t(g_region.base)) >> kPageShift);
 }
-ZNS_INLINE uint32_t page_of(const SlabMeta *s) { return uint32_t(s - g_region.meta); }
-ZNS_INLINE char *slab_base(const SlabMeta *s) {   // one SlabMeta (64 B) per page (4096 B)
-  static_assert(kPageSize == 64 * sizeof(SlabMeta));
-  return g_region.base + ((uintptr_t(s) - uintptr_t(g_region.meta)) << 6);
+// The slab of a head page (a multiple of kGroupPages), and the other way round.
+ZNS_INLINE SlabMeta &meta_at(uint32_t page) { return g_region.meta[page / kGroupPages]; }
+ZNS_INLINE RemoteState &remote_at(uint32_t page) { return g_region.remote[page / kGroupPages]; }
+ZNS_INLINE uint32_t page_of(const SlabMeta *s) { return uint32_t(s - g_region.meta) * kGroupPages; }
+ZNS_INLINE RemoteState &remote_of(const SlabMeta *s) { return g_region.remote[s - g_region.meta]; }
+ZNS_INLINE char *slab_base(const SlabMeta *s) {   // one SlabMeta (64 B) per group (64 KiB)
+  static_assert((size_t(1) << kGroupShift) == 1024 * sizeof(SlabMeta));
+  return g_region.base + ((uintptr_t(s) - uintptr_t(g_region.meta)) << 10);
 }
+// The slab a pointer in the region falls in (its group's; the group may hold none).
 ZNS_INLINE SlabMeta *head_meta(const void *p) {
-  SlabMeta *m = &g_region.meta[page_of(p)];
-  return m - m->back;
+  return &g_region.meta[(uintptr_t(p) - uintptr_t(g_region.base)) >> kGroupShift];
 }
 // The current slab of a bin, or nullptr.
 ZNS_INLINE SlabMeta *bin_slab(const Bin &b) {
@@ -273,23 +279,21 @@ ZNS_INLINE void *alloc_class(unsigned cls) { return alloc_class(cls, alloc_slow)
 ZNS_INLINE void *alloc(size_t n) { return alloc_class(class_of(n)); }
 
 // free of a pointer in the region: set its bit if this thread owns the slab; anything else
-// (another owner, a shared slab, misuse) goes to a slow path.
+// (another owner, a shared slab, misuse) goes to a slow path.  One cache line of metadata.
 ZNS_INLINE void dealloc(void *p, const char *call) {
   uintptr_t rel = uintptr_t(p) - uintptr_t(g_region.base);
-  SlabMeta *m = &g_region.meta[rel >> kPageShift];   // this page's entry: copies of the head's
-  uint32_t back = m->back;                            // class fields; the head: owner and bitmap
-  SlabMeta *s = m - back;
+  SlabMeta *s = &g_region.meta[rel >> kGroupShift];
   ThreadCache *tc = t_cache;
   if (ZNS_UNLIKELY(s->owner.load(std::memory_order_relaxed) != tc->id)) return free_remote(p, s, call);
-  uint32_t off = uint32_t(rel & (kPageSize - 1)) + (back << kPageShift);  // in the slab
-  uint64_t q = uint64_t(off) * m->magic;              // index . fraction (see is_block_start)
+  uint32_t off = uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1));   // in the slab
+  uint64_t q = uint64_t(off) * s->magic;              // index . fraction (see is_block_start)
   uint32_t i = uint32_t(q >> 32);
-  if (kFastChecks && ZNS_UNLIKELY(uint32_t(q) >= m->magic || i >= m->blocks))
+  if (kFastChecks && ZNS_UNLIKELY(uint32_t(q) >= s->magic || i >= s->blocks))
     return free_misuse("free of a pointer that is not the start of a block", call, p);
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
     return free_local_checked(p, s, call);   // the same free, after a look at the remote bits
-  void **lastp = &tc->bin[m->cls].last;
+  void **lastp = &tc->bin[s->cls].last;
   __asm__("" : "+r"(lastp));   // one address for the load and the store (GCC would compute it twice)
   void *last = *lastp;
   if (last == nullptr) {

@@ -16,7 +16,7 @@ namespace zns {
 inline constexpr size_t kPageSize = 4096;
 inline constexpr size_t kPageShift = 12;
 inline constexpr size_t kMaxSmall = 4096;       // largest request served from slabs
-inline constexpr unsigned kMaxSlabPages = 16;    // slabs span at most this many pages
+inline constexpr unsigned kMaxSlabPages = 16;    // slabs span at most this many pages (one group)
 inline constexpr unsigned kMinBlocks = 16;       // slabs hold at least this many blocks
 inline constexpr unsigned kMaxBlocks = 256;      // 4096 / 16: the bitmap covers this many blocks
 inline constexpr unsigned kBitmapWords = kMaxBlocks / 64;
@@ -30,19 +30,31 @@ inline constexpr uint16_t kClassSize[] = {
 };
 inline constexpr unsigned kNumClasses = sizeof(kClassSize) / sizeof(kClassSize[0]);
 
-// Pages per slab: from the smallest span that holds kMinBlocks blocks (so a cache refills at most
-// every few blocks even for large classes), the first span up to twice that whose unused tail is
-// within 1/64 of the span, else the one with the smallest tail.
+// Every slab sits at the start of its own aligned group of kGroupPages pages (64 KiB), so the slab
+// of a pointer is (p - base) >> 16 and its metadata is one entry per group (DESIGN "Slab groups").
+// A slab uses the first `pages` pages of its group; the rest of the group is address space only.
+inline constexpr unsigned kGroupPages = 16;
+inline constexpr unsigned kGroupShift = 16;                  // log2(kGroupPages * kPageSize)
+inline constexpr unsigned kSlabMetaBytes = 64 + 40;          // SlabMeta + RemoteState (heap.h)
+static_assert(kGroupPages * kPageSize == size_t(1) << kGroupShift);
+
+// Pages per slab: the span of at least kMinBlocks and at most kMaxBlocks blocks, within one group,
+// that spends the fewest bytes (unused tail plus the slab's metadata) per byte of blocks.  The
+// metadata is per slab, so a longer span amortises it: 64 B blocks take 4 pages (256 blocks),
+// classes from 256 B up take (nearly) the whole group.
 constexpr unsigned slab_pages_for(unsigned size) {
-  unsigned first = 1;
-  while (first < kMaxSlabPages && first * kPageSize / size < kMinBlocks) ++first;
-  unsigned last = 2 * first < kMaxSlabPages ? 2 * first : kMaxSlabPages;
-  unsigned best = first;
-  size_t best_tail = first * kPageSize % size;
-  for (unsigned p = first; p <= last; ++p) {
-    size_t span = p * kPageSize, tail = span % size;
-    if (tail * 64 <= span) return p;
-    if (tail * best * kPageSize < best_tail * span) { best = p; best_tail = tail; }
+  unsigned best = 0;
+  uint64_t best_cost = 0, best_payload = 1;
+  for (unsigned p = 1; p <= kGroupPages; ++p) {
+    uint64_t span = uint64_t(p) * kPageSize, blocks = span / size;
+    if (blocks < kMinBlocks && p < kGroupPages) continue;
+    if (blocks > kMaxBlocks) break;
+    uint64_t payload = blocks * size, cost = span - payload + kSlabMetaBytes;
+    if (best == 0 || cost * best_payload < best_cost * payload) {   // cost / payload is lower
+      best = p;
+      best_cost = cost;
+      best_payload = payload;
+    }
   }
   return best;
 }

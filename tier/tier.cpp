@@ -268,7 +268,7 @@ void came_back(uint32_t page, unsigned k, uint32_t now) {
 
 // uffd: read an out slab back into RAM.  Under g_tier_lock.
 void page_in(uint32_t page) {
-  SlabMeta &m = g_region.meta[page];
+  SlabMeta &m = meta_at(page);
   unsigned k = m.pages;
   size_t len = size_t(k) * kPageSize;
   int e = 0;
@@ -289,14 +289,13 @@ void serve_fault(const uffd_msg &msg) {
   if (!owns(addr)) return;
   uint32_t p = page_of(addr);
   Guard g(g_tier_lock);
-  SlabMeta &pm = g_region.meta[p];
-  uint32_t head = p - pm.back;
+  uint32_t head = p & ~(kGroupPages - 1);   // the slab of the page's group, if any
   TierMeta &t = g_tm[head];
   if (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
     // A store into an armed (or being-evicted) slab: the slab is not cold.  Lift the protection
     // of the whole slab (that wakes the writer; if the slab was dropped meanwhile it faults again
     // as missing and is read back first).
-    unsigned k = g_region.meta[head].pages;
+    unsigned k = meta_at(head).pages;
     if (k == 0 || k > kMaxSlabPages || head + k <= p) k = 1, head = p;
     t.armed.store(0, std::memory_order_relaxed);
     t.since = uint32_t(now_ms());
@@ -304,7 +303,7 @@ void serve_fault(const uffd_msg &msg) {
     uffd_protect(page_addr(head), size_t(k) * kPageSize, false);
     return;
   }
-  if (t.state.load(std::memory_order_acquire) == kOut && head + g_region.meta[head].pages > p) {
+  if (t.state.load(std::memory_order_acquire) == kOut && head + meta_at(head).pages > p) {
     page_in(head);
     record_latency(now_ns() - t0);
     return;
@@ -337,13 +336,13 @@ void drain_faults() {
 // idle longest go first, whatever their window.
 // Slabs that may leave RAM: shared ones, and parked ones (owned, but not allocated from).
 bool tier_candidate(uint32_t page) {
-  return g_region.meta[page].owner.load(std::memory_order_relaxed) == kSharedOwner ||
-         g_region.remote[page].share.load(std::memory_order_relaxed) == kParkedIdle;
+  return meta_at(page).owner.load(std::memory_order_relaxed) == kSharedOwner ||
+         remote_at(page).share.load(std::memory_order_relaxed) == kParkedIdle;
 }
 
 uint32_t signature(uint32_t page) {
-  RemoteState &r = g_region.remote[page];
-  const SlabMeta &m = g_region.meta[page];
+  RemoteState &r = remote_at(page);
+  const SlabMeta &m = meta_at(page);
   uint64_t h = 0;
   for (unsigned w = 0; w < kBitmapWords; ++w)   // parked: the owner's frees change the free bits
     h = (h ^ r.bits[w].load(std::memory_order_relaxed) ^ m.free[w].load(std::memory_order_relaxed)) *
@@ -365,9 +364,8 @@ void scan() {
   uint32_t now = uint32_t(now_ms()), pages = heap_touched_pages();
   unsigned ncand = 0;
   uint64_t resident_pages = 0;
-  for (uint32_t p = 0; p < pages; ++p) {
-    SlabMeta &m = g_region.meta[p];
-    if (m.back != 0) continue;
+  for (uint32_t p = 0; p < pages; p += kGroupPages) {
+    SlabMeta &m = meta_at(p);
     TierMeta &t = g_tm[p];
     uint8_t st = t.state.load(std::memory_order_acquire);
     unsigned k = m.pages;
@@ -424,7 +422,7 @@ void scan() {
     for (unsigned j = i + 1; j < ncand; ++j) if (g_cand[j].idle > g_cand[best].idle) best = j;
     Candidate c = g_cand[best];
     g_cand[best] = g_cand[i];
-    unsigned k = g_region.meta[c.page].pages;
+    unsigned k = meta_at(c.page).pages;
     bool gone;
     {
       Guard g(g_tier_lock);
@@ -657,9 +655,8 @@ size_t tier_pageout_now() {
   if (g_tier_mode == kTierOff) return 0;
   uint64_t before = g_slabs_out.load();
   uint32_t pages = heap_touched_pages();
-  for (uint32_t p = 0; p < pages; ++p) {
-    SlabMeta &m = g_region.meta[p];
-    if (m.back != 0 || !tier_candidate(p)) continue;
+  for (uint32_t p = 0; p < pages; p += kGroupPages) {
+    if (!tier_candidate(p)) continue;
     if (g_tm[p].state.load(std::memory_order_relaxed) == kOut) continue;
     Guard g(g_tier_lock);
     evict(p);

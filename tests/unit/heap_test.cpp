@@ -94,16 +94,17 @@ TEST_CASE("malloc/free pairs reuse the same block; freed slabs return to the dep
     CHECK(a == b);                                        // lowest free bit first
     dealloc(b, "test");
     // fill several slabs, free them all: they come back to the depot as dirty pages
+    const unsigned B = class_info(class_of(64)).blocks, P = class_info(class_of(64)).pages;
     HeapSnapshot before = snap();
     std::vector<void *> v;
-    for (int i = 0; i < 64 * 20; ++i) v.push_back(alloc(64));
+    for (unsigned i = 0; i < B * 20; ++i) v.push_back(alloc(64));
     HeapSnapshot mid = snap();
     CHECK(mid.cls[class_of(64)].slabs >= before.cls[class_of(64)].slabs + 19);
     for (void *p : v) dealloc(p, "test");
     HeapSnapshot after = snap();
     // Kept: the current slab, and the slab of the bin's `last` block (v[0], held for the next malloc).
     CHECK(after.cls[class_of(64)].slabs <= before.cls[class_of(64)].slabs + 2);
-    CHECK(after.dirty_pages + after.clean_pages >= 18);
+    CHECK(after.dirty_pages + after.clean_pages >= 18 * P);
     void *again = alloc(64);
     CHECK(again == v[0]);                                 // `last` first
     dealloc(again, "test");
@@ -126,17 +127,18 @@ TEST_CASE("remote frees are merged by the owner and the blocks reused") {
 
 TEST_CASE("parked slabs with remote frees pending still go back to the depot when emptied") {
   std::thread([] {
+    const unsigned B = class_info(class_of(64)).blocks;
     HeapSnapshot before = snap();
     std::vector<void *> v;
-    for (int i = 0; i < 64 * 20; ++i) v.push_back(alloc(64));   // 20 slabs: 19 parked, 1 current
+    for (unsigned i = 0; i < B * 20; ++i) v.push_back(alloc(64));   // 20 slabs: 19 parked, 1 current
     // another thread frees one block of each slab: remote bits, the owner's hint set
-    std::thread([&] { for (int k = 0; k < 20; ++k) dealloc(v[size_t(k) * 64 + 1], "test"); }).join();
+    std::thread([&] { for (unsigned k = 0; k < 20; ++k) dealloc(v[size_t(k) * B + 1], "test"); }).join();
     // the owner frees the rest: with the hint set each takes the checked local path
-    for (int i = 0; i < 64 * 20; ++i)
-      if (i % 64 != 1) dealloc(v[size_t(i)], "test");
+    for (unsigned i = 0; i < B * 20; ++i)
+      if (i % B != 1) dealloc(v[size_t(i)], "test");
     // its next refills drain the inbox: every parked slab is empty then and goes to the depot
     std::vector<void *> w;
-    for (int i = 0; i < 64 * 3; ++i) w.push_back(alloc(64));
+    for (unsigned i = 0; i < B * 3; ++i) w.push_back(alloc(64));
     for (void *p : w) dealloc(p, "test");
     HeapSnapshot after = snap();
     CHECK(after.cls[class_of(64)].slabs <= before.cls[class_of(64)].slabs + 3);
@@ -246,8 +248,8 @@ TEST_CASE("slab metadata never borders other memory: an inaccessible page on eac
   void *p = alloc(64);   // the heap is up
   REQUIRE(p != nullptr);
   struct { uintptr_t lo, bytes; const char *name; } arrays[] = {
-      {uintptr_t(g_region.meta), uintptr_t(g_region.pages) * sizeof(SlabMeta), "SlabMeta"},
-      {uintptr_t(g_region.remote), uintptr_t(g_region.pages) * sizeof(RemoteState), "RemoteState"},
+      {uintptr_t(g_region.meta), uintptr_t(g_region.pages / kGroupPages) * sizeof(SlabMeta), "SlabMeta"},
+      {uintptr_t(g_region.remote), uintptr_t(g_region.pages / kGroupPages) * sizeof(RemoteState), "RemoteState"},
   };
   for (auto &a : arrays) {
     INFO(a.name);

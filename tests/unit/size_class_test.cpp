@@ -37,8 +37,16 @@ TEST_CASE("slab geometry: blocks fit, 16-byte alignment, bounded tail") {
     if (i.blocks > 1) CHECK(i.pages * kPageSize - i.blocks * i.size <= i.pages * kPageSize / 8);
     CHECK(i.blocks >= kMinBlocks);
   }
-  CHECK(class_info(class_of(128)).blocks == 32);   // no in-slab header: 32 blocks of 128 per page
-  CHECK(class_info(class_of(64)).blocks == 64);
+  // No in-slab header: a slab's pages are all blocks (64 B: 4 pages of 64 blocks each), and the
+  // 104 bytes of metadata per slab are spread over as many blocks as the bitmap allows.
+  CHECK(class_info(class_of(64)).blocks == 256);
+  CHECK(class_info(class_of(64)).pages == 4);
+  CHECK(class_info(class_of(128)).blocks == 256);
+  CHECK(class_info(class_of(4096)).pages == 16);
+  for (unsigned c = 0; c < kNumClasses; ++c) {   // metadata at most 104 B per 16 KiB of blocks, but
+    const ClassInfo &i = class_info(c);          // for the classes below 64 B (256 blocks at most)
+    if (i.size >= 64) CHECK(uint64_t(i.blocks) * i.size >= 4 * kPageSize);
+  }
 }
 
 TEST_CASE("division by multiplication is exact across every slab") {
