@@ -201,8 +201,9 @@ bool purge_due(uint32_t now) {
 }
 
 // When the region is full: an empty slab of another span, for a slab of k pages.  A clean one first
-// (its pages are all purged); else the oldest dirty one, whose pages beyond the k are purged now.
-// *clean: no page of the first k is resident.  Under the depot lock.
+// (its pages are all purged); else the oldest dirty one of the longest span, whose pages beyond the
+// k are purged now.  *clean: some of the first k pages are not resident (the tier must present
+// them or reserve their room).  Under the depot lock.
 uint32_t depot_other(unsigned k, bool *clean) {
   for (unsigned j = 1; j <= kMaxSlabPages; ++j) {
     uint32_t page = g_depot.clean_head[j];
@@ -221,7 +222,7 @@ uint32_t depot_other(unsigned k, bool *clean) {
     else g_depot.dirty_head[j] = kNil;
     g_depot.dirty_pages -= j;
     if (j > k) tier_purge(g_region.base + size_t(page + k) * kPageSize, size_t(j - k) * kPageSize);
-    *clean = false;   // (pages j..k-1 of a shorter one were purged or never touched: zero)
+    *clean = j < k;   // (pages j..k-1 of a shorter one were purged or never touched)
     return page;
   }
   return kNil;

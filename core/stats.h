@@ -19,7 +19,7 @@ struct HeapSnapshot {
   uint64_t dirty_pages;         // empty, resident pages in the depot
   uint64_t clean_pages;         // empty pages in the depot already returned to the OS
   uint64_t purged_total_pages;  // pages returned to the OS since start
-  uint64_t touched_pages;       // pages ever handed out (metadata exists for these)
+  uint64_t touched_pages;       // pages below the bump pointer (whole groups: metadata exists for these)
   uint64_t region_bytes;
   uint64_t caches, threads_seen;
   bool secure;                  // ZNS_SECURE=1 (read here, after the heap's init: not racy)
