@@ -113,8 +113,7 @@ void depot_reset_lists() {
   g_depot.next_due = uint32_t(now_ms());
 }
 
-// The owner lives in the head page's entry only (the other pages' owner stays kNoOwner), so a park
-// or unpark writes one cache line whatever the slab's span.
+// The owner lives in the slab's one metadata line, so a park or unpark writes one cache line.
 // order: seq_cst where the slab changes hands (see "Memory ordering" in DESIGN.md); relaxed when
 // its owner only parks or unparks it (the cache a freer notifies stays the same, and the owner's
 // own frees are program-ordered after its store).
@@ -903,8 +902,8 @@ void apply_remote(void *const *ps, unsigned n) {
     uint64_t old = remote_at(page).bits[w].fetch_or(mask, std::memory_order_seq_cst);
     if (old & mask) fatal("double free", "free", first);
     if (owner == kSharedOwner) {
-      // Most slabs have one bitmap word: then our OR's result says whether this free can change
-      // anything (the slab worth queueing, or all of it back), and most frees change nothing.
+      // A slab with one bitmap word (the classes from 1 KiB): our OR's result says whether this
+      // free can change anything (the slab worth queueing, or all of it back); most change nothing.
       unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
       if (blocks <= 64) {
         uint8_t st = remote_at(page).share.load(std::memory_order_seq_cst);
@@ -931,7 +930,7 @@ void apply_remote(void *const *ps, unsigned n) {
       if (now == kSharedOwner) {
         shared_settle(s);
       } else if (remote_at(page).share.load(std::memory_order_acquire) == kParkedIdle) {
-        // Complete?  A one-word slab answers from our OR's result (most classes); else count.
+        // Complete?  A one-word slab answers from our OR's result; else count.
         unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
         bool complete = blocks <= 64 ? ((old | mask | s->free[0].load(std::memory_order_relaxed)) ==
                                         (blocks == 64 ? ~uint64_t(0) : (uint64_t(1) << blocks) - 1))

@@ -55,8 +55,9 @@ inline constexpr uint16_t kCurrentCredit = 0xffff;
 // A cache that has not refilled for this long is idle: other threads that complete one of its
 // parked slabs (free its last block) give the slab's pages back in place (parked_purge).
 inline constexpr uint32_t kParkIdleMs = 10;
-// ZNS_SECURE: pages of the region are grouped by this many; the first page of each group (and the
-// region's last page) is an inaccessible guard, so a linear overflow cannot run through the heap.
+// ZNS_SECURE: of every this many pages, the first slab group holds no slab and its first page (as
+// the first page of the region's last group) is an inaccessible guard, so a linear overflow cannot
+// run through the heap (see bump_take).
 inline constexpr uint32_t kGuardGroup = 64;
 
 // The life of a slab.  A cache owns exactly one slab per class, its current one, so a free by
