@@ -49,7 +49,8 @@ namespace {
 
 enum : uint8_t { kResident = 0, kOut = 1, kHole = 2 };
 
-// Per region page (meaningful on head pages).  state and armed are touched by heap hooks too;
+// Per slab group (core/size_class.h), by the slab's head page: tm_at.  state and armed are touched
+// by heap hooks too;
 // the rest only by the evicting / handling thread under g_tier_lock.
 struct TierMeta {
   std::atomic<uint8_t> state;
@@ -62,7 +63,8 @@ struct TierMeta {
 };
 static_assert(sizeof(TierMeta) == 16);
 
-TierMeta *g_tm;            // one per region page (address space only: committed as touched)
+TierMeta *g_tm;            // one per slab group (address space only: committed as touched)
+inline TierMeta &tm_at(uint32_t head) { return g_tm[head / kGroupPages]; }
 char *g_base;              // region base, for the madvise mode's file offsets
 size_t g_bytes;
 int g_fd = -1;             // backing file
@@ -204,7 +206,7 @@ bool evict(uint32_t page) {
   if (!file_still_ours()) return false;
   SlabMeta *s = tier_claim(page);
   if (!s) return false;
-  TierMeta &t = g_tm[page];
+  TierMeta &t = tm_at(page);
   unsigned k = s->pages;
   size_t len = size_t(k) * kPageSize;
   char *addr = page_addr(page);
@@ -250,7 +252,7 @@ bool evict(uint32_t page) {
 
 // A slab came back (fault-in): thrash feedback.  Under g_tier_lock.
 void came_back(uint32_t page, unsigned k, uint32_t now) {
-  TierMeta &t = g_tm[page];
+  TierMeta &t = tm_at(page);
   uint8_t expected = kOut;
   if (t.state.compare_exchange_strong(expected, kResident)) g_out_pages.fetch_sub(k, std::memory_order_relaxed);
   uint32_t window = cold_window(t);
@@ -290,7 +292,7 @@ void serve_fault(const uffd_msg &msg) {
   uint32_t p = page_of(addr);
   Guard g(g_tier_lock);
   uint32_t head = p & ~(kGroupPages - 1);   // the slab of the page's group, if any
-  TierMeta &t = g_tm[head];
+  TierMeta &t = tm_at(head);
   if (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
     // A store into an armed (or being-evicted) slab: the slab is not cold.  Lift the protection
     // of the whole slab (that wakes the writer; if the slab was dropped meanwhile it faults again
@@ -366,7 +368,7 @@ void scan() {
   uint64_t resident_pages = 0;
   for (uint32_t p = 0; p < pages; p += kGroupPages) {
     SlabMeta &m = meta_at(p);
-    TierMeta &t = g_tm[p];
+    TierMeta &t = tm_at(p);
     uint8_t st = t.state.load(std::memory_order_acquire);
     unsigned k = m.pages;
     if (k == 0 || k > kMaxSlabPages) continue;
@@ -523,7 +525,7 @@ void *tier_map_region(size_t bytes) {
     if (!mode_is(v, "off") && !mode_is(v, "") && !mode_is(v, "0")) say("unknown ZNS_TIER=", v, ", the tier is off");
     return nullptr;
   }
-  g_tm = static_cast<TierMeta *>(os_reserve((bytes / kPageSize) * sizeof(TierMeta)));
+  g_tm = static_cast<TierMeta *>(os_reserve((bytes / kPageSize / kGroupPages) * sizeof(TierMeta)));
   if (!g_tm) { say("no memory for its metadata: off"); return nullptr; }
   g_fd = open_backing_file();
   if (g_fd < 0) { say("cannot create a backing file in ZNS_TIER_DIR=", g_options.ZNS_TIER_DIR, ": off"); return nullptr; }
@@ -559,7 +561,7 @@ void *tier_map_region(size_t bytes) {
 }
 
 bool tier_take(uint32_t page, unsigned k, bool missing) {
-  TierMeta &t = g_tm[page];
+  TierMeta &t = tm_at(page);
   uint8_t st = t.state.exchange(kResident, std::memory_order_acq_rel);
   t.watched = 0;
   t.backoff = 0;
@@ -599,11 +601,11 @@ bool tier_take(uint32_t page, unsigned k, bool missing) {
 
 void tier_release(uint32_t page, unsigned k) {
   uint8_t expected = kOut;
-  if (g_tm[page].state.compare_exchange_strong(expected, kHole, std::memory_order_acq_rel))
+  if (tm_at(page).state.compare_exchange_strong(expected, kHole, std::memory_order_acq_rel))
     g_out_pages.fetch_sub(k, std::memory_order_relaxed);
 }
 
-bool tier_is_out(uint32_t page) { return g_tm[page].state.load(std::memory_order_relaxed) != kResident; }
+bool tier_is_out(uint32_t page) { return tm_at(page).state.load(std::memory_order_relaxed) != kResident; }
 
 int tier_purge(void *p, size_t bytes) {
   if (g_tier_mode != kTierMadvise) return os_purge(p, bytes);
@@ -657,7 +659,7 @@ size_t tier_pageout_now() {
   uint32_t pages = heap_touched_pages();
   for (uint32_t p = 0; p < pages; p += kGroupPages) {
     if (!tier_candidate(p)) continue;
-    if (g_tm[p].state.load(std::memory_order_relaxed) == kOut) continue;
+    if (tm_at(p).state.load(std::memory_order_relaxed) == kOut) continue;
     Guard g(g_tier_lock);
     evict(p);
   }
@@ -678,8 +680,8 @@ void tier_fork_prepare() {
   g_tier_lock.lock();
   if (g_tier_mode == kTierUffd) {
     uint32_t pages = heap_touched_pages();
-    for (uint32_t p = 0; p < pages; ++p)
-      if (g_tm[p].state.load(std::memory_order_acquire) == kOut) page_in(p);
+    for (uint32_t p = 0; p < pages; p += kGroupPages)
+      if (tm_at(p).state.load(std::memory_order_acquire) == kOut) page_in(p);
   } else if (pipe2(g_fork_pipe, O_CLOEXEC) != 0) {
     g_fork_pipe[0] = g_fork_pipe[1] = -1;
   }
@@ -727,9 +729,9 @@ void tier_fork_child() {
   }
   close(g_fd);
   g_fd = -1;
-  for (uint32_t p = 0, n = heap_touched_pages(); p < n; ++p) {   // everything is resident now
-    g_tm[p].state.store(kResident, std::memory_order_relaxed);
-    g_tm[p].armed.store(0, std::memory_order_relaxed);
+  for (uint32_t p = 0, n = heap_touched_pages(); p < n; p += kGroupPages) {   // all resident now
+    tm_at(p).state.store(kResident, std::memory_order_relaxed);
+    tm_at(p).armed.store(0, std::memory_order_relaxed);
   }
   g_out_pages.store(0);
   g_tier_mode = kTierOff;
