@@ -37,6 +37,7 @@ inline constexpr unsigned kGroupPages = 16;
 inline constexpr unsigned kGroupShift = 16;                  // log2(kGroupPages * kPageSize)
 inline constexpr unsigned kSlabMetaBytes = 64 + 40;          // SlabMeta + RemoteState (heap.h)
 static_assert(kGroupPages * kPageSize == size_t(1) << kGroupShift);
+static_assert(kMaxSlabPages == kGroupPages, "a slab spans at most its group");
 
 // Pages per slab: the span of at least kMinBlocks and at most kMaxBlocks blocks, within one group,
 // that spends the fewest bytes (unused tail plus the slab's metadata) per byte of blocks.  The
