@@ -312,13 +312,15 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   __atomic_store_n(&m.out, uint16_t(0), __ATOMIC_RELAXED);   // shared_settle's cheap look reads it
   m.prev = m.next = kNil;
   RemoteState &r = remote_at(page);
+  bool remote = remote_written(page);
   for (unsigned w = 0; w < kBitmapWords; ++w) {
     unsigned lo = w * 64;
     uint64_t bits = ci.blocks >= lo + 64 ? ~uint64_t(0)
                     : ci.blocks > lo     ? (uint64_t(1) << (ci.blocks - lo)) - 1
                                          : 0;
     m.free[w].store(bits, std::memory_order_relaxed);
-    r.bits[w].store(0, std::memory_order_relaxed);   // strays from an earlier life are dropped
+    // Strays from an earlier life are dropped (never looked at where no remote free ever came).
+    if (remote && r.bits[w].load(std::memory_order_relaxed) != 0) r.bits[w].store(0, std::memory_order_relaxed);
   }
   set_owner(&m, owner);
   return &m;
@@ -328,7 +330,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
 // back already (a purged parked slab): it joins the clean list, and is made present again when taken.
 void depot_release(SlabMeta *s, bool clean = false) {
   RemoteState &r = remote_of(s);
-  for (unsigned w = 0; w < kBitmapWords; ++w) {
+  for (unsigned w = 0; w < kBitmapWords && remote_written(page_of(s)); ++w) {
     uint64_t x = r.bits[w].load(std::memory_order_acquire);
     if (x) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x)) * s->size);
   }
@@ -368,6 +370,7 @@ void depot_release(SlabMeta *s, bool clean = false) {
 // ---- owner-side slab bookkeeping -----------------------------------------------------------------
 // Merge remote frees into the owner's (or the claimer's) bitmap.  Returns how many came back.
 unsigned merge_remote(SlabMeta *s) {
+  if (!remote_written(page_of(s))) return 0;
   RemoteState &r = remote_of(s);
   unsigned n = 0;
   for (unsigned w = 0; w < kBitmapWords; ++w) {
@@ -409,6 +412,7 @@ void shared_unlink(SlabMeta *s) {   // under the class lock
 }
 
 unsigned remote_total(const SlabMeta *s, RemoteState &r) {   // only the words the slab uses
+  if (!remote_written(page_of(s))) return 0;
   unsigned n = 0, words = (__atomic_load_n(&s->blocks, __ATOMIC_RELAXED) + 63u) >> 6;
   for (unsigned w = 0; w < words; ++w)
     n += unsigned(__builtin_popcountll(r.bits[w].load(std::memory_order_seq_cst)));
@@ -420,7 +424,7 @@ unsigned remote_total(const SlabMeta *s, RemoteState &r) {   // only the words t
 // idle or queued has a fixed `out` and remote bits that only grow: decide there.
 void shared_settle(SlabMeta *s) {
   RemoteState &r = remote_of(s);
-  uint8_t st = r.share.load(std::memory_order_seq_cst);
+  uint8_t st = s->share.load(std::memory_order_seq_cst);
   if (st != kSharedIdle && st != kSharedQueued) return;
   unsigned out = __atomic_load_n(&s->out, __ATOMIC_RELAXED), total = remote_total(s, r);
   unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED), worth = reuse_worth(blocks);
@@ -431,24 +435,24 @@ void shared_settle(SlabMeta *s) {
     // period that is over (its claim counted it).  Check it once the state is read under the lock.
     unsigned cls = __atomic_load_n(&s->cls, __ATOMIC_RELAXED);
     Guard g(g_class_lock[cls].lock);
-    st = r.share.load(std::memory_order_acquire);   // pairs with relinquish's store: out, cls, links
+    st = s->share.load(std::memory_order_acquire);   // pairs with relinquish's store: out, cls, links
     if (st != kSharedIdle && st != kSharedQueued) return;
     if (s->cls != cls) return;
     out = s->out;
     total = remote_total(s, r);
     if (total < out) {
       if (st == kSharedIdle && s->blocks - out + total >= worth) {
-        r.share.store(kSharedQueued, std::memory_order_relaxed);
+        s->share.store(kSharedQueued, std::memory_order_relaxed);
         shared_push(s);
       }
       return;
     }
     if (st == kSharedQueued) shared_unlink(s);   // every block that was out has come back
-    r.share.store(kSharedClaimed, std::memory_order_relaxed);
+    s->share.store(kSharedClaimed, std::memory_order_relaxed);
   }
   merge_remote(s);
   if (free_count(s) != s->blocks) fatal("slab metadata corrupted (shared slab not empty)", "free", slab_base(s));
-  r.share.store(kOwned, std::memory_order_relaxed);
+  s->share.store(kOwned, std::memory_order_relaxed);
   depot_release(s);
 }
 
@@ -460,7 +464,7 @@ void relinquish(SlabMeta *s) {
   // share before owner: a freer that sees the new owner also sees a shared slab.  A freer that
   // still saw us as owner re-reads the owner after its bit is in (free_remote), and the look
   // below reads the bits after the owner changed (all seq_cst): one of the two sees the other.
-  remote_of(s).share.store(kSharedIdle, std::memory_order_seq_cst);
+  s->share.store(kSharedIdle, std::memory_order_seq_cst);
   set_owner(s, kSharedOwner);
   shared_settle(s);
 }
@@ -480,10 +484,10 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
         if (!tier_is_out(p)) { page = p; break; }
     s = &meta_at(page);
     shared_unlink(s);
-    remote_at(page).share.store(kSharedClaimed, std::memory_order_relaxed);
+    meta_at(page).share.store(kSharedClaimed, std::memory_order_relaxed);
   }
   set_owner(s, owner);   // from here frees go to our inbox
-  remote_of(s).share.store(kOwned, std::memory_order_seq_cst);
+  s->share.store(kOwned, std::memory_order_seq_cst);
   s->state = kCurrent;
   s->credit = kCurrentCredit;
   merge_remote(s);
@@ -498,6 +502,14 @@ void flush_remote(ThreadCache *tc);
 void drain_detached(ThreadCache *o) {
   Guard g(g_pool_lock);
   if (!o->attached.load(std::memory_order_seq_cst)) drain_inbox(o, false);
+}
+
+void remote_will_write(uint32_t page) {
+  for (size_t i : {remote_page_index(page, 0), remote_page_index(page, sizeof(RemoteState) - 1)}) {
+    std::atomic<uint64_t> &w = g_region.remote_pages[i >> 6];
+    uint64_t bit = uint64_t(1) << (i & 63);
+    if (!(w.load(std::memory_order_seq_cst) & bit)) w.fetch_or(bit, std::memory_order_seq_cst);
+  }
 }
 
 // Queue the slab at `page` on its owner's inbox (once), so the owner merges its remote bits.
@@ -701,8 +713,7 @@ void secure_free(void *p, SlabMeta *s, const char *call) {
   if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
   uint64_t bit = uint64_t(1) << (i & 63);
   if (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) & bit) fatal(kFreeOfFree, call, p);
-  if (remote_of(s).bits[unsigned(i) >> 6].load(std::memory_order_relaxed) & bit)
-    fatal("double free", call, p);
+  if (remote_word(s, unsigned(i) >> 6, std::memory_order_relaxed) & bit) fatal("double free", call, p);
   uint64_t *w = static_cast<uint64_t *>(p);
   if (w[0] == quarantine_mark(p)) fatal("double free", call, p);   // in some thread's quarantine
   memset(p, 0, s->size);
@@ -762,13 +773,13 @@ void park(ThreadCache *tc, SlabMeta *s) {
   s->credit = uint16_t(free < worth ? worth - free : 1);
   s->state = kParkedFull;
   list_push(tc->full[s->cls], s);
-  remote_of(s).share.store(kParkedIdle, std::memory_order_release);   // tier: claimable
+  s->share.store(kParkedIdle, std::memory_order_release);   // tier: claimable
 }
 
 // Take a parked slab back from the tier's reach; false while the tier has it claimed.
 bool parked_take_back(SlabMeta *s) {
   uint8_t expected = kParkedIdle;
-  return remote_of(s).share.compare_exchange_strong(expected, kOwned, std::memory_order_acq_rel);
+  return s->share.compare_exchange_strong(expected, kOwned, std::memory_order_acq_rel);
 }
 
 // The partial slab of cls that has waited longest becomes current again, or null.  Skipped: one the
@@ -812,10 +823,11 @@ void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n) {
 // Every block of parked slab s is free (free bits and remote bits cover it)?  Racy: a hint.
 bool parked_complete(const SlabMeta *s) {
   RemoteState &r = remote_of(s);
+  bool remote = remote_written(page_of(s));
   unsigned words = (unsigned(__atomic_load_n(&s->blocks, __ATOMIC_RELAXED)) + 63u) >> 6, n = 0;
   for (unsigned w = 0; w < words; ++w)
     n += unsigned(__builtin_popcountll(s->free[w].load(std::memory_order_relaxed) |
-                                       r.bits[w].load(std::memory_order_relaxed)));
+                                       (remote ? r.bits[w].load(std::memory_order_relaxed) : 0)));
   return n == s->blocks;
 }
 
@@ -824,16 +836,15 @@ bool parked_complete(const SlabMeta *s) {
 // again when it unparks it, or releases it as clean.  Called by other threads (remote frees, trim)
 // with a claim on the slab, as the tier takes one.  True if it purged.
 bool parked_purge(SlabMeta *s) {
-  RemoteState &r = remote_of(s);
   uint8_t expected = kParkedIdle;
-  if (!r.share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel)) return false;
+  if (!s->share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel)) return false;
   // kParkedIdle means parked: the owner takes a slab back (to kOwned) before it unparks it.
   bool ok = !s->purged && parked_complete(s);   // with the claim held the owner cannot take a block from it
   if (ok) {
     tier_purge(slab_base(s), size_t(s->pages) * kPageSize);   // (madvise tier: a hole in the file)
     __atomic_store_n(&s->purged, uint8_t(1), __ATOMIC_RELAXED);   // (trim reads it racily)
   }
-  r.share.store(kParkedIdle, std::memory_order_release);
+  s->share.store(kParkedIdle, std::memory_order_release);
   return ok;
 }
 
@@ -899,6 +910,7 @@ void apply_remote(void *const *ps, unsigned n) {
     uint32_t page = page_of(s);
     // The owner's bits first: once ours are in, the owner may merge them at any moment.
     if (s->free[w].load(std::memory_order_relaxed) & mask) fatal("double free", "free", first);
+    remote_will_write(page);
     uint64_t old = remote_at(page).bits[w].fetch_or(mask, std::memory_order_seq_cst);
     if (old & mask) fatal("double free", "free", first);
     if (owner == kSharedOwner) {
@@ -906,7 +918,7 @@ void apply_remote(void *const *ps, unsigned n) {
       // free can change anything (the slab worth queueing, or all of it back); most change nothing.
       unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
       if (blocks <= 64) {
-        uint8_t st = remote_at(page).share.load(std::memory_order_seq_cst);
+        uint8_t st = meta_at(page).share.load(std::memory_order_seq_cst);
         unsigned total = unsigned(__builtin_popcountll(old | mask)), out = __atomic_load_n(&s->out, __ATOMIC_RELAXED);
         bool idle = st == kSharedIdle;
         if ((idle || st == kSharedQueued) &&
@@ -929,7 +941,7 @@ void apply_remote(void *const *ps, unsigned n) {
       uint32_t now = s->owner.load(std::memory_order_seq_cst);
       if (now == kSharedOwner) {
         shared_settle(s);
-      } else if (remote_at(page).share.load(std::memory_order_acquire) == kParkedIdle) {
+      } else if (meta_at(page).share.load(std::memory_order_acquire) == kParkedIdle) {
         // Complete?  A one-word slab answers from our OR's result; else count.
         unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
         bool complete = blocks <= 64 ? ((old | mask | s->free[0].load(std::memory_order_relaxed)) ==
@@ -1063,14 +1075,17 @@ void region_init() {
     // Metadata never borders data: each array has an inaccessible page on both sides.
     SlabMeta *meta = static_cast<SlabMeta *>(os_reserve_guarded(groups * sizeof(SlabMeta)));
     RemoteState *remote = static_cast<RemoteState *>(os_reserve_guarded(groups * sizeof(RemoteState)));
+    size_t marks = ((groups * sizeof(RemoteState) >> kPageShift) / 64 + 1) * sizeof(uint64_t);
+    auto *remote_pages = static_cast<std::atomic<uint64_t> *>(os_reserve_guarded(marks));
     char *base = nullptr;
-    if (meta && remote) {
+    if (meta && remote && remote_pages) {
       base = static_cast<char *>(tier_map_region(pages * kPageSize));   // madvise tier: a file
       if (!base) base = static_cast<char *>(os_reserve(pages * kPageSize));
     }
     if (!base) {
       os_release_guarded(meta, groups * sizeof(SlabMeta));
       os_release_guarded(remote, groups * sizeof(RemoteState));
+      os_release_guarded(remote_pages, marks);
       continue;
     }
     // 4 KiB pages only: slabs are purged (and later tiered) one page at a time.
@@ -1079,6 +1094,7 @@ void region_init() {
     madvise(remote, groups * sizeof(RemoteState), MADV_NOHUGEPAGE);
     g_region.meta = meta;
     g_region.remote = remote;
+    g_region.remote_pages = remote_pages;
     g_region.pages = uint32_t(pages);
     g_region.bytes = pages * kPageSize;
     g_region.base = base;
@@ -1127,13 +1143,12 @@ uint32_t heap_touched_pages() { return __atomic_load_n(&g_depot.bump, __ATOMIC_A
 // its pages keep their meaning while the tier moves them.  Same rules as an adoption.
 SlabMeta *tier_claim(uint32_t page) {
   SlabMeta *s = &meta_at(page);
-  if (remote_at(page).share.load(std::memory_order_relaxed) == kParkedIdle) {   // parked: one CAS
-    RemoteState &r = remote_at(page);
+  if (s->share.load(std::memory_order_relaxed) == kParkedIdle) {   // parked: one CAS
     uint8_t expected = kParkedIdle;
-    if (!r.share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel))
+    if (!s->share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel))
       return nullptr;
     if (s->purged || parked_complete(s)) {   // nothing live to write out
-      r.share.store(kParkedIdle, std::memory_order_release);
+      s->share.store(kParkedIdle, std::memory_order_release);
       return nullptr;
     }
     return s;
@@ -1143,23 +1158,23 @@ SlabMeta *tier_claim(uint32_t page) {
   RemoteState &r = remote_at(page);
   Guard g(g_class_lock[cls].lock);
   if (s->owner.load(std::memory_order_seq_cst) != kSharedOwner || s->cls != cls) return nullptr;
-  uint8_t st = r.share.load(std::memory_order_acquire);
+  uint8_t st = s->share.load(std::memory_order_acquire);
   if (st != kSharedIdle && st != kSharedQueued) return nullptr;
   if (remote_total(s, r) >= s->out) return nullptr;   // nothing live: it is on its way back
   if (st == kSharedQueued) shared_unlink(s);
-  r.share.store(kSharedClaimed, std::memory_order_relaxed);
+  s->share.store(kSharedClaimed, std::memory_order_relaxed);
   return s;
 }
 
 // End a claim: the slab is shared and idle again; the frees that came meanwhile are looked at now.
 void tier_unclaim(SlabMeta *s) {
   if (s->owner.load(std::memory_order_relaxed) != kSharedOwner) {   // parked (a claim keeps it so)
-    remote_of(s).share.store(kParkedIdle, std::memory_order_release);
+    s->share.store(kParkedIdle, std::memory_order_release);
     return;
   }
   {
     Guard g(g_class_lock[s->cls].lock);
-    remote_of(s).share.store(kSharedIdle, std::memory_order_seq_cst);
+    s->share.store(kSharedIdle, std::memory_order_seq_cst);
   }
   shared_settle(s);
 }
@@ -1201,7 +1216,7 @@ void free_local_checked(void *p, SlabMeta *s, const char *call) {
   uint32_t i = uint32_t(block_index(s, p));   // (the caller checked it is a block start)
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (word & bit) fatal(kFreeOfFree, call, p);
-  if (remote_of(s).bits[i >> 6].load(std::memory_order_seq_cst) & bit) fatal("double free", call, p);
+  if (remote_word(s, i >> 6, std::memory_order_seq_cst) & bit) fatal("double free", call, p);
   ThreadCache *tc = t_cache;
   if (tc->bin[s->cls].last == p) fatal("double free", call, p);
   s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
@@ -1229,7 +1244,7 @@ void trim() {
   uint32_t pages = __atomic_load_n(&g_depot.bump, __ATOMIC_ACQUIRE);
   for (uint32_t p = 0; p < pages; p += kGroupPages) {
     SlabMeta &m = meta_at(p);
-    if (remote_at(p).share.load(std::memory_order_relaxed) == kParkedIdle &&
+    if (meta_at(p).share.load(std::memory_order_relaxed) == kParkedIdle &&
         !__atomic_load_n(&m.purged, __ATOMIC_RELAXED) && parked_complete(&m))
       parked_purge(&m);
   }
@@ -1247,7 +1262,7 @@ size_t live_block_size(const void *p, const char *call) {
   unsigned w = unsigned(i) >> 6;
   uint64_t bit = uint64_t(1) << (i & 63);
   if ((s->free[w].load(std::memory_order_relaxed) |
-       remote_of(s).bits[w].load(std::memory_order_relaxed)) & bit)
+       remote_word(s, w, std::memory_order_relaxed)) & bit)
     fatal("use of a freed block", call, p);
   if (owner != kSharedOwner &&
       __atomic_load_n(&g_caches[owner_cache(owner)]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
@@ -1279,8 +1294,9 @@ void heap_snapshot(HeapSnapshot *out) {
     SlabMeta &m = meta_at(p);
     if (m.owner.load(std::memory_order_acquire) == kNoOwner) continue;
     int64_t live = int64_t(__atomic_load_n(&m.blocks, __ATOMIC_RELAXED)) - free_count(&m);
-    for (unsigned w = 0; w < kBitmapWords; ++w)
-      live -= __builtin_popcountll(remote_at(p).bits[w].load(std::memory_order_relaxed));
+    if (remote_written(p))
+      for (unsigned w = 0; w < kBitmapWords; ++w)
+        live -= __builtin_popcountll(remote_at(p).bits[w].load(std::memory_order_relaxed));
     unsigned c = __atomic_load_n(&m.cls, __ATOMIC_RELAXED);
     if (live > 0 && c < kNumClasses) out->cls[c].live += uint64_t(live);
   }
@@ -1301,6 +1317,8 @@ void heap_snapshot(HeapSnapshot *out) {
   out->purged_total_pages = g_depot.purged_total;
   out->region_bytes = g_region.bytes;
   out->touched_pages = g_depot.bump;
+  for (size_t i = 0, n = g_region.remote_pages ? remote_page_index(g_region.pages, 0) / 64 + 1 : 0; i < n; ++i)
+    out->remote_state_bytes += uint64_t(__builtin_popcountll(g_region.remote_pages[i].load(std::memory_order_relaxed))) * kPageSize;
   out->caches = n;
   out->threads_seen = g_threads_seen.load(std::memory_order_relaxed);
 }

@@ -339,16 +339,20 @@ void drain_faults() {
 // Slabs that may leave RAM: shared ones, and parked ones (owned, but not allocated from).
 bool tier_candidate(uint32_t page) {
   return meta_at(page).owner.load(std::memory_order_relaxed) == kSharedOwner ||
-         remote_at(page).share.load(std::memory_order_relaxed) == kParkedIdle;
+         meta_at(page).share.load(std::memory_order_relaxed) == kParkedIdle;
 }
 
 uint32_t signature(uint32_t page) {
   RemoteState &r = remote_at(page);
   const SlabMeta &m = meta_at(page);
   uint64_t h = 0;
+  // Remote bits only where some may be (shared, or announced by the hint): reading the others
+  // would map zero pages over the RemoteState array (see RemoteState).
+  bool remote = m.owner.load(std::memory_order_relaxed) == kSharedOwner ||
+                m.remote_hint.load(std::memory_order_relaxed);
   for (unsigned w = 0; w < kBitmapWords; ++w)   // parked: the owner's frees change the free bits
-    h = (h ^ r.bits[w].load(std::memory_order_relaxed) ^ m.free[w].load(std::memory_order_relaxed)) *
-        0x9E3779B97F4A7C15ull;
+    h = (h ^ (remote ? r.bits[w].load(std::memory_order_relaxed) : 0) ^
+         m.free[w].load(std::memory_order_relaxed)) * 0x9E3779B97F4A7C15ull;
   return uint32_t(h >> 32) ^ uint32_t(h);
 }
 
