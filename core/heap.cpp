@@ -39,8 +39,6 @@ __thread ThreadCache *t_cache __attribute__((tls_model("initial-exec"))) = &g_em
 // Frees by this thread before it had a cache (see free_remote_plain).
 __thread uint32_t t_cacheless_frees __attribute__((tls_model("initial-exec"))) = 0;
 
-void move_parked(ThreadCache *tc, SlabMeta *s);   // a parked slab whose credit ran out
-
 namespace {
 
 // ---- the cache table and the pool of detached caches -------------------------------------------
@@ -864,12 +862,6 @@ ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin &b, unsigned cls) {
   return b.base + unsigned(__builtin_ctzll(bits)) * b.size;
 }
 
-// Move the parked slabs queued by credit_out (before a refill looks at the partial lists).
-void apply_moves(ThreadCache *tc) {
-  for (uint32_t k = 0; k < tc->move_count; ++k) move_parked(tc, &meta_at(tc->moves[k]));
-  tc->move_count = 0;
-}
-
 void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   if (ZNS_UNLIKELY(g_secure)) return secure_alloc(tc, cls);
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
@@ -887,7 +879,6 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
     // even for an instant (a fork here would hand the child a cache with a stale slab).
     __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
     b.word = &g_zero_word; b.base = nullptr; b.size = 0;
-    if (tc->move_count) apply_moves(tc);   // (the drain above may have queued some)
     if (s) park(tc, s);
     if (!(s = unpark(tc, cls)) && !(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id)))
       return nullptr;
@@ -1005,7 +996,6 @@ void tc_exit(void *arg) {
     if (free_count(s) == s->blocks) depot_release(s);
     else relinquish(s);
   }
-  tc->move_count = 0;   // its slabs are gone (moves queued meanwhile named slabs handled above)
   Guard g(g_pool_lock);
   tc->attached.store(false, std::memory_order_seq_cst);
   drain_inbox(tc, false);
@@ -1210,26 +1200,12 @@ void free_remote(void *p, SlabMeta *s, const char *call) {
 // a purge holds it: then it waits on the partial list with credit 0 for an unpark or the exit); a
 // current slab just starts counting again.
 void credit_out(ThreadCache *tc, SlabMeta *s) {
-  if (s->state != kParkedFull && s->state != kParkedPartial) {   // current: nothing to move
-    s->credit = kCurrentCredit;
-    return;
-  }
-  if (tc->move_count < kPendingMoves) {   // the next refill moves it (see ThreadCache::moves)
-    s->credit = kCurrentCredit;
-    tc->moves[tc->move_count++] = page_of(s);
-    return;
-  }
-  move_parked(tc, s);
-}
-
-// A parked slab whose credit ran out: full -> partial once a quarter is free, partial -> the depot
-// once every block is free.
-void move_parked(ThreadCache *tc, SlabMeta *s) {
   if (s->state == kParkedFull) {
     list_unlink(tc->full[s->cls], s);
     s->state = kParkedPartial;
     partial_append(tc, s);
   } else if (s->state != kParkedPartial) {
+    s->credit = kCurrentCredit;
     return;
   }
   unsigned out = s->blocks - free_count(s);   // remote frees not merged yet count as out
@@ -1268,7 +1244,6 @@ void flush_thread() {
   if (g_init_state.load(std::memory_order_acquire) != 2 || t_cache->id == kSentinelId) return;
   if (g_secure) secure_drain(t_cache);   // checked on the way out: a late write after free shows
   flush_remote(t_cache);
-  apply_moves(t_cache);   // empty parked slabs to the depot (trim purges them next)
 }
 
 void trim() {

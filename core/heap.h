@@ -55,8 +55,6 @@ inline constexpr uint16_t kCurrentCredit = 0xffff;
 // A cache that has not refilled for this long is idle: other threads that complete one of its
 // parked slabs (free its last block) give the slab's pages back in place (parked_purge).
 inline constexpr uint32_t kParkIdleMs = 10;
-// Parked slabs a cache queues for its next refill to move (see ThreadCache::moves).
-inline constexpr uint32_t kPendingMoves = 8;
 // ZNS_SECURE: of every this many pages, the first slab group holds no slab and its first page (as
 // the first page of the region's last group) is an inaccessible guard, so a linear overflow cannot
 // run through the heap (see bump_take).
@@ -150,12 +148,6 @@ struct ThreadCache {
   uint32_t partial[kNumClasses];        // oldest first: refills take the head, moves append
   uint32_t partial_tail[kNumClasses];
   uint32_t full[kNumClasses];
-  // Parked slabs whose credit ran out in a free, waiting for the next refill to move them (between
-  // lists, or back to the depot): the free writes one slot here instead of the list links of up to
-  // three other slabs, cold lines (the free's p99.9).  Meanwhile their credit is kCurrentCredit,
-  // which no run of frees into a parked slab can count down (at most 256 blocks).
-  uint32_t moves[kPendingMoves];        // head pages
-  uint32_t move_count;
   uint32_t last_refill_ms;              // now_ms() at the last refill: other threads ask if it
                                         // is idle before they purge its complete parked slabs
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
@@ -174,7 +166,7 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : bin{}, alloc_count{}, partial{}, partial_tail{}, full{}, moves{}, move_count(0), last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
+      : bin{}, alloc_count{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
         attached(false), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
