@@ -554,14 +554,14 @@ bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {   // false: the inbox wa
   return true;
 }
 
-// Put the cache's `last` block back into its slab's bitmap (before anyone else looks at the slab):
+// Put the bin's `last` block back into its slab's bitmap (before anyone else looks at the slab):
 // the current slab or one of the cache's parked ones, whose credit it counts.
-void flush_last(ThreadCache *tc) {
-  if (!tc->last) return;
-  SlabMeta *s = reinterpret_cast<SlabMeta *>(uintptr_t(tc->last_word) & ~uintptr_t(63));
-  tc->last_word->fetch_or(tc->last_bit, std::memory_order_relaxed);
-  __atomic_store_n(&tc->last, nullptr, __ATOMIC_RELAXED);
-  tc->last_cls = kNumClasses;
+void flush_last(ThreadCache *tc, Bin &b) {
+  if (!b.last) return;
+  SlabMeta *s = head_meta(b.last);
+  int i = block_index(s, b.last);
+  s->free[unsigned(i) >> 6].fetch_or(uint64_t(1) << (i & 63), std::memory_order_relaxed);
+  __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
   if (--s->credit == 0) credit_out(tc, s);
 }
 
@@ -590,7 +590,7 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   // the buffer is applied.
   if (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))
     fatal(kFreeOfFree, call, p);
-  if (owner != kSharedOwner && __atomic_load_n(&g_caches[owner_cache(owner)]->last, __ATOMIC_RELAXED) == p)
+  if (owner != kSharedOwner && __atomic_load_n(&g_caches[owner_cache(owner)]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
     fatal("double free", call, p);
   ThreadCache *tc = t_cache;
   // A thread that only frees (a consumer) gets a cache once it has freed kRemoteBuffer blocks, so
@@ -867,6 +867,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
   __atomic_store_n(&tc->last_refill_ms, uint32_t(now_ms()), __ATOMIC_RELAXED);
   Bin &b = tc->bin[cls];
+  flush_last(tc, b);   // (malloc takes `last` first, so it is empty here but for the orphan cache)
   SlabMeta *s = bin_slab(b);
   // Remote bits of an owned slab are always announced by its remote hint (see apply_remote and
   // drain_inbox), so without the hint their cache line need not be read.
@@ -876,6 +877,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   if (!ok) {
     // No free block left: let the freers have it.  A bin never names a slab we gave up, not
     // even for an instant (a fork here would hand the child a cache with a stale slab).
+    __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
     b.word = &g_zero_word; b.base = nullptr; b.size = 0;
     if (s) park(tc, s);
     if (!(s = unpark(tc, cls)) && !(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id)))
@@ -973,10 +975,11 @@ void tc_exit(void *arg) {
   flush_remote(tc);
   // Every slab goes: empty ones to the depot, the others shared, so no memory waits for the
   // next thread that adopts this cache.
-  flush_last(tc);
   for (unsigned c = 0; c < kNumClasses; ++c) {
+    flush_last(tc, tc->bin[c]);
     SlabMeta *s = current_slab(tc, c);
     tc->secure_slab[c] = nullptr;
+    __atomic_store_n(&tc->bin[c].last, nullptr, __ATOMIC_RELAXED);
     tc->bin[c].word = &g_zero_word; tc->bin[c].base = nullptr; tc->bin[c].size = 0;
     tc->partial_tail[c] = kNil;   // (emptied below)
     for (uint32_t *list : {&tc->partial[c], &tc->full[c]})   // parked slabs first, then the current
@@ -1054,7 +1057,7 @@ void fork_child() {
     ThreadCache *tc = g_caches[id];
     if (tc == t_cache || tc == g_orphan || !tc->attached.load(std::memory_order_relaxed)) continue;
     tc->attached.store(false, std::memory_order_relaxed);
-    flush_last(tc);
+    for (Bin &b : tc->bin) flush_last(tc, b);
     if (g_secure) secure_drain(tc);   // else its quarantined blocks would stay out for good
     drain_inbox(tc, false);
     tc->pool_next = g_pool_head;
@@ -1226,7 +1229,7 @@ void free_local_checked(void *p, SlabMeta *s, const char *call) {
   if (word & bit) fatal(kFreeOfFree, call, p);
   if (remote_word(s, i >> 6, std::memory_order_seq_cst) & bit) fatal("double free", call, p);
   ThreadCache *tc = t_cache;
-  if (tc->last == p) fatal("double free", call, p);
+  if (tc->bin[s->cls].last == p) fatal("double free", call, p);
   s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
   if (--s->credit == 0) credit_out(tc, s);
 }
@@ -1273,7 +1276,7 @@ size_t live_block_size(const void *p, const char *call) {
        remote_word(s, w, std::memory_order_relaxed)) & bit)
     fatal("use of a freed block", call, p);
   if (owner != kSharedOwner &&
-      __atomic_load_n(&g_caches[owner_cache(owner)]->last, __ATOMIC_RELAXED) == p)
+      __atomic_load_n(&g_caches[owner_cache(owner)]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
     fatal("use of a freed block", call, p);
   ThreadCache *tc = t_cache;
   for (unsigned k = 0; k < tc->remote_count; ++k)
@@ -1308,12 +1311,12 @@ void heap_snapshot(HeapSnapshot *out) {
     unsigned c = __atomic_load_n(&m.cls, __ATOMIC_RELAXED);
     if (live > 0 && c < kNumClasses) out->cls[c].live += uint64_t(live);
   }
-  // A cache's `last` block is free, though its bit is still clear.
+  // A bin's `last` block is free, though its bit is still clear.
   for (uint32_t id = 1; id <= n; ++id) {
     ThreadCache *tc = g_caches[id];
     if (!tc) continue;
-    unsigned c = __atomic_load_n(&tc->last_cls, __ATOMIC_RELAXED);
-    if (c < kNumClasses && out->cls[c].live) out->cls[c].live--;
+    for (unsigned c = 0; c < kNumClasses; ++c)
+      if (__atomic_load_n(&tc->bin[c].last, __ATOMIC_RELAXED) && out->cls[c].live) out->cls[c].live--;
   }
   for (unsigned c = 0; c < kNumClasses; ++c)
     if (out->cls[c].live > out->cls[c].allocated) out->cls[c].allocated = out->cls[c].live;

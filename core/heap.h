@@ -128,6 +128,8 @@ static_assert(sizeof(SlabMeta) + sizeof(RemoteState) == kSlabMetaBytes, "size_cl
 
 // Where a cache allocates a class from: one bitmap word of its current slab.
 struct Bin {
+  void *last;                    // the block its owner freed last, if its bit is still clear: the
+                                 // next malloc returns it without touching the bitmap; or null
   std::atomic<uint64_t> *word;   // never null: a word of the current slab's bitmap, or g_zero_word
   char *base;                    // address of the word's block 0
   uint32_t size;                 // block size
@@ -137,17 +139,6 @@ extern std::atomic<uint64_t> g_zero_word;   // always 0: the word of "no current
 // A thread's cache.  Lives in internal memory, never freed: when its thread exits it goes to a
 // pool and the next new thread adopts it.
 struct ThreadCache {
-  // The block this cache's owner freed last, whatever its class, its bit still clear (it counts as
-  // out): a malloc of that class takes it back without touching the bitmap; the next free puts it
-  // into its slab's bitmap (with the word and bit its own free computed) and takes its place.  One
-  // slot for all classes, so that both tests predict well in every mix: in a malloc/free pair the
-  // slot is empty at the free and of the malloc's class; in a churn of random classes it is full
-  // at the free and of another class at the malloc (a slot per class was a coin toss there: 1.08
-  // mispredicts per op).  Null, with last_cls = kNumClasses, when empty.
-  void *last;                           // free_remote reads it (a double-free hint)
-  std::atomic<uint64_t> *last_word;     // its bitmap word and bit (its free computed them), so that
-  uint64_t last_bit;                    // putting it back costs no division
-  uint32_t last_cls;
   Bin bin[kNumClasses];                 // the current slab of each class (its head meta is the
                                         // word's cache line), or g_zero_word
   uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
@@ -175,10 +166,10 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : last(nullptr), last_word(nullptr), last_bit(0), last_cls(kNumClasses), bin{}, alloc_count{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
+      : bin{}, alloc_count{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
         attached(false), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
-      bin[c] = Bin{&g_zero_word, nullptr, 0};
+      bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
       partial[c] = partial_tail[c] = full[c] = kNil;
     }
   }
@@ -295,10 +286,8 @@ ZNS_INLINE void *alloc_class(unsigned cls, Miss miss) {
   Bin *bp = &tc->bin[cls];
   __asm__("" : "+r"(bp));   // one address for every use (GCC would compute it again for base/size)
   Bin &b = *bp;
-  if (tc->last_cls == cls) {   // (never true in a sentinel cache: never written)
-    void *p = tc->last;
-    __atomic_store_n(&tc->last, nullptr, __ATOMIC_RELAXED);   // free_remote reads it
-    tc->last_cls = kNumClasses;
+  if (void *p = b.last) {
+    __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);   // free_remote reads it
     tc->alloc_count[cls]++;
     return p;
   }
@@ -326,20 +315,16 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
     return free_local_checked(p, s, call);   // the same free, after a look at the remote bits
-  // p becomes `last`; the block there before goes into its own slab's bitmap (it was checked at
-  // its free, and its slab is still ours: it counts as out there, so the slab cannot have left).
-  void *old = tc->last;
-  if (kFastChecks && ZNS_UNLIKELY(old == p)) return free_misuse("double free", call, p);
-  std::atomic<uint64_t> *ow = tc->last_word;
-  uint64_t obit = tc->last_bit;
-  __atomic_store_n(&tc->last, p, __ATOMIC_RELAXED);   // free_remote reads it
-  tc->last_word = &s->free[i >> 6];
-  tc->last_bit = bit;
-  tc->last_cls = s->cls;
-  if (old == nullptr) return;
-  ow->store(ow->load(std::memory_order_relaxed) | obit, std::memory_order_relaxed);
-  SlabMeta *o = reinterpret_cast<SlabMeta *>(uintptr_t(ow) & ~uintptr_t(63));   // (free[] is in it)
-  if (ZNS_UNLIKELY(--o->credit == 0)) return credit_out(tc, o);   // a parked slab to move
+  void **lastp = &tc->bin[s->cls].last;
+  __asm__("" : "+r"(lastp));   // one address for the load and the store (GCC would compute it twice)
+  void *last = *lastp;
+  if (last == nullptr) {
+    __atomic_store_n(lastp, p, __ATOMIC_RELAXED);   // free_remote reads it
+  } else {
+    if (kFastChecks && ZNS_UNLIKELY(last == p)) return free_misuse("double free", call, p);
+    s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
+    if (ZNS_UNLIKELY(--s->credit == 0)) return credit_out(tc, s);   // a parked slab to move
+  }
 }
 
 ZNS_INLINE size_t block_size(const void *p) { return head_meta(p)->size; }

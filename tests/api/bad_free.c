@@ -57,7 +57,7 @@ static void case_double_other_thread(void) {
   free(ZT_OPAQUE(p));
 }
 static void case_double_last_remote_pending(void) {
-  /* p goes to the cache's `last` slot; another thread's free into the same slab sets the slab's
+  /* p goes to the bin's `last` slot; another thread's free into the same slab sets the slab's
    * remote hint, so the second free of p takes the checked local path, which must look at `last`. */
   void *p = ZT_OPAQUE(malloc(96)), *q = ZT_OPAQUE(malloc(96));
   void *again = ZT_OPAQUE(p);

@@ -72,13 +72,13 @@ TEST_CASE("a refill takes the parked slab that has waited longest since a quarte
     for (unsigned i = 0; i < n; ++i) c.push_back(alloc(128));   // a and b parked full, c current
     void *hold = alloc(128);                                     // c parked, a fourth slab current
     REQUIRE(head_meta(hold) != head_meta(c[0]));
-    // b gets a quarter back first, then a: b has waited longer on the partial list (the cache's
-    // last free waits in its `last` slot, not in its bitmap: one more)
+    // b gets a quarter back first, then a: b has waited longer on the partial list (b's first
+    // free lands in the bin's last slot, not in its bitmap: one more)
     for (unsigned i = 0; i < n / 4 + 1; ++i) dealloc(b[i], "test");
     for (unsigned i = 0; i < n / 2; ++i) dealloc(a[i], "test");
     CHECK(head_meta(b[0])->state == kParkedPartial);
     CHECK(head_meta(a[0])->state == kParkedPartial);
-    CHECK(alloc(128) == a[n / 2 - 1]);   // the last slot first: the block freed last
+    CHECK(alloc(128) == b[0]);   // the last slot first
     // use up the current slab: the next block comes from b, not from a (FIFO)
     SlabMeta *cur = head_meta(hold);
     void *p;
@@ -103,11 +103,11 @@ TEST_CASE("malloc/free pairs reuse the same block; freed slabs return to the dep
     CHECK(mid.cls[class_of(64)].slabs >= before.cls[class_of(64)].slabs + 19);
     for (void *p : v) dealloc(p, "test");
     HeapSnapshot after = snap();
-    // Kept: the current slab, and the slab of the cache's `last` block (v.back(), held for the next malloc).
+    // Kept: the current slab, and the slab of the bin's `last` block (v[0], held for the next malloc).
     CHECK(after.cls[class_of(64)].slabs <= before.cls[class_of(64)].slabs + 2);
     CHECK(after.dirty_pages + after.clean_pages >= 18 * P);
     void *again = alloc(64);
-    CHECK(again == v.back());                             // `last` first
+    CHECK(again == v[0]);                                 // `last` first
     dealloc(again, "test");
   }).join();
 }
