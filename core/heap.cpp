@@ -330,7 +330,8 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
 // back already (a purged parked slab): it joins the clean list, and is made present again when taken.
 void depot_release(SlabMeta *s, bool clean = false) {
   RemoteState &r = remote_of(s);
-  for (unsigned w = 0; w < kBitmapWords && remote_written(page_of(s)); ++w) {
+  bool remote = remote_written(page_of(s));   // (never written: nothing to look at)
+  for (unsigned w = 0; w < kBitmapWords && remote; ++w) {
     uint64_t x = r.bits[w].load(std::memory_order_acquire);
     if (x) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x)) * s->size);
   }
@@ -853,7 +854,6 @@ SlabMeta *current_slab(ThreadCache *tc, unsigned c) {
   return g_secure ? tc->secure_slab[c] : bin_slab(tc->bin[c]);
 }
 
-// Allocate from tc for cls when its bin's word is empty.
 // The lowest free block of the word the bin points at (it has one).
 ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin &b, unsigned cls) {
   uint64_t bits = b.word->load(std::memory_order_relaxed);
@@ -862,6 +862,7 @@ ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin &b, unsigned cls) {
   return b.base + unsigned(__builtin_ctzll(bits)) * b.size;
 }
 
+// Allocate from tc for cls when its bin's word is empty.
 void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   if (ZNS_UNLIKELY(g_secure)) return secure_alloc(tc, cls);
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs

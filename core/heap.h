@@ -81,6 +81,7 @@ enum ShareState : uint8_t {
   kParkedIdle = 4,    // parked (see kCurrentCredit): the tier may claim it (CAS to kSharedClaimed);
                       // the owner takes it back with a CAS to kOwned before it unparks or frees it
 };
+
 // Slab metadata, one cache line per group, in an array parallel to the region (64 B per 64 KiB):
 // a free finds it with one shift of the pointer's offset, and everything the free fast path reads
 // (owner, class geometry, bitmap) is in this one line.
@@ -150,6 +151,8 @@ struct ThreadCache {
   uint32_t full[kNumClasses];
   uint32_t last_refill_ms;              // now_ms() at the last refill: other threads ask if it
                                         // is idle before they purge its complete parked slabs
+                                        // (a step to the next word of the current slab, in
+                                        // alloc_slow, is not a refill)
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
   uint32_t remote_count;                // entries in remote_buf
   uint64_t remote_seen[16];             // a 1024-bit filter of the addresses in remote_buf

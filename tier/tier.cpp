@@ -346,10 +346,9 @@ uint32_t signature(uint32_t page) {
   RemoteState &r = remote_at(page);
   const SlabMeta &m = meta_at(page);
   uint64_t h = 0;
-  // Remote bits only where some may be (shared, or announced by the hint): reading the others
-  // would map zero pages over the RemoteState array (see RemoteState).
-  bool remote = m.owner.load(std::memory_order_relaxed) == kSharedOwner ||
-                m.remote_hint.load(std::memory_order_relaxed);
+  // Remote bits only where a remote free ever wrote some: reading the others would map zero pages
+  // over the RemoteState array (see RemoteState).
+  bool remote = remote_written(page);
   for (unsigned w = 0; w < kBitmapWords; ++w)   // parked: the owner's frees change the free bits
     h = (h ^ (remote ? r.bits[w].load(std::memory_order_relaxed) : 0) ^
          m.free[w].load(std::memory_order_relaxed)) * 0x9E3779B97F4A7C15ull;
