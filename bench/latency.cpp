@@ -4,7 +4,7 @@
 //
 // A ring of R live blocks (uniform random sizes lo..hi) is filled and churned untimed (4R ops) to a
 // steady state; then N ops each free a random slot and malloc a new block for it, and each call is
-// timed alone between serialised TSC reads (lfence; rdtsc / rdtscp; lfence).  The median cost of an
+// timed alone between serialised TSC reads (mfence; lfence; rdtsc / rdtscp; lfence: see bench_common.h).  The median cost of an
 // empty timed region is subtracted from every sample.  The TSC is calibrated against
 // CLOCK_MONOTONIC.  Prints one JSON object on stdout: percentiles in ns for malloc and free.
 // Samples live in mmap'ed arrays, so the program's own bookkeeping never calls malloc.

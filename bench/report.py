@@ -330,7 +330,9 @@ LAT_ROWS = [("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p999"), (
 def section_latency(ctx, targets):
     txt = ["## Workload 6: latency of single calls (rdtsc)", "",
            "build/bench/latency: 8192 live blocks churned to a steady state, then %s ops (free a random "
-           "slot, malloc a new block), each call timed alone between serialised TSC reads; the median "
+           "slot, malloc a new block), each call timed alone between serialised TSC reads, the store "
+           "buffer drained first (mfence: the bench's own write to each new block is not charged to the "
+           "next call; bench/bench_common.h); the median "
            "cost of an empty timed region is subtracted; TSC calibrated against CLOCK_MONOTONIC. ns, "
            "median over rounds (min–max). max and the far tail are dominated by interrupts and "
            "preemption on this VM." % "{:,}".format(scfg(ctx, "latency")["latency_ops"]), ""]
