@@ -332,4 +332,27 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
 
 ZNS_INLINE size_t block_size(const void *p) { return head_meta(p)->size; }
 
+// live_block_size for a block of a slab this thread owns with no unmerged remote frees: the free
+// fast path's checks (a block start, its bit clear, not the bin's `last`), and nothing else to
+// look at: such a block cannot be in this thread's remote buffer (a refill applies the buffer
+// before it takes a slab) nor freed remotely (the hint would be set).  redis asks for the size of
+// every block it allocates and frees (zmalloc's accounting): 4% of its CPU went to the general
+// check.  Anything else takes the general check.
+ZNS_INLINE size_t usable_size(const void *p, const char *call) {
+  uintptr_t rel = uintptr_t(p) - uintptr_t(g_region.base);
+  SlabMeta *s = &g_region.meta[rel >> kGroupShift];
+  ThreadCache *tc = t_cache;
+  if (s->owner.load(std::memory_order_relaxed) == tc->id &&
+      !s->remote_hint.load(std::memory_order_relaxed)) {
+    uint32_t off = uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1));
+    uint64_t q = uint64_t(off) * s->magic;
+    uint32_t i = uint32_t(q >> 32);
+    if (ZNS_LIKELY(uint32_t(q) < s->magic && i < s->blocks &&
+                   !(s->free[i >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63))) &&
+                   tc->bin[s->cls].last != p))
+      return s->size;
+  }
+  return live_block_size(p, call);
+}
+
 }  // namespace zns

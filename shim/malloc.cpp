@@ -163,7 +163,7 @@ ZNS_API void *calloc(size_t n, size_t m) {
 ZNS_API void *realloc(void *p, size_t n) {
   if (!p) return malloc_impl(n);
   if (owns(p)) {
-    size_t old = live_block_size(p, "realloc");
+    size_t old = usable_size(p, "realloc");
     if (n == 0) {   // glibc: realloc(p, 0) frees p and returns NULL
       free_impl(p, "realloc");
       return nullptr;
@@ -240,7 +240,7 @@ ZNS_API void *pvalloc(size_t n) {
 
 ZNS_API size_t malloc_usable_size(void *p) {
   if (!p) return 0;
-  if (owns(p)) return live_block_size(p, "malloc_usable_size");
+  if (owns(p)) return usable_size(p, "malloc_usable_size");
   if (ZNS_UNLIKELY(!g_next_is_libc.load(std::memory_order_relaxed) && g_boot_used.load())) {
     unsigned n = g_boot_used.load();
     for (unsigned i = 0; i < n && i < kBootSlots; ++i)

@@ -201,6 +201,17 @@ static void case_usable_freed(void) {
   announce(again, again);
   (void)ZT_OPAQUE(malloc_usable_size(again));
 }
+static void case_usable_freed_last(void) { /* the cache's `last` slot (the inline check) */
+  void *p = ZT_OPAQUE(malloc(40)), *again = ZT_OPAQUE(p);
+  free(p);
+  announce(again, again);
+  (void)ZT_OPAQUE(malloc_usable_size(again));
+}
+static void case_usable_interior(void) {
+  char *p = (char *)malloc(64);
+  announce(p + 16, p);
+  (void)ZT_OPAQUE(malloc_usable_size(ZT_OPAQUE(p + 16)));
+}
 static void case_usable_freed_here_remote(void) { /* another thread's block, freed here: buffered */
   void *pq[2];
   pthread_t t;
@@ -259,6 +270,8 @@ static const bad_case cases[] = {
     {"realloc of a block just freed", case_realloc_freed_last, 0},
     {"realloc of a freed block (another free since)", case_realloc_freed_bitmap, 0},
     {"malloc_usable_size of a freed block", case_usable_freed, 0},
+    {"malloc_usable_size of a block just freed", case_usable_freed_last, 0},
+    {"malloc_usable_size(p + 16) of malloc(64)", case_usable_interior, 1},
     {"malloc_usable_size of another thread's block this thread freed", case_usable_freed_here_remote, 0},
     {"realloc of a block freed by a thread that has exited", case_realloc_freed_by_exited_thread, 0},
     {"malloc_usable_size of a block whose slab went back to the depot", case_usable_slab_in_depot, 0},
