@@ -87,6 +87,19 @@ inline long rss_bytes() {
   return resident * sysconf(_SC_PAGESIZE);
 }
 
+// A "Name:  N kB" line of /proc/self/status (name with its colon), in kB; -1 if absent.
+inline long status_kb(const char *name) {
+  char buf[4096];
+  int fd = ::open("/proc/self/status", O_RDONLY);
+  if (fd < 0) return -1;
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  const char *p = strstr(buf, name);
+  return p ? strtol(p + strlen(name), nullptr, 10) : -1;
+}
+
 inline double now_s() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

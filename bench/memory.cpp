@@ -6,6 +6,10 @@
 // 2. N blocks of S bytes, each written in full (so every payload page is resident): RSS "full"
 // 3. a random half freed: RSS "half" (fragmentation: what the freed half still holds)
 // 4. the rest freed: RSS "empty" (what the allocator keeps after everything is freed)
+// Between 2 and 3, locality: the blocks are linked in a random order (a pointer in each block's
+// first 8 bytes) and the chain is followed for --hops steps: ns per hop, the cost of reaching a
+// random live block (cache and TLB misses, page-table walks), and VmPTE (page-table memory).  A
+// heap spread over more address space than its blocks need pays here, not in RSS.
 // Nothing is trimmed or purged on purpose (no malloc_trim, no sleeps): measured as-is.
 // The pointer array and the permutation are mmap'ed and touched before "before".  So are the code
 // paths the measured loops run outside the allocator (memset of S bytes, the RSS read): their first
@@ -19,20 +23,21 @@
 #include "bench/bench_common.h"
 
 int main(int argc, char **argv) {
-  size_t size = 0, count = 1000000;
+  size_t size = 0, count = 1000000, hops = 1000000;
   uint64_t seed = 99;
   for (int i = 1; i < argc; ++i) {
     auto arg = [&](const char *name) { return strcmp(argv[i], name) == 0 && i + 1 < argc; };
     if (arg("--size")) size = strtoull(argv[++i], nullptr, 10);
     else if (arg("--count")) count = strtoull(argv[++i], nullptr, 10);
     else if (arg("--seed")) seed = strtoull(argv[++i], nullptr, 10);
+    else if (arg("--hops")) hops = strtoull(argv[++i], nullptr, 10);
     else {
-      fprintf(stderr, "usage: %s --size S [--count N] [--seed X]\n", argv[0]);
+      fprintf(stderr, "usage: %s --size S [--count N] [--seed X] [--hops H]\n", argv[0]);
       return 2;
     }
   }
-  if (size == 0 || count < 2) {
-    fprintf(stderr, "memory: --size S (> 0) is required\n");
+  if (size < sizeof(void *) || count < 2) {
+    fprintf(stderr, "memory: --size S (>= %zu: each block holds a pointer) is required\n", sizeof(void *));
     return 2;
   }
   void **v = bench::raw_array<void *>(count);
@@ -66,6 +71,16 @@ int main(int argc, char **argv) {
   }
   double t_alloc = bench::now_s() - t0;
   long full = bench::rss_bytes();
+
+  // Locality: link the blocks in the order of perm (a random one), then follow the chain.
+  for (size_t i = 0; i < count; ++i) *static_cast<void **>(v[perm[i]]) = v[perm[(i + 1) % count]];
+  void *cur = v[perm[0]];
+  double t_chase = bench::now_s();
+  for (size_t h = 0; h < hops; ++h) cur = *static_cast<void **>(cur);
+  t_chase = bench::now_s() - t_chase;
+  bench::escape(cur);
+  long pte_kb = bench::status_kb("VmPTE:");
+
   t0 = bench::now_s();
   for (size_t i = 0; i < count / 2; ++i) {
     free(v[perm[i]]);
@@ -82,9 +97,10 @@ int main(int argc, char **argv) {
   printf("{\"malloc_from\": \"%s\", \"size\": %zu, \"count\": %zu, \"payload\": %.0f, "
          "\"rss_before\": %ld, \"rss_full\": %ld, \"rss_half\": %ld, \"rss_empty\": %ld, "
          "\"overhead_pct\": %.4f, \"half_overhead_pct\": %.4f, \"retained_after_free_all\": %ld, "
-         "\"alloc_s\": %.3f, \"free_s\": %.3f}\n",
+         "\"alloc_s\": %.3f, \"free_s\": %.3f, \"chase_ns\": %.1f, \"vmpte_kb\": %ld}\n",
          bench::malloc_origin(), size, count, payload, before, full, half, empty,
          (double(full - before) - payload) / payload * 100.0,
-         (double(half - before) - half_payload) / half_payload * 100.0, empty - before, t_alloc, t_free);
+         (double(half - before) - half_payload) / half_payload * 100.0, empty - before, t_alloc, t_free,
+         t_chase * 1e9 / double(hops ? hops : 1), pte_kb);
   return 0;
 }

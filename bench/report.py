@@ -388,7 +388,7 @@ def section_memory(ctx, targets):
            "payload) / payload. Half = (RSS_half − RSS_before − payload/2) / (payload/2). Nothing is "
            "trimmed or purged on purpose (no malloc_trim, no waiting): as-is. Medians over rounds "
            "(the spread is small)." % "{:,}".format(scfg(ctx, "memory")["mem_count"]), ""]
-    rows, rows_half, rows_left = [], [], []
+    rows, rows_half, rows_left, rows_chase, rows_pte = [], [], [], [], []
     under_all = []
     small = []
     for size in sizes:
@@ -408,12 +408,29 @@ def section_memory(ctx, targets):
         left = View(ctx, "memory", size, lambda d: d["retained_after_free_all"] / 1048576.0)
         full = View(ctx, "memory", size, lambda d: (d["rss_full"] - d["rss_before"]) / 1048576.0)
         rows_left.append(["%s B" % size] + ["%s / %s" % (num(full.med(a), 1), num(left.med(a), 1)) for a in ctx.order])
+        c = View(ctx, "memory", size, lambda d: d.get("chase_ns"))
+        if any(c.s.get(a) for a in ctx.order):   # (results from before 2026-12-03 have none)
+            r, cp = c.vs_best()
+            rows_chase.append(["%s B" % size] + c.cells(digits=0) + [cp or "-", ratio(r)])
+            t = View(ctx, "memory", size, lambda d: d.get("vmpte_kb"))
+            rows_pte.append(["%s B" % size] + t.cells(digits=0, spread=False))
     txt += ["### Overhead with all blocks live (%)", "",
             table(["size"] + ctx.order + ["best peer", "zns − best"], rows), "",
             "### Overhead after freeing a random half (% of the remaining payload; fragmentation)", "",
             table(["size"] + ctx.order + ["best peer", "zns − best"], rows_half), "",
             "### Resident MiB added by the blocks: with all live / after freeing all (memory not given back)", "",
             table(["size"] + ctx.order, rows_left), ""]
+    if rows_chase:
+        txt += ["### Locality: ns per step of a pointer chase through the live blocks in random order", "",
+                "With all blocks live, each block holds a pointer to the next in a random permutation; "
+                "the chain is followed for %s steps (`--hops`). It times what reaching a random live "
+                "block costs under each allocator's layout (cache and TLB misses, page-table walks); "
+                "not a target of issue 4, shown because a heap spread over more address space than "
+                "its blocks need pays here and not in RSS (DESIGN.md \"What the groups cost\")." %
+                "{:,}".format(scfg(ctx, "memory").get("mem_hops", 1000000)), "",
+                table(["size"] + ctx.order + ["best peer", "zns / best"], rows_chase), "",
+                "Page tables (VmPTE, kB) at that point, the bench's own arrays included:", "",
+                table(["size"] + ctx.order, rows_pte), ""]
     if small:
         bad = [s for s in small if s[1] > 0.5]
         targets.append(("Memory overhead ≤ 0.5% at 64, 128 and 256 B",

@@ -70,10 +70,11 @@ SCRUB_ENV = re.compile(r"^(LD_PRELOAD|LD_LIBRARY_PATH|MALLOC_.*|GLIBC_TUNABLES|Z
 
 CONFIGS = {
     "quick": dict(rounds=3, micro_min_time=0.05, latency_ops=300000,
-                  mem_sizes=[16, 64, 128, 256, 1024], mem_count=1000000,
+                  mem_sizes=[16, 64, 128, 256, 1024], mem_count=1000000, mem_hops=1000000,
                   redis_n=200000, py_n=50000, sqlite_rows=50000, callgrind_pairs=1000000),
     "full": dict(rounds=5, micro_min_time=0.25, latency_ops=2000000,
                  mem_sizes=[8, 16, 32, 48, 64, 96, 128, 256, 512, 1024, 2048, 4096], mem_count=1000000,
+                 mem_hops=1000000,
                  redis_n=1000000, py_n=150000, sqlite_rows=200000, callgrind_pairs=1000000),
 }
 # The tier stage (issue 5): the same in both modes except the idle time and the workload's scale.
@@ -353,7 +354,8 @@ def stage_memory(ctx):
         for size in ctx.cfg["mem_sizes"]:
             for a in ctx.order:
                 alloc = ctx.allocs[a]
-                cmd = [ctx.bin("memory"), "--size", str(size), "--count", str(ctx.cfg["mem_count"])]
+                cmd = [ctx.bin("memory"), "--size", str(size), "--count", str(ctx.cfg["mem_count"]),
+                       "--hops", str(ctx.cfg["mem_hops"])]
                 doc, r = run_json(ctx, "memory", size, a, cmd, alloc, timeout=600)
                 if doc is None:
                     continue
