@@ -29,10 +29,16 @@ $(BUILD)/tests/%.static: tests/%.cpp $(AR) $(wildcard tests/api/*.h) | $(BUILD)/
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXSTD) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -ldl
 
+# Plugins that tests/api programs dlopen (next to them: the program finds them by its own path).
+TEST_PLUGINS  := $(BUILD)/tests/api/libzt_deepbind.so
+$(BUILD)/tests/api/libzt_deepbind.so: tests/api/lib/zt_deepbind_lib.c | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fPIC -shared $< -o $@
+
 .PHONY: test test-unit test-build
 # driven by tests/tier/run.sh
 TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.static
-test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC) $(TIER_TEST)
+test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC) $(TIER_TEST) $(TEST_PLUGINS)
 test: deps-test
 	@$(MAKE) --no-print-directory test-build
 	@tests/run.sh
