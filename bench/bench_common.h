@@ -73,29 +73,31 @@ inline const char *malloc_origin() {
   return "?";
 }
 
-// Resident set size of this process, bytes (from /proc/self/statm; no malloc: raw read).
+// Reads a small /proc file into buf (NUL-terminated) with raw syscalls (no malloc); false if it
+// cannot.
+inline bool read_proc(const char *path, char *buf, size_t size) {
+  int fd = ::open(path, O_RDONLY);
+  if (fd < 0) return false;
+  ssize_t n = ::read(fd, buf, size - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  buf[n] = 0;
+  return true;
+}
+
+// Resident set size of this process, bytes (from /proc/self/statm).
 inline long rss_bytes() {
   char buf[256];
-  int fd = ::open("/proc/self/statm", O_RDONLY);
-  if (fd < 0) return -1;
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
   long size = 0, resident = 0;
-  if (sscanf(buf, "%ld %ld", &size, &resident) != 2) return -1;
+  if (!read_proc("/proc/self/statm", buf, sizeof buf) || sscanf(buf, "%ld %ld", &size, &resident) != 2)
+    return -1;
   return resident * sysconf(_SC_PAGESIZE);
 }
 
 // A "Name:  N kB" line of /proc/self/status (name with its colon), in kB; -1 if absent.
 inline long status_kb(const char *name) {
   char buf[4096];
-  int fd = ::open("/proc/self/status", O_RDONLY);
-  if (fd < 0) return -1;
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
+  if (!read_proc("/proc/self/status", buf, sizeof buf)) return -1;
   const char *p = strstr(buf, name);
   return p ? strtol(p + strlen(name), nullptr, 10) : -1;
 }

@@ -271,6 +271,14 @@ ZNS_INLINE int block_index(const SlabMeta *s, const void *p) {
 }
 
 // ---- fast paths --------------------------------------------------------------------------------
+// The block index of the offset `off` in slab s, with a verdict: false when off is not the start
+// of one of its blocks (see is_block_start; the fraction's test and the count's, no division).
+ZNS_INLINE bool fast_index(const SlabMeta *s, uint32_t off, uint32_t *index) {
+  uint64_t q = uint64_t(off) * s->magic;              // index . fraction
+  *index = uint32_t(q >> 32);
+  return uint32_t(q) < s->magic && *index < s->blocks;
+}
+
 // The misuse checks of the free fast path (a block start, not free already) are always on; a
 // build with -DZNS_UNCHECKED compiles them out.  That build exists only so that `make bench` can
 // measure what the checks cost (bench stage "checks"); never ship it.
@@ -311,9 +319,9 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   ThreadCache *tc = t_cache;
   if (ZNS_UNLIKELY(s->owner.load(std::memory_order_relaxed) != tc->id)) return free_remote(p, s, call);
   uint32_t off = uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1));   // in the slab
-  uint64_t q = uint64_t(off) * s->magic;              // index . fraction (see is_block_start)
-  uint32_t i = uint32_t(q >> 32);
-  if (kFastChecks && ZNS_UNLIKELY(uint32_t(q) >= s->magic || i >= s->blocks))
+  uint32_t i;
+  bool start = fast_index(s, off, &i);
+  if (kFastChecks && ZNS_UNLIKELY(!start))
     return free_misuse("free of a pointer that is not the start of a block", call, p);
   uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
   if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
@@ -344,10 +352,8 @@ ZNS_INLINE size_t usable_size(const void *p, const char *call) {
   ThreadCache *tc = t_cache;
   if (s->owner.load(std::memory_order_relaxed) == tc->id &&
       !s->remote_hint.load(std::memory_order_relaxed)) {
-    uint32_t off = uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1));
-    uint64_t q = uint64_t(off) * s->magic;
-    uint32_t i = uint32_t(q >> 32);
-    if (ZNS_LIKELY(uint32_t(q) < s->magic && i < s->blocks &&
+    uint32_t i;
+    if (ZNS_LIKELY(fast_index(s, uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1)), &i) &&
                    !(s->free[i >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63))) &&
                    tc->bin[s->cls].last != p))
       return s->size;
