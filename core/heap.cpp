@@ -124,9 +124,62 @@ void set_owner(SlabMeta *s, uint32_t owner, std::memory_order order = std::memor
 
 unsigned free_count(const SlabMeta *s) {
   unsigned n = 0;
-  for (unsigned w = 0; w < kBitmapWords; ++w)
-    n += unsigned(__builtin_popcountll(s->free[w].load(std::memory_order_relaxed)));
+  std::atomic<uint64_t> *f = bits(s);
+  for (unsigned w = 0, words = words_of(s); w < words; ++w)
+    n += unsigned(__builtin_popcountll(f[w].load(std::memory_order_relaxed)));
   return n;
+}
+
+// ---- bitmap pools (see SlabMeta "Bitmaps") -------------------------------------------------------
+// One per class whose bitmap does not fit in the line: records of `words` words at word `start`
+// (of g_region.meta seen as words) onwards, room for one per group, so a pool never runs out.  A
+// record is free (on `free_head`, linked through its first word) or held by one slab.  Under the
+// depot lock.
+struct BitmapPool {
+  size_t start;            // word index of record 0 (of g_region.meta seen as words)
+  uint32_t words;          // words per record; 0: the class's bitmap is inline
+  uint32_t bump;           // records handed out so far
+  uint32_t free_head;      // a free record's index, or kNil
+};
+BitmapPool g_bitmap_pool[kNumClasses];
+
+// Record k of class c's pool.
+std::atomic<uint64_t> *record_at(unsigned c, uint32_t k) {
+  return reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta) + g_bitmap_pool[c].start +
+         size_t(k) * g_bitmap_pool[c].words;
+}
+// The class of the pool a record belongs to, or kNumClasses for a line's own words (or none).
+unsigned record_class(const SlabMeta &m) {
+  size_t off = size_t(m.bitmap - reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta));
+  if (!m.bitmap || m.bitmap == m.inline_free) return kNumClasses;
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    const BitmapPool &p = g_bitmap_pool[c];
+    if (p.words && off >= p.start && off < p.start + size_t(g_region.pages / kGroupPages) * p.words) return c;
+  }
+  return kNumClasses;
+}
+
+// Give slab m (in the depot, no remote bits) the bitmap of class cls: its own line's words, or a
+// record of cls's pool (the one it holds, if it held one of that class).  Under the depot lock.
+void bitmap_assign(SlabMeta &m, unsigned cls) {
+  unsigned held = record_class(m);
+  if (held == cls) return;
+  if (held != kNumClasses) {   // back to its pool
+    BitmapPool &old = g_bitmap_pool[held];
+    m.bitmap[0].store(old.free_head, std::memory_order_relaxed);
+    old.free_head = uint32_t(size_t(m.bitmap - record_at(held, 0)) / old.words);
+  }
+  BitmapPool &pool = g_bitmap_pool[cls];
+  std::atomic<uint64_t> *b;
+  if (pool.words == 0) {
+    b = m.inline_free;
+  } else if (pool.free_head != kNil) {
+    b = record_at(cls, pool.free_head);
+    pool.free_head = uint32_t(b[0].load(std::memory_order_relaxed));
+  } else {
+    b = record_at(cls, pool.bump++);
+  }
+  __atomic_store_n(&m.bitmap, b, __ATOMIC_RELAXED);   // the scans read it racily
 }
 
 // Purge the oldest dirty slabs while the depot holds more than it may, or they are older than the
@@ -284,6 +337,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
     }
     g_depot.slabs[cls]++;
     g_depot.owned_pages += k;
+    bitmap_assign(meta_at(page), cls);
     due = purge_due(uint32_t(now_ms()));
   }
   if (due) depot_purge(false);
@@ -311,16 +365,15 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   m.credit = kCurrentCredit;
   __atomic_store_n(&m.out, uint16_t(0), __ATOMIC_RELAXED);   // shared_settle's cheap look reads it
   m.prev = m.next = kNil;
-  RemoteState &r = remote_at(page);
-  bool remote = remote_written(page);
-  for (unsigned w = 0; w < kBitmapWords; ++w) {
+  std::atomic<uint64_t> *f = bits(&m), *rb = rbits(&m);
+  for (unsigned w = 0, words = bitmap_words(ci.blocks); w < words; ++w) {
     unsigned lo = w * 64;
-    uint64_t bits = ci.blocks >= lo + 64 ? ~uint64_t(0)
-                    : ci.blocks > lo     ? (uint64_t(1) << (ci.blocks - lo)) - 1
-                                         : 0;
-    m.free[w].store(bits, std::memory_order_relaxed);
-    // Strays from an earlier life are dropped (never looked at where no remote free ever came).
-    if (remote && r.bits[w].load(std::memory_order_relaxed) != 0) r.bits[w].store(0, std::memory_order_relaxed);
+    uint64_t x = ci.blocks >= lo + 64 ? ~uint64_t(0) : (uint64_t(1) << (ci.blocks - lo)) - 1;
+    f[w].store(x, std::memory_order_relaxed);
+    // Strays from an earlier life (of the slab or of the record) are dropped; never looked at
+    // where no remote free ever came.
+    if (mirror_page_written(mirror_page_index(rb + w)) && rb[w].load(std::memory_order_relaxed) != 0)
+      rb[w].store(0, std::memory_order_relaxed);
   }
   set_owner(&m, owner);
   return &m;
@@ -329,10 +382,10 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
 // The owner hands back a slab with no block out.  It is on no list.  clean: its pages were given
 // back already (a purged parked slab): it joins the clean list, and is made present again when taken.
 void depot_release(SlabMeta *s, bool clean = false) {
-  RemoteState &r = remote_of(s);
+  std::atomic<uint64_t> *rb = rbits(s);
   bool remote = remote_written(page_of(s));   // (never written: nothing to look at)
-  for (unsigned w = 0; w < kBitmapWords && remote; ++w) {
-    uint64_t x = r.bits[w].load(std::memory_order_acquire);
+  for (unsigned w = 0, words = words_of(s); w < words && remote; ++w) {
+    uint64_t x = rb[w].load(std::memory_order_acquire);
     if (x) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x)) * s->size);
   }
   unsigned k = s->pages;
@@ -372,14 +425,14 @@ void depot_release(SlabMeta *s, bool clean = false) {
 // Merge remote frees into the owner's (or the claimer's) bitmap.  Returns how many came back.
 unsigned merge_remote(SlabMeta *s) {
   if (!remote_written(page_of(s))) return 0;
-  RemoteState &r = remote_of(s);
+  std::atomic<uint64_t> *fb = bits(s), *rb = rbits(s);
   unsigned n = 0;
-  for (unsigned w = 0; w < kBitmapWords; ++w) {
-    if (r.bits[w].load(std::memory_order_relaxed) == 0) continue;
-    uint64_t x = r.bits[w].exchange(0, std::memory_order_seq_cst);
-    uint64_t f = s->free[w].load(std::memory_order_relaxed);
+  for (unsigned w = 0, words = words_of(s); w < words; ++w) {
+    if (rb[w].load(std::memory_order_relaxed) == 0) continue;
+    uint64_t x = rb[w].exchange(0, std::memory_order_seq_cst);
+    uint64_t f = fb[w].load(std::memory_order_relaxed);
     if (x & f) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x & f)) * s->size);
-    s->free[w].store(f | x, std::memory_order_relaxed);
+    fb[w].store(f | x, std::memory_order_relaxed);
     n += unsigned(__builtin_popcountll(x));
   }
   return n;
@@ -412,11 +465,12 @@ void shared_unlink(SlabMeta *s) {   // under the class lock
   s->prev = s->next = kNil;
 }
 
-unsigned remote_total(const SlabMeta *s, RemoteState &r) {   // only the words the slab uses
+unsigned remote_total(const SlabMeta *s) {
   if (!remote_written(page_of(s))) return 0;
-  unsigned n = 0, words = (__atomic_load_n(&s->blocks, __ATOMIC_RELAXED) + 63u) >> 6;
-  for (unsigned w = 0; w < words; ++w)
-    n += unsigned(__builtin_popcountll(r.bits[w].load(std::memory_order_seq_cst)));
+  std::atomic<uint64_t> *rb = rbits(s);
+  unsigned n = 0;
+  for (unsigned w = 0, words = words_of(s); w < words; ++w)
+    n += unsigned(__builtin_popcountll(rb[w].load(std::memory_order_seq_cst)));
   return n;
 }
 
@@ -424,10 +478,9 @@ unsigned remote_total(const SlabMeta *s, RemoteState &r) {   // only the words t
 // A shared period ends only by a claim, under the class lock, so under that lock a slab seen
 // idle or queued has a fixed `out` and remote bits that only grow: decide there.
 void shared_settle(SlabMeta *s) {
-  RemoteState &r = remote_of(s);
   uint8_t st = s->share.load(std::memory_order_seq_cst);
   if (st != kSharedIdle && st != kSharedQueued) return;
-  unsigned out = __atomic_load_n(&s->out, __ATOMIC_RELAXED), total = remote_total(s, r);
+  unsigned out = __atomic_load_n(&s->out, __ATOMIC_RELAXED), total = remote_total(s);
   unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED), worth = reuse_worth(blocks);
   if (total < out && (st != kSharedIdle || blocks - out + total < worth)) return;   // cheap look
   {
@@ -440,7 +493,7 @@ void shared_settle(SlabMeta *s) {
     if (st != kSharedIdle && st != kSharedQueued) return;
     if (s->cls != cls) return;
     out = s->out;
-    total = remote_total(s, r);
+    total = remote_total(s);
     if (total < out) {
       if (st == kSharedIdle && s->blocks - out + total >= worth) {
         s->share.store(kSharedQueued, std::memory_order_relaxed);
@@ -506,7 +559,10 @@ void drain_detached(ThreadCache *o) {
 }
 
 void remote_will_write(uint32_t page) {
-  for (size_t i : {remote_page_index(page, 0), remote_page_index(page, sizeof(RemoteState) - 1)}) {
+  SlabMeta *s = &meta_at(page);
+  std::atomic<uint64_t> *rb = rbits(s);
+  for (size_t i : {mirror_page_index(&remote_at(page)), mirror_page_index(rb),
+                   mirror_page_index(rb + words_of(s) - 1)}) {
     std::atomic<uint64_t> &w = g_region.remote_pages[i >> 6];
     uint64_t bit = uint64_t(1) << (i & 63);
     if (!(w.load(std::memory_order_seq_cst) & bit)) w.fetch_or(bit, std::memory_order_seq_cst);
@@ -547,8 +603,9 @@ bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {   // false: the inbox wa
       unsigned n = merge_remote(s);   // a current slab stays, even empty; a parked one may go
       if (n && (s->state == kParkedFull || s->state == kParkedPartial)) parked_returned(tc, s, n);
     } else if (owner != kNoOwner && owner != kSharedOwner) {    // stale entry: the slab changed hands
-      for (unsigned w = 0; w < kBitmapWords; ++w)
-        if (r.bits[w].load(std::memory_order_relaxed)) { notify(page, owner, may_lock_pool); break; }
+      std::atomic<uint64_t> *rb = rbits(s);
+      for (unsigned w = 0, words = words_of(s); w < words; ++w)
+        if (rb[w].load(std::memory_order_relaxed)) { notify(page, owner, may_lock_pool); break; }
     }
     page = next;
   }
@@ -561,18 +618,19 @@ void flush_last(ThreadCache *tc, Bin &b) {
   if (!b.last) return;
   SlabMeta *s = head_meta(b.last);
   int i = block_index(s, b.last);
-  s->free[unsigned(i) >> 6].fetch_or(uint64_t(1) << (i & 63), std::memory_order_relaxed);
+  bits(s)[unsigned(i) >> 6].fetch_or(uint64_t(1) << (i & 63), std::memory_order_relaxed);
   __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
   if (--s->credit == 0) credit_out(tc, s);
 }
 
 // Point a bin at the first bitmap word of s with a free block; false if there is none.
 bool bin_point(Bin &b, SlabMeta *s) {
-  for (unsigned w = 0, words = (s->blocks + 63u) >> 6; w < words; ++w)
-    if (s->free[w].load(std::memory_order_relaxed)) {
+  std::atomic<uint64_t> *f = bits(s);
+  for (unsigned w = 0, words = words_of(s); w < words; ++w)
+    if (f[w].load(std::memory_order_relaxed)) {
       b.size = s->size;
       b.base = slab_base(s) + size_t(w) * 64 * s->size;
-      b.word = &s->free[w];
+      b.word = &f[w];
       return true;
     }
   return false;
@@ -589,7 +647,7 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   // Double frees are caught now when the block is free in the owner's bitmap or is its `last`,
   // or is already in this thread's buffer (a 1024-bit filter says when to look); the rest when
   // the buffer is applied.
-  if (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))
+  if (bits(s)[unsigned(i) >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))
     fatal(kFreeOfFree, call, p);
   if (owner != kSharedOwner && __atomic_load_n(&g_caches[owner_cache(owner)]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
     fatal("double free", call, p);
@@ -649,14 +707,15 @@ int take_random_slot(SlabMeta *s, uint64_t r) {
   unsigned total = free_count(s);
   if (total == 0) return -1;
   unsigned k = unsigned(r % total);
-  for (unsigned w = 0; w < kBitmapWords; ++w) {
-    uint64_t x = s->free[w].load(std::memory_order_relaxed);
+  std::atomic<uint64_t> *f = bits(s);
+  for (unsigned w = 0, words = words_of(s); w < words; ++w) {
+    uint64_t x = f[w].load(std::memory_order_relaxed);
     unsigned n = unsigned(__builtin_popcountll(x));
     if (k >= n) { k -= n; continue; }
     uint64_t y = x;
     for (; k; --k) y &= y - 1;   // drop the k lowest set bits
     unsigned b = unsigned(__builtin_ctzll(y));
-    s->free[w].store(x & ~(uint64_t(1) << b), std::memory_order_relaxed);
+    f[w].store(x & ~(uint64_t(1) << b), std::memory_order_relaxed);
     return int(w * 64 + b);
   }
   return -1;
@@ -713,7 +772,7 @@ void secure_free(void *p, SlabMeta *s, const char *call) {
   int i = block_index(s, p);
   if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
   uint64_t bit = uint64_t(1) << (i & 63);
-  if (s->free[unsigned(i) >> 6].load(std::memory_order_relaxed) & bit) fatal(kFreeOfFree, call, p);
+  if (bits(s)[unsigned(i) >> 6].load(std::memory_order_relaxed) & bit) fatal(kFreeOfFree, call, p);
   if (remote_word(s, unsigned(i) >> 6, std::memory_order_relaxed) & bit) fatal("double free", call, p);
   uint64_t *w = static_cast<uint64_t *>(p);
   if (w[0] == quarantine_mark(p)) fatal("double free", call, p);   // in some thread's quarantine
@@ -823,12 +882,12 @@ void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n) {
 
 // Every block of parked slab s is free (free bits and remote bits cover it)?  Racy: a hint.
 bool parked_complete(const SlabMeta *s) {
-  RemoteState &r = remote_of(s);
+  std::atomic<uint64_t> *f = bits(s), *rb = rbits(s);
   bool remote = remote_written(page_of(s));
-  unsigned words = (unsigned(__atomic_load_n(&s->blocks, __ATOMIC_RELAXED)) + 63u) >> 6, n = 0;
+  unsigned words = words_of(s), n = 0;
   for (unsigned w = 0; w < words; ++w)
-    n += unsigned(__builtin_popcountll(s->free[w].load(std::memory_order_relaxed) |
-                                       (remote ? r.bits[w].load(std::memory_order_relaxed) : 0)));
+    n += unsigned(__builtin_popcountll(f[w].load(std::memory_order_relaxed) |
+                                       (remote ? rb[w].load(std::memory_order_relaxed) : 0)));
   return n == s->blocks;
 }
 
@@ -915,9 +974,9 @@ void apply_remote(void *const *ps, unsigned n) {
     }
     uint32_t page = page_of(s);
     // The owner's bits first: once ours are in, the owner may merge them at any moment.
-    if (s->free[w].load(std::memory_order_relaxed) & mask) fatal("double free", "free", first);
+    if (bits(s)[w].load(std::memory_order_relaxed) & mask) fatal("double free", "free", first);
     remote_will_write(page);
-    uint64_t old = remote_at(page).bits[w].fetch_or(mask, std::memory_order_seq_cst);
+    uint64_t old = rbits(s)[w].fetch_or(mask, std::memory_order_seq_cst);
     if (old & mask) fatal("double free", "free", first);
     if (owner == kSharedOwner) {
       // A slab with one bitmap word (the classes from 1 KiB): our OR's result says whether this
@@ -950,7 +1009,7 @@ void apply_remote(void *const *ps, unsigned n) {
       } else if (meta_at(page).share.load(std::memory_order_acquire) == kParkedIdle) {
         // Complete?  A one-word slab answers from our OR's result; else count.
         unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
-        bool complete = blocks <= 64 ? ((old | mask | s->free[0].load(std::memory_order_relaxed)) ==
+        bool complete = blocks <= 64 ? ((old | mask | bits(s)[0].load(std::memory_order_relaxed)) ==
                                         (blocks == 64 ? ~uint64_t(0) : (uint64_t(1) << blocks) - 1))
                                      : parked_complete(s);
         if (complete && uint32_t(now_ms()) - __atomic_load_n(&g_caches[owner_cache(now)]->last_refill_ms,
@@ -1078,32 +1137,41 @@ void region_init() {
     uint64_t pages = gb << (30 - kPageShift);
     if (pages > 0xfffffff0u) pages = 0xfffffff0u;   // (a multiple of kGroupPages)
     uint64_t groups = pages / kGroupPages;
-    // Metadata never borders data: each array has an inaccessible page on both sides.
-    SlabMeta *meta = static_cast<SlabMeta *>(os_reserve_guarded(groups * sizeof(SlabMeta)));
-    RemoteState *remote = static_cast<RemoteState *>(os_reserve_guarded(groups * sizeof(RemoteState)));
-    size_t marks = ((groups * sizeof(RemoteState) >> kPageShift) / 64 + 1) * sizeof(uint64_t);
+    // The metadata reservation (SlabMeta "Bitmaps"): a line per group, then each class's bitmap
+    // pool with room for a record per group; its mirror follows (RemoteState).  Address space
+    // only: pages are touched where slabs are (1.8 KiB of pools per group reserved).
+    uint64_t words = groups * 8;
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      unsigned w = bitmap_words(kClasses.info[c].blocks);
+      g_bitmap_pool[c] = BitmapPool{words, w > kInlineWords ? w : 0, 0, kNil};
+      if (w > kInlineWords) words += groups * w;
+    }
+    uint64_t half = (words * 8 + kPageSize - 1) & ~uint64_t(kPageSize - 1);
+    // Metadata never borders data: the reservation has an inaccessible page on both sides.
+    char *meta = static_cast<char *>(os_reserve_guarded(2 * half));
+    size_t marks = ((half >> kPageShift) / 64 + 1) * sizeof(uint64_t);
     auto *remote_pages = static_cast<std::atomic<uint64_t> *>(os_reserve_guarded(marks));
     char *base = nullptr;
-    if (meta && remote && remote_pages) {
+    if (meta && remote_pages) {
       base = static_cast<char *>(tier_map_region(pages * kPageSize));   // madvise tier: a file
       if (!base) base = static_cast<char *>(os_reserve(pages * kPageSize));
     }
     if (!base) {
-      os_release_guarded(meta, groups * sizeof(SlabMeta));
-      os_release_guarded(remote, groups * sizeof(RemoteState));
+      os_release_guarded(meta, 2 * half);
       os_release_guarded(remote_pages, marks);
       continue;
     }
     // 4 KiB pages only: slabs are purged (and later tiered) one page at a time.
     madvise(base, pages * kPageSize, MADV_NOHUGEPAGE);
-    madvise(meta, groups * sizeof(SlabMeta), MADV_NOHUGEPAGE);
-    madvise(remote, groups * sizeof(RemoteState), MADV_NOHUGEPAGE);
-    g_region.meta = meta;
-    g_region.remote = remote;
+    madvise(meta, 2 * half, MADV_NOHUGEPAGE);
+    g_region.meta = reinterpret_cast<SlabMeta *>(meta);
+    g_region.remote = reinterpret_cast<RemoteState *>(meta + half);
+    g_region.mirror = half;
     g_region.remote_pages = remote_pages;
     g_region.pages = uint32_t(pages);
     g_region.bytes = pages * kPageSize;
     g_region.base = base;
+    // A line never handed out has no bitmap (null): depot_take assigns one before anyone reads it.
     if (g_secure) mprotect(base + (pages - kGroupPages) * kPageSize, kPageSize, PROT_NONE);   // see bump_take
     return;
   }
@@ -1167,12 +1235,11 @@ SlabMeta *tier_claim(uint32_t page) {
   }
   unsigned cls = __atomic_load_n(&s->cls, __ATOMIC_RELAXED);
   if (cls >= kNumClasses || s->owner.load(std::memory_order_relaxed) != kSharedOwner) return nullptr;
-  RemoteState &r = remote_at(page);
   Guard g(g_class_lock[cls].lock);
   if (s->owner.load(std::memory_order_seq_cst) != kSharedOwner || s->cls != cls) return nullptr;
   uint8_t st = s->share.load(std::memory_order_acquire);
   if (st != kSharedIdle && st != kSharedQueued) return nullptr;
-  if (remote_total(s, r) >= s->out) return nullptr;   // nothing live: it is on its way back
+  if (remote_total(s) >= s->out) return nullptr;   // nothing live: it is on its way back
   if (st == kSharedQueued) shared_unlink(s);
   s->share.store(kSharedClaimed, std::memory_order_relaxed);
   return s;
@@ -1226,12 +1293,13 @@ void free_misuse(const char *what, const char *call, void *p) { fatal(what, call
 // Counted against the slab's credit like any free of the owner (a parked slab must still move).
 void free_local_checked(void *p, SlabMeta *s, const char *call) {
   uint32_t i = uint32_t(block_index(s, p));   // (the caller checked it is a block start)
-  uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
+  std::atomic<uint64_t> *wp = bits(s) + (i >> 6);
+  uint64_t bit = uint64_t(1) << (i & 63), word = wp->load(std::memory_order_relaxed);
   if (word & bit) fatal(kFreeOfFree, call, p);
   if (remote_word(s, i >> 6, std::memory_order_seq_cst) & bit) fatal("double free", call, p);
   ThreadCache *tc = t_cache;
   if (tc->bin[s->cls].last == p) fatal("double free", call, p);
-  s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
+  wp->store(word | bit, std::memory_order_relaxed);
   if (--s->credit == 0) credit_out(tc, s);
 }
 
@@ -1273,7 +1341,7 @@ size_t live_block_size(const void *p, const char *call) {
   // another thread is not seen until that thread applies it.
   unsigned w = unsigned(i) >> 6;
   uint64_t bit = uint64_t(1) << (i & 63);
-  if ((s->free[w].load(std::memory_order_relaxed) |
+  if ((bits(s)[w].load(std::memory_order_relaxed) |
        remote_word(s, w, std::memory_order_relaxed)) & bit)
     fatal("use of a freed block", call, p);
   if (owner != kSharedOwner &&
@@ -1307,8 +1375,8 @@ void heap_snapshot(HeapSnapshot *out) {
     if (m.owner.load(std::memory_order_acquire) == kNoOwner) continue;
     int64_t live = int64_t(__atomic_load_n(&m.blocks, __ATOMIC_RELAXED)) - free_count(&m);
     if (remote_written(p))
-      for (unsigned w = 0; w < kBitmapWords; ++w)
-        live -= __builtin_popcountll(remote_at(p).bits[w].load(std::memory_order_relaxed));
+      for (unsigned w = 0, words = words_of(&m); w < words; ++w)
+        live -= __builtin_popcountll(rbits(&m)[w].load(std::memory_order_relaxed));
     unsigned c = __atomic_load_n(&m.cls, __ATOMIC_RELAXED);
     if (live > 0 && c < kNumClasses) out->cls[c].live += uint64_t(live);
   }
@@ -1329,7 +1397,8 @@ void heap_snapshot(HeapSnapshot *out) {
   out->purged_total_pages = g_depot.purged_total;
   out->region_bytes = g_region.bytes;
   out->touched_pages = g_depot.bump;
-  for (size_t i = 0, n = g_region.remote_pages ? remote_page_index(g_region.pages, 0) / 64 + 1 : 0; i < n; ++i)
+  for (const BitmapPool &bp : g_bitmap_pool) out->bitmap_pool_bytes += uint64_t(bp.bump) * bp.words * 8;
+  for (size_t i = 0, n = g_region.remote_pages ? (g_region.mirror >> kPageShift) / 64 + 1 : 0; i < n; ++i)
     out->remote_state_bytes += uint64_t(__builtin_popcountll(g_region.remote_pages[i].load(std::memory_order_relaxed))) * kPageSize;
   out->caches = n;
   out->threads_seen = g_threads_seen.load(std::memory_order_relaxed);

@@ -84,7 +84,16 @@ enum ShareState : uint8_t {
 
 // Slab metadata, one cache line per group, in an array parallel to the region (64 B per 64 KiB):
 // a free finds it with one shift of the pointer's offset, and everything the free fast path reads
-// (owner, class geometry, bitmap) is in this one line.
+// (owner, class geometry, where the bitmap is) is in this one line.
+//
+// Bitmaps.  A slab's free bitmap has bitmap_words(blocks) words: up to kInlineWords it is `inline_free`
+// in this line; longer ones (the classes below 352 B, whose slabs fill their group: 4096 blocks of
+// 16 B need 64 words) are a record in the bitmap pool of their class, which the slab keeps while it
+// serves that class (assigned by depot_take, which moves it back to the pool only to take one of
+// another class).  `bitmap` points at the words either way, so the fast path does not branch.  The
+// pools follow the lines in one reservation.  The remote bits mirror it: the same reservation again at
+// g_region.mirror bytes further (a RemoteState line per group, then the pools' remote records),
+// so a slab's remote word w is its free word w plus that distance (see rbits()).
 struct alignas(64) SlabMeta {
   std::atomic<uint32_t> owner;     // cache id; kSharedOwner while shared; kNoOwner in the depot
   uint8_t cls;                     // size class
@@ -110,22 +119,31 @@ struct alignas(64) SlabMeta {
                                    // free; parked partial, until none is out; current,
                                    // kCurrentCredit (reset at zero).  Only the owner's thread
                                    // touches it
-  std::atomic<uint64_t> free[kBitmapWords];  // 1 = block free; written by the owner only
+  std::atomic<uint64_t> *bitmap;   // the free bitmap (see above): inline_free, or a pool record;
+                                   // fixed while the slab is out of the depot.  Null in a line
+                                   // never handed out
+  std::atomic<uint64_t> inline_free[kInlineWords];  // the bitmap when it fits: 1 = block free;
+                                                    // written by the owner only
 };
 static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");
+inline constexpr unsigned kInlineWord0 = 5;   // inline_free[0] is word 5 of the line
 
 // Remote frees of a slab: written by other threads, merged by the owner.  Kept apart from SlabMeta
-// so that remote writers do not bounce the owner's cache line.  Written only when a remote free
-// comes (and by the owner's merge of one): a program whose frees are all its own never writes the
-// array, whose pages then stay untouched and cost no RAM (40 B per 64 KiB group otherwise: 0.24%
-// of a 64 B class's slab, 0.06% of a 4 KiB class's).
-struct RemoteState {
-  std::atomic<uint64_t> bits[kBitmapWords];  // 1 = freed remotely, not yet merged
+// so that remote writers do not bounce the owner's cache line, in the mirror of the metadata
+// array (the same offset, g_region.mirror bytes on; the inline bits at the same place in the line
+// as SlabMeta's).  Written only when a remote free comes (and by the owner's merge of one): a
+// program whose frees are all its own never writes the mirror, whose pages then stay untouched and
+// cost no RAM.
+struct alignas(64) RemoteState {
   uint32_t inbox_next;             // inbox link (valid while pending)
   std::atomic<uint8_t> pending;    // 1 while the slab is queued on some cache's inbox
+  uint8_t pad_[35];
+  std::atomic<uint64_t> inline_bits[kInlineWords];  // 1 = freed remotely, not yet merged (for a
+                                                    // slab with a record: its mirror holds them)
 };
-static_assert(sizeof(RemoteState) == 40, "RemoteState: 40 bytes per group");
-static_assert(sizeof(SlabMeta) + sizeof(RemoteState) == kSlabMetaBytes, "size_class.h's geometry");
+static_assert(sizeof(RemoteState) == 64, "RemoteState mirrors SlabMeta");
+static_assert(offsetof(SlabMeta, inline_free) == kInlineWord0 * 8 &&
+              offsetof(RemoteState, inline_bits) == kInlineWord0 * 8, "the mirror's layout");
 
 // Where a cache allocates a class from: one bitmap word of its current slab.
 struct Bin {
@@ -181,9 +199,10 @@ struct ThreadCache {
 struct Region {
   char *base = nullptr;          // first page (64 KiB aligned is not required: groups count from it)
   uintptr_t bytes = 0;           // reserved size; ownership is (p - base) < bytes
-  SlabMeta *meta = nullptr;      // one per group
-  RemoteState *remote = nullptr; // one per group
-  std::atomic<uint64_t> *remote_pages = nullptr;  // bit i: page i of `remote` has been written
+  SlabMeta *meta = nullptr;      // one per group, then the bitmap pools (see SlabMeta)
+  RemoteState *remote = nullptr; // the mirror: meta + mirror bytes
+  size_t mirror = 0;             // bytes from a free bitmap word to its remote word
+  std::atomic<uint64_t> *remote_pages = nullptr;  // bit i: page i of the mirror has been written
                                                   // (set before the first store to it, never cleared)
   uint32_t pages = 0;            // a multiple of kGroupPages
 };
@@ -234,21 +253,35 @@ ZNS_INLINE SlabMeta &meta_at(uint32_t page) { return g_region.meta[page / kGroup
 ZNS_INLINE RemoteState &remote_at(uint32_t page) { return g_region.remote[page / kGroupPages]; }
 ZNS_INLINE uint32_t page_of(const SlabMeta *s) { return uint32_t(s - g_region.meta) * kGroupPages; }
 ZNS_INLINE RemoteState &remote_of(const SlabMeta *s) { return g_region.remote[s - g_region.meta]; }
-// Has the RemoteState of the group at `page` ever been written?  Read the remote bits only if so:
-// untouched pages of the array then stay unmapped (see RemoteState).  Writers mark first
-// (remote_will_write, seq_cst), so "not written" reads like a read of zero bits made at this load.
-ZNS_INLINE size_t remote_page_index(uint32_t page, size_t byte) {
-  return (size_t(page / kGroupPages) * sizeof(RemoteState) + byte) >> kPageShift;
+// The free bitmap of slab s (bitmap_words(s->blocks) words), and its remote bits.
+ZNS_INLINE std::atomic<uint64_t> *bits(const SlabMeta *s) {
+  return __atomic_load_n(&s->bitmap, __ATOMIC_RELAXED);
+}
+ZNS_INLINE std::atomic<uint64_t> *rbits(const SlabMeta *s) {
+  return reinterpret_cast<std::atomic<uint64_t> *>(reinterpret_cast<char *>(bits(s)) + g_region.mirror);
+}
+ZNS_INLINE unsigned words_of(const SlabMeta *s) {
+  return bitmap_words(__atomic_load_n(&s->blocks, __ATOMIC_RELAXED));
+}
+// Has the remote state of the slab at `page` ever been written?  Read the remote bits only if so:
+// untouched pages of the mirror then stay unmapped (see RemoteState).  Writers mark the pages of
+// the slab's RemoteState line and of its remote record first (remote_will_write, seq_cst), and a
+// record changes slabs only without remote bits set (depot_take), so "not written" reads like a
+// read of zero bits made at this load.
+ZNS_INLINE size_t mirror_page_index(const void *p) {
+  return size_t(reinterpret_cast<const char *>(p) - reinterpret_cast<const char *>(g_region.remote)) >> kPageShift;
+}
+ZNS_INLINE bool mirror_page_written(size_t i) {
+  return (g_region.remote_pages[i >> 6].load(std::memory_order_seq_cst) >> (i & 63)) & 1;
 }
 ZNS_INLINE bool remote_written(uint32_t page) {
-  size_t i = remote_page_index(page, 0);   // (a writer marks the entry's last page too)
-  return (g_region.remote_pages[i >> 6].load(std::memory_order_seq_cst) >> (i & 63)) & 1;
+  return mirror_page_written(mirror_page_index(&g_region.remote[page / kGroupPages]));
 }
 void remote_will_write(uint32_t page);   // heap.cpp
 // Word w of slab s's remote bits, or 0 where none was ever written (without reading them).
 ZNS_INLINE uint64_t remote_word(const SlabMeta *s, unsigned w, std::memory_order order) {
   uint32_t page = uint32_t(s - g_region.meta) * kGroupPages;
-  return remote_written(page) ? g_region.remote[page / kGroupPages].bits[w].load(order) : 0;
+  return remote_written(page) ? rbits(s)[w].load(order) : 0;
 }
 ZNS_INLINE char *slab_base(const SlabMeta *s) {   // one SlabMeta (64 B) per group (64 KiB)
   static_assert((size_t(1) << kGroupShift) == 1024 * sizeof(SlabMeta));
@@ -258,10 +291,9 @@ ZNS_INLINE char *slab_base(const SlabMeta *s) {   // one SlabMeta (64 B) per gro
 ZNS_INLINE SlabMeta *head_meta(const void *p) {
   return &g_region.meta[(uintptr_t(p) - uintptr_t(g_region.base)) >> kGroupShift];
 }
-// The current slab of a bin, or nullptr.
+// The current slab of a bin (the slab of its word's block 0), or nullptr.
 ZNS_INLINE SlabMeta *bin_slab(const Bin &b) {
-  return b.word == &g_zero_word ? nullptr
-                                : reinterpret_cast<SlabMeta *>(uintptr_t(b.word) & ~uintptr_t(63));
+  return b.word == &g_zero_word ? nullptr : head_meta(b.base);
 }
 // Block index of p in slab s, or -1 when p is not the start of a block.
 ZNS_INLINE int block_index(const SlabMeta *s, const void *p) {
@@ -323,7 +355,8 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   bool start = fast_index(s, off, &i);
   if (kFastChecks && ZNS_UNLIKELY(!start))
     return free_misuse("free of a pointer that is not the start of a block", call, p);
-  uint64_t bit = uint64_t(1) << (i & 63), word = s->free[i >> 6].load(std::memory_order_relaxed);
+  std::atomic<uint64_t> *wp = bits(s) + (i >> 6);
+  uint64_t bit = uint64_t(1) << (i & 63), word = wp->load(std::memory_order_relaxed);
   if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
     return free_local_checked(p, s, call);   // the same free, after a look at the remote bits
   void **lastp = &tc->bin[s->cls].last;
@@ -333,7 +366,7 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
     __atomic_store_n(lastp, p, __ATOMIC_RELAXED);   // free_remote reads it
   } else {
     if (kFastChecks && ZNS_UNLIKELY(last == p)) return free_misuse("double free", call, p);
-    s->free[i >> 6].store(word | bit, std::memory_order_relaxed);
+    wp->store(word | bit, std::memory_order_relaxed);
     if (ZNS_UNLIKELY(--s->credit == 0)) return credit_out(tc, s);   // a parked slab to move
   }
 }
@@ -354,7 +387,7 @@ ZNS_INLINE size_t usable_size(const void *p, const char *call) {
       !s->remote_hint.load(std::memory_order_relaxed)) {
     uint32_t i;
     if (ZNS_LIKELY(fast_index(s, uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1)), &i) &&
-                   !(s->free[i >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63))) &&
+                   !(bits(s)[i >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63))) &&
                    tc->bin[s->cls].last != p))
       return s->size;
   }

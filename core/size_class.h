@@ -18,8 +18,12 @@ inline constexpr size_t kPageShift = 12;
 inline constexpr size_t kMaxSmall = 4096;       // largest request served from slabs
 inline constexpr unsigned kMaxSlabPages = 16;    // slabs span at most this many pages (one group)
 inline constexpr unsigned kMinBlocks = 16;       // slabs hold at least this many blocks
-inline constexpr unsigned kMaxBlocks = 256;      // 4096 / 16: the bitmap covers this many blocks
-inline constexpr unsigned kBitmapWords = kMaxBlocks / 64;
+inline constexpr unsigned kMaxBlocks = 4096;     // 65536 / 16: a group of 16 B blocks
+inline constexpr unsigned kMaxBitmapWords = kMaxBlocks / 64;
+// A slab's free bitmap is in its SlabMeta line when it has at most kInlineWords words (the classes
+// from 352 B); longer ones are records in the bitmap pool of their class (heap.h, "Bitmaps").
+inline constexpr unsigned kInlineWords = 3;
+constexpr unsigned bitmap_words(unsigned blocks) { return (blocks + 63) / 64; }
 
 // Block sizes: 16-byte steps to 256, then four classes per doubling.  Every size is a multiple of
 // 16, so every block is 16-byte aligned (slabs start on a page boundary).
@@ -35,14 +39,19 @@ inline constexpr unsigned kNumClasses = sizeof(kClassSize) / sizeof(kClassSize[0
 // A slab uses the first `pages` pages of its group; the rest of the group is address space only.
 inline constexpr unsigned kGroupPages = 16;
 inline constexpr unsigned kGroupShift = 16;                  // log2(kGroupPages * kPageSize)
-inline constexpr unsigned kSlabMetaBytes = 64 + 40;          // SlabMeta + RemoteState (heap.h)
+// Resident metadata of a slab of `blocks` blocks: its SlabMeta line, and its bitmap record when the
+// bitmap does not fit in the line (the RemoteState line and record are written only where remote
+// frees come).
+constexpr unsigned slab_meta_bytes(unsigned blocks) {
+  return 64 + (bitmap_words(blocks) > kInlineWords ? bitmap_words(blocks) * 8 : 0);
+}
 static_assert(kGroupPages * kPageSize == size_t(1) << kGroupShift);
 static_assert(kMaxSlabPages == kGroupPages, "a slab spans at most its group");
 
-// Pages per slab: the span of at least kMinBlocks and at most kMaxBlocks blocks, within one group,
-// that spends the fewest bytes (unused tail plus the slab's metadata) per byte of blocks.  The
-// metadata is per slab, so a longer span amortises it: 64 B blocks take 4 pages (256 blocks),
-// classes from 256 B up take (nearly) the whole group.
+// Pages per slab: the span of at least kMinBlocks blocks within one group that spends the fewest
+// bytes (unused tail plus the slab's metadata) per byte of blocks.  The metadata line is per slab,
+// so a longer span amortises it: every class takes (nearly) its whole group, but for a few from
+// 256 B that stop where their bitmap still fits in the line (tools/zns-classes prints the table).
 constexpr unsigned slab_pages_for(unsigned size) {
   unsigned best = 0;
   uint64_t best_cost = 0, best_payload = 1;
@@ -50,7 +59,7 @@ constexpr unsigned slab_pages_for(unsigned size) {
     uint64_t span = uint64_t(p) * kPageSize, blocks = span / size;
     if (blocks < kMinBlocks && p < kGroupPages) continue;
     if (blocks > kMaxBlocks) break;
-    uint64_t payload = blocks * size, cost = span - payload + kSlabMetaBytes;
+    uint64_t payload = blocks * size, cost = span - payload + slab_meta_bytes(unsigned(blocks));
     if (best == 0 || cost * best_payload < best_cost * payload) {   // cost / payload is lower
       best = p;
       best_cost = cost;

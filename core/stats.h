@@ -20,7 +20,9 @@ struct HeapSnapshot {
   uint64_t clean_pages;         // empty pages in the depot already returned to the OS
   uint64_t purged_total_pages;  // pages returned to the OS since start
   uint64_t touched_pages;       // pages below the bump pointer (whole groups: metadata exists for these)
-  uint64_t remote_state_bytes;  // resident pages of the RemoteState array (written by remote frees)
+  uint64_t bitmap_pool_bytes;   // bitmap records handed out so far (the pools never shrink)
+  uint64_t remote_state_bytes;  // resident pages of the mirror (RemoteState lines and remote
+                                // records: written by remote frees)
   uint64_t region_bytes;
   uint64_t caches, threads_seen;
   bool secure;                  // ZNS_SECURE=1 (read here, after the heap's init: not racy)

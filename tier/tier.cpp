@@ -343,15 +343,15 @@ bool tier_candidate(uint32_t page) {
 }
 
 uint32_t signature(uint32_t page) {
-  RemoteState &r = remote_at(page);
   const SlabMeta &m = meta_at(page);
+  std::atomic<uint64_t> *f = bits(&m), *rb = rbits(&m);
   uint64_t h = 0;
   // Remote bits only where a remote free ever wrote some: reading the others would map zero pages
-  // over the RemoteState array (see RemoteState).
+  // over the mirror (see RemoteState).
   bool remote = remote_written(page);
-  for (unsigned w = 0; w < kBitmapWords; ++w)   // parked: the owner's frees change the free bits
-    h = (h ^ (remote ? r.bits[w].load(std::memory_order_relaxed) : 0) ^
-         m.free[w].load(std::memory_order_relaxed)) * 0x9E3779B97F4A7C15ull;
+  for (unsigned w = 0, words = words_of(&m); w < words; ++w)   // parked: the owner's frees change the free bits
+    h = (h ^ (remote ? rb[w].load(std::memory_order_relaxed) : 0) ^
+         f[w].load(std::memory_order_relaxed)) * 0x9E3779B97F4A7C15ull;
   return uint32_t(h >> 32) ^ uint32_t(h);
 }
 

@@ -1,6 +1,8 @@
 // The slab heap through its internal API (no interposition: this binary's own malloc is glibc).
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <set>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -55,11 +57,75 @@ TEST_CASE("a slab hands out every block once, then the cache moves to a new slab
       CHECK((uintptr_t(b) - uintptr_t(slab_base(s))) % 128 == 0);
       CHECK(block_size(b) == 128);
     }
-    for (unsigned w = 0; w < kBitmapWords; ++w) CHECK(s->free[w].load() == 0);   // all out
+    for (unsigned w = 0; w < words_of(s); ++w) CHECK(bits(s)[w].load() == 0);   // all out
     char *next = static_cast<char *>(alloc(128));
     CHECK(head_meta(next) != s);                          // the full slab is left behind
     for (char *b : blocks) dealloc(b, "test");
     dealloc(next, "test");
+  }).join();
+}
+
+TEST_CASE("a 16 B slab fills its 64 KiB group, its bitmap a 64-word record outside the line") {
+  std::thread([] {
+    const ClassInfo &ci = class_info(class_of(16));
+    REQUIRE(ci.blocks == 4096);
+    std::vector<char *> blocks;
+    for (unsigned i = 0; i < ci.blocks; ++i) blocks.push_back(static_cast<char *>(alloc(16)));
+    SlabMeta *s = head_meta(blocks[0]);
+    std::set<char *> distinct(blocks.begin(), blocks.end());
+    CHECK(distinct.size() == ci.blocks);
+    for (char *b : blocks) CHECK(head_meta(b) == s);     // one slab, one group
+    CHECK(words_of(s) == 64);
+    uintptr_t w = uintptr_t(bits(s));
+    CHECK((w < uintptr_t(s) || w >= uintptr_t(s + 1)));   // not in its line
+    CHECK(w >= uintptr_t(g_region.meta + g_region.pages / kGroupPages));   // in the pools
+    CHECK(w < uintptr_t(g_region.remote));
+    for (unsigned k = 0; k < 64; ++k) CHECK(bits(s)[k].load() == 0);      // all out
+    char *next = static_cast<char *>(alloc(16));
+    CHECK(head_meta(next) != s);
+    // freed in a scattered order: every bit comes back, and the blocks are reused
+    for (unsigned i = 0; i < ci.blocks; i += 2) dealloc(blocks[i], "test");
+    for (unsigned i = 1; i < ci.blocks; i += 2) dealloc(blocks[i], "test");
+    dealloc(next, "test");
+  }).join();
+}
+
+namespace {
+// Every slab out of the depot: its bitmap's words [first, end), as indexes of g_region.meta's words.
+std::vector<std::pair<uint32_t, uint32_t>> owned_bitmaps() {
+  std::vector<std::pair<uint32_t, uint32_t>> v;
+  for (uint32_t p = 0; p < heap_touched_pages(); p += kGroupPages) {
+    SlabMeta &m = meta_at(p);
+    if (m.owner.load() == kNoOwner) continue;
+    uint32_t off = uint32_t(bits(&m) - reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta));
+    v.push_back({off, off + words_of(&m)});
+    if (words_of(&m) <= kInlineWords) CHECK(bits(&m) == m.inline_free);
+    else CHECK(off >= (g_region.pages / kGroupPages) * 8);
+  }
+  return v;
+}
+}  // namespace
+
+TEST_CASE("live slabs never share bitmap words while slabs change classes in the depot") {
+  std::thread([] {
+    const unsigned sizes[] = {16, 32, 48, 64, 112, 256, 320, 1024, 4096};
+    uint64_t rng = 12345;
+    for (unsigned round = 0; round < 12; ++round) {
+      std::vector<void *> v;
+      for (unsigned k = 0; k < 6000; ++k) {
+        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+        size_t n = sizes[(rng >> 8) % (round % 2 ? 9 : 4)];   // small classes, then all of them
+        void *p = alloc(n);
+        REQUIRE(p);
+        memset(p, int(round), n);
+        v.push_back(p);
+      }
+      auto b = owned_bitmaps();
+      std::sort(b.begin(), b.end());
+      for (size_t i = 1; i < b.size(); ++i) CHECK(b[i - 1].second <= b[i].first);   // disjoint
+      for (void *p : v) dealloc(p, "test");   // empty slabs go back to the depot for others
+      trim();
+    }
   }).join();
 }
 
@@ -115,14 +181,15 @@ TEST_CASE("malloc/free pairs reuse the same block; freed slabs return to the dep
 TEST_CASE("remote frees are merged by the owner and the blocks reused") {
   std::vector<void *> v;
   std::thread([&] {
-    for (int i = 0; i < 1000; ++i) v.push_back(alloc(256));
+    const unsigned n = 5 * class_info(class_of(256)).blocks;   // five full slabs
+    for (unsigned i = 0; i < n; ++i) v.push_back(alloc(256));
     // hand them to another thread to free, while this thread still lives
     std::thread([&] { for (void *p : v) dealloc(p, "test"); }).join();
     // the owner's next refill merges the remote bits: the same addresses come back
     std::set<void *> old(v.begin(), v.end());
-    int reused = 0;
-    for (int i = 0; i < 1000; ++i) reused += old.count(alloc(256)) ? 1 : 0;
-    CHECK(reused >= 900);
+    unsigned reused = 0;
+    for (unsigned i = 0; i < n; ++i) reused += old.count(alloc(256)) ? 1 : 0;
+    CHECK(reused >= n * 9 / 10);
   }).join();
 }
 
@@ -249,8 +316,8 @@ TEST_CASE("slab metadata never borders other memory: an inaccessible page on eac
   void *p = alloc(64);   // the heap is up
   REQUIRE(p != nullptr);
   struct { uintptr_t lo, bytes; const char *name; } arrays[] = {
-      {uintptr_t(g_region.meta), uintptr_t(g_region.pages / kGroupPages) * sizeof(SlabMeta), "SlabMeta"},
-      {uintptr_t(g_region.remote), uintptr_t(g_region.pages / kGroupPages) * sizeof(RemoteState), "RemoteState"},
+      // the SlabMeta lines and bitmap pools, then their mirror (RemoteState lines, remote records)
+      {uintptr_t(g_region.meta), 2 * g_region.mirror, "SlabMeta and its mirror"},
   };
   for (auto &a : arrays) {
     INFO(a.name);

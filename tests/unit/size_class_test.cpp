@@ -37,15 +37,22 @@ TEST_CASE("slab geometry: blocks fit, 16-byte alignment, bounded tail") {
     if (i.blocks > 1) CHECK(i.pages * kPageSize - i.blocks * i.size <= i.pages * kPageSize / 8);
     CHECK(i.blocks >= kMinBlocks);
   }
-  // No in-slab header: a slab's pages are all blocks (64 B: 4 pages of 64 blocks each), and the
-  // 104 bytes of metadata per slab are spread over as many blocks as the bitmap allows.
-  CHECK(class_info(class_of(64)).blocks == 256);
-  CHECK(class_info(class_of(64)).pages == 4);
-  CHECK(class_info(class_of(128)).blocks == 256);
+  // No in-slab header: a slab's pages are all blocks, and every slab fills (nearly) its whole group,
+  // the small classes too (their bitmaps are pool records: 16 B blocks take 64 words).
+  CHECK(class_info(class_of(16)).blocks == 4096);
+  CHECK(class_info(class_of(16)).pages == 16);
+  CHECK(class_info(class_of(32)).blocks == 2048);
+  CHECK(class_info(class_of(64)).blocks == 1024);
+  CHECK(class_info(class_of(128)).blocks == 512);
   CHECK(class_info(class_of(4096)).pages == 16);
-  for (unsigned c = 0; c < kNumClasses; ++c) {   // metadata at most 104 B per 16 KiB of blocks, but
-    const ClassInfo &i = class_info(c);          // for the classes below 64 B (256 blocks at most)
-    if (i.size >= 64) CHECK(uint64_t(i.blocks) * i.size >= 4 * kPageSize);
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    const ClassInfo &i = class_info(c);
+    INFO("class ", c, " (", i.size, " B)");
+    CHECK(i.pages >= 9);   // a slab uses most of its group: a dense heap (DESIGN "Slab groups")
+    // Resident metadata per byte of blocks: the line (and record) of a slab over its blocks.
+    double meta = double(slab_meta_bytes(i.blocks)) / (double(i.blocks) * i.size);
+    CHECK(meta <= (i.size == 16 ? 0.0088 : 0.005));
+    CHECK(bitmap_words(i.blocks) <= kMaxBitmapWords);
   }
 }
 
