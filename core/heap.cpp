@@ -623,11 +623,13 @@ void flush_last(ThreadCache *tc, Bin &b) {
   if (--s->credit == 0) credit_out(tc, s);
 }
 
-// Point a bin at the first bitmap word of s with a free block; false if there is none.
-bool bin_point(Bin &b, SlabMeta *s) {
+// Point a bin at the first bitmap word of s with a free block, from word `from` on and then from
+// word 0 (a 16 B slab has 64 words: a step to the next word need not scan the ones it used up);
+// false if there is none.
+bool bin_point(Bin &b, SlabMeta *s, unsigned from = 0) {
   std::atomic<uint64_t> *f = bits(s);
-  for (unsigned w = 0, words = words_of(s); w < words; ++w)
-    if (f[w].load(std::memory_order_relaxed)) {
+  for (unsigned k = 0, words = words_of(s); k < words; ++k)
+    if (unsigned w = from + k < words ? from + k : from + k - words; f[w].load(std::memory_order_relaxed)) {
       b.size = s->size;
       b.base = slab_base(s) + size_t(w) * 64 * s->size;
       b.word = &f[w];
@@ -1206,7 +1208,8 @@ void *alloc_slow(unsigned cls) {
   // needs none of the refill's bookkeeping (remote buffer, clock, inbox).  (The sentinel caches'
   // bins and secure mode's name no slab.)
   Bin &b = tc->bin[cls];
-  if (SlabMeta *s = bin_slab(b); s && bin_point(b, s)) return take_lowest(tc, b, cls);
+  if (SlabMeta *s = bin_slab(b); s && bin_point(b, s, unsigned(b.word - bits(s)) + 1))
+    return take_lowest(tc, b, cls);
   if (tc->id == kSentinelId) {
     if (tc == &g_dead_cache) return orphan_alloc(cls);
     tc = thread_attach();
