@@ -18,17 +18,19 @@ inline constexpr size_t kPageShift = 12;
 inline constexpr size_t kMaxSmall = 4096;       // largest request served from slabs
 inline constexpr unsigned kMaxSlabPages = 16;    // slabs span at most this many pages (one group)
 inline constexpr unsigned kMinBlocks = 16;       // slabs hold at least this many blocks
-inline constexpr unsigned kMaxBlocks = 4096;     // 65536 / 16: a group of 16 B blocks
+inline constexpr unsigned kMaxBlocks = 8192;     // 65536 / 8: a group of 8 B blocks
 inline constexpr unsigned kMaxBitmapWords = kMaxBlocks / 64;
 // A slab's free bitmap is in its SlabMeta line when it has at most kInlineWords words (the classes
-// from 352 B); longer ones are records in the bitmap pool of their class (heap.h, "Bitmaps").
+// from 256 B); longer ones are records in the bitmap pool of their class (heap.h, "Bitmaps").
 inline constexpr unsigned kInlineWords = 3;
 constexpr unsigned bitmap_words(unsigned blocks) { return (blocks + 63) / 64; }
 
-// Block sizes: 16-byte steps to 256, then four classes per doubling.  Every size is a multiple of
-// 16, so every block is 16-byte aligned (slabs start on a page boundary).
+// Block sizes: 8, then 16-byte steps to 256, then four classes per doubling.  Every size from 16 is
+// a multiple of 16, so every block of 16 B or more is 16-byte aligned (slabs start on a page
+// boundary); 8 B blocks are 8-byte aligned, as any object of 8 bytes or less needs (what jemalloc,
+// tcmalloc and mimalloc return too; glibc gives 16).
 inline constexpr uint16_t kClassSize[] = {
-    16,   32,   48,   64,   80,   96,   112,  128,  144,  160,  176,  192,  208,  224,  240,  256,
+    8,    16,   32,   48,   64,   80,   96,   112,  128,  144,  160,  176,  192,  208,  224,  240,  256,
     288,  320,  352,  384,  416,  448,  480,  512,  576,  640,  704,  768,  832,  896,  960,  1024,
     1152, 1280, 1408, 1536, 1664, 1792, 1920, 2048, 2304, 2560, 2816, 3072, 3328, 3584, 3840, 4096,
 };
@@ -84,15 +86,15 @@ constexpr ClassInfo make_class_info(unsigned c) {
 
 struct ClassTable {
   ClassInfo info[kNumClasses];
-  uint8_t by_granule[kMaxSmall / 16 + 1];   // (n + 15) / 16  ->  class
+  uint8_t by_granule[kMaxSmall / 8 + 1];    // (n + 7) / 8  ->  class
 };
 
 constexpr ClassTable make_class_table() {
   ClassTable t{};
   for (unsigned c = 0; c < kNumClasses; ++c) t.info[c] = make_class_info(c);
   unsigned c = 0;
-  for (unsigned g = 0; g <= kMaxSmall / 16; ++g) {
-    unsigned n = g * 16;
+  for (unsigned g = 0; g <= kMaxSmall / 8; ++g) {
+    unsigned n = g * 8;
     while (kClassSize[c] < n) ++c;
     t.by_granule[g] = uint8_t(c);
   }
@@ -102,7 +104,7 @@ constexpr ClassTable make_class_table() {
 inline constexpr ClassTable kClasses = make_class_table();
 
 // The class for a request of n <= kMaxSmall bytes.
-inline unsigned class_of(size_t n) { return kClasses.by_granule[(n + 15) >> 4]; }
+constexpr unsigned class_of(size_t n) { return kClasses.by_granule[(n + 7) >> 3]; }
 inline const ClassInfo &class_info(unsigned c) { return kClasses.info[c]; }
 
 // An offset in the slab is a block start iff the low half of offset * magic is below magic (one
@@ -115,19 +117,19 @@ inline bool is_block_start(uint32_t off, uint32_t magic) { return uint32_t(uint6
 constexpr bool classes_valid() {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     const ClassInfo &i = kClasses.info[c];
-    if (i.size % 16 != 0) return false;                               // 16-byte alignment
+    if (i.size % (i.size >= 16 ? 16 : 8) != 0) return false;          // alignment (see kClassSize)
     if (c > 0 && i.size <= kClasses.info[c - 1].size) return false;   // strictly increasing
     if (i.blocks == 0 || i.blocks > kMaxBlocks) return false;         // bitmap fits
     if (i.pages < 1 || i.pages > kMaxSlabPages) return false;
     // exact division by multiplication for every block offset in the slab
-    for (uint64_t off = 0; off < uint64_t(i.pages) * kPageSize; off += 16)
+    for (uint64_t off = 0; off < uint64_t(i.pages) * kPageSize; off += 8)
       if (((off * i.magic) >> 32) != off / i.size) return false;
     // the bounds behind is_block_start (below): the slab's blocks span at most 2^16 bytes, and
     // magic exceeds 2^16 + size
     if (uint64_t(i.blocks) * i.size > 65536 || uint64_t(i.magic) <= 65536u + i.size) return false;
   }
   for (unsigned n = 0; n <= kMaxSmall; ++n) {
-    unsigned c = kClasses.by_granule[(n + 15) >> 4];
+    unsigned c = kClasses.by_granule[(n + 7) >> 3];
     if (kClasses.info[c].size < n) return false;                        // big enough
     if (c > 0 && kClasses.info[c - 1].size >= n && n > 0) return false; // and the smallest such
   }
@@ -135,6 +137,6 @@ constexpr bool classes_valid() {
 }
 static_assert(kClassSize[kNumClasses - 1] == kMaxSmall, "the last class is the largest small size");
 static_assert(classes_valid(), "size class table is inconsistent");
-static_assert(kClasses.by_granule[(100 + 15) >> 4] == 6, "a 100-byte request costs 112, not 128");
+static_assert(class_of(100) == 7 && kClassSize[7] == 112, "a 100-byte request costs 112, not 128");
 
 }  // namespace zns

@@ -28,7 +28,7 @@ ZNS_INLINE void free_impl(void *p, const char *call) {
 
 // align: a power of two.
 ZNS_INLINE void *memalign_impl(size_t align, size_t n) {
-  if (align <= 16) return malloc_impl(n);
+  if (align <= 8 || (align <= 16 && n > 8)) return malloc_impl(n);   // (8 B blocks: 8-aligned)
   if (align <= kPageSize && n <= kMaxSmall) {
     void *p = alloc_aligned(n, align);
     if (ZNS_LIKELY(p != nullptr)) return p;

@@ -52,7 +52,7 @@ ZNS_INLINE void *new_impl_nothrow(size_t n, std::align_val_t al) noexcept {
 ZNS_INLINE void sized_free(void *p, size_t n, size_t align, const char *call) {
   if (kFastChecks && owns(p) && n <= kMaxSmall) {
     unsigned want = class_of(n);
-    if (align > 16) {
+    if (align > 8) {   // memalign_impl: alloc_aligned's class (for 16, the same but at 8 B)
       want = class_of(n > align ? n : align);
       while (kClasses.info[want].size % align != 0) ++want;
     }

@@ -48,12 +48,13 @@ void wrong_size_aligned() {
 int main() {
   int zns = zt_zns_mode();
   // the right sizes, every form
-  for (size_t n : {size_t(0), size_t(1), size_t(15), size_t(16), size_t(100), size_t(4096), size_t(5000)}) {
+  for (size_t n : {size_t(0), size_t(1), size_t(8), size_t(9), size_t(15), size_t(16), size_t(100), size_t(4096), size_t(5000)}) {
     void *p = ::operator new(n);
     ::operator delete(ZT_OPAQUE(p), n);
     p = ::operator new[](n);
     ::operator delete[](ZT_OPAQUE(p), n);
-    for (size_t al : {size_t(32), size_t(64), size_t(256), size_t(4096)}) {
+    // (8 and 16: requests of 0..8 bytes get 8 B blocks, but not with an alignment of 16)
+    for (size_t al : {size_t(8), size_t(16), size_t(32), size_t(64), size_t(256), size_t(4096)}) {
       p = ::operator new(n, std::align_val_t(al));
       CHECK(uintptr_t(p) % al == 0, "new(%zu, align %zu) = %p", n, al, p);
       ::operator delete(ZT_OPAQUE(p), n, std::align_val_t(al));

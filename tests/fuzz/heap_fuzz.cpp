@@ -133,11 +133,15 @@ struct Model {
 };
 Model g_model;
 
+// The alignment malloc promises for n bytes: 16, or 8 for an 8 B block (size_class.h).
+size_t plain_align(size_t n) { return n > 8 ? 16 : 8; }
+
 // Checks a block the heap just handed out (not yet in the model) and returns its usable size.
 size_t check_new(Model &m, char *p, size_t req, size_t align, bool plain) {
   ENSURE(p != nullptr, p, req, align);
   ENSURE(zns::owns(p), p, req, align);
-  ENSURE(uintptr_t(p) % 16 == 0, p, req, align);
+  // 16-byte aligned, but an 8 B block asked for without an alignment above 8
+  ENSURE(uintptr_t(p) % (req > 8 || align > 8 ? 16 : 8) == 0, p, req, align);
   ENSURE(uintptr_t(p) % align == 0, p, req, align);
   size_t u = zns::block_size(p);
   ENSURE(u >= req && u <= kMax, p, u, req);
@@ -197,10 +201,10 @@ struct Op {
 void do_malloc(Model &m, unsigned s, size_t n) {
   release(m, s);
   char *p = static_cast<char *>(zns::alloc(n));
-  size_t u = check_new(m, p, n, 16, true);
+  size_t u = check_new(m, p, n, plain_align(n), true);
   uint64_t key = m.next_key++;
   fill(p, 0, u, key);
-  insert(m, s, p, n, 16, u, key);
+  insert(m, s, p, n, plain_align(n), u, key);
 }
 
 void do_calloc(Model &m, unsigned s, size_t cnt, size_t sz) {
@@ -208,12 +212,12 @@ void do_calloc(Model &m, unsigned s, size_t cnt, size_t sz) {
   if (__builtin_mul_overflow(cnt, sz, &total) || total > kMax) return;   // not a slab request
   release(m, s);
   char *p = static_cast<char *>(zns::alloc(total));
-  size_t u = check_new(m, p, total, 16, true);
+  size_t u = check_new(m, p, total, plain_align(total), true);
   memset(p, 0, u);
   ENSURE(first_nonzero(p, u) < 0, p, first_nonzero(p, u), u);
   uint64_t key = m.next_key++;
   fill(p, 0, u, key);
-  insert(m, s, p, total, 16, u, key);
+  insert(m, s, p, total, plain_align(total), u, key);
 }
 
 void do_memalign(Model &m, unsigned s, size_t n, unsigned log2) {
@@ -239,7 +243,7 @@ void do_realloc(Model &m, unsigned s, size_t n) {
     return;
   }
   char *q = static_cast<char *>(zns::alloc(n));
-  size_t u = check_new(m, q, n, 16, true);   // must not overlap the old block either
+  size_t u = check_new(m, q, n, plain_align(n), true);   // must not overlap the old block either
   size_t keep = n < b.req ? n : b.req;
   memcpy(q, b.p, keep);
   long bad = verify(q, keep, b.key);
@@ -247,7 +251,7 @@ void do_realloc(Model &m, unsigned s, size_t n) {
   fill(q, keep, u, b.key);
   uint64_t key = b.key;
   release(m, s);
-  insert(m, s, q, n, 16, u, key);
+  insert(m, s, q, n, plain_align(n), u, key);
 }
 
 void do_usable(Model &m, unsigned s) {

@@ -16,7 +16,9 @@ TEST_CASE("every request size maps to the smallest class that holds it") {
 
 TEST_CASE("rounding is fine-grained") {
   CHECK(class_info(class_of(100)).size == 112);   // a 100-byte request does not cost 128
-  CHECK(class_info(class_of(0)).size == 16);      // malloc(0) gets a real block
+  CHECK(class_info(class_of(0)).size == 8);       // malloc(0) gets a real block
+  CHECK(class_info(class_of(8)).size == 8);
+  CHECK(class_info(class_of(9)).size == 16);
   CHECK(class_info(class_of(4096)).size == 4096);
   // above 16 bytes a request never wastes more than half its block, and from 64 bytes up at most
   // 1/8 of its block plus 16 bytes
@@ -27,10 +29,10 @@ TEST_CASE("rounding is fine-grained") {
   }
 }
 
-TEST_CASE("slab geometry: blocks fit, 16-byte alignment, bounded tail") {
+TEST_CASE("slab geometry: blocks fit, 16-byte alignment (8 at 8 B), bounded tail") {
   for (unsigned c = 0; c < kNumClasses; ++c) {
     const ClassInfo &i = class_info(c);
-    CHECK(i.size % 16 == 0);
+    CHECK(i.size % (i.size >= 16 ? 16 : 8) == 0);
     CHECK(i.blocks * i.size <= i.pages * kPageSize);
     CHECK((i.blocks + 1) * i.size > i.pages * kPageSize);       // no room for one more
     CHECK(i.blocks <= kMaxBlocks);
@@ -38,7 +40,8 @@ TEST_CASE("slab geometry: blocks fit, 16-byte alignment, bounded tail") {
     CHECK(i.blocks >= kMinBlocks);
   }
   // No in-slab header: a slab's pages are all blocks, and every slab fills (nearly) its whole group,
-  // the small classes too (their bitmaps are pool records: 16 B blocks take 64 words).
+  // the small classes too (their bitmaps are pool records: 8 B blocks take 128 words).
+  CHECK(class_info(class_of(8)).blocks == 8192);   // 128 words
   CHECK(class_info(class_of(16)).blocks == 4096);
   CHECK(class_info(class_of(16)).pages == 16);
   CHECK(class_info(class_of(32)).blocks == 2048);
@@ -51,7 +54,7 @@ TEST_CASE("slab geometry: blocks fit, 16-byte alignment, bounded tail") {
     CHECK(i.pages >= 9);   // a slab uses most of its group: a dense heap (DESIGN "Slab groups")
     // Resident metadata per byte of blocks: the line (and record) of a slab over its blocks.
     double meta = double(slab_meta_bytes(i.blocks)) / (double(i.blocks) * i.size);
-    CHECK(meta <= (i.size == 16 ? 0.0088 : 0.005));
+    CHECK(meta <= (i.size == 8 ? 0.0167 : i.size == 16 ? 0.0088 : 0.005));
     CHECK(bitmap_words(i.blocks) <= kMaxBitmapWords);
   }
 }
