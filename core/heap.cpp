@@ -690,7 +690,7 @@ uint64_t rng_next(ThreadCache *tc) {   // xorshift64
 // block cannot look quarantined by accident (and a hostile one only by knowing the secret).
 uint64_t quarantine_mark(const void *p) { return uint64_t(uintptr_t(p)) ^ g_secret; }
 
-bool words_zero(const uint64_t *w, size_t n) {   // n is even: blocks are multiples of 16 bytes
+bool words_zero(const uint64_t *w, size_t n) {   // n words (one, for an 8 B block)
   typedef uint64_t v2 __attribute__((vector_size(16), aligned(8)));   // (unaligned loads are fine)
   v2 a = {0, 0}, b = {0, 0};
   size_t k = 0;
@@ -1141,10 +1141,17 @@ void region_init() {
     uint64_t groups = pages / kGroupPages;
     // The metadata reservation (SlabMeta "Bitmaps"): a line per group, then each class's bitmap
     // pool with room for a record per group; its mirror follows (RemoteState).  Address space
-    // only: pages are touched where slabs are (1.8 KiB of pools per group reserved).
-    uint64_t words = groups * 8;
+    // only: pages are touched where slabs are (2.9 KiB of pools per group reserved).
+    // Each pool starts on a page, at the offset in the page where the previous one's first record
+    // ends: so the first records of the classes fall in different cache sets (pools start at
+    // multiples of 8 MiB otherwise, and the hot records of every class would compete for one set).
+    uint64_t words = groups * 8, color = 0;   // (color: words into a page)
     for (unsigned c = 0; c < kNumClasses; ++c) {
       unsigned w = bitmap_words(kClasses.info[c].blocks);
+      if (w > kInlineWords) {
+        words = ((words + 511) & ~uint64_t(511)) + color;
+        color = (color + w) % 512;
+      }
       g_bitmap_pool[c] = BitmapPool{words, w > kInlineWords ? w : 0, 0, kNil};
       if (w > kInlineWords) words += groups * w;
     }
