@@ -1009,11 +1009,12 @@ void apply_remote(void *const *ps, unsigned n) {
       if (now == kSharedOwner) {
         shared_settle(s);
       } else if (meta_at(page).share.load(std::memory_order_acquire) == kParkedIdle) {
-        // Complete?  A one-word slab answers from our OR's result; else count.
-        unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
-        bool complete = blocks <= 64 ? ((old | mask | bits(s)[0].load(std::memory_order_relaxed)) ==
-                                        (blocks == 64 ? ~uint64_t(0) : (uint64_t(1) << blocks) - 1))
-                                     : parked_complete(s);
+        // Complete?  Not unless our word now is (our OR's result and the owner's bits cover it):
+        // most frees leave it short, and only then is every word of the slab counted (up to 128).
+        unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED), left = blocks - w * 64;
+        uint64_t full = left >= 64 ? ~uint64_t(0) : (uint64_t(1) << left) - 1;
+        bool complete = (old | mask | bits(s)[w].load(std::memory_order_relaxed)) == full &&
+                        (blocks <= 64 || parked_complete(s));
         if (complete && uint32_t(now_ms()) - __atomic_load_n(&g_caches[owner_cache(now)]->last_refill_ms,
                                                              __ATOMIC_RELAXED) >= kParkIdleMs)
           parked_purge(s);

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <set>
 #include <sys/mman.h>
@@ -127,6 +128,35 @@ TEST_CASE("live slabs never share bitmap words while slabs change classes in the
       trim();
     }
   }).join();
+}
+
+TEST_CASE("remote frees that complete a parked slab of an idle owner give its pages back at once") {
+  // a 64-word record; 455 blocks (its last word partly used); a one-word inline bitmap
+  for (size_t size : {size_t(16), size_t(144), size_t(1024)}) {
+    INFO("size ", size);
+    std::vector<void *> v;
+    SlabMeta *s = nullptr;
+    std::atomic<int> step{0};
+    std::thread owner([&] {
+      const unsigned n = class_info(class_of(size)).blocks;
+      for (unsigned i = 0; i <= n; ++i) v.push_back(alloc(size));   // one slab full (parked), one more
+      s = head_meta(v[0]);
+      step = 1;
+      while (step.load() != 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));   // idle
+    });
+    while (step.load() != 1) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(3 * kParkIdleMs));
+    std::thread([&] {   // every block of the parked slab, scattered, by another thread: no trim
+      const unsigned n = s->blocks;
+      for (unsigned i = 0; i < n; i += 2) dealloc(v[i], "test");
+      for (unsigned i = 1; i < n; i += 2) dealloc(v[i], "test");
+      flush_thread();
+    }).join();
+    CHECK(__atomic_load_n(&s->purged, __ATOMIC_RELAXED) == 1);
+    step = 2;
+    owner.join();
+    std::thread([&] { dealloc(v.back(), "test"); flush_thread(); }).join();
+  }
 }
 
 TEST_CASE("a refill takes the parked slab that has waited longest since a quarter of it came back") {
