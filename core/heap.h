@@ -17,8 +17,8 @@
 //             tier name a slab by its first page ("head"), always a multiple of 16
 //   owner     the thread cache a slab belongs to; only the owner writes SlabMeta.free
 //   local     free by the owner: a plain bit set in SlabMeta.free
-//   remote    free by any other thread: an atomic bit set in RemoteState.bits, and the slab is
-//             queued once on the owner's inbox; the owner merges the bits in its slow path
+//   remote    free by any other thread: an atomic bit set in the slab's remote bits (rbits), and
+//             the slab is queued once on the owner's inbox; the owner merges them in its slow path
 //   current   the slab a thread cache allocates from for a class
 //   parked    a slab its cache filled and keeps owning: the owner's frees into it are local (the
 //             fast path, counted down in `credit`); on the cache's partial list once a quarter is
