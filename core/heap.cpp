@@ -148,10 +148,12 @@ std::atomic<uint64_t> *record_at(unsigned c, uint32_t k) {
   return reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta) + g_bitmap_pool[c].start +
          size_t(k) * g_bitmap_pool[c].words;
 }
-// The class of the pool a record belongs to, or kNumClasses for a line's own words (or none).
+// The class of the pool a slab's record belongs to, or kNumClasses for a line's own words (or
+// none).  Found by address, not from `cls`: a slab that depot_take had to give back (the tier's
+// file was full) returns to the depot with its new record and its old `cls`.
 unsigned record_class(const SlabMeta &m) {
-  size_t off = size_t(m.bitmap - reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta));
   if (!m.bitmap || m.bitmap == m.inline_free) return kNumClasses;
+  size_t off = size_t(m.bitmap - reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta));
   for (unsigned c = 0; c < kNumClasses; ++c) {
     const BitmapPool &p = g_bitmap_pool[c];
     if (p.words && off >= p.start && off < p.start + size_t(g_region.pages / kGroupPages) * p.words) return c;
