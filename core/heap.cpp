@@ -125,6 +125,7 @@ void set_owner(SlabMeta *s, uint32_t owner, std::memory_order order = std::memor
 unsigned free_count(const SlabMeta *s) {
   unsigned n = 0;
   std::atomic<uint64_t> *f = bits(s);
+  if (f == full_bits()) return 0;
   for (unsigned w = 0, words = words_of(s); w < words; ++w)
     n += unsigned(__builtin_popcountll(f[w].load(std::memory_order_relaxed)));
   return n;
@@ -132,14 +133,17 @@ unsigned free_count(const SlabMeta *s) {
 
 // ---- bitmap pools (see SlabMeta "Bitmaps") -------------------------------------------------------
 // One per class whose bitmap does not fit in the line: records of `words` words at word `start`
-// (of g_region.meta seen as words) onwards, room for one per group, so a pool never runs out.  A
-// record is free (on `free_head`, linked through its first word) or held by one slab.  Under the
-// depot lock.
+// (of g_region.meta seen as words) onwards, room for one per group, so a pool never runs out; the
+// remote records are the same places in the mirror, handed out apart from the free ones (a full
+// slab gives its free record back and keeps its remote one).  A record is free (on its free list,
+// linked through its first word) or held by one slab.  Under the depot lock.
 struct BitmapPool {
   size_t start;            // word index of record 0 (of g_region.meta seen as words)
   uint32_t words;          // words per record; 0: the class's bitmap is inline
-  uint32_t bump;           // records handed out so far
-  uint32_t free_head;      // a free record's index, or kNil
+  uint32_t bump;           // free-bit records handed out so far
+  uint32_t free_head;      // a free one's index, or kNil
+  uint32_t rbump;          // remote records handed out so far
+  uint32_t rfree_head;     // a free one's index, or kNil
 };
 BitmapPool g_bitmap_pool[kNumClasses];
 
@@ -148,40 +152,135 @@ std::atomic<uint64_t> *record_at(unsigned c, uint32_t k) {
   return reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta) + g_bitmap_pool[c].start +
          size_t(k) * g_bitmap_pool[c].words;
 }
-// The class of the pool a slab's record belongs to, or kNumClasses for a line's own words (or
-// none).  Found by address, not from `cls`: a slab that depot_take had to give back (the tier's
-// file was full) returns to the depot with its new record and its old `cls`.
-unsigned record_class(const SlabMeta &m) {
-  if (!m.bitmap || m.bitmap == m.inline_free) return kNumClasses;
-  size_t off = size_t(m.bitmap - reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta));
+std::atomic<uint64_t> *mirror_of(std::atomic<uint64_t> *b) {
+  return reinterpret_cast<std::atomic<uint64_t> *>(reinterpret_cast<char *>(b) + g_region.mirror);
+}
+std::atomic<uint64_t> *mirror_of_back(std::atomic<uint64_t> *r) {
+  return reinterpret_cast<std::atomic<uint64_t> *>(reinterpret_cast<char *>(r) - g_region.mirror);
+}
+// Point slab m's bitmap at b (the depot, or the owner swapping a record and kFullBits), one step
+// of its record generation first (see freed_in_bitmap).
+void bits_set(SlabMeta &m, std::atomic<uint64_t> *b) {
+  m.inline_free[0].store(m.inline_free[0].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  __atomic_store_n(&m.bitmap, b, __ATOMIC_RELEASE);   // the scans read it racily
+}
+// The class of the pool a free-bit record belongs to, or kNumClasses (a line's own words,
+// kFullBits, none).  By address, not from `cls`: a slab that depot_take had to give back (the
+// tier's file was full) returns to the depot with its new records and its old `cls`.
+unsigned pool_of(const std::atomic<uint64_t> *b) {
+  size_t off = size_t(b - reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta));
   for (unsigned c = 0; c < kNumClasses; ++c) {
     const BitmapPool &p = g_bitmap_pool[c];
     if (p.words && off >= p.start && off < p.start + size_t(g_region.pages / kGroupPages) * p.words) return c;
   }
   return kNumClasses;
 }
+uint32_t record_index(unsigned c, const std::atomic<uint64_t> *b) {
+  return uint32_t(size_t(b - record_at(c, 0)) / g_bitmap_pool[c].words);
+}
+// A free-bit record of class c (its words as its last holder left them), and back.
+std::atomic<uint64_t> *record_get(unsigned c) {
+  BitmapPool &pool = g_bitmap_pool[c];
+  if (pool.free_head == kNil) return record_at(c, pool.bump++);
+  std::atomic<uint64_t> *b = record_at(c, pool.free_head);
+  pool.free_head = uint32_t(b[0].load(std::memory_order_relaxed));
+  return b;
+}
+void record_put(unsigned c, std::atomic<uint64_t> *b) {
+  // (release: a reader of a stale bitmap pointer that sees this word sees the generation's step;
+  // see freed_in_bitmap)
+  b[0].store(g_bitmap_pool[c].free_head, std::memory_order_release);
+  g_bitmap_pool[c].free_head = record_index(c, b);
+}
+// Before a first store to the mirror page of p (see Region.remote_pages).
+ZNS_INLINE void mark_mirror_written(const void *p) {
+  size_t i = mirror_page_index(p);
+  std::atomic<uint64_t> &w = g_region.remote_pages[i >> 6];
+  uint64_t bit = uint64_t(1) << (i & 63);
+  if (!(w.load(std::memory_order_seq_cst) & bit)) w.fetch_or(bit, std::memory_order_seq_cst);
+}
+// A remote record of class c, and back.  The free list's links are remote words: their pages are
+// marked written first, so that depot_take clears the link of the one it takes (as any stray).
+std::atomic<uint64_t> *rrecord_get(unsigned c) {
+  BitmapPool &pool = g_bitmap_pool[c];
+  if (pool.rfree_head == kNil) return mirror_of(record_at(c, pool.rbump++));
+  std::atomic<uint64_t> *r = mirror_of(record_at(c, pool.rfree_head));
+  pool.rfree_head = uint32_t(r[0].load(std::memory_order_relaxed));
+  return r;
+}
+void rrecord_put(unsigned c, std::atomic<uint64_t> *r) {
+  mark_mirror_written(r);
+  r[0].store(g_bitmap_pool[c].rfree_head, std::memory_order_relaxed);
+  g_bitmap_pool[c].rfree_head = record_index(c, mirror_of_back(r));
+}
 
 // Give slab m (in the depot, no remote bits) the bitmap of class cls: its own line's words, or a
-// record of cls's pool (the one it holds, if it held one of that class).  Under the depot lock.
+// free-bit and a remote record of cls's pool (the ones it holds, if it held that class's).  Under
+// the depot lock.
 void bitmap_assign(SlabMeta &m, unsigned cls) {
-  unsigned held = record_class(m);
-  if (held == cls) return;
-  if (held != kNumClasses) {   // back to its pool
-    BitmapPool &old = g_bitmap_pool[held];
-    m.bitmap[0].store(old.free_head, std::memory_order_relaxed);
-    old.free_head = uint32_t(size_t(m.bitmap - record_at(held, 0)) / old.words);
-  }
+  std::atomic<uint64_t> *b = m.bitmap, **rr = &g_region.rrec[&m - g_region.meta];
   BitmapPool &pool = g_bitmap_pool[cls];
-  std::atomic<uint64_t> *b;
-  if (pool.words == 0) {
-    b = m.inline_free;
-  } else if (pool.free_head != kNil) {
-    b = record_at(cls, pool.free_head);
-    pool.free_head = uint32_t(b[0].load(std::memory_order_relaxed));
-  } else {
-    b = record_at(cls, pool.bump++);
+  if (b && b != m.inline_free) {   // it holds records: a remote one, and a free-bit one unless full
+    unsigned held = pool_of(mirror_of_back(*rr));
+    if (held == cls) {
+      if (b == full_bits()) bits_set(m, record_get(cls));   // (a full slab is never in the depot)
+      return;
+    }
+    if (b != full_bits()) record_put(pool_of(b), b);
+    rrecord_put(held, *rr);
   }
-  __atomic_store_n(&m.bitmap, b, __ATOMIC_RELAXED);   // the scans read it racily
+  if (pool.words == 0) {
+    bits_set(m, m.inline_free);
+    return;
+  }
+  __atomic_store_n(rr, rrecord_get(cls), __ATOMIC_RELAXED);   // the scans read it racily
+  bits_set(m, record_get(cls));
+}
+
+// Full slabs (SlabMeta "Full slabs").  The owner of slab s, which has a record and no free block
+// (its remote bits are its own), gives the record back: s's bitmap reads all ones until
+// bits_install.  Not in ZNS_SECURE (its frees never take the fast path) nor in the unchecked build
+// (whose free fast path does not look at the bit, and would store to kFullBits).
+void bits_release(SlabMeta *s) {
+  std::atomic<uint64_t> *b = bits(s);
+  if (!kFastChecks || g_secure || b == s->inline_free || b == full_bits()) return;
+  bits_set(*s, full_bits());
+  Guard g(g_depot.lock);
+  record_put(s->cls, b);   // (an owned slab's record is its class's)
+}
+// The owner (or a claimer) of a full slab needs its bits: a zeroed record of its class.
+std::atomic<uint64_t> *bits_install(SlabMeta *s) {
+  std::atomic<uint64_t> *b;
+  {
+    Guard g(g_depot.lock);
+    b = record_get(s->cls);
+  }
+  for (unsigned w = 0, words = words_of(s); w < words; ++w)
+    b[w].store(0, std::memory_order_release);   // (see freed_in_bitmap)
+  bits_set(*s, b);
+  return b;
+}
+
+// Are any of `mask`'s blocks free in word w of slab s's bitmap, as a thread that does not own s
+// sees it?  A positive is confirmed against the slab's record generation: the owner of a full slab
+// gives its record back (bits_release), and another slab may take it and set bits in it before
+// our load.  A stale negative is harmless: the owner's merge (merge_remote) checks the remote bits
+// against its bitmap again.  (Every store to a record is a release on x86-64, whose loads are not
+// reordered either: the fence and the release stores make the order the reasoning needs explicit.)
+ZNS_NOINLINE bool freed_in_record(const SlabMeta *s, unsigned w, uint64_t mask) {
+  for (;;) {
+    uint64_t gen = s->inline_free[0].load(std::memory_order_acquire);
+    std::atomic<uint64_t> *b = __atomic_load_n(&s->bitmap, __ATOMIC_ACQUIRE);
+    if (b == full_bits() || !(b[w].load(std::memory_order_relaxed) & mask)) return false;
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (s->inline_free[0].load(std::memory_order_relaxed) == gen) return true;
+  }
+}
+ZNS_INLINE bool freed_in_bitmap(const SlabMeta *s, unsigned w, uint64_t mask) {
+  std::atomic<uint64_t> *b = bits(s);
+  if (b == full_bits() || !(b[w].load(std::memory_order_relaxed) & mask)) return false;
+  return b == s->inline_free || freed_in_record(s, w, mask);   // (inline bits are never swapped)
 }
 
 // Purge the oldest dirty slabs while the depot holds more than it may, or they are older than the
@@ -371,7 +470,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   for (unsigned w = 0, words = bitmap_words(ci.blocks); w < words; ++w) {
     unsigned lo = w * 64;
     uint64_t x = ci.blocks >= lo + 64 ? ~uint64_t(0) : (uint64_t(1) << (ci.blocks - lo)) - 1;
-    f[w].store(x, std::memory_order_relaxed);
+    f[w].store(x, std::memory_order_release);   // (see freed_in_bitmap)
     // Strays from an earlier life (of the slab or of the record) are dropped; never looked at
     // where no remote free ever came.
     if (mirror_page_written(mirror_page_index(rb + w)) && rb[w].load(std::memory_order_relaxed) != 0)
@@ -431,6 +530,7 @@ unsigned merge_remote(SlabMeta *s) {
   unsigned n = 0;
   for (unsigned w = 0, words = words_of(s); w < words; ++w) {
     if (rb[w].load(std::memory_order_relaxed) == 0) continue;
+    if (fb == full_bits()) fb = bits_install(s);
     uint64_t x = rb[w].exchange(0, std::memory_order_seq_cst);
     uint64_t f = fb[w].load(std::memory_order_relaxed);
     if (x & f) fatal("double free", "free", slab_base(s) + (w * 64 + __builtin_ctzll(x & f)) * s->size);
@@ -560,15 +660,13 @@ void drain_detached(ThreadCache *o) {
   if (!o->attached.load(std::memory_order_seq_cst)) drain_inbox(o, false);
 }
 
+
 void remote_will_write(uint32_t page) {
   SlabMeta *s = &meta_at(page);
   std::atomic<uint64_t> *rb = rbits(s);
-  for (size_t i : {mirror_page_index(&remote_at(page)), mirror_page_index(rb),
-                   mirror_page_index(rb + words_of(s) - 1)}) {
-    std::atomic<uint64_t> &w = g_region.remote_pages[i >> 6];
-    uint64_t bit = uint64_t(1) << (i & 63);
-    if (!(w.load(std::memory_order_seq_cst) & bit)) w.fetch_or(bit, std::memory_order_seq_cst);
-  }
+  mark_mirror_written(&remote_at(page));
+  mark_mirror_written(rb);
+  mark_mirror_written(rb + words_of(s) - 1);
 }
 
 // Queue the slab at `page` on its owner's inbox (once), so the owner merges its remote bits.
@@ -630,6 +728,7 @@ void flush_last(ThreadCache *tc, Bin &b) {
 // false if there is none.
 bool bin_point(Bin &b, SlabMeta *s, unsigned from = 0) {
   std::atomic<uint64_t> *f = bits(s);
+  if (f == full_bits()) return false;   // a full slab (a current one always has a record)
   for (unsigned k = 0, words = words_of(s); k < words; ++k)
     if (unsigned w = from + k < words ? from + k : from + k - words; f[w].load(std::memory_order_relaxed)) {
       b.size = s->size;
@@ -651,8 +750,7 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   // Double frees are caught now when the block is free in the owner's bitmap or is its `last`,
   // or is already in this thread's buffer (a 1024-bit filter says when to look); the rest when
   // the buffer is applied.
-  if (bits(s)[unsigned(i) >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))
-    fatal(kFreeOfFree, call, p);
+  if (freed_in_bitmap(s, unsigned(i) >> 6, uint64_t(1) << (i & 63))) fatal(kFreeOfFree, call, p);
   if (owner != kSharedOwner && __atomic_load_n(&g_caches[owner_cache(owner)]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
     fatal("double free", call, p);
   ThreadCache *tc = t_cache;
@@ -835,6 +933,7 @@ void partial_unlink(ThreadCache *tc, SlabMeta *s) {
 void park(ThreadCache *tc, SlabMeta *s) {
   unsigned free = free_count(s), worth = reuse_worth(s->blocks);
   s->credit = uint16_t(free < worth ? worth - free : 1);
+  if (free == 0) bits_release(s);
   s->state = kParkedFull;
   list_push(tc->full[s->cls], s);
   s->share.store(kParkedIdle, std::memory_order_release);   // tier: claimable
@@ -886,11 +985,11 @@ void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n) {
 
 // Every block of parked slab s is free (free bits and remote bits cover it)?  Racy: a hint.
 bool parked_complete(const SlabMeta *s) {
-  std::atomic<uint64_t> *f = bits(s), *rb = rbits(s);
+  std::atomic<uint64_t> *rb = rbits(s);
   bool remote = remote_written(page_of(s));
   unsigned words = words_of(s), n = 0;
   for (unsigned w = 0; w < words; ++w)
-    n += unsigned(__builtin_popcountll(f[w].load(std::memory_order_relaxed) |
+    n += unsigned(__builtin_popcountll(free_word(s, w) |
                                        (remote ? rb[w].load(std::memory_order_relaxed) : 0)));
   return n == s->blocks;
 }
@@ -978,7 +1077,7 @@ void apply_remote(void *const *ps, unsigned n) {
     }
     uint32_t page = page_of(s);
     // The owner's bits first: once ours are in, the owner may merge them at any moment.
-    if (bits(s)[w].load(std::memory_order_relaxed) & mask) fatal("double free", "free", first);
+    if (freed_in_bitmap(s, w, mask)) fatal("double free", "free", first);
     remote_will_write(page);
     uint64_t old = rbits(s)[w].fetch_or(mask, std::memory_order_seq_cst);
     if (old & mask) fatal("double free", "free", first);
@@ -1015,7 +1114,7 @@ void apply_remote(void *const *ps, unsigned n) {
         // most frees leave it short, and only then is every word of the slab counted (up to 128).
         unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED), left = blocks - w * 64;
         uint64_t full = left >= 64 ? ~uint64_t(0) : (uint64_t(1) << left) - 1;
-        bool complete = (old | mask | bits(s)[w].load(std::memory_order_relaxed)) == full &&
+        bool complete = (old | mask | free_word(s, w)) == full &&
                         (blocks <= 64 || parked_complete(s));
         if (complete && uint32_t(now_ms()) - __atomic_load_n(&g_caches[owner_cache(now)]->last_refill_ms,
                                                              __ATOMIC_RELAXED) >= kParkIdleMs)
@@ -1148,14 +1247,14 @@ void region_init() {
     // Each pool starts on a page, at the offset in the page where the previous one's first record
     // ends: so the first records of the classes fall in different cache sets (pools start at
     // multiples of 8 MiB otherwise, and the hot records of every class would compete for one set).
-    uint64_t words = groups * 8, color = 0;   // (color: words into a page)
+    uint64_t words = groups * 9, color = 0;   // lines, rrec; (color: words into a page)
     for (unsigned c = 0; c < kNumClasses; ++c) {
       unsigned w = bitmap_words(kClasses.info[c].blocks);
       if (w > kInlineWords) {
         words = ((words + 511) & ~uint64_t(511)) + color;
         color = (color + w) % 512;
       }
-      g_bitmap_pool[c] = BitmapPool{words, w > kInlineWords ? w : 0, 0, kNil};
+      g_bitmap_pool[c] = BitmapPool{words, w > kInlineWords ? w : 0, 0, kNil, 0, kNil};
       if (w > kInlineWords) words += groups * w;
     }
     uint64_t half = (words * 8 + kPageSize - 1) & ~uint64_t(kPageSize - 1);
@@ -1177,6 +1276,7 @@ void region_init() {
     madvise(base, pages * kPageSize, MADV_NOHUGEPAGE);
     madvise(meta, 2 * half, MADV_NOHUGEPAGE);
     g_region.meta = reinterpret_cast<SlabMeta *>(meta);
+    g_region.rrec = reinterpret_cast<std::atomic<uint64_t> **>(meta + groups * 64);
     g_region.remote = reinterpret_cast<RemoteState *>(meta + half);
     g_region.mirror = half;
     g_region.remote_pages = remote_pages;
@@ -1306,6 +1406,10 @@ void free_misuse(const char *what, const char *call, void *p) { fatal(what, call
 // Counted against the slab's credit like any free of the owner (a parked slab must still move).
 void free_local_checked(void *p, SlabMeta *s, const char *call) {
   uint32_t i = uint32_t(block_index(s, p));   // (the caller checked it is a block start)
+  if (bits(s) == full_bits()) {   // the first free into a full slab: now the fast path's
+    bits_install(s);
+    return dealloc(p, call);
+  }
   std::atomic<uint64_t> *wp = bits(s) + (i >> 6);
   uint64_t bit = uint64_t(1) << (i & 63), word = wp->load(std::memory_order_relaxed);
   if (word & bit) fatal(kFreeOfFree, call, p);
@@ -1354,8 +1458,7 @@ size_t live_block_size(const void *p, const char *call) {
   // another thread is not seen until that thread applies it.
   unsigned w = unsigned(i) >> 6;
   uint64_t bit = uint64_t(1) << (i & 63);
-  if ((bits(s)[w].load(std::memory_order_relaxed) |
-       remote_word(s, w, std::memory_order_relaxed)) & bit)
+  if (freed_in_bitmap(s, w, bit) || (remote_word(s, w, std::memory_order_relaxed) & bit))
     fatal("use of a freed block", call, p);
   if (owner != kSharedOwner &&
       __atomic_load_n(&g_caches[owner_cache(owner)]->bin[s->cls].last, __ATOMIC_RELAXED) == p)

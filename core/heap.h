@@ -92,8 +92,19 @@ enum ShareState : uint8_t {
 // serves that class (assigned by depot_take, which moves it back to the pool only to take one of
 // another class).  `bitmap` points at the words either way, so the fast path does not branch.  The
 // pools follow the lines in one reservation.  The remote bits mirror it: the same reservation again at
-// g_region.mirror bytes further (a RemoteState line per group, then the pools' remote records),
-// so a slab's remote word w is its free word w plus that distance (see rbits()).
+// g_region.mirror bytes further (a RemoteState line per group, then the pools' remote records).
+// A slab with inline bits has its remote bits at the same place in its RemoteState line; a slab
+// with a record holds a remote record of its own as well (g_region.rrec[group]; see rbits()).
+//
+// Full slabs have no record.  A slab with a record that runs out of free blocks (park) gives its
+// record back and points `bitmap` at kFullBits, a read-only array of ones: all blocks are out, so
+// the words would be zero, and 1 bit per block is 1.56% of 8 B blocks, 0.78% of 16 B ones.  The
+// ones send the owner's free fast path to free_local_checked (its "looks free" test), which takes
+// a record again (bits_install); readers use free_word(), which reads kFullBits as zeros, and a
+// store to it faults.  Remote frees never touch the local record (their bits are in the slab's
+// own remote record), so the owner alone swaps it; a thread that reads another's bitmap confirms
+// a positive against the slab's record generation (inline_free[0] of a slab with a record; see
+// freed_in_bitmap), since a released record may serve another slab at once.
 struct alignas(64) SlabMeta {
   std::atomic<uint32_t> owner;     // cache id; kSharedOwner while shared; kNoOwner in the depot
   uint8_t cls;                     // size class
@@ -119,11 +130,13 @@ struct alignas(64) SlabMeta {
                                    // free; parked partial, until none is out; current,
                                    // kCurrentCredit (reset at zero).  Only the owner's thread
                                    // touches it
-  std::atomic<uint64_t> *bitmap;   // the free bitmap (see above): inline_free, or a pool record;
-                                   // fixed while the slab is out of the depot.  Null in a line
-                                   // never handed out
+  std::atomic<uint64_t> *bitmap;   // the free bitmap (see above): inline_free, or a pool record,
+                                   // or kFullBits while a slab with a record is full.  Changes
+                                   // only in the depot and, between a record and kFullBits, by
+                                   // the owner.  Null in a line never handed out
   std::atomic<uint64_t> inline_free[kInlineWords];  // the bitmap when it fits: 1 = block free;
-                                                    // written by the owner only
+                                                    // written by the owner only.  A slab with a
+                                                    // record: [0] counts its record changes
 };
 static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");
 inline constexpr unsigned kInlineWord0 = 5;   // inline_free[0] is word 5 of the line
@@ -196,10 +209,25 @@ struct ThreadCache {
   }
 };
 
+// All ones: the bitmap of a full slab with no record (see SlabMeta "Full slabs"), in read-only
+// memory, long enough for any slab.
+struct FullBits {
+  uint64_t w[kMaxBitmapWords];
+  constexpr FullBits() : w{} {
+    for (uint64_t &x : w) x = ~uint64_t(0);
+  }
+};
+alignas(64) inline constexpr FullBits kFullBitsData{};
+ZNS_INLINE std::atomic<uint64_t> *full_bits() {
+  return reinterpret_cast<std::atomic<uint64_t> *>(const_cast<uint64_t *>(kFullBitsData.w));
+}
+
 struct Region {
   char *base = nullptr;          // first page (64 KiB aligned is not required: groups count from it)
   uintptr_t bytes = 0;           // reserved size; ownership is (p - base) < bytes
-  SlabMeta *meta = nullptr;      // one per group, then the bitmap pools (see SlabMeta)
+  SlabMeta *meta = nullptr;      // one per group, then rrec, then the bitmap pools (see SlabMeta)
+  std::atomic<uint64_t> **rrec = nullptr;  // per group: the remote record of its slab, if its
+                                           // bitmap is a record (always a record's address or null)
   RemoteState *remote = nullptr; // the mirror: meta + mirror bytes
   size_t mirror = 0;             // bytes from a free bitmap word to its remote word
   std::atomic<uint64_t> *remote_pages = nullptr;  // bit i: page i of the mirror has been written
@@ -257,7 +285,15 @@ ZNS_INLINE std::atomic<uint64_t> *bits(const SlabMeta *s) {
   return __atomic_load_n(&s->bitmap, __ATOMIC_RELAXED);
 }
 ZNS_INLINE std::atomic<uint64_t> *rbits(const SlabMeta *s) {
-  return reinterpret_cast<std::atomic<uint64_t> *>(reinterpret_cast<char *>(bits(s)) + g_region.mirror);
+  std::atomic<uint64_t> *b = bits(s);
+  if (b == s->inline_free)
+    return reinterpret_cast<std::atomic<uint64_t> *>(reinterpret_cast<char *>(b) + g_region.mirror);
+  return __atomic_load_n(&g_region.rrec[s - g_region.meta], __ATOMIC_RELAXED);
+}
+// Word w of slab s's free bits (kFullBits reads as zeros: every block out).
+ZNS_INLINE uint64_t free_word(const SlabMeta *s, unsigned w) {
+  std::atomic<uint64_t> *b = bits(s);
+  return b == full_bits() ? 0 : b[w].load(std::memory_order_relaxed);
 }
 ZNS_INLINE unsigned words_of(const SlabMeta *s) {
   return bitmap_words(__atomic_load_n(&s->blocks, __ATOMIC_RELAXED));
@@ -373,11 +409,11 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
 ZNS_INLINE size_t block_size(const void *p) { return head_meta(p)->size; }
 
 // live_block_size for a block of a slab this thread owns with no unmerged remote frees: the free
-// fast path's checks (a block start, its bit clear, not the bin's `last`), and nothing else to
-// look at: such a block cannot be in this thread's remote buffer (a refill applies the buffer
-// before it takes a slab) nor freed remotely (the hint would be set).  redis asks for the size of
-// every block it allocates and frees (zmalloc's accounting): 4% of its CPU went to the general
-// check.  Anything else takes the general check.
+// fast path's checks (a block start, its bit clear or its slab full, not the bin's `last`), and
+// nothing else to look at: such a block cannot be in this thread's remote buffer (a refill
+// applies the buffer before it takes a slab) nor freed remotely (the hint would be set).  redis
+// asks for the size of every block it allocates and frees (zmalloc's accounting): 4% of its CPU
+// went to the general check.  Anything else takes the general check.
 ZNS_INLINE size_t usable_size(const void *p, const char *call) {
   uintptr_t rel = uintptr_t(p) - uintptr_t(g_region.base);
   SlabMeta *s = &g_region.meta[rel >> kGroupShift];
@@ -385,8 +421,9 @@ ZNS_INLINE size_t usable_size(const void *p, const char *call) {
   if (s->owner.load(std::memory_order_relaxed) == tc->id &&
       !s->remote_hint.load(std::memory_order_relaxed)) {
     uint32_t i;
+    std::atomic<uint64_t> *b = bits(s);   // (kFullBits: every block is out)
     if (ZNS_LIKELY(fast_index(s, uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1)), &i) &&
-                   !(bits(s)[i >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63))) &&
+                   (b == full_bits() || !(b[i >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))) &&
                    tc->bin[s->cls].last != p))
       return s->size;
   }

@@ -91,23 +91,158 @@ TEST_CASE("a 16 B slab fills its 64 KiB group, its bitmap a 64-word record outsi
   }).join();
 }
 
+TEST_CASE("a full slab gives its bitmap record back, and takes one again at its first free") {
+  std::thread([] {
+    for (size_t size : {size_t(8), size_t(16), size_t(64), size_t(240)}) {   // records of 128..5 words
+      INFO("size ", size);
+      const ClassInfo &ci = class_info(class_of(size));
+      const unsigned words = bitmap_words(ci.blocks);
+      REQUIRE(words > kInlineWords);
+      HeapSnapshot h0 = snap();
+      std::vector<char *> v;
+      for (unsigned i = 0; i < 20 * ci.blocks; ++i) v.push_back(static_cast<char *>(alloc(size)));
+      std::set<SlabMeta *> slabs;
+      for (char *p : v) slabs.insert(head_meta(p));
+      unsigned full = 0;
+      for (SlabMeta *s : slabs) full += bits(s) == full_bits();
+      CHECK(full >= 19);   // every slab but the current one (and maybe one adopted half full)
+      CHECK(free_word(head_meta(v[0]), 0) == 0);                   // reads as "all out"
+      // one record served slab after slab: the pool grew by two at most
+      CHECK(snap().bitmap_pool_bytes <= h0.bitmap_pool_bytes + 2 * words * 8);
+      // the first free into a full slab takes a record (zeroed), then goes the fast path's way
+      SlabMeta *s = head_meta(v[0]);
+      dealloc(v[5], "test");
+      REQUIRE(bits(s) != full_bits());
+      for (unsigned w = 0; w < words; ++w) CHECK(bits(s)[w].load() == 0);   // the block is in `last`
+      CHECK(alloc(size) == v[5]);
+      int i6 = block_index(s, v[6]), i7 = block_index(s, v[7]);
+      dealloc(v[6], "test");
+      dealloc(v[7], "test");   // into the bitmap (v[6] waits in `last`)
+      CHECK(((bits(s)[unsigned(i7) >> 6].load() >> (i7 & 63)) & 1) == 1);
+      CHECK(((bits(s)[unsigned(i6) >> 6].load() >> (i6 & 63)) & 1) == 0);
+      for (char *p : v)
+        if (p != v[6] && p != v[7]) dealloc(p, "test");
+      // a record given back by a full slab is zeroed when another full slab takes it: slabs a, b
+      // full and c current; a gets a quarter back (a record, the partial list); c fills and gives
+      // its record back, and a becomes current; then b's first free takes c's old record
+      std::vector<char *> u;
+      std::vector<SlabMeta *> order;
+      while (order.size() < 4) {
+        u.push_back(static_cast<char *>(alloc(size)));
+        if (order.empty() || order.back() != head_meta(u.back())) order.push_back(head_meta(u.back()));
+      }
+      SlabMeta *a = order[1], *b = order[2];
+      REQUIRE(bits(a) == full_bits());
+      REQUIRE(bits(b) == full_bits());
+      unsigned freed = 0;
+      for (char *&p : u)
+        if (head_meta(p) == a && freed < ci.blocks / 2) { dealloc(p, "test"); p = nullptr; ++freed; }
+      REQUIRE(bits(a) != full_bits());
+      SlabMeta *cur = order[3];
+      u.push_back(static_cast<char *>(alloc(size)));   // (a's block in `last`)
+      char *q;
+      while (head_meta(q = static_cast<char *>(alloc(size))) == cur) u.push_back(q);
+      u.push_back(q);
+      CHECK(head_meta(q) == a);
+      CHECK(bits(cur) == full_bits());
+      char *in_b = nullptr;
+      for (char *p : u)
+        if (p && head_meta(p) == b) in_b = p;
+      REQUIRE(in_b);
+      dealloc(in_b, "test");   // into `last`: every word of b's new record is zero
+      for (unsigned w = 0; w < words; ++w) CHECK(bits(b)[w].load() == 0);
+      for (char *p : u)
+        if (p && p != in_b) dealloc(p, "test");
+      // all back: the slabs went to the depot with their records, and live counts are right
+      CHECK(snap().cls[class_of(size)].live == h0.cls[class_of(size)].live);
+      trim();
+    }
+  }).join();
+}
+
+TEST_CASE("full slabs without a record: remote frees come back, double frees are caught") {
+  const unsigned B = class_info(class_of(16)).blocks;
+  std::vector<void *> v;
+  std::atomic<int> step{0};
+  std::thread owner([&] {
+    for (unsigned i = 0; i < 3 * B; ++i) v.push_back(alloc(16));   // two full slabs, one current
+    REQUIRE(bits(head_meta(v[0])) == full_bits());
+    step = 1;
+    while (step.load() != 2) std::this_thread::yield();
+    // the remote frees are merged into a record taken for the purpose: the blocks come back
+    std::set<void *> old(v.begin(), v.begin() + B);
+    unsigned reused = 0;
+    for (unsigned i = 0; i < 2 * B; ++i) reused += old.count(alloc(16)) ? 1 : 0;
+    CHECK(reused == B);
+  });
+  while (step.load() != 1) std::this_thread::yield();
+  std::thread([&] {
+    for (unsigned i = 0; i < B; ++i) dealloc(v[i], "test");
+    flush_thread();
+  }).join();
+  step = 2;
+  owner.join();
+
+  std::string err;
+  auto twice_local = [] {
+    std::vector<void *> w;
+    for (unsigned i = 0; i < 2 * class_info(class_of(16)).blocks; ++i) w.push_back(alloc(16));
+    dealloc(w[3], "free");   // the first free of a full slab: a record, then `last`
+    dealloc(w[3], "free");
+  };
+  CHECK(in_child(twice_local, &err) == -SIGABRT);
+  CHECK(err.find("double free") != std::string::npos);
+  err.clear();
+  auto remote_then_local = [] {
+    static std::vector<void *> w;
+    for (unsigned i = 0; i < 2 * class_info(class_of(16)).blocks; ++i) w.push_back(alloc(16));
+    std::thread([] { dealloc(w[3], "free"); flush_thread(); }).join();
+    dealloc(w[3], "free");   // freed remotely already; its slab has no record
+  };
+  CHECK(in_child(remote_then_local, &err) == -SIGABRT);
+  CHECK(err.find("double free") != std::string::npos);
+  err.clear();
+  auto local_then_remote = [] {
+    static std::vector<void *> w;
+    for (unsigned i = 0; i < 2 * class_info(class_of(16)).blocks; ++i) w.push_back(alloc(16));
+    dealloc(w[3], "free");
+    dealloc(w[4], "free");   // (w[3] in `last`, w[4] in the new record)
+    std::thread([] { dealloc(w[4], "free"); flush_thread(); }).join();
+  };
+  CHECK(in_child(local_then_remote, &err) == -SIGABRT);
+  CHECK(err.find("free") != std::string::npos);
+}
+
 namespace {
-// Every slab out of the depot: its bitmap's words [first, end), as indexes of g_region.meta's words.
-std::vector<std::pair<uint32_t, uint32_t>> owned_bitmaps() {
-  std::vector<std::pair<uint32_t, uint32_t>> v;
+// Every slab out of the depot: its bitmap's words [first, end) and, for a slab with a record, its
+// remote record's, as indexes of g_region.meta's words (a full slab has no free-bit record).
+std::vector<std::pair<size_t, size_t>> owned_bitmaps() {
+  std::vector<std::pair<size_t, size_t>> v;
+  auto *words = reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta);
+  size_t pools = (g_region.pages / kGroupPages) * 9, half = g_region.mirror / 8;
   for (uint32_t p = 0; p < heap_touched_pages(); p += kGroupPages) {
     SlabMeta &m = meta_at(p);
     if (m.owner.load() == kNoOwner) continue;
-    uint32_t off = uint32_t(bits(&m) - reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta));
-    v.push_back({off, off + words_of(&m)});
-    if (words_of(&m) <= kInlineWords) CHECK(bits(&m) == m.inline_free);
-    else CHECK(off >= (g_region.pages / kGroupPages) * 8);
+    if (words_of(&m) <= kInlineWords) {
+      CHECK(bits(&m) == m.inline_free);
+      CHECK(rbits(&m) == reinterpret_cast<std::atomic<uint64_t> *>(remote_at(p).inline_bits));
+      continue;
+    }
+    if (bits(&m) != full_bits()) {
+      size_t off = size_t(bits(&m) - words);
+      CHECK(off >= pools);
+      CHECK(off < half);
+      v.push_back({off, off + words_of(&m)});
+    }
+    size_t roff = size_t(rbits(&m) - words);
+    CHECK(roff >= half + pools);
+    v.push_back({roff, roff + words_of(&m)});
   }
   return v;
 }
 }  // namespace
 
-TEST_CASE("live slabs never share bitmap words while slabs change classes in the depot") {
+TEST_CASE("live slabs never share bitmap words (free or remote) while slabs change classes in the depot") {
   std::thread([] {
     const unsigned sizes[] = {8, 16, 32, 64, 112, 256, 320, 1024, 4096};
     uint64_t rng = 12345;
