@@ -150,7 +150,10 @@ inline constexpr unsigned kInlineWord0 = 5;   // inline_free[0] is word 5 of the
 struct alignas(64) RemoteState {
   uint32_t inbox_next;             // inbox link (valid while pending)
   std::atomic<uint8_t> pending;    // 1 while the slab is queued on some cache's inbox
-  uint8_t pad_[35];
+  uint8_t pad0_[3];
+  std::atomic<uint32_t> shared_frees;  // shared slab: at least its remote bits (shared_settle's
+                                       // cheap look); set by relinquish, counted up by freers
+  uint8_t pad_[28];
   std::atomic<uint64_t> inline_bits[kInlineWords];  // 1 = freed remotely, not yet merged (for a
                                                     // slab with a record: its mirror holds them)
 };
@@ -312,7 +315,6 @@ ZNS_INLINE bool mirror_page_written(size_t i) {
 ZNS_INLINE bool remote_written(uint32_t page) {
   return mirror_page_written(mirror_page_index(&g_region.remote[page / kGroupPages]));
 }
-void remote_will_write(uint32_t page);   // heap.cpp
 // Word w of slab s's remote bits, or 0 where none was ever written (without reading them).
 ZNS_INLINE uint64_t remote_word(const SlabMeta *s, unsigned w, std::memory_order order) {
   uint32_t page = uint32_t(s - g_region.meta) * kGroupPages;
