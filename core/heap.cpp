@@ -686,8 +686,6 @@ void drain_detached(ThreadCache *o) {
   if (!o->attached.load(std::memory_order_seq_cst)) drain_inbox(o, false);
 }
 
-
-
 // Queue the slab at `page` on its owner's inbox (once), so the owner merges its remote bits.
 void notify(uint32_t page, uint32_t owner, bool may_lock_pool) {
   RemoteState &r = remote_at(page);
