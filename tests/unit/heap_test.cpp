@@ -162,22 +162,46 @@ TEST_CASE("a full slab gives its bitmap record back, and takes one again at its 
 
 TEST_CASE("full slabs without a record: remote frees come back, double frees are caught") {
   const unsigned B = class_info(class_of(16)).blocks;
-  std::vector<void *> v;
+  std::vector<void *> v, half;   // half: every other block of a full slab, freed by another thread
   std::atomic<int> step{0};
   std::thread owner([&] {
-    for (unsigned i = 0; i < 3 * B; ++i) v.push_back(alloc(16));   // two full slabs, one current
-    REQUIRE(bits(head_meta(v[0])) == full_bits());
+    std::vector<SlabMeta *> order;   // (the first may be a slab adopted part full)
+    for (unsigned i = 0; i < 3 * B; ++i) {
+      v.push_back(alloc(16));
+      if (order.empty() || order.back() != head_meta(v.back())) order.push_back(head_meta(v.back()));
+    }
+    REQUIRE(order.size() >= 3);
+    SlabMeta *s = order[1], *cur = order.back();
+    REQUIRE(bits(s) == full_bits());
+    for (void *p : v)
+      if (head_meta(p) == s && block_index(s, p) % 2 == 0) half.push_back(p);
+    REQUIRE(half.size() == B / 2);
     step = 1;
     while (step.load() != 2) std::this_thread::yield();
-    // the remote frees are merged into a record taken for the purpose: the blocks come back
-    std::set<void *> old(v.begin(), v.begin() + B);
-    unsigned reused = 0;
-    for (unsigned i = 0; i < 2 * B; ++i) reused += old.count(alloc(16)) ? 1 : 0;
-    CHECK(reused == B);
+    // the next refill merges them into a record taken for the purpose: s has a quarter free,
+    // joins the partial list and is the next current slab; exactly those blocks come back
+    std::vector<void *> more;
+    while (more.empty() || head_meta(more.back()) == cur) more.push_back(alloc(16));
+    CHECK(bits(s) != full_bits());
+    CHECK(head_meta(more.back()) == s);
+    std::set<void *> freed(half.begin(), half.end());
+    unsigned back = freed.count(more.back());
+    for (unsigned i = 1; i < B / 2; ++i) {
+      more.push_back(alloc(16));
+      back += freed.count(more.back());
+    }
+    CHECK(back == B / 2);
+    more.push_back(alloc(16));
+    CHECK(head_meta(more.back()) != s);   // and no other block of s
+    // leave no shared slab behind (a later test's fresh thread would adopt it)
+    std::set<void *> gone(half.begin(), half.end());
+    for (void *q : v)
+      if (!gone.count(q)) dealloc(q, "test");
+    for (void *q : more) dealloc(q, "test");
   });
   while (step.load() != 1) std::this_thread::yield();
   std::thread([&] {
-    for (unsigned i = 0; i < B; ++i) dealloc(v[i], "test");
+    for (void *p : half) dealloc(p, "test");
     flush_thread();
   }).join();
   step = 2;
@@ -296,7 +320,7 @@ TEST_CASE("remote frees that complete a parked slab of an idle owner give its pa
 
 TEST_CASE("a refill takes the parked slab that has waited longest since a quarter of it came back") {
   std::thread([] {
-    const unsigned n = class_info(class_of(128)).blocks;   // 32 per slab
+    const unsigned n = class_info(class_of(128)).blocks;   // 512 per slab
     std::vector<void *> a, b, c;
     for (unsigned i = 0; i < n; ++i) a.push_back(alloc(128));
     for (unsigned i = 0; i < n; ++i) b.push_back(alloc(128));
@@ -309,13 +333,18 @@ TEST_CASE("a refill takes the parked slab that has waited longest since a quarte
     for (unsigned i = 0; i < n / 2; ++i) dealloc(a[i], "test");
     CHECK(head_meta(b[0])->state == kParkedPartial);
     CHECK(head_meta(a[0])->state == kParkedPartial);
-    CHECK(alloc(128) == b[0]);   // the last slot first
+    std::vector<void *> more = {hold, alloc(128)};
+    CHECK(more.back() == b[0]);   // the last slot first
     // use up the current slab: the next block comes from b, not from a (FIFO)
     SlabMeta *cur = head_meta(hold);
-    void *p;
-    while (head_meta(p = alloc(128)) == cur) {}
-    CHECK(head_meta(p) == head_meta(b[0]));
-  }).join();   // (the rest stays allocated: the thread's exit shares those slabs)
+    do more.push_back(alloc(128)); while (head_meta(more.back()) == cur);
+    CHECK(head_meta(more.back()) == head_meta(b[0]));
+    // leave no shared slab behind (a later test's fresh thread would adopt it)
+    for (unsigned i = n / 4 + 1; i < n; ++i) dealloc(b[i], "test");
+    for (unsigned i = n / 2; i < n; ++i) dealloc(a[i], "test");
+    for (void *q : c) dealloc(q, "test");
+    for (void *q : more) dealloc(q, "test");
+  }).join();
 }
 
 TEST_CASE("malloc/free pairs reuse the same block; freed slabs return to the depot") {
