@@ -9,6 +9,8 @@
 //   prodcons               4. one thread allocates (uniform 16..1024 B) and passes the pointer on a
 //                             lock-free single-producer/single-consumer ring; another frees it
 //   prodcons_queue_only       the same ring with no malloc/free (what the queue alone costs)
+//   handoff/SIZE              (not an issue-4 workload) a thread allocates 50000 blocks of SIZE and
+//                             exits; this thread frees them in random order: the time of the frees
 //
 // Every benchmark sets items_processed (one item = one malloc+free, summed over threads), so
 // 1e9 / items_per_second is the cost of one allocation+free in ns, comparable across workloads.
@@ -19,8 +21,11 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -250,6 +255,33 @@ void BM_prodcons(benchmark::State &state) { prodcons<true>(state); }
 void BM_prodcons_queue(benchmark::State &state) { prodcons<false>(state); }
 BENCHMARK(BM_prodcons)->Name("prodcons")->UseRealTime();
 BENCHMARK(BM_prodcons_queue)->Name("prodcons_queue_only")->UseRealTime();
+
+// ---- handoff: frees of an exited thread's blocks ---------------------------------------------------
+// A worker that allocates its results and exits, their consumer freeing them later in any order.
+// Only the frees are timed (manual time): the allocating thread is created and joined outside.
+constexpr size_t kHandoffBlocks = 50000;
+
+void BM_handoff(benchmark::State &state) {
+  const size_t n = size_t(state.range(0));
+  std::vector<void *> v(kHandoffBlocks);
+  std::vector<uint32_t> order(kHandoffBlocks);
+  for (size_t i = 0; i < kHandoffBlocks; ++i) order[i] = uint32_t(i);
+  std::shuffle(order.begin(), order.end(), std::mt19937(42));
+  for (auto _ : state) {
+    std::thread([&] {
+      for (size_t i = 0; i < kHandoffBlocks; ++i) {
+        v[i] = malloc(n);
+        static_cast<char *>(v[i])[0] = 1;
+      }
+    }).join();
+    auto t0 = std::chrono::steady_clock::now();
+    for (uint32_t i : order) free(v[i]);
+    auto t1 = std::chrono::steady_clock::now();
+    state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+  }
+  state.SetItemsProcessed(int64_t(state.iterations() * kHandoffBlocks));
+}
+BENCHMARK(BM_handoff)->Name("handoff")->Arg(16)->Arg(1024)->UseManualTime();
 
 }  // namespace
 

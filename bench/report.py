@@ -241,7 +241,7 @@ def section_callgrind(ctx):
 def section_micro(ctx, targets):
     rows = []
     verdicts = []
-    for row in MICRO_ROWS + ["prodcons_queue_only"]:
+    for row in MICRO_ROWS + ["prodcons_queue_only", "handoff/16", "handoff/1024"]:
         v = View(ctx, "micro", row, lambda x: x)
         group = row.split("/")[0].replace("_queue_only", "")
         for a in ctx.order:   # a crash loses the whole group (one process per group)
@@ -269,6 +269,10 @@ def section_micro(ctx, targets):
            "- prodcons: one thread mallocs (uniform 16..1024 B) and pushes the pointer on a lock-free SPSC "
            "ring (1024 slots); another thread reads a byte and frees it. prodcons_queue_only: the same "
            "ring without malloc/free (what the queue alone costs).",
+           "- handoff/S (not an issue-4 workload; for reference): a thread mallocs 50,000 blocks of S bytes and "
+           "exits; the benchmark's thread then frees them in random order (only the frees are timed). "
+           "At 1024 B (50 MB) zns gives the emptied slabs back as they come (its depot keeps at most "
+           "ZNS_DIRTY_MAX_KB = 8 MiB dirty): most of that row's time is madvise (DESIGN.md \"Known limits\").",
            "",
            table(["wl", "benchmark"] + ctx.order + ["best peer", "zns / best", "glibc / zns", "target"], rows), ""]
     if verdicts:

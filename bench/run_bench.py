@@ -93,7 +93,8 @@ CHECKS_CFG = {
 }
 for _m, _c in CHECKS_CFG.items():
     CONFIGS[_m].update(_c)
-MICRO_GROUPS = [("pair", "^pair/"), ("batch", "^batch/"), ("churn", "^churn/"), ("prodcons", "^prodcons")]
+MICRO_GROUPS = [("pair", "^pair/"), ("batch", "^batch/"), ("churn", "^churn/"), ("prodcons", "^prodcons"),
+                ("handoff", "^handoff/")]
 LATENCY_SCENARIOS = [("mixed 16..4096 B", 16, 4096), ("small 16..256 B", 16, 256)]
 STAGES = ["callgrind", "micro", "latency", "memory", "programs", "redis", "tier", "checks"]
 TIER_MODES = ["off", "uffd", "madvise"]
@@ -325,7 +326,7 @@ def stage_micro(ctx):
                 if rnd == 0 and a == ctx.order[0] and group == "pair":
                     ctx.gb_context = doc.get("context", {})
                 for b in doc.get("benchmarks", []):
-                    name = b["name"].replace("/real_time", "")
+                    name = b["name"].replace("/real_time", "").replace("/manual_time", "")
                     if b.get("error_occurred"):
                         ctx.store.fail("micro", name, a, "benchmark error: %s" % b.get("error_message"))
                     elif b.get("items_per_second"):
