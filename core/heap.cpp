@@ -550,12 +550,18 @@ unsigned merge_remote(SlabMeta *s) {
 }
 
 // A slab with free blocks is worth allocating from again (a shared slab adopted, a parked one
-// unparked) once a quarter of its blocks are free: one rule for both (measured in DESIGN.md).
-constexpr unsigned reuse_worth(unsigned blocks) { return (blocks + 3u) / 4; }
+// unparked) once a sixteenth of its blocks are free, but not for fewer than 16 blocks (a refill
+// costs about what 16 fast-path mallocs do), nor for more than a quarter of the slab: one rule
+// for both (measured in DESIGN.md "Parked slabs").  Slabs of 64..256 blocks: 16; 16 B: 256 of
+// 4096; 4096 B: 4 of 16.
+constexpr unsigned reuse_worth(unsigned blocks) {
+  unsigned sixteenth = (blocks + 15u) / 16, quarter = (blocks + 3u) / 4;
+  return sixteenth > 16u ? sixteenth : quarter < 16u ? quarter : 16u;
+}
 
 // ---- shared slabs ----------------------------------------------------------------------------------
 // A cache gives a slab up when it has no free block left (or when its thread exits).  From then on
-// every free is a remote free; the freers notice when a quarter of the slab is free (it joins the
+// every free is a remote free; the freers notice when reuse_worth blocks are free (it joins the
 // depot's list for its class, where a cache that needs a slab adopts it) and when all of it is
 // free (it goes back to the depot as empty).  So memory freed by other threads never waits for
 // the thread that allocated it.  `out` (blocks out when given up) is fixed while a slab is shared.
@@ -945,7 +951,7 @@ void partial_unlink(ThreadCache *tc, SlabMeta *s) {
   list_unlink(tc->partial[s->cls], s);
 }
 
-// The current slab has no free block: park it (full) until a quarter of it is free.  Remote frees
+// The current slab has no free block: park it (full) until reuse_worth blocks are free.  Remote frees
 // not merged yet count as out (they come back through parked_returned).
 void park(ThreadCache *tc, SlabMeta *s) {
   unsigned free = free_count(s), worth = reuse_worth(s->blocks);
@@ -1396,7 +1402,7 @@ void free_remote(void *p, SlabMeta *s, const char *call) {
 }
 
 // The owner's frees (or merged remote ones) used up the credit of slab s: a parked full slab with a
-// quarter free joins the partial list, one with none out goes back to the depot (unless the tier or
+// reuse_worth free joins the partial list, one with none out goes back to the depot (unless the tier or
 // a purge holds it: then it waits on the partial list with credit 0 for an unpark or the exit); a
 // current slab just starts counting again.
 void credit_out(ThreadCache *tc, SlabMeta *s) {

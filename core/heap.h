@@ -21,10 +21,10 @@
 //             the slab is queued once on the owner's inbox; the owner merges them in its slow path
 //   current   the slab a thread cache allocates from for a class
 //   parked    a slab its cache filled and keeps owning: the owner's frees into it are local (the
-//             fast path, counted down in `credit`); on the cache's partial list once a quarter is
-//             free, from which refills take it back as current; to the depot when empty
+//             fast path, counted down in `credit`); on the cache's partial list once enough is
+//             free (reuse_worth), from which refills take it back as current; to the depot when empty
 //   shared    a slab of a thread that exited (or, ZNS_SECURE, any full slab); all frees are
-//             remote; the depot lists it for reuse (adoption) once a quarter is free, and takes it
+//             remote; the depot lists it for reuse (adoption) once enough is free, and takes it
 //             back empty
 //   depot     empty slabs with no owner, ready for any class, and the shared slabs worth reusing
 #pragma once
@@ -49,7 +49,7 @@ inline constexpr uint32_t kSecureBit = 1u << 24;
 // A cache parks its current slab when it runs out of free blocks, instead of sharing it: the slab
 // stays the cache's (same owner value), so the owner's frees into it take the free fast path, which
 // counts them down in SlabMeta.credit; at zero a slow path (credit_out) moves the slab to the
-// cache's partial list (a quarter free) or hands it back to the depot (none out).
+// cache's partial list (reuse_worth blocks free) or hands it back to the depot (none out).
 // SlabMeta.credit of a current slab: its frees need no list move; at zero it is just reset.
 inline constexpr uint16_t kCurrentCredit = 0xffff;
 // A cache that has not refilled for this long is idle: other threads that complete one of its
@@ -67,7 +67,7 @@ enum SlabState : uint8_t {
   kParkedFull = 4,     // owned, not current, no free block: on its cache's full list
   kParkedPartial = 5,  // owned, not current, some free blocks: on its cache's partial list
   kShared = 2,    // given up by its cache when it ran out of free blocks: every free is remote;
-                  // on the depot's class list once a quarter is free, back to empty when all are
+                  // on the depot's class list once enough is free, back to empty when all are
   kInDepot = 3,   // empty, no owner
 };
 
@@ -126,8 +126,8 @@ struct alignas(64) SlabMeta {
   uint8_t purged;                  // parked: every block free and the pages given back in
                                    // place (parked_purge); they read as zero
   uint16_t credit;                 // owned: the owner's frees (fast path, merged remote ones)
-                                   // until credit_out must look: parked full, until a quarter is
-                                   // free; parked partial, until none is out; current,
+                                   // until credit_out must look: parked full, until reuse_worth
+                                   // blocks are free; parked partial, until none is out; current,
                                    // kCurrentCredit (reset at zero).  Only the owner's thread
                                    // touches it
   std::atomic<uint64_t> *bitmap;   // the free bitmap (see above): inline_free, or a pool record,

@@ -347,6 +347,44 @@ TEST_CASE("a refill takes the parked slab that has waited longest since a quarte
   }).join();
 }
 
+// The reuse rule (core/heap.cpp reuse_worth): a parked slab joins the partial list once a
+// sixteenth of its blocks are free, but never for fewer than 16 blocks, nor for more than a
+// quarter of the slab.  The expected counts are written out, not computed by the same formula.
+TEST_CASE("a parked slab is reused after a sixteenth of it is free, at least 16 blocks or a quarter") {
+  struct Case { size_t size; unsigned blocks, worth; };
+  const Case cases[] = {{16, 4096, 256}, {32, 2048, 128}, {128, 512, 32}, {256, 192, 16},
+                        {1024, 64, 16}, {2048, 32, 8}, {4096, 16, 4}};
+  for (const Case &k : cases) {
+    INFO("size ", k.size);
+    REQUIRE(class_info(class_of(k.size)).blocks == k.blocks);
+    std::thread([&] {
+      // a slab whose blocks are all ours, parked full (an earlier slab may be adopted part full)
+      std::vector<void *> v;
+      SlabMeta *a = nullptr;
+      while (!a && v.size() < 6 * k.blocks) {
+        v.push_back(alloc(k.size));
+        SlabMeta *prev = v.size() > k.blocks ? head_meta(v[v.size() - 1 - k.blocks]) : nullptr;
+        if (prev && head_meta(v.back()) != prev && prev->state == kParkedFull &&
+            std::count_if(v.end() - 1 - k.blocks, v.end() - 1, [&](void *p) { return head_meta(p) == prev; }) ==
+                long(k.blocks))
+          a = prev;
+      }
+      REQUIRE(a);
+      std::vector<void *> in_a;
+      for (void *p : v)
+        if (head_meta(p) == a) in_a.push_back(p);
+      // the first free waits in the bin's `last` slot (still out); then `worth` into the bitmap
+      for (unsigned i = 0; i < k.worth; ++i) dealloc(in_a[i], "test");
+      CHECK(a->state == kParkedFull);
+      dealloc(in_a[k.worth], "test");
+      CHECK(a->state == kParkedPartial);
+      for (void *p : v)
+        if (head_meta(p) != a) dealloc(p, "test");
+      for (unsigned i = k.worth + 1; i < k.blocks; ++i) dealloc(in_a[i], "test");
+    }).join();
+  }
+}
+
 TEST_CASE("malloc/free pairs reuse the same block; freed slabs return to the depot") {
   std::thread([] {
     void *a = alloc(48);
