@@ -485,6 +485,9 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
     if (mirror_page_written(mirror_page_index(rb + w)) && rb[w].load(std::memory_order_relaxed) != 0)
       rb[w].store(0, std::memory_order_relaxed);
   }
+  // No remote bit is set (an empty slab's were all merged): a hint left from an earlier life
+  // would send every free of the new owner to free_local_checked and past the bin's `last`.
+  m.remote_hint.store(0, std::memory_order_relaxed);
   set_owner(&m, owner);
   return &m;
 }
@@ -678,6 +681,10 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
   s->share.store(kOwned, std::memory_order_seq_cst);
   s->state = kCurrent;
   s->credit = kCurrentCredit;
+  // A hint left by a former owner's notifier is stale: the merge below takes every remote bit
+  // set so far (its exchanges order this store before them), and a freer that ORs after it
+  // sees us as owner and sets the hint again when it notifies.
+  s->remote_hint.store(0, std::memory_order_relaxed);
   merge_remote(s);
   return s;
 }

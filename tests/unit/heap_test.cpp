@@ -318,6 +318,48 @@ TEST_CASE("remote frees that complete a parked slab of an idle owner give its pa
   }
 }
 
+// A slab whose remote frees announced themselves (remote_hint) and whose owner never drained them
+// (its pages were purged by a freer, the owner exited) must not carry the hint into its next
+// life: the hint sends every free of the new owner past the bin's `last` slot (until 2026-12-03 it
+// did, and made the unit tests depend on their order).
+TEST_CASE("a slab's next owner starts without a former owner's remote hint") {
+  std::vector<void *> v;
+  SlabMeta *s = nullptr;
+  std::atomic<int> step{0};
+  std::thread owner([&] {
+    const unsigned n = class_info(class_of(1024)).blocks;
+    for (unsigned i = 0; i <= n; ++i) v.push_back(alloc(1024));   // one slab full (parked), one more
+    s = head_meta(v[0]);
+    step = 1;
+    while (step.load() != 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));   // idle
+  });
+  while (step.load() != 1) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(3 * kParkIdleMs));
+  std::thread([&] {
+    for (unsigned i = 0; i < s->blocks; ++i) dealloc(v[i], "test");
+    flush_thread();
+  }).join();
+  REQUIRE(__atomic_load_n(&s->purged, __ATOMIC_RELAXED) == 1);   // purged in place by the freer
+  REQUIRE(s->remote_hint.load() == 1);                           // never drained by its owner
+  step = 2;
+  owner.join();   // the purged slab goes back to the depot
+  std::thread([&] { dealloc(v.back(), "test"); flush_thread(); }).join();
+  std::thread([&] {
+    std::vector<void *> u;
+    void *mine = nullptr;
+    while (!mine && u.size() < 400 * 64) {
+      u.push_back(alloc(1024));
+      if (head_meta(u.back()) == s) mine = u.back();
+    }
+    REQUIRE(mine);
+    CHECK(s->remote_hint.load() == 0);
+    dealloc(mine, "test");
+    CHECK(t_cache->bin[class_of(1024)].last == mine);   // the fast path's slot, not the bitmap
+    for (void *p : u)
+      if (p != mine) dealloc(p, "test");
+  }).join();
+}
+
 TEST_CASE("a refill takes the parked slab that has waited longest since a quarter of it came back") {
   std::thread([] {
     const unsigned n = class_info(class_of(128)).blocks;   // 512 per slab
