@@ -500,8 +500,12 @@ def section_programs(ctx):
            "python3: `PYTHONMALLOC=malloc /usr/bin/python3 bench/programs/objects.py %d` (records as dicts, "
            "an index, json and pickle round trips, deletes). sqlite3: `sqlite3 :memory:` running "
            "bench/programs/sqlite_workload.sql with %d rows (indexes, joins, updates, deletes, VACUUM). "
-           "Outputs are compared across allocators." % (scfg(ctx, "programs")["py_n"], scfg(ctx, "programs")["sqlite_rows"]), ""]
-    for prog in ["python3", "sqlite3"]:
+           "workload: `build/bench/workload --scale %s`, the `make run` workload (a session store freed at random "
+           "by its expiries, request headers and counters, a two-thread pipeline; every object verified, exit 3 on "
+           "an integrity error). "
+           "Outputs are compared across allocators." % (scfg(ctx, "programs")["py_n"], scfg(ctx, "programs")["sqlite_rows"],
+                                                        scfg(ctx, "programs").get("wl_scale", "?")), ""]
+    for prog in ["python3", "sqlite3", "workload"]:
         if prog not in ctx.store.data.get("programs", {}) and prog not in ctx.store.errors.get("programs", {}):
             continue
         rows = []

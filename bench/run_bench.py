@@ -15,7 +15,8 @@ Workloads (see bench/*.cpp and bench/programs/ for the exact definitions):
                 producer/consumer
     latency     6: rdtsc-timed single malloc and free calls in a steady churn (build/bench/latency)
     memory      7: RSS of 1M live blocks per size, after freeing a random half, after freeing all
-    programs    9: python3 (PYTHONMALLOC=malloc) and sqlite3 workloads, timed as processes
+    programs    9: python3 (PYTHONMALLOC=malloc) and sqlite3 workloads, and build/bench/workload (the
+                `make run` workload), timed as processes
     redis       8: redis-server loaded with redis-benchmark: SET/GET throughput and server RSS
     tier        issue 5, ZNS-Slab only, ZNS_TIER=off / uffd / madvise interleaved: idle RSS of a 64 MiB
                 heap of shared slabs and the latency of its first touches (build/bench/tier), and
@@ -77,6 +78,7 @@ CONFIGS = {
                  mem_hops=1000000,
                  redis_n=1000000, py_n=150000, sqlite_rows=200000, callgrind_pairs=1000000),
 }
+CONFIGS["quick"]["wl_scale"], CONFIGS["full"]["wl_scale"] = 0.3, 1.0   # programs: build/bench/workload
 # The tier stage (issue 5): the same in both modes except the idle time and the workload's scale.
 TIER_CFG = {
     "quick": dict(tier_payload_mb=64, tier_threads=4, tier_min=64, tier_max=1024, tier_cold_ms=500,
@@ -378,6 +380,8 @@ def stage_programs(ctx):
          {"PYTHONMALLOC": "malloc"}, None if os.path.exists(py) else "%s missing" % py),
         ("sqlite3", [sqlite or "sqlite3", ":memory:", ".read " + script], None,
          None if sqlite else "sqlite3 not installed (apt-get install sqlite3)"),
+        # the `make run` workload (session store, request headers, a two-thread pipeline)
+        ("workload", [ctx.bin("workload"), "--scale", str(ctx.cfg["wl_scale"])], None, None),
     ]
     for rnd in range(ctx.rounds):
         for name, cmd, extra, missing in progs:
@@ -890,7 +894,7 @@ def main():
     if args.report_only:
         return report_only(ctx, args)
     for b in (("micro", "latency", "memory", "pairs", "timeit") + (("tier", "workload") if "tier" in stages else ()) +
-              (("workload",) if "checks" in stages else ())):
+              (("workload",) if "checks" in stages or "programs" in stages else ())):
         if not os.access(ctx.bin(b), os.X_OK):
             sys.exit("run_bench: %s is not built (make bench-build)" % ctx.bin(b))
     for a, why in ctx.skipped.items():
