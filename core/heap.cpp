@@ -495,6 +495,10 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
 // The owner hands back a slab with no block out.  It is on no list.  clean: its pages were given
 // back already (a purged parked slab): it joins the clean list, and is made present again when taken.
 void depot_release(SlabMeta *s, bool clean = false) {
+  // A new life first, then the look at the remote bits: a stale buffered free (a double free)
+  // that ORs before the step is seen below, one that ORs after it sees the step (apply_remote).
+  std::atomic<uint16_t> &life = g_region.life[s - g_region.meta];
+  life.store(uint16_t(life.load(std::memory_order_relaxed) + 1), std::memory_order_seq_cst);
   std::atomic<uint64_t> *rb = rbits(s);
   bool remote = remote_written(page_of(s));   // (never written: nothing to look at)
   for (unsigned w = 0, words = words_of(s); w < words && remote; ++w) {
@@ -691,7 +695,7 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
 
 bool drain_inbox(ThreadCache *tc, bool may_lock_pool);
 void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n);
-void apply_remote(void *const *ps, unsigned n);
+void apply_remote(void *const *ps, const uint16_t *lives, unsigned n);
 void flush_remote(ThreadCache *tc);
 
 void drain_detached(ThreadCache *o) {
@@ -791,7 +795,8 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   if (ZNS_UNLIKELY(tc->id == kSentinelId) &&
       (tc != &g_empty_cache || ++t_cacheless_frees <= kRemoteBuffer || !(tc = thread_attach()))) {
     void *one[1] = {p};
-    return apply_remote(one, 1);
+    uint16_t life[1] = {g_region.life[s - g_region.meta].load(std::memory_order_relaxed)};
+    return apply_remote(one, life, 1);
   }
   uintptr_t h = (uintptr_t(p) >> 4) ^ (uintptr_t(p) >> 12);
   uint64_t &seen = tc->remote_seen[(h >> 6) & 15], bit = uint64_t(1) << (h & 63);
@@ -799,6 +804,7 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
     for (unsigned k = 0; k < tc->remote_count; ++k)
       if (tc->remote_buf[k] == p) fatal("double free", call, p);
   seen |= bit;
+  tc->remote_life[tc->remote_count] = g_region.life[s - g_region.meta].load(std::memory_order_relaxed);
   tc->remote_buf[tc->remote_count++] = p;
   if (tc->remote_count == kRemoteBuffer) flush_remote(tc);
 }
@@ -1081,28 +1087,37 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
 }
 
 // Apply remote frees: one atomic OR per run of frees into the same bitmap word.
-void apply_remote(void *const *ps, unsigned n) {
-  // Every entry was checked when it was buffered (free_remote): a block start, then out.  Find
-  // each one's slab and index once.
+void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
+  // Every entry was checked when it was buffered (free_remote): a block start, then out, in the
+  // slab's life lives[k].  A buffered block stays out, so its slab cannot go back to the depot
+  // before the entry is applied, unless someone else freed the block too: an entry whose slab has
+  // moved on to another life is a double free (and its index may name a live block of the new
+  // life, of another class).  Find each one's slab and index once.
   SlabMeta *slab[kRemoteBuffer];
-  uint32_t index[kRemoteBuffer];
+  uint32_t index[kRemoteBuffer], group[kRemoteBuffer];
   for (unsigned k = 0; k < n; ++k) {
     uintptr_t rel = uintptr_t(ps[k]) - uintptr_t(g_region.base);
-    SlabMeta *m = &g_region.meta[rel >> kGroupShift];
+    uint32_t g = uint32_t(rel >> kGroupShift);
+    SlabMeta *m = &g_region.meta[g];
     uint32_t off = uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1));
     slab[k] = m;
+    group[k] = g;
     index[k] = uint32_t((uint64_t(off) * m->magic) >> 32);
   }
+  std::atomic<uint16_t> *const lifes = g_region.life;
   for (unsigned k = 0; k < n;) {
     SlabMeta *s = slab[k];
     uint32_t owner = s->owner.load(std::memory_order_acquire);
     if (owner == kNoOwner) fatal("free of a block that is not allocated", "free", ps[k]);
+    std::atomic<uint16_t> &life = lifes[group[k]];
+    uint16_t was = lives[k];
+    if (life.load(std::memory_order_relaxed) != was) fatal("double free", "free", ps[k]);
     unsigned w = index[k] >> 6;
     uint64_t mask = uint64_t(1) << (index[k] & 63);
     void *first = ps[k++];
     for (; k < n && slab[k] == s && index[k] >> 6 == w; ++k) {   // the run: same slab and word
       uint64_t bit = uint64_t(1) << (index[k] & 63);
-      if (mask & bit) fatal("double free", "free", ps[k]);
+      if ((mask & bit) || lives[k] != was) fatal("double free", "free", ps[k]);
       mask |= bit;
     }
     uint32_t page = page_of(s);
@@ -1111,6 +1126,9 @@ void apply_remote(void *const *ps, unsigned n) {
     remote_will_write(page);
     uint64_t old = rbits(s)[w].fetch_or(mask, std::memory_order_seq_cst);
     if (old & mask) fatal("double free", "free", first);
+    // The slab went back to the depot between our look and our OR (see depot_release): the OR
+    // may have landed in its next life.  (An OR before the step is caught by depot_release.)
+    if (life.load(std::memory_order_seq_cst) != was) fatal("double free", "free", first);
     if (owner == kSharedOwner) {
       // A slab with one bitmap word (the classes from 1 KiB): our OR's result says whether this
       // free can change anything (the slab worth queueing, or all of it back); most change nothing.
@@ -1160,7 +1178,7 @@ void flush_remote(ThreadCache *tc) {
   unsigned n = tc->remote_count;
   tc->remote_count = 0;
   for (uint64_t &w : tc->remote_seen) w = 0;
-  apply_remote(tc->remote_buf, n);
+  apply_remote(tc->remote_buf, tc->remote_life, n);
 }
 
 // ---- thread attach / exit ----------------------------------------------------------------------
@@ -1279,7 +1297,7 @@ void region_init() {
     // Each pool starts on a page, at the offset in the page where the previous one's first record
     // ends: so the first records of the classes fall in different cache sets (pools start at
     // multiples of 8 MiB otherwise, and the hot records of every class would compete for one set).
-    uint64_t words = groups * 9, color = 0;   // lines, rrec; (color: words into a page)
+    uint64_t words = groups * 9 + (groups * 2 + 7) / 8, color = 0;   // lines, rrec, life; (color: words into a page)
     for (unsigned c = 0; c < kNumClasses; ++c) {
       unsigned w = bitmap_words(kClasses.info[c].blocks);
       if (w > kInlineWords) {
@@ -1309,6 +1327,7 @@ void region_init() {
     madvise(meta, 2 * half, MADV_NOHUGEPAGE);
     g_region.meta = reinterpret_cast<SlabMeta *>(meta);
     g_region.rrec = reinterpret_cast<std::atomic<uint64_t> **>(meta + groups * 64);
+    g_region.life = reinterpret_cast<std::atomic<uint16_t> *>(meta + groups * 72);
     g_region.remote = reinterpret_cast<RemoteState *>(meta + half);
     g_region.mirror = half;
     g_region.remote_pages = remote_pages;

@@ -192,6 +192,7 @@ struct ThreadCache {
   uint64_t remote_seen[16];             // a 1024-bit filter of the addresses in remote_buf
   void *remote_buf[kRemoteBuffer];      // frees of blocks in slabs this cache does not own, not yet
                                         // applied: still "out" (never reused) until the flush
+  uint16_t remote_life[kRemoteBuffer];  // g_region.life of each entry's slab when it was buffered
   std::atomic<uint32_t> inbox;          // slabs with remote frees (Treiber stack of pages)
   std::atomic<bool> attached;           // a live thread uses this cache
   ThreadCache *pool_next;               // pool link while detached
@@ -203,7 +204,7 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : bin{}, alloc_count{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, inbox(kNil),
+      : bin{}, alloc_count{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
         attached(false), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
@@ -231,6 +232,9 @@ struct Region {
   SlabMeta *meta = nullptr;      // one per group, then rrec, then the bitmap pools (see SlabMeta)
   std::atomic<uint64_t> **rrec = nullptr;  // per group: the remote record of its slab, if its
                                            // bitmap is a record (always a record's address or null)
+  std::atomic<uint16_t> *life = nullptr;   // per group: steps each time its slab goes back to the
+                                           // depot.  A remote free buffered in an earlier life
+                                           // is a double free (see apply_remote)
   RemoteState *remote = nullptr; // the mirror: meta + mirror bytes
   size_t mirror = 0;             // bytes from a free bitmap word to its remote word
   std::atomic<uint64_t> *remote_pages = nullptr;  // bit i: page i of the mirror has been written

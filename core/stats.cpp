@@ -34,7 +34,7 @@ Totals totals_of(const HeapSnapshot &h) {
   t.slab_resident = owned + h.dirty_pages * kPageSize;
   t.in_caches = owned > t.live_bytes ? owned - t.live_bytes : 0;
   t.in_depot = h.dirty_pages * kPageSize;
-  t.metadata = h.touched_pages / kGroupPages * (sizeof(SlabMeta) + 8) +   // per group: line, rrec
+  t.metadata = h.touched_pages / kGroupPages * (sizeof(SlabMeta) + 8 + 2) +   // per group: line, rrec, life
                h.bitmap_pool_bytes + h.remote_state_bytes + h.caches * sizeof(ThreadCache);
   t.returned = h.clean_pages * kPageSize;
   t.rss = process_rss();
