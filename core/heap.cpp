@@ -422,6 +422,20 @@ uint32_t bump_take() {
   return b;
 }
 
+// A slab gets a new owner: the remote hint of its former life goes (it would send every free of
+// the new owner to free_local_checked and past the bin's `last`), unless an inbox entry of that
+// life is still in flight (`pending`: a former owner's drain, in tc_exit say, has yet to pass it
+// on).  Until then a new freer's notify stops at `pending`, so the hint must stay up for the new
+// owner's double-free checks and refills; the stale drain notifies the new owner.  Clear first,
+// then look (both seq_cst): a drain that sets `pending` again after our look sets the hint after
+// our clear.
+void hint_reset(SlabMeta *s) {
+  uint32_t page = page_of(s);
+  s->remote_hint.store(0, std::memory_order_seq_cst);
+  if (remote_written(page) && remote_at(page).pending.load(std::memory_order_seq_cst) != 0)
+    s->remote_hint.store(1, std::memory_order_relaxed);
+}
+
 // An empty slab for class cls, owned by cache `owner` and made its current slab's shape.
 SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   const ClassInfo &ci = kClasses.info[cls];
@@ -485,9 +499,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
     if (mirror_page_written(mirror_page_index(rb + w)) && rb[w].load(std::memory_order_relaxed) != 0)
       rb[w].store(0, std::memory_order_relaxed);
   }
-  // No remote bit is set (an empty slab's were all merged): a hint left from an earlier life
-  // would send every free of the new owner to free_local_checked and past the bin's `last`.
-  m.remote_hint.store(0, std::memory_order_relaxed);
+  hint_reset(&m);   // (no remote bit is set: an empty slab's were all merged)
   set_owner(&m, owner);
   return &m;
 }
@@ -685,10 +697,9 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
   s->share.store(kOwned, std::memory_order_seq_cst);
   s->state = kCurrent;
   s->credit = kCurrentCredit;
-  // A hint left by a former owner's notifier is stale: the merge below takes every remote bit
-  // set so far (its exchanges order this store before them), and a freer that ORs after it
-  // sees us as owner and sets the hint again when it notifies.
-  s->remote_hint.store(0, std::memory_order_relaxed);
+  // The merge below takes every remote bit set so far (its exchanges order the reset before
+  // them), and a freer that ORs after it sees us as owner and sets the hint when it notifies.
+  hint_reset(s);
   merge_remote(s);
   return s;
 }

@@ -360,6 +360,33 @@ TEST_CASE("a slab's next owner starts without a former owner's remote hint") {
   }).join();
 }
 
+// ...but while an inbox entry of the former life is still in flight (`pending`: a former owner's
+// drain has yet to pass it on), new freers do not notify, so the new owner keeps the hint up.
+// White-box: the in-flight entry is simulated by setting `pending` on a slab in the depot.
+TEST_CASE("a slab's next owner keeps the remote hint while a former life's inbox entry is in flight") {
+  std::vector<void *> v;
+  std::thread([&] {
+    const unsigned n = class_info(class_of(1024)).blocks;
+    for (unsigned i = 0; i <= n; ++i) v.push_back(alloc(1024));   // one slab full, one more
+  }).join();   // the owner exits: both shared
+  SlabMeta *s = head_meta(v[0]);
+  std::thread([&] {   // every block back by remote frees: s goes to the depot, its mirror written
+    for (void *p : v) dealloc(p, "test");
+    flush_thread();
+  }).join();
+  REQUIRE(s->owner.load() == kNoOwner);
+  RemoteState &r = remote_at(page_of(s));
+  r.pending.store(1);
+  std::thread([&] {
+    std::vector<void *> u;
+    while (u.size() < 400 * 64 && (u.empty() || head_meta(u.back()) != s)) u.push_back(alloc(1024));
+    REQUIRE(head_meta(u.back()) == s);
+    CHECK(s->remote_hint.load() == 1);
+    r.pending.store(0);   // (no entry is really in flight)
+    for (void *p : u) dealloc(p, "test");
+  }).join();
+}
+
 TEST_CASE("a refill takes the parked slab that has waited longest since a quarter of it came back") {
   std::thread([] {
     const unsigned n = class_info(class_of(128)).blocks;   // 512 per slab
@@ -459,6 +486,7 @@ TEST_CASE("malloc/free pairs reuse the same block; freed slabs return to the dep
 // block out a second time (found by a review; the test fails without the slab's life count).
 namespace {
 void double_free_across_lives() {
+  alarm(60);   // a hang in the choreography fails the test instead of stalling the suite
   std::atomic<int> step{0};
   void *p = nullptr;
   std::thread([&] { p = alloc(16); }).join();   // its owner exits: the slab is shared, 1 block out
@@ -474,7 +502,7 @@ void double_free_across_lives() {
     dealloc(mine, "free");
   };
   std::thread t1(freer, 2, 3), t2(freer, 4, 5);
-  while (step.load() != 2) std::this_thread::yield();   // both frees buffered; t1 applies its own
+  // both frees buffered (step 2), then t1 applies its own (step 3)
   while (step.load() != 3) std::this_thread::yield();
   std::set<void *> held;
   std::thread x([&] {   // the slab's next life: every block of it live
