@@ -21,6 +21,7 @@
 namespace zns {
 
 Region g_region;
+std::atomic<uint32_t> g_purge_claims;
 bool g_secure;
 
 namespace {
@@ -1046,15 +1047,21 @@ bool parked_complete(const SlabMeta *s) {
 // again when it unparks it, or releases it as clean.  Called by other threads (remote frees, trim)
 // with a claim on the slab, as the tier takes one.  True if it purged.
 bool parked_purge(SlabMeta *s) {
+  // Counted while a claim may be held: a fork's child, where the claimer does not exist, gives
+  // the claims back (fork_child); else the owner would wait for the slab forever (tc_exit).
+  g_purge_claims.fetch_add(1, std::memory_order_seq_cst);
   uint8_t expected = kParkedIdle;
-  if (!s->share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel)) return false;
-  // kParkedIdle means parked: the owner takes a slab back (to kOwned) before it unparks it.
-  bool ok = !s->purged && parked_complete(s);   // with the claim held the owner cannot take a block from it
-  if (ok) {
-    tier_purge(slab_base(s), size_t(s->pages) * kPageSize);   // (madvise tier: a hole in the file)
-    __atomic_store_n(&s->purged, uint8_t(1), __ATOMIC_RELAXED);   // (trim reads it racily)
+  bool ok = false;
+  if (s->share.compare_exchange_strong(expected, kSharedClaimed, std::memory_order_acq_rel)) {
+    // kParkedIdle means parked: the owner takes a slab back (to kOwned) before it unparks it.
+    ok = !s->purged && parked_complete(s);   // with the claim held the owner cannot take a block from it
+    if (ok) {
+      tier_purge(slab_base(s), size_t(s->pages) * kPageSize);   // (madvise tier: a hole in the file)
+      __atomic_store_n(&s->purged, uint8_t(1), __ATOMIC_RELAXED);   // (trim reads it racily)
+    }
+    s->share.store(kParkedIdle, std::memory_order_release);
   }
-  s->share.store(kParkedIdle, std::memory_order_release);
+  g_purge_claims.fetch_sub(1, std::memory_order_release);
   return ok;
 }
 
@@ -1287,6 +1294,19 @@ void fork_child() {
     drain_inbox(tc, false);
     tc->pool_next = g_pool_head;
     g_pool_head = tc;
+  }
+  // A purge claim held by a thread that does not exist here (parked_purge, between its claim and
+  // its release): give the slab back to its owner.  Its blocks are all free (the claim was taken
+  // on a complete slab), so pages the claimer may have purged already hold nothing.  Only when a
+  // claim was in flight: the walk visits every parked slab.
+  if (g_purge_claims.load(std::memory_order_relaxed) != 0) {
+    for (uint32_t id = 1; id <= g_num_caches; ++id)
+      for (unsigned c = 0; c < kNumClasses; ++c)
+        for (uint32_t list : {g_caches[id]->partial[c], g_caches[id]->full[c]})
+          for (uint32_t p = list; p != kNil; p = meta_at(p).next)
+            if (meta_at(p).share.load(std::memory_order_relaxed) == kSharedClaimed)
+              meta_at(p).share.store(kParkedIdle, std::memory_order_relaxed);
+    g_purge_claims.store(0, std::memory_order_relaxed);
   }
   stats_after_fork_child();
   tier_fork_child();

@@ -242,6 +242,7 @@ struct Region {
   uint32_t pages = 0;            // a multiple of kGroupPages
 };
 extern Region g_region;
+extern std::atomic<uint32_t> g_purge_claims;   // parked_purge calls under way (see fork_child)
 extern bool g_secure;   // ZNS_SECURE=1; fixed once the heap is initialised
 
 // The cache id in a SlabMeta.owner value (strips kSecureBit); special values pass unchanged.

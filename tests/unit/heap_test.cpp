@@ -387,6 +387,43 @@ TEST_CASE("a slab's next owner keeps the remote hint while a former life's inbox
   }).join();
 }
 
+// A fork while another thread holds a purge claim on a parked slab (parked_purge, between its
+// claim and its release): in the child the claimer does not exist.  The slab's owner, a thread of
+// the parent, is gone too; its cache goes to the pool, a new thread of the child adopts it, and at
+// that thread's exit tc_exit waits for the slab: forever, until 2026-12-03.  White-box: the claim
+// in flight is simulated (the slab's share and g_purge_claims, as parked_purge sets them).
+TEST_CASE("a fork's child gives back purge claims that no thread of the child holds") {
+  std::atomic<int> step{0};
+  SlabMeta *s = nullptr;
+  std::vector<void *> v;
+  std::thread owner([&] {
+    const unsigned n = class_info(class_of(1024)).blocks;
+    for (unsigned i = 0; i <= n; ++i) v.push_back(alloc(1024));   // s parked full, one more current
+    s = head_meta(v[0]);
+    step = 1;
+    while (step.load() != 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  while (step.load() != 1) std::this_thread::yield();
+  REQUIRE(s->share.load() == kParkedIdle);
+  s->share.store(kSharedClaimed);   // a purge claim under way in another thread...
+  g_purge_claims.fetch_add(1);
+  pid_t pid = fork();               // ...when this thread forks
+  if (pid == 0) {
+    alarm(20);
+    std::thread([] { void *q = alloc(1024); dealloc(q, "test"); }).join();   // adopts owner's cache, exits
+    _exit(s->share.load() != kSharedClaimed && s->owner.load() == kSharedOwner ? 0 : 3);   // shared at that exit
+  }
+  g_purge_claims.fetch_sub(1);
+  s->share.store(kParkedIdle);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  CHECK(WIFEXITED(st));   // (SIGALRM: the child's thread exit waited for the slab)
+  CHECK(WEXITSTATUS(st) == 0);
+  step = 2;
+  owner.join();
+  std::thread([&] { for (void *p : v) dealloc(p, "test"); flush_thread(); }).join();
+}
+
 TEST_CASE("a refill takes the parked slab that has waited longest since a quarter of it came back") {
   std::thread([] {
     const unsigned n = class_info(class_of(128)).blocks;   // 512 per slab
