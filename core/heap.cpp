@@ -509,7 +509,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
 // back already (a purged parked slab): it joins the clean list, and is made present again when taken.
 void depot_release(SlabMeta *s, bool clean = false) {
   // A new life first, then the look at the remote bits: a stale buffered free (a double free)
-  // that ORs before the step is seen below, one that ORs after it sees the step (apply_remote).
+  // that ORs before the step is seen below, one that looks after it sees the step (apply_remote).
   std::atomic<uint16_t> &life = g_region.life[s - g_region.meta];
   life.store(uint16_t(life.load(std::memory_order_relaxed) + 1), std::memory_order_seq_cst);
   std::atomic<uint64_t> *rb = rbits(s);
@@ -1144,9 +1144,10 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
     remote_will_write(page);
     uint64_t old = rbits(s)[w].fetch_or(mask, std::memory_order_seq_cst);
     if (old & mask) fatal("double free", "free", first);
-    // The slab went back to the depot between our look and our OR (see depot_release): the OR
-    // may have landed in its next life.  (An OR before the step is caught by depot_release.)
-    if (life.load(std::memory_order_seq_cst) != was) fatal("double free", "free", first);
+    // (No second look at the life after the OR: once our bits are in, the slab may complete and go
+    // back to the depot at once, rightly.  A stale free that passed the look just before the
+    // step ORs into the depot's copy (depot_release's look or depot_take's strays drop it) unless
+    // the slab is also taken again within those few instructions.)
     if (owner == kSharedOwner) {
       // A slab with one bitmap word (the classes from 1 KiB): our OR's result says whether this
       // free can change anything (the slab worth queueing, or all of it back); most change nothing.
