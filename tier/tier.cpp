@@ -10,8 +10,10 @@
 //   - uffd: a slab is write-protected before it is written to the file and dropped after, all under
 //     g_tier_lock; a store in between waits in a write-protect fault that is served (under the same
 //     lock) only after the drop, and so retries as a missing fault and reads the slab back first.
-//   - TierMeta.state of a head page: kResident -> kOut (evict, claimed) -> kResident (fault-in) or
-//     kHole (the slab went back to the depot while out) -> kResident (tier_take: zero pages).
+//   - TierMeta.state of a head page: kResident -> kOut (evict, claimed) -> kResident (fault-in, or
+//     tier_take when a parked slab purged in place while out is unparked) or kHole (the slab went
+//     back to the depot while out) -> kResident (tier_take: zero pages).  g_out_pages counts the
+//     kOut pages: every way out of kOut subtracts.
 //   - The handler thread never allocates and never touches the region itself: it reads and writes
 //     the file through a static bounce buffer, and asks mincore() before pwrite() reads a slab.
 #include "tier/tier.h"
@@ -566,6 +568,9 @@ void *tier_map_region(size_t bytes) {
 bool tier_take(uint32_t page, unsigned k, bool missing) {
   TierMeta &t = tm_at(page);
   uint8_t st = t.state.exchange(kResident, std::memory_order_acq_rel);
+  // An evicted parked slab whose pages a purge gave back in place, unparked: it was counted out
+  // (came_back and tier_release, the other ways out of kOut, subtract too).
+  if (st == kOut) g_out_pages.fetch_sub(k, std::memory_order_relaxed);
   t.watched = 0;
   t.backoff = 0;
   char *addr = page_addr(page);
