@@ -1112,22 +1112,19 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
   // moved on to another life is a double free (and its index may name a live block of the new
   // life, of another class).  Find each one's slab and index once.
   SlabMeta *slab[kRemoteBuffer];
-  uint32_t index[kRemoteBuffer], group[kRemoteBuffer];
+  uint32_t index[kRemoteBuffer];
   for (unsigned k = 0; k < n; ++k) {
     uintptr_t rel = uintptr_t(ps[k]) - uintptr_t(g_region.base);
-    uint32_t g = uint32_t(rel >> kGroupShift);
-    SlabMeta *m = &g_region.meta[g];
+    SlabMeta *m = &g_region.meta[rel >> kGroupShift];
     uint32_t off = uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1));
     slab[k] = m;
-    group[k] = g;
     index[k] = uint32_t((uint64_t(off) * m->magic) >> 32);
   }
-  std::atomic<uint16_t> *const lifes = g_region.life;
   for (unsigned k = 0; k < n;) {
     SlabMeta *s = slab[k];
     uint32_t owner = s->owner.load(std::memory_order_acquire);
     if (owner == kNoOwner) fatal("free of a block that is not allocated", "free", ps[k]);
-    std::atomic<uint16_t> &life = lifes[group[k]];
+    std::atomic<uint16_t> &life = g_region.life[s - g_region.meta];
     uint16_t was = lives[k];
     if (life.load(std::memory_order_relaxed) != was) fatal("double free", "free", ps[k]);
     unsigned w = index[k] >> 6;
