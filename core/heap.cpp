@@ -1287,6 +1287,12 @@ void fork_child() {
     ThreadCache *tc = g_caches[id];
     if (tc == t_cache || tc == g_orphan || !tc->attached.load(std::memory_order_relaxed)) continue;
     tc->attached.store(false, std::memory_order_relaxed);
+    // Its remote buffer may be half written (free_remote_plain stores the count and the entry in
+    // no set order, and a full count is flushed only after the store): applying it could free a
+    // block twice, or a live one, and a full count would overflow at the next free.  Dropped: its
+    // blocks stay out in the child, as any work a dead thread had under way (at most 64).
+    tc->remote_count = 0;
+    for (uint64_t &w : tc->remote_seen) w = 0;
     for (Bin &b : tc->bin) flush_last(tc, b);
     if (g_secure) secure_drain(tc);   // else its quarantined blocks would stay out for good
     drain_inbox(tc, false);
