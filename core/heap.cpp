@@ -723,7 +723,8 @@ void notify(uint32_t page, uint32_t owner, bool may_lock_pool) {
   if (r.pending.load(std::memory_order_seq_cst) != 0) return;
   if (r.pending.exchange(1, std::memory_order_seq_cst) != 0) return;
   // Tell the owner's free fast path to look at the remote bits too (double-free detection).
-  meta_at(page).remote_hint.store(1, std::memory_order_relaxed);
+  // (seq_cst: ordered after a new owner's hint_reset, whose clear is seq_cst too.)
+  meta_at(page).remote_hint.store(1, std::memory_order_seq_cst);
   ThreadCache *o = g_caches[owner];
   uint32_t head = o->inbox.load(std::memory_order_relaxed);
   do {
@@ -749,9 +750,12 @@ bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {   // false: the inbox wa
       unsigned n = merge_remote(s);   // a current slab stays, even empty; a parked one may go
       if (n && (s->state == kParkedFull || s->state == kParkedPartial)) parked_returned(tc, s, n);
     } else if (owner != kNoOwner && owner != kSharedOwner) {    // stale entry: the slab changed hands
+      // Pass it on to the new owner if it has remote bits, or if its hint is up (hint_reset kept
+      // it while this entry was in flight): the new owner's drain then clears it.
+      bool on = s->remote_hint.load(std::memory_order_relaxed);
       std::atomic<uint64_t> *rb = rbits(s);
-      for (unsigned w = 0, words = words_of(s); w < words; ++w)
-        if (rb[w].load(std::memory_order_relaxed)) { notify(page, owner, may_lock_pool); break; }
+      for (unsigned w = 0, words = words_of(s); w < words && !on; ++w) on = rb[w].load(std::memory_order_relaxed) != 0;
+      if (on) notify(page, owner, may_lock_pool);
     }
     page = next;
   }
