@@ -3,6 +3,8 @@
 # driver in tests/sanitize/, under ASan+UBSan, then under TSan.  Fails on any sanitizer report
 # (exit status, or a report line in the output, e.g. from a forked child) or failed check.
 # Logs: build/sanitize/logs/.   Usage: tests/sanitize/run.sh DRIVER...
+# SAN_FLAVOURS="asan tsan" (default) picks the builds; SAN_UNIT=0 skips the unit tests (make test
+# runs the TSan churn driver alone this way).
 set -u
 cd "$(dirname "$0")/../.."
 S=build/sanitize
@@ -20,8 +22,10 @@ pattern='ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer|T
 pass=0; fail=0; failed=()
 # Each driver runs twice: as is, and with ZNS_SECURE=1 (the hardened mode's paths: quarantine,
 # random slots, zeroing).  The unit tests check the default mode's behaviour and run once.
-for flavour in asan tsan; do
-  for name in unit_tests "$@" $(printf '%s+secure ' "$@"); do
+units=unit_tests
+[ "${SAN_UNIT:-1}" = 0 ] && units=
+for flavour in ${SAN_FLAVOURS:-asan tsan}; do
+  for name in $units "$@" $(printf '%s+secure ' "$@"); do
     bin=$S/$flavour/${name%+secure} log=$LOGS/$flavour-$name.log t0=$SECONDS
     if [ ! -x "$bin" ]; then echo "missing $bin (run make sanitize-build)"; exit 2; fi
     if [[ $name == *+secure ]]; then secure=1; else secure=0; fi
