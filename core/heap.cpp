@@ -22,6 +22,7 @@ namespace zns {
 
 Region g_region;
 std::atomic<uint32_t> g_purge_claims;
+std::atomic<uint32_t> g_inbox_ops;
 bool g_secure;
 
 namespace {
@@ -721,7 +722,12 @@ void notify(uint32_t page, uint32_t owner, bool may_lock_pool) {
   // Already queued: the owner's drain clears `pending` before it merges, so a freer that still
   // reads 1 after its OR (both seq_cst) is merged by that drain.  The load spares the RMW.
   if (r.pending.load(std::memory_order_seq_cst) != 0) return;
-  if (r.pending.exchange(1, std::memory_order_seq_cst) != 0) return;
+  // From `pending` to the push the slab is on no inbox: a fork in between must know (fork_child).
+  g_inbox_ops.fetch_add(1, std::memory_order_seq_cst);
+  if (r.pending.exchange(1, std::memory_order_seq_cst) != 0) {
+    g_inbox_ops.fetch_sub(1, std::memory_order_release);
+    return;
+  }
   // Tell the owner's free fast path to look at the remote bits too (double-free detection).
   // (seq_cst: ordered after a new owner's hint_reset, whose clear is seq_cst too.)
   meta_at(page).remote_hint.store(1, std::memory_order_seq_cst);
@@ -731,12 +737,15 @@ void notify(uint32_t page, uint32_t owner, bool may_lock_pool) {
     r.inbox_next = head;
   } while (!o->inbox.compare_exchange_weak(head, page, std::memory_order_seq_cst,
                                            std::memory_order_relaxed));
+  g_inbox_ops.fetch_sub(1, std::memory_order_release);
   // A detached cache has no thread to drain it: do it here (see tc_exit for the other half).
   if (may_lock_pool && !o->attached.load(std::memory_order_seq_cst)) drain_detached(o);
 }
 
 bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {   // false: the inbox was empty
   if (tc->inbox.load(std::memory_order_relaxed) == kNil) return false;
+  // The list taken below is on no inbox until every entry's `pending` is cleared (fork_child).
+  g_inbox_ops.fetch_add(1, std::memory_order_seq_cst);
   uint32_t page = tc->inbox.exchange(kNil, std::memory_order_seq_cst);
   while (page != kNil) {
     RemoteState &r = remote_at(page);
@@ -759,6 +768,7 @@ bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {   // false: the inbox wa
     }
     page = next;
   }
+  g_inbox_ops.fetch_sub(1, std::memory_order_release);
   return true;
 }
 
@@ -1281,6 +1291,38 @@ void fork_parent() {
   g_orphan_lock.unlock();
   tier_fork_parent();
 }
+// fork_child, when a drain or a notify was under way in a thread that does not exist here
+// (g_inbox_ops): slabs that a drain had taken off an inbox, or that a notify had marked `pending`
+// and not yet pushed, are pending on no inbox; a drain that had cleared `pending` and not yet
+// merged leaves remote bits that nobody is told of (the hint cleared).  Their owners would never
+// merge those frees: the blocks would stay out in the child.  So every slab whose remote state
+// was ever written and that is on no inbox loses `pending`, and is queued on its owner's inbox
+// if it has remote bits or its hint up.  (A merge cut between its exchange and its OR loses those
+// frees for good, as any work a dead thread had under way.)  Single-threaded: only this thread
+// lives in the child.
+void fork_child_inboxes() {
+  auto mark = [](uint8_t v) {   // the slabs on some inbox (ours and the orphan's too)
+    for (uint32_t id = 1; id <= g_num_caches; ++id)
+      for (uint32_t p = g_caches[id]->inbox.load(std::memory_order_relaxed); p != kNil;
+           p = remote_at(p).inbox_next)
+        remote_at(p).fork_mark = v;
+  };
+  mark(1);
+  for (uint32_t page = 0, end = g_depot.bump; page < end; page += kGroupPages) {
+    if (!remote_written(page) || remote_at(page).fork_mark) continue;
+    remote_at(page).pending.store(0, std::memory_order_relaxed);
+    SlabMeta *s = &meta_at(page);
+    uint32_t owner = owner_cache(s->owner.load(std::memory_order_relaxed));
+    if (owner == kNoOwner || owner > g_num_caches) continue;   // in the depot, or shared
+    bool on = s->remote_hint.load(std::memory_order_relaxed);
+    std::atomic<uint64_t> *rb = rbits(s);
+    for (unsigned w = 0, words = words_of(s); w < words && !on; ++w) on = rb[w].load(std::memory_order_relaxed) != 0;
+    if (on) notify(page, owner, false);
+  }
+  mark(0);
+  g_inbox_ops.store(0, std::memory_order_relaxed);
+}
+
 void fork_child() {
   g_depot.lock.reset();
   for (ClassLock &c : g_class_lock) c.lock.reset();
@@ -1303,6 +1345,7 @@ void fork_child() {
     tc->pool_next = g_pool_head;
     g_pool_head = tc;
   }
+  if (g_inbox_ops.load(std::memory_order_relaxed) != 0) fork_child_inboxes();
   // A purge claim held by a thread that does not exist here (parked_purge, between its claim and
   // its release): give the slab back to its owner.  Its blocks are all free (the claim was taken
   // on a complete slab), so pages the claimer may have purged already hold nothing.  Only when a

@@ -150,7 +150,8 @@ inline constexpr unsigned kInlineWord0 = 5;   // inline_free[0] is word 5 of the
 struct alignas(64) RemoteState {
   uint32_t inbox_next;             // inbox link (valid while pending)
   std::atomic<uint8_t> pending;    // 1 while the slab is queued on some cache's inbox
-  uint8_t pad0_[3];
+  uint8_t fork_mark;               // fork_child only: the slab is on some inbox (see there)
+  uint8_t pad0_[2];
   std::atomic<uint32_t> shared_frees;  // shared slab: at least its remote bits (shared_settle's
                                        // cheap look); set by relinquish, counted up by freers
   uint8_t pad_[28];
@@ -243,6 +244,7 @@ struct Region {
 };
 extern Region g_region;
 extern std::atomic<uint32_t> g_purge_claims;   // parked_purge calls under way (see fork_child)
+extern std::atomic<uint32_t> g_inbox_ops;      // inbox drains and notify pushes under way (ditto)
 extern bool g_secure;   // ZNS_SECURE=1; fixed once the heap is initialised
 
 // The cache id in a SlabMeta.owner value (strips kSecureBit); special values pass unchanged.

@@ -473,6 +473,64 @@ TEST_CASE("a fork's child drops the remote buffers of the threads that do not ex
   owner.join();
 }
 
+// A fork while another thread is between taking a slab off an inbox and clearing its `pending`
+// (drain_inbox), or between setting `pending` and pushing the slab (notify): in the child the slab
+// is pending on no inbox, so no later free queues it again and its owner's cache, adopted by a
+// thread of the child, never merged its remote frees (the blocks stayed out).  The same when the
+// drain had cleared `pending` and the hint but not yet merged.  White-box: the cut is simulated
+// (the owner's inbox emptied by hand, g_inbox_ops as those paths set it).
+TEST_CASE("a fork's child requeues slabs that a dead thread's inbox work left on no inbox") {
+  for (int cleared : {0, 1}) {
+    CAPTURE(cleared);
+    std::atomic<int> step{0};
+    ThreadCache *otc = nullptr;
+    std::vector<void *> v;
+    const unsigned n = class_info(class_of(1024)).blocks;
+    std::thread owner([&] {
+      for (unsigned i = 0; i <= n; ++i) v.push_back(alloc(1024));   // v[0]'s slab parked full
+      otc = t_cache;
+      step = 1;
+      while (step.load() != 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    });
+    while (step.load() != 1) std::this_thread::yield();
+    SlabMeta *s = head_meta(v[0]);
+    const uint32_t page = page_of(s);
+    REQUIRE(s->state == kParkedFull);
+    std::thread([&] {   // a quarter of s freed remotely: s goes on the owner's inbox
+      for (unsigned i = 0; i < n / 4; ++i) dealloc(v[i], "test");
+      flush_thread();
+    }).join();
+    REQUIRE(otc->inbox.load() == page);
+    REQUIRE(remote_at(page).pending.load() == 1);
+    otc->inbox.store(kNil);      // taken by a drain that is cut here...
+    if (cleared) {               // ...or after it cleared the hint and `pending`
+      s->remote_hint.store(0);
+      remote_at(page).pending.store(0);
+    }
+    g_inbox_ops.fetch_add(1);
+    pid_t pid = fork();          // ...when this thread forks
+    if (pid == 0) {
+      alarm(20);
+      int found = 0;
+      std::thread([&] {   // adopts the owner's cache: its refills drain its inbox
+        for (unsigned i = 0; i < 4 * n && !found; ++i) found = head_meta(alloc(1024)) == s;
+      }).join();
+      _exit(found ? 0 : 3);
+    }
+    g_inbox_ops.fetch_sub(1);
+    s->remote_hint.store(1);     // (as it was: the owner's exit drains it)
+    remote_at(page).pending.store(1);
+    otc->inbox.store(page);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st));
+    CHECK(WEXITSTATUS(st) == 0);   // 3: s's free blocks never came back in the child
+    step = 2;
+    owner.join();
+    std::thread([&] { for (unsigned i = n / 4; i < v.size(); ++i) dealloc(v[i], "test"); flush_thread(); }).join();
+  }
+}
+
 TEST_CASE("a refill takes the parked slab that has waited longest since a quarter of it came back") {
   std::thread([] {
     const unsigned n = class_info(class_of(128)).blocks;   // 512 per slab
