@@ -470,6 +470,9 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   // The tier makes the pages present (uffd) or reserves their room in the backing file (madvise);
   // when the file is full the span goes back and the request falls through.
   if (ZNS_UNLIKELY(g_tier_mode != kTierOff) && !tier_take(page, k, missing)) {
+    // To the clean list, so its pages must hold nothing: a shorter dirty slab (depot_other) still
+    // has its first pages resident (and their room in the file).
+    tier_purge(g_region.base + size_t(page) * kPageSize, size_t(k) * kPageSize);
     Guard g(g_depot.lock);
     SlabMeta &m = meta_at(page);
     m.pages = uint8_t(k);
