@@ -23,6 +23,7 @@ namespace zns {
 Region g_region;
 std::atomic<uint32_t> g_purge_claims;
 std::atomic<uint32_t> g_inbox_ops;
+std::atomic<void (*)()> g_test_purge_hook;
 bool g_secure;
 
 namespace {
@@ -91,6 +92,9 @@ struct Depot {
   uint32_t dirty_tail[kMaxSlabPages + 1];   // oldest: the next to purge
   uint32_t clean_head[kMaxSlabPages + 1];   // empty, purged slabs by pages (a stack)
   uint32_t bump;                            // first page never handed out
+  uint32_t purging_head;                    // slabs a depot_purge took off the dirty lists and is
+                                            // giving back outside the lock (doubly linked): a
+                                            // fork's child puts them back (fork_child)
   uint64_t dirty_pages, clean_pages, purging_pages, purged_total;
   uint32_t shared_head[kNumClasses];        // shared slabs worth reusing, per class (doubly
   uint32_t shared_tail[kNumClasses];        // linked; queued at the head, adopted from the tail)
@@ -112,6 +116,7 @@ void depot_reset_lists() {
   for (unsigned k = 0; k <= kMaxSlabPages; ++k)
     g_depot.dirty_head[k] = g_depot.dirty_tail[k] = g_depot.clean_head[k] = kNil;
   for (unsigned c = 0; c < kNumClasses; ++c) g_depot.shared_head[c] = g_depot.shared_tail[c] = kNil;
+  g_depot.purging_head = kNil;
   g_depot.next_due = uint32_t(now_ms());
 }
 
@@ -324,10 +329,15 @@ void depot_purge(bool force) {
         else g_depot.dirty_head[k] = kNil;
         g_depot.dirty_pages -= k;
         g_depot.purging_pages += k;
+        m.prev = kNil;
+        m.next = g_depot.purging_head;
+        if (m.next != kNil) meta_at(m.next).prev = best;
+        g_depot.purging_head = best;
         victims[n++] = best;
       }
     }
     if (n == 0) return;
+    if (void (*hook)() = g_test_purge_hook.load(std::memory_order_acquire); ZNS_UNLIKELY(hook != nullptr)) hook();
     for (unsigned i = 0; i < n; ++i) {
       SlabMeta &m = meta_at(victims[i]);
       tier_purge(slab_base(&m), m.pages * kPageSize);   // os_purge, or a hole in the tier file
@@ -336,6 +346,9 @@ void depot_purge(bool force) {
     for (unsigned i = 0; i < n; ++i) {
       SlabMeta &m = meta_at(victims[i]);
       unsigned k = m.pages;
+      if (m.prev != kNil) meta_at(m.prev).next = m.next;
+      else g_depot.purging_head = m.next;
+      if (m.next != kNil) meta_at(m.next).prev = m.prev;
       m.next = g_depot.clean_head[k];
       g_depot.clean_head[k] = victims[i];
       g_depot.purging_pages -= k;
@@ -1349,6 +1362,24 @@ void fork_child() {
     g_pool_head = tc;
   }
   if (g_inbox_ops.load(std::memory_order_relaxed) != 0) fork_child_inboxes();
+  // Slabs that a depot_purge of another thread was giving back (between its two holds of the
+  // depot lock): on no list here.  Back on the dirty lists, purged or not (a purge of purged
+  // pages is harmless), to be purged again in their time.
+  for (uint32_t p = g_depot.purging_head; p != kNil;) {
+    SlabMeta &m = meta_at(p);
+    uint32_t next = m.next;
+    unsigned k = m.pages;
+    m.stamp = uint32_t(now_ms());
+    m.prev = kNil;
+    m.next = g_depot.dirty_head[k];
+    if (m.next != kNil) meta_at(m.next).prev = p;
+    else g_depot.dirty_tail[k] = p;
+    g_depot.dirty_head[k] = p;
+    g_depot.purging_pages -= k;
+    g_depot.dirty_pages += k;
+    p = next;
+  }
+  g_depot.purging_head = kNil;
   // A purge claim held by a thread that does not exist here (parked_purge, between its claim and
   // its release): give the slab back to its owner.  Its blocks are all free (the claim was taken
   // on a complete slab), so pages the claimer may have purged already hold nothing.  Only when a

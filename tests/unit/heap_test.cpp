@@ -531,6 +531,48 @@ TEST_CASE("a fork's child requeues slabs that a dead thread's inbox work left on
   }
 }
 
+// A fork while another thread is inside depot_purge, between taking its slabs off the dirty lists
+// and putting them on the clean ones (the madvise calls run outside the depot lock): in the child
+// those slabs were on no list, their pages counted as "being purged" for good.  The purging thread
+// is held there by the test hook.
+std::atomic<int> g_purge_held{0};   // 1: the hook holds the purging thread; 2: let it go
+void hold_purge() {
+  g_purge_held = 1;
+  while (g_purge_held.load() != 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+TEST_CASE("a fork's child puts back the slabs another thread was purging") {
+  trim();   // an empty dirty list to start from
+  std::thread([] {   // 20 empty slabs of 1 KiB to the depot, dirty
+    std::vector<void *> v;
+    for (unsigned i = 0; i < 20 * class_info(class_of(1024)).blocks; ++i) v.push_back(alloc(1024));
+    for (void *p : v) dealloc(p, "test");
+  }).join();
+  REQUIRE(snap().dirty_pages >= 19 * 16);
+  g_purge_held = 0;
+  g_test_purge_hook = hold_purge;
+  std::thread purger([] { trim(); });
+  while (g_purge_held.load() != 1) std::this_thread::yield();
+  pid_t pid = fork();
+  if (pid == 0) {
+    alarm(20);
+    g_test_purge_hook = nullptr;
+    HeapSnapshot before = snap();
+    trim();
+    HeapSnapshot after = snap();
+    // dirty_pages counts the pages being purged too: all of them go back now
+    _exit(before.dirty_pages >= 19 * 16 && after.dirty_pages == 0 &&
+          after.clean_pages >= before.clean_pages + 19 * 16 ? 0 : 3);
+  }
+  g_purge_held = 2;
+  purger.join();
+  g_test_purge_hook = nullptr;
+  int st = 0;
+  waitpid(pid, &st, 0);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);   // 3: the slabs being purged at the fork stayed on no list
+  CHECK(snap().dirty_pages == 0);
+}
+
 TEST_CASE("a refill takes the parked slab that has waited longest since a quarter of it came back") {
   std::thread([] {
     const unsigned n = class_info(class_of(128)).blocks;   // 512 per slab
