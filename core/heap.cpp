@@ -44,6 +44,25 @@ __thread uint32_t t_cacheless_frees __attribute__((tls_model("initial-exec"))) =
 
 namespace {
 
+// Marks a thread's cache busy while a slow path changes it (its bins take three stores, its lists
+// four): a fork cut through such a change hands the child a cache in a state no thread may use,
+// so fork_child keeps it from the pool (its slabs stay with it, a leak in the child).  The fast
+// paths' single stores (a bitmap word, `last`, a credit) need no mark.  The release fences keep
+// the mark's stores around the change's (free on x86).  Never on a sentinel cache.
+struct SlowPath {
+  ThreadCache *tc;
+  explicit SlowPath(ThreadCache *t) : tc(t) {
+    tc->busy++;
+    std::atomic_thread_fence(std::memory_order_release);
+  }
+  ~SlowPath() {
+    std::atomic_thread_fence(std::memory_order_release);
+    tc->busy--;
+  }
+  SlowPath(const SlowPath &) = delete;
+  SlowPath &operator=(const SlowPath &) = delete;
+};
+
 // ---- the cache table and the pool of detached caches -------------------------------------------
 constexpr uint32_t kMaxCaches = 1u << 16;
 ThreadCache *g_caches[kMaxCaches];        // by id; entries are written once, under g_pool_lock
@@ -1230,31 +1249,34 @@ void flush_remote(ThreadCache *tc) {
 // ---- thread attach / exit ----------------------------------------------------------------------
 void tc_exit(void *arg) {
   ThreadCache *tc = static_cast<ThreadCache *>(arg);
-  if (g_secure) secure_drain(tc);   // its blocks into our bitmaps or the remote buffer
-  t_cache = &g_dead_cache;   // later mallocs in this thread go to the orphan cache
-  flush_remote(tc);
-  // Every slab goes: empty ones to the depot, the others shared, so no memory waits for the
-  // next thread that adopts this cache.
-  for (unsigned c = 0; c < kNumClasses; ++c) {
-    flush_last(tc, tc->bin[c]);
-    SlabMeta *s = current_slab(tc, c);
-    tc->secure_slab[c] = nullptr;
-    __atomic_store_n(&tc->bin[c].last, nullptr, __ATOMIC_RELAXED);
-    tc->bin[c].word = &g_zero_word; tc->bin[c].base = nullptr; tc->bin[c].size = 0;
-    tc->partial_tail[c] = kNil;   // (emptied below)
-    for (uint32_t *list : {&tc->partial[c], &tc->full[c]})   // parked slabs first, then the current
-      while (*list != kNil) {
-        SlabMeta *k = &meta_at(*list);
-        while (!parked_take_back(k)) sched_yield();   // the tier is writing it out: a moment
-        list_unlink(*list, k);
-        merge_remote(k);
-        if (free_count(k) == k->blocks) depot_release(k, k->purged);
-        else relinquish(k);
-      }
-    if (!s) continue;
-    merge_remote(s);
-    if (free_count(s) == s->blocks) depot_release(s);
-    else relinquish(s);
+  {
+    SlowPath busy(tc);   // (ends before the cache goes to the pool, where another thread takes it)
+    if (g_secure) secure_drain(tc);   // its blocks into our bitmaps or the remote buffer
+    t_cache = &g_dead_cache;   // later mallocs in this thread go to the orphan cache
+    flush_remote(tc);
+    // Every slab goes: empty ones to the depot, the others shared, so no memory waits for the
+    // next thread that adopts this cache.
+    for (unsigned c = 0; c < kNumClasses; ++c) {
+      flush_last(tc, tc->bin[c]);
+      SlabMeta *s = current_slab(tc, c);
+      tc->secure_slab[c] = nullptr;
+      __atomic_store_n(&tc->bin[c].last, nullptr, __ATOMIC_RELAXED);
+      tc->bin[c].word = &g_zero_word; tc->bin[c].base = nullptr; tc->bin[c].size = 0;
+      tc->partial_tail[c] = kNil;   // (emptied below)
+      for (uint32_t *list : {&tc->partial[c], &tc->full[c]})   // parked slabs first, then the current
+        while (*list != kNil) {
+          SlabMeta *k = &meta_at(*list);
+          while (!parked_take_back(k)) sched_yield();   // the tier is writing it out: a moment
+          list_unlink(*list, k);
+          merge_remote(k);
+          if (free_count(k) == k->blocks) depot_release(k, k->purged);
+          else relinquish(k);
+        }
+      if (!s) continue;
+      merge_remote(s);
+      if (free_count(s) == s->blocks) depot_release(s);
+      else relinquish(s);
+    }
   }
   Guard g(g_pool_lock);
   tc->attached.store(false, std::memory_order_seq_cst);
@@ -1348,6 +1370,10 @@ void fork_child() {
   for (uint32_t id = 1; id <= g_num_caches; ++id) {
     ThreadCache *tc = g_caches[id];
     if (tc == t_cache || tc == g_orphan || !tc->attached.load(std::memory_order_relaxed)) continue;
+    // Cut in the middle of a change (a bin half pointed at a new word, a list half linked): no
+    // thread of the child may use it, nor look at its lists.  It stays attached (so nobody
+    // drains it as a detached cache) and out of the pool: its slabs are lost to the child.
+    if (tc->busy) continue;
     tc->attached.store(false, std::memory_order_relaxed);
     // Its remote buffer may be half written (free_remote_plain stores the count and the entry in
     // no set order, and a full count is flushed only after the store): applying it could free a
@@ -1386,7 +1412,7 @@ void fork_child() {
   // claim was in flight: the walk visits every parked slab.
   if (g_purge_claims.load(std::memory_order_relaxed) != 0) {
     for (uint32_t id = 1; id <= g_num_caches; ++id)
-      for (unsigned c = 0; c < kNumClasses; ++c)
+      for (unsigned c = 0; c < kNumClasses && !g_caches[id]->busy; ++c)
         for (uint32_t list : {g_caches[id]->partial[c], g_caches[id]->full[c]})
           for (uint32_t p = list; p != kNil; p = meta_at(p).next)
             if (meta_at(p).share.load(std::memory_order_relaxed) == kSharedClaimed)
@@ -1485,13 +1511,16 @@ void *alloc_slow(unsigned cls) {
   // needs none of the refill's bookkeeping (remote buffer, clock, inbox).  (The sentinel caches'
   // bins and secure mode's name no slab.)
   Bin &b = tc->bin[cls];
-  if (SlabMeta *s = bin_slab(b); s && bin_point(b, s, unsigned(b.word - bits(s)) + 1))
-    return take_lowest(tc, b, cls);
+  if (SlabMeta *s = bin_slab(b)) {   // (a sentinel's bins name no slab)
+    SlowPath busy(tc);
+    if (bin_point(b, s, unsigned(b.word - bits(s)) + 1)) return take_lowest(tc, b, cls);
+  }
   if (tc->id == kSentinelId) {
     if (tc == &g_dead_cache) return orphan_alloc(cls);
     tc = thread_attach();
     if (!tc) return orphan_alloc(cls);
   }
+  SlowPath busy(tc);
   return refill_and_alloc(tc, cls);
 }
 
@@ -1539,7 +1568,11 @@ void tier_unclaim(SlabMeta *s) {
 }
 
 void free_remote(void *p, SlabMeta *s, const char *call) {
-  if (ZNS_UNLIKELY(g_secure)) return secure_free(p, s, call);   // every free, in that mode
+  if (ZNS_UNLIKELY(g_secure)) {   // every free, in that mode: the quarantine changes
+    if (t_cache->id == kSentinelId) return secure_free(p, s, call);
+    SlowPath busy(t_cache);
+    return secure_free(p, s, call);
+  }
   free_remote_plain(p, s, call);
 }
 
@@ -1548,6 +1581,7 @@ void free_remote(void *p, SlabMeta *s, const char *call) {
 // a purge holds it: then it waits on the partial list with credit 0 for an unpark or the exit); a
 // current slab just starts counting again.
 void credit_out(ThreadCache *tc, SlabMeta *s) {
+  SlowPath busy(tc);
   if (s->state == kParkedFull) {
     list_unlink(tc->full[s->cls], s);
     s->state = kParkedPartial;
@@ -1574,7 +1608,10 @@ void free_misuse(const char *what, const char *call, void *p) { fatal(what, call
 void free_local_checked(void *p, SlabMeta *s, const char *call) {
   uint32_t i = uint32_t(block_index(s, p));   // (the caller checked it is a block start)
   if (bits(s) == full_bits()) {   // the first free into a full slab: now the fast path's
-    bits_install(s);
+    {
+      SlowPath busy(t_cache);   // (a record for the slab: the owner's thread, a real cache)
+      bits_install(s);
+    }
     return dealloc(p, call);
   }
   std::atomic<uint64_t> *wp = bits(s) + (i >> 6);
@@ -1595,6 +1632,7 @@ void *alloc_aligned(size_t n, size_t align) {
 
 void flush_thread() {
   if (g_init_state.load(std::memory_order_acquire) != 2 || t_cache->id == kSentinelId) return;
+  SlowPath busy(t_cache);
   if (g_secure) secure_drain(t_cache);   // checked on the way out: a late write after free shows
   flush_remote(t_cache);
 }

@@ -196,6 +196,9 @@ struct ThreadCache {
   uint16_t remote_life[kRemoteBuffer];  // g_region.life of each entry's slab when it was buffered
   std::atomic<uint32_t> inbox;          // slabs with remote frees (Treiber stack of pages)
   std::atomic<bool> attached;           // a live thread uses this cache
+  uint32_t busy;                        // its thread is inside a slow path that changes the cache
+                                        // (bins, lists, records; see SlowPath): a fork's child
+                                        // never hands it to another thread (fork_child)
   ThreadCache *pool_next;               // pool link while detached
   // ZNS_SECURE only.  The bins then stay empty (g_zero_word), so every malloc takes the slow path
   // and allocates from these slabs, at a random free slot.
@@ -206,7 +209,7 @@ struct ThreadCache {
 
   constexpr explicit ThreadCache(uint32_t cache_id)
       : bin{}, alloc_count{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
-        attached(false), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
+        attached(false), busy(0), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
       partial[c] = partial_tail[c] = full[c] = kNil;

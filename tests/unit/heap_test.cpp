@@ -573,6 +573,53 @@ TEST_CASE("a fork's child puts back the slabs another thread was purging") {
   CHECK(snap().dirty_pages == 0);
 }
 
+// A fork while another thread is inside a slow path that changes its cache (bin_point stores a
+// bin's base, size and word one by one; a list move takes four stores): the child got that cache
+// in its pool, and a thread of the child adopted it and allocated from a half-changed bin (blocks
+// at the wrong offsets) or walked a half-linked list.  White-box: the cut is simulated (the bin's
+// base moved by hand, the cache marked busy as SlowPath does).
+TEST_CASE("a fork's child never hands out a cache that was cut in the middle of a change") {
+  std::atomic<int> step{0};
+  ThreadCache *otc = nullptr;
+  const unsigned c = class_of(256);
+  std::thread owner([&] {
+    void *p = alloc(256);   // a cache, a current slab of 256 B blocks
+    otc = t_cache;
+    otc->busy++;
+    otc->bin[c].base += 8;  // as if a bin_point had stored the new base and not yet the word
+    step = 1;
+    while (step.load() != 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    otc->bin[c].base -= 8;
+    otc->busy--;
+    dealloc(p, "test");
+  });
+  while (step.load() != 1) std::this_thread::yield();
+  const unsigned threads = unsigned(snap().caches) + 2;   // more than the pool can hold
+  pid_t pid = fork();
+  if (pid == 0) {
+    alarm(20);
+    std::atomic<unsigned> ready{0}, bad{0};
+    std::vector<std::thread> ts;
+    for (unsigned t = 0; t < threads; ++t)
+      ts.emplace_back([&] {
+        void *q = alloc(256);   // adopts a pooled cache (or a new one)
+        ready++;
+        while (ready.load() != threads) std::this_thread::yield();   // all hold theirs at once
+        SlabMeta *m = head_meta(q);
+        if (t_cache == otc || block_index(m, q) < 0 || m->owner.load() != t_cache->id) bad++;
+        dealloc(q, "test");
+      });
+    for (std::thread &t : ts) t.join();
+    _exit(bad.load() == 0 ? 0 : 3);
+  }
+  step = 2;
+  owner.join();
+  int st = 0;
+  waitpid(pid, &st, 0);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);   // 3: a thread of the child got the cut cache
+}
+
 TEST_CASE("a refill takes the parked slab that has waited longest since a quarter of it came back") {
   std::thread([] {
     const unsigned n = class_info(class_of(128)).blocks;   // 512 per slab
