@@ -23,6 +23,7 @@ namespace zns {
 Region g_region;
 std::atomic<uint32_t> g_purge_claims;
 std::atomic<uint32_t> g_inbox_ops;
+std::atomic<uint32_t> g_shared_claims;
 std::atomic<void (*)()> g_test_purge_hook;
 bool g_secure;
 
@@ -684,12 +685,14 @@ void shared_settle(SlabMeta *s) {
       return;
     }
     if (st == kSharedQueued) shared_unlink(s);   // every block that was out has come back
+    g_shared_claims.fetch_add(1, std::memory_order_relaxed);   // (under the lock: see fork_child)
     s->share.store(kSharedClaimed, std::memory_order_relaxed);
   }
   merge_remote(s);
   if (free_count(s) != s->blocks) fatal("slab metadata corrupted (shared slab not empty)", "free", slab_base(s));
   s->share.store(kOwned, std::memory_order_relaxed);
   depot_release(s);
+  g_shared_claims.fetch_sub(1, std::memory_order_release);
 }
 
 // The owner gives up a slab that is on none of the depot's lists.
@@ -728,10 +731,12 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
         if (!tier_is_out(p)) { page = p; break; }
     s = &meta_at(page);
     shared_unlink(s);
+    g_shared_claims.fetch_add(1, std::memory_order_relaxed);   // (under the lock: see fork_child)
     meta_at(page).share.store(kSharedClaimed, std::memory_order_relaxed);
   }
   set_owner(s, owner);   // from here frees go to our inbox
   s->share.store(kOwned, std::memory_order_seq_cst);
+  g_shared_claims.fetch_sub(1, std::memory_order_release);
   s->state = kCurrent;
   s->credit = kCurrentCredit;
   // The merge below takes every remote bit set so far (its exchanges order the reset before
@@ -1361,11 +1366,42 @@ void fork_child_inboxes() {
   g_inbox_ops.store(0, std::memory_order_relaxed);
 }
 
+// fork_child, when a thread that does not exist here had claimed a shared slab (g_shared_claims:
+// shared_settle returning it to the depot, depot_adopt taking it, between the class lock and the
+// end of the move): the slab is on no list and stays claimed, so no free settles it again and
+// nobody adopts it.  Every shared slab still claimed (the tier claims only under g_tier_lock,
+// which the prepare handler holds) gets its remote frees merged and goes to the depot if none is
+// out, else is shared and idle again with a new count of what is out.  (An adopter that had set
+// itself as owner was inside a refill: its cache is busy, and the slab is lost with it.)
+void fork_child_shared_claims() {
+  for (uint32_t page = 0, end = g_depot.bump; page < end; page += kGroupPages) {
+    SlabMeta *s = &meta_at(page);
+    if (s->owner.load(std::memory_order_relaxed) != kSharedOwner ||
+        s->share.load(std::memory_order_relaxed) != kSharedClaimed)
+      continue;
+    merge_remote(s);
+    unsigned free = free_count(s);
+    if (free == s->blocks) {
+      s->share.store(kOwned, std::memory_order_relaxed);
+      depot_release(s);
+      continue;
+    }
+    __atomic_store_n(&s->out, uint16_t(s->blocks - free), __ATOMIC_RELAXED);
+    if (remote_written(page)) remote_at(page).shared_frees.store(0, std::memory_order_relaxed);
+    s->share.store(kSharedIdle, std::memory_order_relaxed);
+    shared_settle(s);
+  }
+  g_shared_claims.store(0, std::memory_order_relaxed);
+}
+
 void fork_child() {
-  g_depot.lock.reset();
-  for (ClassLock &c : g_class_lock) c.lock.reset();
-  g_pool_lock.reset();
-  g_orphan_lock.reset();
+  // This thread took them in fork_prepare and is their owner here too: released, not re-made, so
+  // that TSan's model of them stays right (a re-made lock still held by this thread in its eyes
+  // made it report a double lock when the child's threads settled shared slabs).
+  g_depot.lock.unlock();
+  for (ClassLock &c : g_class_lock) c.lock.unlock();
+  g_pool_lock.unlock();
+  g_orphan_lock.unlock();
   // Only the forking thread lives on: every other attached cache becomes detached.
   for (uint32_t id = 1; id <= g_num_caches; ++id) {
     ThreadCache *tc = g_caches[id];
@@ -1388,6 +1424,7 @@ void fork_child() {
     g_pool_head = tc;
   }
   if (g_inbox_ops.load(std::memory_order_relaxed) != 0) fork_child_inboxes();
+  if (g_shared_claims.load(std::memory_order_relaxed) != 0) fork_child_shared_claims();
   // Slabs that a depot_purge of another thread was giving back (between its two holds of the
   // depot lock): on no list here.  Back on the dirty lists, purged or not (a purge of purged
   // pages is harmless), to be purged again in their time.

@@ -248,6 +248,7 @@ struct Region {
 extern Region g_region;
 extern std::atomic<uint32_t> g_purge_claims;   // parked_purge calls under way (see fork_child)
 extern std::atomic<uint32_t> g_inbox_ops;      // inbox drains and notify pushes under way (ditto)
+extern std::atomic<uint32_t> g_shared_claims;  // shared slabs claimed, not yet moved (ditto)
 // Tests only: called by depot_purge between taking its slabs and giving their pages back.
 extern std::atomic<void (*)()> g_test_purge_hook;
 extern bool g_secure;   // ZNS_SECURE=1; fixed once the heap is initialised

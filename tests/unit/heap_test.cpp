@@ -620,6 +620,39 @@ TEST_CASE("a fork's child never hands out a cache that was cut in the middle of 
   CHECK(WEXITSTATUS(st) == 0);   // 3: a thread of the child got the cut cache
 }
 
+// A fork while another thread holds a claim on a shared slab (shared_settle returning it to the
+// depot, depot_adopt taking it: the claim is taken under the class lock, the move ends after it):
+// in the child the slab stayed claimed on no list, and the frees that came back there never
+// settled it.  White-box: the claim is simulated (share and g_shared_claims as those paths set them).
+TEST_CASE("a fork's child settles shared slabs that a dead thread had claimed") {
+  std::vector<void *> v;
+  const unsigned n = class_info(class_of(1024)).blocks;
+  std::thread([&] { for (unsigned i = 0; i <= n; ++i) v.push_back(alloc(1024)); }).join();
+  SlabMeta *s = head_meta(v[0]);   // shared at that thread's exit, every block out
+  REQUIRE(s->owner.load() == kSharedOwner);
+  REQUIRE(s->share.load() == kSharedIdle);
+  std::thread([&] { for (unsigned i = 0; i < 2; ++i) dealloc(v[i], "test"); flush_thread(); }).join();
+  s->share.store(kSharedClaimed);   // a claim under way in another thread...
+  g_shared_claims.fetch_add(1);
+  pid_t pid = fork();               // ...when this thread forks
+  if (pid == 0) {
+    alarm(20);
+    std::thread([&] {   // the rest of s's blocks come back: s goes to the depot
+      for (unsigned i = 2; i < n; ++i) if (head_meta(v[i]) == s) dealloc(v[i], "test");
+      flush_thread();
+    }).join();
+    _exit(s->owner.load() == kNoOwner ? 0 : 3);
+  }
+  g_shared_claims.fetch_sub(1);
+  s->share.store(kSharedIdle);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);   // 3: s stayed claimed, its blocks free, on no list
+  std::thread([&] { for (unsigned i = 2; i < v.size(); ++i) dealloc(v[i], "test"); flush_thread(); }).join();
+  CHECK(s->owner.load() == kNoOwner);
+}
+
 TEST_CASE("a refill takes the parked slab that has waited longest since a quarter of it came back") {
   std::thread([] {
     const unsigned n = class_info(class_of(128)).blocks;   // 512 per slab
