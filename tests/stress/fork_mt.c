@@ -12,6 +12,9 @@
  *     and sometimes forks again (grandchild),
  *   - and must _exit(0) within the timeout: the parent waits with an alarm (SIGALRM interrupts
  *     waitpid); a child still running after 20 s is reported as deadlocked and killed.
+ *   - verifies and frees the blocks in flight between a producer and a consumer thread (every one
+ *     of the consumer's frees is a cross-thread free, so at fork time a drain of the producer's
+ *     inbox or a consumer's notify may be half done),
  * Also, while the hammers run: posix_spawn of /bin/true, fork+exec of /bin/echo (its output is
  * checked), popen and system -- the exec'ed programs inherit LD_PRELOAD in the preload run. */
 #include "tests/api/zns_test.h" /* first: defines _GNU_SOURCE */
@@ -39,6 +42,57 @@ static pthread_barrier_t ready;
 static volatile long hammer_ops[NHAMMER];
 static void *volatile ring[RING]; /* the cycler's live blocks; NULL while being replaced */
 static volatile long cycler_ops;
+
+/* The relay: the producer mallocs block number t (its size and contents follow from t) and
+ * publishes it in relay_ring; the consumer verifies and frees it.  tail: blocks published, head:
+ * blocks consumed.  The consumer clears its slot before the free, so a child never frees a block
+ * the consumer was freeing at the fork (it skips a null slot). */
+enum { RELAY = 256 };
+static void *volatile relay_ring[RELAY];
+static uint64_t relay_head, relay_tail;
+static volatile int relay_stop;
+static volatile long relay_ops;
+static size_t relay_size(uint64_t t) { return 16 + (size_t)((t * 0x9E3779B97F4A7C15ULL) >> 40) % 1009; }
+static uint64_t relay_key(uint64_t t) { return t ^ 0x5E1A7000ULL; }
+
+static void *producer(void *arg) {
+  (void)arg;
+  pthread_barrier_wait(&ready);
+  uint64_t t = 0;
+  while (!stop) {
+    if (t - __atomic_load_n(&relay_head, __ATOMIC_ACQUIRE) >= RELAY) {
+      sched_yield();
+      continue;
+    }
+    void *p = malloc(relay_size(t));
+    REQUIRE(p);
+    zt_fill(p, relay_size(t), relay_key(t));
+    relay_ring[t % RELAY] = p;
+    __atomic_store_n(&relay_tail, ++t, __ATOMIC_RELEASE);
+  }
+  return NULL;
+}
+
+static void *consumer(void *arg) {
+  (void)arg;
+  pthread_barrier_wait(&ready);
+  uint64_t h = 0;
+  for (;;) {
+    if (h == __atomic_load_n(&relay_tail, __ATOMIC_ACQUIRE)) {
+      if (relay_stop) break;
+      sched_yield();
+      continue;
+    }
+    void *p = relay_ring[h % RELAY];
+    REQUIRE(zt_verify(p, relay_size(h), relay_key(h)) < 0, "consumer: block %llu corrupted", (unsigned long long)h);
+    relay_ring[h % RELAY] = NULL;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    free(p);
+    __atomic_store_n(&relay_head, ++h, __ATOMIC_RELEASE);
+  }
+  relay_ops = (long)h;
+  return NULL;
+}
 
 /* Keeps RING page-sized blocks live, replacing the oldest each step: with one block per slab,
  * every free empties a slab and every malloc needs a new one. */
@@ -194,6 +248,14 @@ static void child_work(int iter, int depth) {
     REQUIRE(zt_verify(p, 4096, (uint64_t)(uintptr_t)p) < 0, "child %d: cycler block %p corrupted", iter, p);
     free(p);
   }
+  /* the relay's blocks in flight (the producer's slabs: frees of another thread's blocks) */
+  for (uint64_t h = relay_head; h < relay_tail && depth == 0; h++) {
+    void *p = relay_ring[h % RELAY];
+    if (!p) continue; /* the consumer was freeing it */
+    REQUIRE(zt_verify(p, relay_size(h), relay_key(h)) < 0, "child %d: relay block %llu corrupted", iter,
+            (unsigned long long)h);
+    free(p);
+  }
   /* threads in the child: they adopt the caches the parent's threads left behind */
   pthread_t th[NCHILD_THREADS];
   for (int t = 0; t < NCHILD_THREADS; t++)
@@ -319,10 +381,12 @@ int main(void) {
     if (nforks < 5) nforks = 5;
   }
   zt_log("fork_mt: mode %s, %d hammer threads, %d forks", zt_mode_name(), NHAMMER, nforks);
-  pthread_barrier_init(&ready, NULL, NHAMMER + 2);
-  pthread_t th[NHAMMER], cyc;
+  pthread_barrier_init(&ready, NULL, NHAMMER + 4);
+  pthread_t th[NHAMMER], cyc, prod, cons;
   for (int i = 0; i < NHAMMER; i++) REQUIRE(pthread_create(&th[i], NULL, hammer, (void *)(intptr_t)i) == 0);
   REQUIRE(pthread_create(&cyc, NULL, cycler, NULL) == 0);
+  REQUIRE(pthread_create(&prod, NULL, producer, NULL) == 0);
+  REQUIRE(pthread_create(&cons, NULL, consumer, NULL) == 0);
   pthread_barrier_wait(&ready);
   double t0 = zt_now();
   int forked = 0;
@@ -352,13 +416,17 @@ int main(void) {
     total += hammer_ops[i];
   }
   pthread_join(cyc, NULL);
+  pthread_join(prod, NULL);
+  relay_stop = 1; /* the consumer empties the ring, then stops */
+  pthread_join(cons, NULL);
   for (int t = 0; t < NHAMMER; t++)
     for (int i = 0; i < NSTABLE; i++) {
       CHECK(zt_verify(stable[t][i].p, stable[t][i].n, stable[t][i].key) < 0, "parent: stable block corrupted");
       free(stable[t][i].p);
     }
-  zt_log("fork_mt: %d forks in %.2fs while the hammers did %ld operations and the cycler %ld", forked, t1 - t0,
-         total, cycler_ops);
+  zt_log("fork_mt: %d forks in %.2fs while the hammers did %ld operations, the cycler %ld, the relay %ld", forked,
+         t1 - t0, total, cycler_ops, relay_ops);
   CHECK(total > 1000, "the hammer threads barely ran (%ld ops)", total);
+  CHECK(relay_ops > 1000, "the relay barely ran (%ld blocks)", relay_ops);
   return zt_finish("fork_mt");
 }
