@@ -1395,6 +1395,11 @@ void fork_child_shared_claims() {
 }
 
 void fork_child() {
+  // First the heap becomes the child's own (the madvise tier maps it from a file shared with the
+  // parent: until the tier's private copy, a store here, e.g. a quarantine's release, or a purge
+  // of the depot's slabs, would reach the parent; until 2026-12-03 it ran last, and a secure
+  // child's release of a dead thread's quarantine rewrote the parent's marks: "write after free").
+  tier_fork_child();
   // This thread took them in fork_prepare and is their owner here too: released, not re-made, so
   // that TSan's model of them stays right (a re-made lock still held by this thread in its eyes
   // made it report a double lock when the child's threads settled shared slabs).
@@ -1457,7 +1462,6 @@ void fork_child() {
     g_purge_claims.store(0, std::memory_order_relaxed);
   }
   stats_after_fork_child();
-  tier_fork_child();
 }
 
 // ---- global init ---------------------------------------------------------------------------------
@@ -1563,6 +1567,17 @@ void *alloc_slow(unsigned cls) {
 
 // ---- what the tier needs: claim a cold shared slab while it is written out -----------------------
 uint32_t heap_touched_pages() { return __atomic_load_n(&g_depot.bump, __ATOMIC_ACQUIRE); }
+
+bool heap_guard_group(uint32_t page) { return g_secure && page % kGuardGroup < kGroupPages; }
+
+// The guards again (see make_guard: the first page of every kGuardGroup pages from page 0, in
+// order, g_guards of them; and the region's last group's first page), over a heap remapped.
+void heap_reguard() {
+  if (!g_secure) return;
+  for (uint32_t p = 0, n = 0; n < g_guards && p < g_region.pages; p += kGuardGroup, ++n)
+    mprotect(g_region.base + size_t(p) * kPageSize, kPageSize, PROT_NONE);
+  mprotect(g_region.base + size_t(g_region.pages - kGroupPages) * kPageSize, kPageSize, PROT_NONE);
+}
 
 // Claim the shared slab whose head is at `page`, if it still is one with live blocks: while
 // claimed nobody adopts it or returns it to the depot (frees still land in its remote bits), so

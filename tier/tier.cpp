@@ -722,7 +722,11 @@ void tier_fork_child() {
                       : nullptr;
     if (used && copy == MAP_FAILED) fatal("tier: no memory for the forked child's copy of the heap", "fork", g_base);
     if (used) {
-      __builtin_memcpy(copy, g_base, used);   // out pages are read back from the file on the way
+      // Out pages are read back from the file on the way.  ZNS_SECURE: the groups that hold no
+      // slab are skipped (their first page is an inaccessible guard), and made again below.
+      for (size_t off = 0; off < used; off += kGroupPages * kPageSize)
+        if (!heap_guard_group(uint32_t(off / kPageSize)))
+          __builtin_memcpy(copy + off, g_base + off, used - off < kGroupPages * kPageSize ? used - off : kGroupPages * kPageSize);
       if (mremap(copy, used, used, MREMAP_MAYMOVE | MREMAP_FIXED, g_base) == MAP_FAILED)
         fatal("tier: cannot give the forked child a private heap", "fork", g_base);
     }
@@ -731,6 +735,7 @@ void tier_fork_child() {
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
       fatal("tier: cannot give the forked child a private heap", "fork", g_base);
     madvise(g_base, g_bytes, MADV_NOHUGEPAGE);
+    heap_reguard();
     if (g_fork_pipe[1] >= 0) { char c = 1; (void)!write(g_fork_pipe[1], &c, 1); close(g_fork_pipe[1]); }
     if (g_fork_pipe[0] >= 0) close(g_fork_pipe[0]);
     g_fork_pipe[0] = g_fork_pipe[1] = -1;

@@ -40,6 +40,7 @@ for mode in $MODES; do
   step "$mode/integrity(linked)" "" ZNS_TIER=$mode ZNS_TIER_DIR=$T -- "$BIN.static" integrity 2 2
   step "$mode/syscalls"   "" "${E[@]}" -- "$BIN" syscalls
   step "$mode/fork"       "" "${E[@]}" -- "$BIN" fork
+  step "$mode/quarantine-fork" "" "${E[@]}" ZNS_SECURE=1 -- "$BIN" quarantine-fork
   step "$mode/metadata"   "" "${E[@]}" -- "$BIN" metadata
   step "$mode/policy"     "" "${E[@]}" ZNS_TIER_COLD_MS=300 -- "$BIN" policy
   step "$mode/budget"     "" "${E[@]}" ZNS_TIER_MAX_RESIDENT=2M ZNS_TIER_SCAN_MS=100 -- "$BIN" budget

@@ -6,6 +6,11 @@
  *   syscalls                   write(2) from and read(2) into blocks of paged-out slabs
  *   fork                       fork with paged-out slabs: the child sees every byte, and its stores
  *                              stay its own
+ *   quarantine-fork            (run with ZNS_SECURE=1) fork while another thread holds freed blocks
+ *                              in its quarantine: the child's release of that dead thread's
+ *                              quarantine must not reach the parent, whose thread later checks the
+ *                              blocks' marks (with madvise the heap is a shared file mapping until
+ *                              the child's private copy)
  *   metadata                   free() and malloc_usable_size() of blocks in paged-out slabs do not
  *                              bring them back
  *   policy                     with a short cold window the heap pages an idle heap out by itself
@@ -234,6 +239,49 @@ static int fork_test(void) {
   return zt_finish("fork");
 }
 
+/* ---- quarantine-fork ------------------------------------------------------------------------ */
+static volatile int qf_go, qf_ready;
+static void *qf_thread(void *arg) {
+  enum { N = 200 };
+  void *v[N];
+  for (int i = 0; i < N; i++) v[i] = malloc(64 + (size_t)(i % 4) * 64);
+  for (int i = 0; i < N; i++) free(v[i]);   /* into this thread's quarantine (ZNS_SECURE=1) */
+  qf_ready = 1;
+  while (!qf_go) usleep(1000);
+  return arg;   /* its exit releases the quarantine: each block's mark is checked */
+}
+static int inaccessible_mappings(void) {   /* PROT_NONE lines of /proc/self/maps (the guards) */
+  FILE *f = fopen("/proc/self/maps", "r");
+  REQUIRE(f);
+  char line[512];
+  int n = 0;
+  while (fgets(line, sizeof line, f))
+    if (strstr(line, " ---p ") || strstr(line, " ---s ")) n++;
+  fclose(f);
+  return n;
+}
+static int quarantine_fork(void) {
+  REQUIRE(getenv("ZNS_SECURE") && atoi(getenv("ZNS_SECURE")) == 1, "run with ZNS_SECURE=1");
+  pthread_t th;
+  REQUIRE(pthread_create(&th, NULL, qf_thread, NULL) == 0);
+  while (!qf_ready) usleep(1000);
+  int guards = inaccessible_mappings();
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    for (int i = 0; i < 1000; ++i) free(malloc(16 + i % 500));
+    /* the heap's guard pages are still there (the madvise tier remaps the heap in the child) */
+    _exit(inaccessible_mappings() >= guards ? 0 : 4);
+  }
+  int st = 0;
+  REQUIRE(waitpid(pid, &st, 0) == pid);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child failed (status %d)", st);
+  qf_go = 1;
+  pthread_join(th, NULL);   /* aborted ("write after free") when the child's release reached us */
+  zt_log("quarantine-fork: the parent's quarantine survived the child's release of it");
+  return zt_finish("quarantine-fork");
+}
+
 /* ---- metadata ------------------------------------------------------------------------------- */
 static int metadata(void) {
   enum { N = 20000 };
@@ -384,6 +432,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "integrity")) return integrity(argc > 2 ? atoi(argv[2]) : 4, argc > 3 ? atof(argv[3]) : 5);
   if (!strcmp(c, "syscalls")) return syscalls();
   if (!strcmp(c, "fork")) return fork_test();
+  if (!strcmp(c, "quarantine-fork")) return quarantine_fork();
   if (!strcmp(c, "metadata")) return metadata();
   if (!strcmp(c, "policy")) return policy();
   if (!strcmp(c, "budget")) return budget();
