@@ -1394,6 +1394,42 @@ void fork_child_shared_claims() {
   g_shared_claims.store(0, std::memory_order_relaxed);
 }
 
+// fork_child, for a cache whose thread was inside a slow path that changes it (SlowPath): a bin
+// may be half pointed at a new word, a list half linked, the quarantine half appended.  None of
+// that is looked at.  Each slab's own line is whole (its changes there are single stores, or
+// end with the owner's store), so the cache's slabs are found by their owner: every `last` block
+// goes back to its bitmap, then each slab goes to the depot if none is out, else is shared (any
+// thread may adopt it).  The cache then gets a new cache's state (its inbox stays: entries that
+// now name shared slabs are passed over) and goes to the pool like the others.  Lost: a slab it
+// had taken from the depot and not yet made its own, its quarantine (ZNS_SECURE), a merge cut
+// between its exchange and its OR.
+void fork_child_salvage(ThreadCache *tc) {
+  for (Bin &b : tc->bin) {
+    void *p = __atomic_load_n(&b.last, __ATOMIC_RELAXED);
+    if (!p || !owns(p)) continue;
+    SlabMeta *s = head_meta(p);
+    int i = owner_cache(s->owner.load(std::memory_order_relaxed)) == tc->id ? block_index(s, p) : -1;
+    if (i < 0) continue;
+    std::atomic<uint64_t> *f = bits(s) == full_bits() ? bits_install(s) : bits(s);
+    f[unsigned(i) >> 6].fetch_or(uint64_t(1) << (i & 63), std::memory_order_relaxed);
+  }
+  for (uint32_t page = 0, end = g_depot.bump; page < end; page += kGroupPages) {
+    SlabMeta *s = &meta_at(page);
+    if (owner_cache(s->owner.load(std::memory_order_relaxed)) != tc->id) continue;
+    s->share.store(kOwned, std::memory_order_relaxed);   // (a claim by a thread not here, if any)
+    merge_remote(s);
+    if (free_count(s) == s->blocks) depot_release(s, s->purged);
+    else relinquish(s);
+  }
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    tc->bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
+    tc->partial[c] = tc->partial_tail[c] = tc->full[c] = kNil;
+    tc->secure_slab[c] = nullptr;
+  }
+  tc->quar_count = 0;
+  tc->busy = 0;
+}
+
 void fork_child() {
   // First the heap becomes the child's own (the madvise tier maps it from a file shared with the
   // parent: until the tier's private copy, a store here, e.g. a quarantine's release, or a purge
@@ -1411,10 +1447,6 @@ void fork_child() {
   for (uint32_t id = 1; id <= g_num_caches; ++id) {
     ThreadCache *tc = g_caches[id];
     if (tc == t_cache || tc == g_orphan || !tc->attached.load(std::memory_order_relaxed)) continue;
-    // Cut in the middle of a change (a bin half pointed at a new word, a list half linked): no
-    // thread of the child may use it, nor look at its lists.  It stays attached (so nobody
-    // drains it as a detached cache) and out of the pool: its slabs are lost to the child.
-    if (tc->busy) continue;
     tc->attached.store(false, std::memory_order_relaxed);
     // Its remote buffer may be half written (free_remote_plain stores the count and the entry in
     // no set order, and a full count is flushed only after the store): applying it could free a
@@ -1422,9 +1454,13 @@ void fork_child() {
     // blocks stay out in the child, as any work a dead thread had under way (at most 64).
     tc->remote_count = 0;
     for (uint64_t &w : tc->remote_seen) w = 0;
-    for (Bin &b : tc->bin) flush_last(tc, b);
-    if (g_secure) secure_drain(tc);   // else its quarantined blocks would stay out for good
-    drain_inbox(tc, false);
+    if (tc->busy) {
+      fork_child_salvage(tc);   // cut in the middle of a change: never used as it is
+    } else {
+      for (Bin &b : tc->bin) flush_last(tc, b);
+      if (g_secure) secure_drain(tc);   // else its quarantined blocks would stay out for good
+      drain_inbox(tc, false);
+    }
     tc->pool_next = g_pool_head;
     g_pool_head = tc;
   }
@@ -1454,7 +1490,7 @@ void fork_child() {
   // claim was in flight: the walk visits every parked slab.
   if (g_purge_claims.load(std::memory_order_relaxed) != 0) {
     for (uint32_t id = 1; id <= g_num_caches; ++id)
-      for (unsigned c = 0; c < kNumClasses && !g_caches[id]->busy; ++c)
+      for (unsigned c = 0; c < kNumClasses; ++c)
         for (uint32_t list : {g_caches[id]->partial[c], g_caches[id]->full[c]})
           for (uint32_t p = list; p != kNil; p = meta_at(p).next)
             if (meta_at(p).share.load(std::memory_order_relaxed) == kSharedClaimed)
