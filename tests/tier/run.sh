@@ -49,6 +49,11 @@ for mode in $MODES; do
   # the idle heap pages out by itself while the stats thread samples it: exit must not hang
   step "$mode/exit-while-cold" "" "${E[@]}" ZNS_TIER_COLD_MS=100 ZNS_STATS=$T/s.json -- "$BIN" budget
 done
+# Forks while other threads work, with the tier paging slabs out under them (uffd only: with
+# madvise the heap is a shared file mapping until the child's copy, and stores of the parent's
+# other threads during that copy reach the child: its relay blocks fail their checks; README).
+[ "$MODES" = madvise ] || step "uffd/fork_mt" "" ZNS_TIER=uffd ZNS_TIER_DIR=$T LD_PRELOAD=$LIB ZNS_TIER_COLD_MS=100 \
+  ZNS_EXPECT=1 -- "$PWD/build/tests/stress/fork_mt"
 # The uffd eviction fails when writes fail: exactly one warning line, and the count.
 # (through a pipe: with RLIMIT_FSIZE=0 the program's stderr could not be a file)
 [ "$MODES" = madvise ] || step "uffd/one-warning" "^zns-slab: tier: writing a slab to the backing file failed \(errno 27\)" \
