@@ -47,7 +47,7 @@ namespace {
 
 // Marks a thread's cache busy while a slow path changes it (its bins take three stores, its lists
 // four): a fork cut through such a change hands the child a cache in a state no thread may use,
-// so fork_child keeps it from the pool (its slabs stay with it, a leak in the child).  The fast
+// so fork_child salvages it (fork_child_salvage: its slabs by owner, then a new state).  The fast
 // paths' single stores (a bitmap word, `last`, a credit) need no mark.  The release fences keep
 // the mark's stores around the change's (free on x86).  Never on a sentinel cache.
 struct SlowPath {

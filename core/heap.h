@@ -198,7 +198,8 @@ struct ThreadCache {
   std::atomic<bool> attached;           // a live thread uses this cache
   uint32_t busy;                        // its thread is inside a slow path that changes the cache
                                         // (bins, lists, records; see SlowPath): a fork's child
-                                        // never hands it to another thread (fork_child)
+                                        // reads none of it, takes its slabs by owner and resets
+                                        // it (fork_child_salvage)
   ThreadCache *pool_next;               // pool link while detached
   // ZNS_SECURE only.  The bins then stay empty (g_zero_word), so every malloc takes the slow path
   // and allocates from these slabs, at a random free slot.
