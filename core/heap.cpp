@@ -542,6 +542,19 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
   return &m;
 }
 
+// An empty slab of k pages, on no list, to the head of the dirty list (newest first), stamped now.
+// Under the depot lock.
+void dirty_push(uint32_t page, unsigned k, uint32_t now) {
+  SlabMeta &m = meta_at(page);
+  m.stamp = now;
+  m.prev = kNil;
+  m.next = g_depot.dirty_head[k];
+  if (m.next != kNil) meta_at(m.next).prev = page;
+  else g_depot.dirty_tail[k] = page;
+  g_depot.dirty_head[k] = page;
+  g_depot.dirty_pages += k;
+}
+
 // The owner hands back a slab with no block out.  It is on no list.  clean: its pages were given
 // back already (a purged parked slab): it joins the clean list, and is made present again when taken.
 void depot_release(SlabMeta *s, bool clean = false) {
@@ -574,13 +587,7 @@ void depot_release(SlabMeta *s, bool clean = false) {
   {
     Guard g(g_depot.lock);
     uint32_t now = uint32_t(now_ms());
-    s->stamp = now;
-    s->prev = kNil;
-    s->next = g_depot.dirty_head[k];
-    if (s->next != kNil) meta_at(s->next).prev = page;
-    else g_depot.dirty_tail[k] = page;
-    g_depot.dirty_head[k] = page;
-    g_depot.dirty_pages += k;
+    dirty_push(page, k, now);
     g_depot.slabs[s->cls]--;
     g_depot.owned_pages -= k;
     due = purge_due(now);
@@ -716,6 +723,14 @@ void relinquish(SlabMeta *s) {
   shared_settle(s);
 }
 
+// A slab its cache lets go of (thread exit, a fork's salvage), on none of the lists: its remote
+// frees merged, to the depot if none is out (clean if it was purged in place), else shared.
+void give_up(SlabMeta *s) {
+  merge_remote(s);
+  if (free_count(s) == s->blocks) depot_release(s, s->purged);
+  else relinquish(s);
+}
+
 // A shared slab of class cls with free blocks, adopted by cache `owner` as its current slab.
 SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
   SlabMeta *s;
@@ -754,6 +769,16 @@ void flush_remote(ThreadCache *tc);
 void drain_detached(ThreadCache *o) {
   Guard g(g_pool_lock);
   if (!o->attached.load(std::memory_order_seq_cst)) drain_inbox(o, false);
+}
+
+// Has slab s remote frees its owner has yet to merge, or its hint up?  (Its remote state was
+// written: the caller found it on an inbox, or asked remote_written.)
+bool remote_pending(const SlabMeta *s) {
+  if (s->remote_hint.load(std::memory_order_relaxed)) return true;
+  std::atomic<uint64_t> *rb = rbits(s);
+  for (unsigned w = 0, words = words_of(s); w < words; ++w)
+    if (rb[w].load(std::memory_order_relaxed) != 0) return true;
+  return false;
 }
 
 // Queue the slab at `page` on its owner's inbox (once), so the owner merges its remote bits.
@@ -801,10 +826,7 @@ bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {   // false: the inbox wa
     } else if (owner != kNoOwner && owner != kSharedOwner) {    // stale entry: the slab changed hands
       // Pass it on to the new owner if it has remote bits, or if its hint is up (hint_reset kept
       // it while this entry was in flight): the new owner's drain then clears it.
-      bool on = s->remote_hint.load(std::memory_order_relaxed);
-      std::atomic<uint64_t> *rb = rbits(s);
-      for (unsigned w = 0, words = words_of(s); w < words && !on; ++w) on = rb[w].load(std::memory_order_relaxed) != 0;
-      if (on) notify(page, owner, may_lock_pool);
+      if (remote_pending(s)) notify(page, owner, may_lock_pool);
     }
     page = next;
   }
@@ -1273,14 +1295,9 @@ void tc_exit(void *arg) {
           SlabMeta *k = &meta_at(*list);
           while (!parked_take_back(k)) sched_yield();   // the tier is writing it out: a moment
           list_unlink(*list, k);
-          merge_remote(k);
-          if (free_count(k) == k->blocks) depot_release(k, k->purged);
-          else relinquish(k);
+          give_up(k);
         }
-      if (!s) continue;
-      merge_remote(s);
-      if (free_count(s) == s->blocks) depot_release(s);
-      else relinquish(s);
+      if (s) give_up(s);   // (a current slab is never purged in place)
     }
   }
   Guard g(g_pool_lock);
@@ -1357,10 +1374,7 @@ void fork_child_inboxes() {
     SlabMeta *s = &meta_at(page);
     uint32_t owner = owner_cache(s->owner.load(std::memory_order_relaxed));
     if (owner == kNoOwner || owner > g_num_caches) continue;   // in the depot, or shared
-    bool on = s->remote_hint.load(std::memory_order_relaxed);
-    std::atomic<uint64_t> *rb = rbits(s);
-    for (unsigned w = 0, words = words_of(s); w < words && !on; ++w) on = rb[w].load(std::memory_order_relaxed) != 0;
-    if (on) notify(page, owner, false);
+    if (remote_pending(s)) notify(page, owner, false);
   }
   mark(0);
   g_inbox_ops.store(0, std::memory_order_relaxed);
@@ -1417,9 +1431,7 @@ void fork_child_salvage(ThreadCache *tc) {
     SlabMeta *s = &meta_at(page);
     if (owner_cache(s->owner.load(std::memory_order_relaxed)) != tc->id) continue;
     s->share.store(kOwned, std::memory_order_relaxed);   // (a claim by a thread not here, if any)
-    merge_remote(s);
-    if (free_count(s) == s->blocks) depot_release(s, s->purged);
-    else relinquish(s);
+    give_up(s);
   }
   for (unsigned c = 0; c < kNumClasses; ++c) {
     tc->bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
@@ -1470,17 +1482,10 @@ void fork_child() {
   // depot lock): on no list here.  Back on the dirty lists, purged or not (a purge of purged
   // pages is harmless), to be purged again in their time.
   for (uint32_t p = g_depot.purging_head; p != kNil;) {
-    SlabMeta &m = meta_at(p);
-    uint32_t next = m.next;
-    unsigned k = m.pages;
-    m.stamp = uint32_t(now_ms());
-    m.prev = kNil;
-    m.next = g_depot.dirty_head[k];
-    if (m.next != kNil) meta_at(m.next).prev = p;
-    else g_depot.dirty_tail[k] = p;
-    g_depot.dirty_head[k] = p;
+    uint32_t next = meta_at(p).next;
+    unsigned k = meta_at(p).pages;
     g_depot.purging_pages -= k;
-    g_depot.dirty_pages += k;
+    dirty_push(p, k, uint32_t(now_ms()));
     p = next;
   }
   g_depot.purging_head = kNil;
