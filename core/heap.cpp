@@ -1393,17 +1393,8 @@ void fork_child_shared_claims() {
     if (s->owner.load(std::memory_order_relaxed) != kSharedOwner ||
         s->share.load(std::memory_order_relaxed) != kSharedClaimed)
       continue;
-    merge_remote(s);
-    unsigned free = free_count(s);
-    if (free == s->blocks) {
-      s->share.store(kOwned, std::memory_order_relaxed);
-      depot_release(s);
-      continue;
-    }
-    __atomic_store_n(&s->out, uint16_t(s->blocks - free), __ATOMIC_RELAXED);
-    if (remote_written(page)) remote_at(page).shared_frees.store(0, std::memory_order_relaxed);
-    s->share.store(kSharedIdle, std::memory_order_relaxed);
-    shared_settle(s);
+    s->share.store(kOwned, std::memory_order_relaxed);   // (the dead claimer's claim)
+    give_up(s);   // to the depot, or shared again with a new count of what is out (relinquish)
   }
   g_shared_claims.store(0, std::memory_order_relaxed);
 }
