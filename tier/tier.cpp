@@ -724,9 +724,15 @@ void tier_fork_child() {
     if (used) {
       // Out pages are read back from the file on the way.  ZNS_SECURE: the groups that hold no
       // slab are skipped (their first page is an inaccessible guard), and made again below.
-      for (size_t off = 0; off < used; off += kGroupPages * kPageSize)
+      // Only the pages with room in the file are read: the file grows from the end of a slab,
+      // so the unused tail of the last group can lie past the file's end (a read there is
+      // SIGBUS), and no page past g_reserved_pages was ever written (a slab's pages are
+      // reserved before it is used; the child's copy of the rest stays zero).
+      size_t filed = size_t(g_reserved_pages) * kPageSize;
+      if (filed > used) filed = used;
+      for (size_t off = 0; off < filed; off += kGroupPages * kPageSize)
         if (!heap_guard_group(uint32_t(off / kPageSize)))
-          __builtin_memcpy(copy + off, g_base + off, used - off < kGroupPages * kPageSize ? used - off : kGroupPages * kPageSize);
+          __builtin_memcpy(copy + off, g_base + off, filed - off < kGroupPages * kPageSize ? filed - off : kGroupPages * kPageSize);
       if (mremap(copy, used, used, MREMAP_MAYMOVE | MREMAP_FIXED, g_base) == MAP_FAILED)
         fatal("tier: cannot give the forked child a private heap", "fork", g_base);
     }

@@ -19,7 +19,7 @@ step() {   # name, expected-stderr-regex-or-empty, env..., -- command...
   shift
   local t0=$SECONDS
   if timeout 120 env "${envs[@]}" "$@" >"$T/out" 2>&1 && { [ -z "$want" ] || grep -Eq "$want" "$T/out"; }; then
-    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|metadata|policy|budget|errors|full|closefd|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
+    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|metadata|policy|budget|errors|full|closefd|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
   else
     fails=$((fails + 1))
     printf 'FAIL %-34s (exit %s%s)\n' "$name" "$?" "${want:+; wanted /$want/ on stderr}"
@@ -40,6 +40,7 @@ for mode in $MODES; do
   step "$mode/integrity(linked)" "" ZNS_TIER=$mode ZNS_TIER_DIR=$T -- "$BIN.static" integrity 2 2
   step "$mode/syscalls"   "" "${E[@]}" -- "$BIN" syscalls
   step "$mode/fork"       "" "${E[@]}" -- "$BIN" fork
+  step "$mode/fork-each-slab" "" "${E[@]}" -- "$BIN" fork-each-slab
   step "$mode/quarantine-fork" "" "${E[@]}" ZNS_SECURE=1 -- "$BIN" quarantine-fork
   step "$mode/metadata"   "" "${E[@]}" -- "$BIN" metadata
   step "$mode/policy"     "" "${E[@]}" ZNS_TIER_COLD_MS=300 -- "$BIN" policy

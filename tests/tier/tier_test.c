@@ -6,6 +6,9 @@
  *   syscalls                   write(2) from and read(2) into blocks of paged-out slabs
  *   fork                       fork with paged-out slabs: the child sees every byte, and its stores
  *                              stay its own
+ *   fork-each-slab             fork after each new slab of classes shorter than their group: the
+ *                              child reads the whole heap, also where a slab ends at the end of
+ *                              the backing file (madvise: the group's tail is past the file's end)
  *   quarantine-fork            (run with ZNS_SECURE=1) fork while another thread holds freed blocks
  *                              in its quarantine: the child's release of that dead thread's
  *                              quarantine must not reach the parent, whose thread later checks the
@@ -239,6 +242,44 @@ static int fork_test(void) {
   return zt_finish("fork");
 }
 
+/* ---- fork-each-slab ------------------------------------------------------------------------- */
+/* Slabs of 2304 B blocks span 9 pages of their 16-page group, of 3072 B 15, of 288 B 9.  A fork
+ * after each new slab puts the end of the heap at every slab's end in turn, also where that is
+ * exactly the backing file's end (the file grows in steps that start at a slab's end). */
+static int fork_each_slab(void) {
+  static const size_t sizes[] = {2304, 3072, 288};
+  enum { SLABS = 40, PER = 16 };
+  static char *blocks[3][SLABS * PER];
+  int forks = 0;
+  for (int c = 0; c < 3; ++c) {
+    size_t n = sizes[c];
+    for (int i = 0; i < SLABS * PER; ++i) {
+      blocks[c][i] = malloc(n);
+      REQUIRE(blocks[c][i]);
+      memset(blocks[c][i], (int)(i * 7 + c), n);
+      if (i % PER != PER - 1) continue;
+      pid_t pid = fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {   /* every byte so far, then the child's own heap work */
+        for (int cc = 0; cc <= c; ++cc)
+          for (int j = 0; j < (cc < c ? SLABS * PER : i + 1); ++j)
+            for (size_t k = 0; k < sizes[cc]; ++k)
+              if (blocks[cc][j][k] != (char)(j * 7 + cc)) _exit(3);
+        for (int j = 0; j < 200; ++j) free(malloc(16 + (size_t)j * 20));
+        _exit(0);
+      }
+      int st = 0;
+      REQUIRE(waitpid(pid, &st, 0) == pid);
+      forks++;
+      CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child of fork %d (%zu B, block %d) %s %d",
+            forks, n, i, WIFSIGNALED(st) ? "died of signal" : "exited with", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+      if (zt_failures) return zt_finish("fork-each-slab");
+    }
+  }
+  zt_log("fork-each-slab: %d children read every block", forks);
+  return zt_finish("fork-each-slab");
+}
+
 /* ---- quarantine-fork ------------------------------------------------------------------------ */
 static volatile int qf_go, qf_ready;
 static void *qf_thread(void *arg) {
@@ -432,6 +473,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "integrity")) return integrity(argc > 2 ? atoi(argv[2]) : 4, argc > 3 ? atof(argv[3]) : 5);
   if (!strcmp(c, "syscalls")) return syscalls();
   if (!strcmp(c, "fork")) return fork_test();
+  if (!strcmp(c, "fork-each-slab")) return fork_each_slab();
   if (!strcmp(c, "quarantine-fork")) return quarantine_fork();
   if (!strcmp(c, "metadata")) return metadata();
   if (!strcmp(c, "policy")) return policy();
