@@ -1500,10 +1500,13 @@ void fork_child() {
 Lock g_init_lock;
 std::atomic<int> g_init_state;   // 0 not started, 2 ready
 
+// The region's size when ZNS_REGION_GB cannot be reserved: halved down to this (a process under
+// an address-space limit, `ulimit -v`, still gets a heap; below it the heap is not worth it).
+constexpr uint64_t kMinRegionMiB = 64;
+
 void region_init() {
-  uint64_t gb = g_options.ZNS_REGION_GB;
-  for (; gb >= 1; gb /= 2) {
-    uint64_t pages = gb << (30 - kPageShift);
+  for (uint64_t mib = g_options.ZNS_REGION_GB << 10; mib >= kMinRegionMiB; mib /= 2) {
+    uint64_t pages = mib << (20 - kPageShift);
     if (pages > 0xfffffff0u) pages = 0xfffffff0u;   // (a multiple of kGroupPages)
     uint64_t groups = pages / kGroupPages;
     // The metadata reservation (SlabMeta "Bitmaps"): a line per group, then each class's bitmap
@@ -1553,7 +1556,12 @@ void region_init() {
     if (g_secure) mprotect(base + (pages - kGroupPages) * kPageSize, kPageSize, PROT_NONE);   // see bump_take
     return;
   }
-  // No region: every request falls through to the next allocator.
+  // No region: every request falls through to the next allocator.  Say so once: the program
+  // runs, but nothing of this library's is in use.
+  char m[256];
+  Buf(m, sizeof m).str("zns-slab: cannot reserve address space for the heap (")
+      .u64(g_options.ZNS_REGION_GB).str(" GiB down to ").u64(kMinRegionMiB)
+      .str(" MiB; an address-space limit, ulimit -v?): every allocation goes to the next allocator\n").flush(2);
 }
 
 }  // namespace

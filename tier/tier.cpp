@@ -628,6 +628,14 @@ void tier_start() {
   if (mode_is(v, "off") || mode_is(v, "") || mode_is(v, "0")) return;
   heap_init();   // sets the mode up (tier_map_region) if no malloc did yet
   if (g_tier_mode == kTierOff) return;
+  if (!g_region.base) {   // no region at all (the heap said why): nothing to page out
+    say("no heap region: off");
+    if (g_uffd >= 0) close(g_uffd);
+    if (g_fd >= 0) close(g_fd);
+    g_uffd = g_fd = -1;
+    g_tier_mode = kTierOff;
+    return;
+  }
   int saved = errno;
   // The thread takes no signal: a handler running on it could touch a paged-out block and wait
   // for itself.  (SIGXFSZ from a file-size limit stays pending here; write(2) says EFBIG.)
