@@ -435,6 +435,56 @@ void make_guard(uint32_t page) {
   else g_guard_failures++;
 }
 
+// ---- commit on demand ----------------------------------------------------------------------------
+// The region and the metadata reservation are address space only (PROT_NONE and PROT_READ: not
+// charged under vm.overcommit_memory=2 nor counted in RLIMIT_DATA / VmData) until the bump
+// pointer needs them.  Every per-group structure of the metadata (lines, rrec, life, each class's
+// bitmap pool) and its mirror is committed as a prefix: groups below g_committed_pages / 16.  A
+// pool's records are handed out in index order and each is held by a slab below the bump pointer,
+// so its records below that count are all it can need.  The region itself is committed the same
+// way unless the tier owns it (uffd registers it, madvise maps a file there).  Under the depot lock.
+struct LazyPart {
+  size_t offset;             // bytes from g_region.meta to the part's group 0
+  uint32_t bytes_per_group;
+};
+LazyPart g_lazy[3 + kNumClasses];
+unsigned g_lazy_parts;
+bool g_lazy_data;            // the region's pages are committed here too
+uint32_t g_committed_pages;  // region pages (a multiple of kGroupPages) whose structures are committed
+constexpr uint32_t kCommitMin = 1024;    // pages committed at least at a time (4 MiB of slabs)
+constexpr uint32_t kCommitMax = 16384;   // and at most ahead of the need (64 MiB)
+
+// Commit the structures of [g_committed_pages, to).  (A refusal half way leaves some committed:
+// harmless, the next attempt commits them again.)
+bool commit_range(uint64_t to) {
+  uint64_t g0 = g_committed_pages / kGroupPages, g1 = to / kGroupPages;
+  char *meta = reinterpret_cast<char *>(g_region.meta);
+  for (unsigned i = 0; i < g_lazy_parts; ++i)
+    for (size_t mirror : {size_t(0), g_region.mirror})
+      if (!os_commit(meta + mirror + g_lazy[i].offset + g0 * g_lazy[i].bytes_per_group,
+                     (g1 - g0) * g_lazy[i].bytes_per_group))
+        return false;
+  if (g_lazy_data && !os_commit(g_region.base + size_t(g_committed_pages) * kPageSize,
+                                size_t(to - g_committed_pages) * kPageSize))
+    return false;
+  g_committed_pages = uint32_t(to);
+  return true;
+}
+
+// Commit the structures of the pages below `need` (a multiple of kGroupPages), and as much again
+// ahead (4 to 64 MiB of slabs; up to `limit`), or only what is needed if the OS refuses that.
+// False when it refuses even that: the caller treats the region as full from there.
+bool commit_to(uint32_t need, uint32_t limit) {
+  if (need <= g_committed_pages) return true;
+  uint64_t ahead = g_committed_pages < kCommitMin ? kCommitMin : g_committed_pages > kCommitMax ? kCommitMax : g_committed_pages;
+  uint64_t to = uint64_t(g_committed_pages) + ahead;
+  if (to < need) to = need;
+  to = (to + kGroupPages - 1) & ~uint64_t(kGroupPages - 1);
+  if (to > limit) to = limit;
+  if (to < need) return false;
+  return commit_range(to) || (to > need && commit_range(need));
+}
+
 // A never-used group from the bump pointer (its head page), or kNil when the region is full.
 // ZNS_SECURE: the first group of every kGuardGroup pages is never used and its first page is an
 // inaccessible guard, so an overflow off a slab meets a guard within three groups.  The guard at
@@ -447,12 +497,16 @@ uint32_t bump_take() {
     limit -= kGroupPages;   // the region's last group is a guard (region_init)
     if (b % kGuardGroup == 0) {
       if (uint64_t(b) + 2 * kGroupPages > limit) return kNil;
+      // (committed before the guards are made: a later commit starts above them)
+      uint64_t need = uint64_t(b) + kGuardGroup + kGroupPages;
+      if (!commit_to(uint32_t(need < limit ? need : limit), limit)) return kNil;
       if (b == 0) make_guard(0);
       if (uint64_t(b) + kGuardGroup < limit) make_guard(b + kGuardGroup);
       b += kGroupPages;
     }
   }
   if (uint64_t(b) + kGroupPages > limit) return kNil;
+  if (!commit_to(b + kGroupPages, limit)) return kNil;
   __atomic_store_n(&g_depot.bump, b + kGroupPages, __ATOMIC_RELEASE);   // the tier scans below it
   return b;
 }
@@ -1527,13 +1581,15 @@ void region_init() {
     }
     uint64_t half = (words * 8 + kPageSize - 1) & ~uint64_t(kPageSize - 1);
     // Metadata never borders data: the reservation has an inaccessible page on both sides.
-    char *meta = static_cast<char *>(os_reserve_guarded(2 * half));
+    char *meta = static_cast<char *>(os_reserve_lazy_guarded(2 * half));   // committed by commit_to
     size_t marks = ((half >> kPageShift) / 64 + 1) * sizeof(uint64_t);
     auto *remote_pages = static_cast<std::atomic<uint64_t> *>(os_reserve_guarded(marks));
     char *base = nullptr;
+    bool lazy = false;
     if (meta && remote_pages) {
       base = static_cast<char *>(tier_map_region(pages * kPageSize));   // madvise tier: a file
-      if (!base) base = static_cast<char *>(os_reserve(pages * kPageSize));
+      lazy = !base && g_tier_mode == kTierOff;                          // (uffd registers it whole)
+      if (!base) base = static_cast<char *>(lazy ? os_reserve_lazy(pages * kPageSize, false) : os_reserve(pages * kPageSize));
     }
     if (!base) {
       os_release_guarded(meta, 2 * half);
@@ -1552,6 +1608,15 @@ void region_init() {
     g_region.pages = uint32_t(pages);
     g_region.bytes = pages * kPageSize;
     g_region.base = base;
+    g_lazy_data = lazy;
+    g_committed_pages = 0;
+    g_lazy_parts = 0;
+    g_lazy[g_lazy_parts++] = LazyPart{0, 64};                                // SlabMeta lines
+    g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * 64, 8};               // rrec
+    g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * 72, 2};               // life
+    for (unsigned c = 0; c < kNumClasses; ++c)                               // bitmap pools
+      if (g_bitmap_pool[c].words)
+        g_lazy[g_lazy_parts++] = LazyPart{g_bitmap_pool[c].start * 8, g_bitmap_pool[c].words * 8};
     // A line never handed out has no bitmap (null): depot_take assigns one before anyone reads it.
     if (g_secure) mprotect(base + (pages - kGroupPages) * kPageSize, kPageSize, PROT_NONE);   // see bump_take
     return;

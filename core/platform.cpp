@@ -29,6 +29,32 @@ void *os_reserve_guarded(size_t bytes) {
   return mid;
 }
 
+void *os_reserve_lazy(size_t bytes, bool prot_read) {
+  void *p = mmap(nullptr, bytes, prot_read ? PROT_READ : PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+void *os_reserve_lazy_guarded(size_t bytes) {
+  constexpr size_t g = 4096;
+  void *p = mmap(nullptr, bytes + 2 * g, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  char *mid = static_cast<char *>(p) + g;
+  if (mprotect(mid, bytes, PROT_READ) != 0) {
+    munmap(p, bytes + 2 * g);
+    return nullptr;
+  }
+  return mid;
+}
+
+bool os_commit(void *p, size_t bytes) {
+  uintptr_t lo = uintptr_t(p) & ~uintptr_t(4095), hi = (uintptr_t(p) + bytes + 4095) & ~uintptr_t(4095);
+  int saved = errno;
+  bool ok = mprotect(reinterpret_cast<void *>(lo), hi - lo, PROT_READ | PROT_WRITE) == 0;
+  errno = saved;
+  return ok;
+}
+
 void os_release_guarded(void *p, size_t bytes) {
   if (p) munmap(static_cast<char *>(p) - 4096, bytes + 2 * 4096);
 }

@@ -22,6 +22,15 @@ void *os_reserve(size_t bytes);
 // mapping (slab data, or anything else) faults instead of reaching it.  Release with os_release_guarded.
 void *os_reserve_guarded(size_t bytes);
 void os_release_guarded(void *p, size_t bytes);
+// Address space only, committed later with os_commit: `prot_read` false reserves it inaccessible
+// (PROT_NONE), true readable as zeros (PROT_READ, for metadata that readers may look at before
+// it is committed).  Neither counts against the commit limit (vm.overcommit_memory=2) nor
+// RLIMIT_DATA until committed.  The guarded variant has an inaccessible page on each side.
+void *os_reserve_lazy(size_t bytes, bool prot_read);
+void *os_reserve_lazy_guarded(size_t bytes);   // readable as zeros
+// Make [p, p + bytes) readable and writable (page-rounded outward).  False when the OS refuses
+// (commit limit, RLIMIT_DATA): the caller treats the memory as unavailable.
+bool os_commit(void *p, size_t bytes);
 // Fill `n` bytes with random bits from the kernel (getrandom; no allocation).  False on failure.
 bool os_random(void *out, size_t n);
 // Give the pages back to the OS; they read as zero afterwards.  Returns 0 or an errno value.

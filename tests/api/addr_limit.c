@@ -1,33 +1,73 @@
-/* An address-space limit (RLIMIT_AS, `ulimit -v`) below the default region (ZNS_REGION_GB=64):
- *   - a limit with room for a few hundred MiB: the heap reserves a smaller region and serves small
- *     requests itself (zns_owns), with no word on stderr;
- *   - a limit with room for no region at all: one line on stderr says that every allocation goes
- *     to the next allocator, and the program runs on it.
- * The limit must hold before the first allocation, which happens before main: the program
+/* Limits on memory that a 64 GiB region (ZNS_REGION_GB's default) must live with:
+ *   - an address-space limit (RLIMIT_AS, `ulimit -v`) with room for a few hundred MiB: the heap
+ *     reserves a smaller region and serves small requests itself (zns_owns), with no word on
+ *     stderr;
+ *   - one with room for no region at all: one line on stderr says that every allocation goes to
+ *     the next allocator, and the program runs on it;
+ *   - the data limit (RLIMIT_DATA, `ulimit -d`; what vm.overcommit_memory=2 charges too): the
+ *     region and its metadata are reserved without write access and committed as slabs are
+ *     taken, so the process's VmData stays near what it uses, and when the limit refuses more
+ *     the heap falls through to the next allocator (malloc returns NULL once that one is refused
+ *     too; freeing makes room again).
+ * A limit must hold before the first allocation, which happens before main: the program
  * re-executes itself under it, reading the child's stderr through a pipe.  Skipped under glibc. */
 #include <sys/resource.h>
 #include <sys/wait.h>
 
 #include "tests/api/zns_test.h"
 
-/* Address space of this process without its large reservations (the slab region and its
- * metadata, which the child will not have before its heap starts): what the child needs. */
+/* Address space of this process without the heap's reservations (the slab region and its
+ * metadata, which the child will not have before its heap starts): what the child needs.  Files,
+ * and anonymous writable mappings below 64 MiB (the heap's reservations are large, or not
+ * writable where they are not committed yet). */
 static size_t baseline_bytes(void) {
   FILE *f = fopen("/proc/self/maps", "r");
   REQUIRE(f);
   char line[512];
   size_t total = 0;
   while (fgets(line, sizeof line, f)) {
-    unsigned long lo, hi;
-    if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && hi - lo < ((size_t)64 << 20)) total += hi - lo;
+    unsigned long lo, hi, inode;
+    char perms[8];
+    if (sscanf(line, "%lx-%lx %7s %*s %*s %lu", &lo, &hi, perms, &inode) == 4 &&
+        (inode != 0 || (perms[1] == 'w' && hi - lo < ((size_t)64 << 20))))
+      total += hi - lo;
   }
   fclose(f);
   return total;
 }
 
+static long vmdata_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  REQUIRE(f);
+  char line[256];
+  long kib = -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmData: %ld", &kib) == 1) break;
+  fclose(f);
+  return kib;
+}
+
+/* Allocate 1000-byte blocks until malloc says no (at most 1M): how many, how many owned. */
+static int child_fill(void) {
+  enum { MAX = 1000000 };
+  static char *b[MAX];
+  int n = 0, owned = 0;
+  while (n < MAX && (b[n] = malloc(1000)) != NULL) {
+    memset(b[n], n & 0xff, 1000);
+    owned += zns_owns(b[n]);
+    n++;
+  }
+  for (int i = 0; i < n; ++i) CHECK(b[i][500] == (char)(i & 0xff), "block %d lost its bytes", i);
+  for (int i = 0; i < n; ++i) free(b[i]);
+  void *again = malloc(1000);   /* room again */
+  CHECK(again != NULL && zns_owns(again), "after freeing everything, malloc(1000) = %p", again);
+  printf("%d %d\n", owned, n);
+  return zt_failures ? 1 : 0;
+}
+
 static int child(int N) {   /* N blocks of 1000 B */
-  static char *b[100000];
-  REQUIRE(N <= 100000);
+  static char *b[200000];
+  REQUIRE(N <= 200000);
   int owned = 0;
   for (int i = 0; i < N; ++i) {
     b[i] = malloc(1000);
@@ -39,13 +79,15 @@ static int child(int N) {   /* N blocks of 1000 B */
     CHECK(b[i][999] == (char)(i & 0xff) && b[i][0] == (char)(i & 0xff), "block %d lost its bytes", i);
     free(b[i]);
   }
-  printf("%d\n", owned);
+  printf("%d %ld\n", owned, vmdata_kib());
   return zt_failures ? 1 : 0;
 }
 
-/* Runs this program under a limit of `extra` bytes above the baseline; returns how many of the
- * child's `blocks` blocks the heap owned, and its stderr in `err`. */
-static int run_limited(char **argv, size_t extra, const char *blocks, char *err, size_t errcap) {
+/* Runs this program's child (`blocks` blocks of 1000 B, or "fill") under limit `res` at `extra`
+ * bytes above the baseline; returns how many blocks the heap owned, the second figure the child
+ * printed in *second (VmData in KiB, or the blocks allocated in all), its stderr in `err`. */
+static int run_limited(char **argv, int res, size_t extra, const char *blocks, long *second, char *err,
+                       size_t errcap) {
   int out[2], er[2];
   REQUIRE(pipe(out) == 0 && pipe(er) == 0);
   size_t limit = baseline_bytes() + extra;
@@ -56,7 +98,7 @@ static int run_limited(char **argv, size_t extra, const char *blocks, char *err,
     dup2(out[1], 1);
     dup2(er[1], 2);
     close(out[0]); close(er[0]); close(out[1]); close(er[1]);
-    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(90);
+    if (setrlimit(res, &rl) != 0) _exit(90);
     char *args[] = {argv[0], "child", (char *)blocks, NULL};
     execv("/proc/self/exe", args);
     _exit(91);
@@ -75,28 +117,45 @@ static int run_limited(char **argv, size_t extra, const char *blocks, char *err,
   REQUIRE(waitpid(pid, &st, 0) == pid);
   CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child under a limit of %zu MiB: status %d; stderr: %s",
         limit >> 20, st, err);
-  return atoi(buf);
+  int owned = 0;
+  *second = -1;
+  sscanf(buf, "%d %ld", &owned, second);
+  return owned;
 }
 
 int main(int argc, char **argv) {
-  if (argc > 2 && !strcmp(argv[1], "child")) return child(atoi(argv[2]));
+  if (argc > 2 && !strcmp(argv[1], "child")) return !strcmp(argv[2], "fill") ? child_fill() : child(atoi(argv[2]));
   if (!zt_zns_mode()) {
     zt_log("addr_limit: skipped under plain glibc");
     return 0;
   }
   char err[4096];
   /* Room for a 512 MiB region and its metadata, not for 1 GiB: the smaller region serves. */
-  int owned = run_limited(argv, (size_t)800 << 20, "100000", err, sizeof err);
+  long second;
+  int owned = run_limited(argv, RLIMIT_AS, (size_t)800 << 20, "100000", &second, err, sizeof err);
   CHECK(owned == 100000, "with 800 MiB of address space the heap owned %d of 100000 blocks", owned);
   CHECK(err[0] == 0, "a word on stderr where the heap works: %s", err);
   /* Room for the program, not for the smallest region (64 MiB): the next allocator serves, and
    * one line says so. */
-  owned = run_limited(argv, (size_t)40 << 20, "10000", err, sizeof err);
+  owned = run_limited(argv, RLIMIT_AS, (size_t)40 << 20, "10000", &second, err, sizeof err);
   CHECK(owned == 0, "with 40 MiB of address space the heap owned %d of 10000 blocks", owned);
   CHECK(strstr(err, "zns-slab: cannot reserve address space for the heap") != NULL,
         "no word on stderr that the heap is not in use: '%s'", err);
   const char *nl = strchr(err, '\n');
   CHECK(nl && nl[1] == 0, "more than one line on stderr: '%s'", err);
-  zt_log("addr_limit: a smaller region under 800 MiB of address space; one line and glibc under 40 MiB");
+  /* RLIMIT_DATA with room for 200 MiB: 150 MiB of blocks, all from the heap, and VmData near
+   * that.  (While the region and its metadata were writable mappings, they counted whole: the
+   * region that fitted was 128 MiB, and the rest went to the next allocator.) */
+  owned = run_limited(argv, RLIMIT_DATA, (size_t)200 << 20, "150000", &second, err, sizeof err);
+  CHECK(owned == 150000, "with RLIMIT_DATA 200 MiB above the program the heap owned %d of 150000 blocks", owned);
+  CHECK(second > 0 && second < 250 * 1024, "VmData %ld KiB for 150 MiB of blocks", second);
+  CHECK(err[0] == 0, "a word on stderr where the heap works: %s", err);
+  /* RLIMIT_DATA with room for 64 MiB: the heap serves until the limit refuses a commit, then the
+   * next allocator until it is refused too; NULL, not a crash; all bytes intact. */
+  owned = run_limited(argv, RLIMIT_DATA, (size_t)64 << 20, "fill", &second, err, sizeof err);
+  CHECK(owned > 20000 && owned < 70000, "the heap owned %d blocks under a 64 MiB data limit", owned);
+  CHECK(second >= owned && second < 1000000, "malloc stopped after %ld blocks", second);
+  zt_log("addr_limit: a smaller region under 800 MiB of address space; one line and glibc under 40 MiB; "
+         "RLIMIT_DATA: VmData %s; %d blocks from the heap under 64 MiB, %ld in all", "checked", owned, second);
   return zt_finish("addr_limit");
 }
