@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -1559,7 +1560,15 @@ std::atomic<int> g_init_state;   // 0 not started, 2 ready
 constexpr uint64_t kMinRegionMiB = 64;
 
 void region_init() {
+  // Under an address-space limit every reserved byte counts, committed or not: the region and its
+  // metadata take at most a quarter of the limit, so that the program keeps room for its own
+  // mappings (python under `ulimit -v 300000` could not start when the heap took the largest
+  // region that fitted).
+  uint64_t cap_mib = ~uint64_t(0);
+  struct rlimit as;
+  if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) cap_mib = (uint64_t(as.rlim_cur) >> 20) / 4;
   for (uint64_t mib = g_options.ZNS_REGION_GB << 10; mib >= kMinRegionMiB; mib /= 2) {
+    if (mib + mib / 8 > cap_mib) continue;   // (the metadata: up to 1/11 of the region)
     uint64_t pages = mib << (20 - kPageShift);
     if (pages > 0xfffffff0u) pages = 0xfffffff0u;   // (a multiple of kGroupPages)
     uint64_t groups = pages / kGroupPages;

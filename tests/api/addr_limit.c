@@ -11,6 +11,7 @@
  *     too; freeing makes room again).
  * A limit must hold before the first allocation, which happens before main: the program
  * re-executes itself under it, reading the child's stderr through a pipe.  Skipped under glibc. */
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -65,7 +66,8 @@ static int child_fill(void) {
   return zt_failures ? 1 : 0;
 }
 
-static int child(int N) {   /* N blocks of 1000 B */
+/* N blocks of 1000 B; then the program's own mapping of map_mib MiB must still fit. */
+static int child(int N, int map_mib) {
   static char *b[200000];
   REQUIRE(N <= 200000);
   int owned = 0;
@@ -79,6 +81,10 @@ static int child(int N) {   /* N blocks of 1000 B */
     CHECK(b[i][999] == (char)(i & 0xff) && b[i][0] == (char)(i & 0xff), "block %d lost its bytes", i);
     free(b[i]);
   }
+  if (map_mib) {
+    void *m = mmap(NULL, (size_t)map_mib << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    CHECK(m != MAP_FAILED, "the program's own %d MiB mapping did not fit beside the heap (errno %d)", map_mib, errno);
+  }
   printf("%d %ld\n", owned, vmdata_kib());
   return zt_failures ? 1 : 0;
 }
@@ -86,8 +92,8 @@ static int child(int N) {   /* N blocks of 1000 B */
 /* Runs this program's child (`blocks` blocks of 1000 B, or "fill") under limit `res` at `extra`
  * bytes above the baseline; returns how many blocks the heap owned, the second figure the child
  * printed in *second (VmData in KiB, or the blocks allocated in all), its stderr in `err`. */
-static int run_limited(char **argv, int res, size_t extra, const char *blocks, long *second, char *err,
-                       size_t errcap) {
+static int run_limited(char **argv, int res, size_t extra, const char *blocks, const char *map_mib, long *second,
+                       char *err, size_t errcap) {
   int out[2], er[2];
   REQUIRE(pipe(out) == 0 && pipe(er) == 0);
   size_t limit = baseline_bytes() + extra;
@@ -99,7 +105,7 @@ static int run_limited(char **argv, int res, size_t extra, const char *blocks, l
     dup2(er[1], 2);
     close(out[0]); close(er[0]); close(out[1]); close(er[1]);
     if (setrlimit(res, &rl) != 0) _exit(90);
-    char *args[] = {argv[0], "child", (char *)blocks, NULL};
+    char *args[] = {argv[0], "child", (char *)blocks, (char *)map_mib, NULL};
     execv("/proc/self/exe", args);
     _exit(91);
   }
@@ -124,20 +130,22 @@ static int run_limited(char **argv, int res, size_t extra, const char *blocks, l
 }
 
 int main(int argc, char **argv) {
-  if (argc > 2 && !strcmp(argv[1], "child")) return !strcmp(argv[2], "fill") ? child_fill() : child(atoi(argv[2]));
+  if (argc > 3 && !strcmp(argv[1], "child")) return !strcmp(argv[2], "fill") ? child_fill() : child(atoi(argv[2]), atoi(argv[3]));
   if (!zt_zns_mode()) {
     zt_log("addr_limit: skipped under plain glibc");
     return 0;
   }
   char err[4096];
-  /* Room for a 512 MiB region and its metadata, not for 1 GiB: the smaller region serves. */
+  /* 800 MiB of room: a smaller region serves, and it leaves the program room for a mapping of
+   * its own of half that (the region and its metadata take at most a quarter of the limit; the
+   * largest region that fitted, 512 MiB, left python under `ulimit -v 300000` unable to start). */
   long second;
-  int owned = run_limited(argv, RLIMIT_AS, (size_t)800 << 20, "100000", &second, err, sizeof err);
+  int owned = run_limited(argv, RLIMIT_AS, (size_t)800 << 20, "100000", "400", &second, err, sizeof err);
   CHECK(owned == 100000, "with 800 MiB of address space the heap owned %d of 100000 blocks", owned);
   CHECK(err[0] == 0, "a word on stderr where the heap works: %s", err);
   /* Room for the program, not for the smallest region (64 MiB): the next allocator serves, and
    * one line says so. */
-  owned = run_limited(argv, RLIMIT_AS, (size_t)40 << 20, "10000", &second, err, sizeof err);
+  owned = run_limited(argv, RLIMIT_AS, (size_t)40 << 20, "10000", "0", &second, err, sizeof err);
   CHECK(owned == 0, "with 40 MiB of address space the heap owned %d of 10000 blocks", owned);
   CHECK(strstr(err, "zns-slab: cannot reserve address space for the heap") != NULL,
         "no word on stderr that the heap is not in use: '%s'", err);
@@ -146,13 +154,13 @@ int main(int argc, char **argv) {
   /* RLIMIT_DATA with room for 200 MiB: 150 MiB of blocks, all from the heap, and VmData near
    * that.  (While the region and its metadata were writable mappings, they counted whole: the
    * region that fitted was 128 MiB, and the rest went to the next allocator.) */
-  owned = run_limited(argv, RLIMIT_DATA, (size_t)200 << 20, "150000", &second, err, sizeof err);
+  owned = run_limited(argv, RLIMIT_DATA, (size_t)200 << 20, "150000", "0", &second, err, sizeof err);
   CHECK(owned == 150000, "with RLIMIT_DATA 200 MiB above the program the heap owned %d of 150000 blocks", owned);
   CHECK(second > 0 && second < 250 * 1024, "VmData %ld KiB for 150 MiB of blocks", second);
   CHECK(err[0] == 0, "a word on stderr where the heap works: %s", err);
   /* RLIMIT_DATA with room for 64 MiB: the heap serves until the limit refuses a commit, then the
    * next allocator until it is refused too; NULL, not a crash; all bytes intact. */
-  owned = run_limited(argv, RLIMIT_DATA, (size_t)64 << 20, "fill", &second, err, sizeof err);
+  owned = run_limited(argv, RLIMIT_DATA, (size_t)64 << 20, "fill", "0", &second, err, sizeof err);
   CHECK(owned > 20000 && owned < 70000, "the heap owned %d blocks under a 64 MiB data limit", owned);
   CHECK(second >= owned && second < 1000000, "malloc stopped after %ld blocks", second);
   zt_log("addr_limit: a smaller region under 800 MiB of address space; one line and glibc under 40 MiB; "
