@@ -443,7 +443,8 @@ void make_guard(uint32_t page) {
 // bitmap pool) and its mirror is committed as a prefix: groups below g_committed_pages / 16.  A
 // pool's records are handed out in index order and each is held by a slab below the bump pointer,
 // so its records below that count are all it can need.  The region itself is committed the same
-// way unless the tier owns it (uffd registers it, madvise maps a file there).  Under the depot lock.
+// way unless the madvise tier maps its file there (the uffd tier registers it as it is: the
+// registration holds across the commits).  Under the depot lock.
 struct LazyPart {
   size_t offset;             // bytes from g_region.meta to the part's group 0
   uint32_t bytes_per_group;
@@ -1597,7 +1598,7 @@ void region_init() {
     bool lazy = false;
     if (meta && remote_pages) {
       base = static_cast<char *>(tier_map_region(pages * kPageSize));   // madvise tier: a file
-      lazy = !base && g_tier_mode == kTierOff;                          // (uffd registers it whole)
+      lazy = !base;                                                     // (not the madvise file)
       if (!base) base = static_cast<char *>(lazy ? os_reserve_lazy(pages * kPageSize, false) : os_reserve(pages * kPageSize));
     }
     if (!base) {

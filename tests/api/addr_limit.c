@@ -158,6 +158,20 @@ int main(int argc, char **argv) {
   CHECK(owned == 150000, "with RLIMIT_DATA 200 MiB above the program the heap owned %d of 150000 blocks", owned);
   CHECK(second > 0 && second < 250 * 1024, "VmData %ld KiB for 150 MiB of blocks", second);
   CHECK(err[0] == 0, "a word on stderr where the heap works: %s", err);
+  /* The same under the uffd tier (root: a full userfaultfd): the region it registers is
+   * committed on demand too. */
+  if (geteuid() == 0) {
+    char dir[] = "/tmp/zns-addr-limit.XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    setenv("ZNS_TIER", "uffd", 1);
+    setenv("ZNS_TIER_DIR", dir, 1);
+    owned = run_limited(argv, RLIMIT_DATA, (size_t)200 << 20, "150000", "0", &second, err, sizeof err);
+    unsetenv("ZNS_TIER");
+    unsetenv("ZNS_TIER_DIR");
+    rmdir(dir);
+    CHECK(owned == 150000, "ZNS_TIER=uffd, RLIMIT_DATA 200 MiB above the program: the heap owned %d of 150000 blocks", owned);
+    CHECK(err[0] == 0, "ZNS_TIER=uffd: a word on stderr: %s", err);
+  }
   /* RLIMIT_DATA with room for 64 MiB: the heap serves until the limit refuses a commit, then the
    * next allocator until it is refused too; NULL, not a crash; all bytes intact. */
   owned = run_limited(argv, RLIMIT_DATA, (size_t)64 << 20, "fill", "0", &second, err, sizeof err);
