@@ -1599,7 +1599,7 @@ void region_init() {
     if (meta && remote_pages) {
       base = static_cast<char *>(tier_map_region(pages * kPageSize));   // madvise tier: a file
       lazy = !base;                                                     // (not the madvise file)
-      if (!base) base = static_cast<char *>(lazy ? os_reserve_lazy(pages * kPageSize, false) : os_reserve(pages * kPageSize));
+      if (!base) base = static_cast<char *>(lazy ? os_reserve_lazy(pages * kPageSize) : os_reserve(pages * kPageSize));
     }
     if (!base) {
       os_release_guarded(meta, 2 * half);

@@ -11,41 +11,28 @@
 
 namespace zns {
 
-void *os_reserve(size_t bytes) {
-  void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                 -1, 0);
+namespace {
+void *map_anon(size_t bytes, int prot) {
+  void *p = mmap(nullptr, bytes, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   return p == MAP_FAILED ? nullptr : p;
 }
-
-void *os_reserve_guarded(size_t bytes) {
+// `bytes` with access `prot` between two inaccessible pages.
+void *map_guarded(size_t bytes, int prot) {
   constexpr size_t g = 4096;
-  void *p = mmap(nullptr, bytes + 2 * g, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return nullptr;
-  char *mid = static_cast<char *>(p) + g;
-  if (mprotect(mid, bytes, PROT_READ | PROT_WRITE) != 0) {
+  char *p = static_cast<char *>(map_anon(bytes + 2 * g, PROT_NONE));
+  if (!p) return nullptr;
+  if (mprotect(p + g, bytes, prot) != 0) {
     munmap(p, bytes + 2 * g);
     return nullptr;
   }
-  return mid;
+  return p + g;
 }
+}  // namespace
 
-void *os_reserve_lazy(size_t bytes, bool prot_read) {
-  void *p = mmap(nullptr, bytes, prot_read ? PROT_READ : PROT_NONE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  return p == MAP_FAILED ? nullptr : p;
-}
-
-void *os_reserve_lazy_guarded(size_t bytes) {
-  constexpr size_t g = 4096;
-  void *p = mmap(nullptr, bytes + 2 * g, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) return nullptr;
-  char *mid = static_cast<char *>(p) + g;
-  if (mprotect(mid, bytes, PROT_READ) != 0) {
-    munmap(p, bytes + 2 * g);
-    return nullptr;
-  }
-  return mid;
-}
+void *os_reserve(size_t bytes) { return map_anon(bytes, PROT_READ | PROT_WRITE); }
+void *os_reserve_guarded(size_t bytes) { return map_guarded(bytes, PROT_READ | PROT_WRITE); }
+void *os_reserve_lazy(size_t bytes) { return map_anon(bytes, PROT_NONE); }
+void *os_reserve_lazy_guarded(size_t bytes) { return map_guarded(bytes, PROT_READ); }
 
 bool os_commit(void *p, size_t bytes) {
   uintptr_t lo = uintptr_t(p) & ~uintptr_t(4095), hi = (uintptr_t(p) + bytes + 4095) & ~uintptr_t(4095);

@@ -22,12 +22,12 @@ void *os_reserve(size_t bytes);
 // mapping (slab data, or anything else) faults instead of reaching it.  Release with os_release_guarded.
 void *os_reserve_guarded(size_t bytes);
 void os_release_guarded(void *p, size_t bytes);
-// Address space only, committed later with os_commit: `prot_read` false reserves it inaccessible
-// (PROT_NONE), true readable as zeros (PROT_READ, for metadata that readers may look at before
-// it is committed).  Neither counts against the commit limit (vm.overcommit_memory=2) nor
-// RLIMIT_DATA until committed.  The guarded variant has an inaccessible page on each side.
-void *os_reserve_lazy(size_t bytes, bool prot_read);
-void *os_reserve_lazy_guarded(size_t bytes);   // readable as zeros
+// Address space only, committed later with os_commit: inaccessible (PROT_NONE), or in the
+// guarded variant readable as zeros (PROT_READ, for metadata that readers may look at before it
+// is committed) with an inaccessible page on each side.  Neither counts against the commit limit
+// (vm.overcommit_memory=2) nor RLIMIT_DATA until committed.
+void *os_reserve_lazy(size_t bytes);
+void *os_reserve_lazy_guarded(size_t bytes);
 // Make [p, p + bytes) readable and writable (page-rounded outward).  False when the OS refuses
 // (commit limit, RLIMIT_DATA): the caller treats the memory as unavailable.
 bool os_commit(void *p, size_t bytes);
