@@ -18,7 +18,11 @@
 #      (used_memory >= the payload written and not absurd), UNLINK + FLUSHALL ASYNC (objects
 #      freed by the lazyfree thread), then `shutdown nosave`: exit status 0;
 #   6. the stats document written at exit has totals.allocated > 100000 (redis makes millions of
-#      small allocations here).
+#      small allocations here);
+#   7. fork: BGSAVE while redis-benchmark writes, then a quiescent BGSAVE whose dump a plain
+#      redis-server (no shim) loads with the same DEBUG DIGEST as the server under the shim;
+#   8. under ZNS_TIER (tests/run.sh runs it with uffd and madvise and a 50 ms cold window) the
+#      stats say that slabs went out to the tier and came back.
 TEST_NAME=redis
 source "$(dirname "$0")/lib/common.bash"
 zns_require_lib
@@ -87,6 +91,7 @@ start_server() {
   timeout 300 env "${env_shim[@]}" "$REDIS_SERVER" --port "$PORT" --bind 127.0.0.1 \
     --protected-mode yes --save '' --appendonly no --dir "$TMPD" --logfile "$TMPD/redis.log" \
     --daemonize no --loglevel notice --databases 2 --lazyfree-lazy-user-del yes \
+    --enable-debug-command yes \
     >"$TMPD/redis.stdout" 2>&1 &
   SRV=$!
   for _ in $(seq 150); do
@@ -190,6 +195,55 @@ bench big -t set,get -n 20000 -d 6000 -r 5000 -P 4
 kill -0 "$SRV" 2>/dev/null || die "redis-server died during the benchmarks"
 verify_known after-benchmarks
 
+# ---- fork: BGSAVE while the parent writes, then a quiescent one read back by a plain redis --------
+# The child serialises the heap it inherited (under the madvise tier, the private copy the child
+# makes first) while the parent goes on writing; the second, quiescent save must hold exactly what
+# the server holds: a plain redis-server (no shim) loads it and must report the same DEBUG DIGEST.
+bgsave_wait() {  # label
+  local s
+  for _ in $(seq 600); do
+    [[ "$(info_field persistence rdb_bgsave_in_progress)" == 0 ]] && break
+    sleep 0.1
+  done
+  s=$(info_field persistence rdb_last_bgsave_status)
+  [[ "$s" == ok ]] || die "BGSAVE ($1) ended with rdb_last_bgsave_status=$s (the forked child failed)"
+}
+t0=$SECONDS
+[[ "$(rcli bgsave)" == "Background saving started" ]] || die "BGSAVE did not start"
+timeout 150 redis-benchmark -h 127.0.0.1 -p "$PORT" -t set,lpush,hset -n 30000 -r 30000 -d 150 -q \
+  >bench.during-save.out 2>&1 || die "redis-benchmark during BGSAVE failed"
+bgsave_wait during-writes
+fork_usec=$(info_field stats latest_fork_usec)
+[[ "$(rcli bgsave)" == "Background saving started" ]] || die "the second BGSAVE did not start"
+bgsave_wait quiescent
+digest=$(rcli debug digest)
+[[ "$digest" =~ ^[0-9a-f]{40}$ && "$digest" != 0000000000000000000000000000000000000000 ]] \
+  || die "DEBUG DIGEST gave '$digest'"
+PORT2=""
+for _ in $(seq 40); do p=$((20000 + RANDOM % 40000)); [[ $p != "$PORT" ]] && port_free "$p" && { PORT2=$p; break; }; done
+[[ -n "$PORT2" ]] || die "found no free port for the plain reader"
+mkdir -p "$TMPD/reader"
+timeout 120 "$REDIS_SERVER" --port "$PORT2" --bind 127.0.0.1 --protected-mode yes --save '' \
+  --appendonly no --dir "$TMPD" --dbfilename dump.rdb --logfile "$TMPD/reader/redis.log" \
+  --daemonize no --databases 2 --enable-debug-command yes >"$TMPD/reader/stdout" 2>&1 &
+READER=$!
+digest2=""
+for _ in $(seq 300); do
+  kill -0 "$READER" 2>/dev/null || break
+  [[ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$PORT2" ping 2>/dev/null)" == PONG ]] \
+    && { digest2=$(timeout 10 redis-cli -h 127.0.0.1 -p "$PORT2" debug digest); break; }
+  sleep 0.1
+done
+keys2=$(timeout 10 redis-cli -h 127.0.0.1 -p "$PORT2" dbsize 2>/dev/null || true)
+timeout 10 redis-cli -h 127.0.0.1 -p "$PORT2" shutdown nosave >/dev/null 2>&1 || true
+wait "$READER" 2>/dev/null || true
+[[ -n "$digest2" ]] || { tail -n 5 "$TMPD/reader/redis.log"; die "the plain redis did not load the dump"; }
+[[ "$digest2" == "$digest" ]] \
+  || die "the dump a forked child wrote differs from the server's data (DEBUG DIGEST $digest2 against $digest)"
+log "BGSAVE x2 (the first while writing; fork took ${fork_usec} us): a plain redis loaded $keys2 keys of db 0 from the dump, same DEBUG DIGEST, in $((SECONDS - t0))s"
+rm -f "$TMPD/dump.rdb"
+verify_known after-bgsave
+
 # ---- Lua, MEMORY, INFO -------------------------------------------------------------------------
 lua=$(rcli eval "local t = {} for i = 1, 20000 do t[i] = string.rep('x', i % 300) .. i end
   local n = 0 for i = 1, #t do n = n + #t[i] end
@@ -243,5 +297,13 @@ fi
 if [[ $SHIM == 1 ]]; then
   [[ -s "$TMPD/redis.stdout" ]] && die "redis-server under the shim wrote to stdout/stderr"
   zns_check_stats "$MIN_ALLOC" 1 redis "$TMPD/stats.$RPID.json"
+  if [[ -n "${ZNS_TIER:-}" && "${ZNS_TIER}" != off ]]; then
+    "$PY" - "$TMPD/stats.$RPID.json" <<'PYEOF' || die "ZNS_TIER=$ZNS_TIER: no slab went out to the tier and back"
+import json, sys
+t = json.load(open(sys.argv[1]))["tier"]
+print("    tier: " + ", ".join(f"{k}={t[k]}" for k in ("mode", "slabs_out", "slabs_in", "thrash", "evict_errors")))
+sys.exit(0 if t["slabs_out"] > 0 and t["slabs_in"] > 0 and t["evict_errors"] == 0 else 1)
+PYEOF
+  fi
 fi
 log PASS
