@@ -1683,7 +1683,6 @@ void *alloc_slow(unsigned cls) {
 // ---- what the tier needs: claim a cold shared slab while it is written out -----------------------
 uint32_t heap_touched_pages() { return __atomic_load_n(&g_depot.bump, __ATOMIC_ACQUIRE); }
 
-bool heap_guard_group(uint32_t page) { return g_secure && page % kGuardGroup < kGroupPages; }
 
 // The guards again (see make_guard: the first page of every kGuardGroup pages from page 0, in
 // order, g_guards of them; and the region's last group's first page), over a heap remapped.

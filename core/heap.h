@@ -283,8 +283,6 @@ size_t live_block_size(const void *p, const char *call);
 
 // ---- for the tier (tier/tier.cpp) ---------------------------------------------------------------
 uint32_t heap_touched_pages();                   // pages below the depot's bump pointer
-bool heap_guard_group(uint32_t page);            // ZNS_SECURE: a group that holds no slab, whose
-                                                 // first page may be an inaccessible guard
 void heap_reguard();                             // ZNS_SECURE: make the guards again (a fork's
                                                  // child, after the tier remapped the heap)
 SlabMeta *tier_claim(uint32_t page);             // the shared slab headed there, claimed, or null

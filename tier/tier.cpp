@@ -730,17 +730,25 @@ void tier_fork_child() {
                       : nullptr;
     if (used && copy == MAP_FAILED) fatal("tier: no memory for the forked child's copy of the heap", "fork", g_base);
     if (used) {
-      // Out pages are read back from the file on the way.  ZNS_SECURE: the groups that hold no
-      // slab are skipped (their first page is an inaccessible guard), and made again below.
-      // Only the pages with room in the file are read: the file grows from the end of a slab,
-      // so the unused tail of the last group can lie past the file's end (a read there is
-      // SIGBUS), and no page past g_reserved_pages was ever written (a slab's pages are
-      // reserved before it is used; the child's copy of the rest stays zero).
+      // The copy is read from the file, not through the mapping.  The mapping is the file's
+      // page cache, so the bytes are the same; but out pages come back by the file's readahead
+      // instead of one major fault per page (the mapping is MADV_RANDOM), and resident ones are
+      // not first faulted into the child's page tables: a redis BGSAVE fork with slabs out took
+      // 0.25-0.85 s through the mapping.  ZNS_SECURE's guards (groups that hold no slab) read
+      // as what the file holds there, and are made again below.  Only the pages with room in
+      // the file are read: the file grows from the end of a slab, so the unused tail of the
+      // last group can lie past the file's end, and no page past g_reserved_pages was ever
+      // written (a slab's pages are reserved before it is used; the child's copy of the rest
+      // stays zero).  A read that ends early finds a hole at the file's end: zeros too.
       size_t filed = size_t(g_reserved_pages) * kPageSize;
       if (filed > used) filed = used;
-      for (size_t off = 0; off < filed; off += kGroupPages * kPageSize)
-        if (!heap_guard_group(uint32_t(off / kPageSize)))
-          __builtin_memcpy(copy + off, g_base + off, filed - off < kGroupPages * kPageSize ? filed - off : kGroupPages * kPageSize);
+      for (size_t off = 0; off < filed;) {
+        ssize_t r = pread(g_fd, copy + off, filed - off, off_t(off));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) fatal("tier: cannot read the heap back from the backing file for the forked child", "fork", g_base + off);
+        if (r == 0) break;
+        off += size_t(r);
+      }
       if (mremap(copy, used, used, MREMAP_MAYMOVE | MREMAP_FIXED, g_base) == MAP_FAILED)
         fatal("tier: cannot give the forked child a private heap", "fork", g_base);
     }
