@@ -1803,19 +1803,24 @@ void flush_thread() {
   flush_remote(t_cache);
 }
 
-void trim() {
-  if (g_init_state.load(std::memory_order_acquire) != 2) return;
+bool trim() {
+  if (g_init_state.load(std::memory_order_acquire) != 2) return false;
   flush_thread();
+  uint64_t before;
+  { Guard g(g_depot.lock); before = g_depot.purged_total; }
   depot_purge(true);
+  bool released;
+  { Guard g(g_depot.lock); released = g_depot.purged_total != before; }
   // Parked slabs whose blocks all came back but whose owners have not looked since (idle threads):
   // their pages go back too.
   uint32_t pages = __atomic_load_n(&g_depot.bump, __ATOMIC_ACQUIRE);
   for (uint32_t p = 0; p < pages; p += kGroupPages) {
     SlabMeta &m = meta_at(p);
     if (meta_at(p).share.load(std::memory_order_relaxed) == kParkedIdle &&
-        !__atomic_load_n(&m.purged, __ATOMIC_RELAXED) && parked_complete(&m))
-      parked_purge(&m);
+        !__atomic_load_n(&m.purged, __ATOMIC_RELAXED) && parked_complete(&m) && parked_purge(&m))
+      released = true;
   }
+  return released;
 }
 
 size_t live_block_size(const void *p, const char *call) {

@@ -274,7 +274,8 @@ ZNS_NOINLINE void free_misuse(const char *what, const char *call, void *p);
 ZNS_NOINLINE void credit_out(ThreadCache *tc, SlabMeta *s);
 void heap_init();                                // idempotent
 void *alloc_aligned(size_t n, size_t align);     // align <= kPageSize, power of two, n <= kMaxSmall
-void trim();                                     // purge every empty slab in the depot now
+bool trim();                                     // purge every empty slab in the depot now (and
+                                                 // parked ones all free): true if pages went back
 void flush_thread();                             // apply this thread's buffered remote frees
                                                  // (and, secure, release its quarantine)
 // p (in the region) must be a live block: its block size, or an abort naming `call` (freed, not

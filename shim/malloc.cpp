@@ -40,6 +40,10 @@ std::atomic<bool> g_next_is_libc{true};
 
 // Blocks glibc handed out before the next allocator was resolved (only consulted when that
 // allocator is not glibc).
+// The next allocator's malloc_trim (glibc's, whatever allocator comes next: jemalloc has none),
+// or null.
+int (*g_next_trim)(size_t);
+
 constexpr unsigned kBootSlots = 256;
 std::atomic<void *> g_boot[kBootSlots];
 std::atomic<unsigned> g_boot_used;
@@ -75,6 +79,8 @@ F resolve(const char *name, F fallback) {
 }
 
 void resolve_next() {
+  g_next_trim = resolve("malloc_trim", (int (*)(size_t)) nullptr);
+  if (g_next_trim == &::malloc_trim) g_next_trim = nullptr;   // (never our own)
   void *m = dlsym(RTLD_NEXT, "malloc");
   if (m && m != reinterpret_cast<void *>(&__libc_malloc) && m != reinterpret_cast<void *>(&::malloc)) {
     Next n;
@@ -254,6 +260,14 @@ ZNS_API int zns_owns(const void *p) { return owns(p) ? 1 : 0; }
 ZNS_API size_t zns_block_size(const void *p) { return owns(p) ? block_size(p) : 0; }
 ZNS_API int zns_stats_print(int fd, int json) { return stats_print(fd, json != 0); }
 ZNS_API void zns_trim(void) { trim(); }
+// glibc's "give free memory back to the OS now", which programs call after a burst: under the shim
+// glibc's own would trim only its arenas.  Ours first (zns_trim), then the next allocator's.
+// 1 if either gave memory back, as glibc says.
+ZNS_API int malloc_trim(size_t pad) {
+  int r = trim() ? 1 : 0;
+  if (g_next_trim && g_next_trim(pad)) r = 1;
+  return r;
+}
 ZNS_API size_t zns_tier_pageout(void) { return tier_pageout_now(); }
 ZNS_API void zns_tier_stats(struct zns_tier_stats *o) {
   TierSnapshot t;
