@@ -321,10 +321,11 @@ ZNS_INLINE bool freed_in_bitmap(const SlabMeta *s, unsigned w, uint64_t mask) {
 }
 
 // Purge the oldest dirty slabs while the depot holds more than it may, or they are older than the
-// decay delay.  madvise runs outside the lock.  force: purge every dirty slab.
-void depot_purge(bool force) {
+// decay delay.  madvise runs outside the lock.  force: purge every dirty slab.  Returns whether
+// any was purged.
+bool depot_purge(bool force) {
   constexpr unsigned kBatch = 64;
-  for (;;) {
+  for (bool any = false;; any = true) {
     uint32_t victims[kBatch];
     unsigned n = 0;
     {
@@ -357,7 +358,7 @@ void depot_purge(bool force) {
         victims[n++] = best;
       }
     }
-    if (n == 0) return;
+    if (n == 0) return any;
     if (void (*hook)() = g_test_purge_hook.load(std::memory_order_acquire); ZNS_UNLIKELY(hook != nullptr)) hook();
     for (unsigned i = 0; i < n; ++i) {
       SlabMeta &m = meta_at(victims[i]);
@@ -376,7 +377,7 @@ void depot_purge(bool force) {
       g_depot.clean_pages += k;
       g_depot.purged_total += k;
     }
-    if (n < kBatch) return;
+    if (n < kBatch) return true;
   }
 }
 
@@ -1683,7 +1684,6 @@ void *alloc_slow(unsigned cls) {
 // ---- what the tier needs: claim a cold shared slab while it is written out -----------------------
 uint32_t heap_touched_pages() { return __atomic_load_n(&g_depot.bump, __ATOMIC_ACQUIRE); }
 
-
 // The guards again (see make_guard: the first page of every kGuardGroup pages from page 0, in
 // order, g_guards of them; and the region's last group's first page), over a heap remapped.
 void heap_reguard() {
@@ -1806,11 +1806,7 @@ void flush_thread() {
 bool trim() {
   if (g_init_state.load(std::memory_order_acquire) != 2) return false;
   flush_thread();
-  uint64_t before;
-  { Guard g(g_depot.lock); before = g_depot.purged_total; }
-  depot_purge(true);
-  bool released;
-  { Guard g(g_depot.lock); released = g_depot.purged_total != before; }
+  bool released = depot_purge(true);
   // Parked slabs whose blocks all came back but whose owners have not looked since (idle threads):
   // their pages go back too.
   uint32_t pages = __atomic_load_n(&g_depot.bump, __ATOMIC_ACQUIRE);

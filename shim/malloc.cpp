@@ -38,12 +38,12 @@ struct Next {
 Next g_next = {__libc_malloc, __libc_free, __libc_calloc, __libc_realloc, __libc_memalign, nullptr};
 std::atomic<bool> g_next_is_libc{true};
 
-// Blocks glibc handed out before the next allocator was resolved (only consulted when that
-// allocator is not glibc).
 // The next allocator's malloc_trim (glibc's, whatever allocator comes next: jemalloc has none),
 // or null.
 int (*g_next_trim)(size_t);
 
+// Blocks glibc handed out before the next allocator was resolved (only consulted when that
+// allocator is not glibc).
 constexpr unsigned kBootSlots = 256;
 std::atomic<void *> g_boot[kBootSlots];
 std::atomic<unsigned> g_boot_used;
