@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian's redis-server (7.0, linked against libjemalloc.so.2 with unprefixed symbols) under
-# LD_PRELOAD=$ZNS_LIB, on 127.0.0.1 and a free random high port, no persistence.
+# LD_PRELOAD=$ZNS_LIB, on 127.0.0.1 and a free random high port, no automatic persistence
+# (check 7 writes two dumps by BGSAVE into the scratch directory).
 # Only redis-server runs under the shim; redis-cli / redis-benchmark are plain drivers.
 # Checks:
 #   1. dynamic bindings: redis-server's (and every library's) malloc, free, calloc, realloc and
