@@ -91,7 +91,9 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
         .fixed(ts.fault_p99_ns, 1000, 1).str(" us, max ").fixed(ts.fault_max_ns, 1000, 1).str(" us (")
         .u64(ts.faults_timed).str(" timed); thrash ").u64(ts.thrash).str("; stores seen on armed slabs ")
         .u64(ts.write_hits).str("; eviction errors ").u64(ts.evict_errors).str("; zero fills ")
-        .u64(ts.zero_fills).str("; scans ").u64(ts.scans).chr('\n');
+        .u64(ts.zero_fills).str("; scans ").u64(ts.scans)
+        .str("; cold windows x").u64(uint64_t(1) << ts.pressure).str(" (raised ").u64(ts.pressure_raises)
+        .str(" times: too many returns)\n");
     o.line();
   }
 }
@@ -138,7 +140,8 @@ void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms)
       .str(",\"fault_max_ns\":").u64(ts.fault_max_ns).str(",\"faults_timed\":").u64(ts.faults_timed)
       .str(",\"thrash\":").u64(ts.thrash).str(",\"write_hits\":").u64(ts.write_hits)
       .str(",\"evict_errors\":").u64(ts.evict_errors).str(",\"zero_fills\":").u64(ts.zero_fills)
-      .str(",\"scans\":").u64(ts.scans).str("}}\n");
+      .str(",\"scans\":").u64(ts.scans).str(",\"pressure\":").u64(ts.pressure)
+      .str(",\"pressure_raises\":").u64(ts.pressure_raises).str("}}\n");
   o.line();
 }
 

@@ -44,10 +44,12 @@ done
 for p in python sqlite redis; do
   run_one "programs/$p(secure)" env ZNS_SECURE=1 bash "tests/programs/$p.sh"
 done
-# The tier (issue 5) under a real server: its heap goes out and comes back every 50 ms, and it
-# forks (BGSAVE) with slabs out
+# The tier (issue 5) under real programs with a 50 ms cold window: redis's heap goes out and comes
+# back, and it forks (BGSAVE) with slabs out; python's cycle collector reads its whole heap every
+# few seconds (the return governor keeps that from burying the run in paging)
 for t in uffd madvise; do
   run_one "programs/redis($t)" env ZNS_TIER=$t ZNS_TIER_COLD_MS=50 bash tests/programs/redis.sh
+  run_one "programs/python($t)" env ZNS_TIER=$t ZNS_TIER_COLD_MS=50 bash tests/programs/python.sh
 done
 for s in tests/perf/*.sh; do   # instruction-count pins (callgrind: deterministic)
   n=${s%.sh}; n=${n#tests/}

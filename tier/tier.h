@@ -12,6 +12,8 @@
 //   hole      an out slab that went back to the depot empty: its copy is void, its pages read as 0
 //   backoff   per slab: a slab that faults back within its cold window waits twice as long next
 //             time (up to 64x), so nothing thrashes
+//   pressure  global: while the program brings slabs back faster than ZNS_TIER_MAX_RETURNS per
+//             second, every cold window doubles (up to 1024x), and halves again once it is quiet
 //
 // The backing file mirrors the region: page p of the region is at offset p * 4096, so it needs no
 // slot allocator, and it is sparse (holes cost no disk).
@@ -49,6 +51,7 @@ struct TierSnapshot {
   uint64_t slabs_out, slabs_in, bytes_out, bytes_in;   // evictions and fault-ins since start
   uint64_t out_pages;                                  // pages on the tier now
   uint64_t evict_errors, thrash, write_hits, zero_fills, scans;
+  uint64_t pressure, pressure_raises;   // the return governor: every cold window << pressure now
   uint64_t fault_p50_ns, fault_p99_ns, fault_max_ns, faults_timed;
 };
 void tier_snapshot(TierSnapshot *out);

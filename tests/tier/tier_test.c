@@ -19,6 +19,12 @@
  *   policy                     with a short cold window the heap pages an idle heap out by itself
  *                              (RSS drops), and a slab read over and over backs off (bounded thrash)
  *   budget                     ZNS_TIER_MAX_RESIDENT: live slabs beyond the budget leave RAM
+ *   governor on|off            the whole heap is read every 300 ms (python's cycle collector
+ *                              does this), far longer than the 20 ms cold window run.sh sets, so
+ *                              each slab looks cold between passes and per-slab backoff never
+ *                              fires.  on (ZNS_TIER_MAX_RETURNS=40): the return governor
+ *                              lengthens every window and the slabs stop coming back; off (=0):
+ *                              they come back on every pass (shows that the scenario thrashes)
  *   errors                     the backing file refuses writes (RLIMIT_FSIZE): slabs stay in RAM,
  *                              errors are counted, every byte is intact
  *   full                       the backing file's file system is full (ENOSPC): the same
@@ -394,6 +400,70 @@ static int budget(void) {
   return zt_finish("budget");
 }
 
+/* ---- governor (ZNS_TIER_COLD_MS=20 ZNS_TIER_MAX_RETURNS=40 or 0, set by run.sh) ------------- */
+/* The "pressure" field of the JSON stats (the governor's shift of every cold window), or -1. */
+static long stats_pressure(void) {
+  char buf[8192];
+  int fd = memfd_create("zns-stats", 0);
+  REQUIRE(fd >= 0);
+  REQUIRE(zns_stats_print(fd, 1) == 0);
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  const char *p = strstr(buf, "\"pressure\":");
+  return p ? atol(p + 11) : -1;
+}
+
+static int governor(int on) {
+  enum { N = 128 * 1024 };   /* 64 B blocks: 128 slabs of 16 pages, 8 MiB */
+  unsigned char **b = __libc_calloc(N, sizeof *b);
+  REQUIRE(b != NULL);
+  for (size_t i = 0; i < N; ++i) {
+    b[i] = malloc(64);
+    REQUIRE(b[i] != NULL);
+    memset(b[i], (int)(i & 0xff), 64);
+  }
+  const unsigned slabs = N / 1024;
+  struct zns_tier_stats s0 = tier(), s_mid = s0;
+  double t0 = now_s();
+  unsigned passes = 0, late_passes = 0;
+  int mid_taken = 0;
+  long bad = 0;
+  while (now_s() - t0 < 5.0) {
+    usleep(300000);
+    if (!mid_taken && now_s() - t0 >= 3.0) { s_mid = tier(); mid_taken = 1; }
+    for (size_t i = 0; i < N; ++i) bad += b[i][i % 64] != (unsigned char)(i & 0xff);
+    passes++;
+    late_passes += mid_taken;
+  }
+  struct zns_tier_stats s1 = tier();
+  unsigned long long ins = s1.slabs_in - s0.slabs_in, late = s1.slabs_in - s_mid.slabs_in;
+  long pressure = stats_pressure();
+  zt_log("governor: %u passes over %u slabs; %llu returns (%.1f per slab), %llu in the last %u passes; "
+         "%llu evictions; pressure %ld", passes, slabs, ins, (double)ins / slabs, late, late_passes,
+         s1.slabs_out - s0.slabs_out, pressure);
+  CHECK(bad == 0, "%ld bytes changed", bad);
+  if (on) {
+    /* The first passes bring the heap back (each return comes long after its window: nothing
+     * per slab is wrong), and the governor raises every window.  Reads are invisible to the
+     * policy (uffd and madvise alike), so a read-hot slab still leaves once per window; by 3 s
+     * the windows are longer than 2 s, so in the last 2 s each slab comes back at most once
+     * (plus slack for the tick).  Without the governor each slab comes back on every pass. */
+    CHECK(late <= slabs + 60ull, "%llu returns in the last %u passes over %u slabs: the governor did "
+          "not stop the heap thrashing", late, late_passes, slabs);
+    CHECK(pressure > 0, "the governor never raised the cold windows (pressure %ld)", pressure);
+  } else {
+    CHECK(late * 2 >= (unsigned long long)slabs * late_passes, "only %llu returns in the last %u passes over %u slabs without the "
+          "governor: the scenario no longer thrashes, so the governed run proves nothing", late,
+          late_passes, slabs);
+    CHECK(pressure == 0, "ZNS_TIER_MAX_RETURNS=0, yet pressure %ld", pressure);
+  }
+  for (size_t i = 0; i < N; ++i) free(b[i]);
+  __libc_free(b);
+  return zt_finish("governor");
+}
+
 /* ---- errors: writes to the backing file fail ------------------------------------------------- */
 static int errors(void) {
   enum { N = 20000 };
@@ -478,6 +548,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "metadata")) return metadata();
   if (!strcmp(c, "policy")) return policy();
   if (!strcmp(c, "budget")) return budget();
+  if (!strcmp(c, "governor")) return governor(argc > 2 && !strcmp(argv[2], "on"));
   if (!strcmp(c, "errors")) return errors();
   if (!strcmp(c, "full")) return full();
   if (!strcmp(c, "closefd")) return closefd();

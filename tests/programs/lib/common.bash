@@ -50,6 +50,27 @@ zns_check_stats() {
         --label "$label" -- "$@"
 }
 
+# zns_check_tier LABEL FILE...
+#   Under ZNS_TIER (uffd or madvise): at least one of the stats JSON documents shows slabs that went
+#   out to the tier and came back, and none shows an eviction error.  Nothing to check otherwise.
+zns_check_tier() {
+  local label=$1; shift
+  [[ -n "${ZNS_TIER:-}" && "${ZNS_TIER}" != off ]] || return 0
+  "$PY" - "$@" <<'PYEOF' || die "$label: ZNS_TIER=$ZNS_TIER: no slab went out to the tier and back, or an eviction failed"
+import json, sys
+ok, errors = False, 0
+for f in sys.argv[1:]:
+    t = json.load(open(f))["tier"]
+    if t["mode"] == "off" and t["slabs_out"] == 0:
+        continue   # a forked child (it runs without the tier)
+    print("    tier: " + ", ".join(f"{k}={t[k]}" for k in
+          ("mode", "slabs_out", "slabs_in", "thrash", "pressure", "evict_errors")))
+    ok |= t["slabs_out"] > 0 and t["slabs_in"] > 0
+    errors += t["evict_errors"]
+sys.exit(0 if ok and errors == 0 else 1)
+PYEOF
+}
+
 # Compare two output files; on mismatch print a diff and fail.
 zns_same_output() {   # plain shim label
   if ! cmp -s "$1" "$2"; then
