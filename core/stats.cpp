@@ -92,8 +92,8 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
         .u64(ts.faults_timed).str(" timed); thrash ").u64(ts.thrash).str("; stores seen on armed slabs ")
         .u64(ts.write_hits).str("; eviction errors ").u64(ts.evict_errors).str("; zero fills ")
         .u64(ts.zero_fills).str("; scans ").u64(ts.scans)
-        .str("; cold windows x").u64(uint64_t(1) << ts.pressure).str(" (raised ").u64(ts.pressure_raises)
-        .str(" times: too many returns)\n");
+        .str("; return governor: cold windows x").u64(uint64_t(1) << ts.pressure).str(", raised ")
+        .u64(ts.pressure_raises).str(" times\n");
     o.line();
   }
 }
