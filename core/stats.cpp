@@ -85,7 +85,8 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
     uint64_t on_tier = ts.out_pages * kPageSize, owned = h.owned_pages * kPageSize;
     b.str("tier (").str(tier_mode_name(ts.mode)).str("): slab bytes resident ")
         .u64(owned > on_tier ? owned - on_tier : 0).str(", on the tier ").u64(on_tier)
-        .str("; out ").u64(ts.slabs_out).str(" slabs / ").u64(ts.bytes_out).str(" bytes, in ")
+        .str("; out ").u64(ts.slabs_out).str(" slabs / ").u64(ts.bytes_out).str(" bytes (")
+        .u64(ts.clean_out).str(" slabs without a write), in ")
         .u64(ts.slabs_in).str(" slabs / ").u64(ts.bytes_in).str(" bytes\n");
     b.str("tier: fault-in service p50 ").fixed(ts.fault_p50_ns, 1000, 1).str(" us, p99 ")
         .fixed(ts.fault_p99_ns, 1000, 1).str(" us, max ").fixed(ts.fault_max_ns, 1000, 1).str(" us (")
@@ -134,7 +135,7 @@ void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms)
   uint64_t on_tier = ts.out_pages * kPageSize, owned = h.owned_pages * kPageSize;
   b.str(",\"tier\":{\"mode\":\"").str(tier_mode_name(ts.mode)).str("\",\"resident_slab_bytes\":")
       .u64(owned > on_tier ? owned - on_tier : 0).str(",\"on_tier_bytes\":").u64(on_tier)
-      .str(",\"slabs_out\":").u64(ts.slabs_out).str(",\"slabs_in\":").u64(ts.slabs_in)
+      .str(",\"slabs_out\":").u64(ts.slabs_out).str(",\"slabs_out_clean\":").u64(ts.clean_out).str(",\"slabs_in\":").u64(ts.slabs_in)
       .str(",\"bytes_out\":").u64(ts.bytes_out).str(",\"bytes_in\":").u64(ts.bytes_in)
       .str(",\"fault_p50_ns\":").u64(ts.fault_p50_ns).str(",\"fault_p99_ns\":").u64(ts.fault_p99_ns)
       .str(",\"fault_max_ns\":").u64(ts.fault_max_ns).str(",\"faults_timed\":").u64(ts.faults_timed)

@@ -57,13 +57,18 @@ enum : uint8_t { kResident = 0, kOut = 1, kHole = 2 };
 struct TierMeta {
   std::atomic<uint8_t> state;
   std::atomic<uint8_t> armed;   // uffd: write-protected to watch for stores
-  uint8_t backoff;              // cold window = ZNS_TIER_COLD_MS << backoff
+  // uffd: the file holds the slab's bytes as they are in RAM: it was written out or read back
+  // write-protected, and no store was let through since (every lifting of the protection clears
+  // it first).  Its next eviction writes nothing: a read-hot slab comes back without I/O debt.
+  std::atomic<uint8_t> filed;
+  uint8_t backoff;              // cold window = ZNS_TIER_COLD_MS << (backoff + pressure)
   uint8_t watched;              // sig/since are valid
+  uint8_t unused_[3];
   uint32_t sig;                 // allocator activity signature when last seen
   uint32_t since;               // now_ms (low 32 bits) of the last activity seen (malloc/free/store)
   uint32_t out_at;              // now_ms when it left RAM
 };
-static_assert(sizeof(TierMeta) == 16);
+static_assert(sizeof(TierMeta) == 20);
 
 TierMeta *g_tm;            // one per slab group (address space only: committed as touched)
 inline TierMeta &tm_at(uint32_t head) { return g_tm[head / kGroupPages]; }
@@ -83,7 +88,7 @@ alignas(4096) char g_bounce[kMaxSlabPages * kPageSize];   // file <-> region, un
 alignas(4096) char g_zeros[kMaxSlabPages * kPageSize];    // never written
 
 // ---- statistics ------------------------------------------------------------------------------------
-std::atomic<uint64_t> g_slabs_out, g_slabs_in, g_bytes_out, g_bytes_in, g_out_pages, g_errors,
+std::atomic<uint64_t> g_slabs_out, g_clean_out, g_slabs_in, g_bytes_out, g_bytes_in, g_out_pages, g_errors,
     g_thrash, g_write_hits, g_zero_fills, g_scans, g_lat_max, g_lat_n;
 std::atomic<uint64_t> g_lat_hist[40];   // fault-in service time, bucket i: [2^i, 2^(i+1)) ns
 std::atomic<bool> g_error_reported;
@@ -147,16 +152,23 @@ void uffd_wake(char *dst, size_t len) {
   ioctl(g_uffd, UFFDIO_WAKE, &r);
 }
 
-// Install src at dst, page by page where pages are already present (EEXIST: someone was first).
-int uffd_copy(char *dst, const char *src, size_t len) {
+// Install src at dst, page by page where pages are already present (EEXIST: someone was first;
+// *skipped says so).  wp: the pages arrive write-protected (UFFDIO_COPY_MODE_WP).
+int uffd_copy(char *dst, const char *src, size_t len, bool wp = false, bool *skipped = nullptr) {
   size_t done = 0;
   int tries = 0;
+  if (skipped) *skipped = false;
   while (done < len) {
-    uffdio_copy c{uint64_t(uintptr_t(dst + done)), uint64_t(uintptr_t(src + done)), len - done, 0, 0};
+    uffdio_copy c{uint64_t(uintptr_t(dst + done)), uint64_t(uintptr_t(src + done)), len - done,
+                  wp ? UFFDIO_COPY_MODE_WP : 0, 0};
     if (ioctl(g_uffd, UFFDIO_COPY, &c) == 0) { done = len; break; }
     int e = errno;
     if (c.copy > 0) { done += size_t(c.copy); continue; }
-    if (e == EEXIST) { done += kPageSize; continue; }        // present already: skip that page
+    if (e == EEXIST) {                                       // present already: skip that page
+      done += kPageSize;
+      if (skipped) *skipped = true;
+      continue;
+    }
     if ((e == EAGAIN || e == EINTR) && ++tries < 1000) continue;   // a concurrent madvise/fork
     return e;
   }
@@ -259,6 +271,14 @@ bool file_still_ours() {
   return false;
 }
 
+// uffd: stores may go through from here, so the file no longer holds the slab (filed before the
+// protection goes: a store can only follow the lifting).
+void lift_protection(TierMeta &t, char *addr, size_t len) {
+  t.filed.store(0, std::memory_order_release);
+  t.armed.store(0, std::memory_order_relaxed);
+  uffd_protect(addr, len, false);
+}
+
 // ---- eviction ---------------------------------------------------------------------------------------------
 // Under g_tier_lock.  Claims the slab headed at `page`, writes it out and drops it.
 bool evict(uint32_t page) {
@@ -269,18 +289,19 @@ bool evict(uint32_t page) {
   unsigned k = s->pages;
   size_t len = size_t(k) * kPageSize;
   char *addr = page_addr(page);
-  bool ok = false;
+  bool ok = false, clean = false;
   if (g_tier_mode == kTierUffd) {
     int e = uffd_protect(addr, len, true);   // from here a store waits for us
     if (e) {
       report_error("write-protect", e);
     } else if (!all_resident(addr, len)) {
-      uffd_protect(addr, len, false);        // not ours to read without faulting on ourselves
-    } else if ((e = pwrite_all(addr, len, page_off(page))) != 0) {
+      // not ours to read without faulting on ourselves (the !ok path below lifts the protection)
+    } else if (!(clean = t.filed.load(std::memory_order_acquire)) &&
+               (e = pwrite_all(addr, len, page_off(page))) != 0) {
       report_error("writing a slab to the backing file", e);
-      uffd_protect(addr, len, false);
     } else {
       madvise(addr, len, MADV_DONTNEED);     // drops the write protection with the pages
+      t.filed.store(1, std::memory_order_relaxed);   // the file is the slab now
       ok = true;
     }
   } else {
@@ -301,9 +322,10 @@ bool evict(uint32_t page) {
     t.state.store(kOut, std::memory_order_release);
     g_out_pages.fetch_add(k, std::memory_order_relaxed);
     g_slabs_out.fetch_add(1, std::memory_order_relaxed);
+    if (clean) g_clean_out.fetch_add(1, std::memory_order_relaxed);
     g_bytes_out.fetch_add(len, std::memory_order_relaxed);
-  } else if (t.armed.exchange(0)) {
-    uffd_protect(addr, len, false);
+  } else if (g_tier_mode == kTierUffd) {
+    lift_protection(t, addr, len);           // stores go through again, so the file is stale
   }
   tier_unclaim(s);
   return ok;
@@ -336,9 +358,19 @@ void page_in(uint32_t page) {
   for (int tries = 0; tries < 5; ++tries)
     if ((e = pread_all(g_bounce, len, page_off(page))) == 0) break;
   if (e) fatal("tier: cannot read a slab back from the backing file", "page-in", page_addr(page));
-  if ((e = uffd_copy(page_addr(page), g_bounce, len)) != 0) {
+  // Back write-protected: the slab is armed at once, and until a store lifts the protection
+  // the file still holds it, so its next eviction needs no write.
+  bool skipped;
+  if ((e = uffd_copy(page_addr(page), g_bounce, len, true, &skipped)) != 0) {
     if (e == ESRCH) return;   // the process is exiting
     fatal("tier: UFFDIO_COPY failed", "page-in", page_addr(page));
+  }
+  TierMeta &t = tm_at(page);
+  if (skipped) {
+    lift_protection(t, page_addr(page), len);   // a page we did not install: nothing is known
+  } else {
+    t.filed.store(1, std::memory_order_relaxed);
+    t.armed.store(1, std::memory_order_relaxed);
   }
   came_back(page, k, uint32_t(now_ms()));
 }
@@ -356,12 +388,18 @@ void serve_fault(const uffd_msg &msg) {
     // A store into an armed (or being-evicted) slab: the slab is not cold.  Lift the protection
     // of the whole slab (that wakes the writer; if the slab was dropped meanwhile it faults again
     // as missing and is read back first).
+    // (An out slab's file copy stays valid: the store has not happened, and retries as a
+    // missing fault.)
     unsigned k = meta_at(head).pages;
     if (k == 0 || k > kMaxSlabPages || head + k <= p) k = 1, head = p;
-    t.armed.store(0, std::memory_order_relaxed);
     t.since = uint32_t(now_ms());
     g_write_hits.fetch_add(1, std::memory_order_relaxed);
-    uffd_protect(page_addr(head), size_t(k) * kPageSize, false);
+    if (t.state.load(std::memory_order_relaxed) == kOut) {
+      t.armed.store(0, std::memory_order_relaxed);
+      uffd_protect(page_addr(head), size_t(k) * kPageSize, false);
+    } else {
+      lift_protection(t, page_addr(head), size_t(k) * kPageSize);
+    }
     return;
   }
   if (t.state.load(std::memory_order_acquire) == kOut && head + meta_at(head).pages > p) {
@@ -372,6 +410,7 @@ void serve_fault(const uffd_msg &msg) {
   // Not an out slab: a page nobody made present (touched before the tier started, or a slab that
   // came back as a hole).  Fresh memory reads as zero.
   g_zero_fills.fetch_add(1, std::memory_order_relaxed);
+  t.filed.store(0, std::memory_order_release);   // (never the case for a filed slab: all present)
   uffd_copy(addr, g_zeros, kPageSize);
 }
 
@@ -633,6 +672,7 @@ bool tier_take(uint32_t page, unsigned k, bool missing) {
   if (st == kOut) g_out_pages.fetch_sub(k, std::memory_order_relaxed);
   t.watched = 0;
   t.backoff = 0;
+  t.filed.store(0, std::memory_order_relaxed);   // a new life: the file holds nothing of it
   char *addr = page_addr(page);
   size_t len = size_t(k) * kPageSize;
   if (g_tier_mode == kTierUffd) {
@@ -837,6 +877,7 @@ void tier_snapshot(TierSnapshot *o) {
   *o = TierSnapshot{};
   o->mode = g_tier_mode;
   o->slabs_out = g_slabs_out.load();
+  o->clean_out = g_clean_out.load();
   o->slabs_in = g_slabs_in.load();
   o->bytes_out = g_bytes_out.load();
   o->bytes_in = g_bytes_in.load();

@@ -49,6 +49,7 @@ size_t tier_pageout_now();               // evict every eligible slab now, whate
 struct TierSnapshot {
   int mode;
   uint64_t slabs_out, slabs_in, bytes_out, bytes_in;   // evictions and fault-ins since start
+  uint64_t clean_out;   // uffd: evictions that wrote nothing (the file held the slab already)
   uint64_t out_pages;                                  // pages on the tier now
   uint64_t evict_errors, thrash, write_hits, zero_fills, scans;
   uint64_t pressure, pressure_raises;   // the return governor: every cold window << pressure now

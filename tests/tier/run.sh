@@ -19,7 +19,7 @@ step() {   # name, expected-stderr-regex-or-empty, env..., -- command...
   shift
   local t0=$SECONDS
   if timeout 120 env "${envs[@]}" "$@" >"$T/out" 2>&1 && { [ -z "$want" ] || grep -Eq "$want" "$T/out"; }; then
-    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|metadata|policy|budget|governor|errors|full|closefd|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
+    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|metadata|policy|budget|clean|governor|errors|full|closefd|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
   else
     fails=$((fails + 1))
     printf 'FAIL %-34s (exit %s%s)\n' "$name" "$?" "${want:+; wanted /$want/ on stderr}"
@@ -45,6 +45,7 @@ for mode in $MODES; do
   step "$mode/metadata"   "" "${E[@]}" -- "$BIN" metadata
   step "$mode/policy"     "" "${E[@]}" ZNS_TIER_COLD_MS=300 -- "$BIN" policy
   step "$mode/budget"     "" "${E[@]}" ZNS_TIER_MAX_RESIDENT=2M ZNS_TIER_SCAN_MS=100 -- "$BIN" budget
+  [ $mode = uffd ] && step "$mode/clean" "" "${E[@]}" -- "$BIN" clean
   step "$mode/governor"   "" "${E[@]}" ZNS_TIER_COLD_MS=20 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor on
   step "$mode/governor(off)" "" "${E[@]}" ZNS_TIER_COLD_MS=20 ZNS_TIER_MAX_RETURNS=0 -- "$BIN" governor off
   step "$mode/errors(fsize)" "" "${E[@]}" -- "$BIN" errors

@@ -19,6 +19,9 @@
  *   policy                     with a short cold window the heap pages an idle heap out by itself
  *                              (RSS drops), and a slab read over and over backs off (bounded thrash)
  *   budget                     ZNS_TIER_MAX_RESIDENT: live slabs beyond the budget leave RAM
+ *   clean                      (uffd) a slab read back and not stored to leaves again without a
+ *                              write to the file; one stored to after it came back is written
+ *                              again, and its new bytes are what comes back next
  *   governor on|off            the whole heap is read every 300 ms (python's cycle collector
  *                              does this), far longer than the 20 ms cold window run.sh sets, so
  *                              each slab looks cold between passes and per-slab backoff never
@@ -401,9 +404,9 @@ static int budget(void) {
 }
 
 /* ---- governor (ZNS_TIER_COLD_MS=20 ZNS_TIER_MAX_RETURNS=40 or 0, set by run.sh) ------------- */
-/* The "pressure" field of the JSON stats (the governor's shift of every cold window), or -1. */
-static long stats_pressure(void) {
-  char buf[8192];
+/* A number field of the JSON stats ("pressure", "slabs_out_clean"), or -1. */
+static long stats_field(const char *name) {
+  char buf[8192], key[64];
   int fd = memfd_create("zns-stats", 0);
   REQUIRE(fd >= 0);
   REQUIRE(zns_stats_print(fd, 1) == 0);
@@ -411,8 +414,9 @@ static long stats_pressure(void) {
   close(fd);
   if (n <= 0) return -1;
   buf[n] = 0;
-  const char *p = strstr(buf, "\"pressure\":");
-  return p ? atol(p + 11) : -1;
+  snprintf(key, sizeof key, "\"%s\":", name);
+  const char *p = strstr(buf, key);
+  return p ? atol(p + strlen(key)) : -1;
 }
 
 static int governor(int on) {
@@ -439,7 +443,7 @@ static int governor(int on) {
   }
   struct zns_tier_stats s1 = tier();
   unsigned long long ins = s1.slabs_in - s0.slabs_in, late = s1.slabs_in - s_mid.slabs_in;
-  long pressure = stats_pressure();
+  long pressure = stats_field("pressure");
   zt_log("governor: %u passes over %u slabs; %llu returns (%.1f per slab), %llu in the last %u passes; "
          "%llu evictions; pressure %ld", passes, slabs, ins, (double)ins / slabs, late, late_passes,
          s1.slabs_out - s0.slabs_out, pressure);
@@ -462,6 +466,45 @@ static int governor(int on) {
   for (size_t i = 0; i < N; ++i) free(b[i]);
   __libc_free(b);
   return zt_finish("governor");
+}
+
+/* ---- clean (uffd): evictions of slabs unchanged since they came back write nothing ------------ */
+static int clean(void) {
+  enum { N = 64 * 1024 };   /* 64 B blocks: 64 slabs */
+  unsigned char **b = __libc_calloc(N, sizeof *b);
+  REQUIRE(b != NULL);
+  for (size_t i = 0; i < N; ++i) {
+    b[i] = malloc(64);
+    REQUIRE(b[i] != NULL);
+    memset(b[i], (int)(i & 0xff), 64);
+  }
+  long c0 = stats_field("slabs_out_clean");
+  size_t out1 = zns_tier_pageout();                 /* first time out: written */
+  long c1 = stats_field("slabs_out_clean");
+  long bad = 0;
+  for (size_t i = 0; i < N; ++i) bad += b[i][i % 64] != (unsigned char)(i & 0xff);   /* read back */
+  size_t out2 = zns_tier_pageout();                 /* unchanged: nothing to write */
+  long c2 = stats_field("slabs_out_clean");
+  for (size_t i = 0; i < N; i += 2) memset(b[i], (int)(~i & 0xff), 64);   /* half the blocks change */
+  size_t out3 = zns_tier_pageout();                 /* every slab was stored to: written */
+  long c3 = stats_field("slabs_out_clean");
+  for (size_t i = 0; i < N; ++i)
+    bad += b[i][i % 64] != (unsigned char)((i % 2 ? i : ~i) & 0xff);
+  size_t out4 = zns_tier_pageout();                 /* read back only: clean again */
+  long c4 = stats_field("slabs_out_clean");
+  for (size_t i = 0; i < N; ++i)                    /* and what comes back is the new bytes */
+    for (size_t j = 0; j < 64; ++j) bad += b[i][j] != (unsigned char)((i % 2 ? i : ~i) & 0xff);
+  zt_log("clean: out %zu (clean %ld), read, out %zu (clean %ld), stored, out %zu (clean %ld), read, "
+         "out %zu (clean %ld)", out1, c1 - c0, out2, c2 - c1, out3, c3 - c2, out4, c4 - c3);
+  CHECK(bad == 0, "%ld bytes differ after the round trips", bad);
+  CHECK(out1 >= 60 && out2 >= 60 && out3 >= 60 && out4 >= 60, "a pageout left slabs behind");
+  CHECK(c1 - c0 == 0, "%ld slabs never written before were evicted without a write", c1 - c0);
+  CHECK(c2 - c1 >= (long)out2 - 2, "only %ld of %zu unchanged slabs left without a write", c2 - c1, out2);
+  CHECK(c3 - c2 <= 1, "%ld slabs stored to were evicted without a write: their stores are lost", c3 - c2);
+  CHECK(c4 - c3 >= (long)out4 - 2, "only %ld of %zu unchanged slabs left without a write", c4 - c3, out4);
+  for (size_t i = 0; i < N; ++i) free(b[i]);
+  __libc_free(b);
+  return zt_finish("clean");
 }
 
 /* ---- errors: writes to the backing file fail ------------------------------------------------- */
@@ -548,6 +591,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "metadata")) return metadata();
   if (!strcmp(c, "policy")) return policy();
   if (!strcmp(c, "budget")) return budget();
+  if (!strcmp(c, "clean")) return clean();
   if (!strcmp(c, "governor")) return governor(argc > 2 && !strcmp(argv[2], "on"));
   if (!strcmp(c, "errors")) return errors();
   if (!strcmp(c, "full")) return full();
