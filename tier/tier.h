@@ -10,6 +10,8 @@
 //             the kernel does (madvise mode)
 //   armed     (uffd) a candidate slab write-protected to learn whether the program still writes it
 //   hole      an out slab that went back to the depot empty: its copy is void, its pages read as 0
+//   filed     (uffd) a resident slab whose bytes the file holds: read back and not stored to since;
+//             its eviction writes nothing
 //   backoff   per slab: a slab that faults back within its cold window waits twice as long next
 //             time (up to 64x), so nothing thrashes
 //   pressure  global: while the program brings slabs back faster than ZNS_TIER_MAX_RETURNS per
