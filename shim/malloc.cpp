@@ -4,6 +4,7 @@
 // allocation path.  Until then glibc's __libc_* functions serve, and the few large blocks they
 // hand out are remembered so they go back to glibc even if the next allocator turns out different.
 #include <cerrno>
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <dlfcn.h>
@@ -41,6 +42,9 @@ std::atomic<bool> g_next_is_libc{true};
 // The next allocator's malloc_trim (glibc's, whatever allocator comes next: jemalloc has none),
 // or null.
 int (*g_next_trim)(size_t);
+// ... and its mallinfo2 and malloc_stats (glibc's: jemalloc and mimalloc have none), or null.
+struct mallinfo2 (*g_next_mallinfo2)();
+void (*g_next_malloc_stats)();
 
 // Blocks glibc handed out before the next allocator was resolved (only consulted when that
 // allocator is not glibc).
@@ -81,6 +85,10 @@ F resolve(const char *name, F fallback) {
 void resolve_next() {
   g_next_trim = resolve("malloc_trim", (int (*)(size_t)) nullptr);
   if (g_next_trim == &::malloc_trim) g_next_trim = nullptr;   // (never our own)
+  g_next_mallinfo2 = resolve("mallinfo2", (struct mallinfo2 (*)()) nullptr);
+  if (g_next_mallinfo2 == &::mallinfo2) g_next_mallinfo2 = nullptr;
+  g_next_malloc_stats = resolve("malloc_stats", (void (*)()) nullptr);
+  if (g_next_malloc_stats == &::malloc_stats) g_next_malloc_stats = nullptr;
   void *m = dlsym(RTLD_NEXT, "malloc");
   if (m && m != reinterpret_cast<void *>(&__libc_malloc) && m != reinterpret_cast<void *>(&::malloc)) {
     Next n;
@@ -267,6 +275,34 @@ ZNS_API int malloc_trim(size_t pad) {
   int r = trim() ? 1 : 0;
   if (g_next_trim && g_next_trim(pad)) r = 1;
   return r;
+}
+// glibc's heap counters, which monitoring code reads: under the shim glibc's own would count only
+// its arenas and miss every slab block.  The next allocator's figures plus the slab heap's:
+// arena += resident slab bytes (thread caches' and the depot's), uordblks += bytes in live blocks
+// (their class sizes), fordblks += the rest of those slab bytes.  The other fields are the next
+// allocator's.  mallinfo's int fields saturate instead of wrapping.
+ZNS_API struct mallinfo2 mallinfo2(void) {
+  struct mallinfo2 m = {};
+  if (g_next_mallinfo2) m = g_next_mallinfo2();
+  HeapUsage u = heap_usage();
+  m.arena += u.slab_bytes;
+  m.uordblks += u.live_bytes;
+  m.fordblks += u.slab_bytes > u.live_bytes ? u.slab_bytes - u.live_bytes : 0;
+  return m;
+}
+ZNS_API struct mallinfo mallinfo(void) {
+  struct mallinfo2 m = mallinfo2();
+  auto i = [](size_t v) { return v > size_t(INT_MAX) ? INT_MAX : int(v); };
+  struct mallinfo r;
+  r.arena = i(m.arena); r.ordblks = i(m.ordblks); r.smblks = i(m.smblks); r.hblks = i(m.hblks);
+  r.hblkhd = i(m.hblkhd); r.usmblks = i(m.usmblks); r.fsmblks = i(m.fsmblks);
+  r.uordblks = i(m.uordblks); r.fordblks = i(m.fordblks); r.keepcost = i(m.keepcost);
+  return r;
+}
+// glibc prints its arenas on stderr; then the slab heap's table follows.
+ZNS_API void malloc_stats(void) {
+  if (g_next_malloc_stats) g_next_malloc_stats();
+  stats_print(2, false);
 }
 ZNS_API size_t zns_tier_pageout(void) { return tier_pageout_now(); }
 ZNS_API void zns_tier_stats(struct zns_tier_stats *o) {

@@ -8,7 +8,8 @@
  * preserves errno, realloc(NULL, n), realloc grow/shrink keeps data (inside the slab, across
  * the 4096 boundary both ways, on large blocks), failed realloc leaves the block intact,
  * zns_stats_print/zns_trim smoke, malloc_trim gives the heap's free slabs back (not only glibc's
- * arenas) and keeps live blocks intact. */
+ * arenas) and keeps live blocks intact, mallinfo2/mallinfo count the slab heap's blocks (not
+ * only glibc's arenas), malloc_stats prints the slab heap's table after glibc's. */
 #include "tests/api/zns_test.h"
 
 static int zns;
@@ -416,10 +417,74 @@ static void test_malloc_trim(void) {
         (long)(before - after) / 1024, before >> 10, after >> 10);
 }
 
+/* Monitoring code reads mallinfo2: 40 MiB of small blocks must show in "bytes in use" and in
+ * "arena", and leave it again when freed.  (Under the shim glibc's own would miss every slab
+ * block; plain glibc counts them in its arenas, so the check holds in every mode.) */
+static void test_mallinfo(void) {
+  enum { N = 160 * 1024 };   /* 256 B each: 40 MiB */
+  char **v = (char **)__libc_malloc(N * sizeof *v);
+  REQUIRE(v);
+  struct mallinfo2 m0 = mallinfo2();
+  for (int i = 0; i < N; i++) {
+    v[i] = (char *)malloc(256);
+    REQUIRE(v[i]);
+    v[i][0] = (char)i;
+  }
+  struct mallinfo2 m1 = mallinfo2();
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  struct mallinfo o1 = mallinfo();   /* deprecated, still called */
+#pragma GCC diagnostic pop
+  for (int i = 0; i < N; i++) free(v[i]);
+  struct mallinfo2 m2 = mallinfo2();
+  __libc_free(v);
+  size_t want = (size_t)N * 256;
+  zt_log("mallinfo2: in use %zu -> %zu -> %zu KiB, arena %zu -> %zu KiB, free %zu KiB after the frees; "
+         "mallinfo in use %d KiB", m0.uordblks >> 10, m1.uordblks >> 10, m2.uordblks >> 10,
+         m0.arena >> 10, m1.arena >> 10, m2.fordblks >> 10, o1.uordblks >> 10);
+  CHECK(m1.uordblks >= m0.uordblks + want, "40 MiB of live blocks, but mallinfo2's bytes in use "
+        "grew by %ld KiB", (long)(m1.uordblks - m0.uordblks) / 1024);
+  CHECK(m1.arena + m0.fordblks >= m0.arena + want, "40 MiB of live blocks, but mallinfo2's arena "
+        "grew by %ld KiB (and %zu KiB were free before)", (long)(m1.arena - m0.arena) / 1024,
+        m0.fordblks >> 10);
+  CHECK(m1.uordblks <= m1.arena + m1.hblkhd, "more bytes in use (%zu) than held (%zu)", m1.uordblks,
+        m1.arena + m1.hblkhd);
+  CHECK(m2.uordblks + want / 2 < m1.uordblks, "the blocks were freed, but bytes in use went only "
+        "%zu -> %zu KiB", m1.uordblks >> 10, m2.uordblks >> 10);
+  CHECK((size_t)o1.uordblks + 4096 >= m1.uordblks && (size_t)o1.uordblks <= m1.uordblks + (1u << 20),
+        "mallinfo (%d) and mallinfo2 (%zu) disagree on bytes in use", o1.uordblks, m1.uordblks);
+}
+
+/* malloc_stats prints on stderr: glibc's arenas, then (under the shim) the slab heap's table. */
+static void test_malloc_stats(void) {
+  int pfd[2];
+  REQUIRE(pipe(pfd) == 0);
+  int saved = dup(2);
+  REQUIRE(saved >= 0 && dup2(pfd[1], 2) == 2);
+  void *p = malloc(64);
+  malloc_stats();
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  close(pfd[1]);
+  char buf[65536];
+  size_t n = 0;
+  ssize_t r;
+  while (n < sizeof buf - 1 && (r = read(pfd[0], buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)r;
+  close(pfd[0]);
+  buf[n] = 0;
+  free(p);
+  CHECK(strstr(buf, "system bytes") != NULL, "malloc_stats printed no glibc arena figures: %.200s", buf);
+  if (zns)
+    CHECK(strstr(buf, "zns-slab heap statistics") != NULL, "malloc_stats did not print the slab heap");
+}
+
 int main(void) {
   zns = zt_zns_mode();
   zt_log("malloc_basic: mode %s", zt_mode_name());
   test_all_sizes();
+  test_mallinfo();
+  test_malloc_stats();
   test_malloc0();
   test_calloc();
   test_overflow_and_huge();
