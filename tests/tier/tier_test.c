@@ -28,6 +28,10 @@
  *                              fires.  on (ZNS_TIER_MAX_RETURNS=40): the return governor
  *                              lengthens every window and the slabs stop coming back; off (=0):
  *                              they come back on every pass (shows that the scenario thrashes)
+ *   governor relax             (ZNS_TIER_MAX_RETURNS=40) the same for a second, so the governor
+ *                              raises the windows; then the program leaves its heap alone, and
+ *                              the windows must come down again (a tier that thrashed once must
+ *                              not stay timid for good)
  *   errors                     the backing file refuses writes (RLIMIT_FSIZE): slabs stay in RAM,
  *                              errors are counted, every byte is intact
  *   full                       the backing file's file system is full (ENOSPC): the same
@@ -507,6 +511,48 @@ static int clean(void) {
   return zt_finish("clean");
 }
 
+static int governor_relax(void) {
+  enum { N = 32 * 1024 };   /* 32 slabs: over the budget of 20 returns a tick, not far over */
+  unsigned char **b = __libc_calloc(N, sizeof *b);
+  REQUIRE(b != NULL);
+  for (size_t i = 0; i < N; ++i) {
+    b[i] = malloc(64);
+    REQUIRE(b[i] != NULL);
+    memset(b[i], (int)(i & 0xff), 64);
+  }
+  long bad = 0, peak = 0;
+  for (int pass = 0; pass < 4; ++pass) {   /* 1.2 s of passes: the heap comes back, twice or more */
+    usleep(300000);
+    for (size_t i = 0; i < N; ++i) bad += b[i][i % 64] != (unsigned char)(i & 0xff);
+    long p = stats_field("pressure");
+    if (p > peak) peak = p;
+  }
+  usleep(600000);                          /* the last tick of the busy phase */
+  long p = stats_field("pressure");
+  if (p > peak) peak = p;
+  /* Quiet: nothing is touched, so nothing comes back.  After a window's worth of quiet ticks
+   * (20 ms << pressure, at least 2 s) the pressure falls one step, and again after the next. */
+  double t0 = now_s();
+  long low = peak;
+  while (now_s() - t0 < 6.0) {
+    usleep(250000);
+    p = stats_field("pressure");
+    if (p < low) low = p;
+  }
+  zt_log("governor: pressure rose to %ld in 1.2 s of passes, fell to %ld after 6 s of quiet",
+         peak, low);
+  CHECK(peak >= 2, "the passes raised the pressure to %ld only: the scenario proves nothing", peak);
+  CHECK(low < peak, "6 s without a single return, and the pressure is still %ld", low);
+  CHECK(bad == 0, "%ld bytes changed", bad);
+  for (size_t i = 0; i < N; ++i) {
+    bad += b[i][i % 64] != (unsigned char)(i & 0xff);
+    free(b[i]);
+  }
+  CHECK(bad == 0, "%ld bytes changed", bad);
+  __libc_free(b);
+  return zt_finish("governor");
+}
+
 /* ---- errors: writes to the backing file fail ------------------------------------------------- */
 static int errors(void) {
   enum { N = 20000 };
@@ -592,6 +638,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "policy")) return policy();
   if (!strcmp(c, "budget")) return budget();
   if (!strcmp(c, "clean")) return clean();
+  if (!strcmp(c, "governor") && argc > 2 && !strcmp(argv[2], "relax")) return governor_relax();
   if (!strcmp(c, "governor")) return governor(argc > 2 && !strcmp(argv[2], "on"));
   if (!strcmp(c, "errors")) return errors();
   if (!strcmp(c, "full")) return full();
