@@ -349,8 +349,8 @@ void came_back(uint32_t page, unsigned k, uint32_t now) {
   g_bytes_in.fetch_add(size_t(k) * kPageSize, std::memory_order_relaxed);
 }
 
-// uffd: read an out slab back into RAM.  Under g_tier_lock.
-void page_in(uint32_t page) {
+// uffd: read an out slab back into RAM.  Under g_tier_lock.  for_store: a store brought it back.
+void page_in(uint32_t page, bool for_store) {
   SlabMeta &m = meta_at(page);
   unsigned k = m.pages;
   size_t len = size_t(k) * kPageSize;
@@ -358,15 +358,22 @@ void page_in(uint32_t page) {
   for (int tries = 0; tries < 5; ++tries)
     if ((e = pread_all(g_bounce, len, page_off(page))) == 0) break;
   if (e) fatal("tier: cannot read a slab back from the backing file", "page-in", page_addr(page));
-  // Back write-protected: the slab is armed at once, and until a store lifts the protection
-  // the file still holds it, so its next eviction needs no write.
+  // A read (or a fork) brings it back write-protected: armed at once, and until a store lifts
+  // the protection the file still holds it, so its next eviction needs no write.  A store
+  // brings it back writable (it would lift the protection at once, a second round trip).
+  TierMeta &t = tm_at(page);
+  if (for_store) {
+    t.filed.store(0, std::memory_order_release);   // before the pages become writable
+    t.armed.store(0, std::memory_order_relaxed);
+  }
   bool skipped;
-  if ((e = uffd_copy(page_addr(page), g_bounce, len, true, &skipped)) != 0) {
+  if ((e = uffd_copy(page_addr(page), g_bounce, len, !for_store, &skipped)) != 0) {
     if (e == ESRCH) return;   // the process is exiting
     fatal("tier: UFFDIO_COPY failed", "page-in", page_addr(page));
   }
-  TierMeta &t = tm_at(page);
-  if (skipped) {
+  if (for_store) {
+    // writable, not filed
+  } else if (skipped) {
     lift_protection(t, page_addr(page), len);   // a page we did not install: nothing is known
   } else {
     t.filed.store(1, std::memory_order_relaxed);
@@ -403,7 +410,7 @@ void serve_fault(const uffd_msg &msg) {
     return;
   }
   if (t.state.load(std::memory_order_acquire) == kOut && head + meta_at(head).pages > p) {
-    page_in(head);
+    page_in(head, msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE);
     record_latency(now_ns() - t0);
     return;
   }
@@ -797,7 +804,7 @@ void tier_fork_prepare() {
   if (g_tier_mode == kTierUffd) {
     uint32_t pages = heap_touched_pages();
     for (uint32_t p = 0; p < pages; p += kGroupPages)
-      if (tm_at(p).state.load(std::memory_order_acquire) == kOut) page_in(p);
+      if (tm_at(p).state.load(std::memory_order_acquire) == kOut) page_in(p, false);
   } else if (pipe2(g_fork_pipe, O_CLOEXEC) != 0) {
     g_fork_pipe[0] = g_fork_pipe[1] = -1;
   }

@@ -21,7 +21,8 @@
  *   budget                     ZNS_TIER_MAX_RESIDENT: live slabs beyond the budget leave RAM
  *   clean                      (uffd) a slab read back and not stored to leaves again without a
  *                              write to the file; one stored to after it came back is written
- *                              again, and its new bytes are what comes back next
+ *                              again, and its new bytes are what comes back next; a slab a
+ *                              store brings back comes back writable (no second fault)
  *   governor on|off            the whole heap is read every 300 ms (python's cycle collector
  *                              does this), far longer than the 20 ms cold window run.sh sets, so
  *                              each slab looks cold between passes and per-slab backoff never
@@ -489,7 +490,9 @@ static int clean(void) {
   for (size_t i = 0; i < N; ++i) bad += b[i][i % 64] != (unsigned char)(i & 0xff);   /* read back */
   size_t out2 = zns_tier_pageout();                 /* unchanged: nothing to write */
   long c2 = stats_field("slabs_out_clean");
+  unsigned long long w0 = tier().write_hits;
   for (size_t i = 0; i < N; i += 2) memset(b[i], (int)(~i & 0xff), 64);   /* half the blocks change */
+  unsigned long long store_hits = tier().write_hits - w0;
   size_t out3 = zns_tier_pageout();                 /* every slab was stored to: written */
   long c3 = stats_field("slabs_out_clean");
   for (size_t i = 0; i < N; ++i)
@@ -505,6 +508,8 @@ static int clean(void) {
   CHECK(c1 - c0 == 0, "%ld slabs never written before were evicted without a write", c1 - c0);
   CHECK(c2 - c1 >= (long)out2 - 2, "only %ld of %zu unchanged slabs left without a write", c2 - c1, out2);
   CHECK(c3 - c2 <= 1, "%ld slabs stored to were evicted without a write: their stores are lost", c3 - c2);
+  /* A slab a store brings back comes back writable: one fault, not a second (write-protect) one. */
+  CHECK(store_hits <= 2, "%llu write-protect faults after stores brought %zu slabs back", store_hits, out2);
   CHECK(c4 - c3 >= (long)out4 - 2, "only %ld of %zu unchanged slabs left without a write", c4 - c3, out4);
   for (size_t i = 0; i < N; ++i) free(b[i]);
   __libc_free(b);
