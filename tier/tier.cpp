@@ -57,9 +57,12 @@ enum : uint8_t { kResident = 0, kOut = 1, kHole = 2 };
 struct TierMeta {
   std::atomic<uint8_t> state;
   std::atomic<uint8_t> armed;   // uffd: write-protected to watch for stores
-  // uffd: the file holds the slab's bytes as they are in RAM: it was written out or read back
-  // write-protected, and no store was let through since (every lifting of the protection clears
-  // it first).  Its next eviction writes nothing: a read-hot slab comes back without I/O debt.
+  // uffd, a hint: the file should hold the slab's bytes as they are in RAM (it was written out or
+  // read back write-protected, and every lifting of the protection we do clears it first).  Its
+  // next eviction compares RAM with the file and, when they agree, writes nothing: a read-hot
+  // slab comes back without I/O debt.  Only a hint, because the kernel can drop the write
+  // protection behind our back (KSM merging a page of the slab: the store after it copies the
+  // page without a fault), and tier_take can race a page-in; the comparison makes either harmless.
   std::atomic<uint8_t> filed;
   uint8_t backoff;              // cold window = ZNS_TIER_COLD_MS << (backoff + pressure)
   uint8_t watched;              // sig/since are valid
@@ -279,6 +282,13 @@ void lift_protection(TierMeta &t, char *addr, size_t len) {
   uffd_protect(addr, len, false);
 }
 
+// uffd, under g_tier_lock with the slab write-protected and resident (no store can land now):
+// the file holds exactly these bytes.  A read from the page cache (the page-in's pread left the
+// pages there, usually) and a compare, instead of a write to the device.
+bool same_as_file(const char *addr, size_t len, uint32_t page) {
+  return pread_all(g_bounce, len, page_off(page)) == 0 && __builtin_memcmp(addr, g_bounce, len) == 0;
+}
+
 // ---- eviction ---------------------------------------------------------------------------------------------
 // Under g_tier_lock.  Claims the slab headed at `page`, writes it out and drops it.
 bool evict(uint32_t page) {
@@ -296,7 +306,7 @@ bool evict(uint32_t page) {
       report_error("write-protect", e);
     } else if (!all_resident(addr, len)) {
       // not ours to read without faulting on ourselves (the !ok path below lifts the protection)
-    } else if (!(clean = t.filed.load(std::memory_order_acquire)) &&
+    } else if (!(clean = t.filed.load(std::memory_order_acquire) && same_as_file(addr, len, page)) &&
                (e = pwrite_all(addr, len, page_off(page))) != 0) {
       report_error("writing a slab to the backing file", e);
     } else {
@@ -417,7 +427,7 @@ void serve_fault(const uffd_msg &msg) {
   // Not an out slab: a page nobody made present (touched before the tier started, or a slab that
   // came back as a hole).  Fresh memory reads as zero.
   g_zero_fills.fetch_add(1, std::memory_order_relaxed);
-  t.filed.store(0, std::memory_order_release);   // (never the case for a filed slab: all present)
+  t.filed.store(0, std::memory_order_release);   // (a filed slab purged in place, used after free)
   uffd_copy(addr, g_zeros, kPageSize);
 }
 

@@ -9,7 +9,15 @@ cd "$(dirname "$0")/../.."
 LIB=$PWD/build/libzns_slab.so
 BIN=$PWD/build/tests/tier/tier_test
 T=$(mktemp -d /tmp/zns-tier-test.XXXXXX)
-trap 'umount "$T/full" 2>/dev/null; rm -rf "$T"' EXIT
+K=/sys/kernel/mm/ksm
+KSM_SAVED=""   # "run pages_to_scan sleep_millisecs" while the ksm step has ksmd on
+ksm_restore() {
+  [ -n "$KSM_SAVED" ] || return 0
+  set -- $KSM_SAVED
+  echo "$2" >$K/pages_to_scan; echo "$3" >$K/sleep_millisecs; echo "$1" >$K/run
+  KSM_SAVED=""
+}
+trap 'ksm_restore; umount "$T/full" 2>/dev/null; rm -rf "$T"' EXIT
 fails=0
 
 step() {   # name, expected-stderr-regex-or-empty, env..., -- command...
@@ -19,7 +27,7 @@ step() {   # name, expected-stderr-regex-or-empty, env..., -- command...
   shift
   local t0=$SECONDS
   if timeout 120 env "${envs[@]}" "$@" >"$T/out" 2>&1 && { [ -z "$want" ] || grep -Eq "$want" "$T/out"; }; then
-    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|metadata|policy|budget|clean|governor|errors|full|closefd|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
+    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|metadata|policy|budget|clean|ksm|governor|errors|full|closefd|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
   else
     fails=$((fails + 1))
     printf 'FAIL %-34s (exit %s%s)\n' "$name" "$?" "${want:+; wanted /$want/ on stderr}"
@@ -46,6 +54,16 @@ for mode in $MODES; do
   step "$mode/policy"     "" "${E[@]}" ZNS_TIER_COLD_MS=300 -- "$BIN" policy
   step "$mode/budget"     "" "${E[@]}" ZNS_TIER_MAX_RESIDENT=2M ZNS_TIER_SCAN_MS=100 -- "$BIN" budget
   [ $mode = uffd ] && step "$mode/clean" "" "${E[@]}" -- "$BIN" clean
+  # KSM drops a page's write protection when it merges it.  ksmd is a machine-wide thread: it is
+  # started for this one step (only this process asks for merging) and its knobs are restored.
+  if [ $mode = uffd ] && [ "$(id -u)" = 0 ] && [ -w $K/run ] && [ -e /proc/self/ksm_stat ]; then
+    KSM_SAVED="$(cat $K/run $K/pages_to_scan $K/sleep_millisecs | tr '\n' ' ')"
+    echo 100000 >$K/pages_to_scan; echo 10 >$K/sleep_millisecs; echo 1 >$K/run
+    step "$mode/ksm" "" "${E[@]}" -- "$BIN" ksm
+    ksm_restore
+  elif [ $mode = uffd ]; then
+    echo "skip uffd/ksm: needs root, $K and /proc/self/ksm_stat"
+  fi
   step "$mode/governor"   "" "${E[@]}" ZNS_TIER_COLD_MS=20 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor on
   step "$mode/governor(off)" "" "${E[@]}" ZNS_TIER_COLD_MS=20 ZNS_TIER_MAX_RETURNS=0 -- "$BIN" governor off
   step "$mode/governor(relax)" "" "${E[@]}" ZNS_TIER_COLD_MS=20 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor relax
