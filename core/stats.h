@@ -30,8 +30,9 @@ struct HeapSnapshot {
 
 void heap_snapshot(HeapSnapshot *out);      // heap.cpp
 int stats_print(int fd, bool json);         // stats.cpp
-// The slab heap's bytes for mallinfo: resident slab bytes (owned by caches, empty in the depot),
-// and of them the bytes in live blocks.  A snapshot: takes the locks heap_snapshot takes.
+// The slab heap's bytes for mallinfo: slab bytes owned by caches (paged out or not) and the
+// depot's resident empty ones, and of them the bytes in live blocks.  A snapshot: takes the locks
+// heap_snapshot takes.
 struct HeapUsage { uint64_t slab_bytes, live_bytes; };
 HeapUsage heap_usage();
 void stats_start();                         // after options: opens a .jsonl dump, starts its thread

@@ -278,7 +278,8 @@ ZNS_API int malloc_trim(size_t pad) {
 }
 // glibc's heap counters, which monitoring code reads: under the shim glibc's own would count only
 // its arenas and miss every slab block.  The next allocator's figures plus the slab heap's:
-// arena += resident slab bytes (thread caches' and the depot's), uordblks += bytes in live blocks
+// arena += slab bytes of the caches and the depot's resident empty ones (with the tier, paged-out
+// slabs count too: their blocks are live), uordblks += bytes in live blocks
 // (their class sizes), fordblks += the rest of those slab bytes.  The other fields are the next
 // allocator's.  mallinfo's int fields saturate instead of wrapping.
 ZNS_API struct mallinfo2 mallinfo2(void) {

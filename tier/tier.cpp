@@ -210,16 +210,20 @@ bool any_resident(char *p, size_t len) {
 // python workload with a 50 ms window: 210k evictions, 13.3 GB written for a 100 MB heap, 27x the
 // time).  The governor bounds the sum instead.  Every kGovernMs the tier thread counts the returns
 // (fault-ins, either mechanism); above ZNS_TIER_MAX_RETURNS per second, every cold window doubles
-// (g_pressure += 1, or more at once when far above: up to 4 steps, by the ratio); after the whole
+// (g_pressure += 1, or more at once when far above: 2x over 1 step, 8x over 4); until the new
+// windows can have taken effect (the global part of the window, at most kRaiseHoldMs) returns of
+// slabs that left under the old ones do not raise it again (no wind-up to 1024x on one burst of a
+// heap coming back); after the whole
 // global part of the window (capped at kRelaxCapMs) with returns below a quarter of the budget it
 // halves again.  First evictions are not returns: a heap that just went cold leaves as fast as
 // before.  The budget path (ZNS_TIER_MAX_RESIDENT) ignores windows, so the governor never
 // overrides a resident budget.  Tier thread only, but g_pressure is read by came_back too.
 constexpr unsigned kMaxPressure = 10;
-constexpr uint64_t kGovernMs = 500, kRelaxCapMs = 60000;
+constexpr uint64_t kGovernMs = 500, kRelaxCapMs = 60000, kRaiseHoldMs = 4000;
 std::atomic<uint8_t> g_pressure;
 std::atomic<uint64_t> g_pressure_raises;
 uint64_t g_gov_at, g_gov_ins, g_gov_busy_at;   // last tick, slabs_in then, last tick not quiet
+uint64_t g_gov_raised_at;                      // last raise
 
 // ms << shift, saturated at 2^31 - 1 (a window is compared with 32-bit differences of now_ms)
 uint32_t shifted_ms(uint64_t ms, unsigned shift) {
@@ -236,6 +240,7 @@ void govern(uint64_t now) {
   uint64_t rate = g_options.ZNS_TIER_MAX_RETURNS;
   uint64_t ins = g_slabs_in.load(std::memory_order_relaxed);
   if (rate == 0) return;
+  if (rate > (uint64_t(1) << 32)) rate = uint64_t(1) << 32;   // (no overflow of rate * dt)
   if (g_gov_at == 0) { g_gov_at = g_gov_busy_at = now; g_gov_ins = ins; return; }
   uint64_t dt = now - g_gov_at;
   if (dt < kGovernMs) return;
@@ -244,13 +249,17 @@ void govern(uint64_t now) {
   g_gov_at = now;
   g_gov_ins = ins;
   unsigned p = g_pressure.load(std::memory_order_relaxed);
-  if (returns > allowed) {
+  uint64_t hold = p ? shifted_ms(g_options.ZNS_TIER_COLD_MS, p) : 0;
+  if (hold > kRaiseHoldMs) hold = kRaiseHoldMs;
+  if (returns > allowed && now - g_gov_raised_at < hold) {
+    g_gov_busy_at = now;   // the last raise has not had time to act yet
+  } else if (returns > allowed) {
     unsigned step = 1;
-    while (step < 4 && (allowed << step) < returns) ++step;   // 2x over: 1 step, 16x over: 4
+    while (step < 4 && (allowed << step) < returns) ++step;   // (a, 2a]: 1 step ... > 8a: 4
     p = p + step > kMaxPressure ? kMaxPressure : p + step;
     g_pressure.store(uint8_t(p), std::memory_order_relaxed);
     g_pressure_raises.fetch_add(1, std::memory_order_relaxed);
-    g_gov_busy_at = now;
+    g_gov_busy_at = g_gov_raised_at = now;
   } else if (returns * 4 > allowed) {
     g_gov_busy_at = now;   // within the budget, not far below it: hold
   } else if (p > 0) {
@@ -309,8 +318,9 @@ bool evict(uint32_t page) {
     } else if (!(clean = t.filed.load(std::memory_order_acquire) && same_as_file(addr, len, page)) &&
                (e = pwrite_all(addr, len, page_off(page))) != 0) {
       report_error("writing a slab to the backing file", e);
+    } else if (madvise(addr, len, MADV_DONTNEED) != 0) {   // (drops the protection with the pages)
+      report_error("dropping a slab's pages (MADV_DONTNEED; mlocked memory stays)", errno);
     } else {
-      madvise(addr, len, MADV_DONTNEED);     // drops the write protection with the pages
       t.filed.store(1, std::memory_order_relaxed);   // the file is the slab now
       ok = true;
     }
@@ -350,7 +360,7 @@ void came_back(uint32_t page, unsigned k, uint32_t now) {
   if (now - t.out_at < window) {            // back within its cold window: it was not cold
     g_thrash.fetch_add(1, std::memory_order_relaxed);
     if (t.backoff < 6) t.backoff++;
-  } else if (t.backoff > 0 && now - t.out_at > 4 * window) {
+  } else if (t.backoff > 0 && uint64_t(now - t.out_at) > 4 * uint64_t(window)) {
     t.backoff--;                            // stayed out long: trust it a little more
   }
   t.since = now;

@@ -67,6 +67,7 @@ for mode in $MODES; do
   step "$mode/governor"   "" "${E[@]}" ZNS_TIER_COLD_MS=20 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor on
   step "$mode/governor(off)" "" "${E[@]}" ZNS_TIER_COLD_MS=20 ZNS_TIER_MAX_RETURNS=0 -- "$BIN" governor off
   step "$mode/governor(relax)" "" "${E[@]}" ZNS_TIER_COLD_MS=20 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor relax
+  step "$mode/governor(windup)" "" "${E[@]}" ZNS_TIER_COLD_MS=2000 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor windup
   step "$mode/errors(fsize)" "" "${E[@]}" -- "$BIN" errors
   step "$mode/closefd"    "the backing file's descriptor was closed or replaced" "${E[@]}" -- "$BIN" closefd
   # the idle heap pages out by itself while the stats thread samples it: exit must not hang

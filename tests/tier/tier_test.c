@@ -23,6 +23,9 @@
  *                              write to the file; one stored to after it came back is written
  *                              again, and its new bytes are what comes back next; a slab a
  *                              store brings back comes back writable (no second fault)
+ *   governor windup            (ZNS_TIER_COLD_MS=2000 ZNS_TIER_MAX_RETURNS=40) a heap paged out
+ *                              once comes back at twice the budget for 1.6 s: one raise, not one
+ *                              per tick (the returns are of slabs that left before the raise)
  *   ksm                        (uffd; run.sh starts ksmd for it) KSM merges pages of slabs that
  *                              came back by a read: the merged page has lost its write
  *                              protection, so the store after it copies the page without a
@@ -522,6 +525,36 @@ static int clean(void) {
   return zt_finish("clean");
 }
 
+static int governor_windup(void) {
+  enum { N = 128 * 1024 };
+  unsigned char **b = __libc_calloc(N, sizeof *b);
+  REQUIRE(b != NULL);
+  for (size_t i = 0; i < N; ++i) {
+    b[i] = malloc(64);
+    REQUIRE(b[i] != NULL);
+    memset(b[i], (int)(i & 0xff), 64);
+  }
+  size_t out = zns_tier_pageout();
+  usleep(700000);   /* the governor's first tick has been */
+  long bad = 0;
+  /* 8 slabs' worth of blocks every 100 ms: ~80 returns a second for 1.6 s, twice the budget */
+  for (size_t k = 0; k < 16; ++k) {
+    for (size_t i = k * (N / 16); i < (k + 1) * (N / 16); ++i) bad += b[i][i % 64] != (unsigned char)(i & 0xff);
+    usleep(100000);
+  }
+  usleep(600000);
+  long p = stats_field("pressure"), raises = stats_field("pressure_raises");
+  zt_log("governor: %zu slabs paged out, read back over 1.6 s at twice the budget: pressure %ld "
+         "(%ld raises)", out, p, raises);
+  CHECK(out >= 100, "only %zu slabs paged out", out);
+  CHECK(p >= 1, "returns at twice the budget did not raise the pressure at all");
+  CHECK(p <= 2, "pressure %ld: it wound up on returns of slabs that left before its first raise", p);
+  CHECK(bad == 0, "%ld bytes changed", bad);
+  for (size_t i = 0; i < N; ++i) free(b[i]);
+  __libc_free(b);
+  return zt_finish("governor");
+}
+
 static int governor_relax(void) {
   enum { N = 32 * 1024 };   /* 32 slabs: over the budget of 20 returns a tick, not far over */
   unsigned char **b = __libc_calloc(N, sizeof *b);
@@ -703,6 +736,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "clean")) return clean();
   if (!strcmp(c, "ksm")) return ksm();
   if (!strcmp(c, "governor") && argc > 2 && !strcmp(argv[2], "relax")) return governor_relax();
+  if (!strcmp(c, "governor") && argc > 2 && !strcmp(argv[2], "windup")) return governor_windup();
   if (!strcmp(c, "governor")) return governor(argc > 2 && !strcmp(argv[2], "on"));
   if (!strcmp(c, "errors")) return errors();
   if (!strcmp(c, "full")) return full();
