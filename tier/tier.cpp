@@ -298,10 +298,23 @@ bool same_as_file(const char *addr, size_t len, uint32_t page) {
   return pread_all(g_bounce, len, page_off(page)) == 0 && __builtin_memcmp(addr, g_bounce, len) == 0;
 }
 
+// The kernel would not drop a slab's pages.  EINVAL: the heap is locked in memory (mlockall with
+// MCL_FUTURE covers the region), so every eviction would write a slab for nothing: stop.
+bool g_locked;
+void pages_stay(int err, const char *call) {
+  if (err == EINVAL) {
+    g_locked = true;
+    say("the kernel will not drop the heap's pages (", call,
+        " says EINVAL: locked in memory by mlock?): no more slabs leave RAM");
+    return;
+  }
+  report_error(call, err);
+}
+
 // ---- eviction ---------------------------------------------------------------------------------------------
 // Under g_tier_lock.  Claims the slab headed at `page`, writes it out and drops it.
 bool evict(uint32_t page) {
-  if (!file_still_ours()) return false;
+  if (!file_still_ours() || g_locked) return false;
   SlabMeta *s = tier_claim(page);
   if (!s) return false;
   TierMeta &t = tm_at(page);
@@ -319,7 +332,7 @@ bool evict(uint32_t page) {
                (e = pwrite_all(addr, len, page_off(page))) != 0) {
       report_error("writing a slab to the backing file", e);
     } else if (madvise(addr, len, MADV_DONTNEED) != 0) {   // (drops the protection with the pages)
-      report_error("dropping a slab's pages (MADV_DONTNEED; mlocked memory stays)", errno);
+      pages_stay(errno, "MADV_DONTNEED");
     } else {
       t.filed.store(1, std::memory_order_relaxed);   // the file is the slab now
       ok = true;
@@ -331,7 +344,7 @@ bool evict(uint32_t page) {
     if (msync(addr, len, MS_SYNC) != 0) {
       report_error("writing a slab back (msync)", errno);
     } else if (madvise(addr, len, MADV_PAGEOUT) != 0) {
-      report_error("MADV_PAGEOUT", errno);
+      pages_stay(errno, "MADV_PAGEOUT");
     } else {
       ok = !any_resident(addr, len);   // a page dirtied again or mapped elsewhere stays: not out
     }

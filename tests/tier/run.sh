@@ -27,7 +27,7 @@ step() {   # name, expected-stderr-regex-or-empty, env..., -- command...
   shift
   local t0=$SECONDS
   if timeout 120 env "${envs[@]}" "$@" >"$T/out" 2>&1 && { [ -z "$want" ] || grep -Eq "$want" "$T/out"; }; then
-    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|metadata|policy|budget|clean|ksm|governor|errors|full|closefd|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
+    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|metadata|policy|budget|clean|ksm|governor|errors|full|closefd|mlock|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
   else
     fails=$((fails + 1))
     printf 'FAIL %-34s (exit %s%s)\n' "$name" "$?" "${want:+; wanted /$want/ on stderr}"
@@ -70,6 +70,7 @@ for mode in $MODES; do
   step "$mode/governor(windup)" "" "${E[@]}" ZNS_TIER_COLD_MS=2000 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor windup
   step "$mode/errors(fsize)" "" "${E[@]}" -- "$BIN" errors
   step "$mode/closefd"    "the backing file's descriptor was closed or replaced" "${E[@]}" -- "$BIN" closefd
+  step "$mode/mlock"      "the kernel will not drop the heap's pages" "${E[@]}" -- "$BIN" mlock
   # the idle heap pages out by itself while the stats thread samples it: exit must not hang
   step "$mode/exit-while-cold" "" "${E[@]}" ZNS_TIER_COLD_MS=100 ZNS_STATS=$T/s.json -- "$BIN" budget
 done

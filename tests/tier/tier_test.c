@@ -44,6 +44,8 @@
  *   errors                     the backing file refuses writes (RLIMIT_FSIZE): slabs stay in RAM,
  *                              errors are counted, every byte is intact
  *   full                       the backing file's file system is full (ENOSPC): the same
+ *   mlock                      the program locks its memory (mlockall): nothing leaves RAM, one
+ *                              line says why, and the tier stops trying (no write per scan)
  *   closefd                    the program closes every descriptor and reuses the numbers: the tier
  *                              stops evicting and never writes into the program's file
  *   fallback                   run where userfaultfd is not allowed: a warning, and the program runs
@@ -707,6 +709,23 @@ static int closefd(void) {
   return zt_finish("closefd");
 }
 
+/* ---- mlock: the heap is locked in memory ---------------------------------------------------- */
+static int mlock_test(void) {
+  REQUIRE(mlockall(MCL_CURRENT | MCL_FUTURE) == 0, "mlockall: errno %d", errno);
+  struct blk *b = make_blocks(20000, 300, 4242);
+  size_t out1 = zns_tier_pageout();
+  struct zns_tier_stats s1 = tier();
+  size_t out2 = zns_tier_pageout();   /* the tier has stopped: not even an attempt */
+  struct zns_tier_stats s2 = tier();
+  zt_log("mlock: paged out %zu then %zu; eviction errors %llu", out1, out2, s2.evict_errors);
+  CHECK(out1 == 0 && out2 == 0, "%zu + %zu slabs left a locked heap", out1, out2);
+  CHECK(s1.evict_errors == 0 && s2.evict_errors == 0, "each eviction of a locked heap counted as an "
+        "error (%llu): the tier kept trying", s2.evict_errors);
+  CHECK(count_bad(b, 20000) == 0);
+  munlockall();
+  return zt_finish("mlock");
+}
+
 /* ---- fallback: no userfaultfd here; the program must simply run ---------------------------- */
 static int fallback(void) {
   struct blk *b = make_blocks(20000, 400, 1);
@@ -741,6 +760,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "errors")) return errors();
   if (!strcmp(c, "full")) return full();
   if (!strcmp(c, "closefd")) return closefd();
+  if (!strcmp(c, "mlock")) return mlock_test();
   zt_log("unknown scenario %s", c);
   return 2;
 }
