@@ -117,6 +117,23 @@ static long count_bad(struct blk *b, size_t n) {
   return bad;
 }
 
+/* n blocks of 64 B (1024 to a slab of 16 pages, in allocation order), block i filled with
+ * `fill`, or with i & 0xff when fill is 0; the table itself stays out of the tier. */
+static unsigned char **blocks64(size_t n, int fill) {
+  unsigned char **b = __libc_calloc(n, sizeof *b);
+  REQUIRE(b != NULL);
+  for (size_t i = 0; i < n; ++i) {
+    b[i] = malloc(64);
+    REQUIRE(b[i] != NULL);
+    memset(b[i], fill ? fill : (int)(i & 0xff), 64);
+  }
+  return b;
+}
+static void free_blocks64(unsigned char **b, size_t n) {
+  for (size_t i = 0; i < n; ++i) free(b[i]);
+  __libc_free(b);
+}
+
 /* ---- integrity ------------------------------------------------------------------------------ */
 static volatile int g_stop;
 static long g_pageouts;
@@ -437,13 +454,7 @@ static long stats_field(const char *name) {
 
 static int governor(int on) {
   enum { N = 128 * 1024 };   /* 64 B blocks: 128 slabs of 16 pages, 8 MiB */
-  unsigned char **b = __libc_calloc(N, sizeof *b);
-  REQUIRE(b != NULL);
-  for (size_t i = 0; i < N; ++i) {
-    b[i] = malloc(64);
-    REQUIRE(b[i] != NULL);
-    memset(b[i], (int)(i & 0xff), 64);
-  }
+  unsigned char **b = blocks64(N, 0);
   const unsigned slabs = N / 1024;
   struct zns_tier_stats s0 = tier(), s_mid = s0;
   double t0 = now_s();
@@ -479,21 +490,14 @@ static int governor(int on) {
           late_passes, slabs);
     CHECK(pressure == 0, "ZNS_TIER_MAX_RETURNS=0, yet pressure %ld", pressure);
   }
-  for (size_t i = 0; i < N; ++i) free(b[i]);
-  __libc_free(b);
+  free_blocks64(b, N);
   return zt_finish("governor");
 }
 
 /* ---- clean (uffd): evictions of slabs unchanged since they came back write nothing ------------ */
 static int clean(void) {
   enum { N = 64 * 1024 };   /* 64 B blocks: 64 slabs */
-  unsigned char **b = __libc_calloc(N, sizeof *b);
-  REQUIRE(b != NULL);
-  for (size_t i = 0; i < N; ++i) {
-    b[i] = malloc(64);
-    REQUIRE(b[i] != NULL);
-    memset(b[i], (int)(i & 0xff), 64);
-  }
+  unsigned char **b = blocks64(N, 0);
   long c0 = stats_field("slabs_out_clean");
   size_t out1 = zns_tier_pageout();                 /* first time out: written */
   long c1 = stats_field("slabs_out_clean");
@@ -522,20 +526,13 @@ static int clean(void) {
   /* A slab a store brings back comes back writable: one fault, not a second (write-protect) one. */
   CHECK(store_hits <= 2, "%llu write-protect faults after stores brought %zu slabs back", store_hits, out2);
   CHECK(c4 - c3 >= (long)out4 - 2, "only %ld of %zu unchanged slabs left without a write", c4 - c3, out4);
-  for (size_t i = 0; i < N; ++i) free(b[i]);
-  __libc_free(b);
+  free_blocks64(b, N);
   return zt_finish("clean");
 }
 
 static int governor_windup(void) {
   enum { N = 128 * 1024 };
-  unsigned char **b = __libc_calloc(N, sizeof *b);
-  REQUIRE(b != NULL);
-  for (size_t i = 0; i < N; ++i) {
-    b[i] = malloc(64);
-    REQUIRE(b[i] != NULL);
-    memset(b[i], (int)(i & 0xff), 64);
-  }
+  unsigned char **b = blocks64(N, 0);
   size_t out = zns_tier_pageout();
   usleep(700000);   /* the governor's first tick has been */
   long bad = 0;
@@ -552,20 +549,13 @@ static int governor_windup(void) {
   CHECK(p >= 1, "returns at twice the budget did not raise the pressure at all");
   CHECK(p <= 2, "pressure %ld: it wound up on returns of slabs that left before its first raise", p);
   CHECK(bad == 0, "%ld bytes changed", bad);
-  for (size_t i = 0; i < N; ++i) free(b[i]);
-  __libc_free(b);
+  free_blocks64(b, N);
   return zt_finish("governor");
 }
 
 static int governor_relax(void) {
   enum { N = 32 * 1024 };   /* 32 slabs: over the budget of 20 returns a tick, not far over */
-  unsigned char **b = __libc_calloc(N, sizeof *b);
-  REQUIRE(b != NULL);
-  for (size_t i = 0; i < N; ++i) {
-    b[i] = malloc(64);
-    REQUIRE(b[i] != NULL);
-    memset(b[i], (int)(i & 0xff), 64);
-  }
+  unsigned char **b = blocks64(N, 0);
   long bad = 0, peak = 0;
   for (int pass = 0; pass < 4; ++pass) {   /* 1.2 s of passes: the heap comes back, twice or more */
     usleep(300000);
@@ -589,13 +579,9 @@ static int governor_relax(void) {
          peak, low);
   CHECK(peak >= 2, "the passes raised the pressure to %ld only: the scenario proves nothing", peak);
   CHECK(low < peak, "6 s without a single return, and the pressure is still %ld", low);
+  for (size_t i = 0; i < N; ++i) bad += b[i][i % 64] != (unsigned char)(i & 0xff);
   CHECK(bad == 0, "%ld bytes changed", bad);
-  for (size_t i = 0; i < N; ++i) {
-    bad += b[i][i % 64] != (unsigned char)(i & 0xff);
-    free(b[i]);
-  }
-  CHECK(bad == 0, "%ld bytes changed", bad);
-  __libc_free(b);
+  free_blocks64(b, N);
   return zt_finish("governor");
 }
 
@@ -618,13 +604,7 @@ static int ksm(void) {
     zt_log("ksm: skipped: PR_SET_MEMORY_MERGE not supported here (errno %d)", errno);
     return 0;
   }
-  unsigned char **b = __libc_calloc(N, sizeof *b);
-  REQUIRE(b != NULL);
-  for (size_t i = 0; i < N; ++i) {
-    b[i] = malloc(64);
-    REQUIRE(b[i] != NULL);
-    memset(b[i], 0xab, 64);
-  }
+  unsigned char **b = blocks64(N, 0xab);
   long bad = 0, merged_min = -1;
   unsigned char v = 0xab;
   for (int r = 0; r < ROUNDS; ++r) {
@@ -646,8 +626,7 @@ static int ksm(void) {
         merged_min);
   CHECK(bad == 0, "%ld bytes lost: stores into KSM-merged pages of a slab that came back by a read "
         "were dropped by its next eviction", bad);
-  for (size_t i = 0; i < N; ++i) free(b[i]);
-  __libc_free(b);
+  free_blocks64(b, N);
   return zt_finish("ksm");
 }
 
