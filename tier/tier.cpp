@@ -66,7 +66,8 @@ struct TierMeta {
   std::atomic<uint8_t> filed;
   uint8_t backoff;              // cold window = ZNS_TIER_COLD_MS << (backoff + pressure)
   uint8_t watched;              // sig/since are valid
-  uint8_t unused_[3];
+  uint8_t pinned;               // the kernel would not drop its pages (mlock): in RAM for this life
+  uint8_t unused_[2];
   uint32_t sig;                 // allocator activity signature when last seen
   uint32_t since;               // now_ms (low 32 bits) of the last activity seen (malloc/free/store)
   uint32_t out_at;              // now_ms when it left RAM
@@ -156,17 +157,21 @@ void uffd_wake(char *dst, size_t len) {
 }
 
 // Install src at dst, page by page where pages are already present (EEXIST: someone was first;
-// *skipped says so).  wp: the pages arrive write-protected (UFFDIO_COPY_MODE_WP).
+// *skipped says so).  wp: the pages arrive write-protected (UFFDIO_COPY_MODE_WP).  One call must
+// stay inside one mapping: where the program split the region (mlock or madvise of a block),
+// ENOENT, and the rest goes a page at a time.
 int uffd_copy(char *dst, const char *src, size_t len, bool wp = false, bool *skipped = nullptr) {
-  size_t done = 0;
+  size_t done = 0, step = len;
   int tries = 0;
   if (skipped) *skipped = false;
   while (done < len) {
-    uffdio_copy c{uint64_t(uintptr_t(dst + done)), uint64_t(uintptr_t(src + done)), len - done,
+    size_t n = len - done < step ? len - done : step;
+    uffdio_copy c{uint64_t(uintptr_t(dst + done)), uint64_t(uintptr_t(src + done)), n,
                   wp ? UFFDIO_COPY_MODE_WP : 0, 0};
-    if (ioctl(g_uffd, UFFDIO_COPY, &c) == 0) { done = len; break; }
+    if (ioctl(g_uffd, UFFDIO_COPY, &c) == 0) { done += n; continue; }
     int e = errno;
     if (c.copy > 0) { done += size_t(c.copy); continue; }
+    if (e == ENOENT && step > kPageSize) { step = kPageSize; continue; }
     if (e == EEXIST) {                                       // present already: skip that page
       done += kPageSize;
       if (skipped) *skipped = true;
@@ -298,26 +303,35 @@ bool same_as_file(const char *addr, size_t len, uint32_t page) {
   return pread_all(g_bounce, len, page_off(page)) == 0 && __builtin_memcmp(addr, g_bounce, len) == 0;
 }
 
-// The kernel would not drop a slab's pages.  EINVAL: the heap is locked in memory (mlockall with
-// MCL_FUTURE covers the region), so every eviction would write a slab for nothing: stop.
-bool g_locked;
-void pages_stay(int err, const char *call) {
-  if (err == EINVAL) {
-    g_locked = true;
-    say("the kernel will not drop the heap's pages (", call,
-        " says EINVAL: locked in memory by mlock?): no more slabs leave RAM");
-    return;
-  }
-  report_error(call, err);
+// The kernel would not drop a slab's pages.  EINVAL: some of them are locked in memory (mlock of
+// a block, mlockall): every eviction of the slab would write it for nothing, so it stays in RAM
+// for the rest of its life (pinned; tier_take clears it).  One line the first time.
+std::atomic<bool> g_pinned_reported;
+void pages_stay(TierMeta &t, int err, const char *call) {
+  if (err != EINVAL) return report_error(call, err);
+  t.pinned = 1;
+  if (!g_pinned_reported.exchange(true))
+    say("the kernel will not drop some of the heap's pages (", call,
+        " says EINVAL: locked in memory by mlock?): their slabs stay in RAM");
+}
+
+// uffd: MADV_DONTNEED failed part way (madvise goes mapping by mapping and stops at the first
+// that refuses): the pages before it are gone.  The file holds the slab (it was just written, or
+// compared equal), and no store has landed (write-protected): put the missing pages back from it
+// (EEXIST skips the present ones), before the protection is lifted.
+void restore_dropped(char *addr, size_t len, uint32_t page) {
+  int e = pread_all(g_bounce, len, page_off(page));
+  if (e == 0) e = uffd_copy(addr, g_bounce, len);
+  if (e && e != ESRCH) fatal("tier: cannot restore a slab the kernel half dropped", "evict", addr);
 }
 
 // ---- eviction ---------------------------------------------------------------------------------------------
 // Under g_tier_lock.  Claims the slab headed at `page`, writes it out and drops it.
 bool evict(uint32_t page) {
-  if (!file_still_ours() || g_locked) return false;
+  TierMeta &t = tm_at(page);
+  if (t.pinned || !file_still_ours()) return false;
   SlabMeta *s = tier_claim(page);
   if (!s) return false;
-  TierMeta &t = tm_at(page);
   unsigned k = s->pages;
   size_t len = size_t(k) * kPageSize;
   char *addr = page_addr(page);
@@ -332,7 +346,9 @@ bool evict(uint32_t page) {
                (e = pwrite_all(addr, len, page_off(page))) != 0) {
       report_error("writing a slab to the backing file", e);
     } else if (madvise(addr, len, MADV_DONTNEED) != 0) {   // (drops the protection with the pages)
-      pages_stay(errno, "MADV_DONTNEED");
+      int err = errno;
+      restore_dropped(addr, len, page);
+      pages_stay(t, err, "MADV_DONTNEED");
     } else {
       t.filed.store(1, std::memory_order_relaxed);   // the file is the slab now
       ok = true;
@@ -344,7 +360,7 @@ bool evict(uint32_t page) {
     if (msync(addr, len, MS_SYNC) != 0) {
       report_error("writing a slab back (msync)", errno);
     } else if (madvise(addr, len, MADV_PAGEOUT) != 0) {
-      pages_stay(errno, "MADV_PAGEOUT");
+      pages_stay(t, errno, "MADV_PAGEOUT");   // (file pages: nothing to restore)
     } else {
       ok = !any_resident(addr, len);   // a page dirtied again or mapped elsewhere stays: not out
     }
@@ -524,8 +540,11 @@ void scan() {
       continue;
     }
     if (!tier_candidate(p)) { t.watched = 0; continue; }
-    uint32_t sig = signature(p);
     resident_pages += k;
+    // Slabs that cannot leave are not watched either (arming them would cost every first store
+    // a round trip through the handler, for nothing).
+    if (t.pinned || g_fd_lost.load(std::memory_order_relaxed)) continue;
+    uint32_t sig = signature(p);
     if (!t.watched || sig != t.sig) {
       t.sig = sig;
       t.since = now;
@@ -712,6 +731,7 @@ bool tier_take(uint32_t page, unsigned k, bool missing) {
   if (st == kOut) g_out_pages.fetch_sub(k, std::memory_order_relaxed);
   t.watched = 0;
   t.backoff = 0;
+  t.pinned = 0;
   t.filed.store(0, std::memory_order_relaxed);   // a new life: the file holds nothing of it
   char *addr = page_addr(page);
   size_t len = size_t(k) * kPageSize;

@@ -70,7 +70,8 @@ for mode in $MODES; do
   step "$mode/governor(windup)" "" "${E[@]}" ZNS_TIER_COLD_MS=2000 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor windup
   step "$mode/errors(fsize)" "" "${E[@]}" -- "$BIN" errors
   step "$mode/closefd"    "the backing file's descriptor was closed or replaced" "${E[@]}" -- "$BIN" closefd
-  step "$mode/mlock"      "the kernel will not drop the heap's pages|mlock: skipped" "${E[@]}" -- "$BIN" mlock
+  step "$mode/mlock(block)" "the kernel will not drop some of the heap's pages|mlock: skipped" "${E[@]}" -- "$BIN" mlock block
+  step "$mode/mlock(all)" "the kernel will not drop some of the heap's pages|mlock: skipped" "${E[@]}" -- "$BIN" mlock all
   # the idle heap pages out by itself while the stats thread samples it: exit must not hang
   step "$mode/exit-while-cold" "" "${E[@]}" ZNS_TIER_COLD_MS=100 ZNS_STATS=$T/s.json -- "$BIN" budget
 done
