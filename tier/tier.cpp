@@ -261,9 +261,9 @@ void govern(uint64_t now) {
   } else if (returns > allowed) {
     unsigned step = 1;
     while (step < 4 && (allowed << step) < returns) ++step;   // (a, 2a]: 1 step ... > 8a: 4
-    p = p + step > kMaxPressure ? kMaxPressure : p + step;
-    g_pressure.store(uint8_t(p), std::memory_order_relaxed);
-    g_pressure_raises.fetch_add(1, std::memory_order_relaxed);
+    unsigned q = p + step > kMaxPressure ? kMaxPressure : p + step;
+    if (q != p) g_pressure_raises.fetch_add(1, std::memory_order_relaxed);   // (not at the cap)
+    g_pressure.store(uint8_t(q), std::memory_order_relaxed);
     g_gov_busy_at = g_gov_raised_at = now;
   } else if (returns * 4 > allowed) {
     g_gov_busy_at = now;   // within the budget, not far below it: hold
