@@ -702,7 +702,6 @@ static int mlock_test(int all) {
     return 0;
   }
   size_t out1 = zns_tier_pageout();
-  struct zns_tier_stats s1 = tier();
   long bad = 0;
   for (size_t i = 0; i < N; ++i)
     for (size_t j = 0; j < 64; ++j) bad += b[i][j] != (unsigned char)(i & 0xff);
@@ -718,7 +717,6 @@ static int mlock_test(int all) {
   } else {
     CHECK(out1 >= 60, "one locked page kept %zu slabs in RAM", 64 - out1);
   }
-  (void)s1;
   if (all) munlockall();
   free_blocks64(b, N);
   return zt_finish("mlock");
