@@ -41,7 +41,7 @@ for src in tests/stress/*.c tests/stress/*.cpp; do
   n=${src%.*}; n=${n#tests/}
   run_one "$n(secure)" env ZNS_SECURE=1 LD_PRELOAD="$LIB" "$B/tests/$n"
 done
-for p in python sqlite redis; do
+for p in python sqlite redis postgres; do
   run_one "programs/$p(secure)" env ZNS_SECURE=1 bash "tests/programs/$p.sh"
 done
 # The tier (issue 5) under real programs with a 50 ms cold window: redis's heap goes out and comes
