@@ -1662,6 +1662,7 @@ void heap_init() {
 }
 
 void *alloc_slow(unsigned cls) {
+  if (ZNS_UNLIKELY(g_tier_child_pending.load(std::memory_order_relaxed))) tier_child_poll();
   ThreadCache *tc = t_cache;
   // The most common miss: the cursor word ran out while another word of the current slab has
   // free blocks (a partly free slab in a steady churn: one malloc in 30 in bench/latency's).  It

@@ -51,6 +51,9 @@ for t in uffd madvise; do
   run_one "programs/redis($t)" env ZNS_TIER=$t ZNS_TIER_COLD_MS=50 bash tests/programs/redis.sh
   run_one "programs/python($t)" env ZNS_TIER=$t ZNS_TIER_COLD_MS=50 bash tests/programs/python.sh
 done
+# PostgreSQL's work happens in forked backends, each with a tier of its own (the server runs as
+# the `postgres` user, who gets madvise)
+run_one "programs/postgres(madvise)" env ZNS_TIER=madvise ZNS_TIER_COLD_MS=50 ZNS_TIER_CHILD_MS=200 bash tests/programs/postgres.sh
 for s in tests/perf/*.sh; do   # instruction-count pins (callgrind: deterministic)
   n=${s%.sh}; n=${n#tests/}
   run_one "$n" bash "$s"

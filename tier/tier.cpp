@@ -27,6 +27,8 @@
 #include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -46,8 +48,15 @@
 namespace zns {
 
 int g_tier_mode = kTierOff;
+std::atomic<bool> g_tier_child_pending;
 
 namespace {
+
+// The mode this process line was set up with (ZNS_TIER, after the uffd -> madvise fallback): what
+// a forked child's own tier will be.  Off for good once a child could not have one.
+int g_line_mode = kTierOff;
+uint64_t g_child_due_ms;   // now_ms() at which a forked child's own tier is due
+bool g_fork_locked;        // tier_fork_prepare took g_tier_lock (the forking thread's own flag)
 
 enum : uint8_t { kResident = 0, kOut = 1, kHole = 2 };
 
@@ -672,6 +681,9 @@ int open_uffd(bool *user_only) {
 }
 
 bool g_setup_done;
+void start_handler();
+void uffd_off_for_good();
+void child_start();
 
 }  // namespace
 
@@ -703,7 +715,7 @@ void *tier_map_region(size_t bytes) {
     if (g_uffd >= 0) {
       int high = fcntl(g_uffd, F_DUPFD_CLOEXEC, 512);
       if (high >= 0) { close(g_uffd); g_uffd = high; }
-      g_tier_mode = kTierUffd;
+      g_tier_mode = g_line_mode = kTierUffd;
       return nullptr;   // anonymous region, registered once the handler thread runs
     }
     say(user_only ? "userfaultfd serves user-mode faults only here (read(2)/write(2) on a paged-out "
@@ -719,7 +731,7 @@ void *tier_map_region(size_t bytes) {
   // No readahead: a fault-in reads the page it needs, and mincore() then tells which slabs the
   // program really touched again (the thrash feedback).
   madvise(base, bytes, MADV_RANDOM);
-  g_tier_mode = kTierMadvise;
+  g_tier_mode = g_line_mode = kTierMadvise;
   return base;
 }
 
@@ -790,13 +802,25 @@ void tier_start() {
   if (g_tier_mode == kTierOff) return;
   if (!g_region.base) {   // no region at all (the heap said why): nothing to page out
     say("no heap region: off");
-    if (g_uffd >= 0) close(g_uffd);
-    if (g_fd >= 0) close(g_fd);
-    g_uffd = g_fd = -1;
-    g_tier_mode = kTierOff;
+    uffd_off_for_good();
     return;
   }
   int saved = errno;
+  start_handler();
+  errno = saved;
+}
+
+namespace {
+// uffd, or no region: the tier cannot run, here nor in a forked child.
+void uffd_off_for_good() {
+  if (g_uffd >= 0) close(g_uffd);
+  if (g_fd >= 0) close(g_fd);
+  g_uffd = g_fd = -1;
+  g_tier_mode = g_line_mode = kTierOff;
+}
+
+// The tier's thread, and (uffd) the region's registration once it serves; off when either fails.
+void start_handler() {
   // The thread takes no signal: a handler running on it could touch a paged-out block and wait
   // for itself.  (SIGXFSZ from a file-size limit stays pending here; write(2) says EFBIG.)
   sigset_t all, old;
@@ -810,9 +834,13 @@ void tier_start() {
   int rc = pthread_create(&th, &attr, tier_thread, nullptr);
   pthread_attr_destroy(&attr);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  if (rc != 0) {
+  if (rc != 0 && g_tier_mode == kTierMadvise) {
+    // The heap is the file mapping either way: the heap keeps reserving room in the file (a
+    // mode of off would not, and a store past the file's end is SIGBUS).  Nothing leaves RAM.
+    say("cannot start the scanning thread: nothing will leave RAM");
+  } else if (rc != 0) {
     say("cannot start the handler thread: off");
-    g_tier_mode = kTierOff;
+    uffd_off_for_good();
   } else if (g_tier_mode == kTierUffd) {
     // Registered only now that a thread serves faults (pages touched before read as they were).
     uffdio_register reg{{uint64_t(uintptr_t(g_region.base)), g_region.bytes},
@@ -820,14 +848,16 @@ void tier_start() {
     if (ioctl(g_uffd, UFFDIO_REGISTER, &reg) != 0 ||
         !(reg.ioctls & (uint64_t(1) << _UFFDIO_WRITEPROTECT)) || !(reg.ioctls & (uint64_t(1) << _UFFDIO_COPY))) {
       say("cannot register the region with userfaultfd (write-protect unsupported?): off");
-      g_stop.store(true);
-      g_tier_mode = kTierOff;
+      g_stop.store(true);   // the thread ends (its userfaultfd stays open: it may be polling it)
+      if (g_fd >= 0) close(g_fd);
+      g_fd = -1;
+      g_tier_mode = g_line_mode = kTierOff;
     } else {
       g_registered = true;
     }
   }
-  errno = saved;
 }
+}  // namespace
 
 size_t tier_pageout_now() {
   if (g_tier_mode == kTierOff) return 0;
@@ -844,27 +874,125 @@ size_t tier_pageout_now() {
 
 // ---- fork ---------------------------------------------------------------------------------------------------------
 // uffd: the child would read paged-out pages as zeros (no UFFD_FEATURE_EVENT_FORK here), so every
-// out slab comes back before the fork; the child runs without the tier.
+// out slab comes back before the fork; the child's memory is not registered, and it runs without
+// the tier until its own is due (tier_child_poll: a userfaultfd, a file and a thread of its own).
 // madvise: the region is a MAP_SHARED file mapping, which a child would share with its parent;
-// the child copies it into private memory at once while the parent waits for it.
+// the child copies it into a file of its own at once, while the parent waits for it, and maps
+// that; its thread is due later.  (When the child cannot make that file: a private anonymous copy,
+// and no tier in the child.)
 namespace {
 int g_fork_pipe[2] = {-1, -1};
+
+int high_fd(int fd) {   // out of the way of the program's own low descriptor numbers
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+  if (high < 0) return fd;
+  close(fd);
+  return high;
+}
+void note_identity() {
+  struct stat st;
+  if (fstat(g_fd, &st) == 0) { g_fd_dev = st.st_dev; g_fd_ino = st.st_ino; }
+  g_fd_lost.store(false);
 }
 
+// The child's statistics and policy state start from zero: its tier is a new one.
+void reset_child_state() {
+  for (uint32_t p = 0, n = heap_touched_pages(); p < n; p += kGroupPages) {   // all resident now
+    TierMeta &t = tm_at(p);
+    t.state.store(kResident, std::memory_order_relaxed);
+    t.armed.store(0, std::memory_order_relaxed);   // (the child's page tables have no uffd-wp bit)
+    t.filed.store(0, std::memory_order_relaxed);   // (a new file holds nothing yet)
+    t.backoff = t.watched = t.pinned = 0;          // (mlock is not inherited)
+  }
+  for (auto *c : {&g_slabs_out, &g_clean_out, &g_slabs_in, &g_bytes_out, &g_bytes_in, &g_out_pages, &g_errors,
+                  &g_thrash, &g_write_hits, &g_zero_fills, &g_scans, &g_lat_max, &g_lat_n})
+    c->store(0, std::memory_order_relaxed);
+  for (auto &h : g_lat_hist) h.store(0, std::memory_order_relaxed);
+  g_pressure.store(0);
+  g_pressure_raises.store(0);
+  g_gov_at = g_gov_ins = g_gov_busy_at = g_gov_raised_at = 0;
+  g_registered = false;
+  g_stop.store(false);
+  g_error_reported.store(false);   // the child's first error gets its own line
+  g_pinned_reported.store(false);
+}
+
+// madvise, in the child, alone: the heap into a file of its own, mapped where the region is.
+// `filed` bytes from the start have room in the parent's file (and hold every byte ever
+// written; the rest reads as zeros).  False (nothing changed) when the file cannot be made.
+bool child_own_file(size_t filed) {
+  int fd = open_backing_file();
+  if (fd < 0) return false;
+  fd = high_fd(fd);
+  bool ok = filed == 0 || fallocate(fd, 0, 0, off_t(filed)) == 0;   // room, as the parent had
+  // sendfile copies in the kernel (splice: no pass through user memory) into the blocks just
+  // reserved.  Not copy_file_range: on XFS or btrfs that is a reflink, which shares the parent's
+  // blocks with the child's file in place of the reserved ones (and cleans the parent's dirty
+  // pages): every later store by either process then needs a new block, and on a full disk it
+  // is SIGBUS (seen on XFS, in the parent too: review, 2026-12-04).
+  for (off_t in = 0; ok && size_t(in) < filed;) {
+    if (lseek(fd, in, SEEK_SET) != in) { ok = false; break; }
+    ssize_t r = sendfile(fd, g_fd, &in, filed - size_t(in));
+    if (r < 0 && errno == EINTR) continue;
+    if (r > 0) continue;
+    if (r == 0) break;   // (the parent file's end: the rest reads as zeros, as fallocate left it)
+    // No sendfile between these files: through the bounce buffer.
+    for (; ok && size_t(in) < filed; in += off_t(sizeof g_bounce)) {
+      size_t n = filed - size_t(in) < sizeof g_bounce ? filed - size_t(in) : sizeof g_bounce;
+      ok = pread_all(g_bounce, n, in) == 0 && pwrite(fd, g_bounce, n, in) == ssize_t(n);
+    }
+  }
+  if (ok && mmap(g_base, g_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd, 0) == MAP_FAILED)
+    fatal("tier: cannot map the forked child's own backing file over its heap", "fork", g_base);
+  if (!ok) { close(fd); return false; }
+  close(g_fd);
+  g_fd = fd;
+  note_identity();
+  g_reserved_pages = filed / kPageSize;
+  madvise(g_base, g_bytes, MADV_RANDOM);
+  return true;
+}
+
+// madvise, in the child, when it cannot have a file: a private anonymous copy of the heap.
+void child_private_heap(size_t used, size_t filed) {
+  char *copy = used ? static_cast<char *>(mmap(nullptr, used, PROT_READ | PROT_WRITE,
+                                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0))
+                    : nullptr;
+  if (used && copy == MAP_FAILED) fatal("tier: no memory for the forked child's copy of the heap", "fork", g_base);
+  for (size_t off = 0; off < filed;) {
+    ssize_t r = pread(g_fd, copy + off, filed - off, off_t(off));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) fatal("tier: cannot read the heap back from the backing file for the forked child", "fork", g_base + off);
+    if (r == 0) break;
+    off += size_t(r);
+  }
+  if (used && mremap(copy, used, used, MREMAP_MAYMOVE | MREMAP_FIXED, g_base) == MAP_FAILED)
+    fatal("tier: cannot give the forked child a private heap", "fork", g_base);
+  if (g_bytes > used &&
+      mmap(g_base + used, g_bytes - used, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
+    fatal("tier: cannot give the forked child a private heap", "fork", g_base);
+  close(g_fd);
+  g_fd = -1;
+}
+}  // namespace
+
 void tier_fork_prepare() {
-  if (g_tier_mode == kTierOff) return;
-  g_tier_lock.lock();
+  if (g_line_mode == kTierOff) return;
+  g_tier_lock.lock();   // (also keeps a child's tier from starting across the fork: tier_child_poll)
+  g_fork_locked = true;
   if (g_tier_mode == kTierUffd) {
     uint32_t pages = heap_touched_pages();
     for (uint32_t p = 0; p < pages; p += kGroupPages)
       if (tm_at(p).state.load(std::memory_order_acquire) == kOut) page_in(p, false);
-  } else if (pipe2(g_fork_pipe, O_CLOEXEC) != 0) {
+  } else if (g_tier_mode == kTierMadvise && pipe2(g_fork_pipe, O_CLOEXEC) != 0) {
     g_fork_pipe[0] = g_fork_pipe[1] = -1;
   }
 }
 
 void tier_fork_parent() {
-  if (g_tier_mode == kTierOff) return;
+  if (!g_fork_locked) return;
+  g_fork_locked = false;
   if (g_tier_mode == kTierMadvise && g_fork_pipe[0] >= 0) {
     close(g_fork_pipe[1]);
     char c;
@@ -876,61 +1004,97 @@ void tier_fork_parent() {
 }
 
 void tier_fork_child() {
-  if (g_tier_mode == kTierOff) return;
+  if (!g_fork_locked) return;
+  g_fork_locked = false;
   g_tier_lock.reset();
   g_grow_lock.reset();
-  if (g_tier_mode == kTierUffd) {
-    close(g_uffd);   // the child's memory is not registered (no fork event): plain anonymous
-    g_uffd = -1;
+  g_tier_child_pending.store(false);
+  if (g_tier_mode != kTierMadvise) {
+    // uffd: the child's memory is not registered (no fork event): plain anonymous.  (Also a
+    // descriptor a failed start left open.)
+    if (g_uffd >= 0) close(g_uffd);
+    if (g_fd >= 0) close(g_fd);
+    g_uffd = g_fd = -1;
+    g_tier_mode = kTierOff;   // until its own tier starts
   } else {
-    // Private copy of the touched part, then anonymous memory over the rest of the region.
+    // The copy is read from the file, not through the mapping.  The mapping is the file's page
+    // cache, so the bytes are the same; but out pages come back by the file's readahead (or a
+    // reflink) instead of one major fault per page (the mapping is MADV_RANDOM), and resident
+    // ones are not first faulted into the child's page tables: a redis BGSAVE fork with slabs
+    // out took 0.25-0.85 s through the mapping.  ZNS_SECURE's guards (groups that hold no slab)
+    // read as what the file holds there, and are made again below.  Only the pages with room in
+    // the file are read: the file grows from the end of a slab, so the unused tail of the last
+    // group can lie past the file's end, and no page past g_reserved_pages was ever written (a
+    // slab's pages are reserved before it is used; a copy of the rest is zero).
     size_t used = size_t(heap_touched_pages()) * kPageSize;
-    char *copy = used ? static_cast<char *>(mmap(nullptr, used, PROT_READ | PROT_WRITE,
-                                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0))
-                      : nullptr;
-    if (used && copy == MAP_FAILED) fatal("tier: no memory for the forked child's copy of the heap", "fork", g_base);
-    if (used) {
-      // The copy is read from the file, not through the mapping.  The mapping is the file's
-      // page cache, so the bytes are the same; but out pages come back by the file's readahead
-      // instead of one major fault per page (the mapping is MADV_RANDOM), and resident ones are
-      // not first faulted into the child's page tables: a redis BGSAVE fork with slabs out took
-      // 0.25-0.85 s through the mapping.  ZNS_SECURE's guards (groups that hold no slab) read
-      // as what the file holds there, and are made again below.  Only the pages with room in
-      // the file are read: the file grows from the end of a slab, so the unused tail of the
-      // last group can lie past the file's end, and no page past g_reserved_pages was ever
-      // written (a slab's pages are reserved before it is used; the child's copy of the rest
-      // stays zero).  A read that ends early finds a hole at the file's end: zeros too.
-      size_t filed = size_t(g_reserved_pages) * kPageSize;
-      if (filed > used) filed = used;
-      for (size_t off = 0; off < filed;) {
-        ssize_t r = pread(g_fd, copy + off, filed - off, off_t(off));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) fatal("tier: cannot read the heap back from the backing file for the forked child", "fork", g_base + off);
-        if (r == 0) break;
-        off += size_t(r);
-      }
-      if (mremap(copy, used, used, MREMAP_MAYMOVE | MREMAP_FIXED, g_base) == MAP_FAILED)
-        fatal("tier: cannot give the forked child a private heap", "fork", g_base);
+    size_t filed = size_t(g_reserved_pages) * kPageSize;
+    if (filed > used) filed = used;
+    bool own = g_options.ZNS_TIER_CHILD_MS != 0 && child_own_file(filed);
+    if (!own) {
+      child_private_heap(used, filed);
+      g_tier_mode = g_line_mode = kTierOff;   // this child and its own children: no tier
     }
-    if (g_bytes > used &&
-        mmap(g_base + used, g_bytes - used, PROT_READ | PROT_WRITE,
-             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
-      fatal("tier: cannot give the forked child a private heap", "fork", g_base);
     madvise(g_base, g_bytes, MADV_NOHUGEPAGE);
     heap_reguard();
     if (g_fork_pipe[1] >= 0) { char c = 1; (void)!write(g_fork_pipe[1], &c, 1); close(g_fork_pipe[1]); }
     if (g_fork_pipe[0] >= 0) close(g_fork_pipe[0]);
     g_fork_pipe[0] = g_fork_pipe[1] = -1;
   }
-  close(g_fd);
-  g_fd = -1;
-  for (uint32_t p = 0, n = heap_touched_pages(); p < n; p += kGroupPages) {   // all resident now
-    tm_at(p).state.store(kResident, std::memory_order_relaxed);
-    tm_at(p).armed.store(0, std::memory_order_relaxed);
+  reset_child_state();
+  if (g_line_mode != kTierOff && g_options.ZNS_TIER_CHILD_MS != 0) {
+    g_child_due_ms = now_ms() + g_options.ZNS_TIER_CHILD_MS;
+    g_tier_child_pending.store(true);
   }
-  g_out_pages.store(0);
-  g_tier_mode = kTierOff;
 }
+
+// From the heap's slow path (alloc_slow, before it touches anything), in a forked child whose own
+// tier is due: the parent's was closed at the fork.  pthread_create allocates: that malloc finds
+// nothing pending any more.
+void tier_child_poll() {
+  if (now_ms() < g_child_due_ms) return;
+  if (!g_tier_child_pending.exchange(false)) return;   // (first: a signal handler's malloc
+                                                        // here must not come back in)
+  int saved = errno;
+  // A filter may forbid what the start needs (a sandboxed worker: sshd's, a browser's); where
+  // it does not forbid asking, do not try.  One line, and no tier in this child.
+  if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) > 0) {
+    say("a forked child under a seccomp filter runs without the tier");
+    g_line_mode = kTierOff;
+    errno = saved;
+    return;
+  }
+  // No signal handler runs on this thread while it holds the lock: one that touched a missing
+  // page of the heap would wait for the handler thread, and that for the lock.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  child_start();
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = saved;
+}
+
+namespace {
+void child_start() {
+  Guard g(g_tier_lock);   // a fork by another thread waits (tier_fork_prepare), and vice versa
+  if (g_line_mode == kTierUffd) {
+    bool user_only;
+    int u = open_uffd(&user_only);
+    int f = u >= 0 ? open_backing_file() : -1;
+    if (f < 0) {
+      if (u >= 0) close(u);
+      say("a forked child could not open its own userfaultfd and backing file: it runs without the tier");
+      g_line_mode = kTierOff;
+      return;
+    }
+    g_uffd = high_fd(u);
+    g_fd = high_fd(f);
+    note_identity();
+    g_reserved_pages = 0;
+    g_tier_mode = kTierUffd;
+  }
+  start_handler();
+}
+}  // namespace
 
 // ---- stats --------------------------------------------------------------------------------------------------------
 void tier_snapshot(TierSnapshot *o) {

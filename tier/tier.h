@@ -22,11 +22,19 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <atomic>
 
 namespace zns {
 
 enum TierMode : int { kTierOff = 0, kTierUffd = 1, kTierMadvise = 2 };
-extern int g_tier_mode;   // set once at region setup; a forked child runs with the tier off
+extern int g_tier_mode;   // set at region setup (off, uffd or madvise); a forked child's changes
+                          // (off at the fork; uffd again when its own tier starts)
+// A forked child's own tier is due: the heap's slow path calls tier_child_poll() while this is set
+// (one load there; nothing on the fast paths).  ZNS_TIER_CHILD_MS after the fork the child opens
+// its own backing file (uffd: and userfaultfd) and starts its own thread: only a child that lives
+// and allocates that long pays for it, a fork+exec never does.
+extern std::atomic<bool> g_tier_child_pending;
+void tier_child_poll();
 
 // ---- hooks the heap calls (core/heap.cpp); none takes the tier lock, none allocates ----------------
 // Region setup: decides the mode from the options; in madvise mode maps the region on the backing
@@ -42,7 +50,7 @@ bool tier_is_out(uint32_t page);
 int tier_purge(void *p, size_t bytes);   // return empty pages to the OS (madvise: punch a hole)
 void tier_fork_prepare();                // brings every out slab back (uffd); takes the tier lock
 void tier_fork_parent();
-void tier_fork_child();                  // the child runs without the tier
+void tier_fork_child();                  // the child's heap becomes its own; its tier is due later
 
 // ---- the rest of the library ---------------------------------------------------------------------
 void tier_start();                       // from the shim's constructor: handler thread, registration

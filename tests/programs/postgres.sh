@@ -22,7 +22,9 @@
 #   7. stats documents of the server's processes (ZNS_STATS, one per pid: the backends are forks
 #      and start from the postmaster's counts) are valid, and the backend that ran the queries
 #      allocated more than 100000 blocks from the heap;
-#   8. under ZNS_TIER (the stats): slabs went out to the tier and came back, none failed.
+#   8. under ZNS_TIER (the stats): slabs went out to the tier and came back, none failed, and also
+#      in a backend: a forked child gets a tier of its own once it has lived ZNS_TIER_CHILD_MS
+#      (tests/run.sh: madvise, the mode the `postgres` user gets, with 50 ms and 200 ms).
 TEST_NAME=postgres
 source "$(dirname "$0")/lib/common.bash"
 zns_require_lib
@@ -148,6 +150,14 @@ if [[ $SHIM == 1 ]]; then
   MAX=$("$PY" -c 'import json, sys; print(max(json.load(open(f))["totals"]["allocated"] for f in sys.argv[1:]))' "${files[@]}")
   [[ "$MAX" -gt 100000 ]] || die "no process of the server allocated more than 100000 blocks from the heap (at most $MAX)"
   zns_check_tier postgres "${files[@]}"
+  if [[ -n "${ZNS_TIER:-}" && "${ZNS_TIER}" != off ]]; then   # and in a backend, by its own tier
+    BOUT=$("$PY" -c 'import json, sys
+pm = sys.argv[1]
+print(sum(1 for f in sys.argv[2:] if not f.endswith(".%s.json" % pm)
+          and json.load(open(f))["tier"]["slabs_out"] > 0 and json.load(open(f))["tier"]["slabs_in"] > 0))' "$PM" "${files[@]}")
+    [[ "$BOUT" -gt 0 ]] || die "ZNS_TIER=$ZNS_TIER: no backend (a forked child) paged a slab out and back with a tier of its own"
+    log "$BOUT backend(s) paged slabs out and back with a tier of their own"
+  fi
   log "${#files[@]} stats documents (postmaster, backends, helpers): at most $MAX blocks allocated by one"
 fi
 log "PASS"

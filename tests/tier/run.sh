@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tier's tests (issue 5): every scenario of tier_test.c under ZNS_TIER=uffd and =madvise
 # (preloaded; the integrity run also linked with libzns_slab.a), the
-# backing-file failures (RLIMIT_FSIZE; a full tmpfs when this machine lets us mount one), the
+# backing-file failures (RLIMIT_FSIZE; a full tmpfs when this machine lets us mount one; a fork
+# before an XFS file system fills up), the
 # fallback where userfaultfd is not allowed, and python3 with its heap paged out and back.
 # Exit status 0 when everything passed; each step prints one line.
 set -u
@@ -17,7 +18,7 @@ ksm_restore() {
   echo "$2" >$K/pages_to_scan; echo "$3" >$K/sleep_millisecs; echo "$1" >$K/run
   KSM_SAVED=""
 }
-trap 'ksm_restore; umount "$T/full" 2>/dev/null; rm -rf "$T"' EXIT
+trap 'ksm_restore; umount "$T/full" 2>/dev/null; umount "$T/xfs" 2>/dev/null; rm -rf "$T"' EXIT
 fails=0
 
 step() {   # name, expected-stderr-regex-or-empty, env..., -- command...
@@ -27,7 +28,7 @@ step() {   # name, expected-stderr-regex-or-empty, env..., -- command...
   shift
   local t0=$SECONDS
   if timeout 120 env "${envs[@]}" "$@" >"$T/out" 2>&1 && { [ -z "$want" ] || grep -Eq "$want" "$T/out"; }; then
-    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|metadata|policy|budget|clean|ksm|governor|errors|full|closefd|mlock|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
+    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|child-tier|child-seccomp|fork-full|metadata|policy|budget|clean|ksm|governor|errors|full|closefd|mlock|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
   else
     fails=$((fails + 1))
     printf 'FAIL %-34s (exit %s%s)\n' "$name" "$?" "${want:+; wanted /$want/ on stderr}"
@@ -49,6 +50,8 @@ for mode in $MODES; do
   step "$mode/syscalls"   "" "${E[@]}" -- "$BIN" syscalls
   step "$mode/fork"       "" "${E[@]}" -- "$BIN" fork
   step "$mode/fork-each-slab" "" "${E[@]}" -- "$BIN" fork-each-slab
+  step "$mode/child-tier" "" "${E[@]}" ZNS_TIER_CHILD_MS=300 ZNS_TIER_SCAN_MS=50 -- "$BIN" child-tier
+  step "$mode/child-seccomp" "a forked child under a seccomp filter runs without the tier" "${E[@]}" ZNS_TIER_CHILD_MS=300 -- "$BIN" child-seccomp
   step "$mode/quarantine-fork" "" "${E[@]}" ZNS_SECURE=1 -- "$BIN" quarantine-fork
   step "$mode/metadata"   "" "${E[@]}" -- "$BIN" metadata
   step "$mode/policy"     "" "${E[@]}" ZNS_TIER_COLD_MS=300 -- "$BIN" policy
@@ -98,6 +101,18 @@ if mount -t tmpfs -o size=256k zns-tier-full "$T/full" 2>/dev/null; then
 else
   echo "skip errors(enospc): cannot mount a tmpfs here (RLIMIT_FSIZE covers the write failure)"
 fi
+
+# fork, then the backing file's file system fills: on XFS (which reflinks a copy_file_range) the
+# child's copy of a madvise heap must not share the parent's blocks (SIGBUS on the next store).
+mkdir -p "$T/xfs"
+if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null && truncate -s 320M "$T/xfs.img" &&
+   mkfs.xfs -q "$T/xfs.img" 2>/dev/null && mount -o loop "$T/xfs.img" "$T/xfs" 2>/dev/null; then
+  step "madvise/fork-full(xfs)" "" ZNS_TIER=madvise ZNS_TIER_DIR=$T/xfs LD_PRELOAD=$LIB -- "$BIN" fork-full "$T/xfs"
+  umount "$T/xfs"
+else
+  echo "skip madvise/fork-full(xfs): needs root, mkfs.xfs (make deps-test) and a loop mount"
+fi
+rm -f "$T/xfs.img"
 
 # No userfaultfd for an unprivileged user (vm.unprivileged_userfaultfd=0): a warning, madvise.
 if [ "$(id -u)" = 0 ] && [ "$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null)" = 0 ]; then

@@ -9,6 +9,14 @@
  *   fork-each-slab             fork after each new slab of classes shorter than their group: the
  *                              child reads the whole heap, also where a slab ends at the end of
  *                              the backing file (madvise: the group's tail is past the file's end)
+ *   child-tier                 (run with ZNS_TIER_CHILD_MS=300 ZNS_TIER_SCAN_MS=50) a forked child that lives on and
+ *                              allocates gets a tier of its own after that long, not before: its
+ *                              slabs (its own and those it inherited) leave RAM and come back
+ *                              intact, its stores never reach the parent, and a grandchild forked
+ *                              with the child's slabs out reads every byte
+ *   child-seccomp              (run with ZNS_TIER_CHILD_MS=300) a forked child that installs a
+ *                              seccomp filter (killing on userfaultfd and clone) allocates on:
+ *                              its tier is not tried, and it lives
  *   quarantine-fork            (run with ZNS_SECURE=1) fork while another thread holds freed blocks
  *                              in its quarantine: the child's release of that dead thread's
  *                              quarantine must not reach the parent, whose thread later checks the
@@ -50,6 +58,9 @@
  *                              byte must stay (the dropped pages come back from the file), one
  *                              line says why, and such a slab is not tried again; the others
  *                              still leave
+ *   fork-full DIR              (madvise; DIR: the backing file's file system, XFS in run.sh) fork,
+ *                              fill the file system, then parent and child rewrite every block:
+ *                              neither may die of SIGBUS (a reflinked copy of the heap would)
  *   closefd                    the program closes every descriptor and reuses the numbers: the tier
  *                              stops evicting and never writes into the program's file
  *   fallback                   run where userfaultfd is not allowed: a warning, and the program runs
@@ -58,8 +69,12 @@
 #define _GNU_SOURCE 1
 #include <pthread.h>
 #include <sys/mman.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 
 #include "tests/api/zns_test.h"
 
@@ -286,6 +301,111 @@ static int fork_test(void) {
   CHECK(count_bad(b, N) == 0);
   zt_log("fork: child verified %d blocks; parent paged out %zu slabs after the fork", N, out);
   return zt_finish("fork");
+}
+
+/* ---- child-tier ------------------------------------------------------------------------------ */
+static long stats_field(const char *name);
+static int child_tier(void) {
+  enum { N = 20000 };
+  struct blk *b = make_blocks(N, 700, 777);
+  size_t out = zns_tier_pageout();
+  CHECK(out > 10, "paged out %zu slabs", out);
+  int mode = tier().mode;
+  double t0 = now_s();
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    struct zns_tier_stats s = tier();
+    /* uffd: off until due (the parent's userfaultfd does not serve the child); madvise: the
+     * child's heap is a file of its own at once, scanned once due.  Counts start from zero. */
+    CHECK(s.mode == (mode == 1 ? 0 : 2), "child right after the fork: tier mode %d", s.mode);
+    CHECK(s.slabs_out == 0 && s.slabs_in == 0 && stats_field("scans") == 0, "child's counts inherited: out %llu in %llu scans %ld",
+          s.slabs_out, s.slabs_in, stats_field("scans"));
+    /* live and allocate until the child's tier runs */
+    double on_at = 0;
+    unsigned char *keep[256] = {0};
+    for (unsigned i = 0; now_s() - t0 < 10; ++i) {
+      unsigned k = i % 256;
+      free(keep[k]);
+      keep[k] = malloc(16 + (i * 37) % 3000);
+      REQUIRE(keep[k] != NULL);
+      keep[k][0] = (unsigned char)i;
+      if (i % 1024 == 0) {
+        if (stats_field("scans") > 0) { on_at = now_s() - t0; break; }   /* its thread runs */
+        usleep(1000);
+      }
+    }
+    for (unsigned k = 0; k < 256; ++k) free(keep[k]);
+    CHECK(on_at >= 0.25, "the child's tier started %.3f s after the fork (ZNS_TIER_CHILD_MS=300)", on_at);
+    CHECK(tier().mode == mode, "the child's tier did not start: mode %d", tier().mode);
+    struct blk *c = make_blocks(N, 700, 999);
+    size_t cout = zns_tier_pageout();
+    CHECK(cout > 10, "the child's tier paged out %zu slabs", cout);
+    CHECK(count_bad(b, N) == 0, "the child lost inherited bytes under its own tier");
+    CHECK(count_bad(c, N) == 0, "the child lost its own bytes under its own tier");
+    s = tier();
+    CHECK(mode != 1 || s.slabs_in > 0, "uffd: no slab came back through the child's own handler (in %llu)", s.slabs_in);
+    for (size_t i = 0; i < N; ++i) memset(b[i].p, 0x5A, b[i].n);   /* must not reach the parent */
+    /* a grandchild forked with the child's slabs out reads every byte */
+    CHECK(zns_tier_pageout() > 10, "the child paged nothing out before its fork");
+    pid_t g = fork();
+    REQUIRE(g >= 0);
+    if (g == 0) _exit(count_bad(c, N) == 0 ? 0 : 3);
+    int gst = 0;
+    REQUIRE(waitpid(g, &gst, 0) == g);
+    CHECK(WIFEXITED(gst) && WEXITSTATUS(gst) == 0, "the grandchild saw changed bytes (status %d)", gst);
+    CHECK(count_bad(c, N) == 0);
+    zt_log("child-tier: the child's own tier ran %.2f s after the fork; it paged out %zu and %llu slabs in all, %llu came back",
+           on_at, cout, tier().slabs_out, tier().slabs_in);
+    _exit(zt_failures ? 3 : 0);
+  }
+  int st = 0;
+  REQUIRE(waitpid(pid, &st, 0) == pid);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed (status %d)", st);
+  CHECK(count_bad(b, N) == 0, "the child's stores reached the parent, or the parent lost bytes");
+  out = zns_tier_pageout();
+  CHECK(out > 10, "the parent's tier paged out %zu slabs after the child", out);
+  CHECK(count_bad(b, N) == 0);
+  return zt_finish("child-tier");
+}
+
+/* ---- child-seccomp ---------------------------------------------------------------------------- */
+/* A forked worker that sandboxes itself (a seccomp filter that kills on userfaultfd and on thread
+ * creation, as a strict allowlist would) and goes on allocating past ZNS_TIER_CHILD_MS: its own
+ * tier must not be tried.  Without the check it dies of SIGSYS inside malloc. */
+static int child_seccomp(void) {
+  enum { N = 20000 };
+  struct blk *b = make_blocks(N, 700, 4242);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_userfaultfd, 3, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 2, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    REQUIRE(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0);
+    double t0 = now_s();
+    unsigned char *keep[256] = {0};
+    for (unsigned i = 0; now_s() - t0 < 0.8; ++i) {   /* past ZNS_TIER_CHILD_MS=300 */
+      unsigned k = i % 256;
+      free(keep[k]);
+      keep[k] = malloc(16 + (i * 37) % 3000);
+      REQUIRE(keep[k] != NULL);
+      if (i % 1024 == 0) usleep(1000);
+    }
+    _exit(count_bad(b, N) == 0 && stats_field("scans") == 0 ? 0 : 3);
+  }
+  int st = 0;
+  REQUIRE(waitpid(pid, &st, 0) == pid);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the sandboxed child %s %d",
+        WIFSIGNALED(st) ? "died of signal" : "exited with", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+  zt_log("child-seccomp: a sandboxed child allocated past its tier's start, without one");
+  return zt_finish("child-seccomp");
 }
 
 /* ---- fork-each-slab ------------------------------------------------------------------------- */
@@ -671,6 +791,50 @@ static int full(void) {
   return zt_finish("full");
 }
 
+/* ---- fork-full: fork, then the backing file's file system fills up (madvise) -------------------- */
+/* The heap is a shared file mapping with room reserved in the file: a store must never need a new
+ * block.  A child's copy of the heap that shared the parent's blocks (a reflink, XFS or btrfs)
+ * would make every store of either process a copy-on-write of a block: SIGBUS once the disk is
+ * full.  run.sh runs it on an XFS image where it can make one. */
+static void fill_disk(const char *dir) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/zns-filler", dir);
+  int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+  REQUIRE(fd >= 0, "cannot create %s", path);
+  static char buf[1 << 16];
+  memset(buf, 1, sizeof buf);
+  while (write(fd, buf, sizeof buf) > 0) {}
+  while (write(fd, buf, 512) > 0) {}
+  fsync(fd);
+  close(fd);
+}
+static int fork_full(const char *dir) {
+  enum { N = 60000 };
+  struct blk *b = make_blocks(N, 1000, 8080);
+  int ready[2];
+  REQUIRE(pipe(ready) == 0);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {   /* stores into every block once the disk is full */
+    char c;
+    close(ready[1]);   /* (a parent that died first: end of file, not a wait for ever) */
+    REQUIRE(read(ready[0], &c, 1) == 1);
+    long bad = count_bad(b, N);
+    for (size_t i = 0; i < N; ++i) { b[i].seed ^= 0x77; fill(b[i].p, b[i].n, b[i].seed); }
+    _exit(bad == 0 && count_bad(b, N) == 0 ? 0 : 3);
+  }
+  fill_disk(dir);
+  REQUIRE(write(ready[1], "x", 1) == 1);
+  for (size_t i = 0; i < N; ++i) { b[i].seed ^= 0x99; fill(b[i].p, b[i].n, b[i].seed); }   /* SIGBUS here? */
+  int st = 0;
+  REQUIRE(waitpid(pid, &st, 0) == pid);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child %s %d after the disk filled",
+        WIFSIGNALED(st) ? "died of signal" : "exited with", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+  CHECK(count_bad(b, N) == 0, "the parent's blocks changed");
+  zt_log("fork-full: %d blocks rewritten by the parent and by its child on a full file system", N);
+  return zt_finish("fork-full");
+}
+
 /* ---- closefd: the program closes every descriptor (daemons do) and reuses the numbers --------- */
 static int closefd(void) {
   enum { N = 20000 };
@@ -744,6 +908,9 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "syscalls")) return syscalls();
   if (!strcmp(c, "fork")) return fork_test();
   if (!strcmp(c, "fork-each-slab")) return fork_each_slab();
+  if (!strcmp(c, "child-tier")) return child_tier();
+  if (!strcmp(c, "child-seccomp")) return child_seccomp();
+  if (!strcmp(c, "fork-full") && argc > 2) return fork_full(argv[2]);
   if (!strcmp(c, "quarantine-fork")) return quarantine_fork();
   if (!strcmp(c, "metadata")) return metadata();
   if (!strcmp(c, "policy")) return policy();
