@@ -225,7 +225,7 @@ bool any_resident(char *p, size_t len) {
 // time).  The governor bounds the sum instead.  Every kGovernMs the tier thread counts the returns
 // (fault-ins, either mechanism); above ZNS_TIER_MAX_RETURNS per second, every cold window doubles
 // (g_pressure += 1, or more at once when far above: 2x over 1 step, 8x over 4); until the new
-// windows can have taken effect (the global part of the window, at most kRaiseHoldMs) returns of
+// windows can have taken effect (the global part of the window, at most kRelaxCapMs) returns of
 // slabs that left under the old ones do not raise it again (no wind-up to 1024x on one burst of a
 // heap coming back); after the whole
 // global part of the window (capped at kRelaxCapMs) with returns below a quarter of the budget it
@@ -233,7 +233,9 @@ bool any_resident(char *p, size_t len) {
 // before.  The budget path (ZNS_TIER_MAX_RESIDENT) ignores windows, so the governor never
 // overrides a resident budget.  Tier thread only, but g_pressure is read by came_back too.
 constexpr unsigned kMaxPressure = 10;
-constexpr uint64_t kGovernMs = 500, kRelaxCapMs = 60000, kRaiseHoldMs = 4000;
+// (Until 2026-12-04 the hold was at most 4 s: with the default 30 s window a burst that lasted
+// as long as the new windows raised the pressure every 4 s, toward 1024x.)
+constexpr uint64_t kGovernMs = 500, kRelaxCapMs = 60000;
 std::atomic<uint8_t> g_pressure;
 std::atomic<uint64_t> g_pressure_raises;
 uint64_t g_gov_at, g_gov_ins, g_gov_busy_at;   // last tick, slabs_in then, last tick not quiet
@@ -264,7 +266,7 @@ void govern(uint64_t now) {
   g_gov_ins = ins;
   unsigned p = g_pressure.load(std::memory_order_relaxed);
   uint64_t hold = p ? shifted_ms(g_options.ZNS_TIER_COLD_MS, p) : 0;
-  if (hold > kRaiseHoldMs) hold = kRaiseHoldMs;
+  if (hold > kRelaxCapMs) hold = kRelaxCapMs;
   if (returns > allowed && now - g_gov_raised_at < hold) {
     g_gov_busy_at = now;   // the last raise has not had time to act yet
   } else if (returns > allowed) {

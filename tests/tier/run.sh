@@ -71,6 +71,7 @@ for mode in $MODES; do
   step "$mode/governor(off)" "" "${E[@]}" ZNS_TIER_COLD_MS=20 ZNS_TIER_MAX_RETURNS=0 -- "$BIN" governor off
   step "$mode/governor(relax)" "" "${E[@]}" ZNS_TIER_COLD_MS=20 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor relax
   step "$mode/governor(windup)" "" "${E[@]}" ZNS_TIER_COLD_MS=2000 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor windup
+  [ $mode = uffd ] && step "$mode/governor(windup long)" "" "${E[@]}" ZNS_TIER_COLD_MS=5000 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor windup long
   step "$mode/errors(fsize)" "" "${E[@]}" -- "$BIN" errors
   step "$mode/closefd"    "the backing file's descriptor was closed or replaced" "${E[@]}" -- "$BIN" closefd
   step "$mode/mlock(block)" "the kernel will not drop some of the heap's pages|mlock: skipped" "${E[@]}" -- "$BIN" mlock block
