@@ -31,6 +31,7 @@
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -90,6 +91,8 @@ size_t g_bytes;
 int g_fd = -1;             // backing file
 dev_t g_fd_dev;            // its identity: a program that closes every descriptor (daemons do)
 ino_t g_fd_ino;            // must not make us write a slab into whatever file reuses the number
+dev_t g_uffd_dev;          // the userfaultfd's, so that a forked child does not close a file of the
+ino_t g_uffd_ino;          // program's that took its number
 std::atomic<bool> g_fd_lost;
 int g_uffd = -1;
 bool g_registered;         // uffd: the region is registered (set before the thread serves)
@@ -638,6 +641,8 @@ void *tier_thread(void *) {
       next = now_ms() + every;
     }
   }
+  // The registration failed (the only stop): nothing polls the userfaultfd any more.
+  if (g_tier_mode == kTierOff && g_uffd >= 0) { close(g_uffd); g_uffd = -1; }
   return nullptr;
 }
 
@@ -717,6 +722,7 @@ void *tier_map_region(size_t bytes) {
     if (g_uffd >= 0) {
       int high = fcntl(g_uffd, F_DUPFD_CLOEXEC, 512);
       if (high >= 0) { close(g_uffd); g_uffd = high; }
+      if (fstat(g_uffd, &st) == 0) { g_uffd_dev = st.st_dev; g_uffd_ino = st.st_ino; }
       g_tier_mode = g_line_mode = kTierUffd;
       return nullptr;   // anonymous region, registered once the handler thread runs
     }
@@ -894,7 +900,59 @@ int high_fd(int fd) {   // out of the way of the program's own low descriptor nu
 void note_identity() {
   struct stat st;
   if (fstat(g_fd, &st) == 0) { g_fd_dev = st.st_dev; g_fd_ino = st.st_ino; }
+  if (g_uffd >= 0 && fstat(g_uffd, &st) == 0) { g_uffd_dev = st.st_dev; g_uffd_ino = st.st_ino; }
   g_fd_lost.store(false);
+}
+bool fd_is(int fd, dev_t dev, ino_t ino) {
+  struct stat st;
+  return fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+// The heap's first `len` bytes, for a forked child's copy of it: into `fd` at the same offsets, or
+// into `mem`.  From the backing file while it is still ours (`ours`: out pages come by readahead),
+// else through the mapping: the program closed the file, and the number may name a file of its
+// own now (or the child's new file), whose bytes must not become the child's heap.  Through the
+// mapping an inaccessible page (a ZNS_SECURE guard) reads as zeros.  False: a write failed.
+bool copy_heap(bool ours, int fd, char *mem, size_t len) {
+  if (ours && fd >= 0) {
+    // sendfile copies in the kernel (splice: no pass through user memory) into the blocks the
+    // caller reserved.  Not copy_file_range: on XFS or btrfs that is a reflink, which shares the
+    // parent's blocks with the child's file in place of the reserved ones (and cleans the
+    // parent's dirty pages): every later store by either process then needs a new block, and on
+    // a full disk it is SIGBUS (seen on XFS, in the parent too: review, 2026-12-04).
+    for (off_t in = 0; size_t(in) < len;) {
+      if (lseek(fd, in, SEEK_SET) != in) return false;
+      ssize_t r = sendfile(fd, g_fd, &in, len - size_t(in));
+      if (r < 0 && errno == EINTR) continue;
+      if (r > 0) continue;
+      if (r == 0) return true;   // (the parent file's end: the rest reads as zeros, reserved)
+      for (; size_t(in) < len; in += off_t(sizeof g_bounce)) {   // no sendfile here: by hand
+        size_t n = len - size_t(in) < sizeof g_bounce ? len - size_t(in) : sizeof g_bounce;
+        if (pread_all(g_bounce, n, in) != 0 || pwrite(fd, g_bounce, n, in) != ssize_t(n)) return false;
+      }
+    }
+    return true;
+  }
+  if (ours) {
+    for (size_t off = 0; off < len;) {
+      ssize_t r = pread(g_fd, mem + off, len - off, off_t(off));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) fatal("tier: cannot read the heap back from the backing file for the forked child", "fork", g_base + off);
+      if (r == 0) break;
+      off += size_t(r);
+    }
+    return true;
+  }
+  for (size_t off = 0; off < len; off += kPageSize) {   // (rare: a page at a time)
+    if (fd >= 0) {
+      ssize_t r = pwrite(fd, g_base + off, kPageSize, off_t(off));
+      if (r != ssize_t(kPageSize) && !(r < 0 && errno == EFAULT)) return false;   // EFAULT: zeros stay
+    } else {
+      iovec to{mem + off, kPageSize}, from{g_base + off, kPageSize};
+      (void)!process_vm_readv(getpid(), &to, 1, &from, 1, 0);   // (a failure leaves zeros)
+    }
+  }
+  return true;
 }
 
 // The child's statistics and policy state start from zero: its tier is a new one.
@@ -922,32 +980,16 @@ void reset_child_state() {
 // madvise, in the child, alone: the heap into a file of its own, mapped where the region is.
 // `filed` bytes from the start have room in the parent's file (and hold every byte ever
 // written; the rest reads as zeros).  False (nothing changed) when the file cannot be made.
-bool child_own_file(size_t filed) {
+bool child_own_file(bool ours, size_t filed) {
   int fd = open_backing_file();
   if (fd < 0) return false;
   fd = high_fd(fd);
-  bool ok = filed == 0 || fallocate(fd, 0, 0, off_t(filed)) == 0;   // room, as the parent had
-  // sendfile copies in the kernel (splice: no pass through user memory) into the blocks just
-  // reserved.  Not copy_file_range: on XFS or btrfs that is a reflink, which shares the parent's
-  // blocks with the child's file in place of the reserved ones (and cleans the parent's dirty
-  // pages): every later store by either process then needs a new block, and on a full disk it
-  // is SIGBUS (seen on XFS, in the parent too: review, 2026-12-04).
-  for (off_t in = 0; ok && size_t(in) < filed;) {
-    if (lseek(fd, in, SEEK_SET) != in) { ok = false; break; }
-    ssize_t r = sendfile(fd, g_fd, &in, filed - size_t(in));
-    if (r < 0 && errno == EINTR) continue;
-    if (r > 0) continue;
-    if (r == 0) break;   // (the parent file's end: the rest reads as zeros, as fallocate left it)
-    // No sendfile between these files: through the bounce buffer.
-    for (; ok && size_t(in) < filed; in += off_t(sizeof g_bounce)) {
-      size_t n = filed - size_t(in) < sizeof g_bounce ? filed - size_t(in) : sizeof g_bounce;
-      ok = pread_all(g_bounce, n, in) == 0 && pwrite(fd, g_bounce, n, in) == ssize_t(n);
-    }
-  }
+  bool ok = (filed == 0 || fallocate(fd, 0, 0, off_t(filed)) == 0) &&   // room, as the parent had
+            copy_heap(ours, fd, nullptr, filed);
   if (ok && mmap(g_base, g_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd, 0) == MAP_FAILED)
     fatal("tier: cannot map the forked child's own backing file over its heap", "fork", g_base);
   if (!ok) { close(fd); return false; }
-  close(g_fd);
+  if (ours) close(g_fd);   // (else the number is the program's, or even the new file's)
   g_fd = fd;
   note_identity();
   g_reserved_pages = filed / kPageSize;
@@ -956,25 +998,19 @@ bool child_own_file(size_t filed) {
 }
 
 // madvise, in the child, when it cannot have a file: a private anonymous copy of the heap.
-void child_private_heap(size_t used, size_t filed) {
+void child_private_heap(bool ours, size_t used, size_t filed) {
   char *copy = used ? static_cast<char *>(mmap(nullptr, used, PROT_READ | PROT_WRITE,
                                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0))
                     : nullptr;
   if (used && copy == MAP_FAILED) fatal("tier: no memory for the forked child's copy of the heap", "fork", g_base);
-  for (size_t off = 0; off < filed;) {
-    ssize_t r = pread(g_fd, copy + off, filed - off, off_t(off));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) fatal("tier: cannot read the heap back from the backing file for the forked child", "fork", g_base + off);
-    if (r == 0) break;
-    off += size_t(r);
-  }
+  copy_heap(ours, -1, copy, filed);
   if (used && mremap(copy, used, used, MREMAP_MAYMOVE | MREMAP_FIXED, g_base) == MAP_FAILED)
     fatal("tier: cannot give the forked child a private heap", "fork", g_base);
   if (g_bytes > used &&
       mmap(g_base + used, g_bytes - used, PROT_READ | PROT_WRITE,
            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
     fatal("tier: cannot give the forked child a private heap", "fork", g_base);
-  close(g_fd);
+  if (ours) close(g_fd);
   g_fd = -1;
 }
 }  // namespace
@@ -1014,8 +1050,9 @@ void tier_fork_child() {
   if (g_tier_mode != kTierMadvise) {
     // uffd: the child's memory is not registered (no fork event): plain anonymous.  (Also a
     // descriptor a failed start left open.)
-    if (g_uffd >= 0) close(g_uffd);
-    if (g_fd >= 0) close(g_fd);
+    // Only what is still ours: a daemon may have closed them and reused the numbers.
+    if (fd_is(g_uffd, g_uffd_dev, g_uffd_ino)) close(g_uffd);
+    if (fd_is(g_fd, g_fd_dev, g_fd_ino)) close(g_fd);
     g_uffd = g_fd = -1;
     g_tier_mode = kTierOff;   // until its own tier starts
   } else {
@@ -1031,9 +1068,10 @@ void tier_fork_child() {
     size_t used = size_t(heap_touched_pages()) * kPageSize;
     size_t filed = size_t(g_reserved_pages) * kPageSize;
     if (filed > used) filed = used;
-    bool own = g_options.ZNS_TIER_CHILD_MS != 0 && child_own_file(filed);
+    bool ours = file_still_ours();
+    bool own = g_options.ZNS_TIER_CHILD_MS != 0 && child_own_file(ours, filed);
     if (!own) {
-      child_private_heap(used, filed);
+      child_private_heap(ours, used, filed);
       g_tier_mode = g_line_mode = kTierOff;   // this child and its own children: no tier
     }
     madvise(g_base, g_bytes, MADV_NOHUGEPAGE);

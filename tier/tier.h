@@ -30,7 +30,8 @@ enum TierMode : int { kTierOff = 0, kTierUffd = 1, kTierMadvise = 2 };
 extern int g_tier_mode;   // set at region setup (off, uffd or madvise); a forked child's changes
                           // (off at the fork; uffd again when its own tier starts)
 // A forked child's own tier is due: the heap's slow path calls tier_child_poll() while this is set
-// (one load there; nothing on the fast paths).  ZNS_TIER_CHILD_MS after the fork the child opens
+// (one load there; nothing on the fast paths).  ZNS_TIER_CHILD_MS (0 = never, the default) after
+// the fork the child opens
 // its own backing file (uffd: and userfaultfd) and starts its own thread: only a child that lives
 // and allocates that long pays for it, a fork+exec never does.
 extern std::atomic<bool> g_tier_child_pending;

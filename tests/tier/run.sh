@@ -74,6 +74,7 @@ for mode in $MODES; do
   [ $mode = uffd ] && step "$mode/governor(windup long)" "" "${E[@]}" ZNS_TIER_COLD_MS=5000 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor windup long
   step "$mode/errors(fsize)" "" "${E[@]}" -- "$BIN" errors
   step "$mode/closefd"    "the backing file's descriptor was closed or replaced" "${E[@]}" -- "$BIN" closefd
+  [ $mode = madvise ] && step "$mode/closefd(child file)" "the backing file's descriptor was closed or replaced" "${E[@]}" ZNS_TIER_CHILD_MS=2000 -- "$BIN" closefd
   step "$mode/mlock(block)" "the kernel will not drop some of the heap's pages|mlock: skipped" "${E[@]}" -- "$BIN" mlock block
   step "$mode/mlock(all)" "the kernel will not drop some of the heap's pages|mlock: skipped" "${E[@]}" -- "$BIN" mlock all
   # the idle heap pages out by itself while the stats thread samples it: exit must not hang
@@ -108,7 +109,7 @@ fi
 mkdir -p "$T/xfs"
 if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null && truncate -s 320M "$T/xfs.img" &&
    mkfs.xfs -q "$T/xfs.img" 2>/dev/null && mount -o loop "$T/xfs.img" "$T/xfs" 2>/dev/null; then
-  step "madvise/fork-full(xfs)" "" ZNS_TIER=madvise ZNS_TIER_DIR=$T/xfs LD_PRELOAD=$LIB -- "$BIN" fork-full "$T/xfs"
+  step "madvise/fork-full(xfs)" "" ZNS_TIER=madvise ZNS_TIER_DIR=$T/xfs ZNS_TIER_CHILD_MS=2000 LD_PRELOAD=$LIB -- "$BIN" fork-full "$T/xfs"
   umount "$T/xfs"
 else
   echo "skip madvise/fork-full(xfs): needs root, mkfs.xfs (make deps-test) and a loop mount"

@@ -60,11 +60,14 @@
  *                              byte must stay (the dropped pages come back from the file), one
  *                              line says why, and such a slab is not tried again; the others
  *                              still leave
- *   fork-full DIR              (madvise; DIR: the backing file's file system, XFS in run.sh) fork,
+ *   fork-full DIR              (madvise, ZNS_TIER_CHILD_MS set; DIR: the backing file's file
+ *                              system, XFS in run.sh) fork,
  *                              fill the file system, then parent and child rewrite every block:
  *                              neither may die of SIGBUS (a reflinked copy of the heap would)
  *   closefd                    the program closes every descriptor and reuses the numbers: the tier
- *                              stops evicting and never writes into the program's file
+ *                              stops evicting and never writes into the program's file; a fork
+ *                              after that gives the child its heap (not the program's file) and
+ *                              leaves the program's descriptors open
  *   fallback                   run where userfaultfd is not allowed: a warning, and the program runs
  *   mode                       print the tier's mode (0 off, 1 uffd, 2 madvise)
  */
@@ -825,6 +828,7 @@ static int fork_full(const char *dir) {
     close(ready[1]);   /* (a parent that died first: end of file, not a wait for ever) */
     REQUIRE(read(ready[0], &c, 1) == 1);
     long bad = count_bad(b, N);
+    if (tier().mode != 2) _exit(4);   /* (ZNS_TIER_CHILD_MS set: its heap is a file of its own) */
     for (size_t i = 0; i < N; ++i) { b[i].seed ^= 0x77; fill(b[i].p, b[i].n, b[i].seed); }
     _exit(bad == 0 && count_bad(b, N) == 0 ? 0 : 3);
   }
@@ -856,6 +860,22 @@ static int closefd(void) {
          out, (long)size);
   CHECK(size == 0, "the tier wrote %ld bytes into a file of the program's", (long)size);
   CHECK(count_bad(b, N) == 0);
+  /* A fork now: the child's copy of the heap must not come from the victim (madvise), nor may the
+   * child close the program's descriptors that took the tier's numbers. */
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int closed = 0;
+    for (int fd = 3; fd < 1024; ++fd) closed += fcntl(fd, F_GETFD) < 0;
+    long bad = count_bad(b, N);
+    if (bad || closed) fprintf(stderr, "closefd: the child sees %ld changed blocks, %d descriptors closed\n", bad, closed);
+    _exit(bad || closed ? 3 : 0);
+  }
+  int st = 0;
+  REQUIRE(waitpid(pid, &st, 0) == pid);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child forked after the descriptors were replaced: %s %d",
+        WIFSIGNALED(st) ? "signal" : "status", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+  CHECK(lseek(v, 0, SEEK_END) == 0, "the fork wrote into a file of the program's");
   struct blk *c = make_blocks(N, 300, 4321);   /* and the program runs on */
   CHECK(count_bad(c, N) == 0);
   return zt_finish("closefd");
