@@ -115,9 +115,36 @@ uint64_t now_ns() {
   return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
 }
 
+// Around a write that may grow a file.  Beyond a file-size limit (RLIMIT_FSIZE) the kernel also
+// sends the calling thread SIGXFSZ, whose default action ends the program: under the madvise tier
+// a program with a limit died at its first slab past it (fallocate on its own thread), and so did
+// one that called zns_tier_pageout.  The tier handles EFBIG (the slab stays in RAM, or the request
+// falls through), so the signal is not the program's: blocked meanwhile, and taken back when the
+// write raised it (not when one was pending already).  (The tier thread blocks every signal.)
+struct QuietXfsz {
+  sigset_t x, old;
+  bool was;
+  QuietXfsz() {
+    sigemptyset(&x);
+    sigaddset(&x, SIGXFSZ);
+    pthread_sigmask(SIG_BLOCK, &x, &old);
+    sigset_t pending;
+    was = sigpending(&pending) == 0 && sigismember(&pending, SIGXFSZ);
+  }
+  void efbig() {
+    int saved = errno;
+    timespec now{0, 0};
+    if (!was) sigtimedwait(&x, nullptr, &now);
+    errno = saved;
+  }
+  ~QuietXfsz() { pthread_sigmask(SIG_SETMASK, &old, nullptr); }
+};
+
 void say(const char *a, const char *b = "", const char *c = "") {
   char m[512];
+  QuietXfsz q;   // (stderr may be a file past the limit too)
   Buf(m, sizeof m).str("zns-slab: tier: ").str(a).str(b).str(c).chr('\n').flush(2);
+  if (errno == EFBIG) q.efbig();
 }
 
 void report_error(const char *what, int err) {
@@ -140,13 +167,21 @@ void record_latency(uint64_t ns) {
 
 // ---- file I/O (EINTR and short transfers handled) ----------------------------------------------------
 int pwrite_all(const char *p, size_t n, off_t off) {
+  QuietXfsz q;
   while (n) {
     ssize_t w = pwrite(g_fd, p, n, off);
     if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EFBIG) q.efbig();
     if (w <= 0) return w < 0 ? errno : ENOSPC;
     p += w; n -= size_t(w); off += w;
   }
   return 0;
+}
+int fallocate_quiet(int fd, int mode, off_t off, off_t len) {
+  QuietXfsz q;
+  int r = fallocate(fd, mode, off, len);
+  if (r != 0 && errno == EFBIG) q.efbig();
+  return r;
 }
 int pread_all(char *p, size_t n, off_t off) {
   while (n) {
@@ -768,17 +803,17 @@ bool tier_take(uint32_t page, unsigned k, bool missing) {
   Guard g(g_grow_lock);
   if (end <= g_reserved_pages) {
     // below the reserved mark, but purged pages are holes again: reserve exactly these
-    if (fallocate(g_fd, FALLOC_FL_KEEP_SIZE, page_off(page), off_t(len)) == 0) return true;
+    if (fallocate_quiet(g_fd, FALLOC_FL_KEEP_SIZE, page_off(page), off_t(len)) == 0) return true;
   } else {
     uint64_t to = end + 256;   // 1 MiB ahead
     if (to * kPageSize > g_bytes) to = g_bytes / kPageSize;
     uint64_t from = page < g_reserved_pages ? page : g_reserved_pages;
     // (fallocate without KEEP_SIZE also grows the file: the mapping is valid only below its end)
-    if (fallocate(g_fd, 0, page_off(uint32_t(from)), off_t((to - from) * kPageSize)) == 0) {
+    if (fallocate_quiet(g_fd, 0, page_off(uint32_t(from)), off_t((to - from) * kPageSize)) == 0) {
       g_reserved_pages = to;
       return true;
     }
-    if (fallocate(g_fd, 0, page_off(page), off_t(len)) == 0) {   // no room for more: just these
+    if (fallocate_quiet(g_fd, 0, page_off(page), off_t(len)) == 0) {   // no room for more: just these
       if (end > g_reserved_pages) g_reserved_pages = end;
       return true;
     }
@@ -984,7 +1019,7 @@ bool child_own_file(bool ours, size_t filed) {
   int fd = open_backing_file();
   if (fd < 0) return false;
   fd = high_fd(fd);
-  bool ok = (filed == 0 || fallocate(fd, 0, 0, off_t(filed)) == 0) &&   // room, as the parent had
+  bool ok = (filed == 0 || fallocate_quiet(fd, 0, 0, off_t(filed)) == 0) &&   // room, as the parent had
             copy_heap(ours, fd, nullptr, filed);
   if (ok && mmap(g_base, g_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd, 0) == MAP_FAILED)
     fatal("tier: cannot map the forked child's own backing file over its heap", "fork", g_base);

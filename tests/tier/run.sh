@@ -73,6 +73,7 @@ for mode in $MODES; do
   step "$mode/governor(windup)" "" "${E[@]}" ZNS_TIER_COLD_MS=2000 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor windup
   [ $mode = uffd ] && step "$mode/governor(windup long)" "" "${E[@]}" ZNS_TIER_COLD_MS=5000 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor windup long
   step "$mode/errors(fsize)" "" "${E[@]}" -- "$BIN" errors
+  step "$mode/errors(fsize, SIGXFSZ)" "" "${E[@]}" -- "$BIN" errors default-signal
   step "$mode/closefd"    "the backing file's descriptor was closed or replaced" "${E[@]}" -- "$BIN" closefd
   [ $mode = madvise ] && step "$mode/closefd(child file)" "the backing file's descriptor was closed or replaced" "${E[@]}" ZNS_TIER_CHILD_MS=2000 -- "$BIN" closefd
   step "$mode/mlock(block)" "the kernel will not drop some of the heap's pages|mlock: skipped" "${E[@]}" -- "$BIN" mlock block
