@@ -56,6 +56,9 @@
  *                              keeps its default action (ending the program), and the program
  *                              must live
  *   full                       the backing file's file system is full (ENOSPC): the same
+ *   thread-error               (uffd, ZNS_TIER_COLD_MS=100) the tier thread's own evictions meet a
+ *                              file-size limit: its one line reaches the program's stderr (the
+ *                              thread has a descriptor table of its own, without stderr)
  *   mlock block|all            the program locks one page in the middle of a slab (mlock of a
  *                              key's block), or all its memory (mlockall): the kernel drops the
  *                              slab's pages before the locked one and refuses the rest.  Every
@@ -66,8 +69,9 @@
  *                              system, XFS in run.sh) fork,
  *                              fill the file system, then parent and child rewrite every block:
  *                              neither may die of SIGBUS (a reflinked copy of the heap would)
- *   closefd                    the program closes every descriptor and reuses the numbers: the tier
- *                              stops evicting and never writes into the program's file; a fork
+ *   closefd                    the program closes every descriptor and reuses the numbers: slabs
+ *                              out before come back intact, the tier stops evicting and never
+ *                              writes into the program's file; a fork (with slabs out)
  *                              after that gives the child its heap (not the program's file) and
  *                              leaves the program's descriptors open
  *   fallback                   run where userfaultfd is not allowed: a warning, and the program runs
@@ -790,6 +794,23 @@ static int errors(int default_signal) {
   return zt_finish("errors");
 }
 
+/* ---- thread-error: an error met by the tier thread reaches stderr ----------------------------- */
+/* (uffd, ZNS_TIER_COLD_MS=100) The thread has a descriptor table of its own (no stderr in it): its
+ * one line about a failed write must still reach the program's stderr.  run.sh wants the line. */
+static int thread_error(void) {
+  enum { N = 20000 };
+  struct rlimit rl = {1 << 20, RLIM_INFINITY};   /* the file takes 1 MiB, the heap is 6 */
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+  struct blk *b = make_blocks(N, 600, 3131);
+  double t0 = now_s();
+  while (tier().evict_errors == 0 && now_s() - t0 < 10) usleep(50000);   /* the thread's scans */
+  struct zns_tier_stats s = tier();
+  zt_log("thread-error: %llu slabs out, %llu eviction errors, by the tier thread", s.slabs_out, s.evict_errors);
+  CHECK(s.evict_errors > 0, "the tier thread met no error");
+  CHECK(count_bad(b, N) == 0);
+  return zt_finish("thread-error");
+}
+
 /* ---- full: the backing file's file system is full (run.sh mounts a 256 KiB tmpfs) ------------ */
 static int full(void) {
   enum { N = 20000 };
@@ -854,26 +875,32 @@ static int fork_full(const char *dir) {
 static int closefd(void) {
   enum { N = 20000 };
   struct blk *b = make_blocks(N, 300, 1234);
+  struct blk *early = make_blocks(N, 300, 5678);   /* out before the descriptors go */
+  size_t early_out = zns_tier_pageout();
+  CHECK(early_out > 10, "paged out %zu slabs", early_out);
+  for (size_t i = 0; i < N; ++i) b[i].p[0] = b[i].p[0];   /* b's slabs back: the late pageout's */
   char path[] = "/tmp/zns-tier-victimXXXXXX";
   int v = mkstemp(path);
   REQUIRE(v >= 0);
   unlink(path);
   for (int fd = 3; fd < 1024; ++fd) if (fd != v) close(fd);
   for (int fd = 3; fd < 1024; ++fd) if (fd != v) dup2(v, fd);   /* every number now names the victim */
+  /* slabs that left before: still there (uffd: the tier's userfaultfd must outlive the close) */
+  CHECK(count_bad(early, N / 2) == 0, "slabs paged out before the descriptors were closed came back changed");
   size_t out = zns_tier_pageout();
   off_t size = lseek(v, 0, SEEK_END);
-  zt_log("closefd: paged out %zu after the descriptors were replaced; the victim file has %ld bytes",
-         out, (long)size);
+  zt_log("closefd: paged out %zu before and %zu after the descriptors were replaced; the victim file has %ld bytes",
+         early_out, out, (long)size);
   CHECK(size == 0, "the tier wrote %ld bytes into a file of the program's", (long)size);
   CHECK(count_bad(b, N) == 0);
   /* A fork now: the child's copy of the heap must not come from the victim (madvise), nor may the
    * child close the program's descriptors that took the tier's numbers. */
   pid_t pid = fork();
   REQUIRE(pid >= 0);
-  if (pid == 0) {
+  if (pid == 0) {   /* (the second half of `early` was still out at the fork) */
     int closed = 0;
     for (int fd = 3; fd < 1024; ++fd) closed += fcntl(fd, F_GETFD) < 0;
-    long bad = count_bad(b, N);
+    long bad = count_bad(b, N) + count_bad(early, N);
     if (bad || closed) fprintf(stderr, "closefd: the child sees %ld changed blocks, %d descriptors closed\n", bad, closed);
     _exit(bad || closed ? 3 : 0);
   }
@@ -953,6 +980,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "governor")) return governor(argc > 2 && !strcmp(argv[2], "on"));
   if (!strcmp(c, "errors")) return errors(argc > 2 && !strcmp(argv[2], "default-signal"));
   if (!strcmp(c, "full")) return full();
+  if (!strcmp(c, "thread-error")) return thread_error();
   if (!strcmp(c, "closefd")) return closefd();
   if (!strcmp(c, "mlock")) return mlock_test(argc > 2 && !strcmp(argv[2], "all"));
   zt_log("unknown scenario %s", c);
