@@ -32,7 +32,6 @@
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,7 +57,8 @@ namespace {
 // a forked child's own tier will be.  Off for good once a child could not have one.
 int g_line_mode = kTierOff;
 uint64_t g_child_due_ms;   // now_ms() at which a forked child's own tier is due
-bool g_fork_locked;        // tier_fork_prepare took g_tier_lock (the forking thread's own flag)
+thread_local bool t_fork_locked;   // tier_fork_prepare took g_tier_lock (each forking thread's own:
+                                   // two may fork at once, the page-in by touches lets go of it)
 
 enum : uint8_t { kResident = 0, kOut = 1, kHole = 2 };
 
@@ -96,6 +96,7 @@ dev_t g_uffd_dev;          // the userfaultfd's, so that a forked child does not
 ino_t g_uffd_ino;          // program's that took its number
 std::atomic<bool> g_fd_lost;
 thread_local bool t_private_fds;   // this thread (the tier's) has its own descriptor table
+std::atomic<bool> g_private_fds;   // the tier thread has one (private_fd_table)
 int g_uffd = -1;
 bool g_registered;         // uffd: the region is registered (set before the thread serves)
 Lock g_tier_lock;
@@ -133,10 +134,11 @@ struct QuietXfsz {
     sigset_t pending;
     was = sigpending(&pending) == 0 && sigismember(&pending, SIGXFSZ);
   }
-  void efbig() {
+  void efbig() {   // (only a signal this write raised: not pending before, pending now)
     int saved = errno;
+    sigset_t pending;
     timespec now{0, 0};
-    if (!was) sigtimedwait(&x, nullptr, &now);
+    if (!was && sigpending(&pending) == 0 && sigismember(&pending, SIGXFSZ)) sigtimedwait(&x, nullptr, &now);
     errno = saved;
   }
   ~QuietXfsz() { pthread_sigmask(SIG_SETMASK, &old, nullptr); }
@@ -145,7 +147,9 @@ struct QuietXfsz {
 // One line to the program's stderr.  The tier thread's table has none (private_fd_table): there
 // the program's descriptor 2 as it is now, taken from the process's table (pidfd_getfd: the same
 // open file, so the same offset; a reopen through /proc would have its own, and the program's next
-// line would overwrite ours).  Where that fails (no pidfd_getfd: Linux before 5.6) the line is lost.
+// line would overwrite ours).  Where that is refused (Linux before 5.6, a container without
+// CAP_SYS_PTRACE, a main thread that has exited), a reopen through /proc unless it is a regular
+// file (a pipe or a terminal has no offset of its own); else the line is lost.
 void to_stderr(Buf &line) {
   QuietXfsz q;   // (stderr may be a file past the limit too)
   int fd = 2;
@@ -153,10 +157,13 @@ void to_stderr(Buf &line) {
     int pidfd = int(syscall(SYS_pidfd_open, getpid(), 0));
     fd = pidfd < 0 ? -1 : int(syscall(SYS_pidfd_getfd, pidfd, 2, 0));
     if (pidfd >= 0) close(pidfd);
+    struct stat st;
+    if (fd < 0 && stat("/proc/self/fd/2", &st) == 0 && !S_ISREG(st.st_mode))
+      fd = open("/proc/self/fd/2", O_WRONLY | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) return;
   }
-  line.flush(fd);
-  if (errno == EFBIG) q.efbig();
+  errno = 0;
+  if (line.flush(fd) != 0 && errno == EFBIG) q.efbig();
   if (fd != 2) close(fd);
 }
 
@@ -358,7 +365,8 @@ bool fd_is(int fd, dev_t dev, ino_t ino) {
 bool file_still_ours() {
   if (g_fd_lost.load(std::memory_order_relaxed)) return false;
   struct stat st;
-  if (fstat(g_fd, &st) == 0 && st.st_dev == g_fd_dev && st.st_ino == g_fd_ino) return true;
+  if (fstat(g_fd, &st) == 0 && st.st_dev == g_fd_dev && st.st_ino == g_fd_ino &&
+      (g_uffd < 0 || t_private_fds || fd_is(g_uffd, g_uffd_dev, g_uffd_ino))) return true;
   g_fd_lost.store(true);
   say("the backing file's descriptor was closed or replaced by the program: no more slabs leave RAM");
   return false;
@@ -701,6 +709,7 @@ void private_fd_table() {
   }
   if (syscall(SYS_close_range, from, ~0u, CLOSE_RANGE_UNSHARE) != 0) return;
   t_private_fds = true;
+  g_private_fds.store(true, std::memory_order_release);
 }
 
 void *tier_thread(void *) {
@@ -723,8 +732,8 @@ void *tier_thread(void *) {
       next = now_ms() + every;
     }
   }
-  // The registration failed (the only stop): nothing polls the userfaultfd any more.
-  if (g_tier_mode == kTierOff && g_uffd >= 0) { close(g_uffd); g_uffd = -1; }
+  // The registration failed (the only stop): its own table's copies go with it.
+  if (t_private_fds) syscall(SYS_close_range, 0u, ~0u, 0u);
   return nullptr;
 }
 
@@ -841,10 +850,13 @@ bool tier_take(uint32_t page, unsigned k, bool missing) {
     // (Only through our own userfaultfd: the program may have closed the number and reused it.
     // Without these the handler thread lifts the protection at the first store and fills the
     // missing pages with zeros at the first touch.)
-    bool ours = t_private_fds || fd_is(g_uffd, g_uffd_dev, g_uffd_ino);
-    if (t.armed.exchange(0, std::memory_order_relaxed) && ours) uffd_protect(addr, len, false);
-    // Present pages now: a first touch through the handler costs a thread round trip.
-    if ((missing || st != kResident) && g_registered && ours) uffd_copy(addr, g_zeros, len);
+    bool armed = t.armed.exchange(0, std::memory_order_relaxed);
+    bool fill = (missing || st != kResident) && g_registered;
+    if ((armed || fill) && (t_private_fds || fd_is(g_uffd, g_uffd_dev, g_uffd_ino))) {
+      if (armed) uffd_protect(addr, len, false);
+      // Present pages now: a first touch through the handler costs a thread round trip.
+      if (fill) uffd_copy(addr, g_zeros, len);
+    }
     return true;
   }
   if (!missing) return true;
@@ -942,10 +954,9 @@ void start_handler() {
     if (ioctl(g_uffd, UFFDIO_REGISTER, &reg) != 0 ||
         !(reg.ioctls & (uint64_t(1) << _UFFDIO_WRITEPROTECT)) || !(reg.ioctls & (uint64_t(1) << _UFFDIO_COPY))) {
       say("cannot register the region with userfaultfd (write-protect unsupported?): off");
-      g_stop.store(true);   // the thread ends (its userfaultfd stays open: it may be polling it)
-      if (g_fd >= 0) close(g_fd);
-      g_fd = -1;
-      g_tier_mode = g_line_mode = kTierOff;
+      g_stop.store(true);   // the thread ends, and closes what its own table holds
+      uffd_off_for_good();  // (these are the program's table's: the thread no longer polls them,
+                            // or, without a table of its own, polls a closed number: EBADF)
     } else {
       g_registered = true;
     }
@@ -1025,15 +1036,21 @@ bool copy_heap(bool ours, int fd, char *mem, size_t len) {
     }
     return true;
   }
-  for (size_t off = 0; off < len; off += kPageSize) {   // (rare: a page at a time)
-    if (fd >= 0) {
-      ssize_t r = pwrite(fd, g_base + off, kPageSize, off_t(off));
-      if (r != ssize_t(kPageSize) && !(r < 0 && errno == EFAULT)) return false;   // EFAULT: zeros stay
-    } else {
-      iovec to{mem + off, kPageSize}, from{g_base + off, kPageSize};
-      (void)!process_vm_readv(getpid(), &to, 1, &from, 1, 0);   // (a failure leaves zeros)
+  // (Rare: a page at a time.  Into memory through a pipe: the kernel's read of the mapping says
+  // EFAULT for a guard page where a load would be a signal.)
+  int pfd[2] = {-1, -1};
+  if (fd < 0 && pipe2(pfd, O_CLOEXEC) != 0) fatal("tier: no pipe for the forked child's copy of the heap", "fork", g_base);
+  for (size_t off = 0; off < len; off += kPageSize) {
+    ssize_t r = fd >= 0 ? pwrite(fd, g_base + off, kPageSize, off_t(off)) : write(pfd[1], g_base + off, kPageSize);
+    if (r < 0 && errno == EFAULT) continue;   // a guard: zeros stay
+    if (r != ssize_t(kPageSize)) {
+      if (fd >= 0) return false;
+      fatal("tier: cannot copy the heap for the forked child", "fork", g_base + off);
     }
+    if (fd < 0 && read(pfd[0], mem + off, kPageSize) != ssize_t(kPageSize))
+      fatal("tier: cannot copy the heap for the forked child", "fork", g_base + off);
   }
+  if (pfd[0] >= 0) { close(pfd[0]); close(pfd[1]); }
   return true;
 }
 
@@ -1097,29 +1114,48 @@ void child_private_heap(bool ours, size_t used, size_t filed) {
 }
 }  // namespace
 
+namespace {
+// Bring every out slab back through faults the tier thread serves: one byte of each through a
+// pipe (the kernel's read of it faults like a load, but a page the program made inaccessible is
+// EFAULT, not a signal inside fork()).
+void touch_out_slabs(uint32_t pages) {
+  int pfd[2];
+  if (pipe2(pfd, O_CLOEXEC) != 0) return;
+  for (uint32_t p = 0; p < pages; p += kGroupPages) {
+    if (tm_at(p).state.load(std::memory_order_acquire) != kOut) continue;
+    char c;
+    if (write(pfd[1], page_addr(p), 1) == 1) (void)!read(pfd[0], &c, 1);
+  }
+  close(pfd[0]);
+  close(pfd[1]);
+}
+}  // namespace
+
 void tier_fork_prepare() {
   if (g_line_mode == kTierOff) return;
   g_tier_lock.lock();   // (also keeps a child's tier from starting across the fork: tier_child_poll)
-  g_fork_locked = true;
+  t_fork_locked = true;
   if (g_tier_mode == kTierUffd) {
     // The program may have closed or replaced the tier's descriptors in its table (the tier
     // thread's own table still has them: private_fd_table).  Then the page-ins go through
     // faults, which the thread serves: by a read of each out slab, without the lock (serving
     // takes it), until the lock finds none out (a scan evicts only slabs idle a whole window).
+    // Without a private table (close_range refused) the program's close took the userfaultfd
+    // with it and the kernel dropped the registration: those slabs are gone here as in the
+    // parent, and a touch would not bring them back (nothing to wait for).
     bool direct = fd_is(g_uffd, g_uffd_dev, g_uffd_ino) && fd_is(g_fd, g_fd_dev, g_fd_ino);
-    for (bool again = true; again;) {
-      again = false;
+    bool touch = !direct && g_private_fds.load(std::memory_order_acquire);
+    for (unsigned pass = 0; pass < 100; ++pass) {
+      unsigned out = 0;
       uint32_t pages = heap_touched_pages();
-      for (uint32_t p = 0; p < pages && !again; p += kGroupPages)
+      for (uint32_t p = 0; p < pages; p += kGroupPages)
         if (tm_at(p).state.load(std::memory_order_acquire) == kOut) {
           if (direct) page_in(p, false);
-          else again = true;
+          else ++out;
         }
-      if (!again) break;
+      if (out == 0 || !touch) break;
       g_tier_lock.unlock();
-      for (uint32_t p = 0; p < pages; p += kGroupPages)
-        if (tm_at(p).state.load(std::memory_order_acquire) == kOut)
-          (void)*static_cast<volatile char *>(page_addr(p));
+      touch_out_slabs(pages);
       g_tier_lock.lock();
     }
   } else if (g_tier_mode == kTierMadvise && pipe2(g_fork_pipe, O_CLOEXEC) != 0) {
@@ -1128,8 +1164,8 @@ void tier_fork_prepare() {
 }
 
 void tier_fork_parent() {
-  if (!g_fork_locked) return;
-  g_fork_locked = false;
+  if (!t_fork_locked) return;
+  t_fork_locked = false;
   if (g_tier_mode == kTierMadvise && g_fork_pipe[0] >= 0) {
     close(g_fork_pipe[1]);
     char c;
@@ -1141,8 +1177,8 @@ void tier_fork_parent() {
 }
 
 void tier_fork_child() {
-  if (!g_fork_locked) return;
-  g_fork_locked = false;
+  if (!t_fork_locked) return;
+  t_fork_locked = false;
   g_tier_lock.reset();
   g_grow_lock.reset();
   g_tier_child_pending.store(false);

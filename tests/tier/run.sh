@@ -28,7 +28,7 @@ step() {   # name, expected-stderr-regex-or-empty, env..., -- command...
   shift
   local t0=$SECONDS
   if timeout 120 env "${envs[@]}" "$@" >"$T/out" 2>&1 && { [ -z "$want" ] || grep -Eq "$want" "$T/out"; }; then
-    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|child-tier|child-seccomp|fork-full|metadata|policy|budget|clean|ksm|governor|errors|thread-error|full|closefd|mlock|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
+    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|child-tier|child-seccomp|fork-full|metadata|policy|budget|clean|ksm|governor|errors|thread-error|full|closefd|closefd-forks|mlock|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
   else
     fails=$((fails + 1))
     printf 'FAIL %-34s (exit %s%s)\n' "$name" "$?" "${want:+; wanted /$want/ on stderr}"
@@ -76,6 +76,10 @@ for mode in $MODES; do
   step "$mode/errors(fsize, SIGXFSZ)" "" "${E[@]}" -- "$BIN" errors default-signal
   [ $mode = uffd ] && step "$mode/thread-error" "writing a slab to the backing file failed" "${E[@]}" ZNS_TIER_COLD_MS=100 -- "$BIN" thread-error
   step "$mode/closefd"    "the backing file's descriptor was closed or replaced" "${E[@]}" -- "$BIN" closefd
+  if [ $mode = uffd ]; then
+    step "$mode/closefd-forks" "" "${E[@]}" -- "$BIN" closefd-forks
+    step "$mode/closefd-forks(no close_range)" "" "${E[@]}" -- "$BIN" no-close-range closefd-forks
+  fi
   [ $mode = madvise ] && step "$mode/closefd(child file)" "the backing file's descriptor was closed or replaced" "${E[@]}" ZNS_TIER_CHILD_MS=2000 -- "$BIN" closefd
   step "$mode/mlock(block)" "the kernel will not drop some of the heap's pages|mlock: skipped" "${E[@]}" -- "$BIN" mlock block
   step "$mode/mlock(all)" "the kernel will not drop some of the heap's pages|mlock: skipped" "${E[@]}" -- "$BIN" mlock all
