@@ -32,6 +32,7 @@
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -597,7 +598,7 @@ uint32_t signature(uint32_t page) {
 struct Candidate { uint32_t page, idle; };
 constexpr unsigned kMaxCandidates = 1u << 16;
 Candidate g_cand[kMaxCandidates];   // tier thread only
-std::atomic<bool> g_stop;           // tests / fork child: the thread ends
+std::atomic<bool> g_stop;           // the registration failed: the thread ends
 
 void pause_for_faults() {
   if (g_tier_mode == kTierUffd) drain_faults();
@@ -1036,21 +1037,27 @@ bool copy_heap(bool ours, int fd, char *mem, size_t len) {
     }
     return true;
   }
-  // (Rare: a page at a time.  Into memory through a pipe: the kernel's read of the mapping says
-  // EFAULT for a guard page where a load would be a signal.)
+  // (Rare: a page at a time, and never by a load: a guard page would be a signal.  Into the
+  // file: pwrite from the mapping, EFAULT for a guard.  Into memory: process_vm_readv, which
+  // needs no descriptor (the table may be full) but is refused in some containers; then a pipe.)
   int pfd[2] = {-1, -1};
-  if (fd < 0 && pipe2(pfd, O_CLOEXEC) != 0) fatal("tier: no pipe for the forked child's copy of the heap", "fork", g_base);
+  unsigned lost = 0;
   for (size_t off = 0; off < len; off += kPageSize) {
-    ssize_t r = fd >= 0 ? pwrite(fd, g_base + off, kPageSize, off_t(off)) : write(pfd[1], g_base + off, kPageSize);
-    if (r < 0 && errno == EFAULT) continue;   // a guard: zeros stay
-    if (r != ssize_t(kPageSize)) {
-      if (fd >= 0) return false;
-      fatal("tier: cannot copy the heap for the forked child", "fork", g_base + off);
+    if (fd >= 0) {
+      ssize_t r = pwrite(fd, g_base + off, kPageSize, off_t(off));
+      if (r != ssize_t(kPageSize) && !(r < 0 && errno == EFAULT)) return false;   // EFAULT: zeros stay
+      continue;
     }
-    if (fd < 0 && read(pfd[0], mem + off, kPageSize) != ssize_t(kPageSize))
-      fatal("tier: cannot copy the heap for the forked child", "fork", g_base + off);
+    iovec to{mem + off, kPageSize}, from{g_base + off, kPageSize};
+    ssize_t r = process_vm_readv(getpid(), &to, 1, &from, 1, 0);
+    if (r == ssize_t(kPageSize) || (r < 0 && errno == EFAULT)) continue;
+    if (pfd[0] < 0 && pipe2(pfd, O_CLOEXEC) != 0) { pfd[0] = pfd[1] = -1; ++lost; continue; }
+    r = write(pfd[1], g_base + off, kPageSize);   // (atomic, and the pipe is empty)
+    if (r < 0 && errno == EFAULT) continue;
+    if (r != ssize_t(kPageSize) || read(pfd[0], mem + off, kPageSize) != ssize_t(kPageSize)) ++lost;
   }
   if (pfd[0] >= 0) { close(pfd[0]); close(pfd[1]); }
+  if (lost) say("a forked child could not copy some pages of its heap (no process_vm_readv, no pipe): they read as zeros");
   return true;
 }
 
@@ -1118,16 +1125,22 @@ namespace {
 // Bring every out slab back through faults the tier thread serves: one byte of each through a
 // pipe (the kernel's read of it faults like a load, but a page the program made inaccessible is
 // EFAULT, not a signal inside fork()).
+// Where no pipe can be made (the descriptor table is full): process_vm_readv of the byte, which
+// faults the same way and needs no descriptor.
 void touch_out_slabs(uint32_t pages) {
   int pfd[2];
-  if (pipe2(pfd, O_CLOEXEC) != 0) return;
+  bool piped = pipe2(pfd, O_CLOEXEC) == 0;
   for (uint32_t p = 0; p < pages; p += kGroupPages) {
     if (tm_at(p).state.load(std::memory_order_acquire) != kOut) continue;
     char c;
-    if (write(pfd[1], page_addr(p), 1) == 1) (void)!read(pfd[0], &c, 1);
+    if (piped) {
+      if (write(pfd[1], page_addr(p), 1) == 1) (void)!read(pfd[0], &c, 1);
+    } else {
+      iovec to{&c, 1}, from{page_addr(p), 1};
+      (void)!process_vm_readv(getpid(), &to, 1, &from, 1, 0);
+    }
   }
-  close(pfd[0]);
-  close(pfd[1]);
+  if (piped) { close(pfd[0]); close(pfd[1]); }
 }
 }  // namespace
 
@@ -1153,7 +1166,11 @@ void tier_fork_prepare() {
           if (direct) page_in(p, false);
           else ++out;
         }
-      if (out == 0 || !touch) break;
+      if (out == 0) break;
+      if (!touch || pass == 99) {   // (no table of its own, or slabs that do not come back)
+        say("forking with slabs out that cannot be brought back: the child reads them as zeros");
+        break;
+      }
       g_tier_lock.unlock();
       touch_out_slabs(pages);
       g_tier_lock.lock();

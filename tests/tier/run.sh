@@ -76,8 +76,12 @@ for mode in $MODES; do
   step "$mode/errors(fsize, SIGXFSZ)" "" "${E[@]}" -- "$BIN" errors default-signal
   [ $mode = uffd ] && step "$mode/thread-error" "writing a slab to the backing file failed" "${E[@]}" ZNS_TIER_COLD_MS=100 -- "$BIN" thread-error
   step "$mode/closefd"    "the backing file's descriptor was closed or replaced" "${E[@]}" -- "$BIN" closefd
+  # the same with a full descriptor table (every number below the usual limit of 1024 taken):
+  # bringing slabs back for a fork, or copying the heap for the child, can get no new descriptor
+  step "$mode/closefd(table full)" "" "${E[@]}" -- bash -c 'ulimit -n 1024 && exec "$0" closefd' "$BIN"
   if [ $mode = uffd ]; then
     step "$mode/closefd-forks" "" "${E[@]}" -- "$BIN" closefd-forks
+    step "$mode/closefd-forks(table full)" "" "${E[@]}" -- bash -c 'ulimit -n 1024 && exec "$0" closefd-forks' "$BIN"
     step "$mode/closefd-forks(no close_range)" "" "${E[@]}" -- "$BIN" no-close-range closefd-forks
   fi
   [ $mode = madvise ] && step "$mode/closefd(child file)" "the backing file's descriptor was closed or replaced" "${E[@]}" ZNS_TIER_CHILD_MS=2000 -- "$BIN" closefd
