@@ -741,6 +741,19 @@ void *tier_thread(void *) {
 // ---- setup ------------------------------------------------------------------------------------------------------
 bool mode_is(const char *v, const char *name) { return __builtin_strcmp(v ? v : "", name) == 0; }
 
+int high_fd(int fd) {   // out of the way of the program's own low descriptor numbers
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+  if (high < 0) return fd;
+  close(fd);
+  return high;
+}
+void note_identity() {
+  struct stat st;
+  if (fstat(g_fd, &st) == 0) { g_fd_dev = st.st_dev; g_fd_ino = st.st_ino; }
+  if (g_uffd >= 0 && fstat(g_uffd, &st) == 0) { g_uffd_dev = st.st_dev; g_uffd_ino = st.st_ino; }
+  g_fd_lost.store(false);
+}
+
 int open_backing_file() {
   const char *dir = g_options.ZNS_TIER_DIR;
   int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);   // never has a name
@@ -803,18 +816,14 @@ void *tier_map_region(size_t bytes) {
   if (!g_tm) { say("no memory for its metadata: off"); return nullptr; }
   g_fd = open_backing_file();
   if (g_fd < 0) { say("cannot create a backing file in ZNS_TIER_DIR=", g_options.ZNS_TIER_DIR, ": off"); return nullptr; }
-  // Out of the way of the program's own low descriptor numbers.
-  int high = fcntl(g_fd, F_DUPFD_CLOEXEC, 512);
-  if (high >= 0) { close(g_fd); g_fd = high; }
-  struct stat st;
-  if (fstat(g_fd, &st) == 0) { g_fd_dev = st.st_dev; g_fd_ino = st.st_ino; }
+  g_fd = high_fd(g_fd);
+  note_identity();
   if (want == kTierUffd) {
     bool user_only;
     g_uffd = open_uffd(&user_only);
     if (g_uffd >= 0) {
-      int high = fcntl(g_uffd, F_DUPFD_CLOEXEC, 512);
-      if (high >= 0) { close(g_uffd); g_uffd = high; }
-      if (fstat(g_uffd, &st) == 0) { g_uffd_dev = st.st_dev; g_uffd_ino = st.st_ino; }
+      g_uffd = high_fd(g_uffd);
+      note_identity();
       g_tier_mode = g_line_mode = kTierUffd;
       return nullptr;   // anonymous region, registered once the handler thread runs
     }
@@ -988,19 +997,6 @@ size_t tier_pageout_now() {
 // and no tier in the child.)
 namespace {
 int g_fork_pipe[2] = {-1, -1};
-
-int high_fd(int fd) {   // out of the way of the program's own low descriptor numbers
-  int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
-  if (high < 0) return fd;
-  close(fd);
-  return high;
-}
-void note_identity() {
-  struct stat st;
-  if (fstat(g_fd, &st) == 0) { g_fd_dev = st.st_dev; g_fd_ino = st.st_ino; }
-  if (g_uffd >= 0 && fstat(g_uffd, &st) == 0) { g_uffd_dev = st.st_dev; g_uffd_ino = st.st_ino; }
-  g_fd_lost.store(false);
-}
 
 // The heap's first `len` bytes, for a forked child's copy of it: into `fd` at the same offsets, or
 // into `mem`.  From the backing file while it is still ours (`ours`: out pages come by readahead),
