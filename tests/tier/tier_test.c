@@ -319,6 +319,28 @@ static int fork_test(void) {
 
 /* ---- child-tier ------------------------------------------------------------------------------ */
 static long stats_field(const char *name);
+
+/* A forked child that lives on: mallocs and frees of 16..3000 B (slow paths now and then, where a
+ * child's own tier starts) until `secs` after t0, or, with until_scans, until its tier thread has
+ * scanned.  Returns the seconds since t0 at which it had (0: never). */
+static double churn_until(double t0, double secs, int until_scans) {
+  unsigned char *keep[256] = {0};
+  double at = 0;
+  for (unsigned i = 0; now_s() - t0 < secs; ++i) {
+    unsigned k = i % 256;
+    free(keep[k]);
+    keep[k] = malloc(16 + (i * 37) % 3000);
+    REQUIRE(keep[k] != NULL);
+    keep[k][0] = (unsigned char)i;
+    if (i % 1024 == 0) {
+      if (until_scans && stats_field("scans") > 0) { at = now_s() - t0; break; }
+      usleep(1000);
+    }
+  }
+  for (unsigned k = 0; k < 256; ++k) free(keep[k]);
+  return at;
+}
+
 static int child_tier(void) {
   enum { N = 20000 };
   struct blk *b = make_blocks(N, 700, 777);
@@ -335,21 +357,7 @@ static int child_tier(void) {
     CHECK(s.mode == (mode == 1 ? 0 : 2), "child right after the fork: tier mode %d", s.mode);
     CHECK(s.slabs_out == 0 && s.slabs_in == 0 && stats_field("scans") == 0, "child's counts inherited: out %llu in %llu scans %ld",
           s.slabs_out, s.slabs_in, stats_field("scans"));
-    /* live and allocate until the child's tier runs */
-    double on_at = 0;
-    unsigned char *keep[256] = {0};
-    for (unsigned i = 0; now_s() - t0 < 10; ++i) {
-      unsigned k = i % 256;
-      free(keep[k]);
-      keep[k] = malloc(16 + (i * 37) % 3000);
-      REQUIRE(keep[k] != NULL);
-      keep[k][0] = (unsigned char)i;
-      if (i % 1024 == 0) {
-        if (stats_field("scans") > 0) { on_at = now_s() - t0; break; }   /* its thread runs */
-        usleep(1000);
-      }
-    }
-    for (unsigned k = 0; k < 256; ++k) free(keep[k]);
+    double on_at = churn_until(t0, 10, 1);   /* live and allocate until the child's tier runs */
     CHECK(on_at >= 0.25, "the child's tier started %.3f s after the fork (ZNS_TIER_CHILD_MS=300)", on_at);
     CHECK(tier().mode == mode, "the child's tier did not start: mode %d", tier().mode);
     struct blk *c = make_blocks(N, 700, 999);
@@ -403,15 +411,7 @@ static int child_seccomp(void) {
     };
     struct sock_fprog prog = {sizeof f / sizeof f[0], f};
     REQUIRE(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0);
-    double t0 = now_s();
-    unsigned char *keep[256] = {0};
-    for (unsigned i = 0; now_s() - t0 < 0.8; ++i) {   /* past ZNS_TIER_CHILD_MS=300 */
-      unsigned k = i % 256;
-      free(keep[k]);
-      keep[k] = malloc(16 + (i * 37) % 3000);
-      REQUIRE(keep[k] != NULL);
-      if (i % 1024 == 0) usleep(1000);
-    }
+    churn_until(now_s(), 0.8, 0);   /* past ZNS_TIER_CHILD_MS=300 */
     _exit(count_bad(b, N) == 0 && stats_field("scans") == 0 ? 0 : 3);
   }
   int st = 0;
