@@ -1637,7 +1637,7 @@ void region_init() {
   char m[256];
   Buf(m, sizeof m).str("zns-slab: cannot reserve address space for the heap (")
       .u64(g_options.ZNS_REGION_GB).str(" GiB down to ").u64(kMinRegionMiB)
-      .str(" MiB; an address-space limit, ulimit -v?): every allocation goes to the next allocator\n").flush(2);
+      .str(" MiB; an address-space limit, ulimit -v?): every allocation goes to the next allocator\n").say();
 }
 
 }  // namespace

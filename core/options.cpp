@@ -29,7 +29,7 @@ void warn_line(const char *what, const char *entry, const char *tail) {
   char mem[256];
   Buf b(mem, sizeof mem);
   b.str("zns-slab: ").str(what).str(entry).str(tail).chr('\n');
-  b.flush(2);
+  b.say();
 }
 
 // String values are copied: programs may overwrite their environment (redis rewrites it for its

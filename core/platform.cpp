@@ -73,14 +73,57 @@ uint64_t now_ms() {
   return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
 }
 
+static_assert(sizeof(sigset_t) <= sizeof(uint64_t[16]), "QuietWrite's saved mask");
+
+namespace {
+bool pending_here(int sig) {
+  sigset_t pending;
+  return sigpending(&pending) == 0 && sigismember(&pending, sig);
+}
+void take_back(int sig) {
+  sigset_t x;
+  sigemptyset(&x);
+  sigaddset(&x, sig);
+  timespec now{0, 0};
+  sigtimedwait(&x, nullptr, &now);
+}
+}  // namespace
+
+QuietWrite::QuietWrite() {
+  sigset_t x;
+  sigemptyset(&x);
+  sigaddset(&x, SIGXFSZ);
+  sigaddset(&x, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &x, reinterpret_cast<sigset_t *>(old_));
+  xfsz_was_ = pending_here(SIGXFSZ);
+  pipe_was_ = pending_here(SIGPIPE);
+}
+
+void QuietWrite::failed(int err) {   // (only a signal this write raised: not pending before, pending now)
+  int saved = errno;
+  if (err == EFBIG && !xfsz_was_ && pending_here(SIGXFSZ)) take_back(SIGXFSZ);
+  if (err == EPIPE && !pipe_was_ && pending_here(SIGPIPE)) take_back(SIGPIPE);
+  errno = saved;
+}
+
+QuietWrite::~QuietWrite() { pthread_sigmask(SIG_SETMASK, reinterpret_cast<sigset_t *>(old_), nullptr); }
+
+int Buf::say(int fd) {
+  QuietWrite q;
+  int e = flush(fd);
+  if (e) q.failed(e);
+  return e;
+}
+
 int write_all(int fd, const char *p, size_t n) {
   int saved = errno;
   while (n > 0) {
     ssize_t w = write(fd, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
+      int e = errno;
       errno = saved;
-      return -1;
+      return e;
     }
     p += w;
     n -= size_t(w);
@@ -155,7 +198,7 @@ void fatal(const char *what, const char *call, const void *addr) {
   char mem[256];
   Buf b(mem, sizeof mem);
   b.str("zns-slab: ").str(what).str(" in ").str(call).chr('(').hex(uintptr_t(addr)).str(")\n");
-  b.flush(2);
+  b.say();
   // abort() without running atexit handlers or flushing stdio that may sit in a broken heap.
   signal(SIGABRT, SIG_DFL);
   abort();

@@ -37,10 +37,30 @@ bool os_random(void *out, size_t n);
 int os_purge(void *p, size_t bytes);
 // Milliseconds on a monotonic, cheap (coarse) clock.
 uint64_t now_ms();
-// write(2) all of it, retrying on EINTR / short writes.  Returns 0 or -1.
+// write(2) all of it, retrying on EINTR / short writes.  Returns 0, or the errno value of the
+// write that failed (EFBIG past a file-size limit, ENOSPC, ...); errno itself is left as it was.
 int write_all(int fd, const char *p, size_t n);
 // Resident set size of the process in bytes (from /proc/self/statm), 0 if unknown.
 size_t process_rss();
+
+// Around a write of the library's own (the tier's file, the stats dump, a line on stderr).  Past a
+// file-size limit (RLIMIT_FSIZE) the write fails with EFBIG and the kernel also sends the writing
+// thread SIGXFSZ; to a pipe whose reader has gone, EPIPE and SIGPIPE.  Both signals end the
+// program at their default action, and neither is the program's: the library handles the error.
+// Both are blocked meanwhile; failed(err) after a failed write takes back the signal that write
+// raised (not one pending before).  A few system calls each way: not for a fast path.
+class QuietWrite {
+ public:
+  QuietWrite();
+  ~QuietWrite();
+  void failed(int err);   // err: the write's errno value (EFBIG, EPIPE; others raise nothing)
+  QuietWrite(const QuietWrite &) = delete;
+  QuietWrite &operator=(const QuietWrite &) = delete;
+
+ private:
+  uint64_t old_[16];   // the thread's signal mask before (a sigset_t: 128 bytes)
+  bool xfsz_was_, pipe_was_;   // already pending before
+};
 
 // A fixed-size text buffer that formats without allocating.  Output past the end is dropped.
 class Buf {
@@ -54,7 +74,10 @@ class Buf {
   const char *data() const { return p_; }
   size_t size() const { return n_; }
   void clear() { n_ = 0; }
-  int flush(int fd) { int r = write_all(fd, p_, n_); n_ = 0; return r; }
+  int flush(int fd) { int r = write_all(fd, p_, n_); n_ = 0; return r; }   // 0 or an errno value
+  // flush for a message line (to stderr): under QuietWrite, so that a stderr that is a file past a
+  // file-size limit, or a pipe nobody reads any more, loses the line instead of ending the program.
+  int say(int fd = 2);
 
  private:
   char *p_;

@@ -50,9 +50,12 @@ char g_out_mem[64 * 1024];
 struct Out {
   int fd;
   Buf b{g_out_mem, sizeof g_out_mem};
-  int rc = 0;
+  int err = 0;   // the errno value of the first write that failed: no more are tried
   void line() { if (b.size() > sizeof g_out_mem - 4096) flush(); }
-  void flush() { if (b.flush(fd) != 0) rc = -1; }
+  void flush() {
+    if (err) b.clear();
+    else err = b.flush(fd);
+  }
 };
 
 void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
@@ -161,19 +164,40 @@ bool ends_with(const char *s, const char *suffix) {
 // Interval mode (ZNS_STATS_INTERVAL_MS with a .jsonl path): a background thread appends a line
 // every interval; the exit dump appends the last one and stops it.
 int g_jsonl_fd = -1;          // the open .jsonl file, or -1
+char g_jsonl_path[512];       // its path (for a message)
 bool g_stats_stopped;         // under g_print_lock: no more lines
 uint64_t g_start_ms;
 
+// The dump to fd: 0, or the errno value of the write that failed.  A file past a file-size limit
+// (RLIMIT_FSIZE) makes the write fail with EFBIG and raise SIGXFSZ, whose default action would end
+// the program (at exit, or in the middle of its run from the interval thread): taken back
+// (QuietWrite; SIGPIPE likewise, for ZNS_STATS=1 into a pipe that was closed).
 int print_locked(int fd, bool json, int64_t time_ms) {
   static HeapSnapshot h;   // large: not on the stack of a thread that may be small
   heap_snapshot(&h);
   Totals t = totals_of(h);
+  QuietWrite q;
   Out o;
   o.fd = fd;
   if (json) print_json(o, h, t, time_ms);
   else print_text(o, h, t);
   o.flush();
-  return o.rc;
+  if (o.err) q.failed(o.err);
+  return o.err;
+}
+
+// One line on stderr for a dump that could not be written whole (the document in the file ends
+// where the write failed).
+void say_cut_short(const char *path, int err) {
+  char m[700];
+  Buf e(m, sizeof m);
+  e.str("zns-slab: statistics to ").str(path).str(" cut short: ");
+  if (err == EFBIG) e.str("file size limit (ulimit -f)");
+  else if (err == ENOSPC) e.str("no space left on the device");
+  else if (err == EDQUOT) e.str("disk quota exceeded");
+  else if (err == EPIPE) e.str("the reader of the pipe has gone");
+  else e.str("write failed, errno ").u64(uint64_t(err));
+  e.chr('\n').say();
 }
 
 // The dump's path with %p expanded; false if it does not fit.
@@ -193,9 +217,17 @@ void *interval_thread(void *) {
   for (;;) {
     timespec ts{time_t(every / 1000), long(every % 1000) * 1000000};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-    Guard g(g_print_lock);
-    if (g_stats_stopped || g_jsonl_fd < 0) return nullptr;
-    print_locked(g_jsonl_fd, true, int64_t(now_ms() - g_start_ms));
+    int err;
+    {
+      Guard g(g_print_lock);
+      if (g_stats_stopped || g_jsonl_fd < 0) return nullptr;
+      err = print_locked(g_jsonl_fd, true, int64_t(now_ms() - g_start_ms));
+      if (err) g_stats_stopped = true;   // no more lines (nor the one at exit)
+    }
+    if (err) {   // (a stderr pipe that blocks must not hold the lock: mallinfo takes it)
+      say_cut_short(g_jsonl_path, err);
+      return nullptr;
+    }
   }
 }
 
@@ -214,7 +246,7 @@ HeapUsage heap_usage() {
 
 int stats_print(int fd, bool json) {
   Guard g(g_print_lock);
-  return print_locked(fd, json, -1);
+  return print_locked(fd, json, -1) ? -1 : 0;
 }
 
 void stats_start() {
@@ -224,11 +256,12 @@ void stats_start() {
   char path[512];
   if (!expand_path(dest, path, sizeof path)) return;
   int saved = errno;
+  __builtin_memcpy(g_jsonl_path, path, sizeof path);
   g_jsonl_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
   if (g_jsonl_fd < 0) {
     char m[600];
     Buf e(m, sizeof m);
-    e.str("zns-slab: cannot write statistics to ").str(path).chr('\n').flush(2);
+    e.str("zns-slab: cannot write statistics to ").str(path).chr('\n').say();
   } else if (g_options.ZNS_STATS_INTERVAL_MS > 0) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -236,7 +269,7 @@ void stats_start() {
     pthread_attr_setstacksize(&attr, 64 * 1024);
     pthread_t th;
     if (pthread_create(&th, &attr, interval_thread, nullptr) != 0)
-      Buf(path, sizeof path).str("zns-slab: cannot start the statistics thread\n").flush(2);
+      Buf(path, sizeof path).str("zns-slab: cannot start the statistics thread\n").say();
     pthread_attr_destroy(&attr);
   }
   errno = saved;
@@ -247,13 +280,17 @@ void stats_at_exit() {
   if (!stats_enabled(dest)) return;
   int saved = errno;
   if (ends_with(dest, ".jsonl")) {   // the last line, and no more
-    Guard g(g_print_lock);
-    if (!g_stats_stopped && g_jsonl_fd >= 0) {
-      print_locked(g_jsonl_fd, true, int64_t(now_ms() - g_start_ms));
-      close(g_jsonl_fd);
-      g_jsonl_fd = -1;
+    int err = 0;
+    {
+      Guard g(g_print_lock);
+      if (!g_stats_stopped && g_jsonl_fd >= 0) {
+        err = print_locked(g_jsonl_fd, true, int64_t(now_ms() - g_start_ms));
+        close(g_jsonl_fd);
+        g_jsonl_fd = -1;
+      }
+      g_stats_stopped = true;
     }
-    g_stats_stopped = true;
+    if (err) say_cut_short(g_jsonl_path, err);
   } else if ((dest[0] == '1' && !dest[1]) || !__builtin_strcmp(dest, "stderr")) {
     stats_print(2, false);
   } else {
@@ -263,9 +300,14 @@ void stats_at_exit() {
     if (fd < 0) {
       char m[600];
       Buf e(m, sizeof m);
-      e.str("zns-slab: cannot write statistics to ").str(dest).chr('\n').flush(2);
+      e.str("zns-slab: cannot write statistics to ").str(dest).chr('\n').say();
     } else {
-      stats_print(fd, ends_with(path, ".json"));
+      int err;
+      {
+        Guard g(g_print_lock);
+        err = print_locked(fd, ends_with(path, ".json"), -1);
+      }
+      if (err) say_cut_short(path, err);
       close(fd);
     }
   }
@@ -282,8 +324,12 @@ void stats_after_fork_child() {
   const char *dest = g_options.ZNS_STATS;
   bool per_pid = false;
   for (const char *s = dest; *s; ++s) per_pid |= (s[0] == '%' && s[1] == 'p');
-  if (per_pid) stats_start();
-  else g_stats_stopped = true;
+  if (per_pid) {
+    g_stats_stopped = false;   // a file of its own (the parent's may have been cut short)
+    stats_start();
+  } else {
+    g_stats_stopped = true;
+  }
 }
 
 }  // namespace zns

@@ -119,31 +119,11 @@ uint64_t now_ns() {
   return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
 }
 
-// Around a write that may grow a file.  Beyond a file-size limit (RLIMIT_FSIZE) the kernel also
-// sends the calling thread SIGXFSZ, whose default action ends the program: under the madvise tier
-// a program with a limit died at its first slab past it (fallocate on its own thread), and so did
-// one that called zns_tier_pageout.  The tier handles EFBIG (the slab stays in RAM, or the request
-// falls through), so the signal is not the program's: blocked meanwhile, and taken back when the
-// write raised it (not when one was pending already).  (The tier thread blocks every signal.)
-struct QuietXfsz {
-  sigset_t x, old;
-  bool was;
-  QuietXfsz() {
-    sigemptyset(&x);
-    sigaddset(&x, SIGXFSZ);
-    pthread_sigmask(SIG_BLOCK, &x, &old);
-    sigset_t pending;
-    was = sigpending(&pending) == 0 && sigismember(&pending, SIGXFSZ);
-  }
-  void efbig() {   // (only a signal this write raised: not pending before, pending now)
-    int saved = errno;
-    sigset_t pending;
-    timespec now{0, 0};
-    if (!was && sigpending(&pending) == 0 && sigismember(&pending, SIGXFSZ)) sigtimedwait(&x, nullptr, &now);
-    errno = saved;
-  }
-  ~QuietXfsz() { pthread_sigmask(SIG_SETMASK, &old, nullptr); }
-};
+// QuietWrite (core/platform.h) around every write that may grow a file.  Without it, a program
+// with a file-size limit (RLIMIT_FSIZE) died under the madvise tier at its first slab past it
+// (fallocate on its own thread), and so did one that called zns_tier_pageout.  The tier handles
+// EFBIG (the slab stays in RAM, or the request falls through).  (The tier thread blocks every
+// signal.)
 
 // One line to the program's stderr.  The tier thread's table has none (private_fd_table): there
 // the program's descriptor 2 as it is now, taken from the process's table (pidfd_getfd: the same
@@ -152,7 +132,6 @@ struct QuietXfsz {
 // CAP_SYS_PTRACE, a main thread that has exited), a reopen through /proc unless it is a regular
 // file (a pipe or a terminal has no offset of its own); else the line is lost.
 void to_stderr(Buf &line) {
-  QuietXfsz q;   // (stderr may be a file past the limit too)
   int fd = 2;
   if (t_private_fds) {
     int pidfd = int(syscall(SYS_pidfd_open, getpid(), 0));
@@ -163,8 +142,7 @@ void to_stderr(Buf &line) {
       fd = open("/proc/self/fd/2", O_WRONLY | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) return;
   }
-  errno = 0;
-  if (line.flush(fd) != 0 && errno == EFBIG) q.efbig();
+  line.say(fd);   // (stderr may be a file past a file-size limit too)
   if (fd != 2) close(fd);
 }
 
@@ -196,20 +174,20 @@ void record_latency(uint64_t ns) {
 
 // ---- file I/O (EINTR and short transfers handled) ----------------------------------------------------
 int pwrite_all(const char *p, size_t n, off_t off) {
-  QuietXfsz q;
+  QuietWrite q;
   while (n) {
     ssize_t w = pwrite(g_fd, p, n, off);
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && errno == EFBIG) q.efbig();
+    if (w < 0) q.failed(errno);
     if (w <= 0) return w < 0 ? errno : ENOSPC;
     p += w; n -= size_t(w); off += w;
   }
   return 0;
 }
 int fallocate_quiet(int fd, int mode, off_t off, off_t len) {
-  QuietXfsz q;
+  QuietWrite q;
   int r = fallocate(fd, mode, off, len);
-  if (r != 0 && errno == EFBIG) q.efbig();
+  if (r != 0) q.failed(errno);
   return r;
 }
 int pread_all(char *p, size_t n, off_t off) {

@@ -22,6 +22,10 @@
 #      it and a normal run with the right counts; known variables with good values no message;
 #   6. the N=0/N=1 comparison of 1. with the program linked with libzns_slab.a instead (when the
 #      archive sits next to ZNS_LIB).
+#   7. under a file-size limit (ulimit -f 1) a .json dump, a .jsonl series, and the table or a
+#      warning on a stderr file are cut at the limit: the program exits 0 (not killed by SIGXFSZ),
+#      with one line saying which file was cut short and why; the table into a stderr pipe whose
+#      reader has gone: exit 0 (not killed by SIGPIPE).
 # Every run of the program under the shim must exit 0, print its "done", and (but for 5.) leave
 # stderr empty.
 TEST_NAME=stats
@@ -213,6 +217,55 @@ check "json with ZNS_DECAY_MS=abc" diff s0.json badval.json live1.out
 run known ZNS_DECAY_MS=500 ZNS_DIRTY_MAX_KB=1024 ZNS_REGION_GB=8 ZNS_STATS=0 -- live 1
 quiet known
 log "known variables with good values: no warning"
+
+# ---- 7. a file-size limit -----------------------------------------------------------------------
+# Under `ulimit -f 1` (1 KiB) no dump fits.  The write fails with EFBIG and raises SIGXFSZ, whose
+# default action ends the program (exit 153: at exit, or mid-run from the interval thread): the
+# program must exit 0 as it would without ZNS_STATS, and stderr say in one line that the file was
+# cut short and why.
+fsize_run() {   # LABEL VAR=value... -- ARGS...: like run, under ulimit -f 1
+  local label=$1; shift
+  local envs=()
+  while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+  shift
+  local rc=0
+  (ulimit -f 1 && exec timeout 60 env "${envs[@]}" "${PRELOAD[@]}" "$PROG" "$@") \
+    >"$label.out" 2>"$label.err" || rc=$?
+  if [[ $rc != 0 || "$(tail -n 1 "$label.out")" != "done" ]]; then
+    sed 's/^/    stderr: /' "$label.err" | head -n 20
+    die "$label: stats_prog $* exited $rc under ulimit -f 1 (153 = killed by SIGXFSZ) or did not finish"
+  fi
+}
+fsize_run fsize-json ZNS_STATS="$TMPD/f.json" -- live 1
+one_line_naming fsize-json "$TMPD/f.json" "cut short" "file size limit"
+[[ $(stat -c %s f.json) == 1024 ]] || die "f.json: $(stat -c %s f.json) bytes, expected the 1024 the limit lets through"
+fsize_run fsize-jsonl ZNS_STATS="$TMPD/f.jsonl" ZNS_STATS_INTERVAL_MS=50 -- interval 1 600
+one_line_naming fsize-jsonl "$TMPD/f.jsonl" "cut short" "file size limit"   # (no line after the first failure)
+# The text table to stderr, a file that already holds 1000 bytes (so the table, some hundred
+# bytes, crosses the limit).
+head -c 1000 /dev/zero | tr '\0' 'x' >fsize-stderr.err
+rc=0
+(ulimit -f 1 && exec timeout 60 env ZNS_STATS=1 "${PRELOAD[@]}" "$PROG" live 1) >fsize-stderr.out 2>>fsize-stderr.err || rc=$?
+[[ $rc == 0 && "$(tail -n 1 fsize-stderr.out)" == done ]] \
+  || die "ZNS_STATS=1 with stderr a file at the size limit: exited $rc (153 = killed by SIGXFSZ)"
+[[ $(stat -c %s fsize-stderr.err) == 1024 ]] \
+  || die "ZNS_STATS=1 with stderr a file: $(stat -c %s fsize-stderr.err) bytes in it, expected the 1024 the limit lets through"
+log "fsize-stderr: the text table cut at the limit, exit 0"
+# A warning at start (an unknown variable) to the same stderr at the limit.
+head -c 1000 /dev/zero | tr '\0' 'x' >fsize-warn.err
+rc=0
+(ulimit -f 1 && exec timeout 60 env ZNS_STATZ=1 "${PRELOAD[@]}" "$PROG" live 0) >fsize-warn.out 2>>fsize-warn.err || rc=$?
+[[ $rc == 0 && "$(tail -n 1 fsize-warn.out)" == done ]] \
+  || die "a warning to a stderr file at the size limit: exited $rc (153 = killed by SIGXFSZ)"
+log "fsize-warn: the warning cut at the limit, exit 0"
+# And the table into a pipe whose reader has gone: EPIPE, and a SIGPIPE that would end the program
+# (exit 141).
+rm -f pipe.rc
+{ sleep 0.3; rc=0; env ZNS_STATS=1 "${PRELOAD[@]}" "$PROG" live 0 >pipe.out || rc=$?; echo "$rc" >pipe.rc; } 2>&1 | true
+for _ in $(seq 100); do [[ -s pipe.rc ]] && break; sleep 0.1; done
+[[ "$(cat pipe.rc 2>/dev/null)" == 0 && "$(tail -n 1 pipe.out)" == done ]] \
+  || die "ZNS_STATS=1 into a closed pipe: exited $(cat pipe.rc 2>/dev/null || echo '?') (141 = killed by SIGPIPE)"
+log "pipe: the table into a closed pipe, exit 0"
 
 if [[ ${#FAILED_CHECKS[@]} -gt 0 ]]; then
   die "${#FAILED_CHECKS[@]} check(s) failed: $(printf '%s; ' "${FAILED_CHECKS[@]}")

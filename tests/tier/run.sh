@@ -74,6 +74,7 @@ for mode in $MODES; do
   [ $mode = uffd ] && step "$mode/governor(windup long)" "" "${E[@]}" ZNS_TIER_COLD_MS=5000 ZNS_TIER_MAX_RETURNS=40 -- "$BIN" governor windup long
   step "$mode/errors(fsize)" "" "${E[@]}" -- "$BIN" errors
   step "$mode/errors(fsize, SIGXFSZ)" "" "${E[@]}" -- "$BIN" errors default-signal
+  step "$mode/errors(SIGXFSZ, full stderr)" "the program lived" "${E[@]}" -- "$BIN" errors default-signal stderr-full
   [ $mode = uffd ] && step "$mode/thread-error" "writing a slab to the backing file failed" "${E[@]}" ZNS_TIER_COLD_MS=100 -- "$BIN" thread-error
   step "$mode/closefd"    "the backing file's descriptor was closed or replaced" "${E[@]}" -- "$BIN" closefd
   # the same with a full descriptor table (every number below the usual limit of 1024 taken):

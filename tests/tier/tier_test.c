@@ -51,10 +51,12 @@
  *                              raises the windows; then the program leaves its heap alone, and
  *                              the windows must come down again (a tier that thrashed once must
  *                              not stay timid for good)
- *   errors [default-signal]    the backing file refuses writes (RLIMIT_FSIZE): slabs stay in RAM,
+ *   errors [default-signal [stderr-full]]
+ *                              the backing file refuses writes (RLIMIT_FSIZE): slabs stay in RAM,
  *                              errors are counted, every byte is intact; default-signal: SIGXFSZ
  *                              keeps its default action (ending the program), and the program
- *                              must live
+ *                              must live; stderr-full: and stderr is a file already at the limit
+ *                              (the tier's line about the failure cannot be written either)
  *   full                       the backing file's file system is full (ENOSPC): the same
  *   thread-error               (uffd, ZNS_TIER_COLD_MS=100) the tier thread's own evictions meet a
  *                              file-size limit: its one line reaches the program's stderr (the
@@ -88,6 +90,7 @@
 #include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include "tests/api/zns_test.h"
@@ -772,8 +775,19 @@ static int ksm(void) {
 }
 
 /* ---- errors: writes to the backing file fail ------------------------------------------------- */
-static int errors(int default_signal) {
+static int errors(int default_signal, int stderr_full) {
   enum { N = 20000 };
+  int saved_stderr = -1, full = -1;
+  if (stderr_full) {   /* fd 2: a file of exactly the limit (1 MiB) in ZNS_TIER_DIR, until the
+                        * tier's failures are behind us (this test's own lines go to fd 2 too, so
+                        * a REQUIRE failing in between ends it silently with 153) */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/stderr.full", getenv("ZNS_TIER_DIR") ? getenv("ZNS_TIER_DIR") : "/tmp");
+    full = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
+    if (full >= 0) unlink(path);
+    saved_stderr = dup(2);
+    REQUIRE(full >= 0 && saved_stderr >= 0 && ftruncate(full, 1 << 20) == 0 && dup2(full, 2) == 2);
+  }
   struct blk *b = make_blocks(N, 500, 8080);
   /* No file may grow (pwrite says EFBIG); default-signal: none past 1 MiB, so that this program's
    * own output (a file, under run.sh) still fits.  With the signal's default action, a SIGXFSZ of
@@ -783,6 +797,14 @@ static int errors(int default_signal) {
   REQUIRE(setrlimit(RLIMIT_FSIZE, &rl) == 0);
   if (!default_signal) signal(SIGXFSZ, SIG_IGN);
   size_t out = zns_tier_pageout();
+  struct blk *extra = NULL;
+  if (stderr_full) {
+    struct stat st;
+    extra = make_blocks(N, 500, 7070);   /* madvise: new slabs, whose room in the file fails now */
+    REQUIRE(dup2(saved_stderr, 2) == 2);
+    CHECK(fstat(full, &st) == 0 && st.st_size == 1 << 20, "stderr grew past the limit (%lld bytes)", (long long)st.st_size);
+    zt_log("errors: the tier's lines met a stderr at the limit, and the program lived");
+  }
   struct zns_tier_stats s = tier();
   zt_log("errors: paged out %zu, eviction errors %llu", out, s.evict_errors);
   if (s.mode == 1) {
@@ -794,6 +816,10 @@ static int errors(int default_signal) {
   struct blk *c = make_blocks(N, 500, 9090);
   CHECK(count_bad(c, N) == 0);
   for (size_t i = 0; i < N; ++i) { free(b[i].p); free(c[i].p); }
+  if (extra) {
+    CHECK(count_bad(extra, N) == 0);
+    for (size_t i = 0; i < N; ++i) free(extra[i].p);
+  }
   return zt_finish("errors");
 }
 
@@ -1039,7 +1065,8 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "governor") && argc > 2 && !strcmp(argv[2], "relax")) return governor_relax();
   if (!strcmp(c, "governor") && argc > 2 && !strcmp(argv[2], "windup")) return governor_windup(argc > 3 && !strcmp(argv[3], "long"));
   if (!strcmp(c, "governor")) return governor(argc > 2 && !strcmp(argv[2], "on"));
-  if (!strcmp(c, "errors")) return errors(argc > 2 && !strcmp(argv[2], "default-signal"));
+  if (!strcmp(c, "errors"))
+    return errors(argc > 2 && !strcmp(argv[2], "default-signal"), argc > 3 && !strcmp(argv[3], "stderr-full"));
   if (!strcmp(c, "full")) return full();
   if (!strcmp(c, "thread-error")) return thread_error();
   if (!strcmp(c, "closefd")) return closefd();
