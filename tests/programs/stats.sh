@@ -24,8 +24,9 @@
 #      archive sits next to ZNS_LIB).
 #   7. under a file-size limit (ulimit -f 1) a .json dump, a .jsonl series, and the table or a
 #      warning on a stderr file are cut at the limit: the program exits 0 (not killed by SIGXFSZ),
-#      with one line saying which file was cut short and why; the table into a stderr pipe whose
-#      reader has gone: exit 0 (not killed by SIGPIPE).
+#      with one line saying which file was cut short and why (and a child forked after that, with
+#      %p, still writes a series of its own); the table into a stderr pipe whose reader has gone:
+#      exit 0 (not killed by SIGPIPE).
 # Every run of the program under the shim must exit 0, print its "done", and (but for 5.) leave
 # stderr empty.
 TEST_NAME=stats
@@ -266,6 +267,30 @@ for _ in $(seq 100); do [[ -s pipe.rc ]] && break; sleep 0.1; done
 [[ "$(cat pipe.rc 2>/dev/null)" == 0 && "$(tail -n 1 pipe.out)" == done ]] \
   || die "ZNS_STATS=1 into a closed pipe: exited $(cat pipe.rc 2>/dev/null || echo '?') (141 = killed by SIGPIPE)"
 log "pipe: the table into a closed pipe, exit 0"
+# A forked child (with %p: a series of its own) of a parent whose series was cut short must still
+# write its own lines: the child lifts its soft limit and runs 400 ms with a 20 ms interval.
+cat >fork_cut.py <<'PYEOF'
+import os, resource, time
+time.sleep(0.3)                       # the parent's first lines cross the 1 KiB soft limit
+pid = os.fork()
+if pid == 0:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    keep = []
+    t0 = time.time()
+    while time.time() - t0 < 0.4:
+        keep.append(str(len(keep)) * 3)
+    os._exit(0)
+_, st = os.waitpid(pid, 0)
+print("child", pid, "status", st)
+PYEOF
+rc=0
+(ulimit -S -f 1 && exec timeout 60 env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/fk.%p.jsonl" ZNS_STATS_INTERVAL_MS=20 \
+   "${PRELOAD[@]}" /usr/bin/python3 fork_cut.py) >fork_cut.out 2>fork_cut.err || rc=$?
+child=$(sed -n 's/^child \([0-9]*\) status 0$/\1/p' fork_cut.out)
+[[ $rc == 0 && -n $child ]] || { cat fork_cut.out fork_cut.err; die "fork_cut.py: exited $rc, or its child failed"; }
+n=$(wc -l <"fk.$child.jsonl" 2>/dev/null || echo 0)
+[[ $n -ge 5 ]] || die "a child forked after its parent's series was cut short wrote $n lines to fk.$child.jsonl (expected >= 5 in 400 ms at 20 ms)"
+log "fork after a cut: the child's own series has $n lines"
 
 if [[ ${#FAILED_CHECKS[@]} -gt 0 ]]; then
   die "${#FAILED_CHECKS[@]} check(s) failed: $(printf '%s; ' "${FAILED_CHECKS[@]}")
