@@ -50,20 +50,23 @@ cc -O1 -g -fno-builtin -pthread -Wall -Werror "$PROG_LIB/stats_prog.c" -o stats_
 PROG=$TMPD/stats_prog
 PRELOAD=(LD_PRELOAD="$ZNS_LIB")
 
-# run LABEL [VAR=value...] -- ARGS...: the program under the shim; LABEL.out / LABEL.err.
-# Fails unless it exits 0 and prints "done"; the caller checks stderr.
+# [RUN_FSIZE=N] run LABEL [VAR=value...] -- ARGS...: the program under the shim (with RUN_FSIZE,
+# under ulimit -f N); LABEL.out / LABEL.err.  Fails unless it exits 0 and prints "done"; the
+# caller checks stderr.
 run() {
   local label=$1; shift
   local envs=()
   while [[ $1 != -- ]]; do envs+=("$1"); shift; done
   shift
   local rc=0
-  timeout 60 env "${envs[@]}" "${PRELOAD[@]}" "$PROG" "$@" >"$label.out" 2>"$label.err" \
+  (if [[ -n ${RUN_FSIZE:-} ]]; then ulimit -f "$RUN_FSIZE" || exit 99; fi
+   exec timeout 60 env "${envs[@]}" "${PRELOAD[@]}" "$PROG" "$@") >"$label.out" 2>"$label.err" \
     || rc=$?
   if [[ $rc != 0 || "$(tail -n 1 "$label.out")" != "done" ]]; then
     sed 's/^/    stderr: /' "$label.err" | head -n 20
-    die "$label: stats_prog $* exited $rc (124 = timeout, 134 = abort, 139 = SIGSEGV) or did not
-  finish. Repro: ${envs[*]} ${PRELOAD[*]} $PROG $*   (built from $PROG_LIB/stats_prog.c)"
+    die "$label: stats_prog $* exited $rc${RUN_FSIZE:+ under ulimit -f $RUN_FSIZE} (124 = timeout, 134 = abort,
+  139 = SIGSEGV, 153 = SIGXFSZ) or did not finish.
+  Repro: ${envs[*]} ${PRELOAD[*]} $PROG $*   (built from $PROG_LIB/stats_prog.c)"
   fi
 }
 quiet() {   # LABEL: stderr of the run must be empty
@@ -224,23 +227,10 @@ log "known variables with good values: no warning"
 # default action ends the program (exit 153: at exit, or mid-run from the interval thread): the
 # program must exit 0 as it would without ZNS_STATS, and stderr say in one line that the file was
 # cut short and why.
-fsize_run() {   # LABEL VAR=value... -- ARGS...: like run, under ulimit -f 1
-  local label=$1; shift
-  local envs=()
-  while [[ $1 != -- ]]; do envs+=("$1"); shift; done
-  shift
-  local rc=0
-  (ulimit -f 1 && exec timeout 60 env "${envs[@]}" "${PRELOAD[@]}" "$PROG" "$@") \
-    >"$label.out" 2>"$label.err" || rc=$?
-  if [[ $rc != 0 || "$(tail -n 1 "$label.out")" != "done" ]]; then
-    sed 's/^/    stderr: /' "$label.err" | head -n 20
-    die "$label: stats_prog $* exited $rc under ulimit -f 1 (153 = killed by SIGXFSZ) or did not finish"
-  fi
-}
-fsize_run fsize-json ZNS_STATS="$TMPD/f.json" -- live 1
+RUN_FSIZE=1 run fsize-json ZNS_STATS="$TMPD/f.json" -- live 1
 one_line_naming fsize-json "$TMPD/f.json" "cut short" "file size limit"
 [[ $(stat -c %s f.json) == 1024 ]] || die "f.json: $(stat -c %s f.json) bytes, expected the 1024 the limit lets through"
-fsize_run fsize-jsonl ZNS_STATS="$TMPD/f.jsonl" ZNS_STATS_INTERVAL_MS=50 -- interval 1 600
+RUN_FSIZE=1 run fsize-jsonl ZNS_STATS="$TMPD/f.jsonl" ZNS_STATS_INTERVAL_MS=50 -- interval 1 600
 one_line_naming fsize-jsonl "$TMPD/f.jsonl" "cut short" "file size limit"   # (no line after the first failure)
 # The text table to stderr, a file that already holds 1000 bytes (so the table, some hundred
 # bytes, crosses the limit).
