@@ -1,6 +1,7 @@
 """Tables, targets and charts for bench/run_bench.py (RESULTS.md and bench/plots/*.png)."""
 import os
 import statistics
+import sys
 
 PEERS = ["jemalloc", "mimalloc", "tcmalloc"]
 STAGE_ORDER = ["callgrind", "micro", "latency", "memory", "programs", "redis", "tier", "checks"]
@@ -840,7 +841,8 @@ def make_plots(ctx, outdir):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except Exception as e:
-        return {"error": "matplotlib not available (%s); install python3-matplotlib" % e}
+        return {"error": "matplotlib not available to %s (%s); install python3-matplotlib and run "
+                         "Debian's /usr/bin/python3 (as make bench does)" % (sys.executable, e)}
     os.makedirs(outdir, exist_ok=True)
     files = []
 
