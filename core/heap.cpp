@@ -893,7 +893,7 @@ bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {   // false: the inbox wa
 
 // Put the bin's `last` block back into its slab's bitmap (before anyone else looks at the slab):
 // the current slab or one of the cache's parked ones, whose credit it counts.
-void flush_last(ThreadCache *tc, Bin &b) {
+void flush_last(ThreadCache *tc, Bin b) {
   if (!b.last) return;
   SlabMeta *s = head_meta(b.last);
   int i = block_index(s, b.last);
@@ -905,7 +905,7 @@ void flush_last(ThreadCache *tc, Bin &b) {
 // Point a bin at the first bitmap word of s with a free block, from word `from` on and then from
 // word 0 (a 16 B slab has 64 words: a step to the next word need not scan the ones it used up);
 // false if there is none.
-bool bin_point(Bin &b, SlabMeta *s, unsigned from = 0) {
+bool bin_point(Bin b, SlabMeta *s, unsigned from = 0) {
   std::atomic<uint64_t> *f = bits(s);
   if (f == full_bits()) return false;   // a full slab (a current one always has a record)
   for (unsigned k = 0, words = words_of(s); k < words; ++k)
@@ -930,7 +930,7 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   // or is already in this thread's buffer (a 1024-bit filter says when to look); the rest when
   // the buffer is applied.
   if (freed_in_bitmap(s, unsigned(i) >> 6, uint64_t(1) << (i & 63))) fatal(kFreeOfFree, call, p);
-  if (owner != kSharedOwner && __atomic_load_n(&g_caches[owner_cache(owner)]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
+  if (owner != kSharedOwner && __atomic_load_n(&g_caches[owner_cache(owner)]->last[s->cls], __ATOMIC_RELAXED) == p)
     fatal("double free", call, p);
   ThreadCache *tc = t_cache;
   // A thread that only frees (a consumer) gets a cache once it has freed kRemoteBuffer blocks, so
@@ -1200,11 +1200,11 @@ bool parked_purge(SlabMeta *s) {
 
 // The current slab of a class, whatever the mode.
 SlabMeta *current_slab(ThreadCache *tc, unsigned c) {
-  return g_secure ? tc->secure_slab[c] : bin_slab(tc->bin[c]);
+  return g_secure ? tc->secure_slab[c] : bin_slab(bin_of(tc, c));
 }
 
 // The lowest free block of the word the bin points at (it has one).
-ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin &b, unsigned cls) {
+ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin b, unsigned cls) {
   uint64_t bits = b.word->load(std::memory_order_relaxed);
   b.word->store(bits & (bits - 1), std::memory_order_relaxed);
   tc->alloc_count[cls]++;
@@ -1216,7 +1216,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   if (ZNS_UNLIKELY(g_secure)) return secure_alloc(tc, cls);
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
   __atomic_store_n(&tc->last_refill_ms, uint32_t(now_ms()), __ATOMIC_RELAXED);
-  Bin &b = tc->bin[cls];
+  Bin b = bin_of(tc, cls);
   flush_last(tc, b);   // (malloc takes `last` first, so it is empty here but for the orphan cache)
   SlabMeta *s = bin_slab(b);
   // Remote bits of an owned slab are always announced by its remote hint (see apply_remote and
@@ -1227,8 +1227,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   if (!ok) {
     // No free block left: let the freers have it.  A bin never names a slab we gave up, not
     // even for an instant (a fork here would hand the child a cache with a stale slab).
-    __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
-    b.word = &g_zero_word; b.base = nullptr; b.size = 0;
+    bin_clear(b);
     if (s) park(tc, s);
     if (!(s = unpark(tc, cls)) && !(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id)))
       return nullptr;
@@ -1341,11 +1340,10 @@ void tc_exit(void *arg) {
     // Every slab goes: empty ones to the depot, the others shared, so no memory waits for the
     // next thread that adopts this cache.
     for (unsigned c = 0; c < kNumClasses; ++c) {
-      flush_last(tc, tc->bin[c]);
+      flush_last(tc, bin_of(tc, c));
       SlabMeta *s = current_slab(tc, c);
       tc->secure_slab[c] = nullptr;
-      __atomic_store_n(&tc->bin[c].last, nullptr, __ATOMIC_RELAXED);
-      tc->bin[c].word = &g_zero_word; tc->bin[c].base = nullptr; tc->bin[c].size = 0;
+      bin_clear(bin_of(tc, c));
       tc->partial_tail[c] = kNil;   // (emptied below)
       for (uint32_t *list : {&tc->partial[c], &tc->full[c]})   // parked slabs first, then the current
         while (*list != kNil) {
@@ -1466,8 +1464,8 @@ void fork_child_shared_claims() {
 // had taken from the depot and not yet made its own, its quarantine (ZNS_SECURE), a merge cut
 // between its exchange and its OR.
 void fork_child_salvage(ThreadCache *tc) {
-  for (Bin &b : tc->bin) {
-    void *p = __atomic_load_n(&b.last, __ATOMIC_RELAXED);
+  for (unsigned c = 0; c < kNumClasses; ++c) {
+    void *p = __atomic_load_n(&tc->last[c], __ATOMIC_RELAXED);
     if (!p || !owns(p)) continue;
     SlabMeta *s = head_meta(p);
     int i = owner_cache(s->owner.load(std::memory_order_relaxed)) == tc->id ? block_index(s, p) : -1;
@@ -1482,7 +1480,7 @@ void fork_child_salvage(ThreadCache *tc) {
     give_up(s);
   }
   for (unsigned c = 0; c < kNumClasses; ++c) {
-    tc->bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
+    bin_clear(bin_of(tc, c));
     tc->partial[c] = tc->partial_tail[c] = tc->full[c] = kNil;
     tc->secure_slab[c] = nullptr;
   }
@@ -1517,7 +1515,7 @@ void fork_child() {
     if (tc->busy) {
       fork_child_salvage(tc);   // cut in the middle of a change: never used as it is
     } else {
-      for (Bin &b : tc->bin) flush_last(tc, b);
+      for (unsigned c = 0; c < kNumClasses; ++c) flush_last(tc, bin_of(tc, c));
       if (g_secure) secure_drain(tc);   // else its quarantined blocks would stay out for good
       drain_inbox(tc, false);
     }
@@ -1677,7 +1675,7 @@ void *alloc_slow(unsigned cls) {
   // free blocks (a partly free slab in a steady churn: one malloc in 30 in bench/latency's).  It
   // needs none of the refill's bookkeeping (remote buffer, clock, inbox).  (The sentinel caches'
   // bins and secure mode's name no slab.)
-  Bin &b = tc->bin[cls];
+  Bin b = bin_of(tc, cls);
   if (SlabMeta *s = bin_slab(b)) {   // (a sentinel's bins name no slab)
     SlowPath busy(tc);
     if (bin_point(b, s, unsigned(b.word - bits(s)) + 1)) return take_lowest(tc, b, cls);
@@ -1795,7 +1793,7 @@ void free_local_checked(void *p, SlabMeta *s, const char *call) {
   if (word & bit) fatal(kFreeOfFree, call, p);
   if (remote_word(s, i >> 6, std::memory_order_seq_cst) & bit) fatal("double free", call, p);
   ThreadCache *tc = t_cache;
-  if (tc->bin[s->cls].last == p) fatal("double free", call, p);
+  if (tc->last[s->cls] == p) fatal("double free", call, p);
   wp->store(word | bit, std::memory_order_relaxed);
   if (--s->credit == 0) credit_out(tc, s);
 }
@@ -1843,7 +1841,7 @@ size_t live_block_size(const void *p, const char *call) {
   if (freed_in_bitmap(s, w, bit) || (remote_word(s, w, std::memory_order_relaxed) & bit))
     fatal("use of a freed block", call, p);
   if (owner != kSharedOwner &&
-      __atomic_load_n(&g_caches[owner_cache(owner)]->bin[s->cls].last, __ATOMIC_RELAXED) == p)
+      __atomic_load_n(&g_caches[owner_cache(owner)]->last[s->cls], __ATOMIC_RELAXED) == p)
     fatal("use of a freed block", call, p);
   ThreadCache *tc = t_cache;
   for (unsigned k = 0; k < tc->remote_count; ++k)
@@ -1883,7 +1881,7 @@ void heap_snapshot(HeapSnapshot *out) {
     ThreadCache *tc = g_caches[id];
     if (!tc) continue;
     for (unsigned c = 0; c < kNumClasses; ++c)
-      if (__atomic_load_n(&tc->bin[c].last, __ATOMIC_RELAXED) && out->cls[c].live) out->cls[c].live--;
+      if (__atomic_load_n(&tc->last[c], __ATOMIC_RELAXED) && out->cls[c].live) out->cls[c].live--;
   }
   for (unsigned c = 0; c < kNumClasses; ++c)
     if (out->cls[c].live > out->cls[c].allocated) out->cls[c].allocated = out->cls[c].live;

@@ -63,7 +63,7 @@ inline constexpr uint32_t kGuardGroup = 64;
 // The life of a slab.  A cache owns exactly one slab per class, its current one, so a free by
 // the owner never has to move a slab between lists.
 enum SlabState : uint8_t {
-  kCurrent = 0,   // the slab of tc->bin[cls]; stays even when empty
+  kCurrent = 0,   // the slab of the cache's bin for cls; stays even when empty
   kParkedFull = 4,     // owned, not current, no free block: on its cache's full list
   kParkedPartial = 5,  // owned, not current, some free blocks: on its cache's partial list
   kShared = 2,    // given up by its cache when it ran out of free blocks: every free is remote;
@@ -162,21 +162,28 @@ static_assert(sizeof(RemoteState) == 64, "RemoteState mirrors SlabMeta");
 static_assert(offsetof(SlabMeta, inline_free) == kInlineWord0 * 8 &&
               offsetof(RemoteState, inline_bits) == kInlineWord0 * 8, "the mirror's layout");
 
-// Where a cache allocates a class from: one bitmap word of its current slab.
+// Where a cache allocates a class from: one bitmap word of its current slab.  The cache keeps its
+// bins as four arrays indexed by class (ThreadCache.last/word/base/size), so that the fast paths
+// reach each field with one indexed load and no address arithmetic; a Bin is a view of one class's
+// entries (references into the arrays), for the slow paths.
 struct Bin {
-  void *last;                    // the block its owner freed last, if its bit is still clear: the
+  void *&last;                   // the block its owner freed last, if its bit is still clear: the
                                  // next malloc returns it without touching the bitmap; or null
-  std::atomic<uint64_t> *word;   // never null: a word of the current slab's bitmap, or g_zero_word
-  char *base;                    // address of the word's block 0
-  uint32_t size;                 // block size
+  std::atomic<uint64_t> *&word;  // never null: a word of the current slab's bitmap, or g_zero_word
+  char *&base;                   // address of the word's block 0
+  uint32_t &size;                // block size
 };
 extern std::atomic<uint64_t> g_zero_word;   // always 0: the word of "no current slab"
 
 // A thread's cache.  Lives in internal memory, never freed: when its thread exits it goes to a
 // pool and the next new thread adopts it.
 struct ThreadCache {
-  Bin bin[kNumClasses];                 // the current slab of each class (its head meta is the
-                                        // word's cache line), or g_zero_word
+  // The bins (see Bin): the current slab of each class (its head meta is the word's cache line),
+  // or g_zero_word.  `last` first: a malloc+free pair touches nothing else of the cache.
+  void *last[kNumClasses];
+  std::atomic<uint64_t> *word[kNumClasses];
+  char *base[kNumClasses];
+  uint32_t size[kNumClasses];
   uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
                                         // derived: allocated - live, live from the slabs)
   // Parked slabs per class (see kCurrentCredit), doubly linked through SlabMeta.prev/next; only the
@@ -209,14 +216,21 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : bin{}, alloc_count{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
+      : last{}, word{}, base{}, size{}, alloc_count{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
         attached(false), busy(0), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
-      bin[c] = Bin{nullptr, &g_zero_word, nullptr, 0};
+      word[c] = &g_zero_word;
       partial[c] = partial_tail[c] = full[c] = kNil;
     }
   }
 };
+
+// Bin c of cache tc (a view: references into its arrays).
+inline Bin bin_of(ThreadCache *tc, unsigned c) { return Bin{tc->last[c], tc->word[c], tc->base[c], tc->size[c]}; }
+inline void bin_clear(Bin b) {   // no current slab
+  __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
+  b.word = &g_zero_word; b.base = nullptr; b.size = 0;
+}
 
 // All ones: the bitmap of a full slab with no record (see SlabMeta "Full slabs"), in read-only
 // memory, long enough for any slab.
@@ -346,7 +360,7 @@ ZNS_INLINE SlabMeta *head_meta(const void *p) {
   return &g_region.meta[(uintptr_t(p) - uintptr_t(g_region.base)) >> kGroupShift];
 }
 // The current slab of a bin (the slab of its word's block 0), or nullptr.
-ZNS_INLINE SlabMeta *bin_slab(const Bin &b) {
+ZNS_INLINE SlabMeta *bin_slab(Bin b) {
   return b.word == &g_zero_word ? nullptr : head_meta(b.base);
 }
 // Block index of p in slab s, or -1 when p is not the start of a block.
@@ -378,23 +392,23 @@ inline constexpr bool kFastChecks = true;
 // to go slow (first use, slab exhausted, thread exited) is "that word is zero"; then `miss(cls)`
 // runs as a tail call (the shim's miss falls through to the next allocator when the heap is full).
 template <class Miss>
-ZNS_INLINE void *alloc_class(unsigned cls, Miss miss) {
+ZNS_INLINE void *alloc_class(size_t cls, Miss miss) {   // (size_t: no zero extension for the indexes)
   ThreadCache *tc = t_cache;
-  Bin *bp = &tc->bin[cls];
-  __asm__("" : "+r"(bp));   // one address for every use (GCC would compute it again for base/size)
-  Bin &b = *bp;
-  if (void *p = b.last) {
-    __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);   // free_remote reads it
+  if (void *p = tc->last[cls]) {
+    __atomic_store_n(&tc->last[cls], nullptr, __ATOMIC_RELAXED);   // free_remote reads it
     tc->alloc_count[cls]++;
     return p;
   }
-  uint64_t bits = b.word->load(std::memory_order_relaxed);
+  std::atomic<uint64_t> *wp = tc->word[cls];
+  uint64_t bits = wp->load(std::memory_order_relaxed);
   if (ZNS_UNLIKELY(bits == 0)) return miss(cls);   // never write the shared sentinel caches
-  b.word->store(bits & (bits - 1), std::memory_order_relaxed);
+  wp->store(bits & (bits - 1), std::memory_order_relaxed);
   tc->alloc_count[cls]++;
-  return b.base + unsigned(__builtin_ctzll(bits)) * b.size;
+  return tc->base[cls] + unsigned(__builtin_ctzll(bits)) * tc->size[cls];
 }
-ZNS_INLINE void *alloc_class(unsigned cls) { return alloc_class(cls, alloc_slow); }
+ZNS_INLINE void *alloc_class(size_t cls) {
+  return alloc_class(cls, [](size_t c) { return alloc_slow(unsigned(c)); });
+}
 ZNS_INLINE void *alloc(size_t n) { return alloc_class(class_of(n)); }
 
 // free of a pointer in the region: set its bit if this thread owns the slab; anything else
@@ -413,8 +427,7 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   uint64_t bit = uint64_t(1) << (i & 63), word = wp->load(std::memory_order_relaxed);
   if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
     return free_local_checked(p, s, call);   // the same free, after a look at the remote bits
-  void **lastp = &tc->bin[s->cls].last;
-  __asm__("" : "+r"(lastp));   // one address for the load and the store (GCC would compute it twice)
+  void **lastp = &tc->last[s->cls];
   void *last = *lastp;
   if (last == nullptr) {
     __atomic_store_n(lastp, p, __ATOMIC_RELAXED);   // free_remote reads it
@@ -443,7 +456,7 @@ ZNS_INLINE size_t usable_size(const void *p, const char *call) {
     std::atomic<uint64_t> *b = bits(s);   // (kFullBits: every block is out)
     if (ZNS_LIKELY(fast_index(s, uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1)), &i) &&
                    (b == full_bits() || !(b[i >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))) &&
-                   tc->bin[s->cls].last != p))
+                   tc->last[s->cls] != p))
       return s->size;
   }
   return live_block_size(p, call);

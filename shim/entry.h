@@ -17,7 +17,7 @@ ZNS_NOINLINE void *malloc_miss(unsigned cls, size_t n);
 
 ZNS_INLINE void *malloc_impl(size_t n) {
   if (ZNS_LIKELY(n <= kMaxSmall))
-    return alloc_class(class_of(n), [n](unsigned cls) { return malloc_miss(cls, n); });
+    return alloc_class(class_of(n), [n](size_t cls) { return malloc_miss(unsigned(cls), n); });
   return next_malloc(n);
 }
 

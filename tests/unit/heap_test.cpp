@@ -354,7 +354,7 @@ TEST_CASE("a slab's next owner starts without a former owner's remote hint") {
     REQUIRE(mine);
     CHECK(s->remote_hint.load() == 0);
     dealloc(mine, "test");
-    CHECK(t_cache->bin[class_of(1024)].last == mine);   // the fast path's slot, not the bitmap
+    CHECK(t_cache->last[class_of(1024)] == mine);   // the fast path's slot, not the bitmap
     for (void *p : u)
       if (p != mine) dealloc(p, "test");
   }).join();
@@ -588,10 +588,10 @@ TEST_CASE("a fork's child salvages a cache that was cut in the middle of a chang
     p = alloc(256);   // a cache, a current slab of 256 B blocks
     otc = t_cache;
     otc->busy++;
-    otc->bin[c].base += 8;  // as if a bin_point had stored the new base and not yet the word
+    otc->base[c] += 8;  // as if a bin_point had stored the new base and not yet the word
     step = 1;
     while (step.load() != 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    otc->bin[c].base -= 8;
+    otc->base[c] -= 8;
     otc->busy--;
   });
   while (step.load() != 1) std::this_thread::yield();
