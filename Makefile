@@ -14,7 +14,7 @@ LIBFLAGS := $(CXXSTD) $(OPT) -g -fPIC -fvisibility=hidden -fno-exceptions -fno-r
 NEWFLAGS := $(filter-out -fno-exceptions,$(LIBFLAGS)) -fexceptions
 
 CORE_SRC := $(wildcard core/*.cpp) $(wildcard tier/*.cpp)
-SHIM_SRC := shim/malloc.cpp
+SHIM_SRC := shim/malloc.cpp shim/deepbind.cpp
 CORE_OBJ := $(CORE_SRC:%.cpp=$(BUILD)/%.o)
 SHIM_OBJ := $(SHIM_SRC:%.cpp=$(BUILD)/%.o)
 NEW_OBJ  := $(BUILD)/shim/new_delete.o
@@ -42,7 +42,7 @@ BUILD_PKGS := g++ make
 PY_VER     := $(or $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null),3.11)
 TEST_PKGS  := doctest-dev python3 python3-matplotlib sqlite3 redis-server redis-tools valgrind \
               libpython$(PY_VER)-testsuite git perl gcc cmake ninja-build xz-utils openssl jq tcl \
-              postgresql xfsprogs
+              postgresql xfsprogs php-cli
 BENCH_PKGS := libbenchmark-dev libjemalloc-dev libjemalloc2 libmimalloc-dev libmimalloc2.0 \
               libgoogle-perftools-dev libgoogle-perftools4 libtcmalloc-minimal4 python3-matplotlib
 
@@ -59,6 +59,8 @@ $(BUILD)/core/%.o: core/%.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/zns_
 $(BUILD)/tier/%.o: tier/%.cpp $(wildcard core/*.h core/*.def tier/*.h) | $(BUILD)/tier
 	$(CXX) $(LIBFLAGS) -c $< -o $@
 $(BUILD)/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/zns_slab.h | $(BUILD)/shim
+	$(CXX) $(LIBFLAGS) -c $< -o $@
+$(BUILD)/shim/deepbind.o: shim/deepbind.cpp core/platform.h | $(BUILD)/shim
 	$(CXX) $(LIBFLAGS) -c $< -o $@
 $(NEW_OBJ): shim/new_delete.cpp $(wildcard core/*.h core/*.def) shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(NEWFLAGS) -c $< -o $@

@@ -17,23 +17,28 @@ $(UNIT_BIN): $(UNIT_SRC) $(CORE_OBJ) $(wildcard core/*.h core/*.def) | $(BUILD)/
 # Dynamic builds know nothing of ZNS-Slab (zns_owns is a weak reference resolved at run time).
 $(BUILD)/tests/%: tests/%.c $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
-	$(CC) $(TEST_CFLAGS) $< -o $@ -ldl
+	$(CC) $(TEST_CFLAGS) $< -o $@ $(TEST_LDFLAGS) -ldl
 $(BUILD)/tests/%: tests/%.cpp $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXSTD) $(TEST_CFLAGS) $< -o $@ -ldl
 # Static builds: the archive replaces malloc at link time (the README's link line).
 $(BUILD)/tests/%.static: tests/%.c $(AR) $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
-	$(CC) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -lstdc++ -ldl
+	$(CC) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ $(TEST_LDFLAGS) -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -lstdc++ -ldl
 $(BUILD)/tests/%.static: tests/%.cpp $(AR) $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXSTD) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -ldl
 
-# Plugins that tests/api programs dlopen (next to them: the program finds them by its own path).
-TEST_PLUGINS  := $(BUILD)/tests/api/libzt_deepbind.so
+# Plugins that tests/api programs dlopen (next to them: the program finds them by its own path,
+# and tests/api/deepbind also by a bare name through its RUNPATH).
+TEST_PLUGINS  := $(BUILD)/tests/api/libzt_deepbind.so $(BUILD)/tests/api/libzt_deepbind_now.so
 $(BUILD)/tests/api/libzt_deepbind.so: tests/api/lib/zt_deepbind_lib.c | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fPIC -shared $< -o $@
+$(BUILD)/tests/api/libzt_deepbind_now.so: tests/api/lib/zt_deepbind_lib.c | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fPIC -fno-plt -shared -Wl,-z,now -Wl,-z,relro $< -o $@
+$(BUILD)/tests/api/deepbind $(BUILD)/tests/api/deepbind.static: TEST_LDFLAGS := -Wl,-rpath,'$$ORIGIN'
 
 .PHONY: test test-unit test-build
 # driven by tests/tier/run.sh
