@@ -31,13 +31,27 @@ $(BUILD)/tests/%.static: tests/%.cpp $(AR) $(wildcard tests/api/*.h) | $(BUILD)/
 
 # Plugins that tests/api programs dlopen (next to them: the program finds them by its own path,
 # and tests/api/deepbind also by a bare name through its RUNPATH).
-TEST_PLUGINS  := $(BUILD)/tests/api/libzt_deepbind.so $(BUILD)/tests/api/libzt_deepbind_now.so
+# libzt_deepbind_outer.so opens libzt_deepbind_own.so (which brings its own allocator,
+# libzt_myalloc.so) from its constructor; libzt_textrel.so has a text relocation.
+TEST_PLUGINS  := $(addprefix $(BUILD)/tests/api/,libzt_deepbind.so libzt_deepbind_now.so \
+                   libzt_myalloc.so libzt_deepbind_own.so libzt_deepbind_outer.so libzt_textrel.so)
 $(BUILD)/tests/api/libzt_deepbind.so: tests/api/lib/zt_deepbind_lib.c | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fPIC -shared $< -o $@
 $(BUILD)/tests/api/libzt_deepbind_now.so: tests/api/lib/zt_deepbind_lib.c | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fPIC -fno-plt -shared -Wl,-z,now -Wl,-z,relro $< -o $@
+$(BUILD)/tests/api/libzt_myalloc.so: tests/api/lib/zt_myalloc.c | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fPIC -shared $< -o $@
+$(BUILD)/tests/api/libzt_deepbind_own.so: tests/api/lib/zt_deepbind_lib.c $(BUILD)/tests/api/libzt_myalloc.so
+	$(CC) -O1 -g -fPIC -shared $< -o $@ -L$(BUILD)/tests/api -lzt_myalloc -Wl,-rpath,'$$ORIGIN'
+$(BUILD)/tests/api/libzt_deepbind_outer.so: tests/api/lib/zt_deepbind_outer.c | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fPIC -shared $< -o $@ -ldl
+$(BUILD)/tests/api/libzt_textrel.so: tests/api/lib/zt_textrel.c | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fPIC -shared $< -o $@ -Wl,-z,notext
 $(BUILD)/tests/api/deepbind $(BUILD)/tests/api/deepbind.static: TEST_LDFLAGS := -Wl,-rpath,'$$ORIGIN'
 
 .PHONY: test test-unit test-build

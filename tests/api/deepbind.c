@@ -11,12 +11,23 @@
  *     the program that the plugin frees is the next one the program's malloc of that size gets
  *     (the free went to this thread's cache, not to glibc);
  *   - a dlopen without RTLD_DEEPBIND still finds a library by a bare name through the calling
- *     program's RUNPATH (the interposed dlopen is a tail jump: glibc sees the real caller);
- *   - errno survives the plugin's free. */
+ *     program's RUNPATH (the interposed dlopen is a jump: glibc sees the real caller), and so does
+ *     one with it (the lazy plugin is opened by its bare name, the other by a `$ORIGIN` path: both
+ *     the program's, not the shim's);
+ *   - errno survives the plugin's free;
+ *   - a deep-bound plugin whose dependency brings its own allocator keeps it, also when it is
+ *     opened by another plugin's constructor (inside the outer dlopen, by a `$ORIGIN` path that is
+ *     the outer plugin's directory) and when an older library is opened again with
+ *     RTLD_DEEPBIND later: the rebinding touches only the objects its own call loaded (it used to
+ *     walk every object loaded after, and gave the inner plugin's unbound free to ZNS-Slab: abort);
+ *   - a slot in a read-only page that is not RELRO (a text relocation) is rebound (SIGSEGV before);
+ *   - a thread doing DEEPBIND opens while another opens a library whose constructor does one
+ *     finishes (a lock held across the loader deadlocked). */
 #include "tests/api/zns_test.h"
 
 #include <dlfcn.h>
 #include <libgen.h>
+#include <pthread.h>
 
 struct plugin {
   const char *name;
@@ -46,12 +57,11 @@ static void *sym(void *h, const char *name) {
   return f;
 }
 
+/* file: as dlopen gets it (a bare name, a `$ORIGIN` path) */
 static void load(struct plugin *pl, const char *file, int flags) {
-  char path[4160];
-  plugin_path(path, sizeof path, file);
   pl->name = file;
-  pl->h = dlopen(path, flags | RTLD_LOCAL | RTLD_DEEPBIND);
-  REQUIRE(pl->h != NULL, "dlopen(%s, RTLD_DEEPBIND): %s", path, dlerror());
+  pl->h = dlopen(file, flags | RTLD_LOCAL | RTLD_DEEPBIND);
+  REQUIRE(pl->h != NULL, "dlopen(%s, RTLD_DEEPBIND): %s", file, dlerror());
   pl->malloc_ = (void *(*)(size_t))sym(pl->h, "zt_lib_malloc");
   pl->calloc_ = (void *(*)(size_t, size_t))sym(pl->h, "zt_lib_calloc");
   pl->realloc_ = (void *(*)(void *, size_t))sym(pl->h, "zt_lib_realloc");
@@ -135,6 +145,90 @@ static void exercise(const struct plugin *pl, int zns) {
   CHECK(zt_errno() == 4242, "%s: the plugin's free(program's block) changed errno to %d", pl->name, errno);
 }
 
+/* libzt_deepbind_outer.so (opened deep-bound by its path) opened libzt_deepbind_own.so from its
+ * constructor; own's allocator is libzt_myalloc.so's. */
+static void own_allocator(const struct plugin *lazy, int zns) {
+  char path[4160];
+  plugin_path(path, sizeof path, "libzt_deepbind_outer.so");
+  void *outer = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  REQUIRE(outer != NULL, "dlopen(%s, RTLD_DEEPBIND): %s", path, dlerror());
+  void *own = *(void **)sym(outer, "zt_outer_own");
+  void *block = *(void **)sym(outer, "zt_outer_block");
+  int (*owns)(const void *) = (int (*)(const void *))sym(own, "zt_myalloc_owns");
+  void *(*own_malloc)(size_t) = (void *(*)(size_t))sym(own, "zt_lib_malloc");
+  void *(*own_calloc)(size_t, size_t) = (void *(*)(size_t, size_t))sym(own, "zt_lib_calloc");
+  void *(*own_realloc)(void *, size_t) = (void *(*)(void *, size_t))sym(own, "zt_lib_realloc");
+  void (*own_free)(void *) = (void (*)(void *))sym(own, "zt_lib_free");
+  size_t (*own_usable)(void *) = (size_t (*)(void *))sym(own, "zt_lib_usable");
+  CHECK(owns(block), "the block the inner plugin took in the outer one's constructor is not its allocator's");
+  own_free(block);   /* its free: bound lazily now, to its own allocator (ZNS-Slab's aborted) */
+  void *m = own_malloc(100);
+  CHECK(owns(m), "the inner plugin's malloc(100) = %p is not its own allocator's", m);
+  CHECK(own_usable(m) == 100, "the inner plugin's malloc_usable_size = %zu, its allocator says 100", own_usable(m));
+  own_free(m);
+  /* an older library opened again deep-bound: nothing of the inner plugin may change */
+  void *again = dlopen("libzt_deepbind.so", RTLD_LAZY | RTLD_LOCAL | RTLD_DEEPBIND);
+  CHECK(again == lazy->h, "opening libzt_deepbind.so again gave %p, not its handle %p", again, lazy->h);
+  void *c = own_calloc(10, 10);   /* the first calls of these two in the inner plugin */
+  CHECK(c != NULL && owns(c), "after a re-open, the inner plugin's calloc = %p is not its allocator's", c);
+  void *r = own_realloc(c, 300);
+  CHECK(r != NULL && owns(r), "after a re-open, the inner plugin's realloc = %p is not its allocator's", r);
+  own_free(r);
+  if (again) dlclose(again);
+  /* the outer plugin itself is rebound: the program's block it frees goes to ZNS-Slab */
+  void (*outer_free)(void *) = (void (*)(void *))sym(outer, "zt_outer_free");
+  char *a = ZT_OPAQUE((char *)malloc(40));
+  outer_free(a);
+  char *b = ZT_OPAQUE((char *)malloc(40));
+  if (zns) CHECK(a == b, "the outer plugin's free of the program's block %p did not reach ZNS-Slab (next: %p)", (void *)a, (void *)b);
+  free(b);
+  dlclose(outer);
+}
+
+/* A table slot in a read-only page that is not RELRO (DT_TEXTREL). */
+static void textrel(int zns) {
+  char path[4160];
+  plugin_path(path, sizeof path, "libzt_textrel.so");
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  REQUIRE(h != NULL, "dlopen(%s, RTLD_DEEPBIND): %s", path, dlerror());
+  void (*tr_free)(void *) = (void (*)(void *))sym(h, "zt_textrel_free");
+  char *a = ZT_OPAQUE((char *)malloc(24));
+  tr_free(a);   /* glibc's free of ZNS-Slab's block aborted */
+  char *b = ZT_OPAQUE((char *)malloc(24));
+  if (zns) CHECK(a == b, "libzt_textrel's free of the program's block %p did not reach ZNS-Slab (next: %p)", (void *)a, (void *)b);
+  free(b);
+  dlclose(h);
+}
+
+/* One thread opens and closes a deep-bound plugin; this one opens (without RTLD_DEEPBIND) and
+ * closes libzt_deepbind_outer.so, whose constructor does a deep-bound open. */
+static void *deep_opener(void *arg) {
+  const char *path = arg;
+  for (int i = 0; i < 300; i++) {
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    REQUIRE(h != NULL, "dlopen(%s, RTLD_DEEPBIND) in a thread: %s", path, dlerror());
+    ((void (*)(void *))sym(h, "zt_lib_free"))(ZT_OPAQUE(malloc(64)));
+    dlclose(h);
+  }
+  return NULL;
+}
+static void concurrent_opens(void) {
+  static char now_path[4160];
+  char outer_path[4160];
+  plugin_path(now_path, sizeof now_path, "libzt_deepbind_now.so");
+  plugin_path(outer_path, sizeof outer_path, "libzt_deepbind_outer.so");
+  alarm(120);   /* a deadlock ends the test with SIGALRM instead of hanging it */
+  pthread_t t;
+  REQUIRE(pthread_create(&t, NULL, deep_opener, now_path) == 0);
+  for (int i = 0; i < 300; i++) {
+    void *h = dlopen(outer_path, RTLD_NOW | RTLD_LOCAL);
+    REQUIRE(h != NULL, "dlopen(%s): %s", outer_path, dlerror());
+    dlclose(h);
+  }
+  pthread_join(t, NULL);
+  alarm(0);
+}
+
 int main(void) {
   int zns = zt_zns_mode();
   zt_log("deepbind: mode %s", zt_mode_name());
@@ -143,11 +237,14 @@ int main(void) {
   CHECK(bare != NULL, "dlopen(\"libzt_deepbind_now.so\") through the program's RUNPATH: %s", dlerror());
   if (bare) dlclose(bare);
   struct plugin lazy, now;
-  load(&lazy, "libzt_deepbind.so", RTLD_LAZY);
-  load(&now, "libzt_deepbind_now.so", RTLD_NOW);
+  load(&lazy, "libzt_deepbind.so", RTLD_LAZY);   /* through the program's RUNPATH */
+  load(&now, "$ORIGIN/libzt_deepbind_now.so", RTLD_NOW);   /* the program's directory */
   exercise(&lazy, zns);
   exercise(&now, zns);
+  own_allocator(&lazy, zns);
+  textrel(zns);
   dlclose(lazy.h);
   dlclose(now.h);
+  concurrent_opens();
   return zt_finish("deepbind");
 }
