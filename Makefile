@@ -66,7 +66,7 @@ $(NEW_OBJ): shim/new_delete.cpp $(wildcard core/*.h core/*.def) shim/zns_slab.h 
 	$(CXX) $(NEWFLAGS) -c $< -o $@
 
 $(SO): $(LIB_OBJ) shim/exports.map
-	$(CXX) -shared -o $@ $(LIB_OBJ) -Wl,--version-script=shim/exports.map -Wl,-z,nodelete \
+	$(CC) -shared -o $@ $(LIB_OBJ) -Wl,--version-script=shim/exports.map -Wl,-z,nodelete \
 	  -Wl,-z,now -pthread
 $(AR): $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $(LIB_OBJ)

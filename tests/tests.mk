@@ -21,10 +21,11 @@ $(BUILD)/tests/%: tests/%.c $(wildcard tests/api/*.h) | $(BUILD)/tests
 $(BUILD)/tests/%: tests/%.cpp $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXSTD) $(TEST_CFLAGS) $< -o $@ -ldl
-# Static builds: the archive replaces malloc at link time (the README's link line).
+# Static builds: the archive replaces malloc at link time (the README's link line: C programs
+# need no C++ runtime for it).
 $(BUILD)/tests/%.static: tests/%.c $(AR) $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
-	$(CC) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ $(TEST_LDFLAGS) -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -lstdc++ -ldl
+	$(CC) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ $(TEST_LDFLAGS) -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -ldl
 $(BUILD)/tests/%.static: tests/%.cpp $(AR) $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXSTD) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -ldl
@@ -33,8 +34,13 @@ $(BUILD)/tests/%.static: tests/%.cpp $(AR) $(wildcard tests/api/*.h) | $(BUILD)/
 # and tests/api/deepbind also by a bare name through its RUNPATH).
 # libzt_deepbind_outer.so opens libzt_deepbind_own.so (which brings its own allocator,
 # libzt_myalloc.so) from its constructor; libzt_textrel.so has a text relocation.
+# libzt_cxx_plugin.so: a C++ plugin that tests/api/cxx_late (a C program) dlopens.
 TEST_PLUGINS  := $(addprefix $(BUILD)/tests/api/,libzt_deepbind.so libzt_deepbind_now.so \
-                   libzt_myalloc.so libzt_deepbind_own.so libzt_deepbind_outer.so libzt_textrel.so)
+                   libzt_myalloc.so libzt_deepbind_own.so libzt_deepbind_outer.so libzt_textrel.so \
+                   libzt_cxx_plugin.so)
+$(BUILD)/tests/api/libzt_cxx_plugin.so: tests/api/lib/zt_cxx_plugin.cpp | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXSTD) -O1 -g -fPIC -shared $< -o $@
 $(BUILD)/tests/api/libzt_deepbind.so: tests/api/lib/zt_deepbind_lib.c | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fPIC -shared $< -o $@
