@@ -11,24 +11,31 @@
 //   - Without RTLD_DEEPBIND it is a jump to the real one (an assembly stub on x86-64, so at any
 //     optimisation level): glibc takes the caller from the return address to find the caller's
 //     RPATH/RUNPATH, $ORIGIN and namespace, and sees the program's, as if called directly.
-//   - With it, the opening is done as the caller would have had it (the stub jumps, so the caller
-//     is our return address): a name already loaded is returned as it is (nothing new was bound);
-//     `$ORIGIN` is the caller's directory; a bare name is looked for in the caller's RPATH,
-//     LD_LIBRARY_PATH and RUNPATH directories (dlinfo RTLD_DI_SERINFO) before the cache and the
-//     system directories.  Then the objects this call loaded -- the new object and the new objects
-//     of its dependency tree, which glibc lists right after it -- are rebound: every slot
-//     (JUMP_SLOT, GLOB_DAT, a plain 64-bit address) of one of the eleven C allocation functions
-//     that holds glibc's function, or that lazy binding has not filled yet and would fill with
-//     glibc's (a dlsym through the new handle searches the same dependencies first), gets ours.
-//     A slot bound anywhere else (a library that brings its own allocator) is left alone, and so
-//     is every object this call did not load (already loaded ones, and those that constructors
-//     running inside this dlopen opened: a deep-bound one among them is rebound by its own call).
+//   - With it, the real dlopen must return here to rebind, yet still see the caller: the stub
+//     jumps to zns_deep_dlopen (whose return address is the caller's), which calls the real one
+//     through zns_call_as with a return address that is a `ret` byte (0xc3) in the calling
+//     object's code; that `ret` comes back here.  glibc then resolves every name exactly as for
+//     the caller (its RPATH/RUNPATH, $ORIGIN, LD_LIBRARY_PATH, glibc-hwcaps, the cache).  (Not
+//     under a shadow stack, where the detour would fault: then the call is direct, and the
+//     caller glibc sees is this library.)
+//   - Then the handle's objects are rebound: the object and its dependency tree (DT_NEEDED,
+//     DT_AUXILIARY, DT_FILTER names matched against the loaded objects' SONAMEs and paths), every
+//     slot (JUMP_SLOT, GLOB_DAT, a plain 64-bit address) of one of the eleven C allocation
+//     functions that holds glibc's function, or that lazy binding has not filled yet and would
+//     fill with glibc's (a dlsym through the handle searches the same dependencies first), gets
+//     ours.  A slot bound anywhere else (a library that brings its own allocator) is left alone,
+//     and so are objects outside the tree (libraries a constructor opened: a deep-bound one among
+//     them is rebound by its own call).  This runs on every DEEPBIND open, also of a library
+//     already loaded: another thread may have loaded it and not rebound it yet, and the rule
+//     gives the same slots the same values the second time.
 //   - No lock of ours is held across a call into the loader: a library's constructor may itself
 //     dlopen, under the loader's lock, in another thread.  Only the patching (inside
 //     dl_iterate_phdr, no loader calls there) is serialized, so that two threads never toggle
 //     the protection of the same page at once.
 // Limits: a deep-bound library's constructors run before the rebinding (their allocations are
-// glibc's, and freeing them later routes by ownership); dlmopen is not interposed.
+// glibc's, and freeing them later routes by ownership); dlmopen is not interposed; a thread
+// inside glibc's lazy binding of one of these slots while it is rebound may write glibc's
+// function back.
 //
 // Not an allocation path: it runs inside dlopen, may allocate, take a lock and write to stderr.
 #include <atomic>
@@ -41,8 +48,8 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>
-#include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/platform.h"
@@ -56,6 +63,8 @@ extern "C" {
 __attribute__((visibility("hidden"))) DlopenFn zns_real_dlopen_fn;   // atomic: __atomic_* below
 __attribute__((visibility("hidden"))) DlopenFn zns_real_dlopen();
 __attribute__((visibility("hidden"))) void *zns_deep_dlopen(const char *file, int mode);
+// fn(file, mode) with `ret` as its return address: the `ret` there comes back here (the stub below)
+__attribute__((visibility("hidden"))) void *zns_call_as(const char *file, int mode, DlopenFn fn, uintptr_t ret);
 }
 
 DlopenFn zns_real_dlopen() {
@@ -179,16 +188,23 @@ struct Dynamic {
     }
     if (strtab && has_soname) soname = strtab + soname_off;
   }
-  // Does one of its DT_NEEDED entries name `o` (by its SONAME, its file name or its path)?
-  bool needs(const char *o_soname, const char *o_path) const {
+  // Does one of its DT_NEEDED, DT_AUXILIARY or DT_FILTER entries name `o` (by its SONAME, its
+  // file name or its path; a `$ORIGIN/` entry is taken relative to self_path's directory)?
+  bool needs(const char *self_path, const char *o_soname, const char *o_path) const {
     if (!dyn || !strtab) return false;
     const char *slash = strrchr(o_path, '/');
     const char *o_file = slash ? slash + 1 : o_path;
     for (const ElfW(Dyn) *d = dyn; d->d_tag != DT_NULL; ++d) {
-      if (d->d_tag != DT_NEEDED) continue;
+      if (d->d_tag != DT_NEEDED && d->d_tag != DT_AUXILIARY && d->d_tag != DT_FILTER) continue;
       const char *n = strtab + d->d_un.d_val;
       if ((o_soname && strcmp(n, o_soname) == 0) || strcmp(n, o_file) == 0 || strcmp(n, o_path) == 0)
         return true;
+      size_t skip = strncmp(n, "$ORIGIN/", 8) == 0 ? 7 : strncmp(n, "${ORIGIN}/", 10) == 0 ? 9 : 0;
+      const char *self_slash = self_path ? strrchr(self_path, '/') : nullptr;
+      if (skip && self_slash) {   // o_path == dirname(self_path) + n[skip..]
+        size_t dl = size_t(self_slash - self_path);
+        if (strncmp(o_path, self_path, dl) == 0 && strcmp(o_path + dl, n + skip) == 0) return true;
+      }
     }
     return false;
   }
@@ -255,47 +271,64 @@ void rebind_object(const Object &o, const Dynamic &dy, void *const *deep) {
 #endif
 }
 
-// The walk over the loaded objects: the new object, then the objects right after it in load
-// order as long as one of the run so far needs them (its new dependencies, which glibc lists
-// after it before any constructor runs).  An object that was loaded before the call is never
-// among them: the caller returned early for a name already loaded.
-constexpr unsigned kRunMax = 256;
-struct Walk {
-  Walk(uintptr_t a, const ElfW(Dyn) *l, uintptr_t pg, void *const *d) : addr(a), ld(l), page(pg), deep(d) {}
-  uintptr_t addr;
-  const ElfW(Dyn) *ld;
+// The handle's dependency tree, in its namespace: link maps reached from the handle through
+// DT_NEEDED / DT_AUXILIARY / DT_FILTER names.  Computed inside dl_iterate_phdr (the loader's list
+// lock: the namespace's list cannot change meanwhile) at its first object, then every object of
+// the walk that is in the tree is rebound.  Under g_patch_lock (the arrays are static: a thread
+// with a small stack must not find 4 KiB more on it in dlopen).
+constexpr unsigned kTreeMax = 512;
+struct Tree {
+  const link_map *handle;
   uintptr_t page;
   void *const *deep;
-  enum { kBefore, kIn, kAfter } state = kBefore;
-  unsigned n = 0;
-  const ElfW(Dyn) *run[kRunMax];   // the run so far: dynamic sections and load addresses
-  uintptr_t run_base[kRunMax];
+  bool built;
+  unsigned n;
+  const link_map *members[kTreeMax];
 };
-int walk_one(dl_phdr_info *info, size_t, void *arg) {
-  Walk *w = static_cast<Walk *>(arg);
-  if (w->state == Walk::kAfter) return 1;
-  Object o{info, w->page};
-  Dynamic dy(info->dlpi_addr, o.dynamic());
-  if (w->state == Walk::kBefore) {
-    if (info->dlpi_addr != w->addr || dy.dyn != w->ld) return 0;
-    w->state = Walk::kIn;
-  } else {
-    bool needed = false;
-    for (unsigned k = 0; k < w->n && !needed; ++k)
-      needed = Dynamic(w->run_base[k], w->run[k]).needs(dy.soname, info->dlpi_name ? info->dlpi_name : "");
-    if (!needed || w->n == kRunMax) {
-      w->state = Walk::kAfter;
-      return 1;
+Tree g_tree;
+
+bool in_tree(const Tree &t, uintptr_t addr, const ElfW(Dyn) *ld) {
+  for (unsigned k = 0; k < t.n; ++k)
+    if (t.members[k]->l_addr == addr && t.members[k]->l_ld == ld) return true;
+  return false;
+}
+
+void build_tree(Tree &t) {
+  const link_map *head = t.handle;
+  while (head->l_prev) head = head->l_prev;
+  t.n = 0;
+  t.members[t.n++] = t.handle;
+  for (bool grew = true; grew;) {   // (a few passes: a tree is shallow)
+    grew = false;
+    for (const link_map *l = head; l && t.n < kTreeMax; l = l->l_next) {
+      if (!l->l_name || !l->l_name[0]) continue;   // the program (no one needs it)
+      bool member = false;
+      for (unsigned k = 0; k < t.n && !member; ++k) member = t.members[k] == l;
+      if (member) continue;
+      const char *soname = Dynamic(l->l_addr, l->l_ld).soname;
+      for (unsigned k = 0; k < t.n && !member; ++k)
+        member = Dynamic(t.members[k]->l_addr, t.members[k]->l_ld).needs(t.members[k]->l_name, soname, l->l_name);
+      if (member) {
+        t.members[t.n++] = l;
+        grew = true;
+      }
     }
   }
-  w->run[w->n] = dy.dyn;
-  w->run_base[w->n] = info->dlpi_addr;
-  ++w->n;
-  rebind_object(o, dy, w->deep);
+}
+
+int walk_one(dl_phdr_info *info, size_t, void *arg) {
+  Tree &t = *static_cast<Tree *>(arg);
+  if (!t.built) {
+    build_tree(t);
+    t.built = true;
+  }
+  Object o{info, t.page};
+  Dynamic dy(info->dlpi_addr, o.dynamic());
+  if (in_tree(t, info->dlpi_addr, dy.dyn)) rebind_object(o, dy, t.deep);
   return 0;
 }
 
-Lock g_patch_lock;   // one walk at a time (the mprotect toggles); reset in a forked child
+Lock g_patch_lock;   // one walk at a time (g_tree, the mprotect toggles); reset in a forked child
 std::atomic<bool> g_atfork_done{false};
 void patch_lock_child() { g_patch_lock.reset(); }
 
@@ -307,75 +340,53 @@ void rebind(void *handle) {
   for (unsigned i = 0; i < kFns; ++i) deep[i] = dlsym(handle, kNames[i]);
   dlerror();   // (a failed dlsym above is nobody's error)
   if (!g_atfork_done.exchange(true)) pthread_atfork(nullptr, nullptr, patch_lock_child);
-  Walk w(lm->l_addr, lm->l_ld, uintptr_t(sysconf(_SC_PAGESIZE)), deep);
   Guard g(g_patch_lock);
-  dl_iterate_phdr(walk_one, &w);
+  g_tree.handle = lm;
+  g_tree.page = uintptr_t(sysconf(_SC_PAGESIZE));
+  g_tree.deep = deep;
+  g_tree.built = false;
+  dl_iterate_phdr(walk_one, &g_tree);
 }
 
-// ---- opening as the caller would have ----------------------------------------------------------
+// ---- calling the real dlopen as the caller ------------------------------------------------------
 
-// `$ORIGIN` / `${ORIGIN}` at the start of a path: the calling object's directory.  False if the
-// name has no such prefix, or it cannot be replaced (then glibc gets the name as it is).
-bool expand_origin(const char *file, const link_map *caller, char *out, size_t cap) {
-  size_t skip = strncmp(file, "$ORIGIN", 7) == 0 ? 7 : strncmp(file, "${ORIGIN}", 9) == 0 ? 9 : 0;
-  if (!skip || (file[skip] != '/' && file[skip] != 0) || getauxval(AT_SECURE)) return false;
-  char dir[4096];
-  size_t n;
-  if (caller->l_name && caller->l_name[0] == '/') {
-    n = strlen(caller->l_name);
-    if (n >= sizeof dir) return false;
-    memcpy(dir, caller->l_name, n + 1);
-  } else {   // the main program (l_name ""): its executable
-    ssize_t r = readlink("/proc/self/exe", dir, sizeof dir - 1);
-    if (r <= 0) return false;
-    n = size_t(r);
-    dir[n] = 0;
-  }
-  char *slash = strrchr(dir, '/');
-  if (!slash) return false;
-  *slash = 0;
-  size_t dl = size_t(slash - dir), rest = strlen(file + skip);
-  if (dl + rest + 1 > cap) return false;
-  memcpy(out, dir, dl);
-  memcpy(out + dl, file + skip, rest + 1);
-  return true;
+// The address of a `ret` instruction byte in the executable code of the object that holds `ra`
+// (near it), or of the program when no object holds it (generated code: glibc takes the program
+// as the caller then); 0 if none.
+struct Gadget {
+  uintptr_t ra, found, program;
+};
+uintptr_t scan_ret(uintptr_t start, uintptr_t end, uintptr_t from) {
+  for (uintptr_t a = from; a < end; ++a)
+    if (*reinterpret_cast<const unsigned char *>(a) == 0xc3) return a;
+  for (uintptr_t a = from; a-- > start;)
+    if (*reinterpret_cast<const unsigned char *>(a) == 0xc3) return a;
+  return 0;
 }
-
-// A bare file name: the caller's own directories (DT_RPATH of it and its loaders,
-// LD_LIBRARY_PATH, DT_RUNPATH, in glibc's order, as RTLD_DI_SERINFO lists them for the caller),
-// then the real dlopen for the rest (the cache and the system directories: the same from any
-// caller).  A file found in one of the caller's directories is the answer, loaded or not (as
-// glibc stops at the first it can open).
-void *open_bare(DlopenFn real, const char *file, int mode, link_map *caller) {
-  Dl_serinfo size;
-  if (dlinfo(caller, RTLD_DI_SERINFOSIZE, &size) != 0 || size.dls_size == 0) return real(file, mode);
-  alignas(Dl_serinfo) char stack[8192];
-  char *mem = size.dls_size <= sizeof stack ? stack : static_cast<char *>(malloc(size.dls_size));
-  void *h = nullptr;
-  bool found = false;
-  if (mem) {
-    Dl_serinfo *si = reinterpret_cast<Dl_serinfo *>(mem);
-    si->dls_size = size.dls_size;
-    si->dls_cnt = size.dls_cnt;
-    if (dlinfo(caller, RTLD_DI_SERINFOSIZE, si) == 0 && dlinfo(caller, RTLD_DI_SERINFO, si) == 0) {
-      size_t flen = strlen(file);
-      for (unsigned i = 0; i < si->dls_cnt && !found; ++i) {
-        const Dl_serpath &sp = si->dls_serpath[i];
-        if (sp.dls_flags & (LA_SER_CONFIG | LA_SER_DEFAULT)) break;
-        char path[4096];
-        size_t dl = strlen(sp.dls_name);
-        if (dl + 1 + flen + 1 > sizeof path) continue;
-        memcpy(path, sp.dls_name, dl);
-        path[dl] = '/';
-        memcpy(path + dl + 1, file, flen + 1);
-        if (access(path, F_OK) != 0) continue;
-        found = true;
-        h = real(path, mode);
-      }
+int gadget_one(dl_phdr_info *info, size_t, void *arg) {
+  Gadget &g = *static_cast<Gadget *>(arg);
+  bool first = g.program == 0;
+  for (unsigned i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+    if (ph.p_type != PT_LOAD || (ph.p_flags & (PF_X | PF_R)) != (PF_X | PF_R)) continue;
+    uintptr_t start = info->dlpi_addr + ph.p_vaddr, end = start + ph.p_filesz;
+    if (first && !g.program) g.program = scan_ret(start, end, start);
+    if (g.ra - start < end - start) {
+      g.found = scan_ret(start, end, g.ra);
+      if (g.found) return 1;
     }
-    if (mem != stack) free(mem);
   }
-  return found ? h : real(file, mode);
+  if (first && !g.program) g.program = 1;   // (the program has no such byte: not again)
+  return 0;
+}
+
+bool shadow_stack() {   // a CET shadow stack would fault at the detour's returns
+#if defined(__x86_64__)
+  unsigned long features = 0;
+  return syscall(SYS_arch_prctl, 0x5005 /* ARCH_SHSTK_STATUS */, &features) == 0 && (features & 1);
+#else
+  return true;
+#endif
 }
 
 }  // namespace
@@ -384,18 +395,21 @@ void *open_bare(DlopenFn real, const char *file, int mode, link_map *caller) {
 // Reached from the stub with the caller's return address as ours (a jump, not a call).
 void *zns_deep_dlopen(const char *file, int mode) {
   using namespace zns::shim;
-  void *ra = __builtin_return_address(0);
+  uintptr_t ra = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
   DlopenFn real = zns_real_dlopen();
-  if (!file) return real(file, mode);   // the program itself: nothing new
-  Dl_info di;
-  link_map *caller = nullptr;
-  if (!dladdr1(ra, &di, reinterpret_cast<void **>(&caller), RTLD_DL_LINKMAP)) caller = nullptr;
-  char expanded[4096];
-  if (caller && file[0] == '$' && expand_origin(file, caller, expanded, sizeof expanded)) file = expanded;
-  // Already loaded under that name: glibc returns it; its bindings were made when it was loaded.
-  if (void *h = real(file, mode | RTLD_NOLOAD)) return h;
-  void *h = caller && !strchr(file, '/') ? open_bare(real, file, mode, caller) : real(file, mode);
-  if (h) {
+#if defined(__x86_64__)
+  uintptr_t ret = 0;
+  if (!shadow_stack()) {
+    Gadget g{ra, 0, 0};
+    dl_iterate_phdr(gadget_one, &g);
+    ret = g.found ? g.found : g.program > 1 ? g.program : 0;
+  }
+  void *h = ret ? zns_call_as(file, mode, real, ret) : real(file, mode);
+#else
+  (void)ra;
+  void *h = real(file, mode);   // (glibc sees this library as the caller)
+#endif
+  if (h && file) {   // (dlopen(NULL): the program, nothing deep-bound)
     int e = errno;
     rebind(h);
     errno = e;
@@ -409,12 +423,13 @@ void *zns_deep_dlopen(const char *file, int mode) {
 // finds the real one (zns_real_dlopen, with the arguments saved and the stack aligned).
 static_assert(RTLD_DEEPBIND == 8, "the stub tests bit 3 of mode");
 __asm__(R"(
-  .text
+  .pushsection .text
   .globl dlopen
   .type dlopen, @function
   .p2align 4
 dlopen:
   .cfi_startproc
+  endbr64
   testl $8, %esi
   jnz zns_deep_dlopen
   movq zns_real_dlopen_fn(%rip), %rax
@@ -438,6 +453,35 @@ dlopen:
   jmp *%rax
   .cfi_endproc
   .size dlopen, .-dlopen
+
+# zns_call_as(file, mode, fn, ret): jump to fn with two return addresses stacked: `ret` (a 0xc3
+# byte in the caller's code, where fn returns to) and then label 2 (where that byte returns to).
+# The stack is aligned for fn as after a call.  rbp holds the frame across (fn preserves it).
+  .globl zns_call_as
+  .hidden zns_call_as
+  .type zns_call_as, @function
+  .p2align 4
+zns_call_as:
+  .cfi_startproc
+  endbr64
+  pushq %rbp
+  .cfi_adjust_cfa_offset 8
+  .cfi_rel_offset %rbp, 0
+  movq %rsp, %rbp
+  .cfi_def_cfa_register %rbp
+  subq $8, %rsp
+  leaq 2f(%rip), %rax
+  pushq %rax
+  pushq %rcx
+  jmp *%rdx
+2:
+  movq %rbp, %rsp
+  popq %rbp
+  .cfi_def_cfa %rsp, 8
+  ret
+  .cfi_endproc
+  .size zns_call_as, .-zns_call_as
+  .popsection
 )");
 #else
 // Elsewhere in C: the calls below are tail jumps only when the compiler makes them so (-O2).

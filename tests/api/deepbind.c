@@ -22,7 +22,10 @@
  *     walk every object loaded after, and gave the inner plugin's unbound free to ZNS-Slab: abort);
  *   - a slot in a read-only page that is not RELRO (a text relocation) is rebound (SIGSEGV before);
  *   - a thread doing DEEPBIND opens while another opens a library whose constructor does one
- *     finishes (a lock held across the loader deadlocked). */
+ *     finishes (a lock held across the loader deadlocked);
+ *   - two threads that open the same plugin at once both get it rebound (the second one's open
+ *     returned the library before the first had rebound it: glibc's free aborted);
+ *   - a DEEPBIND open from a thread with a 24 KiB stack (16 KiB of buffers on it crashed). */
 #include "tests/api/zns_test.h"
 
 #include <dlfcn.h>
@@ -229,6 +232,48 @@ static void concurrent_opens(void) {
   alarm(0);
 }
 
+/* Two threads open the same plugin at once and free a program block through it at once. */
+static pthread_barrier_t g_race;
+static void *race_opener(void *arg) {
+  const char *path = arg;
+  for (int i = 0; i < 200; i++) {
+    pthread_barrier_wait(&g_race);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    REQUIRE(h != NULL, "dlopen(%s, RTLD_DEEPBIND): %s", path, dlerror());
+    ((void (*)(void *))sym(h, "zt_lib_free"))(ZT_OPAQUE(malloc(64)));   /* glibc's free aborted */
+    pthread_barrier_wait(&g_race);
+    dlclose(h);
+  }
+  return NULL;
+}
+static void same_library_two_threads(void) {
+  static char path[4160];
+  plugin_path(path, sizeof path, "libzt_deepbind.so");
+  REQUIRE(pthread_barrier_init(&g_race, NULL, 2) == 0);
+  pthread_t t[2];
+  for (int k = 0; k < 2; k++) REQUIRE(pthread_create(&t[k], NULL, race_opener, path) == 0);
+  for (int k = 0; k < 2; k++) pthread_join(t[k], NULL);
+  pthread_barrier_destroy(&g_race);
+}
+
+static void *small_stack_open(void *arg) {
+  void *h = dlopen((const char *)arg, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  REQUIRE(h != NULL, "dlopen(%s, RTLD_DEEPBIND) on a 24 KiB stack: %s", (const char *)arg, dlerror());
+  dlclose(h);
+  return NULL;
+}
+static void small_stack(void) {
+  static char path[4160];
+  plugin_path(path, sizeof path, "libzt_deepbind_now.so");
+  pthread_attr_t a;
+  pthread_attr_init(&a);
+  REQUIRE(pthread_attr_setstacksize(&a, 24 * 1024) == 0);
+  pthread_t t;
+  REQUIRE(pthread_create(&t, &a, small_stack_open, path) == 0);
+  pthread_join(t, NULL);
+  pthread_attr_destroy(&a);
+}
+
 int main(void) {
   int zns = zt_zns_mode();
   zt_log("deepbind: mode %s", zt_mode_name());
@@ -246,5 +291,7 @@ int main(void) {
   dlclose(lazy.h);
   dlclose(now.h);
   concurrent_opens();
+  same_library_two_threads();
+  small_stack();
   return zt_finish("deepbind");
 }
