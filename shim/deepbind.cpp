@@ -14,28 +14,28 @@
 //   - With it, the real dlopen must return here to rebind, yet still see the caller: the stub
 //     jumps to zns_deep_dlopen (whose return address is the caller's), which calls the real one
 //     through zns_call_as with a return address that is a `ret` byte (0xc3) in the calling
-//     object's code; that `ret` comes back here.  glibc then resolves every name exactly as for
-//     the caller (its RPATH/RUNPATH, $ORIGIN, LD_LIBRARY_PATH, glibc-hwcaps, the cache).  (Not
-//     under a shadow stack, where the detour would fault: then the call is direct, and the
-//     caller glibc sees is this library.)
-//   - Then the handle's objects are rebound: the object and its dependency tree (DT_NEEDED,
-//     DT_AUXILIARY, DT_FILTER names matched against the loaded objects' SONAMEs and paths), every
+//     object's _init; that `ret` comes back here.  glibc then resolves every name exactly as for
+//     the caller (its RPATH/RUNPATH, $ORIGIN, LD_LIBRARY_PATH, glibc-hwcaps, the cache), and an
+//     unwinder stops at the byte (no unwind entry covers _init).  (Not under a shadow stack,
+//     where the detour would fault, nor for an object without _init: then the call is direct,
+//     and the caller glibc sees is this library.)
+//   - The open is made RTLD_NOW, so that every slot of the new objects holds its final function
+//     when the real dlopen returns; then in the handle's dependency tree (DT_NEEDED,
+//     DT_AUXILIARY, DT_FILTER names matched against the loaded objects' SONAMEs and paths) every
 //     slot (JUMP_SLOT, GLOB_DAT, a plain 64-bit address) of one of the eleven C allocation
-//     functions that holds glibc's function, or that lazy binding has not filled yet and would
-//     fill with glibc's (a dlsym through the handle searches the same dependencies first), gets
-//     ours.  A slot bound anywhere else (a library that brings its own allocator) is left alone,
-//     and so are objects outside the tree (libraries a constructor opened: a deep-bound one among
-//     them is rebound by its own call).  This runs on every DEEPBIND open, also of a library
-//     already loaded: another thread may have loaded it and not rebound it yet, and the rule
-//     gives the same slots the same values the second time.
+//     functions that holds glibc's function gets ours.  A slot bound anywhere else (a library
+//     that brings its own allocator) is left alone, and so are objects outside the tree
+//     (libraries a constructor opened: a deep-bound one among them is rebound by its own call).
+//     A slot holding glibc's function is wrong in any object, whoever loaded it, so this runs
+//     on every DEEPBIND open, also of a library already loaded (another thread may have loaded
+//     it and not rebound it yet).  A library that cannot be bound at once (a function it never
+//     calls is defined nowhere) is opened again lazily, and its unbound lazy slots are decided
+//     through the handle (a dlsym searches the same dependencies first).
 //   - No lock of ours is held across a call into the loader: a library's constructor may itself
 //     dlopen, under the loader's lock, in another thread.  Only the patching (inside
-//     dl_iterate_phdr, no loader calls there) is serialized, so that two threads never toggle
-//     the protection of the same page at once.
+//     dl_iterate_phdr, no loader calls there) is serialized, and kept out of forks.
 // Limits: a deep-bound library's constructors run before the rebinding (their allocations are
-// glibc's, and freeing them later routes by ownership); dlmopen is not interposed; a thread
-// inside glibc's lazy binding of one of these slots while it is rebound may write glibc's
-// function back.
+// glibc's, and freeing them later routes by ownership); dlmopen is not interposed.
 //
 // Not an allocation path: it runs inside dlopen, may allocate, take a lock and write to stderr.
 #include <atomic>
@@ -234,7 +234,8 @@ void write_slot(void **slot, void *fn, const Object &o, const char *name) {
 }
 
 // Rebind one object's references to the allocation functions (the rule at the top of the file).
-// deep[i]: where a lookup through the new handle leads.  Runs inside dl_iterate_phdr (the
+// deep[i]: where a lookup through the new handle leads (null: no lazy slot is left, see
+// zns_deep_dlopen).  Runs inside dl_iterate_phdr (the
 // loader's list lock): no call into the loader here.
 void rebind_object(const Object &o, const Dynamic &dy, void *const *deep) {
 #if !defined(__x86_64__)
@@ -262,7 +263,7 @@ void rebind_object(const Object &o, const Dynamic &dy, void *const *deep) {
       void *v = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
       // glibc's already; or not bound yet (lazy: it holds the object's own PLT stub) and bound
       // through the new handle it would be glibc's
-      if (v != libc && !(type == R_X86_64_JUMP_SLOT && deep[i] == libc &&
+      if (v != libc && !(type == R_X86_64_JUMP_SLOT && deep && deep[i] == libc &&
                          o.segment(reinterpret_cast<uintptr_t>(v), PT_LOAD)))
         continue;
       write_slot(slot, __atomic_load_n(&g_ours[i], __ATOMIC_RELAXED), o, name);
@@ -272,24 +273,37 @@ void rebind_object(const Object &o, const Dynamic &dy, void *const *deep) {
 }
 
 // The handle's dependency tree, in its namespace: link maps reached from the handle through
-// DT_NEEDED / DT_AUXILIARY / DT_FILTER names.  Computed inside dl_iterate_phdr (the loader's list
-// lock: the namespace's list cannot change meanwhile) at its first object, then every object of
-// the walk that is in the tree is rebound.  Under g_patch_lock (the arrays are static: a thread
-// with a small stack must not find 4 KiB more on it in dlopen).
-constexpr unsigned kTreeMax = 512;
+// DT_NEEDED / DT_AUXILIARY / DT_FILTER names (a `$ORIGIN/` name by its file name: glibc's origin
+// of an object opened by a relative path is not in its l_name), breadth first.  Computed inside
+// dl_iterate_phdr (the loader's list lock: the namespace's list cannot change meanwhile) at its
+// first object; then every object of the walk that is in the tree is rebound.  Under
+// g_patch_lock; `members` is allocated before the walk for every object then loaded (nothing
+// large on the stack: a thread with a small one may dlopen).
 struct Tree {
   const link_map *handle;
   uintptr_t page;
   void *const *deep;
-  bool built;
-  unsigned n;
-  const link_map *members[kTreeMax];
+  bool built, truncated;
+  unsigned n, cap;
+  const link_map **members;
 };
-Tree g_tree;
 
 bool in_tree(const Tree &t, uintptr_t addr, const ElfW(Dyn) *ld) {
   for (unsigned k = 0; k < t.n; ++k)
     if (t.members[k]->l_addr == addr && t.members[k]->l_ld == ld) return true;
+  return false;
+}
+
+const char *file_part(const char *path) {
+  const char *slash = strrchr(path, '/');
+  return slash ? slash + 1 : path;
+}
+
+// Does the name n (a DT_NEEDED-like entry) designate l?
+bool names(const char *n, const link_map *l, const char *soname) {
+  if (soname && strcmp(n, soname) == 0) return true;
+  if (strcmp(n, l->l_name) == 0) return true;
+  if (strchr(n, '$') || !strchr(n, '/')) return strcmp(file_part(n), file_part(l->l_name)) == 0;
   return false;
 }
 
@@ -298,19 +312,24 @@ void build_tree(Tree &t) {
   while (head->l_prev) head = head->l_prev;
   t.n = 0;
   t.members[t.n++] = t.handle;
-  for (bool grew = true; grew;) {   // (a few passes: a tree is shallow)
-    grew = false;
-    for (const link_map *l = head; l && t.n < kTreeMax; l = l->l_next) {
-      if (!l->l_name || !l->l_name[0]) continue;   // the program (no one needs it)
-      bool member = false;
-      for (unsigned k = 0; k < t.n && !member; ++k) member = t.members[k] == l;
-      if (member) continue;
-      const char *soname = Dynamic(l->l_addr, l->l_ld).soname;
-      for (unsigned k = 0; k < t.n && !member; ++k)
-        member = Dynamic(t.members[k]->l_addr, t.members[k]->l_ld).needs(t.members[k]->l_name, soname, l->l_name);
-      if (member) {
+  for (unsigned next = 0; next < t.n; ++next) {   // each member's names, once
+    const link_map *m = t.members[next];
+    Dynamic dm(m->l_addr, m->l_ld);
+    if (!dm.dyn || !dm.strtab) continue;
+    for (const ElfW(Dyn) *d = dm.dyn; d->d_tag != DT_NULL; ++d) {
+      if (d->d_tag != DT_NEEDED && d->d_tag != DT_AUXILIARY && d->d_tag != DT_FILTER) continue;
+      const char *n = dm.strtab + d->d_un.d_val;
+      for (const link_map *l = head; l; l = l->l_next) {
+        if (!l->l_name || !l->l_name[0]) continue;   // the program (no one needs it)
+        if (!names(n, l, Dynamic(l->l_addr, l->l_ld).soname)) continue;
+        bool member = false;
+        for (unsigned k = 0; k < t.n && !member; ++k) member = t.members[k] == l;
+        if (member) continue;
+        if (t.n == t.cap) {
+          t.truncated = true;
+          continue;
+        }
         t.members[t.n++] = l;
-        grew = true;
       }
     }
   }
@@ -327,56 +346,67 @@ int walk_one(dl_phdr_info *info, size_t, void *arg) {
   if (in_tree(t, info->dlpi_addr, dy.dyn)) rebind_object(o, dy, t.deep);
   return 0;
 }
+int count_one(dl_phdr_info *, size_t, void *arg) {
+  ++*static_cast<unsigned *>(arg);
+  return 0;
+}
 
-Lock g_patch_lock;   // one walk at a time (g_tree, the mprotect toggles); reset in a forked child
+// One rebinding walk at a time (the mprotect toggles), and none across a fork: glibc 2.36 does
+// not reset its list lock in the child, and a walk holds it (a child forked meanwhile hung in its
+// own dlopen).  Taken by the fork's prepare handler, released after it, reset in the child.
+Lock g_patch_lock;
 std::atomic<bool> g_atfork_done{false};
+void patch_lock_prepare() { g_patch_lock.lock(); }
+void patch_lock_parent() { g_patch_lock.unlock(); }
 void patch_lock_child() { g_patch_lock.reset(); }
 
-void rebind(void *handle) {
+// lazy: lazily bound slots may be left (the open was not RTLD_NOW), decided through the handle.
+void rebind(void *handle, bool lazy) {
   link_map *lm = nullptr;
   if (dlinfo(handle, RTLD_DI_LINKMAP, &lm) != 0 || !lm) return;
   resolve();
   void *deep[kFns];
-  for (unsigned i = 0; i < kFns; ++i) deep[i] = dlsym(handle, kNames[i]);
-  dlerror();   // (a failed dlsym above is nobody's error)
-  if (!g_atfork_done.exchange(true)) pthread_atfork(nullptr, nullptr, patch_lock_child);
-  Guard g(g_patch_lock);
-  g_tree.handle = lm;
-  g_tree.page = uintptr_t(sysconf(_SC_PAGESIZE));
-  g_tree.deep = deep;
-  g_tree.built = false;
-  dl_iterate_phdr(walk_one, &g_tree);
+  if (lazy) {
+    for (unsigned i = 0; i < kFns; ++i) deep[i] = dlsym(handle, kNames[i]);
+    dlerror();   // (a failed dlsym above is nobody's error)
+  }
+  if (!g_atfork_done.exchange(true)) pthread_atfork(patch_lock_prepare, patch_lock_parent, patch_lock_child);
+  unsigned objects = 0;
+  dl_iterate_phdr(count_one, &objects);
+  unsigned cap = objects + 16;   // (a few more may be loaded meanwhile)
+  const link_map **members = static_cast<const link_map **>(malloc(cap * sizeof(link_map *)));
+  if (!members) return say_once("no memory for the tree of", lm->l_name, "its objects", ENOMEM);
+  Tree t{lm, uintptr_t(sysconf(_SC_PAGESIZE)), lazy ? deep : nullptr, false, false, 0, cap, members};
+  {
+    Guard g(g_patch_lock);
+    dl_iterate_phdr(walk_one, &t);
+  }
+  free(members);
+  if (t.truncated) say_once("a dependency tree too large to rebind whole:", lm->l_name, "", 0);
 }
 
 // ---- calling the real dlopen as the caller ------------------------------------------------------
 
-// The address of a `ret` instruction byte in the executable code of the object that holds `ra`
-// (near it), or of the program when no object holds it (generated code: glibc takes the program
-// as the caller then); 0 if none.
-struct Gadget {
-  uintptr_t ra, found, program;
-};
-uintptr_t scan_ret(uintptr_t start, uintptr_t end, uintptr_t from) {
-  for (uintptr_t a = from; a < end; ++a)
+// A `ret` instruction byte (0xc3) in the code of the object that holds `ra` (the program when no
+// object holds it, as glibc then takes the program as the caller), or 0.  Taken from the object's
+// _init (DT_INIT: glibc's crti/crtn code in .init), which no unwind table entry covers: an
+// unwinder that meets it in a backtrace taken inside the real dlopen stops there, instead of
+// reading a frame of the caller's function out of ours (a `ret` elsewhere in the caller's code
+// had gdb show invented frames, and a C++ exception thrown by a plugin's constructor land in a
+// catch of the program, on a wrong stack).  Lock-free (_dl_find_object): a walk would hold the
+// loader's list lock, which a fork may catch.
+uintptr_t ret_byte(uintptr_t ra) {
+  dl_find_object fo;
+  const link_map *l = _dl_find_object(reinterpret_cast<void *>(ra), &fo) == 0 ? fo.dlfo_link_map : _r_debug.r_map;
+  if (!l) return 0;
+  Dynamic dy(l->l_addr, l->l_ld);
+  uintptr_t init = 0;
+  if (dy.dyn)
+    for (const ElfW(Dyn) *d = dy.dyn; d->d_tag != DT_NULL; ++d)
+      if (d->d_tag == DT_INIT) init = d->d_un.d_ptr < l->l_addr ? d->d_un.d_ptr + l->l_addr : d->d_un.d_ptr;
+  if (!init) return 0;
+  for (uintptr_t a = init; a < init + 64; ++a)   // (_init is about 27 bytes)
     if (*reinterpret_cast<const unsigned char *>(a) == 0xc3) return a;
-  for (uintptr_t a = from; a-- > start;)
-    if (*reinterpret_cast<const unsigned char *>(a) == 0xc3) return a;
-  return 0;
-}
-int gadget_one(dl_phdr_info *info, size_t, void *arg) {
-  Gadget &g = *static_cast<Gadget *>(arg);
-  bool first = g.program == 0;
-  for (unsigned i = 0; i < info->dlpi_phnum; ++i) {
-    const ElfW(Phdr) &ph = info->dlpi_phdr[i];
-    if (ph.p_type != PT_LOAD || (ph.p_flags & (PF_X | PF_R)) != (PF_X | PF_R)) continue;
-    uintptr_t start = info->dlpi_addr + ph.p_vaddr, end = start + ph.p_filesz;
-    if (first && !g.program) g.program = scan_ret(start, end, start);
-    if (g.ra - start < end - start) {
-      g.found = scan_ret(start, end, g.ra);
-      if (g.found) return 1;
-    }
-  }
-  if (first && !g.program) g.program = 1;   // (the program has no such byte: not again)
   return 0;
 }
 
@@ -393,25 +423,34 @@ bool shadow_stack() {   // a CET shadow stack would fault at the detour's return
 }  // namespace zns::shim
 
 // Reached from the stub with the caller's return address as ours (a jump, not a call).
+//
+// The open is made RTLD_NOW (lazy binding asked for is done at once): then every slot of the
+// new objects holds its final function when the real dlopen returns, and the rebinding only has
+// to replace glibc's, which is right in any object, whoever loaded it.  (Deciding for a lazily
+// bound slot where it would lead needs the object's scope, which only glibc knows: a lookup
+// through the handle pointed a shared dependency of another deep-bound plugin that brings its
+// own allocator at ZNS-Slab.)  A library that cannot be bound at once (an undefined function it
+// never calls) is opened again with the mode asked for, and its lazy slots decided through the
+// handle.
 void *zns_deep_dlopen(const char *file, int mode) {
   using namespace zns::shim;
   uintptr_t ra = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
   DlopenFn real = zns_real_dlopen();
 #if defined(__x86_64__)
-  uintptr_t ret = 0;
-  if (!shadow_stack()) {
-    Gadget g{ra, 0, 0};
-    dl_iterate_phdr(gadget_one, &g);
-    ret = g.found ? g.found : g.program > 1 ? g.program : 0;
-  }
-  void *h = ret ? zns_call_as(file, mode, real, ret) : real(file, mode);
+  uintptr_t ret = shadow_stack() ? 0 : ret_byte(ra);
+  auto open = [&](int m) { return ret ? zns_call_as(file, m, real, ret) : real(file, m); };
 #else
   (void)ra;
-  void *h = real(file, mode);   // (glibc sees this library as the caller)
+  auto open = [&](int m) { return real(file, m); };   // (glibc sees this library as the caller)
 #endif
-  if (h && file) {   // (dlopen(NULL): the program, nothing deep-bound)
+  if (!file) return open(mode);   // the program: nothing deep-bound
+  bool lazy = (mode & RTLD_NOW) != RTLD_NOW;
+  void *h = open(lazy ? (mode & ~RTLD_LAZY) | RTLD_NOW : mode);
+  if (!h && lazy) h = open(mode);
+  else lazy = false;
+  if (h) {
     int e = errno;
-    rebind(h);
+    rebind(h, lazy);
     errno = e;
   }
   return h;

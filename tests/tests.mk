@@ -36,8 +36,8 @@ $(BUILD)/tests/%.static: tests/%.cpp $(AR) $(wildcard tests/api/*.h) | $(BUILD)/
 # libzt_myalloc.so) from its constructor; libzt_textrel.so has a text relocation.
 # libzt_cxx_plugin.so: a C++ plugin that tests/api/cxx_late (a C program) dlopens.
 TEST_PLUGINS  := $(addprefix $(BUILD)/tests/api/,libzt_deepbind.so libzt_deepbind_now.so \
-                   libzt_myalloc.so libzt_deepbind_own.so libzt_deepbind_outer.so libzt_textrel.so \
-                   libzt_cxx_plugin.so)
+                   libzt_myalloc.so libzt_shared.so libzt_deepbind_own.so libzt_deepbind_p2.so \
+                   libzt_deepbind_outer.so libzt_textrel.so libzt_cxx_plugin.so libzt_deepbind_undef.so)
 $(BUILD)/tests/api/libzt_cxx_plugin.so: tests/api/lib/zt_cxx_plugin.cpp | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXSTD) -O1 -g -fPIC -shared $< -o $@
@@ -50,8 +50,16 @@ $(BUILD)/tests/api/libzt_deepbind_now.so: tests/api/lib/zt_deepbind_lib.c | $(BU
 $(BUILD)/tests/api/libzt_myalloc.so: tests/api/lib/zt_myalloc.c | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fPIC -shared $< -o $@
-$(BUILD)/tests/api/libzt_deepbind_own.so: tests/api/lib/zt_deepbind_lib.c $(BUILD)/tests/api/libzt_myalloc.so
-	$(CC) -O1 -g -fPIC -shared $< -o $@ -L$(BUILD)/tests/api -lzt_myalloc -Wl,-rpath,'$$ORIGIN'
+$(BUILD)/tests/api/libzt_deepbind_undef.so: tests/api/lib/zt_deepbind_lib.c | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fPIC -shared -DZT_UNDEF $< -o $@
+$(BUILD)/tests/api/libzt_shared.so: tests/api/lib/zt_shared.c | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fPIC -shared $< -o $@
+$(BUILD)/tests/api/libzt_deepbind_own.so: tests/api/lib/zt_deepbind_lib.c $(BUILD)/tests/api/libzt_myalloc.so $(BUILD)/tests/api/libzt_shared.so
+	$(CC) -O1 -g -fPIC -shared $< -o $@ -L$(BUILD)/tests/api -Wl,--no-as-needed -lzt_myalloc -lzt_shared -Wl,-rpath,'$$ORIGIN'
+$(BUILD)/tests/api/libzt_deepbind_p2.so: tests/api/lib/zt_deepbind_lib.c $(BUILD)/tests/api/libzt_shared.so
+	$(CC) -O1 -g -fPIC -shared $< -o $@ -L$(BUILD)/tests/api -Wl,--no-as-needed -lzt_shared -Wl,-rpath,'$$ORIGIN'
 $(BUILD)/tests/api/libzt_deepbind_outer.so: tests/api/lib/zt_deepbind_outer.c | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fPIC -shared $< -o $@ -ldl

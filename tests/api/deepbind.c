@@ -18,8 +18,11 @@
  *   - a deep-bound plugin whose dependency brings its own allocator keeps it, also when it is
  *     opened by another plugin's constructor (inside the outer dlopen, by a `$ORIGIN` path that is
  *     the outer plugin's directory) and when an older library is opened again with
- *     RTLD_DEEPBIND later: the rebinding touches only the objects its own call loaded (it used to
- *     walk every object loaded after, and gave the inner plugin's unbound free to ZNS-Slab: abort);
+ *     RTLD_DEEPBIND later, and when a second deep-bound plugin needs one of its dependencies:
+ *     the rebinding touches only the new handle's tree (it used to walk every object loaded after,
+ *     and gave the inner plugin's unbound free to ZNS-Slab: abort), and only slots bound to
+ *     glibc's functions (lazy slots decided through the new handle gave the shared dependency's
+ *     malloc to ZNS-Slab, where its scope leads to the inner plugin's allocator);
  *   - a slot in a read-only page that is not RELRO (a text relocation) is rebound (SIGSEGV before);
  *   - a thread doing DEEPBIND opens while another opens a library whose constructor does one
  *     finishes (a lock held across the loader deadlocked);
@@ -178,6 +181,19 @@ static void own_allocator(const struct plugin *lazy, int zns) {
   CHECK(r != NULL && owns(r), "after a re-open, the inner plugin's realloc = %p is not its allocator's", r);
   own_free(r);
   if (again) dlclose(again);
+  /* a second deep-bound plugin that shares a dependency (libzt_shared.so) with the inner one:
+   * that dependency was loaded in the inner plugin's scope, its malloc is myalloc's, and opening
+   * the second must not change it (the first call of zt_shared_malloc comes after the open) */
+  char p2path[4160];
+  plugin_path(p2path, sizeof p2path, "libzt_deepbind_p2.so");
+  void *p2 = dlopen(p2path, RTLD_LAZY | RTLD_LOCAL | RTLD_DEEPBIND);
+  REQUIRE(p2 != NULL, "dlopen(%s, RTLD_DEEPBIND): %s", p2path, dlerror());
+  void *(*shared_malloc)(size_t) = (void *(*)(size_t))sym(own, "zt_shared_malloc");
+  void *sm = shared_malloc(72);
+  CHECK(owns(sm), "libzt_shared's malloc(72) = %p after another plugin that needs it was opened: not myalloc's", sm);
+  char *pb = ZT_OPAQUE((char *)malloc(40));   /* and the second plugin is rebound */
+  ((void (*)(void *))sym(p2, "zt_lib_free"))(pb);
+  dlclose(p2);
   /* the outer plugin itself is rebound: the program's block it frees goes to ZNS-Slab */
   void (*outer_free)(void *) = (void (*)(void *))sym(outer, "zt_outer_free");
   char *a = ZT_OPAQUE((char *)malloc(40));
@@ -281,15 +297,23 @@ int main(void) {
   void *bare = dlopen("libzt_deepbind_now.so", RTLD_NOW | RTLD_LOCAL);
   CHECK(bare != NULL, "dlopen(\"libzt_deepbind_now.so\") through the program's RUNPATH: %s", dlerror());
   if (bare) dlclose(bare);
-  struct plugin lazy, now;
+  struct plugin lazy, now, undef;
   load(&lazy, "libzt_deepbind.so", RTLD_LAZY);   /* through the program's RUNPATH */
   load(&now, "$ORIGIN/libzt_deepbind_now.so", RTLD_NOW);   /* the program's directory */
+  /* with a function defined nowhere: it opens lazily only (ZNS-Slab's dlopen binds a deep-bound
+   * library at once, and falls back to the mode asked for) */
+  load(&undef, "$ORIGIN/libzt_deepbind_undef.so", RTLD_LAZY);
+  void *undef_now = dlopen("$ORIGIN/libzt_deepbind_undef.so", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+  CHECK(undef_now == NULL || undef_now == undef.h);
+  if (undef_now) dlclose(undef_now);
   exercise(&lazy, zns);
   exercise(&now, zns);
+  exercise(&undef, zns);
   own_allocator(&lazy, zns);
   textrel(zns);
   dlclose(lazy.h);
   dlclose(now.h);
+  dlclose(undef.h);
   concurrent_opens();
   same_library_two_threads();
   small_stack();

@@ -30,3 +30,10 @@ void zt_lib_free_via_table(void *p, int k) {   /* k: 0 or 1 writable, 2 or 3 rel
   if (k < 2) zt_free_writable[k](p);
   else zt_free_relro[k - 2](p);
 }
+
+#ifdef ZT_UNDEF
+/* libzt_deepbind_undef.so: a function it never calls is defined nowhere, so the library can be
+ * opened lazily only (RTLD_NOW fails: "undefined symbol"). */
+extern void zt_missing_fn(void);
+void zt_lib_calls_missing(void) { zt_missing_fn(); }
+#endif
