@@ -14,12 +14,12 @@
 //   - With it, the real dlopen must return here to rebind, yet still see the caller: the stub
 //     jumps to zns_deep_dlopen (whose return address is the caller's), which calls the real one
 //     through zns_call_as with a return address that is a `ret` byte (0xc3) in the calling
-//     object's _init; that `ret` comes back here.  glibc then resolves every name exactly as for
-//     the caller (its RPATH/RUNPATH, $ORIGIN, LD_LIBRARY_PATH, glibc-hwcaps, the cache), and an
-//     unwinder stops at the byte (no unwind entry covers _init).  (Not under a shadow stack,
-//     where the detour would fault, nor for an object without _init: then the call is direct,
-//     and the caller glibc sees is this library.)
-//   - The open is made RTLD_NOW, so that every slot of the new objects holds its final function
+//     object's _init or _fini (see ret_byte); that `ret` comes back here.  glibc then resolves
+//     every name exactly as for the caller (its RPATH/RUNPATH, $ORIGIN, LD_LIBRARY_PATH,
+//     glibc-hwcaps, the cache), and an unwinder stops at the byte (no unwind entry covers them).
+//     (Not under a shadow stack, where the detour would fault, nor for code without any `ret`
+//     byte: then the call is direct, and the caller glibc sees is this library.)
+//   - A lazy open is made RTLD_NOW, so that every slot of the new objects holds its final function
 //     when the real dlopen returns; then in the handle's dependency tree (DT_NEEDED,
 //     DT_AUXILIARY, DT_FILTER names matched against the loaded objects' SONAMEs and paths) every
 //     slot (JUMP_SLOT, GLOB_DAT, a plain 64-bit address) of one of the eleven C allocation
@@ -29,8 +29,9 @@
 //     A slot holding glibc's function is wrong in any object, whoever loaded it, so this runs
 //     on every DEEPBIND open, also of a library already loaded (another thread may have loaded
 //     it and not rebound it yet).  A library that cannot be bound at once (a function it never
-//     calls is defined nowhere) is opened again lazily, and its unbound lazy slots are decided
-//     through the handle (a dlsym searches the same dependencies first).
+//     calls is defined nowhere) is opened again lazily, and the unbound lazy slots of the objects
+//     that open loaded are decided through the handle (a dlsym searches the same dependencies
+//     first).
 //   - No lock of ours is held across a call into the loader: a library's constructor may itself
 //     dlopen, under the loader's lock, in another thread.  Only the patching (inside
 //     dl_iterate_phdr, no loader calls there) is serialized, and kept out of forks.
@@ -279,10 +280,16 @@ void rebind_object(const Object &o, const Dynamic &dy, void *const *deep) {
 // first object; then every object of the walk that is in the tree is rebound.  Under
 // g_patch_lock; `members` is allocated before the walk for every object then loaded (nothing
 // large on the stack: a thread with a small one may dlopen).
+struct Loaded {   // an object as it was before a lazy open (see zns_deep_dlopen)
+  uintptr_t addr;
+  const ElfW(Dyn) *ld;
+};
 struct Tree {
   const link_map *handle;
   uintptr_t page;
-  void *const *deep;
+  void *const *deep;                // lazy slots: decided through the handle, in new objects only
+  const Loaded *before;             // the objects loaded before the open (with deep)
+  unsigned n_before;
   bool built, truncated;
   unsigned n, cap;
   const link_map **members;
@@ -343,71 +350,129 @@ int walk_one(dl_phdr_info *info, size_t, void *arg) {
   }
   Object o{info, t.page};
   Dynamic dy(info->dlpi_addr, o.dynamic());
-  if (in_tree(t, info->dlpi_addr, dy.dyn)) rebind_object(o, dy, t.deep);
+  if (!in_tree(t, info->dlpi_addr, dy.dyn)) return 0;
+  bool loaded_before = false;   // (its lazy slots follow the scope of whoever loaded it)
+  for (unsigned k = 0; k < t.n_before && !loaded_before; ++k)
+    loaded_before = t.before[k].addr == info->dlpi_addr && t.before[k].ld == dy.dyn;
+  rebind_object(o, dy, loaded_before ? nullptr : t.deep);
   return 0;
 }
 int count_one(dl_phdr_info *, size_t, void *arg) {
   ++*static_cast<unsigned *>(arg);
   return 0;
 }
+struct Snapshot {
+  Loaded *objects;
+  unsigned n, cap;
+};
+int snapshot_one(dl_phdr_info *info, size_t, void *arg) {
+  Snapshot &sn = *static_cast<Snapshot *>(arg);
+  if (sn.n == sn.cap) return 1;
+  sn.objects[sn.n++] = Loaded{info->dlpi_addr, Object{info, 0}.dynamic()};
+  return 0;
+}
 
 // One rebinding walk at a time (the mprotect toggles), and none across a fork: glibc 2.36 does
 // not reset its list lock in the child, and a walk holds it (a child forked meanwhile hung in its
 // own dlopen).  Taken by the fork's prepare handler, released after it, reset in the child.
+// Registered by the library's constructor, before any handler of the program: its prepare
+// handler runs last and its parent/child handlers first, so a program's handler may itself do a
+// DEEPBIND open (registered at the first open, after the program's, it deadlocked there).
 Lock g_patch_lock;
-std::atomic<bool> g_atfork_done{false};
 void patch_lock_prepare() { g_patch_lock.lock(); }
 void patch_lock_parent() { g_patch_lock.unlock(); }
 void patch_lock_child() { g_patch_lock.reset(); }
+__attribute__((constructor)) void patch_lock_atfork() {
+  pthread_atfork(patch_lock_prepare, patch_lock_parent, patch_lock_child);
+}
 
-// lazy: lazily bound slots may be left (the open was not RTLD_NOW), decided through the handle.
-void rebind(void *handle, bool lazy) {
+// before: null after an RTLD_NOW open (every slot is final: only glibc's are replaced); after a
+// lazy one, the objects loaded before it (the new objects' lazy slots are decided through the
+// handle, which is their scope; an older object's are left to the scope it was loaded in).
+void rebind(void *handle, const Snapshot *before) {
   link_map *lm = nullptr;
   if (dlinfo(handle, RTLD_DI_LINKMAP, &lm) != 0 || !lm) return;
   resolve();
   void *deep[kFns];
-  if (lazy) {
+  if (before) {
     for (unsigned i = 0; i < kFns; ++i) deep[i] = dlsym(handle, kNames[i]);
     dlerror();   // (a failed dlsym above is nobody's error)
   }
-  if (!g_atfork_done.exchange(true)) pthread_atfork(patch_lock_prepare, patch_lock_parent, patch_lock_child);
+  Tree t{lm, uintptr_t(sysconf(_SC_PAGESIZE)), before ? deep : nullptr,
+         before ? before->objects : nullptr, before ? before->n : 0, false, false, 0, 0, nullptr};
+  {
+    Guard g(g_patch_lock);   // (every walk under it: a fork must not catch one)
+    unsigned objects = 0;
+    dl_iterate_phdr(count_one, &objects);
+    t.cap = objects;
+    t.members = static_cast<const link_map **>(malloc(t.cap * sizeof(link_map *)));
+    if (t.members) dl_iterate_phdr(walk_one, &t);
+  }
+  if (!t.members) return say_once("no memory for the tree of", lm->l_name, "its objects", ENOMEM);
+  free(t.members);
+  if (t.truncated) say_once("a dependency tree too large to rebind whole:", lm->l_name, "", 0);
+}
+
+// The objects loaded now (for a lazy open); objects null if that cannot be known.
+Snapshot snapshot() {
+  Snapshot sn{nullptr, 0, 0};
+  Guard g(g_patch_lock);
   unsigned objects = 0;
   dl_iterate_phdr(count_one, &objects);
-  unsigned cap = objects + 16;   // (a few more may be loaded meanwhile)
-  const link_map **members = static_cast<const link_map **>(malloc(cap * sizeof(link_map *)));
-  if (!members) return say_once("no memory for the tree of", lm->l_name, "its objects", ENOMEM);
-  Tree t{lm, uintptr_t(sysconf(_SC_PAGESIZE)), lazy ? deep : nullptr, false, false, 0, cap, members};
-  {
-    Guard g(g_patch_lock);
-    dl_iterate_phdr(walk_one, &t);
-  }
-  free(members);
-  if (t.truncated) say_once("a dependency tree too large to rebind whole:", lm->l_name, "", 0);
+  sn.cap = objects;
+  sn.objects = static_cast<Loaded *>(malloc(sn.cap * sizeof(Loaded)));
+  if (sn.objects) dl_iterate_phdr(snapshot_one, &sn);
+  return sn;
 }
 
 // ---- calling the real dlopen as the caller ------------------------------------------------------
 
 // A `ret` instruction byte (0xc3) in the code of the object that holds `ra` (the program when no
 // object holds it, as glibc then takes the program as the caller), or 0.  Taken from the object's
-// _init (DT_INIT: glibc's crti/crtn code in .init), which no unwind table entry covers: an
-// unwinder that meets it in a backtrace taken inside the real dlopen stops there, instead of
+// _init or _fini (DT_INIT, DT_FINI: glibc's crti/crtn code), which no unwind table entry covers:
+// an unwinder that meets it in a backtrace taken inside the real dlopen stops there, instead of
 // reading a frame of the caller's function out of ours (a `ret` elsewhere in the caller's code
 // had gdb show invented frames, and a C++ exception thrown by a plugin's constructor land in a
-// catch of the program, on a wrong stack).  Lock-free (_dl_find_object): a walk would hold the
-// loader's list lock, which a fork may catch.
+// catch of the program, on a wrong stack).  An object without either (linked -nostartfiles) gets
+// any `ret` byte of its code, near the call: names then resolve as for the caller, and only a
+// backtrace from inside that dlopen goes wrong.
+struct AnyRet {
+  uintptr_t ra, found;
+};
+int any_ret_one(dl_phdr_info *info, size_t, void *arg) {
+  AnyRet &g = *static_cast<AnyRet *>(arg);
+  for (unsigned i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+    if (ph.p_type != PT_LOAD || (ph.p_flags & (PF_X | PF_R)) != (PF_X | PF_R)) continue;
+    uintptr_t start = info->dlpi_addr + ph.p_vaddr, end = start + ph.p_filesz;
+    if (g.ra - start >= end - start) continue;
+    for (uintptr_t a = g.ra; a < end && !g.found; ++a)
+      if (*reinterpret_cast<const unsigned char *>(a) == 0xc3) g.found = a;
+    for (uintptr_t a = g.ra; a-- > start && !g.found;)
+      if (*reinterpret_cast<const unsigned char *>(a) == 0xc3) g.found = a;
+    return 1;
+  }
+  return 0;
+}
 uintptr_t ret_byte(uintptr_t ra) {
   dl_find_object fo;
-  const link_map *l = _dl_find_object(reinterpret_cast<void *>(ra), &fo) == 0 ? fo.dlfo_link_map : _r_debug.r_map;
+  bool held = _dl_find_object(reinterpret_cast<void *>(ra), &fo) == 0;
+  const link_map *l = held ? fo.dlfo_link_map : _r_debug.r_map;
   if (!l) return 0;
   Dynamic dy(l->l_addr, l->l_ld);
-  uintptr_t init = 0;
   if (dy.dyn)
-    for (const ElfW(Dyn) *d = dy.dyn; d->d_tag != DT_NULL; ++d)
-      if (d->d_tag == DT_INIT) init = d->d_un.d_ptr < l->l_addr ? d->d_un.d_ptr + l->l_addr : d->d_un.d_ptr;
-  if (!init) return 0;
-  for (uintptr_t a = init; a < init + 64; ++a)   // (_init is about 27 bytes)
-    if (*reinterpret_cast<const unsigned char *>(a) == 0xc3) return a;
-  return 0;
+    for (ElfW(Sxword) tag : {ElfW(Sxword)(DT_INIT), ElfW(Sxword)(DT_FINI)})
+      for (const ElfW(Dyn) *d = dy.dyn; d->d_tag != DT_NULL; ++d) {
+        if (d->d_tag != tag) continue;
+        uintptr_t f = d->d_un.d_ptr < l->l_addr ? d->d_un.d_ptr + l->l_addr : d->d_un.d_ptr;
+        for (uintptr_t a = f; a < f + 64; ++a)   // (_init is about 27 bytes, _fini 13)
+          if (*reinterpret_cast<const unsigned char *>(a) == 0xc3) return a;
+      }
+  if (!held) return 0;   // (generated code: the program has no _init or _fini; rare enough)
+  AnyRet g{ra, 0};
+  Guard lock(g_patch_lock);   // (a walk: not across a fork)
+  dl_iterate_phdr(any_ret_one, &g);
+  return g.found;
 }
 
 bool shadow_stack() {   // a CET shadow stack would fault at the detour's returns
@@ -424,35 +489,43 @@ bool shadow_stack() {   // a CET shadow stack would fault at the detour's return
 
 // Reached from the stub with the caller's return address as ours (a jump, not a call).
 //
-// The open is made RTLD_NOW (lazy binding asked for is done at once): then every slot of the
-// new objects holds its final function when the real dlopen returns, and the rebinding only has
-// to replace glibc's, which is right in any object, whoever loaded it.  (Deciding for a lazily
-// bound slot where it would lead needs the object's scope, which only glibc knows: a lookup
-// through the handle pointed a shared dependency of another deep-bound plugin that brings its
-// own allocator at ZNS-Slab.)  A library that cannot be bound at once (an undefined function it
-// never calls) is opened again with the mode asked for, and its lazy slots decided through the
-// handle.
+// A lazy open is made RTLD_NOW (as LD_BIND_NOW would): then every slot of the new objects holds
+// its final function when the real dlopen returns, and the rebinding only has to replace
+// glibc's, which is right in any object, whoever loaded it.  (Deciding for a lazily bound slot
+// where it would lead needs the object's scope, which only glibc knows: a lookup through the
+// handle pointed a shared dependency of another deep-bound plugin that brings its own allocator
+// at ZNS-Slab.)  As with LD_BIND_NOW, IFUNC resolvers of the new objects then run before their
+// constructors.  A library that cannot be bound at once (a function it never calls is defined
+// nowhere) is opened again with the mode asked for, and the lazy slots of the objects that open
+// loaded are decided through the handle.  A mode with no binding flag is glibc's to refuse.
 void *zns_deep_dlopen(const char *file, int mode) {
   using namespace zns::shim;
   uintptr_t ra = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
+  int e = errno;   // (shadow_stack's arch_prctl sets it where the kernel has no such call)
   DlopenFn real = zns_real_dlopen();
 #if defined(__x86_64__)
   uintptr_t ret = shadow_stack() ? 0 : ret_byte(ra);
+  errno = e;
   auto open = [&](int m) { return ret ? zns_call_as(file, m, real, ret) : real(file, m); };
 #else
   (void)ra;
   auto open = [&](int m) { return real(file, m); };   // (glibc sees this library as the caller)
 #endif
-  if (!file) return open(mode);   // the program: nothing deep-bound
-  bool lazy = (mode & RTLD_NOW) != RTLD_NOW;
-  void *h = open(lazy ? (mode & ~RTLD_LAZY) | RTLD_NOW : mode);
-  if (!h && lazy) h = open(mode);
-  else lazy = false;
+  int binding = mode & (RTLD_LAZY | RTLD_NOW);
+  if (!file || binding == 0) return open(mode);   // the program (nothing deep-bound), or invalid
+  void *h = binding == RTLD_LAZY ? open((mode & ~RTLD_LAZY) | RTLD_NOW) : open(mode);
+  Snapshot before{nullptr, 0, 0};
+  bool lazy = false;
+  if (!h && binding == RTLD_LAZY) {
+    before = snapshot();
+    lazy = true;
+    h = open(mode);
+  }
   if (h) {
-    int e = errno;
-    rebind(h, lazy);
+    rebind(h, lazy && before.objects ? &before : nullptr);
     errno = e;
   }
+  free(before.objects);
   return h;
 }
 

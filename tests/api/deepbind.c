@@ -28,12 +28,16 @@
  *     finishes (a lock held across the loader deadlocked);
  *   - two threads that open the same plugin at once both get it rebound (the second one's open
  *     returned the library before the first had rebound it: glibc's free aborted);
- *   - a DEEPBIND open from a thread with a 24 KiB stack (16 KiB of buffers on it crashed). */
+ *   - a DEEPBIND open from a thread with a 24 KiB stack (16 KiB of buffers on it crashed);
+ *   - a lazy DEEPBIND open that needed the retry leaves errno alone; a mode without RTLD_LAZY or
+ *     RTLD_NOW fails as with glibc; a fork whose handlers (the program's) do DEEPBIND opens
+ *     finishes. */
 #include "tests/api/zns_test.h"
 
 #include <dlfcn.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <sys/wait.h>
 
 struct plugin {
   const char *name;
@@ -290,9 +294,29 @@ static void small_stack(void) {
   pthread_attr_destroy(&a);
 }
 
+/* A fork handler of the program that does a DEEPBIND open (the shim's own handlers, registered
+ * after the program's, held their lock while the program's ran: deadlock). */
+static char g_atfork_path[4160];
+static void atfork_open(void) {
+  void *h = dlopen(g_atfork_path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  if (h) dlclose(h);
+}
+static void fork_handlers(void) {   /* (registered at the start of main, before any open) */
+  alarm(60);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0, "fork: %s", strerror(errno));
+  if (pid == 0) _exit(0);
+  int st = 0;
+  REQUIRE(waitpid(pid, &st, 0) == pid);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child of a fork with DEEPBIND-opening handlers: status %#x", st);
+  alarm(0);
+}
+
 int main(void) {
   int zns = zt_zns_mode();
   zt_log("deepbind: mode %s", zt_mode_name());
+  plugin_path(g_atfork_path, sizeof g_atfork_path, "libzt_deepbind_now.so");
+  REQUIRE(pthread_atfork(atfork_open, atfork_open, NULL) == 0);
   /* a bare name, found through this program's RUNPATH ($ORIGIN), without RTLD_DEEPBIND */
   void *bare = dlopen("libzt_deepbind_now.so", RTLD_NOW | RTLD_LOCAL);
   CHECK(bare != NULL, "dlopen(\"libzt_deepbind_now.so\") through the program's RUNPATH: %s", dlerror());
@@ -302,7 +326,13 @@ int main(void) {
   load(&now, "$ORIGIN/libzt_deepbind_now.so", RTLD_NOW);   /* the program's directory */
   /* with a function defined nowhere: it opens lazily only (ZNS-Slab's dlopen binds a deep-bound
    * library at once, and falls back to the mode asked for) */
+  errno = 0;
   load(&undef, "$ORIGIN/libzt_deepbind_undef.so", RTLD_LAZY);
+  CHECK(errno == 0, "errno after a successful DEEPBIND open that needed the lazy retry: %d", errno);
+  /* a mode with neither RTLD_LAZY nor RTLD_NOW is invalid, as glibc says */
+  void *nomode = dlopen("$ORIGIN/libzt_deepbind_now.so", RTLD_DEEPBIND);
+  CHECK(nomode == NULL, "dlopen(..., RTLD_DEEPBIND) without RTLD_LAZY or RTLD_NOW succeeded");
+  if (nomode) dlclose(nomode);
   void *undef_now = dlopen("$ORIGIN/libzt_deepbind_undef.so", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
   CHECK(undef_now == NULL || undef_now == undef.h);
   if (undef_now) dlclose(undef_now);
@@ -317,5 +347,6 @@ int main(void) {
   concurrent_opens();
   same_library_two_threads();
   small_stack();
+  fork_handlers();
   return zt_finish("deepbind");
 }
