@@ -386,6 +386,17 @@ __attribute__((constructor)) void patch_lock_atfork() {
   pthread_atfork(patch_lock_prepare, patch_lock_parent, patch_lock_child);
 }
 
+// The number of loaded objects.  Under g_patch_lock like every walk, but no malloc under it: the
+// fork's prepare handlers run in reverse order of registration, and the heap's (registered at
+// the first malloc, after ours) hold the heap's locks while ours waits for this one: a malloc
+// under it that needed a heap lock deadlocked a fork against a DEEPBIND open.
+unsigned count_objects() {
+  unsigned objects = 0;
+  Guard g(g_patch_lock);
+  dl_iterate_phdr(count_one, &objects);
+  return objects;
+}
+
 // before: null after an RTLD_NOW open (every slot is final: only glibc's are replaced); after a
 // lazy one, the objects loaded before it (the new objects' lazy slots are decided through the
 // handle, which is their scope; an older object's are left to the scope it was loaded in).
@@ -400,13 +411,11 @@ void rebind(void *handle, const Snapshot *before) {
   }
   Tree t{lm, uintptr_t(sysconf(_SC_PAGESIZE)), before ? deep : nullptr,
          before ? before->objects : nullptr, before ? before->n : 0, false, false, 0, 0, nullptr};
-  {
+  t.cap = count_objects() + 16;   // (a few more may be loaded meanwhile: then `truncated`)
+  t.members = static_cast<const link_map **>(malloc(t.cap * sizeof(link_map *)));
+  if (t.members) {
     Guard g(g_patch_lock);   // (every walk under it: a fork must not catch one)
-    unsigned objects = 0;
-    dl_iterate_phdr(count_one, &objects);
-    t.cap = objects;
-    t.members = static_cast<const link_map **>(malloc(t.cap * sizeof(link_map *)));
-    if (t.members) dl_iterate_phdr(walk_one, &t);
+    dl_iterate_phdr(walk_one, &t);
   }
   if (!t.members) return say_once("no memory for the tree of", lm->l_name, "its objects", ENOMEM);
   free(t.members);
@@ -415,13 +424,12 @@ void rebind(void *handle, const Snapshot *before) {
 
 // The objects loaded now (for a lazy open); objects null if that cannot be known.
 Snapshot snapshot() {
-  Snapshot sn{nullptr, 0, 0};
-  Guard g(g_patch_lock);
-  unsigned objects = 0;
-  dl_iterate_phdr(count_one, &objects);
-  sn.cap = objects;
+  Snapshot sn{nullptr, 0, count_objects() + 16};
   sn.objects = static_cast<Loaded *>(malloc(sn.cap * sizeof(Loaded)));
-  if (sn.objects) dl_iterate_phdr(snapshot_one, &sn);
+  if (sn.objects) {
+    Guard g(g_patch_lock);
+    dl_iterate_phdr(snapshot_one, &sn);
+  }
   return sn;
 }
 
@@ -465,7 +473,10 @@ uintptr_t ret_byte(uintptr_t ra) {
       for (const ElfW(Dyn) *d = dy.dyn; d->d_tag != DT_NULL; ++d) {
         if (d->d_tag != tag) continue;
         uintptr_t f = d->d_un.d_ptr < l->l_addr ? d->d_un.d_ptr + l->l_addr : d->d_un.d_ptr;
-        for (uintptr_t a = f; a < f + 64; ++a)   // (_init is about 27 bytes, _fini 13)
+        // (_init is about 27 bytes, _fini 13; within f's page, which is mapped: -Wl,-init may
+        // name a function at the end of the code)
+        uintptr_t end = f + 64, page_end = (f | 4095) + 1;
+        for (uintptr_t a = f; a < (end < page_end ? end : page_end); ++a)
           if (*reinterpret_cast<const unsigned char *>(a) == 0xc3) return a;
       }
   if (!held) return 0;   // (generated code: the program has no _init or _fini; rare enough)
