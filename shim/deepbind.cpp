@@ -189,26 +189,6 @@ struct Dynamic {
     }
     if (strtab && has_soname) soname = strtab + soname_off;
   }
-  // Does one of its DT_NEEDED, DT_AUXILIARY or DT_FILTER entries name `o` (by its SONAME, its
-  // file name or its path; a `$ORIGIN/` entry is taken relative to self_path's directory)?
-  bool needs(const char *self_path, const char *o_soname, const char *o_path) const {
-    if (!dyn || !strtab) return false;
-    const char *slash = strrchr(o_path, '/');
-    const char *o_file = slash ? slash + 1 : o_path;
-    for (const ElfW(Dyn) *d = dyn; d->d_tag != DT_NULL; ++d) {
-      if (d->d_tag != DT_NEEDED && d->d_tag != DT_AUXILIARY && d->d_tag != DT_FILTER) continue;
-      const char *n = strtab + d->d_un.d_val;
-      if ((o_soname && strcmp(n, o_soname) == 0) || strcmp(n, o_file) == 0 || strcmp(n, o_path) == 0)
-        return true;
-      size_t skip = strncmp(n, "$ORIGIN/", 8) == 0 ? 7 : strncmp(n, "${ORIGIN}/", 10) == 0 ? 9 : 0;
-      const char *self_slash = self_path ? strrchr(self_path, '/') : nullptr;
-      if (skip && self_slash) {   // o_path == dirname(self_path) + n[skip..]
-        size_t dl = size_t(self_slash - self_path);
-        if (strncmp(o_path, self_path, dl) == 0 && strcmp(o_path + dl, n + skip) == 0) return true;
-      }
-    }
-    return false;
-  }
 };
 
 // Write fn into a slot, through whatever protection its page has now: RELRO (read-only after
