@@ -167,6 +167,7 @@ struct Dynamic {
   const ElfW(Sym) *symtab = nullptr;
   const char *strtab = nullptr;
   const char *soname = nullptr;
+  uintptr_t init = 0, fini = 0;                     // _init, _fini (DT_INIT, DT_FINI)
   const ElfW(Rela) *rela[2] = {nullptr, nullptr};   // DT_RELA, DT_JMPREL
   size_t relasz[2] = {0, 0};
   bool rela_plt = true;
@@ -180,6 +181,8 @@ struct Dynamic {
         case DT_SYMTAB: symtab = reinterpret_cast<const ElfW(Sym) *>(addr(d->d_un.d_ptr)); break;
         case DT_STRTAB: strtab = reinterpret_cast<const char *>(addr(d->d_un.d_ptr)); break;
         case DT_SONAME: soname_off = d->d_un.d_val; has_soname = true; break;
+        case DT_INIT: init = addr(d->d_un.d_ptr); break;
+        case DT_FINI: fini = addr(d->d_un.d_ptr); break;
         case DT_RELA: rela[0] = reinterpret_cast<const ElfW(Rela) *>(addr(d->d_un.d_ptr)); break;
         case DT_RELASZ: relasz[0] = d->d_un.d_val; break;
         case DT_JMPREL: rela[1] = reinterpret_cast<const ElfW(Rela) *>(addr(d->d_un.d_ptr)); break;
@@ -448,17 +451,14 @@ uintptr_t ret_byte(uintptr_t ra) {
   const link_map *l = held ? fo.dlfo_link_map : _r_debug.r_map;
   if (!l) return 0;
   Dynamic dy(l->l_addr, l->l_ld);
-  if (dy.dyn)
-    for (ElfW(Sxword) tag : {ElfW(Sxword)(DT_INIT), ElfW(Sxword)(DT_FINI)})
-      for (const ElfW(Dyn) *d = dy.dyn; d->d_tag != DT_NULL; ++d) {
-        if (d->d_tag != tag) continue;
-        uintptr_t f = d->d_un.d_ptr < l->l_addr ? d->d_un.d_ptr + l->l_addr : d->d_un.d_ptr;
-        // (_init is about 27 bytes, _fini 13; within f's page, which is mapped: -Wl,-init may
-        // name a function at the end of the code)
-        uintptr_t end = f + 64, page_end = (f | 4095) + 1;
-        for (uintptr_t a = f; a < (end < page_end ? end : page_end); ++a)
-          if (*reinterpret_cast<const unsigned char *>(a) == 0xc3) return a;
-      }
+  for (uintptr_t f : {dy.init, dy.fini}) {
+    if (!f) continue;
+    // (_init is about 27 bytes, _fini 13; within f's page, which is mapped: -Wl,-init may name a
+    // function at the end of the code)
+    uintptr_t end = f + 64, page_end = (f | 4095) + 1;
+    for (uintptr_t a = f; a < (end < page_end ? end : page_end); ++a)
+      if (*reinterpret_cast<const unsigned char *>(a) == 0xc3) return a;
+  }
   if (!held) return 0;   // (generated code: the program has no _init or _fini; rare enough)
   AnyRet g{ra, 0};
   Guard lock(g_patch_lock);   // (a walk: not across a fork)
