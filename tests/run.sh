@@ -23,6 +23,8 @@ run_one() {   # name, command...
 }
 
 export ZNS_LIB=$LIB ZNS_EXPECT=1
+# plain reference runs shared by the modes of one test (tests/programs/lib/common.bash)
+export PROGTEST_PLAIN_CACHE=$PWD/$B/plain-cache; rm -rf "$PROGTEST_PLAIN_CACHE"; mkdir -p "$PROGTEST_PLAIN_CACHE"
 run_one unit $B/tests/unit_tests
 # the same tests in 20 shuffled orders: a test must not depend on what the ones before it left
 # behind (a stale slab flag once made four of them fail in some orders)

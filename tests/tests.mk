@@ -73,7 +73,7 @@ $(BUILD)/tests/api/deepbind $(BUILD)/tests/api/deepbind.static: TEST_LDFLAGS := 
 TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.static
 test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC) $(TIER_TEST) $(TEST_PLUGINS)
 test: deps-test
-	@$(MAKE) --no-print-directory test-build
+	@$(MAKE) --no-print-directory -j$$(nproc) test-build
 	@tests/run.sh
 test-unit: $(UNIT_BIN)
 	$(UNIT_BIN)

@@ -41,6 +41,24 @@ zns_require_lib() {
   SHIM=1
 }
 
+# A plain (unshimmed) reference run does not depend on the library or its mode, and tests/run.sh
+# runs some of these scripts four times (plain settings, ZNS_SECURE, two tiers).  With
+# PROGTEST_PLAIN_CACHE set (run.sh sets it to a directory it empties first), the files of the first
+# plain run are kept under a key, and later runs with the same key reuse them.
+# zns_plain_restore KEY FILE...: 0 and the files copied into the cwd when KEY is cached.
+# zns_plain_save KEY FILE...: keep the files (after a plain run that passed its checks).
+zns_plain_key() { printf '%s' "$*" | sha256sum | cut -c1-16; }
+zns_plain_restore() {
+  local d=${PROGTEST_PLAIN_CACHE:-}/$1 f; shift
+  [[ -n "${PROGTEST_PLAIN_CACHE:-}" && -f "$d/.complete" ]] || return 1
+  for f in "$@"; do cp -- "$d/$f" "$f" || return 1; done
+}
+zns_plain_save() {
+  local d=${PROGTEST_PLAIN_CACHE:-}/$1 f; shift
+  [[ -n "${PROGTEST_PLAIN_CACHE:-}" ]] || return 0
+  mkdir -p "$d" && for f in "$@"; do cp -- "$f" "$d/$f"; done && touch "$d/.complete"
+}
+
 # zns_check_stats MIN_ALLOCATED EXPECTED_FILES LABEL FILE...
 #   Every file must be a stats JSON document with totals.allocated > MIN_ALLOCATED; at least
 #   EXPECTED_FILES of them must exist.
