@@ -111,12 +111,14 @@ struct Depot {
   Lock lock;
   uint32_t dirty_head[kMaxSlabPages + 1];   // empty, resident slabs by pages; newest first
   uint32_t dirty_tail[kMaxSlabPages + 1];   // oldest: the next to purge
-  uint32_t clean_head[kMaxSlabPages + 1];   // empty, purged slabs by pages (a stack)
+  uint32_t clean_head[kMaxSlabPages + 1];   // empty, purged slabs by pages (a stack, doubly
+                                            // linked: a purge may take one from the middle)
   uint32_t bump;                            // first page never handed out
   uint32_t purging_head;                    // slabs a depot_purge took off the dirty lists and is
                                             // giving back outside the lock (doubly linked): a
                                             // fork's child puts them back (fork_child)
   uint64_t dirty_pages, clean_pages, purging_pages, purged_total;
+  uint64_t purge_calls;                     // madvise calls of depot_purge since start
   uint32_t shared_head[kNumClasses];        // shared slabs worth reusing, per class (doubly
   uint32_t shared_tail[kNumClasses];        // linked; queued at the head, adopted from the tail)
   uint64_t slabs[kNumClasses];              // slabs out of the depot (owned or shared), per class
@@ -320,25 +322,101 @@ ZNS_INLINE bool freed_in_bitmap(const SlabMeta *s, unsigned w, uint64_t mask) {
   return b == s->inline_free || freed_in_record(s, w, mask);   // (inline bits are never swapped)
 }
 
+// Doubly linked lists of slabs through SlabMeta.prev/next (head page numbers; kNil ends them).
+void list_push(uint32_t &head, SlabMeta *s) {
+  uint32_t page = page_of(s);
+  s->prev = kNil;
+  s->next = head;
+  if (head != kNil) meta_at(head).prev = page;
+  head = page;
+}
+void list_unlink(uint32_t &head, SlabMeta *s) {
+  if (s->prev != kNil) meta_at(s->prev).next = s->next;
+  else head = s->next;
+  if (s->next != kNil) meta_at(s->next).prev = s->prev;
+  s->prev = s->next = kNil;
+}
+
+// The clean lists (and the purging list, for their bridges: see depot_purge).  SlabMeta.purged of
+// a depot slab says where it is, and changes only under the depot lock: kCleanMark on a clean
+// list, kBridgeMark on the purging list as a bridge, else 0.  So a purge knows by reading a
+// neighbour's line under the lock that the group holds nothing and that no one can take it.
+// (For owned slabs `purged` is the parked-purge flag, 0 or 1.)
+constexpr uint8_t kCleanMark = 2, kBridgeMark = 3;
+void set_mark(SlabMeta &m, uint8_t mark) { __atomic_store_n(&m.purged, mark, __ATOMIC_RELAXED); }
+uint8_t mark_of(uint32_t page) { return __atomic_load_n(&meta_at(page).purged, __ATOMIC_RELAXED); }
+void clean_push(uint32_t page, unsigned k) {   // under the depot lock
+  SlabMeta &m = meta_at(page);
+  list_push(g_depot.clean_head[k], &m);
+  g_depot.clean_pages += k;
+  set_mark(m, kCleanMark);
+}
+uint32_t clean_pop(unsigned k) {   // under the depot lock; kNil when the list is empty
+  uint32_t page = g_depot.clean_head[k];
+  if (page == kNil) return kNil;
+  SlabMeta &m = meta_at(page);
+  list_unlink(g_depot.clean_head[k], &m);
+  g_depot.clean_pages -= k;
+  set_mark(m, 0);
+  return page;
+}
+// A clean slab lent to a purge as a bridge: off its clean list, on the purging list, still
+// counted as clean (its pages stay given back).  And back.  Under the depot lock.
+void bridge_take(uint32_t page) {
+  SlabMeta &m = meta_at(page);
+  list_unlink(g_depot.clean_head[m.pages], &m);
+  list_push(g_depot.purging_head, &m);
+  set_mark(m, kBridgeMark);
+}
+void bridge_return(uint32_t page) {
+  SlabMeta &m = meta_at(page);
+  list_unlink(g_depot.purging_head, &m);
+  list_push(g_depot.clean_head[m.pages], &m);
+  set_mark(m, kCleanMark);
+}
+
+// The most empty-slab pages the depot keeps resident (under its lock): ZNS_DIRTY_MAX_KB, or
+// ZNS_DIRTY_PERCENT (default 100) of the pages of slabs in use when that is more.  A program that
+// frees part of a big heap and allocates it again within ZNS_DECAY_MS then reuses resident
+// pages: a page given back costs its share of a madvise call, and a page fault when it is
+// touched again (11 us per fault in this VM).  python3's bench run frees about 60 MiB of its
+// 230 MiB heap halfway and allocates it again: with the fixed 8 MiB cap it refaulted 50 MiB
+// (91k faults, 79k with this cap; tcmalloc 60k).  As the heap shrinks the cap shrinks with it,
+// down to ZNS_DIRTY_MAX_KB: a heap freed whole is given back as before (bench/memory).
+uint64_t dirty_cap() {
+  uint64_t fixed = g_options.ZNS_DIRTY_MAX_KB / 4;
+  uint64_t pct = g_options.ZNS_DIRTY_PERCENT < 100 ? g_options.ZNS_DIRTY_PERCENT : 100;
+  uint64_t prop = g_depot.owned_pages * pct / 100;
+  return prop > fixed ? prop : fixed;
+}
+
 // Purge the oldest dirty slabs while the depot holds more than it may, or they are older than the
 // decay delay.  madvise runs outside the lock.  force: purge every dirty slab.  Returns whether
 // any was purged.
 //
-// Every madvise call costs a TLB flush, whatever its length (80-260 us each in this VM: a python
-// run that freed 235 MiB of objects spent a quarter of its time in 3767 of them, one 64 KiB group
-// per call, as each release took the depot one group over the cap).  So once over the cap the
-// depot goes down to half of it (a batch of slabs, not one), and a batch is purged in runs of
-// adjacent groups, one call per run.
+// Every madvise call costs a TLB flush however long it is, and in this VM a flush is dear: 60-70
+// us per call of 1 to 64 pages, 190 us for 1024 (bench/WHY.md: a python run that freed 235 MiB
+// of objects spent a quarter of its time in 3767 calls, one 64 KiB group each).  So:
+//   - once over the cap the depot goes down to half of it (a batch of slabs, not one);
+//   - a batch is purged in runs, one call per run: victims in adjacent groups (the unused tail
+//     pages of a slab shorter than its group go with it), and "bridges": the groups between two
+//     victims when every one of them is clean (purged already, on a clean list).  A bridge is
+//     taken off its clean list for the call (so that no depot_take hands it out meanwhile) and
+//     put back; its pages hold nothing, so the call costs no more for them.  A teardown that
+//     frees a heap group by group thus gives it back in a few long calls.
 bool depot_purge(bool force) {
   constexpr unsigned kBatch = 64;
+  constexpr uint32_t kMaxBridge = 64 * kGroupPages;   // pages between two victims, at most
+  struct Run { uint32_t first, end; };
   bool over_cap = false;   // (latched: down to the low mark once the cap was passed)
   for (bool any = false;; any = true) {
     uint32_t victims[kBatch];
-    unsigned n = 0;
+    Run runs[kBatch];
+    unsigned n = 0, nruns = 0;
     {
       Guard g(g_depot.lock);
       uint32_t now = uint32_t(now_ms());
-      uint64_t max_pages = g_options.ZNS_DIRTY_MAX_KB / 4, low_pages = max_pages / 2;
+      uint64_t max_pages = dirty_cap(), low_pages = max_pages / 2;
       over_cap = over_cap || g_depot.dirty_pages > max_pages;
       while (n < kBatch) {
         // the oldest slab over all page counts
@@ -359,37 +437,47 @@ bool depot_purge(bool force) {
         else g_depot.dirty_head[k] = kNil;
         g_depot.dirty_pages -= k;
         g_depot.purging_pages += k;
-        m.prev = kNil;
-        m.next = g_depot.purging_head;
-        if (m.next != kNil) meta_at(m.next).prev = best;
-        g_depot.purging_head = best;
+        list_push(g_depot.purging_head, &m);
         victims[n++] = best;
+      }
+      // In address order (victims are page indexes), then into runs.
+      for (unsigned i = 1; i < n; ++i)
+        for (unsigned j = i; j > 0 && victims[j - 1] > victims[j]; --j) std::swap(victims[j - 1], victims[j]);
+      for (unsigned i = 0; i < n; ++i) {
+        uint32_t v = victims[i], vend = v + meta_at(v).pages;
+        if (nruns > 0) {
+          uint32_t gap = (runs[nruns - 1].end + kGroupPages - 1) & ~(kGroupPages - 1);
+          bool bridge = v - gap <= kMaxBridge;
+          for (uint32_t p = gap; bridge && p < v; p += kGroupPages) bridge = mark_of(p) == kCleanMark;
+          if (bridge) {
+            for (uint32_t p = gap; p < v; p += kGroupPages) bridge_take(p);
+            runs[nruns - 1].end = vend;
+            continue;
+          }
+        }
+        runs[nruns++] = Run{v, vend};
       }
     }
     if (n == 0) return any;
     if (void (*hook)() = g_test_purge_hook.load(std::memory_order_acquire); ZNS_UNLIKELY(hook != nullptr)) hook();
-    // In address order (victims are page indexes), adjacent slabs in one call.
-    for (unsigned i = 1; i < n; ++i)
-      for (unsigned j = i; j > 0 && victims[j - 1] > victims[j]; --j) std::swap(victims[j - 1], victims[j]);
-    for (unsigned i = 0; i < n;) {
-      uint32_t first = victims[i], end = first + meta_at(first).pages;
-      for (++i; i < n && victims[i] == end; ++i) end += meta_at(victims[i]).pages;
-      // os_purge, or a hole in the tier file
-      tier_purge(g_region.base + size_t(first) * kPageSize, size_t(end - first) * kPageSize);
-    }
+    for (unsigned r = 0; r < nruns; ++r)   // os_purge, or a hole in the tier file
+      tier_purge(g_region.base + size_t(runs[r].first) * kPageSize, size_t(runs[r].end - runs[r].first) * kPageSize);
     Guard g(g_depot.lock);
-    for (unsigned i = 0; i < n; ++i) {
-      SlabMeta &m = meta_at(victims[i]);
-      unsigned k = m.pages;
-      if (m.prev != kNil) meta_at(m.prev).next = m.next;
-      else g_depot.purging_head = m.next;
-      if (m.next != kNil) meta_at(m.next).prev = m.prev;
-      m.next = g_depot.clean_head[k];
-      g_depot.clean_head[k] = victims[i];
-      g_depot.purging_pages -= k;
-      g_depot.clean_pages += k;
-      g_depot.purged_total += k;
-    }
+    g_depot.purge_calls += nruns;
+    // Every group of a run is a victim or a bridge (clean before, clean again).
+    for (unsigned r = 0, i = 0; r < nruns; ++r)
+      for (uint32_t p = runs[r].first; p < runs[r].end; p += kGroupPages) {
+        if (i == n || victims[i] != p) {
+          bridge_return(p);
+          continue;
+        }
+        ++i;
+        SlabMeta &m = meta_at(p);
+        list_unlink(g_depot.purging_head, &m);
+        g_depot.purging_pages -= m.pages;
+        g_depot.purged_total += m.pages;
+        clean_push(p, m.pages);
+      }
     if (n < kBatch) return true;
   }
 }
@@ -397,7 +485,7 @@ bool depot_purge(bool force) {
 // Under the depot lock: is depot_purge(false) worth calling?  The age scan runs only once
 // next_due has passed (slabs arrive with newer stamps and leave oldest first, so the bound holds).
 bool purge_due(uint32_t now) {
-  if (g_depot.dirty_pages > g_options.ZNS_DIRTY_MAX_KB / 4) return true;
+  if (g_depot.dirty_pages > dirty_cap()) return true;
   if (int32_t(now - g_depot.next_due) < 0) return false;
   uint32_t decay = g_options.ZNS_DECAY_MS < (1u << 30) ? uint32_t(g_options.ZNS_DECAY_MS) : (1u << 30);
   uint32_t oldest = now;
@@ -418,10 +506,8 @@ bool purge_due(uint32_t now) {
 // them or reserve their room).  Under the depot lock.
 uint32_t depot_other(unsigned k, bool *clean) {
   for (unsigned j = 1; j <= kMaxSlabPages; ++j) {
-    uint32_t page = g_depot.clean_head[j];
+    uint32_t page = clean_pop(j);
     if (page == kNil) continue;
-    g_depot.clean_head[j] = meta_at(page).next;
-    g_depot.clean_pages -= j;
     *clean = true;
     return page;
   }
@@ -555,9 +641,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
       if (m.next != kNil) meta_at(m.next).prev = kNil;
       else g_depot.dirty_tail[k] = kNil;
       g_depot.dirty_pages -= k;
-    } else if ((page = g_depot.clean_head[k]) != kNil) { // purged: faults in as zero pages
-      g_depot.clean_head[k] = meta_at(page).next;
-      g_depot.clean_pages -= k;
+    } else if ((page = clean_pop(k)) != kNil) {         // purged: faults in as zero pages
       missing = true;
     } else if ((page = bump_take()) != kNil) {           // never used
       missing = true;
@@ -579,9 +663,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
     Guard g(g_depot.lock);
     SlabMeta &m = meta_at(page);
     m.pages = uint8_t(k);
-    m.next = g_depot.clean_head[k];
-    g_depot.clean_head[k] = page;
-    g_depot.clean_pages += k;
+    clean_push(page, k);
     g_depot.slabs[cls]--;
     g_depot.owned_pages -= k;
     return nullptr;
@@ -647,9 +729,7 @@ void depot_release(SlabMeta *s, bool clean = false) {
   if (clean) {
     __atomic_store_n(&s->purged, uint8_t(0), __ATOMIC_RELAXED);
     Guard g(g_depot.lock);
-    s->next = g_depot.clean_head[k];
-    g_depot.clean_head[k] = page;
-    g_depot.clean_pages += k;
+    clean_push(page, k);
     g_depot.slabs[s->cls]--;
     g_depot.owned_pages -= k;
     return;
@@ -1093,19 +1173,6 @@ void secure_free(void *p, SlabMeta *s, const char *call) {
 // one (CAS of RemoteState.share from kParkedIdle to kSharedClaimed): the tier to write it out,
 // parked_purge to give a complete one's pages back; the owner takes a slab back (kParkedIdle ->
 // kOwned) before it unparks or releases it, and skips it while it is claimed.
-void list_push(uint32_t &head, SlabMeta *s) {
-  uint32_t page = page_of(s);
-  s->prev = kNil;
-  s->next = head;
-  if (head != kNil) meta_at(head).prev = page;
-  head = page;
-}
-void list_unlink(uint32_t &head, SlabMeta *s) {
-  if (s->prev != kNil) meta_at(s->prev).next = s->next;
-  else head = s->next;
-  if (s->next != kNil) meta_at(s->next).prev = s->prev;
-  s->prev = s->next = kNil;
-}
 // The partial list of a class: FIFO (a slab that waited longest has had the most frees since it
 // joined, so a refill that takes it serves the most mallocs before the next one).
 void partial_append(ThreadCache *tc, SlabMeta *s) {
@@ -1538,13 +1605,19 @@ void fork_child() {
   if (g_inbox_ops.load(std::memory_order_relaxed) != 0) fork_child_inboxes();
   if (g_shared_claims.load(std::memory_order_relaxed) != 0) fork_child_shared_claims();
   // Slabs that a depot_purge of another thread was giving back (between its two holds of the
-  // depot lock): on no list here.  Back on the dirty lists, purged or not (a purge of purged
-  // pages is harmless), to be purged again in their time.
+  // depot lock): on no list here but the purging list.  Its victims back on the dirty lists,
+  // purged or not (a purge of purged pages is harmless), to be purged again in their time; its
+  // bridges (clean before) back on the clean lists.
   for (uint32_t p = g_depot.purging_head; p != kNil;) {
     uint32_t next = meta_at(p).next;
     unsigned k = meta_at(p).pages;
-    g_depot.purging_pages -= k;
-    dirty_push(p, k, uint32_t(now_ms()));
+    if (mark_of(p) == kBridgeMark) {   // a clean slab a purge ran over: clean again
+      list_push(g_depot.clean_head[k], &meta_at(p));
+      set_mark(meta_at(p), kCleanMark);
+    } else {
+      g_depot.purging_pages -= k;
+      dirty_push(p, k, uint32_t(now_ms()));
+    }
     p = next;
   }
   g_depot.purging_head = kNil;
@@ -1904,6 +1977,7 @@ void heap_snapshot(HeapSnapshot *out) {
   out->dirty_pages = g_depot.dirty_pages + g_depot.purging_pages;
   out->clean_pages = g_depot.clean_pages;
   out->purged_total_pages = g_depot.purged_total;
+  out->purge_calls = g_depot.purge_calls;
   out->region_bytes = g_region.bytes;
   out->touched_pages = g_depot.bump;
   for (const BitmapPool &bp : g_bitmap_pool) out->bitmap_pool_bytes += uint64_t(bp.bump) * bp.words * 8;

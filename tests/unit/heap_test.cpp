@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <set>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "core/heap.h"
+#include "core/options.h"
 #include "core/stats.h"
 
 using namespace zns;
@@ -529,6 +531,127 @@ TEST_CASE("a fork's child requeues slabs that a dead thread's inbox work left on
     owner.join();
     std::thread([&] { for (unsigned i = n / 4; i < v.size(); ++i) dealloc(v[i], "test"); flush_thread(); }).join();
   }
+}
+
+// A purge gives back its victims in runs, one madvise call each: a run spans adjacent victims and
+// the clean groups between two victims (bridges), never a group with live blocks.  Seven
+// consecutive groups of 1 KiB slabs: 1 and 3 purged first (clean), then 0, 2, 4 and 6 freed
+// (dirty) with 5 still live: one call for 0..4, one for 6 (four without the bridges).
+TEST_CASE("a purge runs over clean groups between its victims, in one call per run") {
+  trim();
+  const unsigned cls = class_of(1024), per = class_info(cls).blocks;
+  REQUIRE(class_info(cls).pages == kGroupPages);
+  std::thread([&] {
+    std::vector<void *> v;
+    for (unsigned i = 0; i < 200 * per; ++i) v.push_back(alloc(1024));
+    std::map<uint32_t, std::vector<void *>> group;   // head page -> its blocks
+    for (void *p : v) group[page_of(p) / kGroupPages * kGroupPages].push_back(p);
+    uint32_t current = page_of(v.back()) / kGroupPages * kGroupPages, a = kNil;
+    for (auto &[g, blocks] : group) {
+      bool ok = true;
+      for (uint32_t i = 0; i < 7 && ok; ++i) {
+        auto it = group.find(g + i * kGroupPages);
+        ok = it != group.end() && it->second.size() == per && it->first != current;
+      }
+      if (ok) { a = g; break; }
+    }
+    REQUIRE_MESSAGE(a != kNil, "no seven consecutive full groups among 200 slabs");
+    auto g = [&](unsigned i) -> std::vector<void *> & { return group[a + i * kGroupPages]; };
+    auto free_group = [&](unsigned i) { for (void *p : g(i)) dealloc(p, "test"); };
+    // The bin's `last` slot takes the first block freed into it: fill it from outside the window,
+    // so that every block of the window goes back to its bitmap and its slab empties.
+    for (auto &[h, blocks] : group)
+      if (h != current && (h < a || h > a + 6 * kGroupPages)) {
+        dealloc(blocks.back(), "test");
+        blocks.pop_back();
+        break;
+      }
+    for (void *p : g(5)) memset(p, 0xa5, 1024);
+    free_group(1);
+    free_group(3);
+    trim();
+    HeapSnapshot h0 = snap();
+    CHECK(h0.dirty_pages == 0);
+    CHECK(meta_at(a + kGroupPages).owner.load() == kNoOwner);
+    free_group(0);
+    free_group(2);
+    free_group(4);
+    free_group(6);
+    CHECK(snap().dirty_pages == h0.dirty_pages + 4 * kGroupPages);
+    trim();
+    HeapSnapshot h1 = snap();
+    CHECK(h1.purge_calls - h0.purge_calls == 2);
+    CHECK(h1.purged_total_pages - h0.purged_total_pages == 4 * kGroupPages);
+    CHECK(h1.clean_pages == h0.clean_pages + 4 * kGroupPages);   // the bridges are clean again
+    CHECK(h1.dirty_pages == 0);
+    unsigned damaged = 0;
+    for (void *p : g(5))
+      for (unsigned i = 0; i < 1024; ++i) damaged += static_cast<unsigned char *>(p)[i] != 0xa5;
+    CHECK(damaged == 0);
+    // The clean lists still hold all six: taking them back gives zero pages
+    std::vector<void *> again;
+    for (unsigned i = 0; i < 8 * per; ++i) again.push_back(alloc(1024));
+    for (void *p : again) CHECK(static_cast<unsigned char *>(p)[100] == 0);
+    for (void *p : again) dealloc(p, "test");
+    for (unsigned i : {5u}) free_group(i);
+    for (auto &[h, blocks] : group)
+      if (h < a || h > a + 6 * kGroupPages)
+        for (void *p : blocks) dealloc(p, "test");
+    flush_thread();
+  }).join();
+  trim();
+  CHECK(snap().dirty_pages == 0);
+}
+
+// The dirty cap: ZNS_DIRTY_MAX_KB, or ZNS_DIRTY_PERCENT of the pages of slabs in use when that is
+// more.  40 slabs of 1 KiB, 20 of them freed (320 pages) with a 1 MiB (256-page) fixed cap: with
+// the percent they stay resident (the heap in use is larger), without it the depot gives back
+// down to half the fixed cap.
+TEST_CASE("the depot keeps empty slabs up to ZNS_DIRTY_PERCENT of the heap in use") {
+  dealloc(alloc(16), "test");   // the heap's init reads the options: before they are changed
+  const uint64_t saved_max = g_options.ZNS_DIRTY_MAX_KB, saved_pct = g_options.ZNS_DIRTY_PERCENT,
+                 saved_decay = g_options.ZNS_DECAY_MS;
+  g_options.ZNS_DIRTY_MAX_KB = 1024;
+  g_options.ZNS_DECAY_MS = 600000;   // (the decay would give them back too, in its time)
+  const unsigned cls = class_of(1024), per = class_info(cls).blocks;
+  for (uint64_t pct : {100u, 0u}) {
+    CAPTURE(pct);
+    g_options.ZNS_DIRTY_PERCENT = pct;
+    trim();
+    std::thread([&] {
+      std::vector<void *> v;
+      for (unsigned i = 0; i < 41 * per; ++i) v.push_back(alloc(1024));
+      std::map<uint32_t, std::vector<void *>> group;
+      for (void *p : v) group[page_of(p) / kGroupPages].push_back(p);
+      const uint32_t current = page_of(v.back()) / kGroupPages;
+      void *spare = nullptr;   // into the bin's `last` slot first, so that the slabs empty
+      for (auto &[g, blocks] : group)
+        if (g != current && blocks.size() == per) { spare = blocks.back(); blocks.pop_back(); break; }
+      REQUIRE(spare);
+      dealloc(spare, "test");
+      unsigned freed = 0;
+      for (auto &[g, blocks] : group)
+        if (g != current && blocks.size() == per && freed < 20) {
+          for (void *p : blocks) dealloc(p, "test");
+          blocks.clear();
+          ++freed;
+        }
+      REQUIRE(freed == 20);
+      HeapSnapshot h = snap();
+      if (pct) {
+        CHECK(h.owned_pages >= 20 * kGroupPages);
+        CHECK(h.dirty_pages >= 20 * kGroupPages);   // nothing given back
+      } else {
+        CHECK(h.dirty_pages <= 1024 / 4);
+      }
+      for (auto &[g, blocks] : group)
+        for (void *p : blocks) dealloc(p, "test");
+    }).join();
+  }
+  g_options.ZNS_DIRTY_MAX_KB = saved_max;
+  g_options.ZNS_DIRTY_PERCENT = saved_pct;
+  g_options.ZNS_DECAY_MS = saved_decay;
+  trim();
 }
 
 // A fork while another thread is inside depot_purge, between taking its slabs off the dirty lists

@@ -23,7 +23,7 @@ CLASS_KEYS = ("class", "size", "allocated", "freed", "live", "slabs", "live_byte
               "fill_pct")
 TOTAL_KEYS = ("allocated", "freed", "live_bytes", "resident_bytes", "slab_resident_bytes",
               "metadata_bytes", "overhead_pct", "thread_cache_free_bytes", "depot_bytes",
-              "returned_bytes", "returned_total_bytes", "fallback_allocs", "fallback_bytes",
+              "returned_bytes", "returned_total_bytes", "returned_calls", "fallback_allocs", "fallback_bytes",
               "threads_seen", "thread_caches", "region_bytes", "rss_bytes")
 SIZES = (32, 112, 3072)   # the classes stats_prog leaves blocks in
 
@@ -150,6 +150,11 @@ def check_doc(doc, where, consistency=True):
                  f"(a fraction, not a percentage, was printed?)")
     if t["returned_bytes"] > t["returned_total_bytes"]:
         fail(f"{where}: returned_bytes {t['returned_bytes']} > returned_total_bytes")
+    # every purge call gives back at least one page it counts, and pages go back only in calls
+    if not (t["returned_total_bytes"] > 0) == (t["returned_calls"] > 0) or \
+            t["returned_calls"] * 4096 > t["returned_total_bytes"]:
+        fail(f"{where}: returned_calls {t['returned_calls']} for returned_total_bytes "
+             f"{t['returned_total_bytes']}")
     if t["rss_bytes"] <= 0 or t["region_bytes"] <= 0:
         fail(f"{where}: rss_bytes {t['rss_bytes']} / region_bytes {t['region_bytes']}")
     if not 1 <= t["thread_caches"] <= t["threads_seen"]:
