@@ -322,6 +322,14 @@ ZNS_API void zns_tier_stats(struct zns_tier_stats *o) {
 __attribute__((constructor(101))) static void zns_shim_init() {
   int saved = errno;
   resolve_next();
+  // The next allocator's first call, here, on the thread that loads the program.  glibc sets its
+  // malloc up at its first call with no lock (ptmalloc_init), and counts the main thread as its
+  // main arena's one user: a program's own early allocations normally make that call, but under
+  // the shim they are ours, and the first call into glibc could come from two threads at once
+  // (two workers' first requests above 4 KiB): both took the main arena as their first, counted
+  // once, and the second to exit aborted ("malloc assertion failure in
+  // __malloc_arena_thread_freeres: a->attached_threads > 0"; tests/api/next_init).
+  g_next.free(g_next.malloc(1));
   options_load(true);
   stats_start();
   tier_start();   // after the heap and options: the handler thread, then the registration
