@@ -273,7 +273,9 @@ def section_micro(ctx, targets):
            "- handoff/S (not an issue-4 workload; for reference): a thread mallocs 50,000 blocks of S bytes and "
            "exits; the benchmark's thread then frees them in random order (only the frees are timed). "
            "At 1024 B (50 MB) zns gives the emptied slabs back as they come (its depot keeps at most "
-           "ZNS_DIRTY_MAX_KB = 8 MiB dirty): most of that row's time is madvise (DESIGN.md \"Known limits\").",
+           "as much dirty as the heap still in use, and no less than ZNS_DIRTY_MAX_KB = 8 MiB, so the cap "
+           "falls as the heap empties): most of that row's time is madvise, one call per 64 KiB group, "
+           "60-70 us each on this VM (DESIGN.md \"Known limits\").",
            "",
            table(["wl", "benchmark"] + ctx.order + ["best peer", "zns / best", "glibc / zns", "target"], rows), ""]
     if verdicts:
