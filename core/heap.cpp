@@ -407,7 +407,7 @@ uint64_t dirty_cap() {
 bool depot_purge(bool force) {
   constexpr unsigned kBatch = 64;
   constexpr uint32_t kMaxBridge = 64 * kGroupPages;   // pages between two victims, at most
-  struct Run { uint32_t first, end; };
+  struct Run { uint32_t first, end; unsigned victim0, victims; };   // victims[victim0...] in it
   bool over_cap = false;   // (latched: down to the low mark once the cap was passed)
   for (bool any = false;; any = true) {
     uint32_t victims[kBatch];
@@ -452,18 +452,29 @@ bool depot_purge(bool force) {
           if (bridge) {
             for (uint32_t p = gap; p < v; p += kGroupPages) bridge_take(p);
             runs[nruns - 1].end = vend;
+            runs[nruns - 1].victims++;
             continue;
           }
         }
-        runs[nruns++] = Run{v, vend};
+        runs[nruns++] = Run{v, vend, i, 1};
       }
     }
     if (n == 0) return any;
     if (void (*hook)() = g_test_purge_hook.load(std::memory_order_acquire); ZNS_UNLIKELY(hook != nullptr)) hook();
-    for (unsigned r = 0; r < nruns; ++r)   // os_purge, or a hole in the tier file
-      tier_purge(g_region.base + size_t(runs[r].first) * kPageSize, size_t(runs[r].end - runs[r].first) * kPageSize);
+    unsigned calls = nruns;
+    for (unsigned r = 0; r < nruns; ++r) {   // os_purge, or a hole in the tier file
+      const Run &run = runs[r];
+      if (tier_purge(g_region.base + size_t(run.first) * kPageSize, size_t(run.end - run.first) * kPageSize) == 0 ||
+          (run.victims == 1 && run.end - run.first == meta_at(run.first).pages))
+        continue;
+      // The kernel stops a call at the first range it refuses (EINVAL: a page still mlocked, say
+      // in a bridge or a tail left from a longer life): the victims again one by one, so that
+      // one locked page keeps only its own slab resident, as before runs.
+      for (unsigned i = run.victim0; i < run.victim0 + run.victims; ++i, ++calls)
+        tier_purge(g_region.base + size_t(victims[i]) * kPageSize, size_t(meta_at(victims[i]).pages) * kPageSize);
+    }
     Guard g(g_depot.lock);
-    g_depot.purge_calls += nruns;
+    g_depot.purge_calls += calls;
     // Every group of a run is a victim or a bridge (clean before, clean again).
     for (unsigned r = 0, i = 0; r < nruns; ++r)
       for (uint32_t p = runs[r].first; p < runs[r].end; p += kGroupPages) {
