@@ -533,50 +533,74 @@ TEST_CASE("a fork's child requeues slabs that a dead thread's inbox work left on
   }
 }
 
+// Blocks of 1 KiB by the group (head page) they are in: `slabs` slabs' worth, allocated by the
+// calling thread.  window() then finds n consecutive full groups, none the bin's current slab, and
+// frees one block from outside them first: the bin's `last` slot takes the first block freed into
+// it, so that every block freed in the window goes back to its bitmap and its slab empties.
+struct KibGroups {
+  std::map<uint32_t, std::vector<void *>> group;   // head page -> its blocks
+  uint32_t current = kNil;                         // the bin's current slab
+  unsigned per = class_info(class_of(1024)).blocks;
+  explicit KibGroups(unsigned slabs) {
+    void *p = nullptr;
+    for (unsigned i = 0; i < slabs * per; ++i) {
+      p = alloc(1024);
+      memset(p, 1, 1024);
+      group[page_of(p) / kGroupPages * kGroupPages].push_back(p);
+    }
+    current = page_of(p) / kGroupPages * kGroupPages;
+  }
+  uint32_t window(unsigned n) {
+    uint32_t a = kNil;
+    for (auto &[g, blocks] : group) {
+      bool ok = true;
+      for (uint32_t i = 0; i < n && ok; ++i) {
+        auto it = group.find(g + i * kGroupPages);
+        ok = it != group.end() && it->second.size() == per && it->first != current;
+      }
+      if (ok) { a = g; break; }
+    }
+    if (a == kNil) return a;
+    for (auto &[h, blocks] : group)
+      if (h != current && (h < a || h >= a + n * kGroupPages)) {
+        dealloc(blocks.back(), "test");
+        blocks.pop_back();
+        break;
+      }
+    return a;
+  }
+  std::vector<void *> &at(uint32_t head) { return group[head]; }
+  void free_group(uint32_t head) {
+    for (void *p : group[head]) dealloc(p, "test");
+    group[head].clear();
+  }
+  void free_all() {
+    for (auto &[h, blocks] : group)
+      for (void *p : blocks) dealloc(p, "test");
+    group.clear();
+  }
+};
+
 // A purge gives back its victims in runs, one madvise call each: a run spans adjacent victims and
 // the clean groups between two victims (bridges), never a group with live blocks.  Seven
 // consecutive groups of 1 KiB slabs: 1 and 3 purged first (clean), then 0, 2, 4 and 6 freed
 // (dirty) with 5 still live: one call for 0..4, one for 6 (four without the bridges).
 TEST_CASE("a purge runs over clean groups between its victims in one call per run") {
   trim();
-  const unsigned cls = class_of(1024), per = class_info(cls).blocks;
-  REQUIRE(class_info(cls).pages == kGroupPages);
+  REQUIRE(class_info(class_of(1024)).pages == kGroupPages);
   std::thread([&] {
-    std::vector<void *> v;
-    for (unsigned i = 0; i < 200 * per; ++i) v.push_back(alloc(1024));
-    std::map<uint32_t, std::vector<void *>> group;   // head page -> its blocks
-    for (void *p : v) group[page_of(p) / kGroupPages * kGroupPages].push_back(p);
-    uint32_t current = page_of(v.back()) / kGroupPages * kGroupPages, a = kNil;
-    for (auto &[g, blocks] : group) {
-      bool ok = true;
-      for (uint32_t i = 0; i < 7 && ok; ++i) {
-        auto it = group.find(g + i * kGroupPages);
-        ok = it != group.end() && it->second.size() == per && it->first != current;
-      }
-      if (ok) { a = g; break; }
-    }
+    KibGroups k(200);
+    const uint32_t a = k.window(7);
     REQUIRE_MESSAGE(a != kNil, "no seven consecutive full groups among 200 slabs");
-    auto g = [&](unsigned i) -> std::vector<void *> & { return group[a + i * kGroupPages]; };
-    auto free_group = [&](unsigned i) { for (void *p : g(i)) dealloc(p, "test"); };
-    // The bin's `last` slot takes the first block freed into it: fill it from outside the window,
-    // so that every block of the window goes back to its bitmap and its slab empties.
-    for (auto &[h, blocks] : group)
-      if (h != current && (h < a || h > a + 6 * kGroupPages)) {
-        dealloc(blocks.back(), "test");
-        blocks.pop_back();
-        break;
-      }
-    for (void *p : g(5)) memset(p, 0xa5, 1024);
-    free_group(1);
-    free_group(3);
+    auto g = [&](unsigned i) { return a + i * kGroupPages; };
+    for (void *p : k.at(g(5))) memset(p, 0xa5, 1024);
+    k.free_group(g(1));
+    k.free_group(g(3));
     trim();
     HeapSnapshot h0 = snap();
     CHECK(h0.dirty_pages == 0);
-    CHECK(meta_at(a + kGroupPages).owner.load() == kNoOwner);
-    free_group(0);
-    free_group(2);
-    free_group(4);
-    free_group(6);
+    CHECK(meta_at(g(1)).owner.load() == kNoOwner);
+    for (unsigned i : {0u, 2u, 4u, 6u}) k.free_group(g(i));
     CHECK(snap().dirty_pages == h0.dirty_pages + 4 * kGroupPages);
     trim();
     HeapSnapshot h1 = snap();
@@ -585,18 +609,22 @@ TEST_CASE("a purge runs over clean groups between its victims in one call per ru
     CHECK(h1.clean_pages == h0.clean_pages + 4 * kGroupPages);   // the bridges are clean again
     CHECK(h1.dirty_pages == 0);
     unsigned damaged = 0;
-    for (void *p : g(5))
+    for (void *p : k.at(g(5)))
       for (unsigned i = 0; i < 1024; ++i) damaged += static_cast<unsigned char *>(p)[i] != 0xa5;
     CHECK(damaged == 0);
-    // The clean lists still hold all six: taking them back gives zero pages
+    // The clean lists still hold all six: taken back, the window's groups read as zero pages
     std::vector<void *> again;
-    for (unsigned i = 0; i < 8 * per; ++i) again.push_back(alloc(1024));
-    for (void *p : again) CHECK(static_cast<unsigned char *>(p)[100] == 0);
+    unsigned back = 0, nonzero = 0;
+    for (unsigned i = 0; i < 8 * k.per; ++i) again.push_back(alloc(1024));
+    for (void *p : again)
+      if (page_of(p) >= a && page_of(p) < g(7) && page_of(p) / kGroupPages != g(5) / kGroupPages) {
+        ++back;
+        nonzero += static_cast<unsigned char *>(p)[100] != 0;
+      }
+    CHECK(back == 6 * k.per);
+    CHECK(nonzero == 0);
     for (void *p : again) dealloc(p, "test");
-    for (unsigned i : {5u}) free_group(i);
-    for (auto &[h, blocks] : group)
-      if (h < a || h > a + 6 * kGroupPages)
-        for (void *p : blocks) dealloc(p, "test");
+    k.free_all();
     flush_thread();
   }).join();
   trim();
@@ -610,32 +638,11 @@ TEST_CASE("a purge runs over clean groups between its victims in one call per ru
 // A and B freed and purged: B must not stay resident.  (Needs the right to mlock: root here.)
 TEST_CASE("a purge run stopped by a locked page gives its victims back one by one") {
   trim();
-  const unsigned cls = class_of(1024), per = class_info(cls).blocks;
   std::thread([&] {
-    std::vector<void *> v;
-    for (unsigned i = 0; i < 60 * per; ++i) {
-      v.push_back(alloc(1024));
-      memset(v.back(), 1, 1024);
-    }
-    std::map<uint32_t, std::vector<void *>> group;
-    for (void *p : v) group[page_of(p) / kGroupPages * kGroupPages].push_back(p);
-    uint32_t current = page_of(v.back()) / kGroupPages * kGroupPages, a = kNil;
-    for (auto &[g, blocks] : group) {
-      bool ok = true;
-      for (uint32_t i = 0; i < 3 && ok; ++i) {
-        auto it = group.find(g + i * kGroupPages);
-        ok = it != group.end() && it->second.size() == per && it->first != current;
-      }
-      if (ok) { a = g; break; }
-    }
+    KibGroups k(60);
+    const uint32_t a = k.window(3), g = a + kGroupPages, b = a + 2 * kGroupPages;
     REQUIRE_MESSAGE(a != kNil, "no three consecutive full groups among 60 slabs");
-    for (auto &[h, blocks] : group)   // the bin's `last` slot, from outside the window
-      if (h != current && (h < a || h > a + 2 * kGroupPages)) {
-        dealloc(blocks.back(), "test");
-        blocks.pop_back();
-        break;
-      }
-    void *locked = group[a + kGroupPages][5];
+    void *locked = k.at(g)[5];
     if (mlock(locked, 1024) != 0) {
       MESSAGE("mlock failed (no right to lock): skipped");
     } else {
@@ -646,20 +653,16 @@ TEST_CASE("a purge run stopped by a locked page gives its victims back one by on
         for (unsigned char c : vec) n += c & 1;
         return n;
       };
-      for (void *p : group[a + kGroupPages]) dealloc(p, "test");
+      k.free_group(g);
       trim();   // G goes clean (its own call fails on the locked page: as before runs)
-      for (void *p : group[a]) dealloc(p, "test");
-      for (void *p : group[a + 2 * kGroupPages]) dealloc(p, "test");
+      k.free_group(a);
+      k.free_group(b);
       trim();   // one run A..B over the bridge G: refused at G
       CHECK(resident(a) == 0);
-      CHECK(resident(a + 2 * kGroupPages) == 0);
+      CHECK(resident(b) == 0);
       munlock(locked, 1024);
-      group[a].clear();
-      group[a + kGroupPages].clear();
-      group[a + 2 * kGroupPages].clear();
     }
-    for (auto &[h, blocks] : group)
-      for (void *p : blocks) dealloc(p, "test");
+    k.free_all();
     flush_thread();
   }).join();
   trim();
