@@ -118,7 +118,8 @@ struct Depot {
                                             // giving back outside the lock (doubly linked): a
                                             // fork's child puts them back (fork_child)
   uint64_t dirty_pages, clean_pages, purging_pages, purged_total;
-  uint64_t purge_calls;                     // madvise calls of depot_purge since start
+  uint64_t purge_calls;                     // system calls of depot_purge since start
+  uint64_t purge_ranges;                    // the runs they gave back (a call may take many)
   uint32_t shared_head[kNumClasses];        // shared slabs worth reusing, per class (doubly
   uint32_t shared_tail[kNumClasses];        // linked; queued at the head, adopted from the tail)
   uint64_t slabs[kNumClasses];              // slabs out of the depot (owned or shared), per class
@@ -394,16 +395,20 @@ uint64_t dirty_cap() {
 // decay delay.  madvise runs outside the lock.  force: purge every dirty slab.  Returns whether
 // any was purged.
 //
-// Every madvise call costs a TLB flush however long it is, and in this VM a flush is dear: 60-70
-// us per call of 1 to 64 pages, 190 us for 1024 (bench/WHY.md: a python run that freed 235 MiB
-// of objects spent a quarter of its time in 3767 calls, one 64 KiB group each).  So:
+// What a call costs is its TLB flush, and in this VM a flush is dear: page by page up to 33 pages
+// (4 us each: 65 us for a 64 KiB group), one full flush above (50-70 us; 205 us for 256 pages)
+// (bench/WHY.md: a python run that freed 235 MiB of objects spent a quarter of its time in 3767
+// calls, one 64 KiB group each).  So:
 //   - once over the cap the depot goes down to half of it (a batch of slabs, not one);
 //   - a batch is purged in runs, one call per run: victims in adjacent groups (the unused tail
 //     pages of a slab shorter than its group go with it), and "bridges": the groups between two
 //     victims when every one of them is clean (purged already, on a clean list).  A bridge is
 //     taken off its clean list for the call (so that no depot_take hands it out meanwhile) and
 //     put back; its pages hold nothing, so the call costs no more for them.  A teardown that
-//     frees a heap group by group thus gives it back in a few long calls.
+//     frees a heap group by group thus gives it back in a few long ranges;
+//   - the runs of a batch go to the kernel in one process_madvise call (os_purge_ranges), which
+//     flushes once for all of them (12 us a group instead of 65); where the kernel has no such
+//     call, or stops part-way, the rest go one madvise each.
 bool depot_purge(bool force) {
   constexpr unsigned kBatch = 64;
   constexpr uint32_t kMaxBridge = 64 * kGroupPages;   // pages between two victims, at most
@@ -461,8 +466,18 @@ bool depot_purge(bool force) {
     }
     if (n == 0) return any;
     if (void (*hook)() = g_test_purge_hook.load(std::memory_order_acquire); ZNS_UNLIKELY(hook != nullptr)) hook();
-    unsigned calls = nruns;
-    for (unsigned r = 0; r < nruns; ++r) {   // os_purge, or a hole in the tier file
+    // One call for the whole batch where the kernel has it (not under a tier: the madvise tier
+    // punches holes in its file, and the uffd tier's region is left to plain madvise); the runs
+    // it did not give back (all of them without it) go one call each.
+    unsigned calls = 0, done = 0;
+    if (nruns > 1 && g_tier_mode == kTierOff && g_options.ZNS_PROCESS_MADVISE != 0) {
+      iovec ranges[kBatch];
+      for (unsigned r = 0; r < nruns; ++r)
+        ranges[r] = iovec{g_region.base + size_t(runs[r].first) * kPageSize, size_t(runs[r].end - runs[r].first) * kPageSize};
+      done = os_purge_ranges(ranges, nruns);
+      calls = 1;
+    }
+    for (unsigned r = done; r < nruns; ++r, ++calls) {   // os_purge, or a hole in the tier file
       const Run &run = runs[r];
       if (tier_purge(g_region.base + size_t(run.first) * kPageSize, size_t(run.end - run.first) * kPageSize) == 0 ||
           (run.victims == 1 && run.end - run.first == meta_at(run.first).pages))
@@ -475,6 +490,7 @@ bool depot_purge(bool force) {
     }
     Guard g(g_depot.lock);
     g_depot.purge_calls += calls;
+    g_depot.purge_ranges += nruns;
     // Every group of a run is a victim or a bridge (clean before, clean again).
     for (unsigned r = 0, i = 0; r < nruns; ++r)
       for (uint32_t p = runs[r].first; p < runs[r].end; p += kGroupPages) {
@@ -1989,6 +2005,7 @@ void heap_snapshot(HeapSnapshot *out) {
   out->clean_pages = g_depot.clean_pages;
   out->purged_total_pages = g_depot.purged_total;
   out->purge_calls = g_depot.purge_calls;
+  out->purge_ranges = g_depot.purge_ranges;
   out->region_bytes = g_region.bytes;
   out->touched_pages = g_depot.bump;
   for (const BitmapPool &bp : g_bitmap_pool) out->bitmap_pool_bytes += uint64_t(bp.bump) * bp.words * 8;

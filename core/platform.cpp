@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,6 +66,24 @@ int os_purge(void *p, size_t bytes) {
   int r = madvise(p, bytes, MADV_DONTNEED) == 0 ? 0 : errno;
   errno = saved;
   return r;
+}
+
+namespace {
+std::atomic<bool> g_ranges_off{false};   // the kernel has no process_madvise for us (latched)
+constexpr int kPidfdSelfThread = -10000;  // PIDFD_SELF_THREAD (linux/pidfd.h, 6.15): the caller
+}  // namespace
+
+unsigned os_purge_ranges(const iovec *ranges, unsigned n) {
+  if (n == 0 || g_ranges_off.load(std::memory_order_relaxed)) return 0;
+  int saved = errno;
+  long r = syscall(SYS_process_madvise, kPidfdSelfThread, ranges, size_t(n), MADV_DONTNEED, 0u);
+  if (r < 0 && (errno == EBADF || errno == ENOSYS || errno == EPERM || errno == ESRCH))
+    g_ranges_off.store(true, std::memory_order_relaxed);
+  errno = saved;
+  if (r <= 0) return 0;
+  unsigned done = 0;
+  for (size_t left = size_t(r); done < n && ranges[done].iov_len <= left; ++done) left -= ranges[done].iov_len;
+  return done;
 }
 
 uint64_t now_ms() {

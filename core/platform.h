@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <pthread.h>
+#include <sys/uio.h>
 
 #define ZNS_LIKELY(x) __builtin_expect(!!(x), 1)
 #define ZNS_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -35,6 +36,16 @@ bool os_commit(void *p, size_t bytes);
 bool os_random(void *out, size_t n);
 // Give the pages back to the OS; they read as zero afterwards.  Returns 0 or an errno value.
 int os_purge(void *p, size_t bytes);
+// Give back several ranges in one process_madvise(2) call on this process (PIDFD_SELF, Linux
+// 6.15+): the kernel then flushes the TLB once for all of them, where madvise flushes once per
+// call, page by page for a range of up to 33 pages (on this project's VM 4 us a page: a 64 KiB
+// group 62 us alone, 12 us in a batch; bench/WHY.md).  Returns how many leading ranges were given
+// back whole; the caller gives back the rest one call at a time (os_purge), as it would without
+// this one: the kernel stops at a range it refuses (EINVAL: an mlocked page) and says only how
+// far it got; a kernel without the call or without PIDFD_SELF (EBADF, ENOSYS, EPERM from a
+// seccomp filter) returns 0, latched, so it is asked once.  (The heap does not call it when
+// ZNS_PROCESS_MADVISE=0: for a seccomp filter that kills on a call it does not know.)
+unsigned os_purge_ranges(const iovec *ranges, unsigned n);
 // Milliseconds on a monotonic, cheap (coarse) clock.
 uint64_t now_ms();
 // write(2) all of it, retrying on EINTR / short writes.  Returns 0, or the errno value of the

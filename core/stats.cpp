@@ -78,7 +78,7 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
       .str(" = resident ").u64(resident).str(t.live_bytes + t.in_caches + t.in_depot + t.metadata == resident ? " (adds up)\n" : " (DOES NOT ADD UP)\n");
   b.str("overhead: ").fixed(t.live_bytes && resident > t.live_bytes ? (resident - t.live_bytes) * 100 : 0, t.live_bytes ? t.live_bytes : 1, 2)
       .str("% of live bytes; returned to the OS: ").u64(t.returned).str(" bytes now, ")
-      .u64(h.purged_total_pages * kPageSize).str(" since start in ").u64(h.purge_calls).str(" calls\n");
+      .u64(h.purged_total_pages * kPageSize).str(" since start in ").u64(h.purge_ranges).str(" ranges, ").u64(h.purge_calls).str(" calls\n");
   b.str("fallback (next allocator): ").u64(g_fallback_allocs.load()).str(" allocations, ")
       .u64(g_fallback_bytes.load()).str(" bytes; threads seen ").u64(h.threads_seen)
       .str("; thread caches ").u64(h.caches).str("; process RSS ").u64(t.rss).str(" bytes")
@@ -132,7 +132,7 @@ void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms)
       .str(",\"overhead_pct\":").fixed(t.live_bytes && resident > t.live_bytes ? (resident - t.live_bytes) * 100 : 0, t.live_bytes ? t.live_bytes : 1, 2)
       .str(",\"thread_cache_free_bytes\":").u64(t.in_caches).str(",\"depot_bytes\":").u64(t.in_depot)
       .str(",\"returned_bytes\":").u64(t.returned).str(",\"returned_total_bytes\":").u64(h.purged_total_pages * kPageSize)
-      .str(",\"returned_calls\":").u64(h.purge_calls)
+      .str(",\"returned_calls\":").u64(h.purge_calls).str(",\"returned_ranges\":").u64(h.purge_ranges)
       .str(",\"fallback_allocs\":").u64(g_fallback_allocs.load()).str(",\"fallback_bytes\":").u64(g_fallback_bytes.load())
       .str(",\"threads_seen\":").u64(h.threads_seen).str(",\"thread_caches\":").u64(h.caches)
       .str(",\"region_bytes\":").u64(h.region_bytes).str(",\"rss_bytes\":").u64(t.rss).chr('}');

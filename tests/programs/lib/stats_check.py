@@ -23,7 +23,7 @@ CLASS_KEYS = ("class", "size", "allocated", "freed", "live", "slabs", "live_byte
               "fill_pct")
 TOTAL_KEYS = ("allocated", "freed", "live_bytes", "resident_bytes", "slab_resident_bytes",
               "metadata_bytes", "overhead_pct", "thread_cache_free_bytes", "depot_bytes",
-              "returned_bytes", "returned_total_bytes", "returned_calls", "fallback_allocs", "fallback_bytes",
+              "returned_bytes", "returned_total_bytes", "returned_calls", "returned_ranges", "fallback_allocs", "fallback_bytes",
               "threads_seen", "thread_caches", "region_bytes", "rss_bytes")
 SIZES = (32, 112, 3072)   # the classes stats_prog leaves blocks in
 
@@ -154,6 +154,12 @@ def check_doc(doc, where, consistency=True):
     if not (t["returned_total_bytes"] > 0) == (t["returned_calls"] > 0) or \
             t["returned_calls"] * 4096 > t["returned_total_bytes"]:
         fail(f"{where}: returned_calls {t['returned_calls']} for returned_total_bytes "
+             f"{t['returned_total_bytes']}")
+    # each range holds at least one page counted as given back (its victims; bridges were clean
+    # already); one call may take many ranges, and a range refused goes again victim by victim
+    if not (t["returned_total_bytes"] > 0) == (t["returned_ranges"] > 0) or \
+            t["returned_ranges"] * 4096 > t["returned_total_bytes"]:
+        fail(f"{where}: returned_ranges {t['returned_ranges']} for returned_total_bytes "
              f"{t['returned_total_bytes']}")
     if t["rss_bytes"] <= 0 or t["region_bytes"] <= 0:
         fail(f"{where}: rss_bytes {t['rss_bytes']} / region_bytes {t['region_bytes']}")
