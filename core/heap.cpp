@@ -27,6 +27,7 @@ std::atomic<uint32_t> g_inbox_ops;
 std::atomic<uint32_t> g_shared_claims;
 std::atomic<void (*)()> g_test_purge_hook;
 bool g_secure;
+bool g_populate;
 
 namespace {
 uint64_t g_secret;   // ZNS_SECURE: random, xored into quarantine marks and rng seeds
@@ -655,7 +656,8 @@ void hint_reset(SlabMeta *s) {
 }
 
 // An empty slab for class cls, owned by cache `owner` and made its current slab's shape.
-SlabMeta *depot_take(unsigned cls, uint32_t owner) {
+// *fresh (if asked): its pages were never touched or were given back (they fault in as zeros).
+SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
   const ClassInfo &ci = kClasses.info[cls];
   unsigned k = ci.pages;
   uint32_t page;
@@ -681,6 +683,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner) {
     due = purge_due(uint32_t(now_ms()));
   }
   if (due) depot_purge(false);
+  if (fresh) *fresh = missing;
   // The tier makes the pages present (uffd) or reserves their room in the backing file (madvise);
   // when the file is full the span goes back and the request falls through.
   if (ZNS_UNLIKELY(g_tier_mode != kTierOff) && !tier_take(page, k, missing)) {
@@ -1311,7 +1314,34 @@ SlabMeta *current_slab(ThreadCache *tc, unsigned c) {
 }
 
 // The lowest free block of the word the bin points at (it has one).
+// Populating ahead (ThreadCache.fresh_end): the pages of the bin's word, and at least
+// kPopulatePages from the first page not yet populated, in one madvise(MADV_POPULATE_WRITE)
+// instead of a page fault each.  In this VM a fault costs 11.5 us a page, a populate call 6.4 us a
+// page (6.7 for 4 pages, 7.7 for one).  Chunks of a word (or 16 KiB, for the small classes whose
+// words span less) keep what is populated and never used to a few pages per class and thread:
+// bench/memory's 1M blocks of 8 B leave the last slab mostly untouched.
+constexpr size_t kPopulatePages = 4;
+ZNS_NOINLINE void populate_ahead(ThreadCache *tc, Bin b, unsigned cls) {
+  char *from = tc->fresh_end[cls];
+  SlabMeta *s = head_meta(b.base);
+  if (!g_populate || g_tier_mode != kTierOff) from = nullptr;
+  char *base = slab_base(s), *end = base + size_t(s->pages) * kPageSize;
+  if (from < base || from >= end) {   // (another slab: not ours to populate)
+    tc->fresh_end[cls] = nullptr;
+    return;
+  }
+  char *to = b.base + 64 * size_t(b.size);
+  if (to < from + kPopulatePages * kPageSize) to = from + kPopulatePages * kPageSize;
+  to = reinterpret_cast<char *>((uintptr_t(to) + kPageSize - 1) & ~uintptr_t(kPageSize - 1));
+  if (to > end) to = end;
+  if (to <= from) return;
+  if (!os_populate(from, size_t(to - from))) g_populate = false;   // (before 5.14, or seccomp)
+  tc->fresh_end[cls] = to < end ? to : nullptr;
+}
+
 ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin b, unsigned cls) {
+  if (ZNS_UNLIKELY(tc->fresh_end[cls] != nullptr) && b.base + 64 * size_t(b.size) > tc->fresh_end[cls])
+    populate_ahead(tc, b, cls);
   uint64_t bits = b.word->load(std::memory_order_relaxed);
   b.word->store(bits & (bits - 1), std::memory_order_relaxed);
   tc->alloc_count[cls]++;
@@ -1336,8 +1366,13 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
     // even for an instant (a fork here would hand the child a cache with a stale slab).
     bin_clear(b);
     if (s) park(tc, s);
-    if (!(s = unpark(tc, cls)) && !(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id)))
+    // A thread that used up a slab of this class (s) and now takes a fresh one maps its pages
+    // ahead of the cursor (populate_ahead); any other slab faults its pages in as it goes.
+    bool used_up = s != nullptr, fresh = false;
+    tc->fresh_end[cls] = nullptr;
+    if (!(s = unpark(tc, cls)) && !(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id, &fresh)))
       return nullptr;
+    if (fresh && used_up && g_populate) tc->fresh_end[cls] = slab_base(s);
     if (!bin_point(b, s)) fatal("slab metadata corrupted (no free block in a new slab)", "malloc", slab_base(s));
   }
   return take_lowest(tc, b, cls);
@@ -1774,6 +1809,7 @@ void heap_init() {
       g_secret = (uint64_t(now_ms()) << 32) ^ uint64_t(uintptr_t(&saved)) ^ uint64_t(getpid());
     depot_reset_lists();
     region_init();
+    g_populate = g_options.ZNS_POPULATE != 0 && g_tier_mode == kTierOff && !g_secure;
     pthread_key_create(&g_key, tc_exit);
     errno = saved;
     g_init_state.store(2, std::memory_order_release);

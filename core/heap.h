@@ -184,6 +184,10 @@ struct ThreadCache {
   std::atomic<uint64_t> *word[kNumClasses];
   char *base[kNumClasses];
   uint32_t size[kNumClasses];
+  char *fresh_end[kNumClasses];         // the bin's slab came fresh (its pages never touched or
+                                        // given back) after the thread had used up one of the
+                                        // class: its pages from here on are populated ahead of
+                                        // the cursor (populate_ahead).  Null: none to populate
   uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
                                         // derived: allocated - live, live from the slabs)
   // Parked slabs per class (see kCurrentCredit), doubly linked through SlabMeta.prev/next; only the
@@ -216,7 +220,7 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : last{}, word{}, base{}, size{}, alloc_count{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
+      : last{}, word{}, base{}, size{}, fresh_end{}, alloc_count{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
         attached(false), busy(0), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       word[c] = &g_zero_word;
@@ -264,6 +268,9 @@ extern Region g_region;
 extern std::atomic<uint32_t> g_purge_claims;   // parked_purge calls under way (see fork_child)
 extern std::atomic<uint32_t> g_inbox_ops;      // inbox drains and notify pushes under way (ditto)
 extern std::atomic<uint32_t> g_shared_claims;  // shared slabs claimed, not yet moved (ditto)
+// ZNS_POPULATE=1 with no tier and not ZNS_SECURE (set by heap_init): fresh slabs of a class a
+// thread has used up a slab of are populated ahead of the cursor (ThreadCache.fresh_end).
+extern bool g_populate;
 // Tests only: called by depot_purge between taking its slabs and giving their pages back.
 extern std::atomic<void (*)()> g_test_purge_hook;
 extern bool g_secure;   // ZNS_SECURE=1; fixed once the heap is initialised

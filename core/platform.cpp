@@ -86,6 +86,13 @@ unsigned os_purge_ranges(const iovec *ranges, unsigned n) {
   return done;
 }
 
+bool os_populate(void *p, size_t bytes) {
+  int saved = errno;
+  bool known = madvise(p, bytes, MADV_POPULATE_WRITE) == 0 || (errno != EINVAL && errno != EPERM);
+  errno = saved;
+  return known;
+}
+
 uint64_t now_ms() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);

@@ -46,6 +46,11 @@ int os_purge(void *p, size_t bytes);
 // seccomp filter) returns 0, latched, so it is asked once.  (The heap does not call it when
 // ZNS_PROCESS_MADVISE=0: for a seccomp filter that kills on a call it does not know.)
 unsigned os_purge_ranges(const iovec *ranges, unsigned n);
+// Map [p, p + bytes) in now, written (MADV_POPULATE_WRITE, Linux 5.14+): what the first stores
+// would fault in one page at a time.  Best effort: pages it could not map fault in later as
+// usual.  False when the kernel does not know the advice (EINVAL) or a seccomp filter refuses it
+// (EPERM): the caller stops asking.
+bool os_populate(void *p, size_t bytes);
 // Milliseconds on a monotonic, cheap (coarse) clock.
 uint64_t now_ms();
 // write(2) all of it, retrying on EINTR / short writes.  Returns 0, or the errno value of the

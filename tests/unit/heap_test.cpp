@@ -716,6 +716,57 @@ TEST_CASE("a purge run stopped by a locked page gives its victims back one by on
   trim();
 }
 
+// Pages of a slab resident now (mincore), of its kGroupPages.
+unsigned resident_pages(const void *slab_start, unsigned *first_missing = nullptr) {
+  unsigned char vec[kGroupPages];
+  REQUIRE(mincore(const_cast<void *>(slab_start), kGroupPages * kPageSize, vec) == 0);
+  unsigned n = 0;
+  if (first_missing) *first_missing = kGroupPages;
+  for (unsigned i = 0; i < kGroupPages; ++i) {
+    n += vec[i] & 1;
+    if (first_missing && !(vec[i] & 1) && *first_missing == kGroupPages) *first_missing = i;
+  }
+  return n;
+}
+
+// ZNS_POPULATE: a thread that used up a slab of a class and takes a fresh one (never touched, or
+// given back) has its pages mapped ahead of the cursor, a bitmap word (at least 4 pages) at a
+// time: one madvise(MADV_POPULATE_WRITE) instead of a fault per page.  Its first slab of the class
+// is not (a thread that wants a few blocks must not get a slab's worth of RSS), nor any with the
+// option off.  512 B blocks: 16 pages, 2 words of 8 pages.  Nothing here writes to a block.
+TEST_CASE("a thread that used up a slab has its next fresh slab's pages mapped ahead") {
+  dealloc(alloc(16), "test");   // (the heap's init sets g_populate from the options)
+  REQUIRE(g_populate);
+  const ClassInfo &ci = class_info(class_of(512));
+  REQUIRE(ci.pages == kGroupPages);
+  REQUIRE(ci.blocks == 128);
+  for (bool on : {true, false}) {
+    CAPTURE(on);
+    g_populate = on;
+    trim();   // no resident empty slabs in the depot: the next ones come fresh
+    std::thread([&] {
+      std::vector<void *> v;
+      for (unsigned i = 0; i < ci.blocks; ++i) v.push_back(alloc(512));   // the first slab, used up
+      char *first = slab_base(head_meta(v[0]));
+      CHECK(resident_pages(first) == 0);
+      v.push_back(alloc(512));   // the second: fresh
+      char *second = slab_base(head_meta(v.back()));
+      REQUIRE(second != first);
+      unsigned gap = 0;
+      CHECK(resident_pages(second, &gap) == (on ? 8u : 0u));
+      CHECK(gap == (on ? 8u : 0u));   // from the slab's start
+      for (unsigned i = 1; i < 64; ++i) v.push_back(alloc(512));   // the rest of word 0
+      CHECK(resident_pages(second) == (on ? 8u : 0u));
+      v.push_back(alloc(512));   // word 1
+      CHECK(resident_pages(second) == (on ? 16u : 0u));
+      for (void *p : v) dealloc(p, "test");
+      flush_thread();
+    }).join();
+  }
+  g_populate = true;
+  trim();
+}
+
 // The dirty cap: ZNS_DIRTY_MAX_KB, or ZNS_DIRTY_PERCENT of the pages of slabs in use when that is
 // more.  40 slabs of 1 KiB, 20 of them freed (320 pages) with a 1 MiB (256-page) fixed cap: with
 // the percent they stay resident (the heap in use is larger), without it the depot gives back
