@@ -27,7 +27,7 @@ std::atomic<uint32_t> g_inbox_ops;
 std::atomic<uint32_t> g_shared_claims;
 std::atomic<void (*)()> g_test_purge_hook;
 bool g_secure;
-bool g_populate;
+std::atomic<bool> g_populate;
 
 namespace {
 uint64_t g_secret;   // ZNS_SECURE: random, xored into quarantine marks and rng seeds
@@ -475,8 +475,11 @@ bool depot_purge(bool force) {
       iovec ranges[kBatch];
       for (unsigned r = 0; r < nruns; ++r)
         ranges[r] = iovec{g_region.base + size_t(runs[r].first) * kPageSize, size_t(runs[r].end - runs[r].first) * kPageSize};
-      done = os_purge_ranges(ranges, nruns);
-      calls = 1;
+      int taken = os_purge_ranges(ranges, nruns);
+      if (taken >= 0) {   // (-1: no call made)
+        done = unsigned(taken);
+        calls = 1;
+      }
     }
     for (unsigned r = done; r < nruns; ++r, ++calls) {   // os_purge, or a hole in the tier file
       const Run &run = runs[r];
@@ -1318,13 +1321,14 @@ SlabMeta *current_slab(ThreadCache *tc, unsigned c) {
 // kPopulatePages from the first page not yet populated, in one madvise(MADV_POPULATE_WRITE)
 // instead of a page fault each.  In this VM a fault costs 11.5 us a page, a populate call 6.4 us a
 // page (6.7 for 4 pages, 7.7 for one).  Chunks of a word (or 16 KiB, for the small classes whose
-// words span less) keep what is populated and never used to a few pages per class and thread:
-// bench/memory's 1M blocks of 8 B leave the last slab mostly untouched.
+// words span less) keep what is populated and not yet used to one word's span per class and
+// thread (15 pages from 1 KiB up, where one word covers the slab): bench/memory's 1M blocks of
+// 8 B leave their last slab mostly untouched.
 constexpr size_t kPopulatePages = 4;
 ZNS_NOINLINE void populate_ahead(ThreadCache *tc, Bin b, unsigned cls) {
   char *from = tc->fresh_end[cls];
   SlabMeta *s = head_meta(b.base);
-  if (!g_populate || g_tier_mode != kTierOff) from = nullptr;
+  if (!g_populate.load(std::memory_order_relaxed) || g_tier_mode != kTierOff) from = nullptr;
   char *base = slab_base(s), *end = base + size_t(s->pages) * kPageSize;
   if (from < base || from >= end) {   // (another slab: not ours to populate)
     tc->fresh_end[cls] = nullptr;
@@ -1335,7 +1339,8 @@ ZNS_NOINLINE void populate_ahead(ThreadCache *tc, Bin b, unsigned cls) {
   to = reinterpret_cast<char *>((uintptr_t(to) + kPageSize - 1) & ~uintptr_t(kPageSize - 1));
   if (to > end) to = end;
   if (to <= from) return;
-  if (!os_populate(from, size_t(to - from))) g_populate = false;   // (before 5.14, or seccomp)
+  if (!os_populate(from, size_t(to - from)))
+    g_populate.store(false, std::memory_order_relaxed);   // (before 5.14, or seccomp)
   tc->fresh_end[cls] = to < end ? to : nullptr;
 }
 
@@ -1372,7 +1377,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
     tc->fresh_end[cls] = nullptr;
     if (!(s = unpark(tc, cls)) && !(s = depot_adopt(cls, tc->id)) && !(s = depot_take(cls, tc->id, &fresh)))
       return nullptr;
-    if (fresh && used_up && g_populate) tc->fresh_end[cls] = slab_base(s);
+    if (fresh && used_up && g_populate.load(std::memory_order_relaxed)) tc->fresh_end[cls] = slab_base(s);
     if (!bin_point(b, s)) fatal("slab metadata corrupted (no free block in a new slab)", "malloc", slab_base(s));
   }
   return take_lowest(tc, b, cls);
@@ -1809,7 +1814,7 @@ void heap_init() {
       g_secret = (uint64_t(now_ms()) << 32) ^ uint64_t(uintptr_t(&saved)) ^ uint64_t(getpid());
     depot_reset_lists();
     region_init();
-    g_populate = g_options.ZNS_POPULATE != 0 && g_tier_mode == kTierOff && !g_secure;
+    g_populate.store(g_options.ZNS_POPULATE != 0 && g_tier_mode == kTierOff && !g_secure, std::memory_order_relaxed);
     pthread_key_create(&g_key, tc_exit);
     errno = saved;
     g_init_state.store(2, std::memory_order_release);

@@ -270,7 +270,7 @@ extern std::atomic<uint32_t> g_inbox_ops;      // inbox drains and notify pushes
 extern std::atomic<uint32_t> g_shared_claims;  // shared slabs claimed, not yet moved (ditto)
 // ZNS_POPULATE=1 with no tier and not ZNS_SECURE (set by heap_init): fresh slabs of a class a
 // thread has used up a slab of are populated ahead of the cursor (ThreadCache.fresh_end).
-extern bool g_populate;
+extern std::atomic<bool> g_populate;
 // Tests only: called by depot_purge between taking its slabs and giving their pages back.
 extern std::atomic<void (*)()> g_test_purge_hook;
 extern bool g_secure;   // ZNS_SECURE=1; fixed once the heap is initialised

@@ -39,13 +39,17 @@ int os_purge(void *p, size_t bytes);
 // Give back several ranges in one process_madvise(2) call on this process (PIDFD_SELF, Linux
 // 6.15+): the kernel then flushes the TLB once for all of them, where madvise flushes once per
 // call, page by page for a range of up to 33 pages (on this project's VM 4 us a page: a 64 KiB
-// group 62 us alone, 12 us in a batch; bench/WHY.md).  Returns how many leading ranges were given
-// back whole; the caller gives back the rest one call at a time (os_purge), as it would without
-// this one: the kernel stops at a range it refuses (EINVAL: an mlocked page) and says only how
-// far it got; a kernel without the call or without PIDFD_SELF (EBADF, ENOSYS, EPERM from a
-// seccomp filter) returns 0, latched, so it is asked once.  (The heap does not call it when
-// ZNS_PROCESS_MADVISE=0: for a seccomp filter that kills on a call it does not know.)
-unsigned os_purge_ranges(const iovec *ranges, unsigned n);
+// group 62 us alone, 12 us in a batch; DESIGN "The depot").  Returns how many leading ranges
+// were given back whole; the caller gives back the rest one call at a time (os_purge), as it
+// would without this one: the kernel stops at a range it refuses (EINVAL: an mlocked page) and
+// says only how far it got.  -1: no call was made.  A kernel without the call or without
+// PIDFD_SELF (EBADF, ENOSYS, ESRCH, or EPERM from a seccomp filter) switches it off for good after
+// the first try.  And before each call /proc/self/status must say "Seccomp: 0": a filter that
+// kills on calls it does not know (OpenSSH's pre-authentication child, a browser's renderer)
+// allows madvise but not this; a filter found switches it off for good, a status that cannot be
+// read (a sandbox that refuses the open, no descriptor left) skips this call only.  (The heap
+// does not call it when ZNS_PROCESS_MADVISE=0.)
+int os_purge_ranges(const iovec *ranges, unsigned n);
 // Map [p, p + bytes) in now, written (MADV_POPULATE_WRITE, Linux 5.14+): what the first stores
 // would fault in one page at a time.  Best effort: pages it could not map fault in later as
 // usual.  False when the kernel does not know the advice (EINVAL) or a seccomp filter refuses it
