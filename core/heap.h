@@ -184,12 +184,14 @@ struct ThreadCache {
   std::atomic<uint64_t> *word[kNumClasses];
   char *base[kNumClasses];
   uint32_t size[kNumClasses];
+  uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
+                                        // derived: allocated - live, live from the slabs)
   char *fresh_end[kNumClasses];         // the bin's slab came fresh (its pages never touched or
                                         // given back) after the thread had used up one of the
                                         // class: its pages from here on are populated ahead of
-                                        // the cursor (populate_ahead).  Null: none to populate
-  uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
-                                        // derived: allocated - live, live from the slabs)
+                                        // the cursor (populate_ahead).  Null: none to populate.
+                                        // (After alloc_count: the fast paths' arrays keep their
+                                        // offsets; slow paths only read it)
   // Parked slabs per class (see kCurrentCredit), doubly linked through SlabMeta.prev/next; only the
   // owner's thread touches them.  Partial ones become current again (FIFO) before the depot is asked.
   uint32_t partial[kNumClasses];        // oldest first: refills take the head, moves append
@@ -220,7 +222,7 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : last{}, word{}, base{}, size{}, fresh_end{}, alloc_count{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
+      : last{}, word{}, base{}, size{}, alloc_count{}, fresh_end{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
         attached(false), busy(0), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       word[c] = &g_zero_word;
