@@ -274,8 +274,9 @@ def section_micro(ctx, targets):
            "exits; the benchmark's thread then frees them in random order (only the frees are timed). "
            "At 1024 B (50 MB) zns gives the emptied slabs back as they come (its depot keeps at most "
            "as much dirty as the heap still in use, and no less than ZNS_DIRTY_MAX_KB = 8 MiB, so the cap "
-           "falls as the heap empties): most of that row's time is madvise, one call per 64 KiB group, "
-           "60-70 us each on this VM (DESIGN.md \"Known limits\").",
+           "falls as the heap empties): most of that row's time is giving pages back, about 0.7 us a page "
+           "on this VM with a batch of up to 64 ranges per process_madvise call (65 us a 64 KiB group with "
+           "one madvise each, before 24a58d0; DESIGN.md \"The depot\").",
            "",
            table(["wl", "benchmark"] + ctx.order + ["best peer", "zns / best", "glibc / zns", "target"], rows), ""]
     if verdicts:
