@@ -626,52 +626,59 @@ struct KibGroups {
 // clean groups between two victims (bridges), never a group with live blocks.  Seven consecutive
 // groups of 1 KiB slabs: 1 and 3 purged first (clean), then 0, 2, 4 and 6 freed (dirty) with 5
 // still live: one range for 0..4, one for 6 (four without the bridges), given back in one
-// process_madvise call where the kernel has it, else one madvise each.
+// process_madvise call where the kernel has it, else one madvise each; with ZNS_PROCESS_MADVISE=0
+// one madvise each as well.
 TEST_CASE("a purge runs over clean groups between its victims in one call per run") {
-  trim();
   REQUIRE(class_info(class_of(1024)).pages == kGroupPages);
-  std::thread([&] {
-    KibGroups k(200);
-    const uint32_t a = k.window(7);
-    REQUIRE_MESSAGE(a != kNil, "no seven consecutive full groups among 200 slabs");
-    auto g = [&](unsigned i) { return a + i * kGroupPages; };
-    for (void *p : k.at(g(5))) memset(p, 0xa5, 1024);
-    k.free_group(g(1));
-    k.free_group(g(3));
+  const uint64_t saved_pm = g_options.ZNS_PROCESS_MADVISE;
+  for (uint64_t pm : {uint64_t(1), uint64_t(0)}) {   // ZNS_PROCESS_MADVISE=0: one madvise per run
+    CAPTURE(pm);
+    g_options.ZNS_PROCESS_MADVISE = pm;
     trim();
-    HeapSnapshot h0 = snap();
-    CHECK(h0.dirty_pages == 0);
-    CHECK(meta_at(g(1)).owner.load() == kNoOwner);
-    for (unsigned i : {0u, 2u, 4u, 6u}) k.free_group(g(i));
-    CHECK(snap().dirty_pages == h0.dirty_pages + 4 * kGroupPages);
+    std::thread([&] {
+      KibGroups k(200);
+      const uint32_t a = k.window(7);
+      REQUIRE_MESSAGE(a != kNil, "no seven consecutive full groups among 200 slabs");
+      auto g = [&](unsigned i) { return a + i * kGroupPages; };
+      for (void *p : k.at(g(5))) memset(p, 0xa5, 1024);
+      k.free_group(g(1));
+      k.free_group(g(3));
+      trim();
+      HeapSnapshot h0 = snap();
+      CHECK(h0.dirty_pages == 0);
+      CHECK(meta_at(g(1)).owner.load() == kNoOwner);
+      for (unsigned i : {0u, 2u, 4u, 6u}) k.free_group(g(i));
+      CHECK(snap().dirty_pages == h0.dirty_pages + 4 * kGroupPages);
+      trim();
+      HeapSnapshot h1 = snap();
+      CHECK(h1.purge_ranges - h0.purge_ranges == 2);
+      CHECK(h1.purge_calls - h0.purge_calls == (pm && kernel_takes_ranges() ? 1 : 2));   // (one process_madvise)
+      CHECK(h1.purged_total_pages - h0.purged_total_pages == 4 * kGroupPages);
+      CHECK(h1.clean_pages == h0.clean_pages + 4 * kGroupPages);   // the bridges are clean again
+      CHECK(h1.dirty_pages == 0);
+      unsigned damaged = 0;
+      for (void *p : k.at(g(5)))
+        for (unsigned i = 0; i < 1024; ++i) damaged += static_cast<unsigned char *>(p)[i] != 0xa5;
+      CHECK(damaged == 0);
+      // The clean lists still hold all six: taken back, the window's groups read as zero pages
+      std::vector<void *> again;
+      unsigned back = 0, nonzero = 0;
+      for (unsigned i = 0; i < 8 * k.per; ++i) again.push_back(alloc(1024));
+      for (void *p : again)
+        if (page_of(p) >= a && page_of(p) < g(7) && page_of(p) / kGroupPages != g(5) / kGroupPages) {
+          ++back;
+          nonzero += static_cast<unsigned char *>(p)[100] != 0;
+        }
+      CHECK(back == 6 * k.per);
+      CHECK(nonzero == 0);
+      for (void *p : again) dealloc(p, "test");
+      k.free_all();
+      flush_thread();
+    }).join();
     trim();
-    HeapSnapshot h1 = snap();
-    CHECK(h1.purge_ranges - h0.purge_ranges == 2);
-    CHECK(h1.purge_calls - h0.purge_calls == (kernel_takes_ranges() ? 1 : 2));   // (one process_madvise)
-    CHECK(h1.purged_total_pages - h0.purged_total_pages == 4 * kGroupPages);
-    CHECK(h1.clean_pages == h0.clean_pages + 4 * kGroupPages);   // the bridges are clean again
-    CHECK(h1.dirty_pages == 0);
-    unsigned damaged = 0;
-    for (void *p : k.at(g(5)))
-      for (unsigned i = 0; i < 1024; ++i) damaged += static_cast<unsigned char *>(p)[i] != 0xa5;
-    CHECK(damaged == 0);
-    // The clean lists still hold all six: taken back, the window's groups read as zero pages
-    std::vector<void *> again;
-    unsigned back = 0, nonzero = 0;
-    for (unsigned i = 0; i < 8 * k.per; ++i) again.push_back(alloc(1024));
-    for (void *p : again)
-      if (page_of(p) >= a && page_of(p) < g(7) && page_of(p) / kGroupPages != g(5) / kGroupPages) {
-        ++back;
-        nonzero += static_cast<unsigned char *>(p)[100] != 0;
-      }
-    CHECK(back == 6 * k.per);
-    CHECK(nonzero == 0);
-    for (void *p : again) dealloc(p, "test");
-    k.free_all();
-    flush_thread();
-  }).join();
-  trim();
-  CHECK(snap().dirty_pages == 0);
+    CHECK(snap().dirty_pages == 0);
+  }
+  g_options.ZNS_PROCESS_MADVISE = saved_pm;
 }
 
 // A run the kernel refuses part of: madvise stops at the first range it rejects (EINVAL: a page
