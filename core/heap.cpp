@@ -1316,7 +1316,6 @@ SlabMeta *current_slab(ThreadCache *tc, unsigned c) {
   return g_secure ? tc->secure_slab[c] : bin_slab(bin_of(tc, c));
 }
 
-// The lowest free block of the word the bin points at (it has one).
 // Populating ahead (ThreadCache.fresh_end): the pages of the bin's word, and at least
 // kPopulatePages from the first page not yet populated, in one madvise(MADV_POPULATE_WRITE)
 // instead of a page fault each.  In this VM a fault costs 11.5 us a page, a populate call 6.4 us a
@@ -1344,6 +1343,8 @@ ZNS_NOINLINE void populate_ahead(ThreadCache *tc, Bin b, unsigned cls) {
   tc->fresh_end[cls] = to < end ? to : nullptr;
 }
 
+// The lowest free block of the word the bin points at (it has one); its pages populated first
+// when the bin's slab is being populated ahead and the word reaches past what was.
 ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin b, unsigned cls) {
   if (ZNS_UNLIKELY(tc->fresh_end[cls] != nullptr) && b.base + 64 * size_t(b.size) > tc->fresh_end[cls])
     populate_ahead(tc, b, cls);
