@@ -44,6 +44,19 @@ int in_child(void (*f)(), std::string *err) {
   waitpid(pid, &st, 0);
   return WIFSIGNALED(st) ? -WTERMSIG(st) : WEXITSTATUS(st);
 }
+// Pages of a slab resident now (mincore), of its kGroupPages.
+unsigned resident_pages(const void *slab_start, unsigned *first_missing = nullptr) {
+  unsigned char vec[kGroupPages];
+  REQUIRE(mincore(const_cast<void *>(slab_start), kGroupPages * kPageSize, vec) == 0);
+  unsigned n = 0;
+  if (first_missing) *first_missing = kGroupPages;
+  for (unsigned i = 0; i < kGroupPages; ++i) {
+    n += vec[i] & 1;
+    if (first_missing && !(vec[i] & 1) && *first_missing == kGroupPages) *first_missing = i;
+  }
+  return n;
+}
+
 // Does this kernel give several ranges back in one call (os_purge_ranges: process_madvise with
 // PIDFD_SELF, Linux 6.15+)?  Asked on two pages of a scratch mapping.
 bool kernel_takes_ranges() {
@@ -698,13 +711,6 @@ TEST_CASE("a purge run stopped by a locked page gives its victims back one by on
     if (mlock(locked, 1024) != 0) {
       MESSAGE("mlock failed (no right to lock): skipped");
     } else {
-      auto resident = [](uint32_t page) {
-        unsigned char vec[kGroupPages];
-        REQUIRE(mincore(g_region.base + size_t(page) * kPageSize, kGroupPages * kPageSize, vec) == 0);
-        unsigned n = 0;
-        for (unsigned char c : vec) n += c & 1;
-        return n;
-      };
       k.free_group(g);
       trim();   // G goes clean (its own call fails on the locked page: as before runs)
       HeapSnapshot h0 = snap();
@@ -712,28 +718,15 @@ TEST_CASE("a purge run stopped by a locked page gives its victims back one by on
       trim();   // runs X and A..B; refused at G
       HeapSnapshot h1 = snap();
       CHECK(h1.purge_ranges - h0.purge_ranges == 2);
-      CHECK(resident(x) == 0);
-      CHECK(resident(a) == 0);
-      CHECK(resident(b) == 0);
+      CHECK(resident_pages(g_region.base + size_t(x) * kPageSize) == 0);
+      CHECK(resident_pages(g_region.base + size_t(a) * kPageSize) == 0);
+      CHECK(resident_pages(g_region.base + size_t(b) * kPageSize) == 0);
       munlock(locked, 1024);
     }
     k.free_all();
     flush_thread();
   }).join();
   trim();
-}
-
-// Pages of a slab resident now (mincore), of its kGroupPages.
-unsigned resident_pages(const void *slab_start, unsigned *first_missing = nullptr) {
-  unsigned char vec[kGroupPages];
-  REQUIRE(mincore(const_cast<void *>(slab_start), kGroupPages * kPageSize, vec) == 0);
-  unsigned n = 0;
-  if (first_missing) *first_missing = kGroupPages;
-  for (unsigned i = 0; i < kGroupPages; ++i) {
-    n += vec[i] & 1;
-    if (first_missing && !(vec[i] & 1) && *first_missing == kGroupPages) *first_missing = i;
-  }
-  return n;
 }
 
 // ZNS_POPULATE: a thread that used up a slab of a class and takes a fresh one (never touched, or
