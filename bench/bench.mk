@@ -14,7 +14,7 @@
 BENCH_PY     := /usr/bin/python3
 BENCH_CFLAGS := -O2 -g -pthread -Wall -Wextra -I. \
                 -fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc
-BENCH_BINS   := $(addprefix $(BUILD)/bench/,micro latency memory pairs timeit tier workload)
+BENCH_BINS   := $(addprefix $(BUILD)/bench/,micro latency memory pairs timeit probe tier workload)
 BENCH_PROG_PKGS := redis-server redis-tools sqlite3 valgrind
 QUICK        ?=
 BENCH_ARGS   ?=
@@ -31,6 +31,8 @@ $(BUILD)/bench/tier: bench/tier.c | $(BUILD)/bench
 	$(CC) $(BENCH_CFLAGS) $< -o $@ -ldl
 $(BUILD)/bench/timeit: bench/timeit.c | $(BUILD)/bench
 	$(CC) -O2 -Wall $< -o $@
+$(BUILD)/bench/probe: bench/probe.c | $(BUILD)/bench
+	$(CC) -O2 -Wall -Wextra -pthread $< -o $@
 
 # A second copy of the shim with -DZNS_UNCHECKED (core/heap.h: the free fast path's misuse checks and
 # the sized-delete class check compiled out), for the `checks` stage only: never ship it.  Same

@@ -776,6 +776,17 @@ def loadavg():
         return "?"
 
 
+def probe(ctx):
+    """The machine's state now (bench/probe.c, no allocator preloaded): "clock_ghz=G rtt_ns=R", or "?"."""
+    try:
+        env = Alloc("glibc", None, "libc.so.6").env()
+        env.pop("LD_PRELOAD", None)
+        out = subprocess.run([ctx.bin("probe")], capture_output=True, text=True, timeout=60, env=env).stdout.strip()
+        return out if out.startswith("clock_ghz=") else "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
 # ---- context -----------------------------------------------------------------------------------------
 class Ctx:
     def __init__(self, args):
@@ -794,6 +805,7 @@ class Ctx:
         self.stage_times = {}
         self.stage_extra = {}   # stage: more provenance for runs[stage] (checks: the unchecked build's hash)
         self.load = []
+        self.probe = []   # (stage, probe output) at the start and after each stage
 
     def bin(self, name):
         return os.path.join(self.build, "bench", name)
@@ -863,6 +875,7 @@ def report_only(ctx, args):
         doc.update({k: old[k] for k in ("mode", "rounds", "config", "machine", "skipped", "load") if k in old})
     ctx.mode, ctx.rounds, ctx.cfg = doc.get("mode", ctx.mode), doc.get("rounds", ctx.rounds), doc.get("config", ctx.cfg)
     ctx.machine, ctx.skipped, ctx.load = doc["machine"], doc.get("skipped", {}), [tuple(x) for x in doc.get("load", [])]
+    ctx.probe = [tuple(x) for x in doc.get("probe", [])]
     ctx.total_time, ctx.complete = sum(doc["stage_times"].values()), True
     ctx.ran_now = [s for s, r in doc["runs"].items() if r.get("date") == ctx.machine.get("date")]
     write_report(ctx, doc, args)
@@ -893,7 +906,7 @@ def main():
     ctx = Ctx(args)
     if args.report_only:
         return report_only(ctx, args)
-    for b in (("micro", "latency", "memory", "pairs", "timeit") + (("tier", "workload") if "tier" in stages else ()) +
+    for b in (("micro", "latency", "memory", "pairs", "timeit", "probe") + (("tier", "workload") if "tier" in stages else ()) +
               (("workload",) if "checks" in stages or "programs" in stages else ())):
         if not os.access(ctx.bin(b), os.X_OK):
             sys.exit("run_bench: %s is not built (make bench-build)" % ctx.bin(b))
@@ -905,6 +918,7 @@ def main():
     log("mode %s, %d rounds, allocators: %s; load average %s" % (ctx.mode, ctx.rounds, ", ".join(ctx.order), loadavg()))
     t_start = time.monotonic()
     ctx.load.append(("start", loadavg()))
+    ctx.probe.append(("start", probe(ctx)))
     complete = True
     try:
         for s in stages:
@@ -919,6 +933,7 @@ def main():
                 traceback.print_exc()
             ctx.stage_times[s] = time.monotonic() - t0
             ctx.load.append((s, loadavg()))
+            ctx.probe.append((s, probe(ctx)))
             log("stage %s done in %.0f s (total %.0f s)" % (s, ctx.stage_times[s], time.monotonic() - t_start))
     except KeyboardInterrupt:
         complete = False
@@ -931,10 +946,10 @@ def main():
     runs = {s: dict(mode=ctx.mode, rounds=ctx.rounds, config=ctx.cfg, date=ctx.machine["date"],
                     git=ctx.machine["git"], git_dirty=ctx.machine["git_dirty"],
                     zns_sha256=ctx.machine.get("zns_sha256"), order=ctx.order,
-                    load=dict(ctx.load).get(s), time=ctx.stage_times.get(s), **ctx.stage_extra.get(s, {}))
+                    load=dict(ctx.load).get(s), probe=dict(ctx.probe).get(s), time=ctx.stage_times.get(s), **ctx.stage_extra.get(s, {}))
             for s in stages if s in ctx.stage_times}
     doc = dict(mode=ctx.mode, rounds=ctx.rounds, config=ctx.cfg, machine=ctx.machine, order=ctx.order,
-               skipped=ctx.skipped, data=ctx.store.data, errors=ctx.store.errors, load=ctx.load,
+               skipped=ctx.skipped, data=ctx.store.data, errors=ctx.store.errors, load=ctx.load, probe=ctx.probe,
                stage_times=ctx.stage_times, gb_context=ctx.gb_context, runs=runs)
     if args.only and os.path.exists(args.json):
         doc = merge_previous(doc, args.json)
