@@ -8,8 +8,8 @@
  *            (a VM's vCPU descheduled, a sibling hyperthread busy).  The single-thread rows move with it.
  * rtt_ns     two threads pass one cache line back and forth 100k times: the round trip of a line
  *            between the two cores (the median of 5 runs).  On this VM it has been seen at ~230 ns and
- *            near 1 us; the rows where one thread frees what another allocated (prodcons, handoff,
- *            churn x2) move with it, by up to 4x for every allocator alike.
+ *            at 410-560 ns; the rows where one thread frees what another allocated (prodcons,
+ *            handoff) move with it: prodcons by 4x, for every allocator alike.
  *
  * No allocator is involved: the harness runs it without LD_PRELOAD. */
 #define _GNU_SOURCE

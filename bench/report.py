@@ -139,9 +139,9 @@ def render(ctx, plots, outdir):
             return "%s GHz, %s ns" % (f.get("clock_ghz", "?"), f.get("rtt_ns", "?"))
         w("- The machine's state at start and after each stage (build/bench/probe, no allocator: the clock a "
           "chain of dependent adds ran at, and the round trip of a cache line between the two cores): %s. "
-          "On this VM both move between runs and within one (the round trip has been seen at ~230 and ~450 "
-          "ns); the rows where one thread frees what another allocated (prodcons, handoff, churn x2) "
-          "move with the round trip, by up to 4x for every allocator alike." %
+          "On this VM both move between runs and may within one (the round trip has been seen at ~230 ns "
+          "and at 410–560 ns); the rows where one thread frees what another allocated (prodcons, handoff) "
+          "move with the round trip: prodcons by 4x, for every allocator alike." %
           "; ".join("%s %s" % (k, fmt(v)) for k, v in probes))
     w("- ZNS-Slab: git %s%s, shim sha256 %s (a private copy of build/libzns_slab.so taken at the start)." %
       (m["git"], " + uncommitted changes in core/ or shim/" if m["git_dirty"] else "", m.get("zns_sha256", "?")))
