@@ -293,6 +293,55 @@ TEST_CASE("full slabs without a record: remote frees come back, double frees are
   CHECK(err.find("free") != std::string::npos);
 }
 
+// A remote free marks every page of the mirror it writes (Region.remote_pages) before it writes
+// it: the RemoteState line, and a slab with a record its remote record's pages, whose first and
+// last words may lie on two pages.  Readers that find a page unmarked skip it (depot_take's stray
+// drop, the stats).  Checked in a child whose marks of those pages are cleared first (marks only
+// ever go up, so in the test process earlier tests may have set them already).
+namespace {
+int remote_marks_child(size_t size) {
+  static std::vector<void *> w;
+  static size_t sz;
+  w.clear();
+  sz = size;
+  const ClassInfo &ci = class_info(class_of(size));
+  std::thread([] {   // a fresh cache: its slabs, every block of the first one out
+    for (unsigned i = 0; i < 2 * class_info(class_of(sz)).blocks; ++i) w.push_back(alloc(sz));
+  }).join();
+  SlabMeta *s = head_meta(w[0]);
+  char *base = slab_base(s);
+  void *first = base, *last = base + size_t(ci.blocks - 1) * ci.size;   // words 0 and words-1
+  if (head_meta(last) != s) return 10;
+  auto unmark = [](const void *p) {
+    size_t i = mirror_page_index(p);
+    g_region.remote_pages[i >> 6].fetch_and(~(uint64_t(1) << (i & 63)));
+  };
+  uint32_t page = page_of(s);
+  std::atomic<uint64_t> *rb = rbits(s);
+  unsigned words = words_of(s);
+  unmark(&remote_at(page));
+  unmark(rb);
+  unmark(rb + words - 1);
+  static void *f0, *f1;
+  f0 = first; f1 = last;
+  std::thread([] { dealloc(f0, "free"); dealloc(f1, "free"); flush_thread(); }).join();
+  if (!mirror_page_written(mirror_page_index(&remote_at(page)))) return 11;
+  if (!mirror_page_written(mirror_page_index(rb))) return 12;
+  if (!mirror_page_written(mirror_page_index(rb + words - 1))) return 13;
+  return 0;
+}
+}  // namespace
+
+TEST_CASE("a remote free marks the mirror pages it writes (inline bits and records)") {
+  for (size_t size : {16u, 32u, 1024u}) {   // records of 64 and 32 words; inline bits
+    CAPTURE(size);
+    std::string err;
+    static size_t child_size;
+    child_size = size;
+    CHECK(in_child([] { _exit(remote_marks_child(child_size)); }, &err) == 0);
+  }
+}
+
 namespace {
 // Every slab out of the depot: its bitmap's words [first, end) and, for a slab with a record, its
 // remote record's, as indexes of g_region.meta's words (a full slab has no free-bit record).
