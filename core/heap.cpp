@@ -240,7 +240,7 @@ ZNS_INLINE void remote_will_write(uint32_t page) {
   SlabMeta *s = &meta_at(page);
   mark_mirror_written(&remote_at(page));
   if (bits(s) == s->inline_free) return;
-  std::atomic<uint64_t> *rb = rbits(s);
+  std::atomic<uint64_t> *rb = __atomic_load_n(&g_region.rrec[s - g_region.meta], __ATOMIC_RELAXED);   // (rbits)
   mark_mirror_written(rb);
   mark_mirror_written(rb + words_of(s) - 1);
 }
