@@ -1037,14 +1037,13 @@ void flush_last(ThreadCache *tc, Bin b) {
   if (--s->credit == 0) credit_out(tc, s);
 }
 
-// Point a bin at the first bitmap word of s with a free block, from word `from` on and then from
-// word 0 (a 16 B slab has 64 words: a step to the next word need not scan the ones it used up);
-// false if there is none.
-bool bin_point(Bin b, SlabMeta *s, unsigned from = 0) {
+// Point a bin at the first bitmap word of s with a free block; false if there is none.  (The step
+// from an exhausted cursor word to the next one of the same slab is alloc_slow's own scan.)
+bool bin_point(Bin b, SlabMeta *s) {
   std::atomic<uint64_t> *f = bits(s);
   if (f == full_bits()) return false;   // a full slab (a current one always has a record)
-  for (unsigned k = 0, words = words_of(s); k < words; ++k)
-    if (unsigned w = from + k < words ? from + k : from + k - words; f[w].load(std::memory_order_relaxed)) {
+  for (unsigned w = 0, words = words_of(s); w < words; ++w)
+    if (f[w].load(std::memory_order_relaxed)) {
       b.size = s->size;
       b.base = slab_base(s) + size_t(w) * 64 * s->size;
       b.word = &f[w];
@@ -1832,18 +1831,11 @@ void heap_init() {
   pthread_atfork(fork_prepare, fork_parent, fork_child);   // may allocate: init is done
 }
 
-void *alloc_slow(unsigned cls) {
+namespace {
+// Every miss that is not a step to the next word of the current slab (alloc_slow).
+ZNS_NOINLINE void *alloc_refill(unsigned cls) {
   if (ZNS_UNLIKELY(g_tier_child_pending.load(std::memory_order_relaxed))) tier_child_poll();
   ThreadCache *tc = t_cache;
-  // The most common miss: the cursor word ran out while another word of the current slab has
-  // free blocks (a partly free slab in a steady churn: one malloc in 30 in bench/latency's).  It
-  // needs none of the refill's bookkeeping (remote buffer, clock, inbox).  (The sentinel caches'
-  // bins and secure mode's name no slab.)
-  Bin b = bin_of(tc, cls);
-  if (SlabMeta *s = bin_slab(b)) {   // (a sentinel's bins name no slab)
-    SlowPath busy(tc);
-    if (bin_point(b, s, unsigned(b.word - bits(s)) + 1)) return take_lowest(tc, b, cls);
-  }
   if (tc->id == kSentinelId) {
     if (tc == &g_dead_cache) return orphan_alloc(cls);
     tc = thread_attach();
@@ -1851,6 +1843,48 @@ void *alloc_slow(unsigned cls) {
   }
   SlowPath busy(tc);
   return refill_and_alloc(tc, cls);
+}
+}  // namespace
+
+// The most common miss: the cursor word ran out while another word of the current slab has free
+// blocks (a partly free slab in a steady churn: 2.4% of mallocs in bench/latency's 16..256 B
+// churn).  It needs none of the refill's bookkeeping (remote buffer, clock, inbox), so it is
+// written out here for the few instructions it needs: ~78 with the shim's miss, ~112 through
+// bin_point and a frame for the refill's calls (DESIGN "malloc fast path").  The scan starts
+// at the word after the cursor and wraps (the cursor's own word last: a signal handler's free may
+// have put a block there).
+// (A sentinel cache's bins and secure mode's name no slab: g_zero_word.  While a forked child's
+// tier start is pending, every miss goes to alloc_refill, which polls it.)
+void *alloc_slow(unsigned cls) {
+  ThreadCache *tc = t_cache;
+  std::atomic<uint64_t> *cur = tc->word[cls];
+  if (ZNS_LIKELY(cur != &g_zero_word) && !g_tier_child_pending.load(std::memory_order_relaxed)) {
+    SlabMeta *s = head_meta(tc->base[cls]);
+    std::atomic<uint64_t> *f = bits(s), *end = f + words_of(s), *w = cur;
+    if (ZNS_UNLIKELY(cur < f || cur >= end)) return alloc_refill(cls);   // (a bin's word is always in
+                                                                         // its slab's bitmap)
+    do {
+      if (++w == end) w = f;
+      if (uint64_t x = w->load(std::memory_order_relaxed)) {
+        uint32_t size = tc->size[cls];
+        char *base = slab_base(s) + size_t(w - f) * 64 * size;
+        {
+          SlowPath busy(tc);   // (the bin's two stores: base first, so that a signal handler's
+          tc->base[cls] = base;   //  malloc between them sees the old, empty word)
+          std::atomic_signal_fence(std::memory_order_seq_cst);
+          tc->word[cls] = w;
+        }
+        if (ZNS_UNLIKELY(tc->fresh_end[cls] != nullptr)) {
+          SlowPath busy(tc);
+          return take_lowest(tc, bin_of(tc, cls), cls);
+        }
+        w->store(x & (x - 1), std::memory_order_relaxed);
+        tc->alloc_count[cls]++;
+        return base + unsigned(__builtin_ctzll(x)) * size;
+      }
+    } while (w != cur);
+  }
+  return alloc_refill(cls);
 }
 
 // ---- what the tier needs: claim a cold shared slab while it is written out -----------------------

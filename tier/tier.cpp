@@ -1213,7 +1213,7 @@ void tier_fork_child() {
   }
 }
 
-// From the heap's slow path (alloc_slow, before it touches anything), in a forked child whose own
+// From the heap's slow path (alloc_refill, before it touches anything), in a forked child whose own
 // tier is due: the parent's was closed at the fork.  pthread_create allocates: that malloc finds
 // nothing pending any more.
 void tier_child_poll() {

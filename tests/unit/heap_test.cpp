@@ -147,6 +147,42 @@ TEST_CASE("a 16 B slab fills its 64 KiB group, its bitmap a 64-word record outsi
   }).join();
 }
 
+// alloc_slow's step: when the cursor word runs out, malloc goes on at the next word of the current
+// slab with a free block, wrapping to word 0, and leaves the slab only when no word has one.  Each
+// block it hands out is checked by address (a record bitmap and an inline one).
+TEST_CASE("a malloc whose cursor word ran out takes the next word of its slab with a free block") {
+  for (size_t size : {size_t(16), size_t(128), size_t(512)}) {   // 64 and 8 words (records), 2 inline
+    std::thread([size] {
+      const ClassInfo &ci = class_info(class_of(size));
+      const unsigned words = bitmap_words(ci.blocks);
+      std::vector<char *> v;
+      for (unsigned i = 0; i < ci.blocks; ++i) v.push_back(static_cast<char *>(alloc(size)));
+      SlabMeta *s = head_meta(v[0]);
+      char *base = slab_base(s);
+      for (unsigned i = 0; i < ci.blocks; ++i) REQUIRE(v[i] == base + size_t(i) * size);   // lowest first
+      // Every block out, the cursor on the last word.  Three come back: the first to `last`, then
+      // one into word 1 and one into word 0.
+      const unsigned a = 3, b = 64 + 9, c = 4;
+      dealloc(v[a], "test");
+      dealloc(v[b], "test");
+      dealloc(v[c], "test");
+      CHECK(alloc(size) == v[a]);        // `last`
+      if (words > 2) {
+        CHECK(alloc(size) == v[c]);      // the step wraps from the last word to word 0
+        CHECK(alloc(size) == v[b]);      // and goes on to word 1
+      } else {
+        CHECK(alloc(size) == v[b]);      // word 1 is the cursor's
+        CHECK(alloc(size) == v[c]);      // then the step wraps to word 0
+      }
+      char *next = static_cast<char *>(alloc(size));
+      CHECK(head_meta(next) != s);       // no word has a free block: the slab is left behind
+      for (unsigned w = 0; w < words; ++w) CHECK(free_word(s, w) == 0);   // (kFullBits reads as 0)
+      for (char *p : v) dealloc(p, "test");
+      dealloc(next, "test");
+    }).join();
+  }
+}
+
 TEST_CASE("a full slab gives its bitmap record back, and takes one again at its first free") {
   std::thread([] {
     for (size_t size : {size_t(8), size_t(16), size_t(64), size_t(240)}) {   // records of 128..5 words
