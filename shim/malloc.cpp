@@ -154,9 +154,9 @@ using namespace zns::shim;
 
 #define ZNS_API extern "C" ZNS_EXPORT
 
-ZNS_API void *malloc(size_t n) { return malloc_impl(n); }
+ZNS_API ZNS_HOT void *malloc(size_t n) { return malloc_impl(n); }
 
-ZNS_API void free(void *p) { free_impl(p, "free"); }
+ZNS_API ZNS_HOT void free(void *p) { free_impl(p, "free"); }
 
 ZNS_API void *calloc(size_t n, size_t m) {
   size_t total;

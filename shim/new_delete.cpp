@@ -156,7 +156,7 @@ ZNS_INLINE void sized_free(void *p, size_t n, size_t align, const char *call) {
 
 }  // namespace
 
-ZNS_EXPORT void *operator new(size_t n) { return new_impl(n); }
+ZNS_EXPORT ZNS_HOT void *operator new(size_t n) { return new_impl(n); }
 ZNS_EXPORT void *operator new[](size_t n) { return new_impl(n); }
 ZNS_EXPORT void *operator new(size_t n, const std::nothrow_t &) noexcept { return new_impl_nothrow(n); }
 ZNS_EXPORT void *operator new[](size_t n, const std::nothrow_t &) noexcept { return new_impl_nothrow(n); }
@@ -169,11 +169,11 @@ ZNS_EXPORT void *operator new[](size_t n, std::align_val_t al, const std::nothro
   return new_impl_nothrow(n, al);
 }
 
-ZNS_EXPORT void operator delete(void *p) noexcept { free_impl(p, "operator delete"); }
+ZNS_EXPORT ZNS_HOT void operator delete(void *p) noexcept { free_impl(p, "operator delete"); }
 ZNS_EXPORT void operator delete[](void *p) noexcept { free_impl(p, "operator delete[]"); }
 ZNS_EXPORT void operator delete(void *p, const std::nothrow_t &) noexcept { free_impl(p, "operator delete"); }
 ZNS_EXPORT void operator delete[](void *p, const std::nothrow_t &) noexcept { free_impl(p, "operator delete[]"); }
-ZNS_EXPORT void operator delete(void *p, size_t n) noexcept { sized_free(p, n, 0, "operator delete"); }
+ZNS_EXPORT ZNS_HOT void operator delete(void *p, size_t n) noexcept { sized_free(p, n, 0, "operator delete"); }
 ZNS_EXPORT void operator delete[](void *p, size_t n) noexcept { sized_free(p, n, 0, "operator delete[]"); }
 ZNS_EXPORT void operator delete(void *p, std::align_val_t) noexcept { free_impl(p, "operator delete"); }
 ZNS_EXPORT void operator delete[](void *p, std::align_val_t) noexcept { free_impl(p, "operator delete[]"); }
