@@ -1362,8 +1362,9 @@ ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin b, unsigned cls) {
   return b.base + unsigned(__builtin_ctzll(bits)) * b.size;
 }
 
-// Allocate from tc for cls when its bin's word is empty.
-void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
+// Allocate from tc for cls when its bin's word is empty.  `scanned`: alloc_slow has just found no
+// free bit in any word of the current slab, so it is not scanned again (a 16 B slab has 64 words).
+void *refill_and_alloc(ThreadCache *tc, unsigned cls, bool scanned = false) {
   if (ZNS_UNLIKELY(g_secure)) return secure_alloc(tc, cls);
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
   __atomic_store_n(&tc->last_refill_ms, uint32_t(now_ms()), __ATOMIC_RELAXED);
@@ -1372,7 +1373,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls) {
   SlabMeta *s = bin_slab(b);
   // Remote bits of an owned slab are always announced by its remote hint (see apply_remote and
   // drain_inbox), so without the hint their cache line need not be read.
-  bool ok = s && (bin_point(b, s) ||
+  bool ok = s && ((!scanned && bin_point(b, s)) ||
                   (s->remote_hint.load(std::memory_order_relaxed) && merge_remote(s) && bin_point(b, s)));
   if (!ok && drain_inbox(tc, true)) ok = s && bin_point(b, s);
   if (!ok) {
@@ -1832,8 +1833,9 @@ void heap_init() {
 }
 
 namespace {
-// Every miss that is not a step to the next word of the current slab (alloc_slow).
-ZNS_NOINLINE void *alloc_refill(unsigned cls) {
+// Every miss that is not a step to the next word of the current slab (alloc_slow; `scanned`: it
+// found none in the whole slab).
+ZNS_NOINLINE void *alloc_refill(unsigned cls, bool scanned) {
   if (ZNS_UNLIKELY(g_tier_child_pending.load(std::memory_order_relaxed))) tier_child_poll();
   ThreadCache *tc = t_cache;
   if (tc->id == kSentinelId) {
@@ -1842,7 +1844,7 @@ ZNS_NOINLINE void *alloc_refill(unsigned cls) {
     if (!tc) return orphan_alloc(cls);
   }
   SlowPath busy(tc);
-  return refill_and_alloc(tc, cls);
+  return refill_and_alloc(tc, cls, scanned);
 }
 }  // namespace
 
@@ -1861,8 +1863,8 @@ void *alloc_slow(unsigned cls) {
   if (ZNS_LIKELY(cur != &g_zero_word) && !g_tier_child_pending.load(std::memory_order_relaxed)) {
     SlabMeta *s = head_meta(tc->base[cls]);
     std::atomic<uint64_t> *f = bits(s), *end = f + words_of(s), *w = cur;
-    if (ZNS_UNLIKELY(cur < f || cur >= end)) return alloc_refill(cls);   // (a bin's word is always in
-                                                                         // its slab's bitmap)
+    if (ZNS_UNLIKELY(cur < f || cur >= end)) return alloc_refill(cls, false);   // (a bin's word is always in
+                                                                                // its slab's bitmap)
     do {
       if (++w == end) w = f;
       if (uint64_t x = w->load(std::memory_order_relaxed)) {
@@ -1883,8 +1885,9 @@ void *alloc_slow(unsigned cls) {
         return base + unsigned(__builtin_ctzll(x)) * size;
       }
     } while (w != cur);
+    return alloc_refill(cls, true);
   }
-  return alloc_refill(cls);
+  return alloc_refill(cls, false);
 }
 
 // ---- what the tier needs: claim a cold shared slab while it is written out -----------------------
