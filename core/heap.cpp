@@ -1362,9 +1362,11 @@ ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin b, unsigned cls) {
   return b.base + unsigned(__builtin_ctzll(bits)) * b.size;
 }
 
-// Allocate from tc for cls when its bin's word is empty.  `scanned`: alloc_slow has just found no
-// free bit in any word of the current slab, so it is not scanned again (a 16 B slab has 64 words).
-void *refill_and_alloc(ThreadCache *tc, unsigned cls, bool scanned = false) {
+// Allocate from tc for cls when its bin's word is empty.  `scanned`: a slab in which alloc_slow has
+// just found no free bit in any word; if it is still the current one it is not scanned again (a
+// 16 B slab has 64 words).  (Still: a signal handler's malloc in between may have moved the bin
+// on, and its free may have put a block back, which park counts.)
+void *refill_and_alloc(ThreadCache *tc, unsigned cls, const SlabMeta *scanned = nullptr) {
   if (ZNS_UNLIKELY(g_secure)) return secure_alloc(tc, cls);
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
   __atomic_store_n(&tc->last_refill_ms, uint32_t(now_ms()), __ATOMIC_RELAXED);
@@ -1373,7 +1375,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls, bool scanned = false) {
   SlabMeta *s = bin_slab(b);
   // Remote bits of an owned slab are always announced by its remote hint (see apply_remote and
   // drain_inbox), so without the hint their cache line need not be read.
-  bool ok = s && ((!scanned && bin_point(b, s)) ||
+  bool ok = s && ((s != scanned && bin_point(b, s)) ||
                   (s->remote_hint.load(std::memory_order_relaxed) && merge_remote(s) && bin_point(b, s)));
   if (!ok && drain_inbox(tc, true)) ok = s && bin_point(b, s);
   if (!ok) {
@@ -1833,9 +1835,9 @@ void heap_init() {
 }
 
 namespace {
-// Every miss that is not a step to the next word of the current slab (alloc_slow; `scanned`: it
-// found none in the whole slab).
-ZNS_NOINLINE void *alloc_refill(unsigned cls, bool scanned) {
+// Every miss that is not a step to the next word of the current slab (alloc_slow; `scanned`: the
+// slab in which it found none, or null).
+ZNS_NOINLINE void *alloc_refill(unsigned cls, const SlabMeta *scanned) {
   if (ZNS_UNLIKELY(g_tier_child_pending.load(std::memory_order_relaxed))) tier_child_poll();
   ThreadCache *tc = t_cache;
   if (tc->id == kSentinelId) {
@@ -1863,31 +1865,24 @@ void *alloc_slow(unsigned cls) {
   if (ZNS_LIKELY(cur != &g_zero_word) && !g_tier_child_pending.load(std::memory_order_relaxed)) {
     SlabMeta *s = head_meta(tc->base[cls]);
     std::atomic<uint64_t> *f = bits(s), *end = f + words_of(s), *w = cur;
-    if (ZNS_UNLIKELY(cur < f || cur >= end)) return alloc_refill(cls, false);   // (a bin's word is always in
-                                                                                // its slab's bitmap)
+    if (ZNS_UNLIKELY(cur < f || cur >= end)) return alloc_refill(cls, nullptr);   // (defensive: a bin's
+                                                                                  // word is in its slab)
     do {
       if (++w == end) w = f;
-      if (uint64_t x = w->load(std::memory_order_relaxed)) {
-        uint32_t size = tc->size[cls];
-        char *base = slab_base(s) + size_t(w - f) * 64 * size;
-        {
-          SlowPath busy(tc);   // (the bin's two stores: base first, so that a signal handler's
-          tc->base[cls] = base;   //  malloc between them sees the old, empty word)
-          std::atomic_signal_fence(std::memory_order_seq_cst);
-          tc->word[cls] = w;
-        }
-        if (ZNS_UNLIKELY(tc->fresh_end[cls] != nullptr)) {
-          SlowPath busy(tc);
-          return take_lowest(tc, bin_of(tc, cls), cls);
-        }
-        w->store(x & (x - 1), std::memory_order_relaxed);
-        tc->alloc_count[cls]++;
-        return base + unsigned(__builtin_ctzll(x)) * size;
+      if (w->load(std::memory_order_relaxed)) {
+        // The bin moves to w (base first: a signal handler's malloc between the two stores finds
+        // the old, empty word, never a word with another word's base), then takes w's lowest bit
+        // with a fresh load, as a malloc in a handler may have taken or freed some meanwhile.
+        SlowPath busy(tc);
+        tc->base[cls] = slab_base(s) + size_t(w - f) * 64 * tc->size[cls];
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        tc->word[cls] = w;
+        return take_lowest(tc, bin_of(tc, cls), cls);
       }
     } while (w != cur);
-    return alloc_refill(cls, true);
+    return alloc_refill(cls, s);
   }
-  return alloc_refill(cls, false);
+  return alloc_refill(cls, nullptr);
 }
 
 // ---- what the tier needs: claim a cold shared slab while it is written out -----------------------
