@@ -286,22 +286,43 @@ void bitmap_assign(SlabMeta &m, unsigned cls) {
 // (its remote bits are its own), gives the record back: s's bitmap reads all ones until
 // bits_install.  Not in ZNS_SECURE (its frees never take the fast path) nor in the unchecked build
 // (whose free fast path does not look at the bit, and would store to kFullBits).
+//
+// The record goes to this thread's spare slot of the class first (ThreadCache.spare), and
+// bits_install takes it from there: a slab that fills and then gets a free back, the common round
+// trip, takes no lock (until 2026-12-05 both took the depot lock: 206 instructions for the first
+// free into a full slab).  Any thread's spare serves any slab of the class (the records of a pool
+// are interchangeable), so whoever installs (the owner's free, its drain, an adopter, a thread
+// draining a dead one's inbox) uses its own.  Not the sentinel caches (shared by threads).
+// The slot changes by exchange: a signal handler's free or malloc between a load and a store of
+// it would otherwise take the same record.  A fork that cuts a thread between the exchange and
+// the bitmap's store loses the record in the child (as it lost one cut between the store and the
+// depot lock before).
 void bits_release(SlabMeta *s) {
   std::atomic<uint64_t> *b = bits(s);
   if (!kFastChecks || g_secure || b == s->inline_free || b == full_bits()) return;
   bits_set(*s, full_bits());
+  ThreadCache *tc = t_cache;
+  if (tc->id != kSentinelId) {
+    b = __atomic_exchange_n(&tc->spare[s->cls], b, __ATOMIC_RELAXED);
+    if (!b) return;
+  }
   Guard g(g_depot.lock);
   record_put(s->cls, b);   // (an owned slab's record is its class's)
 }
-// The owner (or a claimer) of a full slab needs its bits: a zeroed record of its class.
+// The owner (or a claimer) of a full slab needs its bits: a zeroed record of its class.  A spare
+// comes zeroed: bits_release's slab had no free block.
 std::atomic<uint64_t> *bits_install(SlabMeta *s) {
-  std::atomic<uint64_t> *b;
-  {
-    Guard g(g_depot.lock);
-    b = record_get(s->cls);
-  }
-  for (unsigned w = 0, words = words_of(s); w < words; ++w)
-    b[w].store(0, std::memory_order_release);   // (see freed_in_bitmap)
+  ThreadCache *tc = t_cache;
+  std::atomic<uint64_t> *b = nullptr;
+  if (tc->id != kSentinelId) b = __atomic_exchange_n(&tc->spare[s->cls], nullptr, __ATOMIC_RELAXED);
+  if (!b) {
+    {
+      Guard g(g_depot.lock);
+      b = record_get(s->cls);
+    }
+    for (unsigned w = 0, words = words_of(s); w < words; ++w)
+      b[w].store(0, std::memory_order_release);   // (see freed_in_bitmap)
+  }   // (a spare is zero already: its slab had no free block when it gave it up)
   bits_set(*s, b);
   return b;
 }
@@ -1550,7 +1571,13 @@ void *orphan_alloc(unsigned cls) {
   return refill_and_alloc(g_orphan, cls);
 }
 
+}  // namespace
+
+Lock &test_depot_lock() { return g_depot.lock; }
+
 // ---- fork ----------------------------------------------------------------------------------------
+namespace {
+
 void fork_prepare() {
   tier_fork_prepare();   // first: it brings paged-out slabs back, and may take class locks
   g_orphan_lock.lock();

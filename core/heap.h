@@ -192,6 +192,13 @@ struct ThreadCache {
                                         // the cursor (populate_ahead).  Null: none to populate.
                                         // (After alloc_count: the fast paths' arrays keep their
                                         // offsets; slow paths only read it)
+  std::atomic<uint64_t> *spare[kNumClasses];  // a free-bit record of the class's pool this thread
+                                        // keeps for its next full slab's first free (see
+                                        // bits_release), or null: a slab's full <-> not-full
+                                        // moves then take no lock.  Swapped with one exchange
+                                        // (a signal handler's malloc in between sees a whole
+                                        // slot).  Stays with the cache through a thread's exit
+                                        // (the next thread that adopts the cache uses it)
   // Parked slabs per class (see kCurrentCredit), doubly linked through SlabMeta.prev/next; only the
   // owner's thread touches them.  Partial ones become current again (FIFO) before the depot is asked.
   uint32_t partial[kNumClasses];        // oldest first: refills take the head, moves append
@@ -222,7 +229,7 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : last{}, word{}, base{}, size{}, alloc_count{}, fresh_end{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
+      : last{}, word{}, base{}, size{}, alloc_count{}, fresh_end{}, spare{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
         attached(false), busy(0), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       word[c] = &g_zero_word;
@@ -275,6 +282,8 @@ extern std::atomic<uint32_t> g_shared_claims;  // shared slabs claimed, not yet 
 extern std::atomic<bool> g_populate;
 // Tests only: called by depot_purge between taking its slabs and giving their pages back.
 extern std::atomic<void (*)()> g_test_purge_hook;
+// Tests only: the depot's lock (a test holds it to show that a path does not take it).
+Lock &test_depot_lock();
 extern bool g_secure;   // ZNS_SECURE=1; fixed once the heap is initialised
 
 // The cache id in a SlabMeta.owner value (strips kSecureBit); special values pass unchanged.

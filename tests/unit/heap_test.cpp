@@ -252,6 +252,56 @@ TEST_CASE("a full slab gives its bitmap record back, and takes one again at its 
   }).join();
 }
 
+// A slab that fills and then gets a block back (the round trip of every parked slab with a record)
+// gives its record to its thread's spare and takes the spare back at the first free: that free
+// takes no lock.  Held here: the depot's lock, from the test's thread, while the worker frees.
+TEST_CASE("the first free into a full slab takes its thread's spare record, not the depot's lock") {
+  for (size_t size : {size_t(16), size_t(128)}) {
+    INFO("size ", size);
+    const ClassInfo &ci = class_info(class_of(size));
+    REQUIRE(bitmap_words(ci.blocks) > kInlineWords);
+    std::atomic<int> stage{0};
+    char *in_full = nullptr;
+    std::vector<char *> v;
+    std::thread t([&] {
+      // fill slabs until one is full and another current
+      SlabMeta *first = nullptr;
+      for (;;) {
+        char *p = static_cast<char *>(alloc(size));
+        v.push_back(p);
+        if (!first) first = head_meta(p);
+        if (head_meta(p) != first) break;
+      }
+      REQUIRE(bits(first) == full_bits());
+      in_full = v.front();
+      stage = 1;
+      while (stage.load() != 2) std::this_thread::yield();
+      dealloc(in_full, "test");   // the depot lock is held by the test's thread meanwhile
+      stage = 3;
+    });
+    while (stage.load() != 1) std::this_thread::yield();
+    Lock &lock = test_depot_lock();
+    lock.lock();
+    stage = 2;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (stage.load() != 3 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    bool freed_without_lock = stage.load() == 3;
+    lock.unlock();
+    t.join();
+    CHECK(freed_without_lock);
+    CHECK(bits(head_meta(in_full)) != full_bits());
+    // the record came zeroed: no bit but the freed block's (it may sit in `last` instead)
+    SlabMeta *s = head_meta(in_full);
+    unsigned i = unsigned(block_index(s, in_full));
+    for (unsigned w = 0; w < bitmap_words(ci.blocks); ++w)
+      CHECK((bits(s)[w].load() & ~(w == i / 64 ? uint64_t(1) << (i % 64) : 0)) == 0);
+    std::thread([&] {   // another thread frees them all: remote frees, back to the depot
+      for (char *p : v)
+        if (p != in_full) dealloc(p, "test");
+    }).join();
+  }
+}
+
 TEST_CASE("full slabs without a record: remote frees come back, double frees are caught") {
   const unsigned B = class_info(class_of(16)).blocks;
   std::vector<void *> v, half;   // half: every other block of a full slab, freed by another thread
