@@ -127,6 +127,11 @@ struct Depot {
   uint64_t owned_pages;                     // pages of those slabs
   uint32_t next_due;                        // now_ms() before which no dirty slab is old enough
                                             // to purge (every dirty stamp + decay >= it)
+  uint64_t refault_pages;                   // pages given back and handed out again soon after
+                                            // (refault_window): dirty_cap lets that many stay
+  uint64_t owned_peak;                      // the most owned_pages since start (or trim)
+  uint32_t forget_ms;                       // now_ms() at the last trim: pages given back
+                                            // before it are no refaults
 };
 Depot g_depot;
 
@@ -143,6 +148,7 @@ void depot_reset_lists() {
   for (unsigned c = 0; c < kNumClasses; ++c) g_depot.shared_head[c] = g_depot.shared_tail[c] = kNil;
   g_depot.purging_head = kNil;
   g_depot.next_due = uint32_t(now_ms());
+  g_depot.forget_ms = g_depot.next_due;
 }
 
 // The owner lives in the slab's one metadata line, so a park or unpark writes one cache line.
@@ -371,8 +377,10 @@ void list_unlink(uint32_t &head, SlabMeta *s) {
 constexpr uint8_t kCleanMark = 2, kBridgeMark = 3;
 void set_mark(SlabMeta &m, uint8_t mark) { __atomic_store_n(&m.purged, mark, __ATOMIC_RELAXED); }
 uint8_t mark_of(uint32_t page) { return __atomic_load_n(&meta_at(page).purged, __ATOMIC_RELAXED); }
-void clean_push(uint32_t page, unsigned k) {   // under the depot lock
+// A clean slab's stamp: when its pages were given back (depot_take counts a refault by it).
+void clean_push(uint32_t page, unsigned k, uint32_t now) {   // under the depot lock
   SlabMeta &m = meta_at(page);
+  m.stamp = now;
   list_push(g_depot.clean_head[k], &m);
   g_depot.clean_pages += k;
   set_mark(m, kCleanMark);
@@ -402,18 +410,35 @@ void bridge_return(uint32_t page) {
 }
 
 // The most empty-slab pages the depot keeps resident (under its lock): ZNS_DIRTY_MAX_KB, or
-// ZNS_DIRTY_PERCENT (default 100) of the pages of slabs in use when that is more.  A program that
-// frees part of a big heap and allocates it again within ZNS_DECAY_MS then reuses resident
-// pages: a page given back costs its share of a madvise call, and a page fault when it is
-// touched again (11 us per fault in this VM).  python3's bench run frees about 60 MiB of its
-// 230 MiB heap halfway and allocates it again: with the fixed 8 MiB cap it refaulted 50 MiB
-// (91k faults, 79k with this cap; tcmalloc 60k).  As the heap shrinks the cap shrinks with it,
-// down to ZNS_DIRTY_MAX_KB: a heap freed whole is given back as before (bench/memory).
+// ZNS_DIRTY_PERCENT (default 100) of the larger of
+//   - the pages of slabs in use.  A program that frees part of a big heap and allocates it again
+//     within ZNS_DECAY_MS then reuses resident pages: a page given back costs its share of a
+//     madvise call, and a page fault when it is touched again (11 us per fault in this VM).
+//     python3's bench run frees about 60 MiB of its 230 MiB heap halfway and allocates it again:
+//     with the fixed 8 MiB cap it refaulted 50 MiB (91k faults, 79k with this cap; tcmalloc 60k).
+//   - the pages it gave back and soon had to hand out again (refault_pages, counted by depot_take,
+//     reset by trim), plus the fixed cap.  A program that frees a whole heap and builds it again
+//     (phases, a thread that hands all its blocks to another: bench handoff) refaults it once,
+//     then keeps it: the heap-sized drop of the cap above gave it all back every time.
+// and never more than the heap in use has shrunk since its peak (owned_peak - owned_pages), so
+// that empty slabs kept never take the slab memory above the most the heap has held (a phase of
+// another class, whose slabs take them first (dirty_other), would otherwise add to them).  A heap
+// freed whole is given back down to ZNS_DIRTY_MAX_KB as before (bench/memory) unless it was
+// freed and refaulted before, and decay (ZNS_DECAY_MS) still returns every empty slab in time.
 uint64_t dirty_cap() {
   uint64_t fixed = g_options.ZNS_DIRTY_MAX_KB / 4;
   uint64_t pct = g_options.ZNS_DIRTY_PERCENT < 100 ? g_options.ZNS_DIRTY_PERCENT : 100;
-  uint64_t prop = g_depot.owned_pages * pct / 100;
-  return prop > fixed ? prop : fixed;
+  uint64_t again = g_depot.refault_pages + fixed;   // (what the fixed cap kept was not refaulted)
+  uint64_t base = g_depot.owned_pages > again ? g_depot.owned_pages : again;
+  uint64_t want = base * pct / 100;
+  uint64_t room = g_depot.owned_peak - g_depot.owned_pages;   // (owned <= its peak)
+  if (want > room) want = room;
+  return want > fixed ? want : fixed;
+}
+// A clean slab handed out again this soon after its pages went back was given back in vain.
+uint32_t refault_window() {
+  uint64_t w = g_options.ZNS_DECAY_MS * 4;
+  return w < (1u << 30) ? uint32_t(w) : (1u << 30);
 }
 
 // Purge the oldest dirty slabs while the depot holds more than it may, or they are older than the
@@ -446,7 +471,10 @@ bool depot_purge(bool force) {
     {
       Guard g(g_depot.lock);
       uint32_t now = uint32_t(now_ms());
-      uint64_t max_pages = dirty_cap(), low_pages = max_pages / 2;
+      // Over the cap: down by half of it, at most by half of the fixed cap (a batch of 64
+      // groups by default; a cap raised by refaults is not halved for a small excess).
+      uint64_t max_pages = dirty_cap(), drop = std::min(max_pages, g_options.ZNS_DIRTY_MAX_KB / 4) / 2;
+      uint64_t low_pages = max_pages - drop;
       over_cap = over_cap || g_depot.dirty_pages > max_pages;
       while (n < kBatch) {
         // the oldest slab over all page counts
@@ -517,6 +545,7 @@ bool depot_purge(bool force) {
         tier_purge(g_region.base + size_t(victims[i]) * kPageSize, size_t(meta_at(victims[i]).pages) * kPageSize);
     }
     Guard g(g_depot.lock);
+    uint32_t now = uint32_t(now_ms());
     g_depot.purge_calls += calls;
     g_depot.purge_ranges += nruns;
     // Every group of a run is a victim or a bridge (clean before, clean again).
@@ -531,7 +560,7 @@ bool depot_purge(bool force) {
         list_unlink(g_depot.purging_head, &m);
         g_depot.purging_pages -= m.pages;
         g_depot.purged_total += m.pages;
-        clean_push(p, m.pages);
+        clean_push(p, m.pages, force ? now - refault_window() : now);   // (trim: not in vain)
       }
     if (n < kBatch) return true;
   }
@@ -553,6 +582,27 @@ bool purge_due(uint32_t now) {
   }
   g_depot.next_due = oldest + decay;
   return false;
+}
+
+// A dirty slab of another span for a slab of k pages, when there is none of k: the nearest span
+// (the longer of two as near: its tail, pages k.., goes back to the OS, which costs less than
+// faulting in a shorter one's missing pages), the newest of it.  *had: its span.  Under the depot
+// lock; the caller gives the tail back after it.
+uint32_t dirty_other(unsigned k, unsigned *had) {
+  for (unsigned d = 1; d < kMaxSlabPages; ++d)
+    for (unsigned j : {k + d, k - d}) {
+      if (j < 1 || j > kMaxSlabPages) continue;
+      uint32_t page = g_depot.dirty_head[j];
+      if (page == kNil) continue;
+      SlabMeta &m = meta_at(page);
+      g_depot.dirty_head[j] = m.next;
+      if (m.next != kNil) meta_at(m.next).prev = kNil;
+      else g_depot.dirty_tail[j] = kNil;
+      g_depot.dirty_pages -= j;
+      *had = j;
+      return page;
+    }
+  return kNil;
 }
 
 // When the region is full: an empty slab of another span, for a slab of k pages.  A clean one first
@@ -688,17 +738,26 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
   const ClassInfo &ci = kClasses.info[cls];
   unsigned k = ci.pages;
   uint32_t page;
+  unsigned had = k;            // the span of a dirty slab taken (dirty_other)
   bool due, missing = false;   // missing: the pages were never touched or were purged
   {
     Guard g(g_depot.lock);
+    uint32_t now = uint32_t(now_ms());
     if ((page = g_depot.dirty_head[k]) != kNil) {        // resident and warm: best
       SlabMeta &m = meta_at(page);
       g_depot.dirty_head[k] = m.next;
       if (m.next != kNil) meta_at(m.next).prev = kNil;
       else g_depot.dirty_tail[k] = kNil;
       g_depot.dirty_pages -= k;
+    } else if ((page = dirty_other(k, &had)) != kNil) {   // resident, another span
+      missing = had < k;   // (its pages had.. were given back or never touched)
     } else if ((page = clean_pop(k)) != kNil) {         // purged: faults in as zero pages
       missing = true;
+      // (a trim more than 2^30 ms ago is before any stamp in the window: now_ms() wraps)
+      uint32_t stamp = meta_at(page).stamp;
+      bool since_trim = now - g_depot.forget_ms > (1u << 30) || int32_t(stamp - g_depot.forget_ms) >= 0;
+      if (now - stamp < refault_window() && since_trim && g_depot.refault_pages < g_depot.bump)
+        g_depot.refault_pages += k;
     } else if ((page = bump_take()) != kNil) {           // never used
       missing = true;
     } else if ((page = depot_other(k, &missing)) == kNil) {        // the region is full
@@ -706,9 +765,11 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
     }
     g_depot.slabs[cls]++;
     g_depot.owned_pages += k;
+    if (g_depot.owned_pages > g_depot.owned_peak) g_depot.owned_peak = g_depot.owned_pages;
     bitmap_assign(meta_at(page), cls);
-    due = purge_due(uint32_t(now_ms()));
+    due = purge_due(now);
   }
+  if (had > k) tier_purge(g_region.base + size_t(page + k) * kPageSize, size_t(had - k) * kPageSize);
   if (due) depot_purge(false);
   if (fresh) *fresh = missing;
   // The tier makes the pages present (uffd) or reserves their room in the backing file (madvise);
@@ -720,7 +781,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
     Guard g(g_depot.lock);
     SlabMeta &m = meta_at(page);
     m.pages = uint8_t(k);
-    clean_push(page, k);
+    clean_push(page, k, uint32_t(now_ms()) - refault_window());   // (not the cap's doing: no refault)
     g_depot.slabs[cls]--;
     g_depot.owned_pages -= k;
     return nullptr;
@@ -786,7 +847,7 @@ void depot_release(SlabMeta *s, bool clean = false) {
   if (clean) {
     __atomic_store_n(&s->purged, uint8_t(0), __ATOMIC_RELAXED);
     Guard g(g_depot.lock);
-    clean_push(page, k);
+    clean_push(page, k, uint32_t(now_ms()));
     g_depot.slabs[s->cls]--;
     g_depot.owned_pages -= k;
     return;
@@ -2037,6 +2098,12 @@ void flush_thread() {
 bool trim() {
   if (g_init_state.load(std::memory_order_acquire) != 2) return false;
   flush_thread();
+  {
+    Guard g(g_depot.lock);
+    g_depot.refault_pages = 0;   // asked to give memory back: what the depot learned goes too
+    g_depot.owned_peak = g_depot.owned_pages;
+    g_depot.forget_ms = uint32_t(now_ms());
+  }
   bool released = depot_purge(true);
   // Parked slabs whose blocks all came back but whose owners have not looked since (idle threads):
   // their pages go back too.
@@ -2112,6 +2179,8 @@ void heap_snapshot(HeapSnapshot *out) {
   for (unsigned c = 0; c < kNumClasses; ++c) out->cls[c].slabs = g_depot.slabs[c];
   out->owned_pages = g_depot.owned_pages;
   out->dirty_pages = g_depot.dirty_pages + g_depot.purging_pages;
+  out->dirty_cap_pages = dirty_cap();
+  out->refault_pages = g_depot.refault_pages;
   out->clean_pages = g_depot.clean_pages;
   out->purged_total_pages = g_depot.purged_total;
   out->purge_calls = g_depot.purge_calls;

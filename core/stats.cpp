@@ -78,7 +78,8 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
       .str(" = resident ").u64(resident).str(t.live_bytes + t.in_caches + t.in_depot + t.metadata == resident ? " (adds up)\n" : " (DOES NOT ADD UP)\n");
   b.str("overhead: ").fixed(t.live_bytes && resident > t.live_bytes ? (resident - t.live_bytes) * 100 : 0, t.live_bytes ? t.live_bytes : 1, 2)
       .str("% of live bytes; returned to the OS: ").u64(t.returned).str(" bytes now, ")
-      .u64(h.purged_total_pages * kPageSize).str(" since start in ").u64(h.purge_ranges).str(" ranges, ").u64(h.purge_calls).str(" calls\n");
+      .u64(h.purged_total_pages * kPageSize).str(" since start in ").u64(h.purge_ranges).str(" ranges, ").u64(h.purge_calls).str(" calls; empty slabs kept resident up to ")
+      .u64(h.dirty_cap_pages * kPageSize).str(" bytes (refaulted ").u64(h.refault_pages * kPageSize).str(")\n");
   b.str("fallback (next allocator): ").u64(g_fallback_allocs.load()).str(" allocations, ")
       .u64(g_fallback_bytes.load()).str(" bytes; threads seen ").u64(h.threads_seen)
       .str("; thread caches ").u64(h.caches).str("; process RSS ").u64(t.rss).str(" bytes")
