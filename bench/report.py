@@ -283,11 +283,11 @@ def section_micro(ctx, targets):
            "ring without malloc/free (what the queue alone costs).",
            "- handoff/S (not an issue-4 workload; for reference): a thread mallocs 50,000 blocks of S bytes and "
            "exits; the benchmark's thread then frees them in random order (only the frees are timed). "
-           "At 1024 B (50 MB) zns gives the emptied slabs back as they come (its depot keeps at most "
-           "as much dirty as the heap still in use, and no less than ZNS_DIRTY_MAX_KB = 8 MiB, so the cap "
-           "falls as the heap empties): most of that row's time is giving pages back, about 0.7 us a page "
-           "on this VM with a batch of up to 64 ranges per process_madvise call (65 us a 64 KiB group with "
-           "one madvise each, before 24a58d0; DESIGN.md \"The depot\").",
+           "At 1024 B (50 MB) zns gave the emptied slabs back as they came in the first iteration (its "
+           "depot's cap falls as the heap empties) and faulted them in again in the next; since c5dead5 "
+           "it counts those refaults and keeps that much the next time (DESIGN.md \"The depot\"), as "
+           "the peers keep the memory; before, most of that row's time was giving pages back, about "
+           "0.7 us a page on this VM.",
            "",
            table(["wl", "benchmark"] + ctx.order + ["best peer", "zns / best", "glibc / zns", "target"], rows), ""]
     if verdicts:
