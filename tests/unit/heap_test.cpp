@@ -76,6 +76,7 @@ bool kernel_takes_ranges() {
 // says how many, and leaves the rest as they were: the caller purges those one by one.
 TEST_CASE("several ranges go back in one call, up to the first the kernel refuses") {
   if (!kernel_takes_ranges()) {
+    MESSAGE("this kernel has no process_madvise with PIDFD_SELF: one madvise per range (skipped)");
     return;
   }
   constexpr size_t P = 4096;
@@ -83,6 +84,7 @@ TEST_CASE("several ranges go back in one call, up to the first the kernel refuse
   REQUIRE(m != MAP_FAILED);
   memset(m, 7, 8 * P);
   if (mlock(m + 4 * P, P) != 0) {
+    MESSAGE("mlock failed (no right to lock): skipped");
   } else {
     iovec v[4] = {{m, 2 * P}, {m + 3 * P, P}, {m + 4 * P, P}, {m + 6 * P, P}};   // the third locked
     CHECK(os_purge_ranges(v, 4) == 2);
@@ -784,6 +786,7 @@ TEST_CASE("a purge runs over clean groups between its victims in one call per ru
     std::thread([&] {
       KibGroups k(200);
       const uint32_t a = k.window(7);
+      REQUIRE_MESSAGE(a != kNil, "no seven consecutive full groups among 200 slabs");
       auto g = [&](unsigned i) { return a + i * kGroupPages; };
       for (void *p : k.at(g(5))) memset(p, 0xa5, 1024);
       k.free_group(g(1));
@@ -838,8 +841,10 @@ TEST_CASE("a purge run stopped by a locked page gives its victims back one by on
   std::thread([&] {
     KibGroups k(60);
     const uint32_t x = k.window(5), a = x + 2 * kGroupPages, g = x + 3 * kGroupPages, b = x + 4 * kGroupPages;
+    REQUIRE_MESSAGE(x != kNil, "no five consecutive full groups among 60 slabs");
     void *locked = k.at(g)[5];
     if (mlock(locked, 1024) != 0) {
+      MESSAGE("mlock failed (no right to lock): skipped");
     } else {
       k.free_group(g);
       trim();   // G goes clean (its own call fails on the locked page: as before runs)
@@ -868,6 +873,7 @@ TEST_CASE("a purge run stopped by a locked page gives its victims back one by on
 TEST_CASE("a thread that used up a slab has its next fresh slab's pages mapped ahead") {
   dealloc(alloc(16), "test");   // (the heap's init sets g_populate from the options)
   if (!g_populate.load()) {
+    MESSAGE("ZNS_POPULATE=0, a tier, ZNS_SECURE or a kernel before 5.14: skipped");
     return;
   }
   // The thread's first slab of the class, used up, then the second (fresh): pages resident
