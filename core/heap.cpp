@@ -303,17 +303,32 @@ void bitmap_assign(SlabMeta &m, unsigned cls) {
 // it would otherwise take the same record.  A fork that cuts a thread between the exchange and
 // the bitmap's store loses the record in the child (as it lost one cut between the store and the
 // depot lock before).
-void bits_release(SlabMeta *s) {
+//
+// Called by park for the count of s's free blocks (free_count): a slab with a record is counted
+// after its bitmap points at kFullBits, so that a free by a signal handler of this thread (the
+// only other writer of the record: remote frees have bits of their own) either lands before the
+// count, and the record goes back to the slab, or sees the ones and takes a record of its own.
+// A record given away is therefore all zeros.
+unsigned bits_release(SlabMeta *s) {
   std::atomic<uint64_t> *b = bits(s);
-  if (!kFastChecks || g_secure || b == s->inline_free || b == full_bits()) return;
+  if (!kFastChecks || g_secure || b == s->inline_free || b == full_bits()) return free_count(s);
   bits_set(*s, full_bits());
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  unsigned n = 0;
+  for (unsigned w = 0, words = words_of(s); w < words; ++w)
+    n += unsigned(__builtin_popcountll(b[w].load(std::memory_order_relaxed)));
+  if (n) {
+    bits_set(*s, b);   // not full after all
+    return n;
+  }
   ThreadCache *tc = t_cache;
   if (tc->id != kSentinelId) {
     b = __atomic_exchange_n(&tc->spare[s->cls], b, __ATOMIC_RELAXED);
-    if (!b) return;
+    if (!b) return 0;
   }
   Guard g(g_depot.lock);
   record_put(s->cls, b);   // (an owned slab's record is its class's)
+  return 0;
 }
 // The owner (or a claimer) of a full slab needs its bits: a zeroed record of its class.  A spare
 // comes zeroed: bits_release's slab had no free block.
@@ -847,7 +862,8 @@ void depot_release(SlabMeta *s, bool clean = false) {
   if (clean) {
     __atomic_store_n(&s->purged, uint8_t(0), __ATOMIC_RELAXED);
     Guard g(g_depot.lock);
-    clean_push(page, k, uint32_t(now_ms()));
+    // (purged in place some time ago, maybe by malloc_trim: not counted as a refault either)
+    clean_push(page, k, uint32_t(now_ms()) - refault_window());
     g_depot.slabs[s->cls]--;
     g_depot.owned_pages -= k;
     return;
@@ -1315,9 +1331,8 @@ void partial_unlink(ThreadCache *tc, SlabMeta *s) {
 // The current slab has no free block: park it (full) until reuse_worth blocks are free.  Remote frees
 // not merged yet count as out (they come back through parked_returned).
 void park(ThreadCache *tc, SlabMeta *s) {
-  unsigned free = free_count(s), worth = reuse_worth(s->blocks);
+  unsigned free = bits_release(s), worth = reuse_worth(s->blocks);   // (free_count)
   s->credit = uint16_t(free < worth ? worth - free : 1);
-  if (free == 0) bits_release(s);
   s->state = kParkedFull;
   list_push(tc->full[s->cls], s);
   s->share.store(kParkedIdle, std::memory_order_release);   // tier: claimable
@@ -2102,7 +2117,7 @@ bool trim() {
     Guard g(g_depot.lock);
     g_depot.refault_pages = 0;   // asked to give memory back: what the depot learned goes too
     g_depot.owned_peak = g_depot.owned_pages;
-    g_depot.forget_ms = uint32_t(now_ms());
+    g_depot.forget_ms = uint32_t(now_ms());   // (its own purges are stamped as old: not refaults)
   }
   bool released = depot_purge(true);
   // Parked slabs whose blocks all came back but whose owners have not looked since (idle threads):
