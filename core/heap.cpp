@@ -437,7 +437,7 @@ void bridge_return(uint32_t page) {
 //     then keeps it: the heap-sized drop of the cap above gave it all back every time.
 // and never more than the heap in use has shrunk since its peak (owned_peak - owned_pages), so
 // that empty slabs kept never take the slab memory above the most the heap has held (a phase of
-// another class, whose slabs take them first (dirty_other), would otherwise add to them).  A heap
+// another class, whose slabs take them first (dirty_take), would otherwise add to them).  A heap
 // freed whole is given back down to ZNS_DIRTY_MAX_KB as before (bench/memory) unless it was
 // freed and refaulted before, and decay (ZNS_DECAY_MS) still returns every empty slab in time.
 uint64_t dirty_cap() {
@@ -599,13 +599,14 @@ bool purge_due(uint32_t now) {
   return false;
 }
 
-// A dirty slab of another span for a slab of k pages, when there is none of k: the nearest span
-// (the longer of two as near: its tail, pages k.., goes back to the OS, which costs less than
-// faulting in a shorter one's missing pages), the newest of it.  *had: its span.  Under the depot
-// lock; the caller gives the tail back after it.
-uint32_t dirty_other(unsigned k, unsigned *had) {
-  for (unsigned d = 1; d < kMaxSlabPages; ++d)
-    for (unsigned j : {k + d, k - d}) {
+// The newest dirty slab of k pages (resident and warm: best), else of the nearest other span (the
+// longer of two as near: its tail, pages k.., goes back to the OS, which costs less than faulting
+// in a shorter one's missing pages), or kNil.  *had: its span.  Under the depot lock; the caller
+// gives the tail back after it.
+uint32_t dirty_take(unsigned k, unsigned *had) {
+  for (unsigned d = 0; d < kMaxSlabPages; ++d)
+    for (unsigned side = 0; side < (d ? 2u : 1u); ++side) {
+      unsigned j = side ? k - d : k + d;
       if (j < 1 || j > kMaxSlabPages) continue;
       uint32_t page = g_depot.dirty_head[j];
       if (page == kNil) continue;
@@ -753,18 +754,12 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
   const ClassInfo &ci = kClasses.info[cls];
   unsigned k = ci.pages;
   uint32_t page;
-  unsigned had = k;            // the span of a dirty slab taken (dirty_other)
+  unsigned had = k;            // the span of a dirty slab taken (dirty_take)
   bool due, missing = false;   // missing: the pages were never touched or were purged
   {
     Guard g(g_depot.lock);
     uint32_t now = uint32_t(now_ms());
-    if ((page = g_depot.dirty_head[k]) != kNil) {        // resident and warm: best
-      SlabMeta &m = meta_at(page);
-      g_depot.dirty_head[k] = m.next;
-      if (m.next != kNil) meta_at(m.next).prev = kNil;
-      else g_depot.dirty_tail[k] = kNil;
-      g_depot.dirty_pages -= k;
-    } else if ((page = dirty_other(k, &had)) != kNil) {   // resident, another span
+    if ((page = dirty_take(k, &had)) != kNil) {         // resident: of k pages, or another span
       missing = had < k;   // (its pages had.. were given back or never touched)
     } else if ((page = clean_pop(k)) != kNil) {         // purged: faults in as zero pages
       missing = true;
