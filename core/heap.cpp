@@ -409,6 +409,15 @@ uint32_t clean_pop(unsigned k) {   // under the depot lock; kNil when the list i
   set_mark(m, 0);
   return page;
 }
+// Slab `page` off the dirty list of k pages, wherever it is in it.  Under the depot lock.
+void dirty_unlink(uint32_t page, unsigned k) {
+  SlabMeta &m = meta_at(page);
+  if (m.prev != kNil) meta_at(m.prev).next = m.next;
+  else g_depot.dirty_head[k] = m.next;
+  if (m.next != kNil) meta_at(m.next).prev = m.prev;
+  else g_depot.dirty_tail[k] = m.prev;
+  g_depot.dirty_pages -= k;
+}
 // A clean slab lent to a purge as a bridge: off its clean list, on the purging list, still
 // counted as clean (its pages stay given back).  And back.  Under the depot lock.
 void bridge_take(uint32_t page) {
@@ -505,10 +514,7 @@ bool depot_purge(bool force) {
                    now - m.stamp >= uint32_t(g_options.ZNS_DECAY_MS);
         if (!due) break;
         unsigned k = m.pages;
-        g_depot.dirty_tail[k] = m.prev;
-        if (m.prev != kNil) meta_at(m.prev).next = kNil;
-        else g_depot.dirty_head[k] = kNil;
-        g_depot.dirty_pages -= k;
+        dirty_unlink(best, k);   // (the oldest: the tail)
         g_depot.purging_pages += k;
         list_push(g_depot.purging_head, &m);
         victims[n++] = best;
@@ -610,11 +616,7 @@ uint32_t dirty_take(unsigned k, unsigned *had) {
       if (j < 1 || j > kMaxSlabPages) continue;
       uint32_t page = g_depot.dirty_head[j];
       if (page == kNil) continue;
-      SlabMeta &m = meta_at(page);
-      g_depot.dirty_head[j] = m.next;
-      if (m.next != kNil) meta_at(m.next).prev = kNil;
-      else g_depot.dirty_tail[j] = kNil;
-      g_depot.dirty_pages -= j;
+      dirty_unlink(page, j);
       *had = j;
       return page;
     }
@@ -635,11 +637,7 @@ uint32_t depot_other(unsigned k, bool *clean) {
   for (unsigned j = kMaxSlabPages; j >= 1; --j) {
     uint32_t page = g_depot.dirty_tail[j];
     if (page == kNil) continue;
-    SlabMeta &m = meta_at(page);
-    g_depot.dirty_tail[j] = m.prev;
-    if (m.prev != kNil) meta_at(m.prev).next = kNil;
-    else g_depot.dirty_head[j] = kNil;
-    g_depot.dirty_pages -= j;
+    dirty_unlink(page, j);
     if (j > k) tier_purge(g_region.base + size_t(page + k) * kPageSize, size_t(j - k) * kPageSize);
     *clean = j < k;   // (pages j..k-1 of a shorter one were purged or never touched)
     return page;
