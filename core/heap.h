@@ -23,9 +23,9 @@
 //   parked    a slab its cache filled and keeps owning: the owner's frees into it are local (the
 //             fast path, counted down in `credit`); on the cache's partial list once enough is
 //             free (reuse_worth), from which refills take it back as current; to the depot when empty
-//   shared    a slab of a thread that exited (or, ZNS_SECURE, any full slab); all frees are
-//             remote; the depot lists it for reuse (adoption) once enough is free, and takes it
-//             back empty
+//   shared    a slab of a thread that exited (or, ZNS_SECURE, any full slab); its frees are
+//             remote, but a freer that allocates its class takes it over (adopt_on_free); the
+//             depot lists it for reuse (adoption) once enough is free, and takes it back empty
 //   depot     empty slabs with no owner, ready for any class, and the shared slabs worth reusing
 #pragma once
 #include <atomic>

@@ -1389,6 +1389,71 @@ TEST_CASE("an exited thread's slabs go back to the depot once others free every 
   }
 }
 
+TEST_CASE("a thread that frees an exited thread's blocks of a class it allocates takes their slabs over") {
+  // 16 B: a record bitmap; 144 B: a partly used last word; 1024 B: one inline word
+  for (size_t size : {size_t(16), size_t(144), size_t(1024)}) {
+    INFO("size ", size);
+    const unsigned c = class_of(size), B = class_info(c).blocks;
+    HeapSnapshot before = snap();
+    std::vector<void *> v;
+    std::thread([&] {
+      for (unsigned i = 0; i < 3 * B + B / 2; ++i) v.push_back(alloc(size));
+    }).join();   // four shared slabs now
+    std::set<const SlabMeta *> slabs;
+    for (void *p : v) slabs.insert(head_meta(p));
+    REQUIRE(slabs.size() == 4);
+    for (const SlabMeta *s : slabs) REQUIRE(s->owner.load() == kSharedOwner);
+    uint64_t rng = 7;
+    for (size_t i = v.size() - 1; i > 0; --i) {   // a random order
+      rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+      std::swap(v[i], v[rng % (i + 1)]);
+    }
+    // A thread that has never allocated the class leaves the slabs shared: its frees are remote.
+    // 40% of the blocks: more than reuse_worth of every slab, so the slabs queue in the depot.
+    const size_t remote = v.size() * 2 / 5, half = v.size() * 7 / 10;
+    std::thread([&] { for (size_t i = 0; i < remote; ++i) dealloc(v[i], "test"); }).join();
+    for (const SlabMeta *s : slabs) CHECK(s->owner.load() == kSharedOwner);
+    std::thread([&] {
+      void *mine = alloc(size);   // this thread allocates the class (it has a current slab of it)
+      uint32_t me = t_cache->id;
+      size_t not_mine = 0;
+      for (size_t i = remote; i < half; ++i) {
+        dealloc(v[i], "test");
+        not_mine += head_meta(v[i])->owner.load() != me;
+      }
+      CHECK_MESSAGE(not_mine == 0, "the freer owns the slab after each free");
+      for (const SlabMeta *s : slabs) CHECK(s->owner.load() == me);
+      CHECK(snap().cls[c].live == before.cls[c].live + v.size() - half + 1);   // applied at once
+      // They left the depot's list of shared slabs: another thread's refills never get them.
+      std::thread([&] {
+        std::vector<void *> x;
+        unsigned theirs = 0;
+        for (unsigned i = 0; i < 2 * B; ++i) {
+          x.push_back(alloc(size));
+          theirs += slabs.count(head_meta(x.back())) ? 1 : 0;
+        }
+        CHECK(theirs == 0);
+        for (void *p : x) dealloc(p, "test");
+      }).join();
+      // Its refills reuse them as its own parked slabs: after its current slab, the taken-over ones.
+      std::vector<void *> w;
+      unsigned reused = 0;
+      for (unsigned i = 0; i < 2 * B; ++i) {
+        w.push_back(alloc(size));
+        reused += slabs.count(head_meta(w.back())) ? 1 : 0;
+      }
+      CHECK(reused >= B / 2);
+      for (void *p : w) dealloc(p, "test");
+      for (size_t i = half; i < v.size(); ++i) dealloc(v[i], "test");
+      dealloc(mine, "test");
+      flush_thread();
+    }).join();
+    HeapSnapshot after = snap();
+    CHECK(after.cls[c].live == before.cls[c].live);
+    CHECK(after.cls[c].slabs == before.cls[c].slabs);   // every slab came back to the depot
+  }
+}
+
 TEST_CASE("a thread that only frees applies its first frees at once, then gets a cache") {
   std::vector<void *> v;
   for (int i = 0; i < 1000; ++i) v.push_back(alloc(256));
