@@ -1152,7 +1152,7 @@ bool bin_point(Bin b, SlabMeta *s) {
 // A free of a block in a slab this thread does not own.  Validated now (the message names the
 // call), applied in batches: consecutive frees into one bitmap word cost one atomic OR.
 ThreadCache *thread_attach();
-bool adopt_on_free(ThreadCache *tc, SlabMeta *s);
+bool adopt_on_free(ThreadCache *tc, SlabMeta *s, unsigned cls, uint16_t life);
 void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   uint32_t owner = s->owner.load(std::memory_order_acquire);
   if (owner == kNoOwner) fatal("free of a block that is not allocated", call, p);
@@ -1165,10 +1165,9 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   if (owner != kSharedOwner && __atomic_load_n(&g_caches[owner_cache(owner)]->last[s->cls], __ATOMIC_RELAXED) == p)
     fatal("double free", call, p);
   ThreadCache *tc = t_cache;
-  // A shared slab (its owner gave it up) of a class this thread allocates: take it over, so that
-  // this free and the next ones into it are the owner's (see adopt_on_free).
-  if (owner == kSharedOwner && tc->word[s->cls] != &g_zero_word && adopt_on_free(tc, s))
-    return dealloc(p, call);
+  // The slab's life now: while p is out it cannot change (depot_release steps it), so a change
+  // seen later means p was freed twice (apply_remote, adopt_on_free).
+  uint16_t life = g_region.life[s - g_region.meta].load(std::memory_order_relaxed);
   // A thread that only frees (a consumer) gets a cache once it has freed kRemoteBuffer blocks, so
   // that its frees are batched (prodcons: 58 -> 44 ns per op); before that, and past its cache's
   // hand-back, each free is applied at once: a thread that frees a few blocks and goes idle does
@@ -1176,16 +1175,25 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   if (ZNS_UNLIKELY(tc->id == kSentinelId) &&
       (tc != &g_empty_cache || ++t_cacheless_frees <= kRemoteBuffer || !(tc = thread_attach()))) {
     void *one[1] = {p};
-    uint16_t life[1] = {g_region.life[s - g_region.meta].load(std::memory_order_relaxed)};
-    return apply_remote(one, life, 1);
+    return apply_remote(one, &life, 1);
   }
   uintptr_t h = (uintptr_t(p) >> 4) ^ (uintptr_t(p) >> 12);
   uint64_t &seen = tc->remote_seen[(h >> 6) & 15], bit = uint64_t(1) << (h & 63);
   if (seen & bit)
     for (unsigned k = 0; k < tc->remote_count; ++k)
       if (tc->remote_buf[k] == p) fatal("double free", call, p);
+  // A shared slab (its owner gave it up) of a class this thread allocates: take it over, so that
+  // this free and the next ones into it are the owner's (see adopt_on_free).  (After the look at
+  // the buffer: the take-over applies it.)
+  unsigned cls = s->cls;
+  if (owner == kSharedOwner && tc->word[cls] != &g_zero_word) {
+    // (Ours after a failed attempt: a signal handler's free took it over meanwhile.  No block of
+    // a slab this thread owns may wait in its buffer: usable_size relies on it.)
+    if (adopt_on_free(tc, s, cls, life) || s->owner.load(std::memory_order_relaxed) == tc->id)
+      return dealloc(p, call);
+  }
   seen |= bit;
-  tc->remote_life[tc->remote_count] = g_region.life[s - g_region.meta].load(std::memory_order_relaxed);
+  tc->remote_life[tc->remote_count] = life;
   tc->remote_buf[tc->remote_count++] = p;
   if (tc->remote_count == kRemoteBuffer) flush_remote(tc);
 }
@@ -1386,18 +1394,31 @@ void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n) {
   credit_out(tc, s);
 }
 
-// A free into shared slab s by a thread that has a current slab of its class (it allocates the
-// class, so its refills will reuse s as they do its own parked slabs): the thread's cache takes s
-// over as a parked slab, and the free becomes a local one.  A thread that frees the blocks of an
-// exited one pays one claim per slab instead of a remote free per block.  False when s is no longer
-// shared and idle or queued (adopted, returning to the depot, claimed by the tier).
-ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s) {
+// A free into shared slab s (of class cls, in its life `life` when the freed block was checked)
+// by a thread that has a current slab of its class (it allocates the class, and will reuse s as
+// it does its own parked slabs): the thread's cache takes s over as a parked slab, and the free
+// becomes a local one.  A thread that frees the blocks of an exited one pays one claim per slab
+// instead of a remote free per block.  Not while the cache has kAdoptReserve partly free slabs of
+// the class parked: a thread that keeps some of the blocks it frees would otherwise gather partly
+// free slabs that only its own refills reuse (a long-lived consumer of short-lived producers that
+// keeps a tenth of their blocks grew by 640 KiB per producer), where shared ones serve any
+// thread's refill; so it takes over the slabs of one burst of frees at most (they are parked full
+// when it starts) until its refills use them up.  False when s is no longer shared and idle or
+// queued in that life (adopted, on its way back to the depot or gone there: then the block was
+// freed twice, and the buffered entry's life says so when it is applied; claimed by the tier).
+// A signal handler's free into s between the take-over and the credit below is not counted: the
+// slab then waits, all free, on the partial list until a refill takes it.
+ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s, unsigned cls, uint16_t life) {
+  unsigned parked = 0;
+  for (uint32_t p = tc->partial[cls]; p != kNil && parked < kAdoptReserve; p = meta_at(p).next) ++parked;
+  if (parked == kAdoptReserve) return false;
   SlowPath busy(tc);
   if (tc->remote_count) flush_remote(tc);   // no block of a slab we own is ever in our buffer
-  unsigned cls = __atomic_load_n(&s->cls, __ATOMIC_RELAXED);
   {
     Guard g(g_class_lock[cls].lock);
-    if (s->owner.load(std::memory_order_seq_cst) != kSharedOwner || s->cls != cls) return false;
+    if (s->owner.load(std::memory_order_seq_cst) != kSharedOwner || s->cls != cls ||
+        g_region.life[s - g_region.meta].load(std::memory_order_relaxed) != life)
+      return false;
     uint8_t st = s->share.load(std::memory_order_acquire);
     if (st != kSharedIdle && st != kSharedQueued) return false;
     if (st == kSharedQueued) shared_unlink(s);

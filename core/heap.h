@@ -55,6 +55,9 @@ inline constexpr uint16_t kCurrentCredit = 0xffff;
 // A cache that has not refilled for this long is idle: other threads that complete one of its
 // parked slabs (free its last block) give the slab's pages back in place (parked_purge).
 inline constexpr uint32_t kParkIdleMs = 10;
+// A thread that frees into a shared slab of a class it allocates takes the slab over (parked, see
+// adopt_on_free), unless it has this many partly free slabs of the class parked already.
+inline constexpr unsigned kAdoptReserve = 4;
 // ZNS_SECURE: of every this many pages, the first slab group holds no slab and its first page (as
 // the first page of the region's last group) is an inaccessible guard, so a linear overflow cannot
 // run through the heap (see bump_take).

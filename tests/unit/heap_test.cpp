@@ -1389,30 +1389,69 @@ TEST_CASE("an exited thread's slabs go back to the depot once others free every 
   }
 }
 
+namespace {
+// Blocks of `size` allocated by a thread that has exited since: `slabs` full slabs, now shared, in a
+// random order.
+std::vector<void *> exited_threads_blocks(size_t size, unsigned slabs, uint64_t seed) {
+  const unsigned B = class_info(class_of(size)).blocks;
+  std::vector<void *> v;
+  std::thread([&] {
+    for (unsigned i = 0; i < slabs * B; ++i) v.push_back(alloc(size));
+  }).join();
+  for (size_t i = v.size() - 1; i > 0; --i) {
+    seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
+    std::swap(v[i], v[seed % (i + 1)]);
+  }
+  return v;
+}
+std::set<const SlabMeta *> slabs_of(const std::vector<void *> &v) {
+  std::set<const SlabMeta *> slabs;
+  for (void *p : v) slabs.insert(head_meta(p));
+  return slabs;
+}
+// How many of n fresh blocks of `size`, allocated by a new thread, come from one of `slabs`.
+unsigned others_get(size_t size, unsigned n, const std::set<const SlabMeta *> &slabs) {
+  unsigned theirs = 0;
+  std::thread([&] {
+    std::vector<void *> x;
+    for (unsigned i = 0; i < n; ++i) {
+      x.push_back(alloc(size));
+      theirs += slabs.count(head_meta(x.back())) ? 1 : 0;
+    }
+    for (void *p : x) dealloc(p, "test");
+  }).join();
+  return theirs;
+}
+}  // namespace
+
 TEST_CASE("a thread that frees an exited thread's blocks of a class it allocates takes their slabs over") {
   // 16 B: a record bitmap; 144 B: a partly used last word; 1024 B: one inline word
   for (size_t size : {size_t(16), size_t(144), size_t(1024)}) {
     INFO("size ", size);
     const unsigned c = class_of(size), B = class_info(c).blocks;
     HeapSnapshot before = snap();
-    std::vector<void *> v;
-    std::thread([&] {
-      for (unsigned i = 0; i < 3 * B + B / 2; ++i) v.push_back(alloc(size));
-    }).join();   // four shared slabs now
-    std::set<const SlabMeta *> slabs;
-    for (void *p : v) slabs.insert(head_meta(p));
-    REQUIRE(slabs.size() == 4);
+    // kAdoptReserve slabs: once they are partly free, the freer takes no more over
+    std::vector<void *> v = exited_threads_blocks(size, kAdoptReserve, 7), u = exited_threads_blocks(size, 2, 9);
+    std::set<const SlabMeta *> slabs = slabs_of(v);
+    REQUIRE(slabs.size() == kAdoptReserve);
+    REQUIRE(slabs_of(u).size() == 2);
     for (const SlabMeta *s : slabs) REQUIRE(s->owner.load() == kSharedOwner);
-    uint64_t rng = 7;
-    for (size_t i = v.size() - 1; i > 0; --i) {   // a random order
-      rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
-      std::swap(v[i], v[rng % (i + 1)]);
-    }
     // A thread that has never allocated the class leaves the slabs shared: its frees are remote.
-    // 40% of the blocks: more than reuse_worth of every slab, so the slabs queue in the depot.
-    const size_t remote = v.size() * 2 / 5, half = v.size() * 7 / 10;
+    // 1/32 of the blocks, fewer than reuse_worth: the slabs stay idle.
+    const size_t remote = v.size() / 32, half = v.size() * 7 / 10;
     std::thread([&] { for (size_t i = 0; i < remote; ++i) dealloc(v[i], "test"); }).join();
     for (const SlabMeta *s : slabs) CHECK(s->owner.load() == kSharedOwner);
+    // A thread that had no slab of the class in reserve takes a queued one (reuse_worth free).
+    std::thread([&] { for (size_t i = 0; i < u.size() / 2; ++i) dealloc(u[i], "test"); }).join();
+    std::thread([&] {
+      void *mine = alloc(size);
+      dealloc(u[u.size() / 2], "test");
+      CHECK(head_meta(u[u.size() / 2])->owner.load() == t_cache->id);
+      // off the depot's list: nobody else adopts it (the other slab, still queued, they do)
+      CHECK(others_get(size, 2 * B, {head_meta(u[u.size() / 2])}) == 0);
+      for (size_t i = u.size() / 2 + 1; i < u.size(); ++i) dealloc(u[i], "test");
+      dealloc(mine, "test");
+    }).join();
     std::thread([&] {
       void *mine = alloc(size);   // this thread allocates the class (it has a current slab of it)
       uint32_t me = t_cache->id;
@@ -1424,27 +1463,24 @@ TEST_CASE("a thread that frees an exited thread's blocks of a class it allocates
       CHECK_MESSAGE(not_mine == 0, "the freer owns the slab after each free");
       for (const SlabMeta *s : slabs) CHECK(s->owner.load() == me);
       CHECK(snap().cls[c].live == before.cls[c].live + v.size() - half + 1);   // applied at once
-      // They left the depot's list of shared slabs: another thread's refills never get them.
-      std::thread([&] {
-        std::vector<void *> x;
-        unsigned theirs = 0;
-        for (unsigned i = 0; i < 2 * B; ++i) {
-          x.push_back(alloc(size));
-          theirs += slabs.count(head_meta(x.back())) ? 1 : 0;
-        }
-        CHECK(theirs == 0);
-        for (void *p : x) dealloc(p, "test");
-      }).join();
-      // Its refills reuse them as its own parked slabs: after its current slab, the taken-over ones.
-      std::vector<void *> w;
+      CHECK(others_get(size, 2 * B, slabs) == 0);   // another thread's refills never get them
+      // With partly free slabs of the class in reserve it takes no more over: its frees into
+      // another exited thread's slabs are remote.
+      std::vector<void *> w = exited_threads_blocks(size, 2, 11);
+      dealloc(w[0], "test");
+      dealloc(w[1], "test");
+      for (const SlabMeta *s : slabs_of(w)) CHECK(s->owner.load() == kSharedOwner);
+      // Its refills reuse the ones it took: after its current slab, the taken-over ones.
+      std::vector<void *> x;
       unsigned reused = 0;
       for (unsigned i = 0; i < 2 * B; ++i) {
-        w.push_back(alloc(size));
-        reused += slabs.count(head_meta(w.back())) ? 1 : 0;
+        x.push_back(alloc(size));
+        reused += slabs.count(head_meta(x.back())) ? 1 : 0;
       }
       CHECK(reused >= B / 2);
-      for (void *p : w) dealloc(p, "test");
+      for (void *p : x) dealloc(p, "test");
       for (size_t i = half; i < v.size(); ++i) dealloc(v[i], "test");
+      for (size_t i = 2; i < w.size(); ++i) dealloc(w[i], "test");
       dealloc(mine, "test");
       flush_thread();
     }).join();
@@ -1530,6 +1566,25 @@ TEST_CASE("misuse aborts with one line naming zns-slab and the address") {
     void *p = alloc(64);
     dealloc(p, "free");
     std::thread([p] { dealloc(p, "free"); }).join();
+  }, &err);
+  CHECK(st == -SIGABRT);
+  CHECK(err.find("double free") != std::string::npos);
+
+  err.clear();
+  st = in_child([] {   // freed (buffered) while its owner lived, again once its slab is shared, by
+    void *mine = alloc(64);   // a thread that allocates the class: it would take the slab over
+    static void *p;
+    static std::atomic<bool> freed;
+    std::thread x([] {
+      p = alloc(64);
+      while (!freed.load()) sched_yield();
+    });
+    while (!__atomic_load_n(&p, __ATOMIC_ACQUIRE)) sched_yield();
+    dealloc(p, "free");
+    freed = true;
+    x.join();
+    dealloc(p, "free");
+    dealloc(mine, "free");
   }, &err);
   CHECK(st == -SIGABRT);
   CHECK(err.find("double free") != std::string::npos);
