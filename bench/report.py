@@ -287,7 +287,10 @@ def section_micro(ctx, targets):
            "depot's cap falls as the heap empties) and faulted them in again in the next; since c5dead5 "
            "it counts those refaults and keeps that much the next time (DESIGN.md \"The depot\"), as "
            "the peers keep the memory; before, most of that row's time was giving pages back, about "
-           "0.7 us a page on this VM.",
+           "0.7 us a page on this VM. At 16 B, since 1100d27, the freeing thread (it allocates 16 B "
+           "blocks itself) takes each of the exited thread's slabs over at its first free into it, and "
+           "its other frees there are its own (DESIGN.md \"Adoption on free\"); at 1024 B, a size it "
+           "never allocates, every free stays a remote one.",
            "",
            table(["wl", "benchmark"] + ctx.order + ["best peer", "zns / best", "glibc / zns", "target"], rows), ""]
     if verdicts:

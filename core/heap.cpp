@@ -1152,7 +1152,7 @@ bool bin_point(Bin b, SlabMeta *s) {
 // A free of a block in a slab this thread does not own.  Validated now (the message names the
 // call), applied in batches: consecutive frees into one bitmap word cost one atomic OR.
 ThreadCache *thread_attach();
-bool adopt_on_free(ThreadCache *tc, SlabMeta *s, unsigned cls, uint16_t life);
+bool adopt_on_free(ThreadCache *tc, SlabMeta *s, void *p, unsigned cls, uint16_t life, const char *call);
 void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   uint32_t owner = s->owner.load(std::memory_order_acquire);
   if (owner == kNoOwner) fatal("free of a block that is not allocated", call, p);
@@ -1187,9 +1187,11 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   // the buffer: the take-over applies it.)
   unsigned cls = s->cls;
   if (owner == kSharedOwner && tc->word[cls] != &g_zero_word) {
-    // (Ours after a failed attempt: a signal handler's free took it over meanwhile.  No block of
-    // a slab this thread owns may wait in its buffer: usable_size relies on it.)
-    if (adopt_on_free(tc, s, cls, life) || s->owner.load(std::memory_order_relaxed) == tc->id)
+    if (adopt_on_free(tc, s, p, cls, life, call)) return;   // (and p freed)
+    // Ours after a failed attempt: a signal handler's free took it over meanwhile.  No block of a
+    // slab this thread owns may wait in its buffer: usable_size relies on it.
+    if (s->owner.load(std::memory_order_relaxed) == tc->id &&
+        g_region.life[s - g_region.meta].load(std::memory_order_relaxed) == life)
       return dealloc(p, call);
   }
   seen |= bit;
@@ -1394,26 +1396,33 @@ void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n) {
   credit_out(tc, s);
 }
 
-// A free into shared slab s (of class cls, in its life `life` when the freed block was checked)
-// by a thread that has a current slab of its class (it allocates the class, and will reuse s as
-// it does its own parked slabs): the thread's cache takes s over as a parked slab, and the free
-// becomes a local one.  A thread that frees the blocks of an exited one pays one claim per slab
-// instead of a remote free per block.  Not while the cache has kAdoptReserve partly free slabs of
-// the class parked: a thread that keeps some of the blocks it frees would otherwise gather partly
-// free slabs that only its own refills reuse (a long-lived consumer of short-lived producers that
-// keeps a tenth of their blocks grew by 640 KiB per producer), where shared ones serve any
-// thread's refill; so it takes over the slabs of one burst of frees at most (they are parked full
-// when it starts) until its refills use them up.  False when s is no longer shared and idle or
-// queued in that life (adopted, on its way back to the depot or gone there: then the block was
-// freed twice, and the buffered entry's life says so when it is applied; claimed by the tier).
-// A signal handler's free into s between the take-over and the credit below is not counted: the
-// slab then waits, all free, on the partial list until a refill takes it.
-ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s, unsigned cls, uint16_t life) {
-  unsigned parked = 0;
-  for (uint32_t p = tc->partial[cls]; p != kNil && parked < kAdoptReserve; p = meta_at(p).next) ++parked;
-  if (parked == kAdoptReserve) return false;
+// A free of block p of shared slab s (of class cls, in its life `life` when p was checked) by a
+// thread that has a current slab of its class (it allocates the class, and will reuse s as it
+// does its own parked slabs): the thread's cache takes s over as a parked slab, and p is freed
+// locally.  A thread that frees the blocks of an exited one pays one claim per slab instead of a
+// remote free per block.  Not while the cache has kAdoptReserve partly free slabs of the class
+// parked, counted after its inbox is drained (slabs it took over full and others freed into since
+// are partly free too): a thread that keeps some of the blocks it frees, or whose slabs others
+// free into, would otherwise gather partly free slabs that only its own refills reuse (a
+// long-lived consumer of short-lived producers that keeps a tenth of their blocks grew by 640 KiB
+// per producer), where shared ones serve any thread's refill; so it takes over the slabs of one
+// burst of frees at most (they are parked full when it starts) until its refills use them up.
+// False, p not freed, when s is no longer shared and idle or queued in that life (adopted, on its
+// way back to the depot or gone there: then p was freed twice, and the buffered entry's life says
+// so when it is applied; claimed by the tier).
+// p goes into the bitmap, not the bin's `last` slot: a free of p buffered by another thread before
+// the slab was shared (a double free) then finds its bit set when it is applied, where `last`
+// would have handed p out again at once.  A signal handler's free into s between the take-over and
+// the credit below is not counted: the slab then waits, all free, on the partial list until a
+// refill takes it.
+ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s, void *p, unsigned cls, uint16_t life,
+                                const char *call) {
   SlowPath busy(tc);
   if (tc->remote_count) flush_remote(tc);   // no block of a slab we own is ever in our buffer
+  drain_inbox(tc, true);
+  unsigned parked = 0;
+  for (uint32_t q = tc->partial[cls]; q != kNil && parked < kAdoptReserve; q = meta_at(q).next) ++parked;
+  if (parked == kAdoptReserve) return false;
   {
     Guard g(g_class_lock[cls].lock);
     if (s->owner.load(std::memory_order_seq_cst) != kSharedOwner || s->cls != cls ||
@@ -1430,7 +1439,7 @@ ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s, unsigned cls, uint
   unsigned free = free_count(s), worth = reuse_worth(s->blocks);
   if (free >= worth) {   // as credit_out leaves a slab: on the partial list until none is out
     s->state = kParkedPartial;
-    s->credit = uint16_t(s->blocks - free);   // (>= 1: the caller's block is out)
+    s->credit = uint16_t(s->blocks - free);   // (>= 1: p is out)
     partial_append(tc, s);
   } else {               // as park leaves one: on the full list until reuse_worth are free
     s->state = kParkedFull;
@@ -1438,6 +1447,16 @@ ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s, unsigned cls, uint
     list_push(tc->full[cls], s);
   }
   s->share.store(kParkedIdle, std::memory_order_release);   // tier: claimable
+  // p's bit, with the local free's checks (p was checked in this life already: a block start)
+  uint32_t i = uint32_t(block_index(s, p));
+  std::atomic<uint64_t> *f = bits(s) == full_bits() ? bits_install(s) : bits(s);
+  std::atomic<uint64_t> *wp = f + (i >> 6);
+  uint64_t bit = uint64_t(1) << (i & 63), word = wp->load(std::memory_order_relaxed);
+  if (word & bit) fatal(kFreeOfFree, call, p);
+  if (remote_word(s, i >> 6, std::memory_order_seq_cst) & bit) fatal("double free", call, p);
+  if (tc->last[cls] == p) fatal("double free", call, p);
+  wp->store(word | bit, std::memory_order_relaxed);
+  if (--s->credit == 0) credit_out(tc, s);
   return true;
 }
 

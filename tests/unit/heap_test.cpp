@@ -1490,6 +1490,43 @@ TEST_CASE("a thread that frees an exited thread's blocks of a class it allocates
   }
 }
 
+TEST_CASE("the take-over limit counts slabs that other threads' frees made partly free") {
+  const size_t size = 144;
+  HeapSnapshot before = snap();
+  std::vector<void *> v = exited_threads_blocks(size, kAdoptReserve, 3);
+  std::set<const SlabMeta *> slabs = slabs_of(v);
+  REQUIRE(slabs.size() == kAdoptReserve);
+  std::thread([&] {
+    void *mine = alloc(size);
+    uint32_t me = t_cache->id;
+    // one free into each slab: taken over, parked full (nearly every block out)
+    std::vector<bool> first(v.size(), false);
+    std::set<const SlabMeta *> seen;
+    for (size_t i = 0; i < v.size(); ++i)
+      if (seen.insert(head_meta(v[i])).second) {
+        dealloc(v[i], "test");
+        first[i] = true;
+      }
+    for (const SlabMeta *s : slabs) REQUIRE(s->owner.load() == me);
+    // another thread frees half of their blocks: remote frees into this thread's inbox, not merged
+    std::thread([&] {
+      for (size_t i = 0; i < v.size(); i += 2)
+        if (!first[i]) dealloc(v[i], "test");
+      flush_thread();
+    }).join();
+    // those slabs are partly free now (once merged): no more take-overs
+    std::vector<void *> w = exited_threads_blocks(size, 1, 5);
+    dealloc(w[0], "test");
+    CHECK(head_meta(w[0])->owner.load() == kSharedOwner);
+    for (size_t i = 1; i < w.size(); ++i) dealloc(w[i], "test");
+    for (size_t i = 1; i < v.size(); i += 2)
+      if (!first[i]) dealloc(v[i], "test");
+    dealloc(mine, "test");
+    flush_thread();
+  }).join();
+  CHECK(snap().cls[class_of(size)].live == before.cls[class_of(size)].live);
+}
+
 TEST_CASE("a thread that only frees applies its first frees at once, then gets a cache") {
   std::vector<void *> v;
   for (int i = 0; i < 1000; ++i) v.push_back(alloc(256));
@@ -1584,6 +1621,35 @@ TEST_CASE("misuse aborts with one line naming zns-slab and the address") {
     freed = true;
     x.join();
     dealloc(p, "free");
+    dealloc(mine, "free");
+  }, &err);
+  CHECK(st == -SIGABRT);
+  CHECK(err.find("double free") != std::string::npos);
+
+  err.clear();
+  st = in_child([] {   // the same, the second free by a third thread that takes the slab over: the
+    void *mine = alloc(64);   // block goes into its bitmap, where the first free finds it
+    static void *p;
+    static std::atomic<int> step;
+    std::thread x([] {
+      p = alloc(64);
+      void *keep = alloc(64);   // (the slab stays in use)
+      (void)keep;
+      while (step.load() < 1) sched_yield();
+    });
+    while (!__atomic_load_n(&p, __ATOMIC_ACQUIRE)) sched_yield();
+    std::thread t2([] {
+      dealloc(alloc(32), "free");   // a cache: its frees into others' slabs are buffered
+      dealloc(p, "free");
+      step = 1;
+      while (step.load() < 2) sched_yield();
+      flush_thread();
+    });
+    while (step.load() < 1) sched_yield();
+    x.join();                 // the slab is shared, p still out (its free is in t2's buffer)
+    dealloc(p, "free");       // taken over
+    step = 2;
+    t2.join();
     dealloc(mine, "free");
   }, &err);
   CHECK(st == -SIGABRT);
