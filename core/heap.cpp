@@ -1186,7 +1186,7 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   // this free and the next ones into it are the owner's (see adopt_on_free).  (After the look at
   // the buffer: the take-over applies it.)
   unsigned cls = s->cls;
-  if (owner == kSharedOwner && tc->word[cls] != &g_zero_word) {
+  if (owner == kSharedOwner && tc->word[cls] != &g_zero_word && !(tc->adopt_off[cls / 64] >> (cls % 64) & 1)) {
     if (adopt_on_free(tc, s, p, cls, life, call)) return;   // (and p freed)
     // Ours after a failed attempt: a signal handler's free took it over meanwhile.  No block of a
     // slab this thread owns may wait in its buffer: usable_size relies on it.
@@ -1418,11 +1418,14 @@ void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n) {
 ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s, void *p, unsigned cls, uint16_t life,
                                 const char *call) {
   SlowPath busy(tc);
-  if (tc->remote_count) flush_remote(tc);   // no block of a slab we own is ever in our buffer
   drain_inbox(tc, true);
   unsigned parked = 0;
   for (uint32_t q = tc->partial[cls]; q != kNil && parked < kAdoptReserve; q = meta_at(q).next) ++parked;
-  if (parked == kAdoptReserve) return false;
+  if (parked == kAdoptReserve) {   // (until a refill of the class: each try cost a drain and a
+    tc->adopt_off[cls / 64] |= uint64_t(1) << (cls % 64);   // walk, 18 against 10 ns a free)
+    return false;   // (the buffer keeps batching: applied only for a take-over)
+  }
+  if (tc->remote_count) flush_remote(tc);   // no block of a slab we own is ever in our buffer
   {
     Guard g(g_class_lock[cls].lock);
     if (s->owner.load(std::memory_order_seq_cst) != kSharedOwner || s->cls != cls ||
@@ -1545,6 +1548,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls, const SlabMeta *scanned = 
   if (ZNS_UNLIKELY(g_secure)) return secure_alloc(tc, cls);
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
   __atomic_store_n(&tc->last_refill_ms, uint32_t(now_ms()), __ATOMIC_RELAXED);
+  tc->adopt_off[cls / 64] &= ~(uint64_t(1) << (cls % 64));   // (its partial slabs may go now)
   Bin b = bin_of(tc, cls);
   flush_last(tc, b);   // (malloc takes `last` first, so it is empty here but for the orphan cache)
   SlabMeta *s = bin_slab(b);

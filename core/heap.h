@@ -202,6 +202,12 @@ struct ThreadCache {
                                         // (a signal handler's malloc in between sees a whole
                                         // slot).  Stays with the cache through a thread's exit
                                         // (the next thread that adopts the cache uses it)
+  uint64_t adopt_off[(kNumClasses + 63) / 64];  // bit cls: a free into a shared slab of the class
+                                        // found kAdoptReserve partial slabs parked (adopt_on_free):
+                                        // no take-over is tried again until a refill of the class,
+                                        // the only thing that uses them up.  (A cache's bin gets
+                                        // a slab only through a refill, which clears the bit: a
+                                        // thread that adopts the cache starts without stale ones)
   // Parked slabs per class (see kCurrentCredit), doubly linked through SlabMeta.prev/next; only the
   // owner's thread touches them.  Partial ones become current again (FIFO) before the depot is asked.
   uint32_t partial[kNumClasses];        // oldest first: refills take the head, moves append
@@ -232,7 +238,7 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : last{}, word{}, base{}, size{}, alloc_count{}, fresh_end{}, spare{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
+      : last{}, word{}, base{}, size{}, alloc_count{}, fresh_end{}, spare{}, adopt_off{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
         attached(false), busy(0), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       word[c] = &g_zero_word;
