@@ -1396,6 +1396,19 @@ void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n) {
   credit_out(tc, s);
 }
 
+// The owner's free of block p (index i) of slab s, whose bitmap is a record or inline bits (not
+// kFullBits), through the bitmap with the checks the fast path cannot make: not free, not freed
+// remotely (unmerged), not the bin's `last`; counted against the slab's credit.
+void free_bit(ThreadCache *tc, SlabMeta *s, void *p, uint32_t i, const char *call) {
+  std::atomic<uint64_t> *wp = bits(s) + (i >> 6);
+  uint64_t bit = uint64_t(1) << (i & 63), word = wp->load(std::memory_order_relaxed);
+  if (word & bit) fatal(kFreeOfFree, call, p);
+  if (remote_word(s, i >> 6, std::memory_order_seq_cst) & bit) fatal("double free", call, p);
+  if (tc->last[s->cls] == p) fatal("double free", call, p);
+  wp->store(word | bit, std::memory_order_relaxed);
+  if (--s->credit == 0) credit_out(tc, s);
+}
+
 // A free of block p of shared slab s (of class cls, in its life `life` when p was checked) by a
 // thread that has a current slab of its class (it allocates the class, and will reuse s as it
 // does its own parked slabs): the thread's cache takes s over as a parked slab, and p is freed
@@ -1450,16 +1463,8 @@ ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s, void *p, unsigned 
     list_push(tc->full[cls], s);
   }
   s->share.store(kParkedIdle, std::memory_order_release);   // tier: claimable
-  // p's bit, with the local free's checks (p was checked in this life already: a block start)
-  uint32_t i = uint32_t(block_index(s, p));
-  std::atomic<uint64_t> *f = bits(s) == full_bits() ? bits_install(s) : bits(s);
-  std::atomic<uint64_t> *wp = f + (i >> 6);
-  uint64_t bit = uint64_t(1) << (i & 63), word = wp->load(std::memory_order_relaxed);
-  if (word & bit) fatal(kFreeOfFree, call, p);
-  if (remote_word(s, i >> 6, std::memory_order_seq_cst) & bit) fatal("double free", call, p);
-  if (tc->last[cls] == p) fatal("double free", call, p);
-  wp->store(word | bit, std::memory_order_relaxed);
-  if (--s->credit == 0) credit_out(tc, s);
+  if (bits(s) == full_bits()) bits_install(s);
+  free_bit(tc, s, p, uint32_t(block_index(s, p)), call);   // (p was checked in this life: a block start)
   return true;
 }
 
@@ -2169,14 +2174,7 @@ void free_local_checked(void *p, SlabMeta *s, const char *call) {
     }
     return dealloc(p, call);
   }
-  std::atomic<uint64_t> *wp = bits(s) + (i >> 6);
-  uint64_t bit = uint64_t(1) << (i & 63), word = wp->load(std::memory_order_relaxed);
-  if (word & bit) fatal(kFreeOfFree, call, p);
-  if (remote_word(s, i >> 6, std::memory_order_seq_cst) & bit) fatal("double free", call, p);
-  ThreadCache *tc = t_cache;
-  if (tc->last[s->cls] == p) fatal("double free", call, p);
-  wp->store(word | bit, std::memory_order_relaxed);
-  if (--s->credit == 0) credit_out(tc, s);
+  free_bit(t_cache, s, p, i, call);
 }
 
 void *alloc_aligned(size_t n, size_t align) {
