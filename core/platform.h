@@ -114,6 +114,7 @@ class Buf {
 struct Lock {
   pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
   void lock() { pthread_mutex_lock(&m); }
+  bool try_lock() { return pthread_mutex_trylock(&m) == 0; }
   void unlock() { pthread_mutex_unlock(&m); }
   void reset() { pthread_mutex_init(&m, nullptr); }   // in a forked child only
 };

@@ -26,6 +26,7 @@
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -102,6 +103,46 @@ int g_uffd = -1;
 bool g_registered;         // uffd: the region is registered (set before the thread serves)
 Lock g_tier_lock;
 Lock g_grow_lock;          // madvise: file room
+
+// A fork holds g_tier_lock from tier_fork_prepare to tier_fork_parent, and the forking thread
+// goes on touching the heap in between: glibc's fork() takes the lock in its nss state (a heap
+// block) after the atfork handlers ran, and handlers registered before ours run after it.  A
+// store into an armed slab (write-protected) then waits for the tier thread, which took the lock
+// to serve it: a deadlock (CPython's test_os and test_logging under ZNS_TIER=uffd, 2026-12-05;
+// tests/tier `nss-fork`).  So, in uffd mode, the forker opens a window once its page-ins are done,
+// and until it closes it touches nothing of the tier's: meanwhile the tier thread serves faults
+// without the lock (counted in g_window_serving, which the forker waits out before it lets go of
+// the lock), and never waits for the lock (its scan gives up instead).
+std::atomic<bool> g_fork_window;
+std::atomic<unsigned> g_window_serving;
+
+// The tier thread's way to g_tier_lock.  `locked`: it holds the lock.  Otherwise a fork's window
+// is open: a fault service goes on without the lock (`windowed`, counted), anything else gives up.
+struct TierThreadGuard {
+  bool locked = false, windowed = false;
+  explicit TierThreadGuard(bool serve) {
+    for (;;) {
+      if (serve) {
+        g_window_serving.fetch_add(1, std::memory_order_seq_cst);
+        if (g_fork_window.load(std::memory_order_seq_cst)) { windowed = true; return; }
+        g_window_serving.fetch_sub(1, std::memory_order_seq_cst);
+      } else if (g_fork_window.load(std::memory_order_seq_cst)) {
+        return;
+      }
+      if (g_tier_lock.try_lock()) { locked = true; return; }
+      // Held: an eviction on another thread (zns_tier_pageout), a child tier's start, or a fork
+      // paging slabs in (whose window may open next: so never a blocking lock here).
+      timespec ts{0, 20000};
+      nanosleep(&ts, nullptr);
+    }
+  }
+  ~TierThreadGuard() {
+    if (locked) g_tier_lock.unlock();
+    if (windowed) g_window_serving.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  TierThreadGuard(const TierThreadGuard &) = delete;
+  TierThreadGuard &operator=(const TierThreadGuard &) = delete;
+};
 uint64_t g_reserved_pages; // madvise: pages below this have room in the file (fallocate)
 
 alignas(4096) char g_bounce[kMaxSlabPages * kPageSize];   // file <-> region, under g_tier_lock
@@ -500,7 +541,7 @@ void serve_fault(const uffd_msg &msg) {
   char *addr = reinterpret_cast<char *>(uintptr_t(msg.arg.pagefault.address) & ~uintptr_t(kPageSize - 1));
   if (!owns(addr)) return;
   uint32_t p = page_of(addr);
-  Guard g(g_tier_lock);
+  TierThreadGuard g(true);   // (the lock, or a fork's window: see g_fork_window)
   uint32_t head = p & ~(kGroupPages - 1);   // the slab of the page's group, if any
   TierMeta &t = tm_at(head);
   if (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
@@ -597,7 +638,8 @@ void scan() {
     if (k == 0 || k > kMaxSlabPages) continue;
     if (st == kOut) {
       if (g_tier_mode == kTierMadvise && any_resident(page_addr(p), size_t(k) * kPageSize)) {
-        Guard g(g_tier_lock);   // the kernel brought it back on a touch
+        TierThreadGuard g(false);   // the kernel brought it back on a touch
+        if (!g.locked) return;      // (a fork's window: the next scan)
         came_back(p, k, now);
       }
       continue;
@@ -621,7 +663,8 @@ void scan() {
       if (t.armed.load(std::memory_order_relaxed)) {
         evict_now = idle >= window;
       } else if (idle >= window / 2) {
-        Guard g(g_tier_lock);
+        TierThreadGuard g(false);
+        if (!g.locked) return;   // a fork's window: the next scan
         if (t.state.load(std::memory_order_relaxed) == kResident && tier_candidate(p) &&
             uffd_protect(page_addr(p), size_t(k) * kPageSize, true) == 0)
           t.armed.store(1, std::memory_order_relaxed);
@@ -632,7 +675,8 @@ void scan() {
     if (evict_now) {
       bool gone;
       {
-        Guard g(g_tier_lock);
+        TierThreadGuard g(false);
+        if (!g.locked) return;   // a fork's window: the next scan
         gone = evict(p);
       }
       if (gone) resident_pages -= k;
@@ -653,7 +697,8 @@ void scan() {
     unsigned k = meta_at(c.page).pages;
     bool gone;
     {
-      Guard g(g_tier_lock);
+      TierThreadGuard g(false);
+      if (!g.locked) return;   // a fork's window: the next scan
       gone = evict(c.page);
     }
     if (gone) resident_pages -= k;
@@ -1149,6 +1194,9 @@ void tier_fork_prepare() {
       touch_out_slabs(pages);
       g_tier_lock.lock();
     }
+    // From here to tier_fork_parent this thread touches no tier state, and may store into armed
+    // slabs (page_in above arms what it brings back): the tier thread serves without the lock.
+    g_fork_window.store(true, std::memory_order_seq_cst);
   } else if (g_tier_mode == kTierMadvise && pipe2(g_fork_pipe, O_CLOEXEC) != 0) {
     g_fork_pipe[0] = g_fork_pipe[1] = -1;
   }
@@ -1157,6 +1205,10 @@ void tier_fork_prepare() {
 void tier_fork_parent() {
   if (!t_fork_locked) return;
   t_fork_locked = false;
+  if (g_fork_window.load(std::memory_order_relaxed)) {   // (set by this thread: uffd)
+    g_fork_window.store(false, std::memory_order_seq_cst);
+    while (g_window_serving.load(std::memory_order_seq_cst) != 0) sched_yield();   // one fault's service
+  }
   if (g_tier_mode == kTierMadvise && g_fork_pipe[0] >= 0) {
     close(g_fork_pipe[1]);
     char c;
@@ -1172,6 +1224,8 @@ void tier_fork_child() {
   t_fork_locked = false;
   g_tier_lock.reset();
   g_grow_lock.reset();
+  g_fork_window.store(false, std::memory_order_relaxed);   // (the tier thread is not here)
+  g_window_serving.store(0, std::memory_order_relaxed);
   g_tier_child_pending.store(false);
   if (g_tier_mode != kTierMadvise) {
     // uffd: the child's memory is not registered (no fork event): plain anonymous.  (Also a

@@ -84,6 +84,7 @@
  */
 #define _GNU_SOURCE 1
 #include <pthread.h>
+#include <pwd.h>
 #include <sys/mman.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -318,6 +319,50 @@ static int fork_test(void) {
   CHECK(count_bad(b, N) == 0);
   zt_log("fork: child verified %d blocks; parent paged out %zu slabs after the fork", N, out);
   return zt_finish("fork");
+}
+
+/* ---- nss-fork: fork while glibc's own heap block is cold -------------------------------------- */
+/* glibc's fork() takes the lock in its nss database state (a heap block, made by the first
+ * getpwuid and the like) after the atfork handlers ran, while the tier's handler holds the tier
+ * lock.  Under uffd that slab is write-protected once the fork's prepare brought it back from the
+ * file, or once the policy armed it: the store waited for the tier thread, which waited for the
+ * lock, and the fork never returned (found with CPython's test_os, 2026-12-05).  Three forks:
+ * after a pageout, after the policy armed the slabs again (run with ZNS_TIER_COLD_MS=200), after
+ * another pageout; each child looks the user up again.  Under uffd the pageout forks must have
+ * served the store as a write-protect fault (write_hits), or the test did not test this. */
+static int nss_fork(void) {
+  enum { N = 20000 };
+  REQUIRE(getpwuid(0) != NULL);
+  /* every class's current slab filled past its end, so that the nss state's slab is parked */
+  for (size_t sz = 16; sz <= 4096; sz += 16)
+    for (size_t k = 0; k < 70000 / sz + 2; ++k) {
+      char *p = malloc(sz);
+      REQUIRE(p != NULL);
+      p[0] = 1;
+    }
+  struct blk *b = make_blocks(N, 300, 97);
+  int uffd = tier().mode == 1;
+  alarm(60);   /* a hung fork is a failure, not a stuck run */
+  for (int i = 0; i < 3; ++i) {
+    size_t out = 0;
+    if (i == 1) usleep(1500 * 1000);   /* idle: the policy arms (uffd) or pages out the slabs */
+    else out = zns_tier_pageout();
+    unsigned long long w0 = tier().write_hits;
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) _exit(getpwuid(0) != NULL && count_bad(b, N) == 0 ? 0 : 3);
+    unsigned long long hits = tier().write_hits - w0;
+    int st = 0;
+    REQUIRE(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fork %d: the child failed (status %d)", i, st);
+    if (i == 0) CHECK(out > 10, "fork %d: paged out %zu slabs", i, out);   /* (then the policy may have) */
+    if (uffd && i != 1) CHECK(hits >= 1, "fork %d: no write-protect fault during the fork (%llu): nothing tested", i, hits);
+    zt_log("nss-fork: fork %d after %s: %zu slabs out, %llu write-protect faults served", i,
+           i == 1 ? "an idle wait" : "a pageout", out, hits);
+  }
+  alarm(0);
+  CHECK(count_bad(b, N) == 0, "the parent's blocks changed");
+  return zt_finish("nss-fork");
 }
 
 /* ---- child-tier ------------------------------------------------------------------------------ */
@@ -1053,6 +1098,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "syscalls")) return syscalls();
   if (!strcmp(c, "fork")) return fork_test();
   if (!strcmp(c, "fork-each-slab")) return fork_each_slab();
+  if (!strcmp(c, "nss-fork")) return nss_fork();
   if (!strcmp(c, "child-tier")) return child_tier();
   if (!strcmp(c, "child-seccomp")) return child_seccomp();
   if (!strcmp(c, "fork-full") && argc > 2) return fork_full(argv[2]);
