@@ -115,6 +115,14 @@ struct Lock {
   pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
   void lock() { pthread_mutex_lock(&m); }
   bool try_lock() { return pthread_mutex_trylock(&m) == 0; }
+  bool lock_within(long ns) {   // false when not locked within ns (CLOCK_MONOTONIC)
+    timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_nsec += ns;
+    t.tv_sec += t.tv_nsec / 1000000000;
+    t.tv_nsec %= 1000000000;
+    return pthread_mutex_clocklock(&m, CLOCK_MONOTONIC, &t) == 0;
+  }
   void unlock() { pthread_mutex_unlock(&m); }
   void reset() { pthread_mutex_init(&m, nullptr); }   // in a forked child only
 };

@@ -61,6 +61,7 @@ int g_line_mode = kTierOff;
 uint64_t g_child_due_ms;   // now_ms() at which a forked child's own tier is due
 thread_local bool t_fork_locked;   // tier_fork_prepare took g_tier_lock (each forking thread's own:
                                    // two may fork at once, the page-in by touches lets go of it)
+thread_local sigset_t t_fork_sigmask;   // the forker's own mask, while it blocks every signal
 
 enum : uint8_t { kResident = 0, kOut = 1, kHole = 2 };
 
@@ -112,12 +113,17 @@ Lock g_grow_lock;          // madvise: file room
 // tests/tier `nss-fork`).  So, in uffd mode, the forker opens a window once its page-ins are done,
 // and until it closes it touches nothing of the tier's: meanwhile the tier thread serves faults
 // without the lock (counted in g_window_serving, which the forker waits out before it lets go of
-// the lock), and never waits for the lock (its scan gives up instead).
+// the lock), and never waits for the lock for long (its scan gives up instead).  The forker blocks
+// every signal while it holds the lock outside the window (its page-ins, and from the close to
+// the unlock): a handler's store into an armed slab there would wait for the same thread.
 std::atomic<bool> g_fork_window;
 std::atomic<unsigned> g_window_serving;
 
 // The tier thread's way to g_tier_lock.  `locked`: it holds the lock.  Otherwise a fork's window
 // is open: a fault service goes on without the lock (`windowed`, counted), anything else gives up.
+// It waits for the lock a millisecond at a time, and looks at the window in between: a holder
+// that forks opens one.  (Not try_lock and naps: while zns_tier_pageout took the lock slab by
+// slab, faults were served 3x slower, found in review.)
 struct TierThreadGuard {
   bool locked = false, windowed = false;
   explicit TierThreadGuard(bool serve) {
@@ -129,11 +135,9 @@ struct TierThreadGuard {
       } else if (g_fork_window.load(std::memory_order_seq_cst)) {
         return;
       }
-      if (g_tier_lock.try_lock()) { locked = true; return; }
       // Held: an eviction on another thread (zns_tier_pageout), a child tier's start, or a fork
-      // paging slabs in (whose window may open next: so never a blocking lock here).
-      timespec ts{0, 20000};
-      nanosleep(&ts, nullptr);
+      // paging slabs in (whose window may open next: so never a lock without a time limit here).
+      if (g_tier_lock.lock_within(1000000)) { locked = true; return; }
     }
   }
   ~TierThreadGuard() {
@@ -1165,6 +1169,9 @@ void touch_out_slabs(uint32_t pages) {
 
 void tier_fork_prepare() {
   if (g_line_mode == kTierOff) return;
+  sigset_t all;   // (uffd: until the window opens; see g_fork_window)
+  sigfillset(&all);
+  if (g_tier_mode == kTierUffd) pthread_sigmask(SIG_BLOCK, &all, &t_fork_sigmask);
   g_tier_lock.lock();   // (also keeps a child's tier from starting across the fork: tier_child_poll)
   t_fork_locked = true;
   if (g_tier_mode == kTierUffd) {
@@ -1197,6 +1204,7 @@ void tier_fork_prepare() {
     // From here to tier_fork_parent this thread touches no tier state, and may store into armed
     // slabs (page_in above arms what it brings back): the tier thread serves without the lock.
     g_fork_window.store(true, std::memory_order_seq_cst);
+    pthread_sigmask(SIG_SETMASK, &t_fork_sigmask, nullptr);
   } else if (g_tier_mode == kTierMadvise && pipe2(g_fork_pipe, O_CLOEXEC) != 0) {
     g_fork_pipe[0] = g_fork_pipe[1] = -1;
   }
@@ -1205,7 +1213,11 @@ void tier_fork_prepare() {
 void tier_fork_parent() {
   if (!t_fork_locked) return;
   t_fork_locked = false;
-  if (g_fork_window.load(std::memory_order_relaxed)) {   // (set by this thread: uffd)
+  bool windowed = g_fork_window.load(std::memory_order_relaxed);   // (set by this thread: uffd)
+  if (windowed) {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &t_fork_sigmask);
     g_fork_window.store(false, std::memory_order_seq_cst);
     while (g_window_serving.load(std::memory_order_seq_cst) != 0) sched_yield();   // one fault's service
   }
@@ -1217,6 +1229,7 @@ void tier_fork_parent() {
     g_fork_pipe[0] = g_fork_pipe[1] = -1;
   }
   g_tier_lock.unlock();
+  if (windowed) pthread_sigmask(SIG_SETMASK, &t_fork_sigmask, nullptr);
 }
 
 void tier_fork_child() {
