@@ -1008,8 +1008,16 @@ size_t tier_pageout_now() {
   for (uint32_t p = 0; p < pages; p += kGroupPages) {
     if (!tier_candidate(p)) continue;
     if (tm_at(p).state.load(std::memory_order_relaxed) == kOut) continue;
-    Guard g(g_tier_lock);
-    evict(p);
+    // No signal handler on this thread while it holds the lock: one that stored into the slab
+    // being evicted (write-protected) would wait for the tier thread, and that for the lock.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    {
+      Guard g(g_tier_lock);
+      evict(p);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
   }
   return size_t(g_slabs_out.load() - before);
 }

@@ -371,24 +371,25 @@ static int nss_fork(void) {
  * stores into a slab that is out or armed meanwhile (a profiler's SIGPROF recording into a heap
  * buffer) waits for the tier thread, which waits for the lock unless the fork's window is open:
  * so the forker blocks signals while it holds the lock outside its window (uffd; found in review:
- * every run hung at its first fork before).  A helper thread signals the forker every 20 us; the
- * handler stores only while a fork is under way (flag set by atfork handlers registered after the
- * heap's, so around the tier's). */
+ * every run hung at its first fork before).  The same for a thread in zns_tier_pageout, which
+ * takes the lock slab by slab.  A helper thread signals the main thread every 20 us; the handler
+ * stores only while a fork (flag set by atfork handlers registered after the heap's, so around
+ * the tier's) or a pageout is under way. */
 enum { FS_N = 100000, FS_SIZE = 256 };
 static unsigned char *g_fs_blk[FS_N];
-static volatile sig_atomic_t g_fs_in_fork;
+static volatile sig_atomic_t g_fs_active;
 static volatile unsigned g_fs_at, g_fs_stores;
 static volatile int g_fs_stop;
 static pthread_t g_fs_forker;
 static void fs_on_signal(int sig) {
   (void)sig;
-  if (!g_fs_in_fork) return;
+  if (!g_fs_active) return;
   g_fs_at = (g_fs_at + 61) % FS_N;
   g_fs_blk[g_fs_at][1]++;   /* the block's pattern is restored below, after the fork */
   g_fs_stores++;
 }
-static void fs_enter(void) { g_fs_in_fork = 1; }
-static void fs_leave(void) { g_fs_in_fork = 0; }
+static void fs_enter(void) { g_fs_active = 1; }
+static void fs_leave(void) { g_fs_active = 0; }
 static void *fs_kicker(void *arg) {
   (void)arg;
   while (!g_fs_stop) { pthread_kill(g_fs_forker, SIGUSR1); usleep(20); }
@@ -410,10 +411,14 @@ static int fork_signals(void) {
   pthread_t kicker;
   REQUIRE(pthread_create(&kicker, NULL, fs_kicker, NULL) == 0);
   alarm(60);   /* a hung fork is a failure, not a stuck run */
-  unsigned stores = 0;
+  unsigned stores = 0, pageout_stores = 0;
   size_t outs = 0;
   for (int r = 0; r < 10; ++r) {
+    unsigned p0 = g_fs_stores;
+    g_fs_active = 1;   /* zns_tier_pageout holds the lock too, slab by slab */
     outs += zns_tier_pageout();
+    g_fs_active = 0;
+    pageout_stores += g_fs_stores - p0;
     unsigned s0 = g_fs_stores;
     pid_t pid = fork();
     REQUIRE(pid >= 0);
@@ -428,14 +433,15 @@ static int fork_signals(void) {
   alarm(0);
   CHECK(outs > 100, "paged out %zu slabs over 10 forks", outs);
   CHECK(stores > 0, "no handler stored during a fork: nothing tested");
+  CHECK(pageout_stores > 0, "no handler stored during a pageout: nothing tested");
   long bad = 0;   /* every byte but [1] (the handler's counter) as written */
   for (int i = 0; i < FS_N; ++i) {
     g_fs_blk[i][1] = (unsigned char)(i & 0xFF);
     for (int j = 0; j < FS_SIZE; ++j) bad += g_fs_blk[i][j] != (unsigned char)(i & 0xFF);
   }
   CHECK(bad == 0, "%ld bytes changed", bad);
-  zt_log("fork-signals: 10 forks with %zu slabs paged out in all, %u handler stores into the heap during them",
-         outs, stores);
+  zt_log("fork-signals: 10 forks with %zu slabs paged out in all, %u handler stores into the heap during them, %u during the pageouts",
+         outs, stores, pageout_stores);
   return zt_finish("fork-signals");
 }
 
