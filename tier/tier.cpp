@@ -62,6 +62,8 @@ uint64_t g_child_due_ms;   // now_ms() at which a forked child's own tier is due
 thread_local bool t_fork_locked;   // tier_fork_prepare took g_tier_lock (each forking thread's own:
                                    // two may fork at once, the page-in by touches lets go of it)
 thread_local sigset_t t_fork_sigmask;   // the forker's own mask, while it blocks every signal
+thread_local bool t_fork_blocked;      // ... which tier_fork_prepare blocked (decided by the line
+                                       // mode before the lock: g_tier_mode may change under it)
 
 enum : uint8_t { kResident = 0, kOut = 1, kHole = 2 };
 
@@ -1179,7 +1181,8 @@ void tier_fork_prepare() {
   if (g_line_mode == kTierOff) return;
   sigset_t all;   // (uffd: until the window opens; see g_fork_window)
   sigfillset(&all);
-  if (g_tier_mode == kTierUffd) pthread_sigmask(SIG_BLOCK, &all, &t_fork_sigmask);
+  t_fork_blocked = g_line_mode == kTierUffd;   // (g_tier_mode may change under the lock: child_start)
+  if (t_fork_blocked) pthread_sigmask(SIG_BLOCK, &all, &t_fork_sigmask);
   g_tier_lock.lock();   // (also keeps a child's tier from starting across the fork: tier_child_poll)
   t_fork_locked = true;
   if (g_tier_mode == kTierUffd) {
@@ -1212,8 +1215,13 @@ void tier_fork_prepare() {
     // From here to tier_fork_parent this thread touches no tier state, and may store into armed
     // slabs (page_in above arms what it brings back): the tier thread serves without the lock.
     g_fork_window.store(true, std::memory_order_seq_cst);
-    pthread_sigmask(SIG_SETMASK, &t_fork_sigmask, nullptr);
-  } else if (g_tier_mode == kTierMadvise && pipe2(g_fork_pipe, O_CLOEXEC) != 0) {
+    if (t_fork_blocked) pthread_sigmask(SIG_SETMASK, &t_fork_sigmask, nullptr);
+    t_fork_blocked = false;
+    return;
+  }
+  if (t_fork_blocked) pthread_sigmask(SIG_SETMASK, &t_fork_sigmask, nullptr);
+  t_fork_blocked = false;
+  if (g_tier_mode == kTierMadvise && pipe2(g_fork_pipe, O_CLOEXEC) != 0) {
     g_fork_pipe[0] = g_fork_pipe[1] = -1;
   }
 }
