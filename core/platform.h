@@ -114,7 +114,6 @@ class Buf {
 struct Lock {
   pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
   void lock() { pthread_mutex_lock(&m); }
-  bool try_lock() { return pthread_mutex_trylock(&m) == 0; }
   bool lock_within(long ns) {   // false when not locked within ns (CLOCK_MONOTONIC)
     timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);

@@ -106,6 +106,7 @@ int g_uffd = -1;
 bool g_registered;         // uffd: the region is registered (set before the thread serves)
 Lock g_tier_lock;
 Lock g_grow_lock;          // madvise: file room
+uint64_t g_reserved_pages; // madvise: pages below this have room in the file (fallocate)
 
 // A fork holds g_tier_lock from tier_fork_prepare to tier_fork_parent, and the forking thread
 // goes on touching the heap in between: glibc's fork() takes the lock in its nss state (a heap
@@ -149,7 +150,6 @@ struct TierThreadGuard {
   TierThreadGuard(const TierThreadGuard &) = delete;
   TierThreadGuard &operator=(const TierThreadGuard &) = delete;
 };
-uint64_t g_reserved_pages; // madvise: pages below this have room in the file (fallocate)
 
 alignas(4096) char g_bounce[kMaxSlabPages * kPageSize];   // file <-> region, under g_tier_lock
 alignas(4096) char g_zeros[kMaxSlabPages * kPageSize];    // never written
