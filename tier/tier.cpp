@@ -151,6 +151,15 @@ struct TierThreadGuard {
   TierThreadGuard &operator=(const TierThreadGuard &) = delete;
 };
 
+// Blocks every signal on this thread; its mask goes to *old.  For the tier thread, and for any
+// thread while it holds g_tier_lock outside a fork's window: a handler that stored into an armed
+// or out slab there would wait for the tier thread, and that for the lock.
+void block_signals(sigset_t *old) {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, old);
+}
+
 alignas(4096) char g_bounce[kMaxSlabPages * kPageSize];   // file <-> region, under g_tier_lock
 alignas(4096) char g_zeros[kMaxSlabPages * kPageSize];    // never written
 
@@ -968,9 +977,8 @@ void uffd_off_for_good() {
 void start_handler() {
   // The thread takes no signal: a handler running on it could touch a paged-out block and wait
   // for itself.  (SIGXFSZ from a file-size limit stays pending here; write(2) says EFBIG.)
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
+  sigset_t old;
+  block_signals(&old);
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -1010,11 +1018,8 @@ size_t tier_pageout_now() {
   for (uint32_t p = 0; p < pages; p += kGroupPages) {
     if (!tier_candidate(p)) continue;
     if (tm_at(p).state.load(std::memory_order_relaxed) == kOut) continue;
-    // No signal handler on this thread while it holds the lock: one that stored into the slab
-    // being evicted (write-protected) would wait for the tier thread, and that for the lock.
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
+    sigset_t old;   // (see block_signals: here the slab being evicted is write-protected)
+    block_signals(&old);
     {
       Guard g(g_tier_lock);
       evict(p);
@@ -1179,10 +1184,10 @@ void touch_out_slabs(uint32_t pages) {
 
 void tier_fork_prepare() {
   if (g_line_mode == kTierOff) return;
-  sigset_t all;   // (uffd: until the window opens; see g_fork_window)
-  sigfillset(&all);
-  t_fork_blocked = g_line_mode == kTierUffd;   // (g_tier_mode may change under the lock: child_start)
-  if (t_fork_blocked) pthread_sigmask(SIG_BLOCK, &all, &t_fork_sigmask);
+  // uffd: no signal until the window opens (see g_fork_window).  Decided by the line's mode:
+  // g_tier_mode may change under the lock (child_start).
+  t_fork_blocked = g_line_mode == kTierUffd;
+  if (t_fork_blocked) block_signals(&t_fork_sigmask);
   g_tier_lock.lock();   // (also keeps a child's tier from starting across the fork: tier_child_poll)
   t_fork_locked = true;
   if (g_tier_mode == kTierUffd) {
@@ -1231,9 +1236,7 @@ void tier_fork_parent() {
   t_fork_locked = false;
   bool windowed = g_fork_window.load(std::memory_order_relaxed);   // (set by this thread: uffd)
   if (windowed) {
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &t_fork_sigmask);
+    block_signals(&t_fork_sigmask);   // until the unlock
     g_fork_window.store(false, std::memory_order_seq_cst);
     while (g_window_serving.load(std::memory_order_seq_cst) != 0) sched_yield();   // one fault's service
   }
@@ -1312,11 +1315,8 @@ void tier_child_poll() {
     errno = saved;
     return;
   }
-  // No signal handler runs on this thread while it holds the lock: one that touched a missing
-  // page of the heap would wait for the handler thread, and that for the lock.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
+  sigset_t old;   // (no handler while it holds the lock: see block_signals)
+  block_signals(&old);
   child_start();
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   errno = saved;
