@@ -14,7 +14,7 @@
 BENCH_PY     := /usr/bin/python3
 BENCH_CFLAGS := -O2 -g -pthread -Wall -Wextra -I. \
                 -fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc -fno-builtin-realloc
-BENCH_BINS   := $(addprefix $(BUILD)/bench/,micro latency memory pairs timeit probe tier workload)
+BENCH_BINS   := $(addprefix $(BUILD)/bench/,micro latency memory threads pairs timeit probe tier workload)
 BENCH_PROG_PKGS := redis-server redis-tools sqlite3 valgrind
 QUICK        ?=
 BENCH_ARGS   ?=
@@ -25,6 +25,8 @@ $(BUILD)/bench/latency: bench/latency.cpp bench/bench_common.h | $(BUILD)/bench
 	$(CXX) $(CXXSTD) $(BENCH_CFLAGS) $< -o $@
 $(BUILD)/bench/memory: bench/memory.cpp bench/bench_common.h | $(BUILD)/bench
 	$(CXX) $(CXXSTD) $(BENCH_CFLAGS) $< -o $@
+$(BUILD)/bench/threads: bench/threads.cpp bench/bench_common.h | $(BUILD)/bench
+	$(CXX) $(CXXSTD) $(BENCH_CFLAGS) $< -o $@ -lpthread
 $(BUILD)/bench/pairs: bench/pairs.c | $(BUILD)/bench
 	$(CC) $(BENCH_CFLAGS) $< -o $@ -ldl
 $(BUILD)/bench/tier: bench/tier.c | $(BUILD)/bench

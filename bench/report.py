@@ -4,7 +4,7 @@ import statistics
 import sys
 
 PEERS = ["jemalloc", "mimalloc", "tcmalloc"]
-STAGE_ORDER = ["callgrind", "micro", "latency", "memory", "programs", "redis", "tier", "checks"]
+STAGE_ORDER = ["callgrind", "micro", "latency", "memory", "threads", "programs", "redis", "tier", "checks"]
 COLORS = {"glibc": "#7f7f7f", "jemalloc": "#1f77b4", "mimalloc": "#2ca02c", "tcmalloc": "#ff7f0e", "zns": "#d62728",
           "zns-unchecked": "#ff9896", "zns-secure": "#8c564b"}
 
@@ -180,6 +180,8 @@ def render(ctx, plots, outdir):
         sections.append(section_latency(ctx, targets))
     if "memory" in ctx.stages:
         sections.append(section_memory(ctx, targets))
+    if "threads" in ctx.stages:
+        sections.append(section_threads(ctx))
     if "redis" in ctx.stages:
         sections.append(section_redis(ctx, targets))
     if "programs" in ctx.stages:
@@ -398,6 +400,39 @@ def section_latency(ctx, targets):
                         "zns p99.9 at most %.0f ns (%s %s)%s" % (worst[2], worst[0], worst[1],
                                                                 ("; above 1 µs: " + ", ".join("%s %s %.0f ns" % s for s in over)) if over else ""),
                         not over))
+    return "\n".join(txt)
+
+
+def section_threads(ctx):
+    cases = sorted(ctx.store.data.get("threads", {}).keys(), key=lambda k: -int(k.split("x")[0]))
+    txt = ["## Memory with many threads (reference; not an issue-4 workload)", "",
+           "build/bench/threads --threads T --blocks N: T threads each malloc N blocks of each of 20 "
+           "sizes (16, 64, ..., 928 B; written in full) and hold them at once (a thread-per-connection "
+           "server whose threads keep a little state each); RSS is read while all live, then the threads "
+           "free everything and exit and RSS is read again. Thread stacks are not counted (a first pass "
+           "of T threads that allocate nothing leaves glibc's stack cache holding them). Overhead = RSS "
+           "added while live − payload, in MiB; after exit = RSS the allocator still holds of threads that "
+           "are gone, in MiB. Medians over rounds. A ZNS-Slab slab has one owner thread, so each "
+           "(thread, size class) pair costs at least one page while its blocks live (DESIGN.md, Known "
+           "limits); allocators whose threads draw blocks from shared spans (glibc, tcmalloc) pay for "
+           "the blocks.", ""]
+    rows, rows_after = [], []
+    for k in cases:
+        d = ctx.store.values("threads", k, "zns") or next((ctx.store.values("threads", k, a) for a in ctx.order
+                                                          if ctx.store.values("threads", k, a)), [])
+        pay = d[0]["payload_kb"] / 1024.0 if d else None
+        t, n = k.split("x")
+        label = "%s threads × %s × 20 sizes (payload %s MiB)" % (t, n, num(pay, 1))
+        v = View(ctx, "threads", k, lambda x: x["overhead_kb"] / 1024.0)
+        r, p = v.vs_best()
+        rows.append([label] + v.cells(digits=1, spread=False) + [p or "-", ratio(r)])
+        a = View(ctx, "threads", k, lambda x: x["after_exit_kb"] / 1024.0)
+        r2, p2 = a.vs_best()
+        rows_after.append([label] + a.cells(digits=1, spread=False) + [p2 or "-", ratio(r2)])
+    txt += ["### Overhead while all threads live (MiB)", "",
+            table(["case"] + ctx.order + ["best peer", "zns / best"], rows), "",
+            "### Held after every thread freed its blocks and exited (MiB)", "",
+            table(["case"] + ctx.order + ["best peer", "zns / best"], rows_after), ""]
     return "\n".join(txt)
 
 

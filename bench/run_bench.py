@@ -98,7 +98,9 @@ for _m, _c in CHECKS_CFG.items():
 MICRO_GROUPS = [("pair", "^pair/"), ("batch", "^batch/"), ("churn", "^churn/"), ("prodcons", "^prodcons"),
                 ("handoff", "^handoff/")]
 LATENCY_SCENARIOS = [("mixed 16..4096 B", 16, 4096), ("small 16..256 B", 16, 256)]
-STAGES = ["callgrind", "micro", "latency", "memory", "programs", "redis", "tier", "checks"]
+STAGES = ["callgrind", "micro", "latency", "memory", "threads", "programs", "redis", "tier", "checks"]
+# The threads stage (reference, not an issue-4 workload): (threads, blocks of each of 20 sizes).
+THREADS_CASES = [(500, 1), (200, 5), (50, 20)]
 TIER_MODES = ["off", "uffd", "madvise"]
 
 
@@ -365,6 +367,18 @@ def stage_memory(ctx):
                 doc["peak_rss_kb"] = r.maxrss_kb
                 ctx.store.add("memory", size, a, doc)
         log("memory: round %d/%d done" % (rnd + 1, rounds))
+
+
+def stage_threads(ctx):
+    rounds = min(ctx.rounds, 3)   # nearly deterministic, like the memory stage
+    for rnd in range(rounds):
+        for t, n in THREADS_CASES:
+            for a in ctx.order:
+                cmd = [ctx.bin("threads"), "--threads", str(t), "--blocks", str(n)]
+                doc, r = run_json(ctx, "threads", "%dx%d" % (t, n), a, cmd, ctx.allocs[a], timeout=300)
+                if doc is not None:
+                    ctx.store.add("threads", "%dx%d" % (t, n), a, doc)
+        log("threads: round %d/%d done" % (rnd + 1, rounds))
 
 
 def stage_programs(ctx):
@@ -906,7 +920,7 @@ def main():
     ctx = Ctx(args)
     if args.report_only:
         return report_only(ctx, args)
-    for b in (("micro", "latency", "memory", "pairs", "timeit", "probe") + (("tier", "workload") if "tier" in stages else ()) +
+    for b in (("micro", "latency", "memory", "threads", "pairs", "timeit", "probe") + (("tier", "workload") if "tier" in stages else ()) +
               (("workload",) if "checks" in stages or "programs" in stages else ())):
         if not os.access(ctx.bin(b), os.X_OK):
             sys.exit("run_bench: %s is not built (make bench-build)" % ctx.bin(b))
