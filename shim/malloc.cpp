@@ -9,6 +9,7 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <malloc.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/options.h"
@@ -36,8 +37,10 @@ struct Next {
   void *(*memalign)(size_t, size_t);
   size_t (*usable)(void *);
 };
+// Until resolve_next runs (the shim's constructor), the *startup functions*: __libc_malloc and
+// its kin as the loader bound them.  That is glibc's, or an allocator's that exports those names
+// too (tcmalloc and mimalloc do, so a program linked with one of them binds them there).
 Next g_next = {__libc_malloc, __libc_free, __libc_calloc, __libc_realloc, __libc_memalign, nullptr};
-std::atomic<bool> g_next_is_libc{true};
 
 // The next allocator's malloc_trim (glibc's, whatever allocator comes next: jemalloc has none),
 // or null.
@@ -46,34 +49,79 @@ int (*g_next_trim)(size_t);
 struct mallinfo2 (*g_next_mallinfo2)();
 void (*g_next_malloc_stats)();
 
-// Blocks glibc handed out before the next allocator was resolved (only consulted when that
-// allocator is not glibc).
-constexpr unsigned kBootSlots = 256;
-std::atomic<void *> g_boot[kBootSlots];
-std::atomic<unsigned> g_boot_used;
-
-bool boot_take(void *p) {   // true if p was a boot block (and forget it)
-  unsigned n = g_boot_used.load(std::memory_order_acquire);
-  for (unsigned i = 0; i < n && i < kBootSlots; ++i) {
-    void *expected = p;
-    if (g_boot[i].compare_exchange_strong(expected, nullptr)) return true;
-  }
-  return false;
-}
-void boot_note(void *p) {
-  if (!p || g_next.malloc != __libc_malloc) return;
-  unsigned i = g_boot_used.fetch_add(1);
-  if (i < kBootSlots) g_boot[i].store(p);
-}
-bool is_boot(void *p) {
-  return !g_next_is_libc.load(std::memory_order_relaxed) && g_boot_used.load() && boot_take(p);
-}
-
-// glibc's malloc_usable_size, from the chunk header, for boot blocks and before resolution.
+// glibc's malloc_usable_size, from the chunk header, for blocks glibc handed out.
 size_t glibc_usable(void *p) {
   size_t head = reinterpret_cast<size_t *>(p)[-1];
   size_t size = head & ~size_t(7);
   return (head & 2) ? size - 2 * sizeof(size_t) : size - sizeof(size_t);
+}
+
+// ---- boot blocks ----------------------------------------------------------------------------------
+// Blocks the startup functions handed out before the next allocator was resolved (requests above
+// 4 KiB from constructors that run before the shim's).  If the next allocator turns out to be
+// another one (jemalloc linked into the program, while the startup functions are glibc's), such a
+// block must still go back to the startup functions, and its size be asked of them: the table
+// remembers them.  kBootStartup: before resolution (noted as they are handed out; a free or
+// realloc takes a block out); kBootForeign: resolved, startup and next allocator differ (taken out
+// as they come back); kBootOff: they are one allocator (glibc and glibc, tcmalloc and tcmalloc),
+// nothing to remember.  A fixed table, then an mmap'ed overflow table; beyond both the program
+// stops with a message (a forgotten block would go to the wrong allocator).
+enum BootMode : int { kBootStartup, kBootForeign, kBootOff };
+std::atomic<int> g_boot_mode{kBootStartup};
+constexpr unsigned kBootSlots = 256;
+constexpr unsigned kBootMoreSlots = 1u << 16;   // 512 KiB of address space, touched as used
+std::atomic<void *> g_boot[kBootSlots];
+std::atomic<std::atomic<void *> *> g_boot_more;
+std::atomic<unsigned> g_boot_used;   // slots handed out, in index order, over both tables
+std::atomic<unsigned> g_boot_live;   // blocks in the tables
+// The startup allocator's malloc_usable_size (glibc_usable when it is glibc), once resolved.
+std::atomic<size_t (*)(void *)> g_boot_usable{nullptr};
+
+std::atomic<void *> *boot_slot(unsigned i) {   // null: an overflow slot whose table is not there yet
+  if (i < kBootSlots) return &g_boot[i];
+  std::atomic<void *> *more = g_boot_more.load(std::memory_order_acquire);
+  return more ? &more[i - kBootSlots] : nullptr;
+}
+
+void boot_put(void *p) {
+  unsigned i = g_boot_used.fetch_add(1);
+  if (i >= kBootSlots + kBootMoreSlots)
+    fatal("too many blocks over 4 KiB allocated before ZNS-Slab's constructor ran", "malloc", p);
+  if (i >= kBootSlots && !g_boot_more.load(std::memory_order_acquire)) {
+    void *m = mmap(nullptr, kBootMoreSlots * sizeof(void *), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) fatal("no memory for the table of blocks allocated before ZNS-Slab's constructor ran", "malloc", p);
+    std::atomic<void *> *expected = nullptr;
+    if (!g_boot_more.compare_exchange_strong(expected, static_cast<std::atomic<void *> *>(m)))
+      munmap(m, kBootMoreSlots * sizeof(void *));   // another thread's table won
+  }
+  boot_slot(i)->store(p);
+  g_boot_live.fetch_add(1);
+}
+
+void boot_note(void *p) {   // p: from the current g_next
+  if (p && g_boot_mode.load(std::memory_order_relaxed) == kBootStartup) boot_put(p);
+}
+
+bool boot_find(void *p, bool take) {   // is p in the tables (and, with take, take it out)?
+  unsigned n = g_boot_used.load(std::memory_order_acquire);
+  if (n > kBootSlots + kBootMoreSlots) n = kBootSlots + kBootMoreSlots;
+  for (unsigned i = 0; i < n; ++i) {
+    std::atomic<void *> *s = boot_slot(i);
+    if (!s || s->load(std::memory_order_relaxed) != p) continue;
+    if (!take) return true;
+    void *expected = p;
+    if (s->compare_exchange_strong(expected, nullptr)) {
+      g_boot_live.fetch_sub(1);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool is_boot(void *p, bool take = true) {
+  return g_boot_mode.load(std::memory_order_relaxed) != kBootOff && g_boot_live.load(std::memory_order_relaxed) &&
+         boot_find(p, take);
 }
 
 template <class F>
@@ -82,6 +130,42 @@ F resolve(const char *name, F fallback) {
   return f ? reinterpret_cast<F>(f) : fallback;
 }
 
+const void *object_of(const void *f) {   // the load address of the object f is in, or null
+  Dl_info info;
+  return f && dladdr(f, &info) ? info.dli_fbase : nullptr;
+}
+// Addresses by lookup, not &name: in a program that is not position-independent (the static
+// archive linked into it), &name can be a stub in the program itself.
+const void *libc_object() { return object_of(dlsym(RTLD_DEFAULT, "gnu_get_libc_version")); }
+const void *startup_malloc() {   // the startup functions' malloc, as bound
+  void *f = dlsym(RTLD_DEFAULT, "__libc_malloc");
+  return f ? f : reinterpret_cast<const void *>(&__libc_malloc);
+}
+
+// The startup allocator's malloc_usable_size: glibc's chunk header, or, when the startup
+// functions are another allocator's, that object's own malloc_usable_size.  Null if not found.
+size_t (*boot_usable())(void *) {
+  if (size_t (*u)(void *) = g_boot_usable.load(std::memory_order_acquire)) return u;
+  const void *self = startup_malloc();
+  Dl_info info;
+  size_t (*u)(void *) = nullptr;
+  if (object_of(self) == libc_object()) {
+    u = glibc_usable;
+  } else if (dladdr(self, &info) && info.dli_fname) {
+    if (void *h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD)) {
+      u = reinterpret_cast<size_t (*)(void *)>(dlsym(h, "malloc_usable_size"));
+      if (u == &::malloc_usable_size) u = nullptr;   // (never our own)
+      dlclose(h);
+    }
+  }
+  if (u) g_boot_usable.store(u, std::memory_order_release);
+  return u;
+}
+
+// Which allocator comes next: the object RTLD_NEXT finds `malloc` in.  It is glibc when that is
+// the object glibc's own functions are in (not when `malloc` equals __libc_malloc: tcmalloc and
+// mimalloc export both names for one function, and a program linked with one of them took glibc's
+// chunk-header reader for its blocks' sizes, until 2026-12-05).
 void resolve_next() {
   g_next_trim = resolve("malloc_trim", (int (*)(size_t)) nullptr);
   if (g_next_trim == &::malloc_trim) g_next_trim = nullptr;   // (never our own)
@@ -89,24 +173,32 @@ void resolve_next() {
   if (g_next_mallinfo2 == &::mallinfo2) g_next_mallinfo2 = nullptr;
   g_next_malloc_stats = resolve("malloc_stats", (void (*)()) nullptr);
   if (g_next_malloc_stats == &::malloc_stats) g_next_malloc_stats = nullptr;
+  const void *libc = libc_object();
+  const void *startup = object_of(startup_malloc());
   void *m = dlsym(RTLD_NEXT, "malloc");
-  if (m && m != reinterpret_cast<void *>(&__libc_malloc) && m != reinterpret_cast<void *>(&::malloc)) {
-    Next n;
-    n.malloc = reinterpret_cast<void *(*)(size_t)>(m);
-    n.free = resolve("free", (void (*)(void *))nullptr);
-    n.calloc = resolve("calloc", (void *(*)(size_t, size_t))nullptr);
-    n.realloc = resolve("realloc", (void *(*)(void *, size_t))nullptr);
-    n.memalign = resolve("memalign", (void *(*)(size_t, size_t))nullptr);
-    if (!n.memalign) n.memalign = resolve("aligned_alloc", (void *(*)(size_t, size_t))nullptr);
-    n.usable = resolve("malloc_usable_size", (size_t(*)(void *)) nullptr);
-    if (n.free && n.calloc && n.realloc && n.memalign) {
-      g_next_is_libc.store(false);
-      g_next = n;
-      return;
-    }
+  if (m == reinterpret_cast<void *>(&::malloc)) m = nullptr;
+  Next n;
+  n.malloc = reinterpret_cast<void *(*)(size_t)>(m);
+  n.free = resolve("free", (void (*)(void *))nullptr);
+  n.calloc = resolve("calloc", (void *(*)(size_t, size_t))nullptr);
+  n.realloc = resolve("realloc", (void *(*)(void *, size_t))nullptr);
+  n.memalign = resolve("memalign", (void *(*)(size_t, size_t))nullptr);
+  if (!n.memalign) n.memalign = resolve("aligned_alloc", (void *(*)(size_t, size_t))nullptr);
+  n.usable = resolve("malloc_usable_size", (size_t(*)(void *)) nullptr);
+  if (n.usable == &::malloc_usable_size) n.usable = nullptr;
+  const void *next = object_of(m);
+  if (!m || !n.free || !n.calloc || !n.realloc || !n.memalign || next == libc) {
+    // glibc (or nothing found: a static program): its malloc_usable_size is shadowed by ours, so
+    // ask the chunk header.  Through the functions found when they are glibc's; the startup ones
+    // when nothing was found.
+    if (m && n.free && n.calloc && n.realloc && n.memalign) g_next = n;
+    g_next.usable = glibc_usable;
+    next = m ? libc : startup;
+  } else {
+    g_next = n;
   }
-  // glibc: its malloc_usable_size is shadowed by ours, so ask the chunk header instead.
-  g_next.usable = glibc_usable;
+  g_boot_mode.store(next == startup ? kBootOff : kBootForeign);
+  if (next != startup) boot_usable();   // (now, not at a later malloc_usable_size)
 }
 
 inline void count_fallback(void *p, size_t n) {
@@ -190,10 +282,26 @@ ZNS_API void *realloc(void *p, size_t n) {
     free_impl(p, "realloc");
     return q;
   }
-  if (ZNS_UNLIKELY(is_boot(p))) {   // a glibc block from before the next allocator was known
-    size_t old = glibc_usable(p);
-    void *q = malloc_impl(n ? n : 1);
-    if (!q) { boot_note(p); return nullptr; }
+  if (ZNS_UNLIKELY(is_boot(p))) {   // a block of the startup functions (see "boot blocks")
+    if (n == 0) {   // glibc: realloc(p, 0) frees p and returns NULL
+      __libc_free(p);
+      return nullptr;
+    }
+    if (g_boot_mode.load(std::memory_order_relaxed) == kBootStartup) {   // still theirs
+      void *q = __libc_realloc(p, n);
+      boot_put(q ? q : p);
+      return q;
+    }
+    size_t (*u)(void *) = boot_usable();
+    if (!u)
+      fatal("realloc of a block allocated before ZNS-Slab's constructor ran, by an allocator whose "
+            "malloc_usable_size is not found", "realloc", p);
+    size_t old = u(p);
+    void *q = malloc_impl(n);
+    if (!q) {
+      boot_put(p);
+      return nullptr;
+    }
     memcpy(q, p, n < old ? n : old);
     __libc_free(p);
     return q;
@@ -224,9 +332,10 @@ ZNS_API int posix_memalign(void **out, size_t align, size_t n) {
   return 0;
 }
 
-// glibc 2.36 semantics: alignments that are not a power of two are rounded up to one.
+// glibc 2.36 semantics: alignments that are not a power of two are rounded up to one; above
+// SIZE_MAX / 2 + 1 none exists (EINVAL), and 2^63 itself fails as memory (ENOMEM, below).
 ZNS_API void *memalign(size_t align, size_t n) {
-  if (align > (size_t(1) << 62)) {
+  if (align > SIZE_MAX / 2 + 1) {
     errno = EINVAL;
     return nullptr;
   }
@@ -255,12 +364,15 @@ ZNS_API void *pvalloc(size_t n) {
 ZNS_API size_t malloc_usable_size(void *p) {
   if (!p) return 0;
   if (owns(p)) return usable_size(p, "malloc_usable_size");
-  if (ZNS_UNLIKELY(!g_next_is_libc.load(std::memory_order_relaxed) && g_boot_used.load())) {
-    unsigned n = g_boot_used.load();
-    for (unsigned i = 0; i < n && i < kBootSlots; ++i)
-      if (g_boot[i].load() == p) return glibc_usable(p);
-  }
-  return g_next.usable ? g_next.usable(p) : glibc_usable(p);
+  // A block of the startup functions (noted, or anything before resolution), or the next one's.
+  bool boot = is_boot(p, false) || g_boot_mode.load(std::memory_order_relaxed) == kBootStartup;
+  size_t (*u)(void *) = boot ? boot_usable() : g_next.usable;
+  if (ZNS_UNLIKELY(!u))
+    fatal(boot ? "malloc_usable_size of a block allocated before ZNS-Slab's constructor ran, by an "
+                 "allocator whose malloc_usable_size is not found"
+               : "malloc_usable_size of a block of the next allocator, which has no malloc_usable_size",
+          "malloc_usable_size", p);
+  return u(p);
 }
 
 // ---- the project's own API -----------------------------------------------------------------------
