@@ -60,61 +60,76 @@ size_t glibc_usable(void *p) {
 // Blocks the startup functions handed out before the next allocator was resolved (requests above
 // 4 KiB from constructors that run before the shim's).  If the next allocator turns out to be
 // another one (jemalloc linked into the program, while the startup functions are glibc's), such a
-// block must still go back to the startup functions, and its size be asked of them: the table
-// remembers them.  kBootStartup: before resolution (noted as they are handed out; a free or
-// realloc takes a block out); kBootForeign: resolved, startup and next allocator differ (taken out
-// as they come back); kBootOff: they are one allocator (glibc and glibc, tcmalloc and tcmalloc),
-// nothing to remember.  A fixed table, then an mmap'ed overflow table; beyond both the program
-// stops with a message (a forgotten block would go to the wrong allocator).
+// block must still go back to the startup functions, and its size be asked of them: a table
+// remembers them.  kBootStartup: before resolution (a block is noted as the startup functions hand
+// it out, and taken out when it is freed or moved); kBootForeign: resolved, startup and next
+// allocator differ (taken out as they come back); kBootOff: they are one allocator (glibc and
+// glibc, tcmalloc and tcmalloc), nothing to remember.  A block is noted when the function that
+// made it was a startup one, whatever the mode is by then (a call that raced with the resolution).
+//
+// The table: open addressing on the block's address with linear probing, kBootCap slots in an
+// mmap'ed array made at the first note (512 KiB of address space; its pages are touched as
+// used).  A slot is null (never used: a lookup stops there), kBootTomb (a block taken out: lookups
+// go past it, notes reuse it) or a block; slots never become null again, so no null lies between a
+// block's home slot and its slot.  Every change is one CAS, no lock.  More than kBootCap blocks
+// live at once stops the program with a message (a forgotten block would go to the wrong allocator).
 enum BootMode : int { kBootStartup, kBootForeign, kBootOff };
 std::atomic<int> g_boot_mode{kBootStartup};
-constexpr unsigned kBootSlots = 256;
-constexpr unsigned kBootMoreSlots = 1u << 16;   // 512 KiB of address space, touched as used
-std::atomic<void *> g_boot[kBootSlots];
-std::atomic<std::atomic<void *> *> g_boot_more;
-std::atomic<unsigned> g_boot_used;   // slots handed out, in index order, over both tables
-std::atomic<unsigned> g_boot_live;   // blocks in the tables
+constexpr size_t kBootCap = size_t(1) << 16;
+void *const kBootTomb = reinterpret_cast<void *>(1);
+std::atomic<std::atomic<void *> *> g_boot_table;
+std::atomic<unsigned> g_boot_live;   // blocks in the table
 // The startup allocator's malloc_usable_size (glibc_usable when it is glibc), once resolved.
 std::atomic<size_t (*)(void *)> g_boot_usable{nullptr};
 
-std::atomic<void *> *boot_slot(unsigned i) {   // null: an overflow slot whose table is not there yet
-  if (i < kBootSlots) return &g_boot[i];
-  std::atomic<void *> *more = g_boot_more.load(std::memory_order_acquire);
-  return more ? &more[i - kBootSlots] : nullptr;
+size_t boot_home(const void *p) {   // 16 bits of a multiplicative hash of the address
+  return size_t((uint64_t(uintptr_t(p)) * 0x9E3779B97F4A7C15ull) >> 48);
+}
+static_assert(kBootCap == size_t(1) << 16, "boot_home gives 16 bits");
+
+std::atomic<void *> *boot_table(void *p) {
+  if (std::atomic<void *> *t = g_boot_table.load(std::memory_order_acquire)) return t;
+  void *m = mmap(nullptr, kBootCap * sizeof(void *), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED)
+    fatal("no memory for the table of blocks allocated before ZNS-Slab's constructor ran", "malloc", p);
+  std::atomic<void *> *expected = nullptr;
+  if (g_boot_table.compare_exchange_strong(expected, static_cast<std::atomic<void *> *>(m)))
+    return static_cast<std::atomic<void *> *>(m);
+  munmap(m, kBootCap * sizeof(void *));   // another thread's table won
+  return expected;
 }
 
 void boot_put(void *p) {
-  unsigned i = g_boot_used.fetch_add(1);
-  if (i >= kBootSlots + kBootMoreSlots)
-    fatal("too many blocks over 4 KiB allocated before ZNS-Slab's constructor ran", "malloc", p);
-  if (i >= kBootSlots && !g_boot_more.load(std::memory_order_acquire)) {
-    void *m = mmap(nullptr, kBootMoreSlots * sizeof(void *), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED) fatal("no memory for the table of blocks allocated before ZNS-Slab's constructor ran", "malloc", p);
-    std::atomic<void *> *expected = nullptr;
-    if (!g_boot_more.compare_exchange_strong(expected, static_cast<std::atomic<void *> *>(m)))
-      munmap(m, kBootMoreSlots * sizeof(void *));   // another thread's table won
-  }
-  boot_slot(i)->store(p);
-  g_boot_live.fetch_add(1);
-}
-
-void boot_note(void *p) {   // p: from the current g_next
-  if (p && g_boot_mode.load(std::memory_order_relaxed) == kBootStartup) boot_put(p);
-}
-
-bool boot_find(void *p, bool take) {   // is p in the tables (and, with take, take it out)?
-  unsigned n = g_boot_used.load(std::memory_order_acquire);
-  if (n > kBootSlots + kBootMoreSlots) n = kBootSlots + kBootMoreSlots;
-  for (unsigned i = 0; i < n; ++i) {
-    std::atomic<void *> *s = boot_slot(i);
-    if (!s || s->load(std::memory_order_relaxed) != p) continue;
-    if (!take) return true;
-    void *expected = p;
-    if (s->compare_exchange_strong(expected, nullptr)) {
-      g_boot_live.fetch_sub(1);
-      return true;
+  std::atomic<void *> *t = boot_table(p);
+  for (size_t k = 0, h = boot_home(p); k < kBootCap; ++k) {
+    std::atomic<void *> &s = t[(h + k) & (kBootCap - 1)];
+    void *v = s.load(std::memory_order_relaxed);
+    if ((v == nullptr || v == kBootTomb) && s.compare_exchange_strong(v, p)) {
+      g_boot_live.fetch_add(1);
+      return;
     }
+  }
+  fatal("more than 65536 blocks over 4 KiB allocated before ZNS-Slab's constructor ran are live at once",
+        "malloc", p);
+}
+
+void boot_note(void *p, bool startup) {   // startup: p was made by a startup function
+  if (p && startup && g_boot_mode.load(std::memory_order_acquire) != kBootOff) boot_put(p);
+}
+
+bool boot_find(void *p, bool take) {   // is p in the table (and, with take, take it out)?
+  std::atomic<void *> *t = g_boot_table.load(std::memory_order_acquire);
+  if (!t) return false;
+  for (size_t k = 0, h = boot_home(p); k < kBootCap; ++k) {
+    std::atomic<void *> &s = t[(h + k) & (kBootCap - 1)];
+    void *v = s.load(std::memory_order_relaxed);
+    if (v == nullptr) return false;
+    if (v != p) continue;
+    if (!take) return true;
+    if (!s.compare_exchange_strong(v, kBootTomb)) return false;   // (taken by another free of p)
+    g_boot_live.fetch_sub(1);
+    return true;
   }
   return false;
 }
@@ -187,18 +202,28 @@ void resolve_next() {
   n.usable = resolve("malloc_usable_size", (size_t(*)(void *)) nullptr);
   if (n.usable == &::malloc_usable_size) n.usable = nullptr;
   const void *next = object_of(m);
+  Next fin = g_next;
   if (!m || !n.free || !n.calloc || !n.realloc || !n.memalign || next == libc) {
     // glibc (or nothing found: a static program): its malloc_usable_size is shadowed by ours, so
     // ask the chunk header.  Through the functions found when they are glibc's; the startup ones
     // when nothing was found.
-    if (m && n.free && n.calloc && n.realloc && n.memalign) g_next = n;
-    g_next.usable = glibc_usable;
+    if (m && n.free && n.calloc && n.realloc && n.memalign) fin = n;
+    fin.usable = glibc_usable;
     next = m ? libc : startup;
   } else {
-    g_next = n;
+    fin = n;
   }
-  g_boot_mode.store(next == startup ? kBootOff : kBootForeign);
-  if (next != startup) boot_usable();   // (now, not at a later malloc_usable_size)
+  // The mode before the functions (a thread that loads a new one sees the mode that goes with
+  // it), the startup allocator's size function before either (now, not at a later
+  // malloc_usable_size).
+  if (next != startup) boot_usable();
+  g_boot_mode.store(next == startup ? kBootOff : kBootForeign, std::memory_order_release);
+  __atomic_store_n(&g_next.usable, fin.usable, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_next.free, fin.free, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_next.realloc, fin.realloc, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_next.memalign, fin.memalign, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_next.calloc, fin.calloc, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_next.malloc, fin.malloc, __ATOMIC_RELEASE);
 }
 
 inline void count_fallback(void *p, size_t n) {
@@ -213,16 +238,18 @@ inline bool mul_overflows(size_t a, size_t b, size_t *out) { return __builtin_mu
 }  // namespace
 
 void *next_malloc(size_t n) {
-  void *p = g_next.malloc(n);
-  boot_note(p);
+  auto f = __atomic_load_n(&g_next.malloc, __ATOMIC_ACQUIRE);
+  void *p = f(n);
+  boot_note(p, f == &__libc_malloc);
   count_fallback(p, n);
   return p;
 }
 
 void *next_memalign(size_t align, size_t n) {
-  void *p = g_next.memalign(align, n);
+  auto f = __atomic_load_n(&g_next.memalign, __ATOMIC_ACQUIRE);
+  void *p = f(align, n);
   if (!p) errno = ENOMEM;
-  boot_note(p);
+  boot_note(p, f == &__libc_memalign);
   count_fallback(p, n);
   return p;
 }
@@ -260,8 +287,9 @@ ZNS_API void *calloc(size_t n, size_t m) {
     void *p = alloc(total);
     if (ZNS_LIKELY(p != nullptr)) return memset(p, 0, block_size(p));
   }
-  void *p = g_next.calloc(n, m);
-  boot_note(p);
+  auto f = __atomic_load_n(&g_next.calloc, __ATOMIC_ACQUIRE);
+  void *p = f(n, m);
+  boot_note(p, f == &__libc_calloc);
   count_fallback(p, total);
   return p;
 }

@@ -8,3 +8,7 @@ struct early_block {
 };
 extern struct early_block early_blocks[EARLY_MAX];
 extern int early_count;
+
+/* next_alloc_race_early.c and next_alloc_race.c */
+#define RACE_THREADS 2
+#define RACE_RING 64
