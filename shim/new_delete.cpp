@@ -103,10 +103,41 @@ ZNS_NOINLINE void *new_slow(size_t n, size_t align) {
   }
 }
 
+// With no C++ runtime bound at load, the catch below has no personality routine (a weak
+// reference, null), so an exception would pass it by.  The runtime loaded since has its own
+// nothrow operator new, whose catch does have one, and which calls the global operator new (this
+// shim's, so new_slow: the handler, or bad_alloc): it serves instead.  Null if none is found.
+extern "C" void zns_rt_personality() __asm__("__gxx_personality_v0") __attribute__((weak));
+using NothrowFn = void *(*)(size_t, const std::nothrow_t &);
+using NothrowAlignFn = void *(*)(size_t, std::align_val_t, const std::nothrow_t &);
+void *runtime_nothrow_new(size_t n, size_t align) {
+  static const std::nothrow_t kNothrow{};   // (not std::nothrow: an object of the runtime)
+  static const char *const kLibs[] = {"libstdc++.so.6", "libc++.so.1"};
+  for (const char *lib : kLibs) {
+    void *h = dlopen(lib, RTLD_LAZY | RTLD_NOLOAD);
+    if (!h) continue;
+    void *f = dlsym(h, align ? "_ZnwmSt11align_val_tRKSt9nothrow_t" : "_ZnwmRKSt9nothrow_t");
+    dlclose(h);   // (it stays loaded: it was before the NOLOAD open)
+    void *own = align ? reinterpret_cast<void *>(static_cast<NothrowAlignFn>(&::operator new))
+                      : reinterpret_cast<void *>(static_cast<NothrowFn>(&::operator new));
+    if (!f || f == own) continue;
+    dlerror();
+    return align ? reinterpret_cast<NothrowAlignFn>(f)(n, std::align_val_t(align), kNothrow)
+                 : reinterpret_cast<NothrowFn>(f)(n, kNothrow);
+  }
+  dlerror();   // (a failed lookup above is nobody's error)
+  return nullptr;
+}
+
 // The nothrow forms return nullptr where new would throw, without throwing; a new_handler may
-// still throw (bad_alloc, to give up), and that is caught.  (With no C++ runtime bound at load, a
-// handler that throws leaves through here: the catch needs the runtime's personality routine.)
+// still throw (bad_alloc, to give up), and that is caught: here, or, with no C++ runtime bound at
+// load, in the runtime's own nothrow new (runtime_nothrow_new).
 ZNS_NOINLINE void *new_slow_nothrow(size_t n, size_t align) noexcept {
+  if (!zns_rt_personality) {
+    Runtime rt = runtime();
+    if (!rt.get_new_handler || !rt.get_new_handler()) return nullptr;   // nothing could throw
+    return runtime_nothrow_new(n, align);
+  }
   try {
     for (;;) {
       Runtime rt = runtime();
