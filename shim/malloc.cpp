@@ -203,15 +203,13 @@ void resolve_next() {
   if (n.usable == &::malloc_usable_size) n.usable = nullptr;
   const void *next = object_of(m);
   Next fin = g_next;
-  if (!m || !n.free || !n.calloc || !n.realloc || !n.memalign || next == libc) {
-    // glibc (or nothing found: a static program): its malloc_usable_size is shadowed by ours, so
-    // ask the chunk header.  Through the functions found when they are glibc's; the startup ones
-    // when nothing was found.
-    if (m && n.free && n.calloc && n.realloc && n.memalign) fin = n;
-    fin.usable = glibc_usable;
-    next = m ? libc : startup;
-  } else {
+  if (m && n.free && n.calloc && n.realloc && n.memalign) {
     fin = n;
+    // glibc's malloc_usable_size is shadowed by ours: its blocks' sizes come from the chunk header
+    if (next == libc) fin.usable = glibc_usable;
+  } else {   // nothing found (a static program): the startup functions stay, and their sizes
+    next = startup;
+    fin.usable = boot_usable();
   }
   // The mode before the functions (a thread that loads a new one sees the mode that goes with
   // it), the startup allocator's size function before either (now, not at a later
