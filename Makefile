@@ -22,9 +22,14 @@ LIB_OBJ  := $(CORE_OBJ) $(SHIM_OBJ) $(NEW_OBJ)
 
 SO := $(BUILD)/libzns_slab.so
 AR := $(BUILD)/libzns_slab.a
+# For programs linked with -static: the shim without run-time lookups, and glibc's malloc.o (from
+# the system's libc.a) with the names the shim defines made weak, as the next allocator.  No
+# operator new: the C++ runtime's own (which calls malloc) is linked instead (README).
+STATIC_AR  := $(BUILD)/libzns_slab_static.a
+STATIC_OBJ := $(CORE_OBJ) $(BUILD)/static/shim/malloc.o
 
 .PHONY: all deps deps-test deps-bench run test clean classes
-all: $(SO) $(AR) $(BUILD)/zns-classes
+all: $(SO) $(AR) $(STATIC_AR) $(BUILD)/zns-classes
 
 # ---- dependencies (Debian packages, installed only when missing) --------------------------------
 APT_STAMP := $(BUILD)/.apt-updated
@@ -36,7 +41,7 @@ define need_pkgs
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || { echo "apt-get install failed:$$missing"; exit 1; }; \
 	fi
 endef
-BUILD_PKGS := g++ make
+BUILD_PKGS := g++ make libc6-dev
 # CPython's own tests (tests/programs/python_regrtest.sh) come in a package named by the version of
 # Debian's python3 (when python3 is not installed yet: 3.11, Debian 12's).
 PY_VER     := $(or $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null),3.11)
@@ -71,12 +76,24 @@ $(SO): $(LIB_OBJ) shim/exports.map
 $(AR): $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $(LIB_OBJ)
 
+# ---- the archive for -static programs ------------------------------------------------------------
+# A -static link takes glibc's malloc.o from libc.a as soon as anything needs one of its names (the
+# shim's __libc_malloc, fork's __malloc_fork_lock_parent), and its malloc, free and realloc clash
+# with the shim's.  Here a copy of it, whose names that the shim also defines are weak, comes with
+# the archive: the link takes everything from the copy and never the original (tools/static-libc.sh).
+$(BUILD)/static/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/zns_slab.h | $(BUILD)/static/shim
+	$(CXX) $(LIBFLAGS) -DZNS_STATIC_LIBC -c $< -o $@
+$(BUILD)/static/glibc_malloc.o: tools/static-libc.sh $(STATIC_OBJ) | $(BUILD)/static
+	tools/static-libc.sh "$(CC)" $@ $(STATIC_OBJ)
+$(STATIC_AR): $(STATIC_OBJ) $(BUILD)/static/glibc_malloc.o
+	rm -f $@ && ar rcs $@ $(STATIC_OBJ) $(BUILD)/static/glibc_malloc.o
+
 $(BUILD)/zns-classes: tools/zns-classes.cpp core/size_class.h | $(BUILD)
 	$(CXX) $(CXXSTD) -O1 -I. $< -o $@
 classes: $(BUILD)/zns-classes
 	@$(BUILD)/zns-classes
 
-$(BUILD) $(BUILD)/core $(BUILD)/tier $(BUILD)/shim $(BUILD)/tests $(BUILD)/bench:
+$(BUILD) $(BUILD)/core $(BUILD)/tier $(BUILD)/shim $(BUILD)/tests $(BUILD)/bench $(BUILD)/static $(BUILD)/static/shim:
 	mkdir -p $@
 
 # ---- the main job ------------------------------------------------------------------------------

@@ -24,6 +24,16 @@ void __libc_free(void *);
 void *__libc_calloc(size_t, size_t);
 void *__libc_realloc(void *, size_t);
 void *__libc_memalign(size_t, size_t);
+#ifdef ZNS_STATIC_LIBC
+// libzns_slab_static.a, for programs linked with -static: glibc's malloc.o is in the archive with
+// the names this file defines made weak (Makefile, "the archive for -static programs"), so the
+// startup functions are glibc's for good and nothing is looked up at run time (a static program
+// has no dlsym(RTLD_NEXT)).  glibc's trim, counters and report under their internal names (weak:
+// null if a glibc lacks one).
+int __malloc_trim(size_t) __attribute__((weak));
+struct mallinfo2 __libc_mallinfo2() __attribute__((weak));
+void __malloc_stats() __attribute__((weak));
+#endif
 }
 
 namespace zns::shim {
@@ -40,7 +50,12 @@ struct Next {
 // Until resolve_next runs (the shim's constructor), the *startup functions*: __libc_malloc and
 // its kin as the loader bound them.  That is glibc's, or an allocator's that exports those names
 // too (tcmalloc and mimalloc do, so a program linked with one of them binds them there).
+size_t glibc_usable(void *p);
+#ifdef ZNS_STATIC_LIBC
+Next g_next = {__libc_malloc, __libc_free, __libc_calloc, __libc_realloc, __libc_memalign, glibc_usable};
+#else
 Next g_next = {__libc_malloc, __libc_free, __libc_calloc, __libc_realloc, __libc_memalign, nullptr};
+#endif
 
 // The next allocator's malloc_trim (glibc's, whatever allocator comes next: jemalloc has none),
 // or null.
@@ -74,7 +89,11 @@ size_t glibc_usable(void *p) {
 // block's home slot and its slot.  Every change is one CAS, no lock.  More than kBootCap blocks
 // live at once stops the program with a message (a forgotten block would go to the wrong allocator).
 enum BootMode : int { kBootStartup, kBootForeign, kBootOff };
+#ifdef ZNS_STATIC_LIBC
+std::atomic<int> g_boot_mode{kBootOff};   // (startup and next allocator: glibc's, linked in)
+#else
 std::atomic<int> g_boot_mode{kBootStartup};
+#endif
 constexpr size_t kBootCap = size_t(1) << 16;
 void *const kBootTomb = reinterpret_cast<void *>(1);
 std::atomic<std::atomic<void *> *> g_boot_table;
@@ -139,6 +158,7 @@ bool is_boot(void *p, bool take = true) {
          boot_find(p, take);
 }
 
+#ifndef ZNS_STATIC_LIBC
 template <class F>
 F resolve(const char *name, F fallback) {
   void *f = dlsym(RTLD_NEXT, name);
@@ -156,11 +176,16 @@ const void *startup_malloc() {   // the startup functions' malloc, as bound
   void *f = dlsym(RTLD_DEFAULT, "__libc_malloc");
   return f ? f : reinterpret_cast<const void *>(&__libc_malloc);
 }
+#endif
 
 // The startup allocator's malloc_usable_size: glibc's chunk header, or, when the startup
 // functions are another allocator's, that object's own malloc_usable_size.  Null if not found.
 size_t (*boot_usable())(void *) {
   if (size_t (*u)(void *) = g_boot_usable.load(std::memory_order_acquire)) return u;
+#ifdef ZNS_STATIC_LIBC
+  g_boot_usable.store(glibc_usable, std::memory_order_release);
+  return glibc_usable;
+#else
   const void *self = startup_malloc();
   Dl_info info;
   size_t (*u)(void *) = nullptr;
@@ -175,6 +200,7 @@ size_t (*boot_usable())(void *) {
   }
   if (u) g_boot_usable.store(u, std::memory_order_release);
   return u;
+#endif
 }
 
 // Which allocator comes next: the object RTLD_NEXT finds `malloc` in.  It is glibc when that is
@@ -182,6 +208,13 @@ size_t (*boot_usable())(void *) {
 // mimalloc export both names for one function, and a program linked with one of them took glibc's
 // chunk-header reader for its blocks' sizes, until 2026-12-05).
 void resolve_next() {
+#ifdef ZNS_STATIC_LIBC
+  g_next_trim = __malloc_trim;
+  g_next_mallinfo2 = __libc_mallinfo2;
+  g_next_malloc_stats = __malloc_stats;
+  boot_usable();
+  __atomic_store_n(&g_next.usable, &glibc_usable, __ATOMIC_RELEASE);
+#else
   g_next_trim = resolve("malloc_trim", (int (*)(size_t)) nullptr);
   if (g_next_trim == &::malloc_trim) g_next_trim = nullptr;   // (never our own)
   g_next_mallinfo2 = resolve("mallinfo2", (struct mallinfo2 (*)()) nullptr);
@@ -207,7 +240,7 @@ void resolve_next() {
     fin = n;
     // glibc's malloc_usable_size is shadowed by ours: its blocks' sizes come from the chunk header
     if (next == libc) fin.usable = glibc_usable;
-  } else {   // nothing found (a static program): the startup functions stay, and their sizes
+  } else {   // nothing found: the startup functions stay, and their sizes
     next = startup;
     fin.usable = boot_usable();
   }
@@ -222,6 +255,7 @@ void resolve_next() {
   __atomic_store_n(&g_next.memalign, fin.memalign, __ATOMIC_RELEASE);
   __atomic_store_n(&g_next.calloc, fin.calloc, __ATOMIC_RELEASE);
   __atomic_store_n(&g_next.malloc, fin.malloc, __ATOMIC_RELEASE);
+#endif
 }
 
 inline void count_fallback(void *p, size_t n) {

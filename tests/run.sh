@@ -36,6 +36,8 @@ for src in tests/api/*.c tests/api/*.cpp tests/stress/*.c tests/stress/*.cpp; do
   n=${src%.*}; n=${n#tests/}
   run_one "$n(preload)" env LD_PRELOAD="$LIB" "$B/tests/$n"
   run_one "$n(linked)" "$B/tests/$n.static"
+  # linked with -static (libzns_slab_static.a; not the programs that dlopen plugins)
+  [ -e "$B/tests/$n.fullstatic" ] && run_one "$n(-static)" "$B/tests/$n.fullstatic"
 done
 # ZNS_SECURE=1 (issue 6): the stress programs and the real programs again in the hardened mode
 # (tests/api/secure.c checks the mode's own promises, in both runs of the loop above)

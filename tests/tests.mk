@@ -9,6 +9,9 @@ PROG_SRC      := $(wildcard tests/api/*.c tests/api/*.cpp tests/stress/*.c tests
 PROG_NAMES    := $(basename $(PROG_SRC))
 PROG_DYN      := $(PROG_NAMES:%=$(BUILD)/%)
 PROG_STATIC   := $(PROG_NAMES:%=$(BUILD)/%.static)
+# Linked with -static (libzns_slab_static.a): all but the programs that dlopen plugins.
+FULLSTATIC_SKIP := tests/api/cxx_late tests/api/deepbind tests/api/foreign
+PROG_FULL     := $(filter-out $(FULLSTATIC_SKIP:%=$(BUILD)/%.fullstatic),$(PROG_NAMES:%=$(BUILD)/%.fullstatic))
 UNIT_BIN      := $(BUILD)/tests/unit_tests
 
 $(UNIT_BIN): $(UNIT_SRC) $(CORE_OBJ) $(wildcard core/*.h core/*.def) | $(BUILD)/tests
@@ -29,6 +32,15 @@ $(BUILD)/tests/%.static: tests/%.c $(AR) $(wildcard tests/api/*.h) | $(BUILD)/te
 $(BUILD)/tests/%.static: tests/%.cpp $(AR) $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXSTD) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -ldl
+
+# Fully static programs: the -static archive (README's line for them; C++ gets its runtime's
+# operator new, which calls the shim's malloc).
+$(BUILD)/tests/%.fullstatic: tests/%.c $(STATIC_AR) $(wildcard tests/api/*.h) | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CC) -static $(TEST_CFLAGS) -DZNS_LINKED -DZNS_FULL_STATIC $< -o $@ -Wl,--whole-archive $(STATIC_AR) -Wl,--no-whole-archive
+$(BUILD)/tests/%.fullstatic: tests/%.cpp $(STATIC_AR) $(wildcard tests/api/*.h) | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CXX) -static $(CXXSTD) $(TEST_CFLAGS) -DZNS_LINKED -DZNS_FULL_STATIC $< -o $@ -Wl,--whole-archive $(STATIC_AR) -Wl,--no-whole-archive
 
 # Plugins that tests/api programs dlopen (next to them: the program finds them by its own path,
 # and tests/api/deepbind also by a bare name through its RUNPATH).
@@ -70,8 +82,8 @@ $(BUILD)/tests/api/deepbind $(BUILD)/tests/api/deepbind.static: TEST_LDFLAGS := 
 
 .PHONY: test test-unit test-build
 # driven by tests/tier/run.sh
-TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.static
-test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC) $(TIER_TEST) $(TEST_PLUGINS)
+TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.static $(BUILD)/tests/tier/tier_test.fullstatic
+test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC) $(PROG_FULL) $(TIER_TEST) $(TEST_PLUGINS)
 test: deps-test
 	@$(MAKE) --no-print-directory -j$$(nproc) test-build
 	@tests/run.sh

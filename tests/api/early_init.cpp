@@ -44,6 +44,10 @@ void early_alloc(const char *who, size_t n, int how) {
     zt_log("FAIL %s: allocation of %zu (how %d) returned NULL before main", who, n, how);
     _exit(1);
   }
+  if (malloc_usable_size(p) < n) {   // (before the shim's constructor too: a large block's size)
+    zt_log("FAIL %s: malloc_usable_size of %zu (how %d) before main: %zu", who, n, how, malloc_usable_size(p));
+    _exit(1);
+  }
   if (how == 1 && zt_first_nonzero(p, n) >= 0) {
     zt_log("FAIL %s: calloc(1, %zu) before main not zeroed", who, n);
     _exit(1);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The tier's tests (issue 5): every scenario of tier_test.c under ZNS_TIER=uffd and =madvise
-# (preloaded; the integrity run also linked with libzns_slab.a), the
+# (preloaded; the integrity run also linked with libzns_slab.a, and it and nss-fork linked with
+# -static and libzns_slab_static.a), the
 # backing-file failures (RLIMIT_FSIZE; a full tmpfs when this machine lets us mount one; a fork
 # before an XFS file system fills up), the
 # fallback where userfaultfd is not allowed, and python3 with its heap paged out and back.
@@ -47,6 +48,8 @@ for mode in $MODES; do
   E=(ZNS_TIER=$mode ZNS_TIER_DIR=$T LD_PRELOAD=$LIB)
   step "$mode/integrity"  "" "${E[@]}" -- "$BIN" integrity 4 6
   step "$mode/integrity(linked)" "" ZNS_TIER=$mode ZNS_TIER_DIR=$T -- "$BIN.static" integrity 2 2
+  step "$mode/integrity(-static)" "" ZNS_TIER=$mode ZNS_TIER_DIR=$T -- "$BIN.fullstatic" integrity 2 2
+  step "$mode/nss-fork(-static)" "" ZNS_TIER=$mode ZNS_TIER_DIR=$T ZNS_TIER_COLD_MS=200 -- "$BIN.fullstatic" nss-fork
   step "$mode/syscalls"   "" "${E[@]}" -- "$BIN" syscalls
   step "$mode/fork"       "" "${E[@]}" -- "$BIN" fork
   step "$mode/fork-each-slab" "" "${E[@]}" -- "$BIN" fork-each-slab
