@@ -2,6 +2,8 @@
 
 #include "core/platform.h"
 
+#include <sys/auxv.h>
+
 extern char **environ;
 
 namespace zns {
@@ -28,8 +30,22 @@ const char *match(const char *entry, const char *name) {
 void warn_line(const char *what, const char *entry, const char *tail) {
   char mem[256];
   Buf b(mem, sizeof mem);
-  b.str("zns-slab: ").str(what).str(entry).str(tail).chr('\n');
+  b.str("zns-slab: ").str(what).str(entry).str(tail).end_line();
   b.say();
+}
+
+// A value out of its range becomes the nearest bound, and says so.
+void clamp(uint64_t *v, uint64_t lo, uint64_t hi, const char *name, bool warn) {
+  if (*v >= lo && *v <= hi) return;
+  uint64_t c = *v < lo ? lo : hi;
+  if (warn) {
+    char mem[256];
+    Buf b(mem, sizeof mem);
+    b.str("zns-slab: ").str(name).chr('=').u64(*v).str(" is out of range (").u64(lo).str("..").u64(hi)
+        .str("), using ").u64(c).end_line();
+    b.say();
+  }
+  *v = c;
 }
 
 // String values are copied: programs may overwrite their environment (redis rewrites it for its
@@ -86,6 +102,18 @@ bool parse_size(const char *v, uint64_t *out) {   // 123, 64K, 512M, 2G (binary 
 void options_load(bool warn) {
   if (!environ) return;
   Options o;
+  // A setuid or setgid program (or one with file capabilities) runs with its caller's
+  // environment: ZNS_STATS or ZNS_TIER_DIR would let any user make it write files where it
+  // may.  As glibc does with MALLOC_*, the variables are ignored there (the defaults hold).
+  if (getauxval(AT_SECURE)) {
+    for (char **e = environ; *e && warn; ++e)
+      if ((*e)[0] == 'Z' && (*e)[1] == 'N' && (*e)[2] == 'S' && (*e)[3] == '_' && !is_tool_variable(*e)) {
+        warn_line("a setuid/setgid program (AT_SECURE): ZNS_* variables ignored, e.g. ", *e, "");
+        break;
+      }
+    g_options = o;
+    return;
+  }
   for (char **e = environ; *e; ++e) {
     const char *entry = *e;
     if (entry[0] != 'Z' || entry[1] != 'N' || entry[2] != 'S' || entry[3] != '_') continue;
@@ -111,7 +139,7 @@ void options_load(bool warn) {
     static char copy_##name[kMaxString];                                                       \
     o.name = copy_string(copy_##name, v);                                                      \
     if (!o.name && warn) warn_line("value too long, using the default: ", entry, "");          \
-    if (!o.name) o.name = Options{}.name;                                                      \
+    if (!o.name || !*o.name) o.name = Options{}.name;   /* (empty: the default, as unset) */   \
   }
 #define ZNS_OPTION(kind, name, def, doc) ZNS_OPTION_##kind(name)
 #include "core/options.def"
@@ -121,8 +149,17 @@ void options_load(bool warn) {
 #undef ZNS_OPTION_SIZE
     if (!known && warn && !is_tool_variable(entry)) warn_line("unknown variable ignored: ", entry, "");
   }
-  if (o.ZNS_REGION_GB < 1) o.ZNS_REGION_GB = 1;
-  if (o.ZNS_REGION_GB > 4096) o.ZNS_REGION_GB = 4096;
+  clamp(&o.ZNS_REGION_GB, 1, 4096, "ZNS_REGION_GB", warn);
+  clamp(&o.ZNS_DIRTY_PERCENT, 0, 100, "ZNS_DIRTY_PERCENT", warn);
+  // (times kept in 32-bit milliseconds: about 24 days at most)
+  clamp(&o.ZNS_DECAY_MS, 0, 0x7fffffff, "ZNS_DECAY_MS", warn);
+  clamp(&o.ZNS_TIER_CHILD_MS, 0, 0x7fffffff, "ZNS_TIER_CHILD_MS", warn);
+  if (warn && o.ZNS_STATS_INTERVAL_MS) {
+    const char *d = o.ZNS_STATS;
+    size_t n = __builtin_strlen(d);
+    if (n < 6 || __builtin_strcmp(d + n - 6, ".jsonl") != 0)
+      warn_line("ZNS_STATS_INTERVAL_MS is ignored: it needs ZNS_STATS=PATH.jsonl, not ZNS_STATS=", d, "");
+  }
   g_options = o;
 }
 

@@ -97,6 +97,12 @@ class Buf {
   const char *data() const { return p_; }
   size_t size() const { return n_; }
   void clear() { n_ = 0; }
+  // The newline that ends a message, even when the text filled the buffer (it then ends in "...").
+  Buf &end_line() {
+    if (n_ + 1 < cap_) return chr('\n');
+    if (cap_ >= 4) { n_ = cap_; __builtin_memcpy(p_ + cap_ - 4, "...\n", 4); }
+    return *this;
+  }
   int flush(int fd) { int r = write_all(fd, p_, n_); n_ = 0; return r; }   // 0 or an errno value
   // flush for a message line (to stderr): under QuietWrite, so that a stderr that is a file past a
   // file-size limit, or a pipe nobody reads any more, loses the line instead of ending the program.

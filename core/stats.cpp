@@ -3,8 +3,11 @@
 #include "core/stats.h"
 
 #include <cerrno>
+#include <csignal>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -167,6 +170,8 @@ bool ends_with(const char *s, const char *suffix) {
 // every interval; the exit dump appends the last one and stops it.
 int g_jsonl_fd = -1;          // the open .jsonl file, or -1
 char g_jsonl_path[512];       // its path (for a message)
+dev_t g_jsonl_dev;            // ... and the file's identity: the program may close the descriptor
+ino_t g_jsonl_ino;            //     and get its number again for a file of its own
 bool g_stats_stopped;         // under g_print_lock: no more lines
 uint64_t g_start_ms;
 
@@ -202,6 +207,23 @@ void say_cut_short(const char *path, int err) {
   e.chr('\n').say();
 }
 
+// Why a file could not be opened, in words (no strerror: it may allocate for some locales).
+void say_cannot_write(const char *path, int err) {
+  char m[700];
+  Buf e(m, sizeof m);
+  e.str("zns-slab: cannot write statistics to ").str(path).str(": ");
+  if (err == EACCES || err == EPERM) e.str("permission denied");
+  else if (err == ENOENT) e.str("no such directory");
+  else if (err == EISDIR) e.str("is a directory");
+  else if (err == ENOTDIR) e.str("a part of the path is not a directory");
+  else if (err == EROFS) e.str("read-only file system");
+  else if (err == ENAMETOOLONG) e.str("path too long");
+  else if (err == ENOSPC) e.str("no space left on the device");
+  else if (err == EWOULDBLOCK) e.str("another process writes its statistics there (put %p in the path)");
+  else e.str("errno ").u64(uint64_t(err));
+  e.end_line().say();
+}
+
 // The dump's path with %p expanded; false if it does not fit.
 bool expand_path(const char *dest, char *path, size_t cap) {
   Buf b(path, cap - 1);
@@ -214,6 +236,62 @@ bool expand_path(const char *dest, char *path, size_t cap) {
   return true;
 }
 
+// Open the .jsonl file (path expanded) for this process: on a descriptor above the program's own
+// numbers, locked against another process that writes the same file (a program this one
+// fork+exec'ed, with the same ZNS_STATS: until 2026-12-05 its O_TRUNC erased this one's lines),
+// emptied only once the lock is ours.  -1 (and a line on stderr) if not.
+int open_jsonl(const char *path) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    say_cannot_write(path, errno);
+    return -1;
+  }
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+  if (high >= 0) {
+    close(fd);
+    fd = high;
+  }
+  struct stat st;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0 || fstat(fd, &st) != 0) {
+    say_cannot_write(path, errno);
+    close(fd);
+    return -1;
+  }
+  if (ftruncate(fd, 0) != 0) {}   // (a FIFO or a character device: nothing to empty)
+  g_jsonl_dev = st.st_dev;
+  g_jsonl_ino = st.st_ino;
+  return fd;
+}
+
+// Under g_print_lock: the .jsonl descriptor, if it still is our file.  A program that closed it
+// (daemons close every descriptor) may have its own file under the number now: then the path is
+// opened again for appending (the lines so far stay), or the dump stops with a line.
+int jsonl_fd_checked() {
+  if (g_jsonl_fd < 0) return -1;
+  struct stat st;
+  if (fstat(g_jsonl_fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino) return g_jsonl_fd;
+  int fd = open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd >= 0) {
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+    if (high >= 0) {
+      close(fd);
+      fd = high;
+    }
+  }
+  if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino &&
+      flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    g_jsonl_fd = fd;   // (the old number is the program's now: not ours to close)
+    return fd;
+  }
+  if (fd >= 0) close(fd);
+  g_jsonl_fd = -1;
+  g_stats_stopped = true;
+  char m[700];
+  Buf(m, sizeof m).str("zns-slab: statistics to ").str(g_jsonl_path)
+      .str(": the program closed the file and it cannot be opened again; no more lines").end_line().say();
+  return -1;
+}
+
 void *interval_thread(void *) {
   uint64_t every = g_options.ZNS_STATS_INTERVAL_MS;
   for (;;) {
@@ -222,8 +300,10 @@ void *interval_thread(void *) {
     int err;
     {
       Guard g(g_print_lock);
-      if (g_stats_stopped || g_jsonl_fd < 0) return nullptr;
-      err = print_locked(g_jsonl_fd, true, int64_t(now_ms() - g_start_ms));
+      if (g_stats_stopped) return nullptr;
+      int fd = jsonl_fd_checked();
+      if (fd < 0) return nullptr;
+      err = print_locked(fd, true, int64_t(now_ms() - g_start_ms));
       if (err) g_stats_stopped = true;   // no more lines (nor the one at exit)
     }
     if (err) {   // (a stderr pipe that blocks must not hold the lock: mallinfo takes it)
@@ -255,23 +335,30 @@ void stats_start() {
   g_start_ms = now_ms();
   const char *dest = g_options.ZNS_STATS;
   if (!stats_enabled(dest) || !ends_with(dest, ".jsonl")) return;
-  char path[512];
-  if (!expand_path(dest, path, sizeof path)) return;
   int saved = errno;
+  char path[512];
+  if (!expand_path(dest, path, sizeof path)) {
+    say_cannot_write(dest, ENAMETOOLONG);
+    errno = saved;
+    return;
+  }
   __builtin_memcpy(g_jsonl_path, path, sizeof path);
-  g_jsonl_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-  if (g_jsonl_fd < 0) {
-    char m[600];
-    Buf e(m, sizeof m);
-    e.str("zns-slab: cannot write statistics to ").str(path).chr('\n').say();
-  } else if (g_options.ZNS_STATS_INTERVAL_MS > 0) {
+  g_jsonl_fd = open_jsonl(path);
+  if (g_jsonl_fd >= 0 && g_options.ZNS_STATS_INTERVAL_MS > 0) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 64 * 1024);
+    // The thread takes no signals (it inherits the mask): a process-directed signal must reach
+    // the program's threads, which may wait for it in sigsuspend or sigwait (coreutils `timeout`
+    // never saw its child's SIGCHLD when this thread took it).
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_t th;
-    if (pthread_create(&th, &attr, interval_thread, nullptr) != 0)
-      Buf(path, sizeof path).str("zns-slab: cannot start the statistics thread\n").say();
+    int rc = pthread_create(&th, &attr, interval_thread, nullptr);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (rc != 0) Buf(path, sizeof path).str("zns-slab: cannot start the statistics thread\n").say();
     pthread_attr_destroy(&attr);
   }
   errno = saved;
@@ -285,9 +372,10 @@ void stats_at_exit() {
     int err = 0;
     {
       Guard g(g_print_lock);
-      if (!g_stats_stopped && g_jsonl_fd >= 0) {
-        err = print_locked(g_jsonl_fd, true, int64_t(now_ms() - g_start_ms));
-        close(g_jsonl_fd);
+      int fd = g_stats_stopped ? -1 : jsonl_fd_checked();
+      if (fd >= 0) {
+        err = print_locked(fd, true, int64_t(now_ms() - g_start_ms));
+        close(fd);
         g_jsonl_fd = -1;
       }
       g_stats_stopped = true;
@@ -297,12 +385,11 @@ void stats_at_exit() {
     stats_print(2, false);
   } else {
     char path[512];
+    errno = ENAMETOOLONG;
     int fd = expand_path(dest, path, sizeof path)
                  ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
     if (fd < 0) {
-      char m[600];
-      Buf e(m, sizeof m);
-      e.str("zns-slab: cannot write statistics to ").str(dest).chr('\n').say();
+      say_cannot_write(dest, errno);
     } else {
       int err;
       {
@@ -321,7 +408,10 @@ void stats_at_exit() {
 void stats_after_fork_child() {
   g_print_lock.reset();
   if (g_jsonl_fd < 0) return;
-  close(g_jsonl_fd);
+  // (only if it still is the file: the number may be the program's now.  The parent's lock stays:
+  // it is the open file's, which the parent still holds.)
+  struct stat st;
+  if (fstat(g_jsonl_fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino) close(g_jsonl_fd);
   g_jsonl_fd = -1;
   const char *dest = g_options.ZNS_STATS;
   bool per_pid = false;

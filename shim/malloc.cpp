@@ -502,6 +502,9 @@ __attribute__((constructor(101))) static void zns_shim_init() {
   // once, and the second to exit aborted ("malloc assertion failure in
   // __malloc_arena_thread_freeres: a->attached_threads > 0"; tests/api/next_init).
   g_next.free(g_next.malloc(1));
+  // The heap (and its fork handlers) before the stats file: a child forked before the program's
+  // first malloc must close its copy of the .jsonl descriptor, not append to its parent's file.
+  heap_init();
   options_load(true);
   stats_start();
   tier_start();   // after the heap and options: the handler thread, then the registration

@@ -15,7 +15,8 @@ int zns_owns(const void *p);
 size_t zns_block_size(const void *p);
 
 /* Print heap statistics to fd: a text table (json == 0) or one JSON document (json != 0).
- * Never allocates; safe at exit and from a broken heap.  Returns 0, or -1 if a write failed. */
+ * Never allocates; safe at exit.  It takes the library's locks: not from a signal handler that may
+ * have interrupted a malloc, a free or another print.  Returns 0, or -1 if a write failed. */
 int zns_stats_print(int fd, int json);
 
 /* Return every empty slab the depot holds to the OS now (instead of after the decay delay). */

@@ -22,6 +22,16 @@
 #      it and a normal run with the right counts; known variables with good values no message;
 #   6. the N=0/N=1 comparison of 1. with the program linked with libzns_slab.a instead (when the
 #      archive sits next to ZNS_LIB).
+#   8. the dump among programs that are not kind to it: one that closes every descriptor and opens
+#      a file of its own (which got the dump's number until 2026-12-05: the lines went into it),
+#      one started with stderr closed (the dump took fd 2 and the program's messages went into
+#      it), a parent whose fork+exec'ed child has the same ZNS_STATS (its O_TRUNC erased the
+#      parent's lines; now the child says so in a line and writes nothing), a child forked before
+#      the program's first malloc (appended to its parent's file), a program that waits for its
+#      child's SIGCHLD in sigsuspend (the interval thread took the signal: it waited forever), a
+#      setuid program run by another user (ZNS_STATS overwrote a file it may write: now ignored,
+#      with a line; as root only), options out of range (a line each, naming them), a warning
+#      longer than its buffer (kept its newline), and zns-stat on values no dump holds (exit 2).
 #   7. under a file-size limit (ulimit -f 1) a .json dump, a .jsonl series, and the table or a
 #      warning on a stderr file are cut at the limit: the program exits 0 (not killed by SIGXFSZ),
 #      with one line saying which file was cut short and why (and a child forked after that, with
@@ -281,6 +291,185 @@ child=$(sed -n 's/^child \([0-9]*\) status 0$/\1/p' fork_cut.out)
 n=$(wc -l <"fk.$child.jsonl" 2>/dev/null || echo 0)
 [[ $n -ge 5 ]] || die "a child forked after its parent's series was cut short wrote $n lines to fk.$child.jsonl (expected >= 5 in 400 ms at 20 ms)"
 log "fork after a cut: the child's own series has $n lines"
+
+# ---- 8. programs that are not kind to the dump --------------------------------------------------
+valid_series() {   # FILE PID MIN: every line a whole document of PID, at least MIN lines
+  "$PY" - "$@" <<'PYEOF' || die "$1: not a clean series of pid $2 (above)"
+import json, sys
+path, pid, least = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+lines = open(path, encoding="utf-8", errors="replace").read().splitlines()
+bad = []
+for i, l in enumerate(lines, 1):
+    try:
+        d = json.loads(l)
+        if d.get("pid") != pid: bad.append(f"line {i}: pid {d.get('pid')}")
+    except ValueError:
+        bad.append(f"line {i} is not JSON: {l[:60]!r}")
+if len(lines) < least: bad.append(f"{len(lines)} lines, expected >= {least}")
+if bad: print("\n".join(bad[:5])); sys.exit(1)
+PYEOF
+}
+# a. every descriptor closed, then a file of the program's own
+cat >closefds.py <<'PYEOF'
+import os, sys, time
+os.closerange(3, 4096)
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+keep = []
+for i in range(6):
+    os.write(fd, b"RECORD-%d\n" % i)
+    keep.append("x" * (i * 50 + 20)); time.sleep(0.06)
+print(os.getpid())
+PYEOF
+rc=0
+env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/cf.jsonl" ZNS_STATS_INTERVAL_MS=20 "${PRELOAD[@]}" /usr/bin/python3 closefds.py "$TMPD/own.txt" >cf.out 2>cf.err || rc=$?
+[[ $rc == 0 ]] || { cat cf.err; die "closefds.py exited $rc"; }
+[[ "$(cat own.txt)" == "$(printf 'RECORD-%d\n' 0 1 2 3 4 5)" ]] || { head -c 300 own.txt; die "the program's own file holds more than its records (the dump wrote into it)"; }
+valid_series cf.jsonl "$(cat cf.out)" 5
+quiet cf
+log "closed descriptors: the program's file holds its records only, cf.jsonl $(wc -l <cf.jsonl) whole lines"
+# b. stderr closed: the dump must not take fd 2
+rc=0
+env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/c2.jsonl" "${PRELOAD[@]}" /usr/bin/python3 -c '
+import os
+try: os.write(2, b"a message for stderr\n")
+except OSError: pass
+print(os.getpid())' >c2.out 2>&- || rc=$?
+[[ $rc == 0 ]] || die "python3 with stderr closed exited $rc"
+valid_series c2.jsonl "$(cat c2.out)" 1
+log "stderr closed: c2.jsonl holds only the dump"
+# c. a fork+exec'ed child with the same ZNS_STATS
+cat >execchild.py <<'PYEOF'
+import os, subprocess, time
+keep = []
+t0 = time.time()
+while time.time() - t0 < 0.3: keep.append("y" * 40); time.sleep(0.005)
+subprocess.run(["/bin/true"])
+while time.time() - t0 < 0.6: keep.append("z" * 40); time.sleep(0.005)
+print(os.getpid())
+PYEOF
+rc=0
+env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/ex.jsonl" ZNS_STATS_INTERVAL_MS=50 "${PRELOAD[@]}" /usr/bin/python3 execchild.py >ex.out 2>ex.err || rc=$?
+[[ $rc == 0 ]] || { cat ex.err; die "execchild.py exited $rc"; }
+valid_series ex.jsonl "$(cat ex.out)" 8
+"$PY" -c 'import json,sys; t=[json.loads(l)["time_ms"] for l in open(sys.argv[1])]; sys.exit(0 if t[0] < 200 else 1)' ex.jsonl \
+  || die "ex.jsonl: the parent's first lines are gone (first time_ms $(head -c 200 ex.jsonl | grep -o '"time_ms":[0-9]*'))"
+grep -q "another process writes its statistics there" ex.err || { cat ex.err; die "the exec'ed child did not say why it writes no statistics"; }
+log "fork+exec with the same path: the parent's $(wc -l <ex.jsonl) lines kept; the child: $(head -n 1 ex.err)"
+# d. a child forked before the program's first malloc, and e. SIGCHLD awaited in sigsuspend
+cat >early_fork.c <<'CEOF'
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+static volatile sig_atomic_t got, on_main;
+static pid_t main_tid;
+static void on_chld(int s) { (void)s; got = 1; on_main = gettid() == main_tid; }
+static void run_ms(int ms) {   /* allocate for ms milliseconds */
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  do {
+    void *p = malloc(64); memset(p, 1, 64); free(p);
+    usleep(1000);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+}
+int main(int argc, char **argv) {
+  main_tid = gettid();
+  if (!strcmp(argv[1], "fork")) {   /* no malloc of ours before this fork */
+    pid_t c = fork();
+    if (c == 0) { run_ms(150); exit(0); }   /* exit: the library's exit path runs */
+    run_ms(300);
+    int st;
+    waitpid(c, &st, 0);
+    printf("%d\n", (int)getpid());
+    return st == 0 ? 0 : 1;
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_chld;
+  sigaction(SIGCHLD, &sa, 0);
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &block, &old);
+  alarm(10);   /* the SIGALRM ends a run that waits forever (exit 142) */
+  run_ms(100);
+  for (int i = 0; i < 5; i++) {
+    got = 0;
+    pid_t c = fork();
+    if (c == 0) _exit(0);
+    run_ms(5);   /* the SIGCHLD comes while it is blocked: it must stay pending for sigsuspend */
+    while (!got) sigsuspend(&old);
+    if (!on_main) { printf("SIGCHLD handled off the main thread\n"); return 1; }
+    waitpid(c, 0, 0);
+  }
+  printf("%d\n", (int)getpid());
+  return 0;
+}
+CEOF
+cc -O1 -Wall -Werror early_fork.c -o early_fork || die "cannot compile early_fork.c"
+rc=0
+env ZNS_STATS="$TMPD/ef.jsonl" "${PRELOAD[@]}" ./early_fork fork >ef.out 2>ef.err || rc=$?   # (no interval
+[[ $rc == 0 ]] || { cat ef.err; die "early_fork fork exited $rc"; }                           #  thread: it would allocate)
+valid_series ef.jsonl "$(cat ef.out)" 1
+quiet ef
+log "a child forked before the first malloc: ef.jsonl is the parent's alone ($(wc -l <ef.jsonl) line)"
+rc=0
+env ZNS_STATS="$TMPD/sg.jsonl" ZNS_STATS_INTERVAL_MS=5 "${PRELOAD[@]}" ./early_fork sigsuspend >sg.out 2>sg.err || rc=$?
+[[ $rc == 0 ]] || { cat sg.out sg.err; die "SIGCHLD awaited in sigsuspend under ZNS_STATS_INTERVAL_MS: exited $rc (142: it waited forever)"; }
+log "sigsuspend: SIGCHLD reached the main thread 5 times with the interval thread running"
+# f. a setuid program run by another user (as root only)
+if [[ $(id -u) == 0 ]] && id nobody >/dev/null 2>&1 && [[ -f ${ZNS_LIB%.so}.a ]]; then
+  SUID_DIR=$(mktemp -d /tmp/zns-suid.XXXXXX); chmod 755 "$SUID_DIR"
+  echo "root's file" >victim; chmod 600 victim
+  if grep -qw nosuid <<<"$(findmnt -no OPTIONS -T "$SUID_DIR" 2>/dev/null)"; then
+    log "SKIP setuid: $SUID_DIR is on a nosuid mount"
+  else
+    # (the loader ignores LD_PRELOAD for a setuid program: the archive is linked in, as a setuid
+    # tool would have it)
+    cc -O1 -g -fno-builtin -pthread "$PROG_LIB/stats_prog.c" -o "$SUID_DIR/prog" \
+      -Wl,--whole-archive "${ZNS_LIB%.so}.a" -Wl,--no-whole-archive -lstdc++ -ldl || die "cannot link the setuid program"
+    chown root "$SUID_DIR/prog"; chmod 4755 "$SUID_DIR/prog"
+    rc=0
+    su nobody -s /bin/sh -c "ZNS_STATS='$TMPD/victim' '$SUID_DIR/prog' live 0" >suid.out 2>suid.err || rc=$?
+    [[ $rc == 0 ]] || { cat suid.err; die "the setuid program exited $rc"; }
+    [[ "$(cat victim)" == "root's file" ]] || die "a setuid program run by nobody with ZNS_STATS=victim wrote into root's file"
+    one_line_naming suid "AT_SECURE" "ZNS_STATS"
+  fi
+  rm -rf "$SUID_DIR"
+else
+  log "SKIP setuid: not root, no user nobody, or no archive next to ZNS_LIB"
+fi
+# g. options out of range, a long warning, an interval without a .jsonl
+run range ZNS_REGION_GB=0 ZNS_DIRTY_PERCENT=500 ZNS_DECAY_MS=99999999999 -- live 0
+[[ $(wc -l <range.err) == 3 ]] || { cat range.err; die "three options out of range: expected three lines"; }
+for w in "ZNS_REGION_GB=0 is out of range (1..4096), using 1" "ZNS_DIRTY_PERCENT=500 is out of range (0..100), using 100" \
+         "ZNS_DECAY_MS=99999999999 is out of range"; do
+  grep -qF "$w" range.err || { cat range.err; die "no line '$w'"; }
+done
+long=$(printf 'v%.0s' $(seq 300))
+run longwarn "ZNS_FOO=$long" ZNS_BAR=1 -- live 0
+[[ $(wc -l <longwarn.err) == 2 ]] && grep -q '^zns-slab: unknown variable ignored: ZNS_BAR=1$' longwarn.err \
+  || { cat longwarn.err; die "a long warning ran into the next one"; }
+run interval-json ZNS_STATS="$TMPD/ij.json" ZNS_STATS_INTERVAL_MS=50 -- live 0
+one_line_naming interval-json ZNS_STATS_INTERVAL_MS "is ignored"
+log "options out of range, a long warning, a useless interval: a line each"
+# h. zns-stat on values no dump holds
+"$PY" - s0.json <<'PYEOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+d["tier"] = {"mode": "uffd", "slabs_out": 1, "pressure": -1}
+json.dump(d, open("negpressure.json", "w"))
+PYEOF
+bad "a negative governor pressure" negpressure.json '^zns-stat: negpressure\.json: .*pressure'
+{ cat s.jsonl; echo '{"version":1,"pid":1,"classes":[],"totals":{}}'; } >lastbare.jsonl
+rc=0; "$ZNS_STAT_TOOL" lastbare.jsonl >lastbare.out 2>&1 || rc=$?
+[[ $rc == 0 || $rc == 2 ]] && ! grep -q Traceback lastbare.out || { cat lastbare.out; die "zns-stat on a .jsonl whose last line has no totals: exit $rc"; }
+log "zns-stat: values no dump holds: exit 2 or a table, never a traceback"
 
 if [[ ${#FAILED_CHECKS[@]} -gt 0 ]]; then
   die "${#FAILED_CHECKS[@]} check(s) failed: $(printf '%s; ' "${FAILED_CHECKS[@]}")
