@@ -252,7 +252,8 @@ int open_jsonl(const char *path) {
     fd = high;
   }
   struct stat st;
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0 || fstat(fd, &st) != 0) {
+  // (a file system without flock, EOPNOTSUPP or ENOLCK: written unlocked, as before)
+  if ((flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) || fstat(fd, &st) != 0) {
     say_cannot_write(path, errno);
     close(fd);
     return -1;
@@ -279,7 +280,7 @@ int jsonl_fd_checked() {
     }
   }
   if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino &&
-      flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      (flock(fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK)) {
     g_jsonl_fd = fd;   // (the old number is the program's now: not ours to close)
     return fd;
   }
