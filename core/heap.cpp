@@ -484,6 +484,7 @@ uint32_t refault_window() {
 //     flushes once for all of them (12 us a group instead of 65); where the kernel has no such
 //     call, or stops part-way, the rest go one madvise each.
 bool depot_purge(bool force) {
+  NoCancel no_cancel;   // (seccomp_state reads /proc; see NoCancel)
   constexpr unsigned kBatch = 64;
   constexpr uint32_t kMaxBridge = 64 * kGroupPages;   // pages between two victims, at most
   struct Run { uint32_t first, end; unsigned victim0, victims; };   // victims[victim0...] in it
@@ -1674,6 +1675,9 @@ void flush_remote(ThreadCache *tc) {
 
 // ---- thread attach / exit ----------------------------------------------------------------------
 void tc_exit(void *arg) {
+  // (glibc acts on a cancel still pending at the first cancellation point of a thread's exit: one
+  // in a purge here left the whole cache and its slabs behind)
+  NoCancel no_cancel;
   ThreadCache *tc = static_cast<ThreadCache *>(arg);
   {
     SlowPath busy(tc);   // (ends before the cache goes to the pool, where another thread takes it)
@@ -1741,7 +1745,11 @@ Lock &test_depot_lock() { return g_depot.lock; }
 // ---- fork ----------------------------------------------------------------------------------------
 namespace {
 
+// Cancellation stays off from the prepare handler to the parent's or the child's (the tier's
+// page-ins, the madvise child's copy; see NoCancel).
+__thread int t_fork_cancel_state __attribute__((tls_model("initial-exec")));
 void fork_prepare() {
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &t_fork_cancel_state);
   tier_fork_prepare();   // first: it brings paged-out slabs back, and may take class locks
   g_orphan_lock.lock();
   g_pool_lock.lock();
@@ -1754,6 +1762,7 @@ void fork_parent() {
   g_pool_lock.unlock();
   g_orphan_lock.unlock();
   tier_fork_parent();
+  pthread_setcancelstate(t_fork_cancel_state, nullptr);
 }
 // fork_child, when a drain or a notify was under way in a thread that does not exist here
 // (g_inbox_ops): slabs that a drain had taken off an inbox, or that a notify had marked `pending`
@@ -1904,6 +1913,7 @@ void fork_child() {
     g_purge_claims.store(0, std::memory_order_relaxed);
   }
   stats_after_fork_child();
+  pthread_setcancelstate(t_fork_cancel_state, nullptr);
 }
 
 // ---- global init ---------------------------------------------------------------------------------
@@ -2006,6 +2016,7 @@ void region_init() {
 
 void heap_init() {
   if (ZNS_LIKELY(g_init_state.load(std::memory_order_acquire) == 2)) return;
+  NoCancel no_cancel;   // (the region: the madvise tier's file)
   {
     Guard g(g_init_lock);
     if (g_init_state.load(std::memory_order_relaxed) == 2) return;

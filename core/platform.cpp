@@ -172,6 +172,7 @@ int Buf::say(int fd) {
 }
 
 int write_all(int fd, const char *p, size_t n) {
+  NoCancel no_cancel;
   int saved = errno;
   while (n > 0) {
     ssize_t w = write(fd, p, n);

@@ -85,6 +85,22 @@ class QuietWrite {
   bool xfsz_was_, pipe_was_;   // already pending before
 };
 
+// Cancellation off for a scope.  malloc, free, malloc_trim and fork are not cancellation points,
+// but the library's slow paths make calls that are (open/read/close of /proc files before a purge,
+// the tier's pread/pwrite/fallocate/msync, write for a message): a pending pthread_cancel acted on
+// there unwound the caller out of the allocator with its locks held and its lists half changed (a
+// review, 2026-12-05: a free under the program's mutex left it locked; a madvise-tier malloc left
+// the grow lock held, and every later one waited; a thread that exited with a cancel pending left
+// its whole cache behind).  Every path of an application thread that reaches such a call starts
+// with one of these.  (pthread_setcancelstate is no cancellation point; re-enabling does not act.)
+struct NoCancel {
+  int old;
+  NoCancel() { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old); }
+  ~NoCancel() { pthread_setcancelstate(old, nullptr); }
+  NoCancel(const NoCancel &) = delete;
+  NoCancel &operator=(const NoCancel &) = delete;
+};
+
 // A fixed-size text buffer that formats without allocating.  Output past the end is dropped.
 class Buf {
  public:

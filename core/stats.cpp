@@ -328,11 +328,13 @@ HeapUsage heap_usage() {
 }
 
 int stats_print(int fd, bool json) {
+  NoCancel no_cancel;   // (process_rss reads /proc)
   Guard g(g_print_lock);
   return print_locked(fd, json, -1) ? -1 : 0;
 }
 
 void stats_start() {
+  NoCancel no_cancel;
   g_start_ms = now_ms();
   const char *dest = g_options.ZNS_STATS;
   if (!stats_enabled(dest) || !ends_with(dest, ".jsonl")) return;
@@ -368,6 +370,7 @@ void stats_start() {
 void stats_at_exit() {
   const char *dest = g_options.ZNS_STATS;
   if (!stats_enabled(dest)) return;
+  NoCancel no_cancel;
   int saved = errno;
   if (ends_with(dest, ".jsonl")) {   // the last line, and no more
     int err = 0;

@@ -203,6 +203,7 @@ void to_stderr(Buf &line) {
 }
 
 void say(const char *a, const char *b = "", const char *c = "") {
+  NoCancel no_cancel;   // (pidfd_getfd, open, close)
   char m[512];
   Buf line(m, sizeof m);
   line.str("zns-slab: tier: ").str(a).str(b).str(c).chr('\n');
@@ -883,6 +884,7 @@ void *tier_map_region(size_t bytes) {
 }
 
 bool tier_take(uint32_t page, unsigned k, bool missing) {
+  NoCancel no_cancel;   // (fallocate under the grow lock; see NoCancel)
   TierMeta &t = tm_at(page);
   uint8_t st = t.state.exchange(kResident, std::memory_order_acq_rel);
   // An evicted parked slab whose pages a purge gave back in place, unparked: it was counted out
@@ -1013,6 +1015,7 @@ void start_handler() {
 
 size_t tier_pageout_now() {
   if (g_tier_mode == kTierOff) return 0;
+  NoCancel no_cancel;
   uint64_t before = g_slabs_out.load();
   uint32_t pages = heap_touched_pages();
   for (uint32_t p = 0; p < pages; p += kGroupPages) {
@@ -1306,6 +1309,7 @@ void tier_child_poll() {
   if (now_ms() < g_child_due_ms) return;
   if (!g_tier_child_pending.exchange(false)) return;   // (first: a signal handler's malloc
                                                         // here must not come back in)
+  NoCancel no_cancel;
   int saved = errno;
   // A filter may forbid what the start needs (a sandboxed worker: sshd's, a browser's); where
   // it does not forbid asking, do not try.  One line, and no tier in this child.

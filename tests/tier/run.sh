@@ -51,6 +51,7 @@ for mode in $MODES; do
   step "$mode/integrity(-static)" "" ZNS_TIER=$mode ZNS_TIER_DIR=$T -- "$BIN.fullstatic" integrity 2 2
   step "$mode/nss-fork(-static)" "" ZNS_TIER=$mode ZNS_TIER_DIR=$T ZNS_TIER_COLD_MS=200 -- "$BIN.fullstatic" nss-fork
   step "$mode/syscalls"   "" "${E[@]}" -- "$BIN" syscalls
+  step "$mode/cancel"     "" "${E[@]}" -- timeout 30 "$BIN" cancel
   step "$mode/fork"       "" "${E[@]}" -- "$BIN" fork
   step "$mode/fork-each-slab" "" "${E[@]}" -- "$BIN" fork-each-slab
   step "$mode/nss-fork"   "" "${E[@]}" ZNS_TIER_COLD_MS=200 -- "$BIN" nss-fork

@@ -253,6 +253,57 @@ static int integrity(int threads, double seconds) {
   return zt_finish("integrity");
 }
 
+/* ---- cancel ---------------------------------------------------------------------------------- */
+/* A thread with a pthread_cancel pending allocates fresh slabs (madvise: room in the file is made
+ * with fallocate, under the grow lock) and forks with slabs paged out (uffd: the prepare handler
+ * reads them back with pread, holding the tier lock): malloc and fork are not cancellation points,
+ * so it must return normally, and the process must allocate and fork afterwards.  Until
+ * 2026-12-05 the thread was cancelled inside them and the next fresh slab or fork waited forever
+ * (the step's timeout). */
+static volatile int cancel_stage;
+static pid_t cancel_child = -1;
+static void *cancel_worker(void *arg) {
+  (void)arg;
+  enum { M = 20000 };
+  static void *keep[M];
+  for (int i = 0; i < M; i++) { keep[i] = malloc(200); memset(keep[i], 7, 200); }
+  __atomic_store_n(&cancel_stage, 1, __ATOMIC_SEQ_CST);
+  while (__atomic_load_n(&cancel_stage, __ATOMIC_SEQ_CST) != 2) {}   /* the request is pending */
+  zns_tier_pageout();
+  cancel_child = fork();
+  if (cancel_child == 0) _exit(0);   /* (main waits for it: waitpid is a cancellation point) */
+  for (int i = 0; i < 300000; i++) {   /* fresh slabs: 60 MB of 200 B blocks */
+    void *q = malloc(200);
+    if (!q) break;
+    memset(q, 9, 200);
+    if (i < M) { free(keep[i]); keep[i] = q; }
+  }
+  return (void *)42;
+}
+static int cancel_test(void) {
+  pthread_t t;
+  REQUIRE(pthread_create(&t, NULL, cancel_worker, NULL) == 0);
+  while (__atomic_load_n(&cancel_stage, __ATOMIC_SEQ_CST) != 1) {}
+  REQUIRE(pthread_cancel(t) == 0);
+  __atomic_store_n(&cancel_stage, 2, __ATOMIC_SEQ_CST);
+  void *r;
+  REQUIRE(pthread_join(t, &r) == 0);
+  CHECK(r == (void *)42, "a thread with a cancel pending was %s inside fork() or malloc()",
+        r == PTHREAD_CANCELED ? "cancelled" : "lost");
+  int st;
+  CHECK(cancel_child > 0 && waitpid(cancel_child, &st, 0) == cancel_child && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+        "the thread's forked child");
+  void *fresh[20000];   /* fresh slabs and a fork in this thread */
+  for (int i = 0; i < 20000; i++) { fresh[i] = malloc(1000); REQUIRE(fresh[i] != NULL); memset(fresh[i], 3, 1000); }
+  pid_t p = fork();
+  REQUIRE(p >= 0);
+  if (p == 0) _exit(0);
+  CHECK(waitpid(p, &st, 0) == p && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  for (int i = 0; i < 20000; i++) free(fresh[i]);
+  zt_log("cancel: the thread returned from fork() and malloc(); this one allocated and forked after it");
+  return zt_finish("cancel");
+}
+
 /* ---- syscalls ------------------------------------------------------------------------------- */
 static int syscalls(void) {
   enum { N = 4000 };
@@ -1242,6 +1293,7 @@ int main(int argc, char **argv) {
   REQUIRE(tier().mode != 0, "the tier is off: set ZNS_TIER=uffd or madvise");
   if (!strcmp(c, "integrity")) return integrity(argc > 2 ? atoi(argv[2]) : 4, argc > 3 ? atof(argv[3]) : 5);
   if (!strcmp(c, "syscalls")) return syscalls();
+  if (!strcmp(c, "cancel")) return cancel_test();
   if (!strcmp(c, "fork")) return fork_test();
   if (!strcmp(c, "fork-each-slab")) return fork_each_slab();
   if (!strcmp(c, "nss-fork")) return nss_fork();
