@@ -27,9 +27,14 @@ AR := $(BUILD)/libzns_slab.a
 # operator new: the C++ runtime's own (which calls malloc) is linked instead (README).
 STATIC_AR  := $(BUILD)/libzns_slab_static.a
 STATIC_OBJ := $(CORE_OBJ) $(BUILD)/static/shim/malloc.o
+# (a C library without libc.a, e.g. Fedora without glibc-static: no such archive, and `all` says so)
+LIBC_A     := $(wildcard $(filter /%,$(shell $(CC) -print-file-name=libc.a 2>/dev/null)))
 
 .PHONY: all deps deps-test deps-bench run test clean classes
-all: $(SO) $(AR) $(STATIC_AR) $(BUILD)/zns-classes
+all: $(SO) $(AR) $(if $(LIBC_A),$(STATIC_AR),no-static-archive) $(BUILD)/zns-classes
+.PHONY: no-static-archive
+no-static-archive:
+	@echo "note: $(CC) has no libc.a (Debian: libc6-dev): $(STATIC_AR), for -static programs, is not built"
 
 # ---- dependencies (Debian packages, installed only when missing) --------------------------------
 APT_STAMP := $(BUILD)/.apt-updated
@@ -83,7 +88,7 @@ $(AR): $(LIB_OBJ)
 # the archive: the link takes everything from the copy and never the original (tools/static-libc.sh).
 $(BUILD)/static/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/zns_slab.h | $(BUILD)/static/shim
 	$(CXX) $(LIBFLAGS) -DZNS_STATIC_LIBC -c $< -o $@
-$(BUILD)/static/glibc_malloc.o: tools/static-libc.sh $(STATIC_OBJ) | $(BUILD)/static
+$(BUILD)/static/glibc_malloc.o: tools/static-libc.sh $(STATIC_OBJ) $(LIBC_A) | $(BUILD)/static
 	tools/static-libc.sh "$(CC)" $@ $(STATIC_OBJ)
 $(STATIC_AR): $(STATIC_OBJ) $(BUILD)/static/glibc_malloc.o
 	rm -f $@ && ar rcs $@ $(STATIC_OBJ) $(BUILD)/static/glibc_malloc.o

@@ -11,7 +11,7 @@ PROG_DYN      := $(PROG_NAMES:%=$(BUILD)/%)
 PROG_STATIC   := $(PROG_NAMES:%=$(BUILD)/%.static)
 # Linked with -static (libzns_slab_static.a): all but the programs that dlopen plugins.
 FULLSTATIC_SKIP := tests/api/cxx_late tests/api/deepbind tests/api/foreign
-PROG_FULL     := $(filter-out $(FULLSTATIC_SKIP:%=$(BUILD)/%.fullstatic),$(PROG_NAMES:%=$(BUILD)/%.fullstatic))
+PROG_FULL     := $(if $(LIBC_A),$(filter-out $(FULLSTATIC_SKIP:%=$(BUILD)/%.fullstatic),$(PROG_NAMES:%=$(BUILD)/%.fullstatic)))
 UNIT_BIN      := $(BUILD)/tests/unit_tests
 
 $(UNIT_BIN): $(UNIT_SRC) $(CORE_OBJ) $(wildcard core/*.h core/*.def) | $(BUILD)/tests
@@ -82,7 +82,7 @@ $(BUILD)/tests/api/deepbind $(BUILD)/tests/api/deepbind.static: TEST_LDFLAGS := 
 
 .PHONY: test test-unit test-build
 # driven by tests/tier/run.sh
-TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.static $(BUILD)/tests/tier/tier_test.fullstatic
+TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.static $(if $(LIBC_A),$(BUILD)/tests/tier/tier_test.fullstatic)
 test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC) $(PROG_FULL) $(TIER_TEST) $(TEST_PLUGINS)
 test: deps-test
 	@$(MAKE) --no-print-directory -j$$(nproc) test-build
