@@ -266,7 +266,13 @@ int open_jsonl(const char *path) {
 
 // Under g_print_lock: the .jsonl descriptor, if it still is our file.  A program that closed it
 // (daemons close every descriptor) may have its own file under the number now: then the path is
-// opened again for appending (the lines so far stay), or the dump stops with a line.
+// opened again for appending (the lines so far stay), or the dump stops: -1, and the caller says
+// so with say_jsonl_lost once the lock is let go (a stderr pipe that blocks must not hold it).
+void say_jsonl_lost() {
+  char m[700];
+  Buf(m, sizeof m).str("zns-slab: statistics to ").str(g_jsonl_path)
+      .str(": the program closed the file and it cannot be opened again; no more lines").end_line().say();
+}
 int jsonl_fd_checked() {
   if (g_jsonl_fd < 0) return -1;
   struct stat st;
@@ -287,9 +293,6 @@ int jsonl_fd_checked() {
   if (fd >= 0) close(fd);
   g_jsonl_fd = -1;
   g_stats_stopped = true;
-  char m[700];
-  Buf(m, sizeof m).str("zns-slab: statistics to ").str(g_jsonl_path)
-      .str(": the program closed the file and it cannot be opened again; no more lines").end_line().say();
   return -1;
 }
 
@@ -298,14 +301,17 @@ void *interval_thread(void *) {
   for (;;) {
     timespec ts{time_t(every / 1000), long(every % 1000) * 1000000};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-    int err;
+    int err, fd;
     {
       Guard g(g_print_lock);
-      if (g_stats_stopped) return nullptr;
-      int fd = jsonl_fd_checked();
-      if (fd < 0) return nullptr;
-      err = print_locked(fd, true, int64_t(now_ms() - g_start_ms));
+      if (g_stats_stopped || g_jsonl_fd < 0) return nullptr;
+      fd = jsonl_fd_checked();
+      err = fd < 0 ? 0 : print_locked(fd, true, int64_t(now_ms() - g_start_ms));
       if (err) g_stats_stopped = true;   // no more lines (nor the one at exit)
+    }
+    if (fd < 0) {
+      say_jsonl_lost();
+      return nullptr;
     }
     if (err) {   // (a stderr pipe that blocks must not hold the lock: mallinfo takes it)
       say_cut_short(g_jsonl_path, err);
@@ -374,9 +380,14 @@ void stats_at_exit() {
   int saved = errno;
   if (ends_with(dest, ".jsonl")) {   // the last line, and no more
     int err = 0;
+    bool lost = false;
     {
       Guard g(g_print_lock);
-      int fd = g_stats_stopped ? -1 : jsonl_fd_checked();
+      int fd = -1;
+      if (!g_stats_stopped && g_jsonl_fd >= 0) {
+        fd = jsonl_fd_checked();
+        lost = fd < 0;
+      }
       if (fd >= 0) {
         err = print_locked(fd, true, int64_t(now_ms() - g_start_ms));
         close(fd);
@@ -384,6 +395,7 @@ void stats_at_exit() {
       }
       g_stats_stopped = true;
     }
+    if (lost) say_jsonl_lost();
     if (err) say_cut_short(g_jsonl_path, err);
   } else if ((dest[0] == '1' && !dest[1]) || !__builtin_strcmp(dest, "stderr")) {
     stats_print(2, false);

@@ -327,6 +327,18 @@ env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/cf.jsonl" ZNS_STATS_INTERVAL_MS=20 "${P
 valid_series cf.jsonl "$(cat cf.out)" 5
 quiet cf
 log "closed descriptors: the program's file holds its records only, cf.jsonl $(wc -l <cf.jsonl) whole lines"
+# ... and the same, with the file deleted meanwhile: one line says the series stopped
+cat >closegone.py <<'PYEOF'
+import os, sys, time
+os.closerange(3, 4096)
+os.unlink(sys.argv[1])
+keep = [str(i) * 30 for i in range(2000)]
+time.sleep(0.1)
+PYEOF
+rc=0
+env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/cg.jsonl" ZNS_STATS_INTERVAL_MS=20 "${PRELOAD[@]}" /usr/bin/python3 closegone.py "$TMPD/cg.jsonl" >cg.out 2>cg.err || rc=$?
+[[ $rc == 0 ]] || { cat cg.err; die "closegone.py exited $rc"; }
+one_line_naming cg "cg.jsonl" "cannot be opened again"
 # b. stderr closed: the dump must not take fd 2
 rc=0
 env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/c2.jsonl" "${PRELOAD[@]}" /usr/bin/python3 -c '
