@@ -171,6 +171,14 @@ int Buf::say(int fd) {
   return e;
 }
 
+int fd_out_of_the_way(int fd) {
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+  if (high < 0 && fd <= 2) high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (high < 0) return fd;
+  close(fd);
+  return high;
+}
+
 int write_all(int fd, const char *p, size_t n) {
   NoCancel no_cancel;
   int saved = errno;
@@ -252,6 +260,7 @@ Buf &Buf::fixed(uint64_t num, uint64_t den, int decimals, int width) {
 }
 
 void fatal(const char *what, const char *call, const void *addr) {
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);   // (to the abort: see NoCancel)
   char mem[256];
   Buf b(mem, sizeof mem);
   b.str("zns-slab: ").str(what).str(" in ").str(call).chr('(').hex(uintptr_t(addr)).str(")\n");

@@ -65,25 +65,10 @@ uint64_t now_ms();
 int write_all(int fd, const char *p, size_t n);
 // Resident set size of the process in bytes (from /proc/self/statm), 0 if unknown.
 size_t process_rss();
-
-// Around a write of the library's own (the tier's file, the stats dump, a line on stderr).  Past a
-// file-size limit (RLIMIT_FSIZE) the write fails with EFBIG and the kernel also sends the writing
-// thread SIGXFSZ; to a pipe whose reader has gone, EPIPE and SIGPIPE.  Both signals end the
-// program at their default action, and neither is the program's: the library handles the error.
-// Both are blocked meanwhile; failed(err) after a failed write takes back the signal that write
-// raised (not one pending before).  A few system calls each way: not for a fast path.
-class QuietWrite {
- public:
-  QuietWrite();
-  ~QuietWrite();
-  void failed(int err);   // err: the write's errno value (EFBIG, EPIPE; others raise nothing)
-  QuietWrite(const QuietWrite &) = delete;
-  QuietWrite &operator=(const QuietWrite &) = delete;
-
- private:
-  uint64_t old_[16];   // the thread's signal mask before (a sigset_t: 128 bytes)
-  bool xfsz_was_, pipe_was_;   // already pending before
-};
+// fd moved out of the way of the program's own numbers (close-on-exec, 512 up; where the
+// descriptor limit is lower, at least above 0, 1 and 2, which a program started with one of them
+// closed would write to as its own).  The old number is closed; fd itself when no move is possible.
+int fd_out_of_the_way(int fd);
 
 // Cancellation off for a scope.  malloc, free, malloc_trim and fork are not cancellation points,
 // but the library's slow paths make calls that are (open/read/close of /proc files before a purge,
@@ -99,6 +84,29 @@ struct NoCancel {
   ~NoCancel() { pthread_setcancelstate(old, nullptr); }
   NoCancel(const NoCancel &) = delete;
   NoCancel &operator=(const NoCancel &) = delete;
+};
+
+// Around a write of the library's own (the tier's file, the stats dump, a line on stderr).  Past a
+// file-size limit (RLIMIT_FSIZE) the write fails with EFBIG and the kernel also sends the writing
+// thread SIGXFSZ; to a pipe whose reader has gone, EPIPE and SIGPIPE.  Both signals end the
+// program at their default action, and neither is the program's: the library handles the error.
+// Both are blocked meanwhile; failed(err) after a failed write takes back the signal that write
+// raised (not one pending before).  A few system calls each way: not for a fast path.  With
+// cancellation off throughout (the take-back's sigtimedwait is a cancellation point: a detected
+// double free in a thread with a cancel pending, its message into a closed pipe, was unwound out
+// of fatal() and the program went on).
+class QuietWrite {
+ public:
+  QuietWrite();
+  ~QuietWrite();
+  void failed(int err);   // err: the write's errno value (EFBIG, EPIPE; others raise nothing)
+  QuietWrite(const QuietWrite &) = delete;
+  QuietWrite &operator=(const QuietWrite &) = delete;
+
+ private:
+  NoCancel no_cancel_;
+  uint64_t old_[16];   // the thread's signal mask before (a sigset_t: 128 bytes)
+  bool xfsz_was_, pipe_was_;   // already pending before
 };
 
 // A fixed-size text buffer that formats without allocating.  Output past the end is dropped.

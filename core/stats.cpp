@@ -241,16 +241,12 @@ bool expand_path(const char *dest, char *path, size_t cap) {
 // fork+exec'ed, with the same ZNS_STATS: until 2026-12-05 its O_TRUNC erased this one's lines),
 // emptied only once the lock is ours.  -1 (and a line on stderr) if not.
 int open_jsonl(const char *path) {
-  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
   if (fd < 0) {
     say_cannot_write(path, errno);
     return -1;
   }
-  int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
-  if (high >= 0) {
-    close(fd);
-    fd = high;
-  }
+  fd = fd_out_of_the_way(fd);
   struct stat st;
   // (a file system without flock, EOPNOTSUPP or ENOLCK: written unlocked, as before)
   if ((flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) || fstat(fd, &st) != 0) {
@@ -277,13 +273,11 @@ int jsonl_fd_checked() {
   if (g_jsonl_fd < 0) return -1;
   struct stat st;
   if (fstat(g_jsonl_fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino) return g_jsonl_fd;
-  int fd = open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+  // (not blocking: a FIFO whose reader has gone would wait forever, holding the print lock)
+  int fd = open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd >= 0) {
-    int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
-    if (high >= 0) {
-      close(fd);
-      fd = high;
-    }
+    fcntl(fd, F_SETFL, O_APPEND);   // (blocking writes again)
+    fd = fd_out_of_the_way(fd);
   }
   if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino &&
       (flock(fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK)) {

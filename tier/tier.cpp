@@ -780,12 +780,7 @@ void *tier_thread(void *) {
 // ---- setup ------------------------------------------------------------------------------------------------------
 bool mode_is(const char *v, const char *name) { return __builtin_strcmp(v ? v : "", name) == 0; }
 
-int high_fd(int fd) {   // out of the way of the program's own low descriptor numbers
-  int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
-  if (high < 0) return fd;
-  close(fd);
-  return high;
-}
+int high_fd(int fd) { return fd_out_of_the_way(fd); }   // (core/platform.h)
 void note_identity() {
   struct stat st;
   if (fstat(g_fd, &st) == 0) { g_fd_dev = st.st_dev; g_fd_ino = st.st_ino; }

@@ -12,7 +12,10 @@
  *      waiting past ZNS_DECAY_MS (100 ms here: its exit's first release purges the aged slabs,
  *      several ranges at once): the process's RSS after malloc_trim must not grow round after
  *      round (4.3 MiB a round before).
- * Both fail on the library before NoCancel (the purge of several ranges reads /proc/self/status
+ *   3. A double free detected in a thread with a cancel pending, while stderr is a pipe whose reader
+ *      has gone: the process must abort (the message's EPIPE led to a cancellation point, and the
+ *      thread was unwound out of free(): the program went on after a double free).
+ * 1 and 2 fail on the library before NoCancel (the purge of several ranges reads /proc/self/status
  * first; where the kernel has no process_madvise that read is not made, and they pass anyway). */
 #include "tests/api/zns_test.h"
 
@@ -78,6 +81,17 @@ static void *exits_pending(void *arg) {
   return (void *)42;
 }
 
+static void *double_free_pending(void *arg) {
+  (void)arg;
+  void *p = malloc(32);
+  void *volatile again = p;
+  __atomic_store_n(&stage, 1, __ATOMIC_SEQ_CST);
+  wait_stage(2);
+  free(p);
+  free(again);   /* must abort */
+  return (void *)42;
+}
+
 static long rss_kib(void) {
   char buf[128] = {0};
   int fd = open("/proc/self/statm", O_RDONLY);
@@ -120,6 +134,21 @@ int main(int argc, char **argv) {
   CHECK(rc == 0, "the mutex the thread held around free() is still locked (%d)", rc);
   if (rc == 0) pthread_mutex_unlock(&mu);
   free_rest();
+
+  pid_t c = fork();
+  REQUIRE(c >= 0);
+  if (c == 0) {
+    int pfd[2];
+    if (pipe(pfd) != 0) _exit(3);
+    close(pfd[0]);   /* stderr: a pipe nobody reads any more */
+    dup2(pfd[1], 2);
+    run_thread(double_free_pending);
+    _exit(0);   /* (reached only when the thread was unwound out of free) */
+  }
+  int st = 0;
+  REQUIRE(waitpid(c, &st, 0) == c);
+  CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
+        "a double free in a thread with a cancel pending, stderr a closed pipe: status %#x, not SIGABRT", st);
 
   long first = 0, last = 0;
   for (int round = 0; round < 5; round++) {

@@ -339,6 +339,21 @@ rc=0
 env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/cg.jsonl" ZNS_STATS_INTERVAL_MS=20 "${PRELOAD[@]}" /usr/bin/python3 closegone.py "$TMPD/cg.jsonl" >cg.out 2>cg.err || rc=$?
 [[ $rc == 0 ]] || { cat cg.err; die "closegone.py exited $rc"; }
 one_line_naming cg "cg.jsonl" "cannot be opened again"
+# ... and the same into a FIFO whose reader has gone: the reopen must not wait for a reader
+# (it held the print lock, and the program never exited)
+mkfifo fifo.jsonl
+cat fifo.jsonl >fifo.out &
+rc=0
+timeout 20 env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/fifo.jsonl" ZNS_STATS_INTERVAL_MS=20 "${PRELOAD[@]}" /usr/bin/python3 -c '
+import os, time
+time.sleep(0.1)
+os.closerange(3, 4096)
+keep = [str(i) * 30 for i in range(2000)]
+time.sleep(0.1)' >fifo.py.out 2>fifo.err || rc=$?
+wait
+[[ $rc == 0 ]] || { cat fifo.err; die "a program that closed its .jsonl FIFO exited $rc (124: it hung reopening it)"; }
+grep -q "cannot be opened again" fifo.err || { cat fifo.err; die "a .jsonl FIFO without a reader: no line saying the series stopped"; }
+log "a .jsonl FIFO closed by the program: exit 0, $(wc -l <fifo.out) lines read before, the series stopped with a line"
 # b. stderr closed: the dump must not take fd 2
 rc=0
 env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/c2.jsonl" "${PRELOAD[@]}" /usr/bin/python3 -c '
@@ -348,7 +363,15 @@ except OSError: pass
 print(os.getpid())' >c2.out 2>&- || rc=$?
 [[ $rc == 0 ]] || die "python3 with stderr closed exited $rc"
 valid_series c2.jsonl "$(cat c2.out)" 1
-log "stderr closed: c2.jsonl holds only the dump"
+rc=0   # (with 512 descriptors at most the dump cannot go to 512 up: it must still leave fd 2)
+(ulimit -n 512 && exec env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/c3.jsonl" "${PRELOAD[@]}" /usr/bin/python3 -c '
+import os
+try: os.write(2, b"a message for stderr\n")
+except OSError: pass
+print(os.getpid())') >c3.out 2>&- || rc=$?
+[[ $rc == 0 ]] || die "python3 with stderr closed and ulimit -n 512 exited $rc"
+valid_series c3.jsonl "$(cat c3.out)" 1
+log "stderr closed: c2.jsonl (and c3.jsonl, ulimit -n 512) hold only the dump"
 # c. a fork+exec'ed child with the same ZNS_STATS
 cat >execchild.py <<'PYEOF'
 import os, subprocess, time
