@@ -172,6 +172,8 @@ int g_jsonl_fd = -1;          // the open .jsonl file, or -1
 char g_jsonl_path[512];       // its path (for a message)
 dev_t g_jsonl_dev;            // ... and the file's identity: the program may close the descriptor
 ino_t g_jsonl_ino;            //     and get its number again for a file of its own
+bool g_jsonl_fifo;            // the file is a FIFO (reopened without waiting for a reader)
+bool g_jsonl_detached;        // g_jsonl_fd's number is not ours any more: reopen before a line
 bool g_stats_stopped;         // under g_print_lock: no more lines
 uint64_t g_start_ms;
 
@@ -257,6 +259,8 @@ int open_jsonl(const char *path) {
   if (ftruncate(fd, 0) != 0) {}   // (a FIFO or a character device: nothing to empty)
   g_jsonl_dev = st.st_dev;
   g_jsonl_ino = st.st_ino;
+  g_jsonl_fifo = S_ISFIFO(st.st_mode);
+  g_jsonl_detached = false;
   return fd;
 }
 
@@ -264,24 +268,30 @@ int open_jsonl(const char *path) {
 // (daemons close every descriptor) may have its own file under the number now: then the path is
 // opened again for appending (the lines so far stay), or the dump stops: -1, and the caller says
 // so with say_jsonl_lost once the lock is let go (a stderr pipe that blocks must not hold it).
+// A FIFO is opened again without waiting for a reader (one whose reader had gone held the lock
+// forever): -2 when none is there, and the next line tries again (`last`: no next line).  A
+// regular file is opened as ever (a lease on it is waited out, as any open does).
 void say_jsonl_lost() {
   char m[700];
   Buf(m, sizeof m).str("zns-slab: statistics to ").str(g_jsonl_path)
       .str(": the program closed the file and it cannot be opened again; no more lines").end_line().say();
 }
-int jsonl_fd_checked() {
+int jsonl_fd_checked(bool last) {
   if (g_jsonl_fd < 0) return -1;
   struct stat st;
-  if (fstat(g_jsonl_fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino) return g_jsonl_fd;
-  // (not blocking: a FIFO whose reader has gone would wait forever, holding the print lock)
-  int fd = open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (!g_jsonl_detached && fstat(g_jsonl_fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino)
+    return g_jsonl_fd;
+  g_jsonl_detached = true;   // (the old number is the program's now: never written or closed by us)
+  int fd = open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | (g_jsonl_fifo ? O_NONBLOCK : 0));
+  if (fd < 0 && g_jsonl_fifo && errno == ENXIO && !last) return -2;
   if (fd >= 0) {
-    fcntl(fd, F_SETFL, O_APPEND);   // (blocking writes again)
+    if (g_jsonl_fifo) fcntl(fd, F_SETFL, O_APPEND);   // (blocking writes again)
     fd = fd_out_of_the_way(fd);
   }
   if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino &&
       (flock(fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK)) {
-    g_jsonl_fd = fd;   // (the old number is the program's now: not ours to close)
+    g_jsonl_fd = fd;
+    g_jsonl_detached = false;
     return fd;
   }
   if (fd >= 0) close(fd);
@@ -290,24 +300,40 @@ int jsonl_fd_checked() {
   return -1;
 }
 
+// Under g_print_lock: one line of the series.  0, or the errno value of a write that failed; -1:
+// the file is lost (say_jsonl_lost), -2: not now (see jsonl_fd_checked).  A descriptor the program
+// closed between the identity check and the write (EBADF: nothing written, the line leaves in one
+// write) is looked at again once.  (Not covered: a program that closes it and opens a file of its
+// own under the number in that window of microseconds.)
+int print_jsonl_line(bool last) {
+  for (int attempt = 0;; ++attempt) {
+    int fd = jsonl_fd_checked(last);
+    if (fd < 0) return fd;
+    int err = print_locked(fd, true, int64_t(now_ms() - g_start_ms));
+    if (err != EBADF || attempt > 0) return err;
+    g_jsonl_detached = true;
+  }
+}
+
 void *interval_thread(void *) {
   uint64_t every = g_options.ZNS_STATS_INTERVAL_MS;
   for (;;) {
     timespec ts{time_t(every / 1000), long(every % 1000) * 1000000};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-    int err, fd;
+    int err;
     {
       Guard g(g_print_lock);
       if (g_stats_stopped || g_jsonl_fd < 0) return nullptr;
-      fd = jsonl_fd_checked();
-      err = fd < 0 ? 0 : print_locked(fd, true, int64_t(now_ms() - g_start_ms));
-      if (err) g_stats_stopped = true;   // no more lines (nor the one at exit)
+      err = print_jsonl_line(false);
+      if (err == -2) continue;   // (a FIFO without a reader just now: the next line tries again)
+      if (err > 0) g_stats_stopped = true;   // no more lines (nor the one at exit)
     }
-    if (fd < 0) {
+    // (said after the lock: a stderr pipe that blocks must not hold it, mallinfo takes it)
+    if (err == -1) {
       say_jsonl_lost();
       return nullptr;
     }
-    if (err) {   // (a stderr pipe that blocks must not hold the lock: mallinfo takes it)
+    if (err) {
       say_cut_short(g_jsonl_path, err);
       return nullptr;
     }
@@ -377,14 +403,11 @@ void stats_at_exit() {
     bool lost = false;
     {
       Guard g(g_print_lock);
-      int fd = -1;
       if (!g_stats_stopped && g_jsonl_fd >= 0) {
-        fd = jsonl_fd_checked();
-        lost = fd < 0;
-      }
-      if (fd >= 0) {
-        err = print_locked(fd, true, int64_t(now_ms() - g_start_ms));
-        close(fd);
+        err = print_jsonl_line(true);
+        lost = err < 0;
+        if (lost) err = 0;
+        else if (!g_jsonl_detached) close(g_jsonl_fd);
         g_jsonl_fd = -1;
       }
       g_stats_stopped = true;
@@ -421,7 +444,8 @@ void stats_after_fork_child() {
   // (only if it still is the file: the number may be the program's now.  The parent's lock stays:
   // it is the open file's, which the parent still holds.)
   struct stat st;
-  if (fstat(g_jsonl_fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino) close(g_jsonl_fd);
+  if (!g_jsonl_detached && fstat(g_jsonl_fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino)
+    close(g_jsonl_fd);
   g_jsonl_fd = -1;
   const char *dest = g_options.ZNS_STATS;
   bool per_pid = false;

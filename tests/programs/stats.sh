@@ -352,8 +352,35 @@ keep = [str(i) * 30 for i in range(2000)]
 time.sleep(0.1)' >fifo.py.out 2>fifo.err || rc=$?
 wait
 [[ $rc == 0 ]] || { cat fifo.err; die "a program that closed its .jsonl FIFO exited $rc (124: it hung reopening it)"; }
-grep -q "cannot be opened again" fifo.err || { cat fifo.err; die "a .jsonl FIFO without a reader: no line saying the series stopped"; }
-log "a .jsonl FIFO closed by the program: exit 0, $(wc -l <fifo.out) lines read before, the series stopped with a line"
+# (the reader sees its end of file unless the library opened the FIFO again first: then the
+# series went on into it, to the exit line)
+grep -q "cannot be opened again" fifo.err || "$PY" -c 'import json,sys; sys.exit(json.loads(open(sys.argv[1]).read().splitlines()[-1])["time_ms"] < 150)' fifo.out \
+  || { cat fifo.err; die "a .jsonl FIFO without a reader: no line saying the series stopped, and the reader did not get it whole"; }
+log "a .jsonl FIFO closed by the program: exit 0, $(wc -l <fifo.out) lines read, then $(cat fifo.err || true)"
+# ... and when a reader comes back (a collector restarted), the series goes on there
+rm -f fifo.jsonl; mkfifo fifo.jsonl
+cat fifo.jsonl >fifo1.out &
+cat1=$!
+rc=0
+timeout 20 env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/fifo.jsonl" ZNS_STATS_INTERVAL_MS=20 "${PRELOAD[@]}" /usr/bin/python3 -c '
+import os, time
+time.sleep(0.1)
+os.closerange(3, 4096)
+keep = [str(i) * 30 for i in range(2000)]
+time.sleep(1.0)' >fifo.py.out 2>fifo2.err &
+pypid=$!
+wait $cat1 || true   # (the first reader ends when the program closes its end)
+sleep 0.3
+cat fifo.jsonl >fifo2.out &
+catpid=$!
+wait $pypid || rc=$?
+sleep 0.2; kill $catpid 2>/dev/null || true   # (a reader that never met a writer would wait forever)
+wait
+[[ $rc == 0 ]] || { cat fifo2.err; die "a program whose .jsonl FIFO reader came back exited $rc"; }
+[[ ! -s fifo2.err ]] || { cat fifo2.err; die "a .jsonl FIFO whose reader came back: the series stopped"; }
+n1=$(wc -l <fifo1.out); n2=$(wc -l <fifo2.out)   # (the first reader may have kept it: see above)
+[[ $((n1 + n2)) -ge 10 ]] || die "a .jsonl FIFO whose reader came back: $n1 + $n2 lines (expected a line every 20 ms for a second)"
+log "a .jsonl FIFO whose reader came back: $n1 lines for the first reader, $n2 for the new one"
 # b. stderr closed: the dump must not take fd 2
 rc=0
 env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/c2.jsonl" "${PRELOAD[@]}" /usr/bin/python3 -c '
