@@ -174,6 +174,7 @@ dev_t g_jsonl_dev;            // ... and the file's identity: the program may cl
 ino_t g_jsonl_ino;            //     and get its number again for a file of its own
 bool g_jsonl_fifo;            // the file is a FIFO (reopened without waiting for a reader)
 bool g_jsonl_detached;        // g_jsonl_fd's number is not ours any more: reopen before a line
+bool g_jsonl_skipping;        // lines are being skipped (a FIFO without a reader): said once
 bool g_stats_stopped;         // under g_print_lock: no more lines
 uint64_t g_start_ms;
 
@@ -276,16 +277,27 @@ void say_jsonl_lost() {
   Buf(m, sizeof m).str("zns-slab: statistics to ").str(g_jsonl_path)
       .str(": the program closed the file and it cannot be opened again; no more lines").end_line().say();
 }
+// fd is the library's .jsonl descriptor: the file, and opened as the library opens it (a program
+// may open the same file on the number itself).
+bool is_jsonl_fd(int fd) {
+  struct stat st;
+  int fl = fcntl(fd, F_GETFL), fdfl = fcntl(fd, F_GETFD);
+  return fl >= 0 && (fl & O_ACCMODE) == O_WRONLY && (fl & O_APPEND) && fdfl >= 0 && (fdfl & FD_CLOEXEC) &&
+         fstat(fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino;
+}
 int jsonl_fd_checked(bool last) {
   if (g_jsonl_fd < 0) return -1;
   struct stat st;
-  if (!g_jsonl_detached && fstat(g_jsonl_fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino)
-    return g_jsonl_fd;
+  if (!g_jsonl_detached && is_jsonl_fd(g_jsonl_fd)) return g_jsonl_fd;
   g_jsonl_detached = true;   // (the old number is the program's now: never written or closed by us)
-  int fd = open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | (g_jsonl_fifo ? O_NONBLOCK : 0));
+  // Not waiting: the path may be a FIFO without a reader (now, or since the program replaced the
+  // file); a lease on a regular file (Samba, NFS) refuses a non-blocking open, and is waited out.
+  int fd = open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0 && errno == EWOULDBLOCK && !g_jsonl_fifo)
+    fd = open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
   if (fd < 0 && g_jsonl_fifo && errno == ENXIO && !last) return -2;
   if (fd >= 0) {
-    if (g_jsonl_fifo) fcntl(fd, F_SETFL, O_APPEND);   // (blocking writes again)
+    fcntl(fd, F_SETFL, O_APPEND);   // (blocking writes again)
     fd = fd_out_of_the_way(fd);
   }
   if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino &&
@@ -325,8 +337,19 @@ void *interval_thread(void *) {
       Guard g(g_print_lock);
       if (g_stats_stopped || g_jsonl_fd < 0) return nullptr;
       err = print_jsonl_line(false);
-      if (err == -2) continue;   // (a FIFO without a reader just now: the next line tries again)
-      if (err > 0) g_stats_stopped = true;   // no more lines (nor the one at exit)
+      bool first_skip = err == -2 && !g_jsonl_skipping;
+      g_jsonl_skipping = err == -2;
+      if (err == -2) {   // (a FIFO without a reader just now: the next line tries again)
+        if (!first_skip) continue;
+      } else if (err > 0) {
+        g_stats_stopped = true;   // no more lines (nor the one at exit)
+      }
+    }
+    if (err == -2) {
+      char m[700];
+      Buf(m, sizeof m).str("zns-slab: statistics to ").str(g_jsonl_path)
+          .str(": no reader on the FIFO; lines are skipped until one opens it").end_line().say();
+      continue;
     }
     // (said after the lock: a stderr pipe that blocks must not hold it, mallinfo takes it)
     if (err == -1) {
@@ -443,9 +466,7 @@ void stats_after_fork_child() {
   if (g_jsonl_fd < 0) return;
   // (only if it still is the file: the number may be the program's now.  The parent's lock stays:
   // it is the open file's, which the parent still holds.)
-  struct stat st;
-  if (!g_jsonl_detached && fstat(g_jsonl_fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino)
-    close(g_jsonl_fd);
+  if (!g_jsonl_detached && is_jsonl_fd(g_jsonl_fd)) close(g_jsonl_fd);
   g_jsonl_fd = -1;
   const char *dest = g_options.ZNS_STATS;
   bool per_pid = false;
