@@ -92,15 +92,6 @@ static void *double_free_pending(void *arg) {
   return (void *)42;
 }
 
-static long rss_kib(void) {
-  char buf[128] = {0};
-  int fd = open("/proc/self/statm", O_RDONLY);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  long size, rss;
-  return n > 0 && sscanf(buf, "%ld %ld", &size, &rss) == 2 ? rss * (sysconf(_SC_PAGESIZE) / 1024) : -1;
-}
 
 static void *run_thread(void *(*fn)(void *)) {
   pthread_t t;
@@ -156,7 +147,7 @@ int main(int argc, char **argv) {
     CHECK(r == (void *)42 || r == PTHREAD_CANCELED, "round %d: thread result %p", round, r);
     free_rest();
     malloc_trim(0);
-    last = rss_kib();
+    last = (long)(zt_rss_bytes() / 1024);
     if (round == 0) first = last;
   }
   zt_log("cancel: RSS after malloc_trim %ld KiB after the first round, %ld after the fifth", first, last);
