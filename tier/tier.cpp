@@ -780,7 +780,6 @@ void *tier_thread(void *) {
 // ---- setup ------------------------------------------------------------------------------------------------------
 bool mode_is(const char *v, const char *name) { return __builtin_strcmp(v ? v : "", name) == 0; }
 
-int high_fd(int fd) { return fd_out_of_the_way(fd); }   // (core/platform.h)
 void note_identity() {
   struct stat st;
   if (fstat(g_fd, &st) == 0) { g_fd_dev = st.st_dev; g_fd_ino = st.st_ino; }
@@ -850,13 +849,13 @@ void *tier_map_region(size_t bytes) {
   if (!g_tm) { say("no memory for its metadata: off"); return nullptr; }
   g_fd = open_backing_file();
   if (g_fd < 0) { say("cannot create a backing file in ZNS_TIER_DIR=", g_options.ZNS_TIER_DIR, ": off"); return nullptr; }
-  g_fd = high_fd(g_fd);
+  g_fd = fd_out_of_the_way(g_fd);
   note_identity();
   if (want == kTierUffd) {
     bool user_only;
     g_uffd = open_uffd(&user_only);
     if (g_uffd >= 0) {
-      g_uffd = high_fd(g_uffd);
+      g_uffd = fd_out_of_the_way(g_uffd);
       note_identity();
       g_tier_mode = g_line_mode = kTierUffd;
       return nullptr;   // anonymous region, registered once the handler thread runs
@@ -1125,7 +1124,7 @@ void reset_child_state() {
 bool child_own_file(bool ours, size_t filed) {
   int fd = open_backing_file();
   if (fd < 0) return false;
-  fd = high_fd(fd);
+  fd = fd_out_of_the_way(fd);
   bool ok = (filed == 0 || fallocate_quiet(fd, 0, 0, off_t(filed)) == 0) &&   // room, as the parent had
             copy_heap(ours, fd, nullptr, filed);
   if (ok && mmap(g_base, g_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd, 0) == MAP_FAILED)
@@ -1334,8 +1333,8 @@ void child_start() {
       g_line_mode = kTierOff;
       return;
     }
-    g_uffd = high_fd(u);
-    g_fd = high_fd(f);
+    g_uffd = fd_out_of_the_way(u);
+    g_fd = fd_out_of_the_way(f);
     note_identity();
     g_reserved_pages = 0;
     g_tier_mode = kTierUffd;
