@@ -57,19 +57,46 @@ def ratio(x, digits=2):
     return "-" if x is None else "%.*fx" % (digits, x)
 
 
+MIN_RUNS = 3   # a median of fewer runs decides no target (issue 4: "medians of at least 3 runs")
+STAGE_OF = {"micro_cpu": "micro", "tier_cost": "tier"}
+
+
+def stage_rounds(ctx, stage):
+    """How many runs of each cell the stage made (memory and threads: at most 3)."""
+    st = STAGE_OF.get(stage, stage)
+    r = (getattr(ctx, "runs", {}).get(st) or {}).get("rounds") or ctx.rounds
+    return min(r, 3) if st in ("memory", "threads") else r
+
+
 class View:
-    """Medians per allocator for one measurement, and comparisons with the peers."""
+    """Medians per allocator for one measurement, and comparisons with the peers.  A cell some of
+    whose runs failed shows how many it has ("2 of 5 runs"); with fewer than MIN_RUNS (or fewer than
+    the stage made, when it made fewer) it is `thin` and decides no target."""
 
     def __init__(self, ctx, stage, key, getter):
         self.order = ctx.order
         self.s = {}
+        self.n = {}
         self.err = {}
+        self.rounds = stage_rounds(ctx, stage)
         for a in ctx.order:
-            vals = [getter(v) for v in ctx.store.values(stage, key, a)]
+            vals = [x for x in (getter(v) for v in ctx.store.values(stage, key, a)) if x is not None]
             self.s[a] = summ(vals)
+            self.n[a] = len(vals)
             e = ctx.store.error(stage, key, a)
             if e and self.s[a] is None:
                 self.err[a] = e
+
+    def thin(self, a):
+        return self.n.get(a, 0) < min(MIN_RUNS, self.rounds)
+
+    def missing(self, a):
+        """Why allocator a gives this measurement no verdict, or None when it does."""
+        if self.s.get(a) is None:
+            return "failed" if a in self.err else "not measured"
+        if self.thin(a):
+            return "%d of %d runs" % (self.n[a], self.rounds)
+        return None
 
     def med(self, a):
         return self.s[a][0] if self.s.get(a) else None
@@ -92,7 +119,8 @@ class View:
         out = []
         for a in self.order:
             if self.s.get(a):
-                out.append(cell(self.s[a], digits, spread))
+                c = cell(self.s[a], digits, spread)
+                out.append(c + (" [%d of %d runs]²" % (self.n[a], self.rounds) if self.n[a] < self.rounds else ""))
             elif a in self.err:
                 out.append("FAILED¹")
             else:
@@ -144,12 +172,15 @@ def render(ctx, plots, outdir):
           "move with the round trip: prodcons by 4x, for every allocator alike." %
           "; ".join("%s %s" % (k, fmt(v)) for k, v in probes))
     w("- ZNS-Slab: git %s%s, shim sha256 %s (a private copy of build/libzns_slab.so taken at the start)." %
-      (m["git"], " + uncommitted changes in core/ or shim/" if m["git_dirty"] else "", m.get("zns_sha256", "?")))
+      (m["git"], " + uncommitted changes in core/, shim/ or tier/" if m["git_dirty"] else "", m.get("zns_sha256", "?")))
     w("- Peers (Debian packages, preloaded, default settings): " + ", ".join(
         "%s %s" % (p, v) for p, v in m["packages"].items()) + ".")
-    w("- Mode **%s**: %d interleaved rounds (memory: %d); in each round every allocator runs the "
-      "same workload back to back in the order %s. Tables show the median over rounds and (min–max)." %
-      (ctx.mode, ctx.rounds, min(ctx.rounds, 3), ", ".join(ctx.order)))
+    w("- Mode **%s**: %d interleaved rounds (memory and threads: %d); in each round every allocator runs the "
+      "same workload back to back, in the order %s in the first round, turned by one each round after "
+      "(the order of each round: its first allocator moves to the end). Tables show the median over "
+      "rounds and (min–max); a cell some of whose runs failed says how many it has (²), and one with "
+      "fewer than %d decides no target." %
+      (ctx.mode, ctx.rounds, min(ctx.rounds, 3), ", ".join(ctx.order), MIN_RUNS))
     earlier = [(st, r) for st, r in getattr(ctx, "runs", {}).items() if st not in ctx.ran_now]
     if earlier:
         w("- This run measured only: %s. Kept from earlier runs (results.json; rerun the stage to refresh): %s." %
@@ -161,13 +192,15 @@ def render(ctx, plots, outdir):
     if ctx.skipped:
         w("- Not measured: " + "; ".join("%s: %s" % (a, why) for a, why in ctx.skipped.items()) + ".")
     w("- Every allocator runs the same binaries; glibc = no preload, the others with `LD_PRELOAD` of "
-      "`%s`, `%s`, `%s` and the shim. Each benchmark program reports where `malloc` was bound "
-      "(dladdr), and a run whose preload did not take effect counts as failed. Allocator-tuning "
+      "`%s`, `%s`, `%s` and the shim. The micro, latency, memory and threads programs report where "
+      "`malloc` was bound (dladdr), and so does callgrind's build/bench/pairs: a run whose preload did "
+      "not take effect counts as failed; redis-server is checked in /proc/PID/maps; for the whole "
+      "programs (python3, sqlite3, workload) only a loader's refusal of the preload is caught. Allocator-tuning "
       "environment variables (MALLOC_*, ZNS_*, ...) are removed." % tuple(
           os.path.basename(ctx.allocs[p].lib) for p in PEERS))
     w("- Best peer = the best median of jemalloc, mimalloc and tcmalloc for that row; \"zns / best\" < 1 "
-      "means ZNS-Slab is better. Stage times: %s; total %.0f s." %
-      (", ".join("%s %.0f s" % kv for kv in ctx.stage_times.items()), ctx.total_time))
+      "means ZNS-Slab is better. Stage times: %s; sum %.0f s." %
+      (", ".join("%s %.0f s" % kv for kv in ctx.stage_times.items()), sum(ctx.stage_times.values())))
     w("")
 
     targets = []   # (target, measured, ok)
@@ -191,9 +224,19 @@ def render(ctx, plots, outdir):
     if "checks" in ctx.stages:
         sections.append(section_checks(ctx))
 
+    for stage, names in TARGET_STAGES.items():   # a target whose stage has no results is not met either
+        if stage not in ctx.stages:
+            for t in names:
+                targets.append((t, "**not measured**: stage %s has no results (make bench BENCH_ARGS='--only %s')" %
+                                (stage, stage), "**not measured**"))
     w("## Targets (issue 4)")
     w("")
-    w("Each target is a ratio to the best of jemalloc, mimalloc and tcmalloc measured in the same run.")
+    peers = [p for p in PEERS if p in ctx.order]
+    w("Each target is a ratio to the best of %s measured in the same run%s. A target some of whose "
+      "cases were not measured (a crash, a missing program, fewer than %d runs) is not met." %
+      (", ".join(peers) or "no peer",
+       "" if len(peers) == len(PEERS) else " (**not measured: %s**, so the best peer is the best of fewer)" %
+       ", ".join(p for p in PEERS if p not in peers), MIN_RUNS))
     w("")
     w(table(["target", "measured", "verdict"], [(t, meas, mark(ok)) for t, meas, ok in targets]))
     w("")
@@ -202,7 +245,9 @@ def render(ctx, plots, outdir):
     why = os.path.join(os.path.dirname(os.path.abspath(__file__)), "WHY.md")
     if os.path.exists(why):
         with open(why) as f:
-            w(f.read().strip())
+            text = f.read().strip()
+        w(why_banner(ctx, text))
+        w(text)
         w("")
     for s in sections:
         w(s)
@@ -226,11 +271,37 @@ def render(ctx, plots, outdir):
             for a, msgs in allocs.items():
                 fails.append("- %s / %s / %s: %s%s" % (stage, key, a, msgs[0],
                                                        " (%d times)" % len(msgs) if len(msgs) > 1 else ""))
-    w("¹ FAILED in a table: every run of that cell failed; the reason is listed here.")
+    w("¹ FAILED in a table: every run of that cell failed; the reason is listed here. "
+      "² [n of N runs]: the other runs of that cell failed (listed here); the median is of n.")
     w("")
     w("\n".join(fails) if fails else "None: every run of every allocator completed.")
     w("")
     return "\n".join(out)
+
+
+# The targets each stage decides (render: a stage without results leaves its targets "not measured").
+TARGET_STAGES = {
+    "micro": ["Workloads 1–5 time ≤ 0.9x best peer and ≥ 2x faster than glibc"],
+    "latency": ["Latency p99 and p99.9 at or below the best peer", "No refill spike above 1 µs at p99.9 (zns)"],
+    "memory": ["Memory overhead ≤ 0.5% at 64, 128 and 256 B", "Memory overhead below every peer at every size"],
+    "redis": ["redis RSS ≤ 0.9x redis with its own jemalloc", "redis SET throughput within noise of jemalloc",
+              "redis GET throughput within noise of jemalloc"],
+}
+WHY_MARK = "<!-- for-run:"
+
+
+def why_banner(ctx, text):
+    """bench/WHY.md is written by hand for one run: its first line `<!-- for-run: git X -->` names
+    the commit of that run.  When the target stages' results come from another run, say so above it
+    (its figures are then not this table's)."""
+    first = text.splitlines()[0] if text else ""
+    written = first[len(WHY_MARK):].split("-->")[0].strip() if first.startswith(WHY_MARK) else None
+    now = sorted({"git %s" % (ctx.runs.get(st) or {}).get("git") for st in TARGET_STAGES if st in ctx.runs})
+    if written and now == [written]:
+        return ""
+    return ("> **The analysis below was written for %s; the targets above come from %s: its figures may not "
+            "match the tables** (rewrite bench/WHY.md after a run, and its first line).\n" %
+            ("the run at " + written if written else "another run (it names none)", " and ".join(now) or "no run"))
 
 
 def section_callgrind(ctx):
@@ -255,21 +326,28 @@ def section_callgrind(ctx):
 def section_micro(ctx, targets):
     rows = []
     verdicts = []
+    missing = []   # (row, why) of the target's rows that have no verdict: each counts as not met
     for row in MICRO_ROWS + ["prodcons_queue_only", "handoff/16", "handoff/1024"]:
         v = View(ctx, "micro", row, lambda x: x)
         group = row.split("/")[0].replace("_queue_only", "")
         for a in ctx.order:   # a crash loses the whole group (one process per group)
             if v.s.get(a) is None and a not in v.err and ctx.store.error("micro", group, a):
                 v.err[a] = ctx.store.error("micro", group, a)
-        if all(v.s.get(a) is None and a not in v.err for a in ctx.order):
-            continue
         r, p = v.vs_best()
         g, z = v.med("glibc"), v.med("zns")
         speed = g / z if g and z else None
         ok = None
-        if row in MICRO_ROWS and r is not None and speed is not None:
-            ok = r <= 0.9 and speed >= 2.0
-            verdicts.append((row, r, p, speed, ok))
+        if row in MICRO_ROWS:
+            why = (("zns " + v.missing("zns")) if v.missing("zns") else
+                   ("glibc " + v.missing("glibc")) if v.missing("glibc") else None if p else "no peer measured")
+            if why:
+                missing.append((row, why))
+                ok = "**not measured** (%s)" % why
+            else:
+                ok = r <= 0.9 and speed >= 2.0
+                verdicts.append((row, r, p, speed, ok))
+        if all(v.s.get(a) is None and a not in v.err for a in ctx.order):
+            continue
         rows.append([workload_of(row), row] + v.cells() + [p or "-", ratio(r), ratio(speed), mark(ok) if row in MICRO_ROWS else "(reference)"])
     txt = ["## Workloads 1–5: time per operation (Google Benchmark)", "",
            "ns per malloc+free (one item), median (min–max) over rounds; for the threaded rows, wall time "
@@ -295,16 +373,19 @@ def section_micro(ctx, targets):
            "never allocates, every free stays a remote one.",
            "",
            table(["wl", "benchmark"] + ctx.order + ["best peer", "zns / best", "glibc / zns", "target"], rows), ""]
+    met = [x for x in verdicts if x[4]]
+    measured = "%d of %d rows meet both" % (len(met), len(MICRO_ROWS))
     if verdicts:
-        met = [x for x in verdicts if x[4]]
         worst = max(verdicts, key=lambda x: x[1])
         best = min(verdicts, key=lambda x: x[1])
         worst_g = min(verdicts, key=lambda x: x[3])
-        targets.append(("Workloads 1–5 time ≤ 0.9x best peer and ≥ 2x faster than glibc (each of %d rows)" % len(verdicts),
-                        "%d of %d rows meet both; zns / best peer from %.2fx (%s) to %.2fx (%s vs %s); "
-                        "glibc / zns as low as %.2fx (%s)" % (len(met), len(verdicts), best[1], best[0], worst[1],
-                                                             worst[0], worst[2], worst_g[3], worst_g[0]),
-                        len(met) == len(verdicts)))
+        measured += "; zns / best peer from %.2fx (%s) to %.2fx (%s vs %s); glibc / zns as low as %.2fx (%s)" % (
+            best[1], best[0], worst[1], worst[0], worst[2], worst_g[3], worst_g[0])
+    if missing:
+        measured += "; **not measured** (count as not met): " + ", ".join("%s (%s)" % m for m in missing)
+    targets.append(("Workloads 1–5 time ≤ 0.9x best peer and ≥ 2x faster than glibc (each of %d rows)" % len(MICRO_ROWS),
+                    measured, len(met) == len(MICRO_ROWS)))
+    if verdicts:
         by_wl = {}
         for row, r, p, speed, ok in verdicts:
             by_wl.setdefault(workload_of(row), []).append((r, speed, ok, row))
@@ -347,6 +428,7 @@ def section_micro(ctx, targets):
     return "\n".join(txt)
 
 
+LATENCY_NAMES = ["mixed 16..4096 B", "small 16..256 B"]   # run_bench.LATENCY_SCENARIOS' names
 LAT_ROWS = [("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p999"), ("p99.99", "p9999"),
             ("max", "max"), ("mean", "mean"), ("> 1 µs per million", "over_1us_per_million")]
 
@@ -372,7 +454,9 @@ def section_latency(ctx, targets):
                                                          "%g" % steps[0], statistics.median(overheads)), ""]
     checks = []
     spike = []
-    for scen in ctx.store.data.get("latency", {}).keys() or [s for s in ctx.store.errors.get("latency", {})]:
+    missing, spike_missing = [], []   # cases without a verdict: each counts as not met
+    present = list(ctx.store.data.get("latency", {}).keys()) + list(ctx.store.errors.get("latency", {}).keys())
+    for scen in LATENCY_NAMES + [x for x in dict.fromkeys(present) if x not in LATENCY_NAMES]:
         rows = []
         for op in ("malloc", "free"):
             for label, key in LAT_ROWS:
@@ -380,26 +464,44 @@ def section_latency(ctx, targets):
                 r, p = v.vs_best()
                 rows.append(["%s %s" % (op, label)] + v.cells(spread=label not in ("> 1 µs per million",)) +
                             [p or "-", ratio(r)])
-                if key in ("p99", "p999") and r is not None:
-                    checks.append((scen, op, label, r, p, v.med("zns")))
-                if key == "p999" and v.med("zns") is not None:
-                    spike.append((scen, op, v.med("zns")))
-        txt += ["### %s" % scen, "", table(["call / percentile"] + ctx.order + ["best peer", "zns / best"], rows), ""]
+                if scen not in LATENCY_NAMES:
+                    continue
+                why = ("zns " + v.missing("zns")) if v.missing("zns") else None if p else "no peer measured"
+                if key in ("p99", "p999"):
+                    if why:
+                        missing.append("%s %s %s (%s)" % (scen.split()[0], op, label, why))
+                    else:
+                        checks.append((scen, op, label, r, p, v.med("zns")))
+                if key == "p999":   # the spike: zns's worst round, not its median
+                    if v.missing("zns"):
+                        spike_missing.append("%s %s (zns %s)" % (scen.split()[0], op, v.missing("zns")))
+                    else:
+                        spike.append((scen, op, max(d[op][key] for d in ctx.store.values("latency", scen, "zns"))))
+        if any(r[1:1 + len(ctx.order)] != ["-"] * len(ctx.order) for r in rows):
+            txt += ["### %s" % scen, "", table(["call / percentile"] + ctx.order + ["best peer", "zns / best"], rows), ""]
+    n_cases = len(LATENCY_NAMES) * 4
+    bad = [c for c in checks if c[3] > 1.0]
+    measured = "%d of %d at or below" % (len(checks) - len(bad), n_cases)
     if checks:
-        bad = [c for c in checks if c[3] > 1.0]
         worst = max(checks, key=lambda c: c[3])
-        targets.append(("Latency p99 and p99.9 at or below the best peer (%d cases: 2 scenarios × malloc/free × p99/p99.9)" % len(checks),
-                        "%d of %d at or below; worst %s %s %s: %.2fx %s%s" %
-                        (len(checks) - len(bad), len(checks), worst[0], worst[1], worst[2], worst[3], worst[4],
-                         "" if not bad else "; above: " + ", ".join("%s %s %s %.2fx" % (c[0].split()[0], c[1], c[2], c[3]) for c in bad)),
-                        not bad))
+        measured += "; worst %s %s %s: %.2fx %s" % (worst[0], worst[1], worst[2], worst[3], worst[4])
+    if bad:
+        measured += "; above: " + ", ".join("%s %s %s %.2fx" % (c[0].split()[0], c[1], c[2], c[3]) for c in bad)
+    if missing:
+        measured += "; **not measured** (count as not met): " + ", ".join(missing)
+    targets.append(("Latency p99 and p99.9 at or below the best peer (%d cases: %d scenarios × malloc/free × p99/p99.9)" %
+                    (n_cases, len(LATENCY_NAMES)), measured, len(checks) - len(bad) == n_cases))
+    over = [x for x in spike if x[2] > 1000]
+    measured = ""
     if spike:
-        over = [s for s in spike if s[2] > 1000]
-        worst = max(spike, key=lambda s: s[2])
-        targets.append(("No refill spike above 1 µs at p99.9 (zns)",
-                        "zns p99.9 at most %.0f ns (%s %s)%s" % (worst[2], worst[0], worst[1],
-                                                                ("; above 1 µs: " + ", ".join("%s %s %.0f ns" % s for s in over)) if over else ""),
-                        not over))
+        worst = max(spike, key=lambda x: x[2])
+        measured = "zns p99.9 at most %.0f ns in its worst round (%s %s)" % (worst[2], worst[0], worst[1])
+    if over:
+        measured += "; above 1 µs: " + ", ".join("%s %s %.0f ns" % x for x in over)
+    if spike_missing:
+        measured += "; **not measured** (count as not met): " + ", ".join(spike_missing)
+    targets.append(("No refill spike above 1 µs at p99.9 (zns)", measured.lstrip("; "),
+                    not over and not spike_missing))
     return "\n".join(txt)
 
 
@@ -437,7 +539,8 @@ def section_threads(ctx):
 
 
 def section_memory(ctx, targets):
-    sizes = sorted(ctx.store.data.get("memory", {}).keys(), key=int)
+    wanted = [str(x) for x in scfg(ctx, "memory").get("mem_sizes", [])]
+    sizes = sorted(set(wanted) | set(ctx.store.data.get("memory", {})) | set(ctx.store.errors.get("memory", {})), key=int)
     txt = ["## Workload 7: memory of 1M live blocks", "",
            "build/bench/memory --size S: RSS after the allocator is initialised (\"before\"), after %s "
            "blocks of S bytes each written in full (\"full\"), after freeing a random half, and after "
@@ -448,16 +551,23 @@ def section_memory(ctx, targets):
     rows, rows_half, rows_left, rows_chase, rows_pte = [], [], [], [], []
     under_all = []
     small = []
+    missing_all, missing_small = [], []   # sizes without a verdict: each counts as not met
     for size in sizes:
         v = View(ctx, "memory", size, lambda d: d["overhead_pct"])
         p, bv = v.best_peer()
         z = v.med("zns")
         diff = z - bv if z is not None and bv is not None else None
         rows.append(["%s B" % size] + v.cells(digits=2, spread=False) + [p or "-", "-" if diff is None else "%+.2f pp" % diff])
-        if diff is not None:
+        why = ("zns " + v.missing("zns")) if v.missing("zns") else None if p else "no peer measured"
+        if why:
+            missing_all.append("%s B (%s)" % (size, why))
+        else:
             under_all.append((int(size), z, bv, p, z < bv))
-        if int(size) in (64, 128, 256) and z is not None:
-            small.append((int(size), z))
+        if int(size) in (64, 128, 256):
+            if v.missing("zns"):
+                missing_small.append("%s B (zns %s)" % (size, v.missing("zns")))
+            else:
+                small.append((int(size), z))
         h = View(ctx, "memory", size, lambda d: d["half_overhead_pct"])
         hp, hb = h.best_peer()
         hz = h.med("zns")
@@ -488,35 +598,46 @@ def section_memory(ctx, targets):
                 table(["size"] + ctx.order + ["best peer", "zns / best"], rows_chase), "",
                 "Page tables (VmPTE, kB) at that point, the bench's own arrays included:", "",
                 table(["size"] + ctx.order, rows_pte), ""]
-    if small:
-        bad = [s for s in small if s[1] > 0.5]
-        targets.append(("Memory overhead ≤ 0.5% at 64, 128 and 256 B",
-                        ", ".join("%d B: %.2f%%" % s for s in small) +
-                        ("" if not bad else " (over by " + ", ".join("%.2f pp at %d B" % (s[1] - 0.5, s[0]) for s in bad) + ")"),
-                        not bad))
-    if under_all:
-        bad = [u for u in under_all if not u[4]]
-        targets.append(("Memory overhead below every peer at every size (%d sizes)" % len(under_all),
-                        "below the best peer at %d of %d sizes%s" %
-                        (len(under_all) - len(bad), len(under_all),
-                         "" if not bad else "; above at " + ", ".join("%d B (zns %.2f%% vs %s %.2f%%)" % (u[0], u[1], u[3], u[2]) for u in bad)),
-                        not bad))
+    not_run = ["%d B (not in this run's sizes)" % x for x in (64, 128, 256) if str(x) not in sizes]
+    bad = [x for x in small if x[1] > 0.5]
+    gaps = missing_small + not_run
+    targets.append(("Memory overhead ≤ 0.5% at 64, 128 and 256 B",
+                    "; ".join(x for x in [", ".join("%d B: %.2f%%" % x for x in small),
+                                          "over by " + ", ".join("%.2f pp at %d B" % (x[1] - 0.5, x[0]) for x in bad) if bad else "",
+                                          "**not measured** (count as not met): " + ", ".join(gaps) if gaps else ""] if x),
+                    not bad and not gaps))
+    bad = [u for u in under_all if not u[4]]
+    n = len(sizes)
+    targets.append(("Memory overhead below every peer at every size (%d sizes)" % n,
+                    "below the best peer at %d of %d sizes%s%s" %
+                    (len(under_all) - len(bad), n,
+                     "" if not bad else "; above at " + ", ".join("%d B (zns %.2f%% vs %s %.2f%%)" % (u[0], u[1], u[3], u[2]) for u in bad),
+                     "" if not missing_all else "; **not measured** (count as not met): " + ", ".join(missing_all)),
+                    len(under_all) - len(bad) == n))
     return "\n".join(txt)
 
 
 def section_redis(ctx, targets):
+    filled = any("rss_fill_mb" in d for runs in ctx.store.data.get("redis", {}).values() for v in runs.values() for d in v)
+    n = scfg(ctx, "redis")["redis_n"]
+    load = ("filled with exactly N = %d keys (`key:000000000000` .. `key:%012d`, redis-benchmark's own key names) "
+            "of 100-byte values through `redis-cli --pipe`, then `redis-benchmark -t set -n N -r N -d 100 -P 16` "
+            "(random overwrites of those keys: every SET frees a value and allocates one), then the same with "
+            "`-t get` (every GET a hit). RSS = VmRSS of the server after the SET run." % (n, n - 1) if filled else
+            "loaded with `redis-benchmark -t set -n %d -r %d -d 100 -P 16` (random keys: about 63%% of them "
+            "distinct; this run predates the exact fill), then the same with `-t get`. RSS = VmRSS of the server "
+            "after the SET load." % (n, n))
     txt = ["## Workload 8: redis-server", "",
-           "redis-server %s on 127.0.0.1 (random free port, --save '' --appendonly no), loaded with "
-           "`redis-benchmark -t set -n %d -r %d -d 100 -P 16`, then the same with `-t get`. RSS = VmRSS of "
-           "the server after the SET load. \"jemalloc\" here is redis as shipped by Debian (it links "
-           "libjemalloc.so.2; no preload); the others are preloaded into the same binary. Only the server "
-           "runs under the allocator; redis-benchmark is a plain client on the same 2 cores." %
-           (ctx.machine["packages"].get("redis-server", "?"), scfg(ctx, "redis")["redis_n"], scfg(ctx, "redis")["redis_n"]), ""]
+           "redis-server %s on 127.0.0.1 (random free port, --save '' --appendonly no), %s \"jemalloc\" here is "
+           "redis as shipped by Debian (it links libjemalloc.so.2; no preload); the others are preloaded into "
+           "the same binary. Only the server runs under the allocator; redis-benchmark is a plain client on the "
+           "same 2 cores." % (ctx.machine["packages"].get("redis-server", "?"), load), ""]
     allocs = [a for a in ["jemalloc", "mimalloc", "tcmalloc", "zns"] if a in ctx.order]
     rows = []
     V = {}
     for label, key, lower in [("SET requests/s", "set_rps", False), ("GET requests/s", "get_rps", False),
-                              ("RSS after SET load (MiB)", "rss_mb", True), ("RSS after GET (MiB)", "rss_after_get_mb", True),
+                              ("RSS after the fill (MiB)", "rss_fill_mb", True),
+                              ("RSS after SET run (MiB)", "rss_mb", True), ("RSS after GET (MiB)", "rss_after_get_mb", True),
                               ("peak RSS, VmHWM (MiB)", "hwm_mb", True), ("used_memory (MiB)", "used_memory_mb", True),
                               ("keys", "keys", True), ("RSS at start (MiB)", "rss_start_mb", True)]:
         v = View(ctx, "redis", "redis", lambda d, key=key: d.get(key))
@@ -528,15 +649,24 @@ def section_redis(ctx, targets):
         row.append(ratio(z / j) if j and z else "-")
         rows.append(row)
     txt.append(table(["metric"] + [("jemalloc (as shipped)" if a == "jemalloc" else a + " (preload)") for a in allocs] + ["zns / jemalloc"], rows))
+    def gap(v):   # why a redis target has no verdict (counts as not met), or None
+        w = [("%s %s" % (a, v.missing(a))) for a in ("zns", "jemalloc") if v.missing(a)]
+        return "**not measured** (count as not met): " + ", ".join(w) if w else None
+
     rss = V["rss_mb"]
     j, z = rss.med("jemalloc"), rss.med("zns")
-    if j and z:
-        targets.append(("redis RSS ≤ 0.9x redis with its own jemalloc", "%.1f MiB vs %.1f MiB: %.2fx" % (z, j, z / j), z / j <= 0.9))
+    t = "redis RSS ≤ 0.9x redis with its own jemalloc"
+    if gap(rss):
+        targets.append((t, gap(rss), False))
+    else:
+        targets.append((t, "%.1f MiB vs %.1f MiB: %.2fx" % (z, j, z / j), z / j <= 0.9))
     for key, name in (("set_rps", "SET"), ("get_rps", "GET")):
         v = V[key]
         s = v.s.get("jemalloc")
         z = v.med("zns")
-        if s and z:
+        if gap(v):
+            targets.append(("redis %s throughput within noise of jemalloc" % name, gap(v), False))
+        else:
             noise = max(0.05, (s[2] - s[1]) / s[0])
             ok = z >= s[0] * (1 - noise)
             verdict = ok
@@ -567,13 +697,20 @@ def section_programs(ctx):
             r, p = v.vs_best()
             g, z = v.med("glibc"), v.med("zns")
             rows.append([label] + v.cells() + [p or "-", ratio(r), ratio(z / g) if g and z else "-"])
-        sums = set()
+        sums = {}   # checksum: the allocators whose runs printed it (with a count)
         for a in ctx.order:
             for d in ctx.store.values("programs", prog, a):
-                sums.add(d["checksum"])
+                sums.setdefault(d["checksum"], {}).setdefault(a, 0)
+                sums[d["checksum"]][a] += 1
+        if len(sums) == 1:
+            out = "identical under every allocator (%s)." % next(iter(sums))
+        elif sums:
+            out = "**DIFFERS between runs/allocators**: " + "; ".join(
+                "%s from %s" % (c, ", ".join("%s (%d runs)" % kv for kv in who.items())) for c, who in sorted(sums.items()))
+        else:
+            out = "-"
         txt += ["### %s" % prog, "", table(["metric"] + ctx.order + ["best peer", "zns / best", "zns / glibc"], rows), "",
-                "Output: %s" % ("identical under every allocator (%s)." % sums.pop() if len(sums) == 1 else
-                                "**DIFFERS between runs/allocators**: %s" % ", ".join(sorted(sums)) if sums else "-"), ""]
+                "Output: " + out, ""]
     return "\n".join(txt)
 
 
@@ -744,7 +881,7 @@ def section_checks(ctx):
            "through operator new and sized delete.", "",
            "- Measured %s, git %s%s, %s mode, %s rounds; shim sha256 %s (zns, zns-secure), %s (zns-unchecked); "
            "load average after the stage %s; stage time %s s." %
-           (run.get("date", "?"), run.get("git", "?"), " + uncommitted changes in core/ or shim/" if run.get("git_dirty") else "",
+           (run.get("date", "?"), run.get("git", "?"), " + uncommitted changes in core/, shim/ or tier/" if run.get("git_dirty") else "",
             run.get("mode", "?"), run.get("rounds", "?"), run.get("zns_sha256", "?"), run.get("unchecked_sha256", "?"),
             run.get("load", "?"), num(run.get("time"), 0))]
     for wmsg in run.get("warnings") or []:

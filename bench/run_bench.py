@@ -71,7 +71,7 @@ SCRUB_ENV = re.compile(r"^(LD_PRELOAD|LD_LIBRARY_PATH|MALLOC_.*|GLIBC_TUNABLES|Z
 
 CONFIGS = {
     "quick": dict(rounds=3, micro_min_time=0.05, latency_ops=300000,
-                  mem_sizes=[16, 64, 128, 256, 1024], mem_count=1000000, mem_hops=1000000,
+                  mem_sizes=[16, 64, 128, 256], mem_count=1000000, mem_hops=1000000,
                   redis_n=200000, py_n=50000, sqlite_rows=50000, callgrind_pairs=1000000),
     "full": dict(rounds=5, micro_min_time=0.25, latency_ops=2000000,
                  mem_sizes=[8, 16, 32, 48, 64, 96, 128, 256, 512, 1024, 2048, 4096], mem_count=1000000,
@@ -99,6 +99,7 @@ MICRO_GROUPS = [("pair", "^pair/"), ("batch", "^batch/"), ("churn", "^churn/"), 
                 ("handoff", "^handoff/")]
 LATENCY_SCENARIOS = [("mixed 16..4096 B", 16, 4096), ("small 16..256 B", 16, 256)]
 STAGES = ["callgrind", "micro", "latency", "memory", "threads", "programs", "redis", "tier", "checks"]
+QUICK_SKIPS = ["tier", "checks"]   # issues 5 and 6, not issue 4: --quick leaves them out unless --only names them
 # The threads stage (reference, not an issue-4 workload): (threads, blocks of each of 20 sizes).
 THREADS_CASES = [(500, 1), (200, 5), (50, 20)]
 TIER_MODES = ["off", "uffd", "madvise"]
@@ -111,6 +112,13 @@ def log(msg):
 
 def med(xs):
     return statistics.median(xs) if xs else None
+
+
+def rotated(order, rnd):
+    """The allocators of round rnd: the order turns by one each round, so no allocator always runs
+    right after the same other one (a warm or busy machine favours nobody in particular)."""
+    k = rnd % len(order) if order else 0
+    return order[k:] + order[:k]
 
 
 # ---- allocators ------------------------------------------------------------------------------------
@@ -130,7 +138,17 @@ class Alloc:
         return e
 
 
-def setup_allocators(zns_so, build, unchecked_so=None):
+def snapshot(src, dst):
+    """Copy src to dst as a new file (a new inode, renamed into place): a process that has the old
+    snapshot mapped -- a run of another harness, or of this one -- keeps its pages (copying over the
+    mapped file in place would change the code under it: SIGBUS)."""
+    tmp = "%s.%d.tmp" % (dst, os.getpid())
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+def setup_allocators(zns_so, build, unchecked_so=None, copy=True):
+    """The allocators by name.  copy=False (--report-only): measure nothing, so snapshot nothing."""
     allocs = {"glibc": Alloc("glibc", None, "libc.so.6")}
     for name, (fname, pkg) in PEER_LIBS.items():
         path = os.path.join(LIBDIR, fname)
@@ -144,7 +162,8 @@ def setup_allocators(zns_so, build, unchecked_so=None):
     snap = os.path.join(snap_dir, "libzns_slab.so")
     a = Alloc("zns", snap, snap)
     if os.path.exists(zns_so):
-        shutil.copy2(zns_so, snap)
+        if copy:
+            snapshot(zns_so, snap)
     else:
         a.problem = "not built (%s missing; run make)" % zns_so
     allocs["zns"] = a
@@ -154,7 +173,8 @@ def setup_allocators(zns_so, build, unchecked_so=None):
     a = Alloc("zns-unchecked", snap, snap)
     unchecked_so = unchecked_so or os.path.join(build, "unchecked", "libzns_slab.so")
     if os.path.exists(unchecked_so):
-        shutil.copy2(unchecked_so, snap)
+        if copy:
+            snapshot(unchecked_so, snap)
         if os.path.exists(zns_so) and os.path.getmtime(unchecked_so) < os.path.getmtime(zns_so) - 60:
             a.stale = "%s is older than %s: it may not be built from the same sources (make bench-build)" % (
                 unchecked_so, zns_so)
@@ -307,8 +327,10 @@ def stage_callgrind(ctx):
             cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", ctx.bin("pairs"), str(pairs), "64"]
             r = run_proc(ctx, cmd, alloc, timeout=600)
             m = re.search(r"Collected : (\d+)", r.err)
-            if r.error or not m:
-                ctx.store.fail("callgrind", "pair64", a, r.error or "no 'Collected' line: " + tail(r.err))
+            o = re.search(r"^malloc_from: (.*)$", r.out, re.M)
+            bad = check_origin(alloc, o.group(1) if o else "? (no malloc_from line)")
+            if r.error or not m or bad:
+                ctx.store.fail("callgrind", "pair64", a, r.error or bad or "no 'Collected' line: " + tail(r.err))
                 break
             irs[pairs] = int(m.group(1))
         else:
@@ -320,14 +342,14 @@ def stage_callgrind(ctx):
 def stage_micro(ctx):
     for rnd in range(ctx.rounds):
         for group, filt in MICRO_GROUPS:
-            for a in ctx.order:
+            for a in rotated(ctx.order, rnd):
                 alloc = ctx.allocs[a]
                 cmd = [ctx.bin("micro"), "--benchmark_filter=" + filt, "--benchmark_format=json",
                        "--benchmark_min_time=%g" % ctx.cfg["micro_min_time"]]
                 doc, r = run_json(ctx, "micro", group, a, cmd, alloc, gbench=True, timeout=900)
                 if doc is None:
                     continue
-                if rnd == 0 and a == ctx.order[0] and group == "pair":
+                if rnd == 0 and not ctx.gb_context and group == "pair":
                     ctx.gb_context = doc.get("context", {})
                 for b in doc.get("benchmarks", []):
                     name = b["name"].replace("/real_time", "").replace("/manual_time", "")
@@ -343,7 +365,7 @@ def stage_micro(ctx):
 def stage_latency(ctx):
     for rnd in range(ctx.rounds):
         for scen, lo, hi in LATENCY_SCENARIOS:
-            for a in ctx.order:
+            for a in rotated(ctx.order, rnd):
                 alloc = ctx.allocs[a]
                 cmd = [ctx.bin("latency"), "--ops", str(ctx.cfg["latency_ops"]), "--lo", str(lo), "--hi", str(hi)]
                 doc, r = run_json(ctx, "latency", scen, a, cmd, alloc, timeout=600)
@@ -357,7 +379,7 @@ def stage_memory(ctx):
     rounds = min(ctx.rounds, 3)   # nearly deterministic; 3 rounds are plenty
     for rnd in range(rounds):
         for size in ctx.cfg["mem_sizes"]:
-            for a in ctx.order:
+            for a in rotated(ctx.order, rnd):
                 alloc = ctx.allocs[a]
                 cmd = [ctx.bin("memory"), "--size", str(size), "--count", str(ctx.cfg["mem_count"]),
                        "--hops", str(ctx.cfg["mem_hops"])]
@@ -373,7 +395,7 @@ def stage_threads(ctx):
     rounds = min(ctx.rounds, 3)   # nearly deterministic, like the memory stage
     for rnd in range(rounds):
         for t, n in THREADS_CASES:
-            for a in ctx.order:
+            for a in rotated(ctx.order, rnd):
                 cmd = [ctx.bin("threads"), "--threads", str(t), "--blocks", str(n)]
                 doc, r = run_json(ctx, "threads", "%dx%d" % (t, n), a, cmd, ctx.allocs[a], timeout=300)
                 if doc is not None:
@@ -399,7 +421,7 @@ def stage_programs(ctx):
     ]
     for rnd in range(ctx.rounds):
         for name, cmd, extra, missing in progs:
-            for a in ctx.order:
+            for a in rotated(ctx.order, rnd):
                 if missing:
                     if rnd == 0:
                         ctx.store.fail("programs", name, a, missing)
@@ -451,6 +473,32 @@ def redis_cli(port, *args, timeout=30):
     return p.stdout.strip()
 
 
+REDIS_VALUE = b"x" * 100   # what redis-benchmark -d 100 writes
+
+
+def redis_fill(port, n):
+    """SET exactly n keys, key:000000000000 .. key:%012d (redis-benchmark's own key names, so its
+    random SETs and GETs with -r n then hit these keys), with 100-byte values, through
+    `redis-cli --pipe` (the protocol's mass insertion).  redis-benchmark -r n alone writes random
+    keys: about 63% of n distinct ones for n requests."""
+    p = subprocess.Popen(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--pipe"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         env={k: v for k, v in os.environ.items() if not SCRUB_ENV.match(k)})
+    head = b"*3\r\n$3\r\nSET\r\n$16\r\n"
+    tail_ = b"\r\n$%d\r\n%s\r\n" % (len(REDIS_VALUE), REDIS_VALUE)
+    try:
+        for start in range(0, n, 10000):
+            p.stdin.write(b"".join(head + b"key:%012d" % i + tail_ for i in range(start, min(n, start + 10000))))
+        p.stdin.close()
+    except BrokenPipeError:
+        pass
+    out = p.stdout.read().decode(errors="replace")   # (a few lines, at the end)
+    p.wait(timeout=600)
+    m = re.search(r"errors: (\d+), replies: (\d+)", out)
+    if p.returncode != 0 or not m or int(m.group(1)) != 0 or int(m.group(2)) != n:
+        raise RuntimeError("redis-cli --pipe (filling %d keys) %s: %s" % (n, describe_rc(p.returncode), tail(out)))
+
+
 def redis_bench(port, test, n):
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-n", str(n), "-r", str(n),
            "-d", "100", "-P", "16", "--csv"]
@@ -499,8 +547,12 @@ def redis_one(ctx, a):
                 if lib not in f.read():
                     raise RuntimeError("the preload did not take effect (%s not mapped in redis-server)" % lib)
         res["rss_start_mb"] = proc_status(p.pid, "VmRSS") / 1024.0
+        redis_fill(port, ctx.cfg["redis_n"])
+        res["rss_fill_mb"] = proc_status(p.pid, "VmRSS") / 1024.0
         res["set_rps"], res["set_wall"] = redis_bench(port, "set", ctx.cfg["redis_n"])
         res["keys"] = int(redis_cli(port, "dbsize") or 0)
+        if res["keys"] != ctx.cfg["redis_n"]:
+            raise RuntimeError("redis holds %d keys after the load, not %d" % (res["keys"], ctx.cfg["redis_n"]))
         res["rss_mb"] = proc_status(p.pid, "VmRSS") / 1024.0
         res["get_rps"], res["get_wall"] = redis_bench(port, "get", ctx.cfg["redis_n"])
         res["rss_after_get_mb"] = proc_status(p.pid, "VmRSS") / 1024.0
@@ -536,14 +588,15 @@ def stage_redis(ctx):
         return
     rounds = ctx.rounds
     for rnd in range(rounds):
-        for a in allocs:
+        for a in rotated(allocs, rnd):
             try:
                 res = redis_one(ctx, a)
             except Exception as e:   # a crash of one allocator must not stop the others
                 ctx.store.fail("redis", "redis", a, str(e))
                 continue
-            if res.get("exit_note"):
+            if res.get("exit_note"):   # a crash at shutdown: this round's numbers do not count
                 ctx.store.fail("redis", "redis", a, res["exit_note"])
+                continue
             ctx.store.add("redis", "redis", a, res)
             log("  redis %-9s SET %.0f/s GET %.0f/s RSS %.1f MiB (%d keys)" % (a, res["set_rps"], res["get_rps"], res["rss_mb"], res["keys"]))
         log("redis: round %d/%d done" % (rnd + 1, rounds))
@@ -774,7 +827,7 @@ def machine_info(ctx):
         pk[p] = v or "not installed"
     info["packages"] = pk
     info["git"] = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]) or "?"
-    info["git_dirty"] = bool(sh(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", "core", "shim"]))
+    info["git_dirty"] = bool(sh(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", "core", "shim", "tier"]))
     zlib = ctx.allocs["zns"].lib
     if os.path.exists(zlib):
         with open(zlib, "rb") as f:
@@ -810,7 +863,8 @@ class Ctx:
         self.build = os.path.abspath(args.build)
         self.timeit = self.bin("timeit")
         self.allocs = setup_allocators(os.path.abspath(args.zns), self.build,
-                                       os.path.abspath(args.zns_unchecked) if args.zns_unchecked else None)
+                                       os.path.abspath(args.zns_unchecked) if args.zns_unchecked else None,
+                                       copy=not args.report_only)
         wanted = args.allocators.split(",") if args.allocators else ORDER
         self.order = [a for a in ORDER if a in wanted and not self.allocs[a].problem]
         self.skipped = {a: self.allocs[a].problem for a in ORDER if a in wanted and self.allocs[a].problem}
@@ -896,6 +950,25 @@ def report_only(ctx, args):
     return 0
 
 # ---- main ----------------------------------------------------------------------------------------------
+SYSTEM_PY = "/usr/bin/python3"   # Debian's, with python3-matplotlib (make deps-bench installs it)
+
+
+def need_matplotlib():
+    """The charts need matplotlib: under a python3 without it (a pyenv one first in PATH), run again
+    under Debian's, which make deps-bench equips, rather than write a report without charts."""
+    try:
+        import matplotlib  # noqa: F401
+        return
+    except ImportError:
+        pass
+    if os.path.exists(SYSTEM_PY) and os.path.realpath(sys.executable) != os.path.realpath(SYSTEM_PY) \
+            and not os.environ.get("ZNS_BENCH_REEXEC"):
+        log("%s has no matplotlib: running again under %s" % (sys.executable, SYSTEM_PY))
+        os.environ["ZNS_BENCH_REEXEC"] = "1"
+        os.execv(SYSTEM_PY, [SYSTEM_PY, os.path.abspath(__file__)] + sys.argv[1:])
+    log("WARNING: no matplotlib (apt-get install python3-matplotlib): RESULTS.md will have no charts")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds, sizes and operations (a few minutes)")
@@ -912,7 +985,8 @@ def main():
     ap.add_argument("--json", default=os.path.join(ROOT, "bench", "results.json"))
     ap.add_argument("--plots", default=os.path.join(ROOT, "bench", "plots"))
     args = ap.parse_args()
-    stages = args.only.split(",") if args.only else STAGES
+    need_matplotlib()
+    stages = args.only.split(",") if args.only else [s for s in STAGES if not (args.quick and s in QUICK_SKIPS)]
     for s in stages:
         if s not in STAGES:
             ap.error("unknown stage %r (choose from %s)" % (s, ", ".join(STAGES)))
