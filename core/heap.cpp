@@ -1150,6 +1150,10 @@ bool bin_point(Bin b, SlabMeta *s) {
   return false;
 }
 
+// The entries of tc's buffer that are frees not yet applied: none while the buffer is being
+// applied (a signal handler's look then: applied entries may be live blocks again).
+inline unsigned buffered(const ThreadCache *tc) { return tc->in_remote == kFlushing ? 0 : tc->remote_count; }
+
 // A free of a block in a slab this thread does not own.  Validated now (the message names the
 // call), applied in batches: consecutive frees into one bitmap word cost one atomic OR.
 ThreadCache *thread_attach();
@@ -1181,13 +1185,14 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   uintptr_t h = (uintptr_t(p) >> 4) ^ (uintptr_t(p) >> 12);
   uint64_t &seen = tc->remote_seen[(h >> 6) & 15], bit = uint64_t(1) << (h & 63);
   if (seen & bit)
-    for (unsigned k = 0, n = tc->remote_count; k < n && k < kRemoteBuffer; ++k)
+    for (unsigned k = 0, n = buffered(tc); k < n; ++k)
       if (tc->remote_buf[k] == p) fatal("double free", call, p);
   // A shared slab (its owner gave it up) of a class this thread allocates: take it over, so that
   // this free and the next ones into it are the owner's (see adopt_on_free).  (After the look at
   // the buffer: the take-over applies it.)
   unsigned cls = s->cls;
-  if (owner == kSharedOwner && tc->word[cls] != &g_zero_word && !(tc->adopt_off[cls / 64] >> (cls % 64) & 1)) {
+  if (owner == kSharedOwner && tc->word[cls] != &g_zero_word && !(tc->adopt_off[cls / 64] >> (cls % 64) & 1) &&
+      !tc->in_remote) {   // (a signal handler's free while the buffer changes: it could not apply it)
     if (adopt_on_free(tc, s, p, cls, life, call)) return;   // (and p freed)
     // Ours after a failed attempt: a signal handler's free took it over meanwhile.  No block of a
     // slab this thread owns may wait in its buffer: usable_size relies on it.
@@ -1195,36 +1200,24 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
         g_region.life[s - g_region.meta].load(std::memory_order_relaxed) == life)
       return dealloc(p, call);
   }
-  // The entry, then the count (a fork's child applies the entries the count covers; fork_child).
-  // k >= kRemoteBuffer only in a signal handler of this thread: while the thread applies its
-  // buffer (kFlushing; appended, this free would land in the entries being applied: lost, or
-  // applied twice, a false "double free"), or between the count's store below and the flush.
-  // Then the free is applied at once.  A handler's free between the load of the count and its
-  // store takes the same slot: one of the two blocks stays out (leaked).  A handler's flush there
-  // (a free that filled the buffer, a refill) applied the entries it saw: the count stored here
-  // would cover them again, so a flush since the load (flush_gen) resets it, and applies p unless
-  // that flush saw it (flush_seen).
-  uint32_t gen = tc->flush_gen;
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  unsigned k = tc->remote_count;
-  if (ZNS_UNLIKELY(k >= kRemoteBuffer)) {
+  // While this thread appends to its buffer or applies it (`in_remote`), a signal handler's free
+  // on it is applied at once, and a handler's flush (a refill, a trim) leaves the buffer alone:
+  // appended, or flushed, midway, the buffer's entries were lost or applied twice (a false
+  // "double free"; two helper reviews, a SIGUSR1 storm and gdb standing in for the handler).
+  if (ZNS_UNLIKELY(tc->in_remote)) {
     void *one[1] = {p};
     return apply_remote(one, &life, 1);
   }
   seen |= bit;
+  tc->in_remote = kAppending;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  // The entry, then the count: a fork's child applies the entries the count covers (fork_child).
+  unsigned k = tc->remote_count;
   tc->remote_life[k] = life;
   tc->remote_buf[k] = p;
   __atomic_store_n(&tc->remote_count, k + 1, __ATOMIC_RELEASE);
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (ZNS_UNLIKELY(tc->flush_gen != gen)) {
-    bool applied = tc->flush_seen > k;
-    tc->remote_count = 0;   // (entries a handler added after its flush: left out, leaked)
-    if (!applied) {
-      void *one[1] = {p};
-      apply_remote(one, &life, 1);
-    }
-    return;
-  }
+  tc->in_remote = 0;
   if (k + 1 == kRemoteBuffer) flush_remote(tc);
 }
 
@@ -1693,21 +1686,19 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
   }
 }
 
-// While the buffer is applied its count reads kFlushing, which sends a signal handler's free on
-// this thread to apply_remote directly (free_remote_plain; before, such a free landed in the
-// entries being applied: a helper's review, a SIGUSR1 every 50 us whose handler frees another
-// thread's blocks, aborted with a false "double free" within 0.2 s).
+// (`in_remote`: see free_remote_plain.  A flush a signal handler asks for while this thread
+// appends or flushes is left to the thread: it flushes when the buffer is full.)
 void flush_remote(ThreadCache *tc) {
-  unsigned n = tc->remote_count;
-  if (n == kFlushing) return;   // a signal handler's refill while the thread flushes: it applies them
-  tc->remote_count = kFlushing;   // (one store: a handler sees n or kFlushing)
-  tc->flush_seen = n;
-  tc->flush_gen++;
+  if (tc->in_remote) return;
+  tc->in_remote = kFlushing;
   std::atomic_signal_fence(std::memory_order_seq_cst);
+  unsigned n = tc->remote_count;
   for (uint64_t &w : tc->remote_seen) w = 0;
-  apply_remote(tc->remote_buf, tc->remote_life, n < kRemoteBuffer ? n : kRemoteBuffer);
+  apply_remote(tc->remote_buf, tc->remote_life, n);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   tc->remote_count = 0;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  tc->in_remote = 0;
 }
 
 // ---- thread attach / exit ----------------------------------------------------------------------
@@ -1906,10 +1897,11 @@ void fork_child() {
     // a generation).  free_remote_plain stores each entry before the count that covers it, so
     // those entries are whole: applied here.  A flush under way (kFlushing: its entries partly
     // applied) is dropped: its blocks stay out in the child.
-    unsigned n = tc->remote_count == kFlushing ? 0 : tc->remote_count;
+    unsigned n = tc->in_remote == kFlushing ? 0 : tc->remote_count;
     tc->remote_count = 0;
+    tc->in_remote = 0;
     for (uint64_t &w : tc->remote_seen) w = 0;
-    if (n) apply_remote(tc->remote_buf, tc->remote_life, n < kRemoteBuffer ? n : kRemoteBuffer);
+    if (n) apply_remote(tc->remote_buf, tc->remote_life, n);
     if (tc->busy) {
       fork_child_salvage(tc);   // cut in the middle of a change: never used as it is
     } else {
@@ -2212,9 +2204,13 @@ void credit_out(ThreadCache *tc, SlabMeta *s) {
     return;
   }
   if (mine) {   // out == 1: the slab is complete with `last` in its bitmap
+    // (taken from the slot first, by one instruction: a signal handler's malloc may take it too)
+    if (!__atomic_compare_exchange_n(&tc->last[s->cls], &last, nullptr, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+      s->credit = 1;   // out again: the next free of the owner looks again
+      return;
+    }
     int i = block_index(s, last);
     bits(s)[unsigned(i) >> 6].fetch_or(uint64_t(1) << (i & 63), std::memory_order_relaxed);
-    __atomic_store_n(&tc->last[s->cls], nullptr, __ATOMIC_RELAXED);
   }
   if (parked_take_back(s)) {
     partial_unlink(tc, s);
@@ -2290,7 +2286,7 @@ size_t live_block_size(const void *p, const char *call) {
       __atomic_load_n(&g_caches[owner_cache(owner)]->last[s->cls], __ATOMIC_RELAXED) == p)
     fatal("use of a freed block", call, p);
   ThreadCache *tc = t_cache;
-  for (unsigned k = 0; k < tc->remote_count && k < kRemoteBuffer; ++k)
+  for (unsigned k = 0, n = buffered(tc); k < n; ++k)
     if (tc->remote_buf[k] == p) fatal("use of a freed block", call, p);
   if (g_secure && *static_cast<const uint64_t *>(p) == quarantine_mark(p))
     fatal("use of a freed block", call, p);

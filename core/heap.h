@@ -42,7 +42,8 @@ inline constexpr uint32_t kNoOwner = 0;             // SlabMeta.owner of a slab 
 inline constexpr uint32_t kSentinelId = 0xfffffffeu;  // id of the sentinel caches: owns nothing
 inline constexpr uint32_t kSharedOwner = 0xfffffffdu; // SlabMeta.owner of a slab no cache owns
 inline constexpr uint32_t kRemoteBuffer = 64;         // frees to others' slabs batched per thread
-inline constexpr uint32_t kFlushing = kRemoteBuffer + 1;  // remote_count while the buffer is applied
+inline constexpr uint8_t kAppending = 1;              // ThreadCache.in_remote: an entry is being added,
+inline constexpr uint8_t kFlushing = 2;               // or the buffer applied
 inline constexpr uint32_t kQuarantine = 256;          // ZNS_SECURE: freed blocks held per thread
 // ZNS_SECURE: SlabMeta.owner of a slab a cache owns is its id plus this bit, so the free fast path
 // (owner == my id) never matches and every free takes the checked, quarantining slow path.
@@ -220,10 +221,9 @@ struct ThreadCache {
                                         // alloc_slow, is not a refill)
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
   uint32_t remote_count;                // entries in remote_buf; stored after the entry it counts
-                                        // (so a fork's child may apply what it counts);
-                                        // kFlushing while flush_remote applies them
-  uint32_t flush_gen;                   // flushes so far, and the count the last one saw: an
-  uint32_t flush_seen;                  // append a signal handler's flush cut through knows it
+                                        // (so a fork's child may apply what it counts)
+  uint32_t in_remote;                   // kAppending / kFlushing while the thread changes the
+                                        // buffer (a signal handler's free is then applied at once)
   uint64_t remote_seen[16];             // a 1024-bit filter of the addresses in remote_buf
   void *remote_buf[kRemoteBuffer];      // frees of blocks in slabs this cache does not own, not yet
                                         // applied: still "out" (never reused) until the flush
@@ -243,7 +243,7 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : last{}, word{}, base{}, size{}, alloc_count{}, fresh_end{}, spare{}, adopt_off{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), flush_gen(0), flush_seen(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
+      : last{}, word{}, base{}, size{}, alloc_count{}, fresh_end{}, spare{}, adopt_off{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), in_remote(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
         attached(false), busy(0), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       word[c] = &g_zero_word;

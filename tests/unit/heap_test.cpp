@@ -615,12 +615,12 @@ TEST_CASE("a fork's child gives back purge claims that no thread of the child ho
   std::thread([&] { for (void *p : v) dealloc(p, "test"); flush_thread(); }).join();
 }
 
-// A fork while another thread flushes its remote buffer (kFlushing: its entries partly applied):
+// A fork while another thread flushes its remote buffer (in_remote kFlushing: its entries partly applied):
 // the child drops that buffer.  Before 2026-12-05 afternoon the count was stored before the entry
 // and every dead thread's buffer was dropped; a review had found the child applying a slot's stale
 // pointer (a block already freed: "double free" in a correct program, or a live block freed; 1 in
-// 20,000 forks of a producer/consumer).  White-box: the state is set by hand (the count kFlushing,
-// the slot's entry one that was already applied).
+// 20,000 forks of a producer/consumer).  White-box: the state is set by hand (kFlushing, a count of
+// 1, the slot's entry one that was already applied).
 TEST_CASE("a fork's child drops the remote buffer of a thread that was applying it") {
   std::atomic<int> step{0};
   void *p = nullptr;
@@ -634,10 +634,12 @@ TEST_CASE("a fork's child drops the remote buffer of a thread that was applying 
     void *mine = alloc(8);   // a cache of its own
     dealloc(p, "test");      // buffered...
     flush_thread();          // ...and applied: remote_buf[0] is p, count 0
-    t_cache->remote_count = kFlushing;   // as if the fork came while it applied the buffer
+    t_cache->remote_count = 1;
+    t_cache->in_remote = kFlushing;   // as if the fork came while it applied the buffer
     step = 2;
     while (step.load() != 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     t_cache->remote_count = 0;
+    t_cache->in_remote = 0;
     dealloc(mine, "test");
   });
   while (step.load() != 2) std::this_thread::yield();
