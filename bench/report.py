@@ -58,6 +58,7 @@ def ratio(x, digits=2):
 
 
 MIN_RUNS = 3   # a median of fewer runs decides no target (issue 4: "medians of at least 3 runs")
+NOT_MEASURED = "**not measured** (count as not met): "   # then the cases without a verdict
 STAGE_OF = {"micro_cpu": "micro", "tier_cost": "tier"}
 
 
@@ -383,7 +384,7 @@ def section_micro(ctx, targets):
         measured += "; zns / best peer from %.2fx (%s) to %.2fx (%s vs %s); glibc / zns as low as %.2fx (%s)" % (
             best[1], best[0], worst[1], worst[0], worst[2], worst_g[3], worst_g[0])
     if missing:
-        measured += "; **not measured** (count as not met): " + ", ".join("%s (%s)" % m for m in missing)
+        measured += "; " + NOT_MEASURED + ", ".join("%s (%s)" % m for m in missing)
     targets.append(("Workloads 1–5 time ≤ 0.9x best peer and ≥ 2x faster than glibc (each of %d rows)" % len(MICRO_ROWS),
                     measured, len(met) == len(MICRO_ROWS)))
     if verdicts:
@@ -489,7 +490,7 @@ def section_latency(ctx, targets):
     if bad:
         measured += "; above: " + ", ".join("%s %s %s %.2fx" % (c[0].split()[0], c[1], c[2], c[3]) for c in bad)
     if missing:
-        measured += "; **not measured** (count as not met): " + ", ".join(missing)
+        measured += "; " + NOT_MEASURED + ", ".join(missing)
     targets.append(("Latency p99 and p99.9 at or below the best peer (%d cases: %d scenarios × malloc/free × p99/p99.9)" %
                     (n_cases, len(LATENCY_NAMES)), measured, len(checks) - len(bad) == n_cases))
     over = [x for x in spike if x[2] > 1000]
@@ -500,7 +501,7 @@ def section_latency(ctx, targets):
     if over:
         measured += "; above 1 µs: " + ", ".join("%s %s %.0f ns" % x for x in over)
     if spike_missing:
-        measured += "; **not measured** (count as not met): " + ", ".join(spike_missing)
+        measured += "; " + NOT_MEASURED + ", ".join(spike_missing)
     targets.append(("No refill spike above 1 µs at p99.9 (zns)", measured.lstrip("; "),
                     not over and not spike_missing))
     return "\n".join(txt)
@@ -605,7 +606,7 @@ def section_memory(ctx, targets):
     targets.append(("Memory overhead ≤ 0.5% at 64, 128 and 256 B",
                     "; ".join(x for x in [", ".join("%d B: %.2f%%" % x for x in small),
                                           "over by " + ", ".join("%.2f pp at %d B" % (x[1] - 0.5, x[0]) for x in bad) if bad else "",
-                                          "**not measured** (count as not met): " + ", ".join(gaps) if gaps else ""] if x),
+                                          NOT_MEASURED + ", ".join(gaps) if gaps else ""] if x),
                     not bad and not gaps))
     bad = [u for u in under_all if not u[4]]
     n = len(sizes)
@@ -613,7 +614,7 @@ def section_memory(ctx, targets):
                     "below the best peer at %d of %d sizes%s%s" %
                     (len(under_all) - len(bad), n,
                      "" if not bad else "; above at " + ", ".join("%d B (zns %.2f%% vs %s %.2f%%)" % (u[0], u[1], u[3], u[2]) for u in bad),
-                     "" if not missing_all else "; **not measured** (count as not met): " + ", ".join(missing_all)),
+                     "" if not missing_all else "; " + NOT_MEASURED + ", ".join(missing_all)),
                     len(under_all) - len(bad) == n))
     return "\n".join(txt)
 
@@ -652,7 +653,7 @@ def section_redis(ctx, targets):
     txt.append(table(["metric"] + [("jemalloc (as shipped)" if a == "jemalloc" else a + " (preload)") for a in allocs] + ["zns / jemalloc"], rows))
     def gap(v):   # why a redis target has no verdict (counts as not met), or None
         w = [("%s %s" % (a, v.missing(a))) for a in ("zns", "jemalloc") if v.missing(a)]
-        return "**not measured** (count as not met): " + ", ".join(w) if w else None
+        return NOT_MEASURED + ", ".join(w) if w else None
 
     rss = V["rss_mb"]
     j, z = rss.med("jemalloc"), rss.med("zns")
