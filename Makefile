@@ -22,6 +22,12 @@ LIB_OBJ  := $(CORE_OBJ) $(SHIM_OBJ) $(NEW_OBJ)
 
 SO := $(BUILD)/libzns_slab.so
 AR := $(BUILD)/libzns_slab.a
+# The same with the sampled heap profiler (shim/prof.cpp, ZNS_PROF): the shim's objects built again
+# with -DZNS_PROFILER, linked with libunwind.  Built when libunwind's header is there (`make deps`).
+PROF_SO    := $(BUILD)/libzns_slab_prof.so
+PROF_OBJ   := $(CORE_OBJ) $(BUILD)/prof/shim/malloc.o $(BUILD)/shim/deepbind.o $(BUILD)/prof/shim/new_delete.o \
+              $(BUILD)/prof/shim/prof.o
+HAVE_UNWIND := $(wildcard /usr/include/libunwind.h /usr/include/$(shell $(CC) -dumpmachine 2>/dev/null)/libunwind.h)
 # For programs linked with -static: the shim without run-time lookups, and glibc's malloc.o (from
 # the system's libc.a) with the names the shim defines made weak, as the next allocator.  No
 # operator new: the C++ runtime's own (which calls malloc) is linked instead (README).
@@ -31,10 +37,12 @@ STATIC_OBJ := $(CORE_OBJ) $(BUILD)/static/shim/malloc.o
 LIBC_A     := $(wildcard $(filter /%,$(shell $(CC) -print-file-name=libc.a 2>/dev/null)))
 
 .PHONY: all deps deps-test deps-bench run test clean classes
-all: $(SO) $(AR) $(if $(LIBC_A),$(STATIC_AR),no-static-archive) $(BUILD)/zns-classes
-.PHONY: no-static-archive
+all: $(SO) $(AR) $(if $(LIBC_A),$(STATIC_AR),no-static-archive) $(if $(HAVE_UNWIND),$(PROF_SO),no-prof) $(BUILD)/zns-classes
+.PHONY: no-static-archive no-prof
 no-static-archive:
 	@echo "note: $(CC) has no libc.a (Debian: libc6-dev): $(STATIC_AR), for -static programs, is not built"
+no-prof:
+	@echo "note: no libunwind.h (Debian: libunwind-dev; make deps): $(PROF_SO), the heap profiler, is not built"
 
 # ---- dependencies (Debian packages, installed only when missing) --------------------------------
 APT_STAMP := $(BUILD)/.apt-updated
@@ -46,13 +54,13 @@ define need_pkgs
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || { echo "apt-get install failed:$$missing"; exit 1; }; \
 	fi
 endef
-BUILD_PKGS := g++ make libc6-dev
+BUILD_PKGS := g++ make libc6-dev libunwind-dev
 # CPython's own tests (tests/programs/python_regrtest.sh) come in a package named by the version of
 # Debian's python3 (when python3 is not installed yet: 3.11, Debian 12's).
 PY_VER     := $(or $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null),3.11)
 TEST_PKGS  := doctest-dev python3 python3-matplotlib sqlite3 redis-server redis-tools valgrind \
               libpython$(PY_VER)-testsuite git perl gcc cmake ninja-build xz-utils openssl jq tcl \
-              postgresql xfsprogs php-cli libtcmalloc-minimal4 libmimalloc2.0 libjemalloc2
+              postgresql xfsprogs php-cli google-perftools libtcmalloc-minimal4 libmimalloc2.0 libjemalloc2
 BENCH_PKGS := libbenchmark-dev libjemalloc-dev libjemalloc2 libmimalloc-dev libmimalloc2.0 \
               libgoogle-perftools-dev libgoogle-perftools4 libtcmalloc-minimal4 python3-matplotlib
 
@@ -78,6 +86,16 @@ $(NEW_OBJ): shim/new_delete.cpp $(wildcard core/*.h core/*.def) shim/zns_slab.h 
 $(SO): $(LIB_OBJ) shim/exports.map
 	$(CC) -shared -o $@ $(LIB_OBJ) -Wl,--version-script=shim/exports.map -Wl,-z,nodelete \
 	  -Wl,-z,now -pthread
+$(BUILD)/prof/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/entry.h shim/zns_slab.h | $(BUILD)/prof/shim
+	$(CXX) $(LIBFLAGS) -DZNS_PROFILER -c $< -o $@
+$(BUILD)/prof/shim/prof.o: shim/prof.cpp $(wildcard core/*.h core/*.def) shim/entry.h shim/zns_slab.h | $(BUILD)/prof/shim
+	$(CXX) $(LIBFLAGS) -DZNS_PROFILER -c $< -o $@
+$(BUILD)/prof/shim/new_delete.o: shim/new_delete.cpp $(wildcard core/*.h core/*.def) shim/entry.h shim/zns_slab.h | $(BUILD)/prof/shim
+	$(CXX) $(NEWFLAGS) -DZNS_PROFILER -c $< -o $@
+$(PROF_SO): $(PROF_OBJ) shim/exports.map
+	$(CC) -shared -o $@ $(PROF_OBJ) -Wl,--version-script=shim/exports.map -Wl,-z,nodelete \
+	  -Wl,-z,now -pthread -lunwind -lm
+
 $(AR): $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $(LIB_OBJ)
 
@@ -98,7 +116,7 @@ $(BUILD)/zns-classes: tools/zns-classes.cpp core/size_class.h | $(BUILD)
 classes: $(BUILD)/zns-classes
 	@$(BUILD)/zns-classes
 
-$(BUILD) $(BUILD)/core $(BUILD)/tier $(BUILD)/shim $(BUILD)/tests $(BUILD)/bench $(BUILD)/static $(BUILD)/static/shim:
+$(BUILD) $(BUILD)/core $(BUILD)/tier $(BUILD)/shim $(BUILD)/tests $(BUILD)/bench $(BUILD)/static $(BUILD)/static/shim $(BUILD)/prof/shim:
 	mkdir -p $@
 
 # ---- the main job ------------------------------------------------------------------------------

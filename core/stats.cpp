@@ -227,18 +227,6 @@ void say_cannot_write(const char *path, int err) {
   e.end_line().say();
 }
 
-// The dump's path with %p expanded; false if it does not fit.
-bool expand_path(const char *dest, char *path, size_t cap) {
-  Buf b(path, cap - 1);
-  for (const char *s = dest; *s; ++s) {
-    if (s[0] == '%' && s[1] == 'p') { b.u64(uint64_t(getpid())); ++s; }
-    else b.chr(*s);
-  }
-  if (b.size() >= cap - 2) return false;
-  path[b.size()] = 0;
-  return true;
-}
-
 // Open the .jsonl file (path expanded) for this process: on a descriptor above the program's own
 // numbers, locked against another process that writes the same file (a program this one
 // fork+exec'ed, with the same ZNS_STATS: until 2026-12-05 its O_TRUNC erased this one's lines),
@@ -369,6 +357,25 @@ bool stats_enabled(const char *dest) {
 
 }  // namespace
 
+// A dump's path with %p expanded; false if it does not fit.
+bool expand_path(const char *dest, char *path, size_t cap) {
+  Buf b(path, cap - 1);
+  for (const char *s = dest; *s; ++s) {
+    if (s[0] == '%' && s[1] == 'p') { b.u64(uint64_t(getpid())); ++s; }
+    else b.chr(*s);
+  }
+  if (b.size() >= cap - 2) return false;
+  path[b.size()] = 0;
+  return true;
+}
+
+bool path_per_pid(const char *dest) {
+  for (const char *s = dest; *s; ++s)
+    if (s[0] == '%' && s[1] == 'p') return true;
+  return false;
+}
+
+
 HeapUsage heap_usage() {
   Guard g(g_print_lock);
   static HeapSnapshot h;   // (as in print_locked: ~1.7 KB, off a small thread's stack)
@@ -469,9 +476,7 @@ void stats_after_fork_child() {
   if (!g_jsonl_detached && is_jsonl_fd(g_jsonl_fd)) close(g_jsonl_fd);
   g_jsonl_fd = -1;
   const char *dest = g_options.ZNS_STATS;
-  bool per_pid = false;
-  for (const char *s = dest; *s; ++s) per_pid |= (s[0] == '%' && s[1] == 'p');
-  if (per_pid) {
+  if (path_per_pid(dest)) {
     g_stats_stopped = false;   // a file of its own (the parent's may have been cut short)
     stats_start();
   } else {

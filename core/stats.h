@@ -1,6 +1,7 @@
 // Heap statistics: counters the rest of the core keeps, a snapshot of them, and the dump.
 #pragma once
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "core/size_class.h"
@@ -42,5 +43,9 @@ HeapUsage heap_usage();
 void stats_start();                         // after options: opens a .jsonl dump, starts its thread
 void stats_at_exit();                       // the ZNS_STATS dump, if asked for
 void stats_after_fork_child();
+// dest with %p expanded (the pid) into path[cap]; false if it does not fit.  Also the profiler's.
+bool expand_path(const char *dest, char *path, size_t cap);
+// Does dest name this process's own file (%p in it)?  A forked child must not write one without.
+bool path_per_pid(const char *dest);
 
 }  // namespace zns

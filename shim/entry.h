@@ -2,7 +2,9 @@
 // (new_delete.cpp).  Only shim/ includes this; it is the one place that knows about the next
 // allocator in the chain.
 #pragma once
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 
 #include "core/heap.h"
 
@@ -14,8 +16,50 @@ ZNS_NOINLINE void *next_memalign(size_t align, size_t n);
 ZNS_NOINLINE void next_free(void *p);
 // The small-size slow path: the heap's, then the next allocator if the heap is out of slabs.
 ZNS_NOINLINE void *malloc_miss(unsigned cls, size_t n);
+// calloc(n, 1) of the next allocator (for the profiler's samples).
+ZNS_NOINLINE void *next_calloc(size_t n);
+
+// The heap profiler's start (the shim's constructor, after the options) and its dump at exit.
+// Without ZNS_PROF: a line on stderr if ZNS_PROF is set, and nothing at exit.
+void prof_start();
+void prof_at_exit();
+// A sampled allocation (heap profiler, below): from the next allocator, recorded with its stack.
+ZNS_NOINLINE void *prof_take(size_t n, size_t align, bool zero);
+
+#ifdef ZNS_PROFILER
+// The heap profiler (shim/prof.cpp), in libzns_slab_prof.so only: the default library's fast paths
+// carry none of it (DESIGN "The heap profiler").  t_prof_left: bytes this thread may still allocate
+// before its next sample.  0 at the thread's start, so that its first request sets it up.
+extern __thread intptr_t t_prof_left __attribute__((tls_model("initial-exec")));
+ZNS_NOINLINE bool prof_due(size_t n);   // the countdown went below zero: is this one a sample?
+extern std::atomic<bool> g_prof_live;   // a sample was taken (the checks below are worth making)
+// p (not in the region) is being freed: if it is a sample, it is one no more.  True when it was in
+// one of the profiler's slots (taken back: the next allocator must not see it).
+ZNS_NOINLINE bool prof_free(void *p);
+bool prof_in_slots(const void *p);      // p is in the profiler's slot range
+ZNS_NOINLINE size_t prof_slot_size(void *p);          // malloc_usable_size of a slot's block
+ZNS_NOINLINE void *prof_realloc_slot(void *p, size_t n);   // realloc of it (moves it)
+// A sample's record: what realloc carries over to a large block's new address.
+struct ProfRecord {
+  uint64_t size;      // bytes asked for
+  uint64_t depth;     // frames in pc
+  void *pc[29];       // return addresses, innermost first (the caller of malloc first)
+};
+// realloc of p (not in the region): if p is a sample, take its record out into *out (true).
+ZNS_NOINLINE bool prof_unlink(void *p, ProfRecord *out);
+// ... and put it back for the block's new address q (n bytes; nothing if q is in the region).
+ZNS_NOINLINE void prof_relink(void *q, size_t n, const ProfRecord &r);
+// Charge n bytes to the countdown: true when this allocation is a sample.
+ZNS_INLINE bool prof_sampled(size_t n) {
+  t_prof_left = intptr_t(uintptr_t(t_prof_left) - n);   // (wraps, never overflows)
+  return ZNS_UNLIKELY(t_prof_left < 0) && prof_due(n);
+}
+#else
+ZNS_INLINE bool prof_sampled(size_t) { return false; }
+#endif
 
 ZNS_INLINE void *malloc_impl(size_t n) {
+  if (prof_sampled(n)) return prof_take(n, 0, false);
   if (ZNS_LIKELY(n <= kMaxSmall))
     return alloc_class(class_of(n), [n](size_t cls) { return malloc_miss(unsigned(cls), n); });
   return next_malloc(n);
@@ -29,6 +73,7 @@ ZNS_INLINE void free_impl(void *p, const char *call) {
 // align: a power of two.
 ZNS_INLINE void *memalign_impl(size_t align, size_t n) {
   if (align <= 8 || (align <= 16 && n > 8)) return malloc_impl(n);   // (8 B blocks: 8-aligned)
+  if (prof_sampled(n)) return prof_take(n, align, false);
   if (align <= kPageSize && n <= kMaxSmall) {
     void *p = alloc_aligned(n, align);
     if (ZNS_LIKELY(p != nullptr)) return p;

@@ -291,12 +291,38 @@ void *malloc_miss(unsigned cls, size_t n) {
   return p ? p : next_malloc(n);
 }
 
+void *next_calloc(size_t n) {
+  auto f = __atomic_load_n(&g_next.calloc, __ATOMIC_ACQUIRE);
+  void *p = f(n, 1);
+  boot_note(p, f == &__libc_calloc);
+  count_fallback(p, n);
+  return p;
+}
+
 void next_free(void *p) {
   int saved = errno;
+#ifdef ZNS_PROFILER
+  if (ZNS_UNLIKELY(g_prof_live.load(std::memory_order_relaxed)) && prof_free(p)) {   // a slot's
+    errno = saved;
+    return;
+  }
+#endif
   if (ZNS_UNLIKELY(is_boot(p))) __libc_free(p);
   else g_next.free(p);
   errno = saved;
 }
+
+#ifndef ZNS_PROFILER
+void *prof_take(size_t, size_t, bool) { return nullptr; }   // (never called: see entry.h)
+void prof_start() {
+  if (g_options.ZNS_PROF[0]) {
+    char m[200];
+    Buf(m, sizeof m).str("zns-slab: ZNS_PROF is set, but this library has no heap profiler: preload "
+                         "libzns_slab_prof.so instead (no profile is written)\n").say();
+  }
+}
+void prof_at_exit() {}
+#endif
 
 }  // namespace zns::shim
 
@@ -315,6 +341,7 @@ ZNS_API void *calloc(size_t n, size_t m) {
     errno = ENOMEM;
     return nullptr;
   }
+  if (prof_sampled(total)) return prof_take(total, 0, true);
   if (ZNS_LIKELY(total <= kMaxSmall)) {
     void *p = alloc(total);
     if (ZNS_LIKELY(p != nullptr)) return memset(p, 0, block_size(p));
@@ -326,22 +353,8 @@ ZNS_API void *calloc(size_t n, size_t m) {
   return p;
 }
 
-ZNS_API void *realloc(void *p, size_t n) {
-  if (!p) return malloc_impl(n);
-  if (owns(p)) {
-    size_t old = usable_size(p, "realloc");
-    if (n == 0) {   // glibc: realloc(p, 0) frees p and returns NULL
-      free_impl(p, "realloc");
-      return nullptr;
-    }
-    // Keep the block while the request fits and would not fit a class less than half its size.
-    if (n <= old && (n > old / 2 || old <= 32)) return p;
-    void *q = malloc_impl(n);
-    if (!q) return nullptr;
-    memcpy(q, p, n < old ? n : old);
-    free_impl(p, "realloc");
-    return q;
-  }
+// realloc of a block outside the region: the startup functions' or the next allocator's.
+static void *realloc_foreign(void *p, size_t n) {
   if (ZNS_UNLIKELY(is_boot(p))) {   // a block of the startup functions (see "boot blocks")
     if (n == 0) {   // glibc: realloc(p, 0) frees p and returns NULL
       __libc_free(p);
@@ -369,6 +382,38 @@ ZNS_API void *realloc(void *p, size_t n) {
   void *q = g_next.realloc(p, n);
   count_fallback(q, n);
   return q;
+}
+
+ZNS_API void *realloc(void *p, size_t n) {
+  if (!p) return malloc_impl(n);
+  if (owns(p)) {
+    size_t old = usable_size(p, "realloc");
+    if (n == 0) {   // glibc: realloc(p, 0) frees p and returns NULL
+      free_impl(p, "realloc");
+      return nullptr;
+    }
+    // Keep the block while the request fits and would not fit a class less than half its size.
+    if (n <= old && (n > old / 2 || old <= 32)) return p;
+    void *q = malloc_impl(n);
+    if (!q) return nullptr;
+    memcpy(q, p, n < old ? n : old);
+    free_impl(p, "realloc");
+    return q;
+  }
+#ifdef ZNS_PROFILER
+  if (ZNS_UNLIKELY(g_prof_live.load(std::memory_order_relaxed))) {
+    if (prof_in_slots(p)) return prof_realloc_slot(p, n);
+    // A large sample keeps its record (its allocation's stack) at its new address and size.
+    ProfRecord rec;
+    if (prof_unlink(p, &rec)) {
+      void *q = realloc_foreign(p, n);
+      if (q) prof_relink(q, n, rec);
+      else if (n) prof_relink(p, rec.size, rec);   // (failed: p stays as it was)
+      return q;
+    }
+  }
+#endif
+  return realloc_foreign(p, n);
 }
 
 ZNS_API void *reallocarray(void *p, size_t n, size_t m) {
@@ -424,6 +469,9 @@ ZNS_API void *pvalloc(size_t n) {
 ZNS_API size_t malloc_usable_size(void *p) {
   if (!p) return 0;
   if (owns(p)) return usable_size(p, "malloc_usable_size");
+#ifdef ZNS_PROFILER
+  if (ZNS_UNLIKELY(g_prof_live.load(std::memory_order_relaxed)) && prof_in_slots(p)) return prof_slot_size(p);
+#endif
   // A block of the startup functions (noted, or anything before resolution), or the next one's.
   bool boot = is_boot(p, false) || g_boot_mode.load(std::memory_order_relaxed) == kBootStartup;
   size_t (*u)(void *) = boot ? boot_usable() : g_next.usable;
@@ -477,6 +525,13 @@ ZNS_API void malloc_stats(void) {
   if (g_next_malloc_stats) g_next_malloc_stats();
   stats_print(2, false);
 }
+#ifndef ZNS_PROFILER
+// The heap profile (libzns_slab_prof.so, shim/prof.cpp); this library has no profiler.
+ZNS_API int zns_prof_dump(const char *) {
+  errno = ENOSYS;
+  return -1;
+}
+#endif
 ZNS_API size_t zns_tier_pageout(void) { return tier_pageout_now(); }
 ZNS_API void zns_tier_stats(struct zns_tier_stats *o) {
   TierSnapshot t;
@@ -507,6 +562,7 @@ __attribute__((constructor(101))) static void zns_shim_init() {
   heap_init();
   options_load(true);
   stats_start();
+  prof_start();
   tier_start();   // after the heap and options: the handler thread, then the registration
   errno = saved;
 }
@@ -514,4 +570,5 @@ __attribute__((constructor(101))) static void zns_shim_init() {
 __attribute__((destructor)) static void zns_shim_fini() {
   flush_thread();   // the exiting thread's buffered frees: checked (double free) and counted
   stats_at_exit();
+  prof_at_exit();
 }

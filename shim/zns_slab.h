@@ -35,6 +35,13 @@ void zns_tier_stats(struct zns_tier_stats *out);
  * its age.  Returns how many slabs left RAM.  0 when the tier is off. */
 size_t zns_tier_pageout(void);
 
+/* The heap profiler (libzns_slab_prof.so with ZNS_PROF set; see README "Heap profile"): write the
+ * sampled profile of the blocks live now to path (%p becomes the pid), or, with path NULL, to the
+ * ZNS_PROF path.  The text format of gperftools' sampled heap profiles (heap_v2), which google-pprof
+ * reads.  Returns 0, or -1 with errno set: ENOSYS in a library without the profiler, EINVAL when
+ * profiling is off, or the error of the open or write.  Not from a signal handler. */
+int zns_prof_dump(const char *path);
+
 #ifdef __cplusplus
 }
 #endif
