@@ -30,29 +30,24 @@ ZNS_NOINLINE void *prof_take(size_t n, size_t align, bool zero);
 // The heap profiler (shim/prof.cpp), in libzns_slab_prof.so only: the default library's fast paths
 // carry none of it (DESIGN "The heap profiler").  t_prof_left: bytes this thread may still allocate
 // before its next sample.  0 at the thread's start, so that its first request sets it up.
-extern __thread intptr_t t_prof_left __attribute__((tls_model("initial-exec")));
-ZNS_NOINLINE bool prof_due(size_t n);   // the countdown went below zero: is this one a sample?
+extern __thread uintptr_t t_prof_left __attribute__((tls_model("initial-exec")));
+ZNS_NOINLINE bool prof_due(size_t n);   // the countdown ran out: is this one a sample?
 extern std::atomic<bool> g_prof_live;   // a sample was taken (the checks below are worth making)
 // p (not in the region) is being freed: if it is a sample, it is one no more.  True when it was in
 // one of the profiler's slots (taken back: the next allocator must not see it).
 ZNS_NOINLINE bool prof_free(void *p);
 bool prof_in_slots(const void *p);      // p is in the profiler's slot range
 ZNS_NOINLINE size_t prof_slot_size(void *p);          // malloc_usable_size of a slot's block
-ZNS_NOINLINE void *prof_realloc_slot(void *p, size_t n);   // realloc of it (moves it)
-// A sample's record: what realloc carries over to a large block's new address.
-struct ProfRecord {
-  uint64_t size;      // bytes asked for
-  uint64_t depth;     // frames in pc
-  void *pc[29];       // return addresses, innermost first (the caller of malloc first)
-};
-// realloc of p (not in the region): if p is a sample, take its record out into *out (true).
-ZNS_NOINLINE bool prof_unlink(void *p, ProfRecord *out);
-// ... and put it back for the block's new address q (n bytes; nothing if q is in the region).
-ZNS_NOINLINE void prof_relink(void *q, size_t n, const ProfRecord &r);
-// Charge n bytes to the countdown: true when this allocation is a sample.
+ZNS_NOINLINE void *prof_realloc_slot(void *p, size_t n);   // realloc of it
+// q (n bytes, from a realloc of a block outside the region) is a sample: record it here.
+ZNS_NOINLINE void prof_adopt(void *q, size_t n);
+// Charge n bytes to the countdown: true when this allocation is a sample.  (A borrow is the
+// countdown running out, whatever n is: a failed request of 2^63 bytes must not wrap it.)
 ZNS_INLINE bool prof_sampled(size_t n) {
-  t_prof_left = intptr_t(uintptr_t(t_prof_left) - n);   // (wraps, never overflows)
-  return ZNS_UNLIKELY(t_prof_left < 0) && prof_due(n);
+  uintptr_t left;
+  bool out = __builtin_sub_overflow(t_prof_left, n, &left);
+  t_prof_left = left;
+  return ZNS_UNLIKELY(out) && prof_due(n);
 }
 #else
 ZNS_INLINE bool prof_sampled(size_t) { return false; }

@@ -401,19 +401,18 @@ ZNS_API void *realloc(void *p, size_t n) {
     return q;
   }
 #ifdef ZNS_PROFILER
+  // A block outside the region that changes size is a new allocation of n bytes for the profiler
+  // (as a malloc + copy + free would be): a sample's record goes, and the countdown decides again.
   if (ZNS_UNLIKELY(g_prof_live.load(std::memory_order_relaxed))) {
     if (prof_in_slots(p)) return prof_realloc_slot(p, n);
-    // A large sample keeps its record (its allocation's stack) at its new address and size.
-    ProfRecord rec;
-    if (prof_unlink(p, &rec)) {
-      void *q = realloc_foreign(p, n);
-      if (q) prof_relink(q, n, rec);
-      else if (n) prof_relink(p, rec.size, rec);   // (failed: p stays as it was)
-      return q;
-    }
+    prof_free(p);
   }
-#endif
+  void *q = realloc_foreign(p, n);
+  if (q && prof_sampled(n)) prof_adopt(q, n);
+  return q;
+#else
   return realloc_foreign(p, n);
+#endif
 }
 
 ZNS_API void *reallocarray(void *p, size_t n, size_t m) {

@@ -21,10 +21,11 @@
 //
 // Discipline: nothing here allocates from the heap (the table, the filter and the slots are
 // mmap'ed at start); requests made while the thread is inside the profiler (the unwinder's, the
-// next allocator's, a signal handler's) are never samples (t_busy), and a signal handler's free
-// that comes while its thread holds the lock leaves that sample's record (and slot) behind: the
-// profile then shows a block that is gone; it never loses or corrupts one.  Forks: the lock is taken across
-// them (pthread_atfork).
+// next allocator's, a signal handler's) are never samples (t_busy).  The lock is a spin lock that
+// names its holder: a signal handler's call on top of its own thread's hold does not wait (Held.ok
+// is false).  Then its free of a slot is deferred (t_deferred: the holder gives it back as it lets
+// go); its free or realloc of a large sample leaves that sample's record behind (the profile then
+// shows a block that is gone: it never loses nor corrupts a block).  Forks: see fork_child.
 #include <atomic>
 #include <cerrno>
 #include <cmath>
@@ -32,7 +33,10 @@
 #include <cstring>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #define UNW_LOCAL_ONLY
@@ -50,20 +54,28 @@ extern char _end[] __attribute__((visibility("hidden")));
 
 namespace zns::shim {
 
-__thread intptr_t t_prof_left __attribute__((tls_model("initial-exec"))) = 0;
+__thread uintptr_t t_prof_left __attribute__((tls_model("initial-exec"))) = 0;
 std::atomic<bool> g_prof_live{false};
 
 namespace {
 
 __thread uint64_t t_rng __attribute__((tls_model("initial-exec"))) = 0;   // 0: countdown not set up
 __thread uint32_t t_busy __attribute__((tls_model("initial-exec"))) = 0;  // inside the profiler
+// Slots that signal handlers freed while their thread held the lock, linked through their pages'
+// first word; the holder gives them back before it lets go (Held).  Changed by one exchange.
+__thread void *t_deferred __attribute__((tls_model("initial-exec"))) = nullptr;
 
 enum : int { kUndecided = 0, kOn = 1, kOff = 2 };
 std::atomic<int> g_state{kUndecided};   // decided by prof_start (the shim's constructor)
 double g_rate = 524288;
-constexpr intptr_t kNever = INTPTR_MAX / 2;   // profiling off: the countdown of a lifetime
-constexpr intptr_t kRecheck = 1 << 16;        // not decided yet: ask again after 64 KiB
+constexpr uintptr_t kNever = uintptr_t(1) << 62;   // profiling off: the countdown of a lifetime
+constexpr uintptr_t kRecheck = 1 << 16;           // not decided yet: ask again after 64 KiB
 
+struct ProfRecord {
+  uint64_t size;      // bytes asked for
+  uint64_t depth;     // frames in pc
+  void *pc[29];       // return addresses, innermost first (the caller of malloc first)
+};
 constexpr unsigned kFrames = sizeof(ProfRecord::pc) / sizeof(void *);
 struct Sample {
   void *ptr;          // the block; null: an empty slot
@@ -77,11 +89,45 @@ Sample *g_table;                       // kCap slots (8 MiB of address space; to
 std::atomic<uint16_t> *g_filter;       // per hash of an address: live samples with that hash
 size_t g_live;                         // samples in the table (under g_lock)
 uint64_t g_dropped;                    // samples not recorded: the table was full (under g_lock)
-Lock g_lock;
+bool g_changing;                       // the table may be being changed (under the lock; fork_child)
+// The lock: a spin lock whose word names its holder (the address of its t_busy), so that a call
+// from a signal handler that interrupted the holder sees that it is its own thread's and does not
+// wait for it (then ok is false, and the call does without the table; see the top).  Requests
+// made while a thread holds it are not samples.  Held only for table work and the dump.
+std::atomic<uintptr_t> g_owner{0};
+void drain_deferred();
+struct Held {
+  uint32_t busy_was = t_busy;
+  bool ok = false;
+  Held() {
+    t_busy = 1;
+    uintptr_t me = uintptr_t(&t_busy);
+    for (unsigned spins = 0;; ++spins) {
+      uintptr_t o = 0;
+      if (g_owner.compare_exchange_weak(o, me, std::memory_order_acquire, std::memory_order_relaxed)) break;
+      if (o == me) return;   // a signal handler on top of the holder
+      if (spins < 64) __builtin_ia32_pause();
+      else sched_yield();
+    }
+    ok = true;
+    g_changing = true;
+  }
+  ~Held() {
+    if (ok) {
+      drain_deferred();
+      g_changing = false;
+      g_owner.store(0, std::memory_order_release);
+    }
+    t_busy = busy_was;
+  }
+  Held(const Held &) = delete;
+  Held &operator=(const Held &) = delete;
+};
 char *g_slots;                         // kCap pages: the small samples (see the top)
 std::atomic<uintptr_t> g_slots_bytes{0};   // kCap pages once the range exists
 uint32_t g_slot_bump;                  // slots handed out at least once (under g_lock)
-uint32_t g_slot_free = kNil32;         // a freed slot, whose page's first word links the next
+uint32_t g_slot_free = kNil32;         // the last slot given back; g_slot_next links the others
+uint32_t *g_slot_next;                 // per slot, the next free one (kCap entries, mmap'ed)
 bool g_child_quiet;                    // a forked child with a profile path without %p: no dump
 
 size_t home(const void *p) { return size_t((uint64_t(uintptr_t(p)) * 0x9E3779B97F4A7C15ull) >> (64 - kCapShift)); }
@@ -93,38 +139,40 @@ bool in_slots(const void *p) {
   return uintptr_t(p) - uintptr_t(g_slots) < g_slots_bytes.load(std::memory_order_relaxed);
 }
 
-// A slot's page, or null when all kCap are taken (under g_lock).
-void *slot_take() {
-  if (g_slot_free != kNil32) {
-    char *page = g_slots + size_t(g_slot_free) * kPageSize;
-    g_slot_free = *reinterpret_cast<uint32_t *>(page);
-    return page;
-  }
-  if (g_slot_bump == kCap) return nullptr;
-  return g_slots + size_t(g_slot_bump++) * kPageSize;
-}
-void slot_give(void *p) {   // (under g_lock)
-  char *page = reinterpret_cast<char *>(uintptr_t(p) & ~uintptr_t(kPageSize - 1));
-  *reinterpret_cast<uint32_t *>(page) = g_slot_free;
-  g_slot_free = uint32_t((page - g_slots) / kPageSize);
-}
-
 uint64_t mix(uint64_t x) {   // splitmix64's finaliser
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
 }
-
 // Bytes until this thread's next sample: exponential, mean g_rate.
-intptr_t draw() {
+uintptr_t draw() {
   if (g_rate <= 1) return 0;   // every request of a byte or more
   uint64_t x = t_rng;
   x ^= x << 13; x ^= x >> 7; x ^= x << 17;   // xorshift64
   t_rng = x;
   double u = double((x >> 11) + 1) * 0x1.0p-53;   // (0, 1]
   double v = -std::log(u) * g_rate;
-  return v >= double(kNever) ? kNever : intptr_t(v);
+  return v >= double(kNever) ? kNever : uintptr_t(v);
+}
+
+// A slot's page, or null when all kCap are taken (under the lock).
+void *slot_take() {
+  if (g_slot_free != kNil32) {
+    uint32_t i = g_slot_free;
+    g_slot_free = g_slot_next[i];
+    return g_slots + size_t(i) * kPageSize;
+  }
+  if (g_slot_bump == kCap) return nullptr;
+  return g_slots + size_t(g_slot_bump++) * kPageSize;
+}
+// (under the lock) slot p's page goes back to the OS and the slot to the list: a program that
+// freed its samples holds no page for them (a page per sample is the profiler's price).
+void slot_give(void *p) {
+  uint32_t i = uint32_t((static_cast<char *>(p) - g_slots) / kPageSize);
+  madvise(g_slots + size_t(i) * kPageSize, kPageSize, MADV_DONTNEED);
+  g_slot_next[i] = g_slot_free;
+  g_slot_free = i;
 }
 
 // Put r in the table for block p (under g_lock).
@@ -140,8 +188,8 @@ void put(void *p, const ProfRecord &r) {
     ++g_live;
     g_filter[filter_at(p)].fetch_add(1, std::memory_order_relaxed);
   }
-  s.ptr = p;
   s.r = r;
+  __atomic_store_n(&s.ptr, p, __ATOMIC_RELEASE);   // (after the record: see fork_child)
   g_prof_live.store(true, std::memory_order_relaxed);
 }
 
@@ -181,12 +229,81 @@ bool remove(void *p, ProfRecord *out) {
   return true;
 }
 
-void fork_prepare() { t_busy = 1; g_lock.lock(); }
-void fork_parent() { g_lock.unlock(); t_busy = 0; }
+// (under the lock) the slots signal handlers freed meanwhile (see t_deferred)
+void drain_deferred() {
+  while (void *l = __atomic_exchange_n(&t_deferred, nullptr, __ATOMIC_RELAXED)) {
+    while (l) {
+      void *next = *static_cast<void **>(l);
+      if (!remove(l, nullptr))
+        fatal("free of a sampled block that is not live (double free, or not its start)", "free", l);
+      slot_give(l);
+      l = next;
+    }
+  }
+}
+
+// The profile's file when its path has no %p: opened and locked (flock) at start, so that another
+// process of the same path (a program this one runs, with the same environment) writes nothing
+// over it; kept open to the end, out of the program's way (its number above the program's own,
+// close-on-exec).  -1 when the path has %p (each process its own file, opened at each dump).
+int g_path_fd = -1;
+dev_t g_path_dev;
+ino_t g_path_ino;
+
+bool same_file(int fd) {
+  struct stat st;
+  return fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == g_path_dev && st.st_ino == g_path_ino;
+}
+
+void say_cannot(const char *what, const char *path, int err) {
+  char m[700];
+  Buf b(m, sizeof m);
+  b.str("zns-slab: ").str(what).str(path).str(": ");
+  if (err == EACCES || err == EPERM) b.str("permission denied");
+  else if (err == ENOENT) b.str("no such directory");
+  else if (err == EISDIR) b.str("is a directory");
+  else if (err == ENOSPC) b.str("no space left on the device");
+  else if (err == ENAMETOOLONG) b.str("path too long");
+  else if (err == EDEADLK) b.str("asked for from a signal handler inside the profiler");
+  else b.str("errno ").u64(uint64_t(err));
+  b.end_line().say();
+}
+
+// A fork's child.  The lock is not taken across forks: a thread that another one's fork would
+// wait for may itself wait for it (a signal handler's free of a sample that interrupted that
+// thread inside glibc's malloc, whose arena lock the fork takes after the handlers: a deadlock
+// the first version had).  So the child resets it, and if a thread was changing the table at the
+// fork (g_changing), builds the table again from what it holds: a record a backward shift had
+// copied is there twice (one is kept), the one being put or taken out is there or not (as it was
+// in the child's memory), and a slot being taken or given is out of the list (lost to the child).
+void rebuild() {
+  size_t bytes = kCap * sizeof(Sample);
+  void *m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) {   // no profile in this child, and its frees of samples are not checked
+    g_slots_bytes.store(0, std::memory_order_relaxed);
+    g_child_quiet = true;
+    return;
+  }
+  Sample *old = static_cast<Sample *>(m);
+  size_t n = 0;
+  for (size_t i = 0; i < kCap; ++i)
+    if (g_table[i].ptr) old[n++] = g_table[i];
+  memset(static_cast<void *>(g_table), 0, bytes);
+  memset(static_cast<void *>(g_filter), 0, kFilter * sizeof(uint16_t));
+  g_live = 0;
+  for (size_t i = 0; i < n; ++i) put(old[i].ptr, old[i].r);
+  munmap(m, bytes);
+}
+
 void fork_child() {
-  g_lock.reset();
-  t_busy = 0;
-  if (!path_per_pid(g_options.ZNS_PROF)) g_child_quiet = true;   // the parent's file is the parent's
+  g_owner.store(0, std::memory_order_relaxed);   // (its holder, if any, is not in the child)
+  if (g_changing) rebuild();
+  g_changing = false;
+  if (!path_per_pid(g_options.ZNS_PROF)) {   // the parent's file is the parent's
+    g_child_quiet = true;
+    if (same_file(g_path_fd)) close(g_path_fd);   // (the parent's lock stays: it holds its own)
+    g_path_fd = -1;
+  }
 }
 
 char g_dump_mem[1 << 16];   // the dump's buffer (under g_lock)
@@ -195,8 +312,8 @@ char g_dump_mem[1 << 16];   // the dump's buffer (under g_lock)
 int dump_to(int fd) {
   int err = 0;
   {
-    t_busy = 1;
-    Guard g(g_lock);
+    Held h;
+    if (!h.ok) return EDEADLK;   // (zns_prof_dump from a signal handler on top of the profiler)
     QuietWrite q;
     Buf b(g_dump_mem, sizeof g_dump_mem);
     uint64_t bytes = 0;
@@ -233,22 +350,62 @@ int dump_to(int fd) {
     }
     if (err) q.failed(err);
   }
-  t_busy = 0;
   return err;
 }
 
-// zns_prof_dump's work; -1 with errno set, or 0.
-int dump_path(const char *dest, bool say) {
+// At start: a path without %p is this process's if no other live process holds it.  False (and a
+// line on stderr) when it cannot be written at all; a path another process holds is left to it
+// quietly (g_child_quiet: it is that process's profile, and this one's is not asked for).
+bool claim_path(const char *dest) {
+  if (path_per_pid(dest)) return true;
+  int fd = open(dest, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+  if (fd < 0) {
+    say_cannot("cannot write the heap profile to ", dest, errno);
+    return false;
+  }
+  fd = fd_out_of_the_way(fd);
+  struct stat st;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+    close(fd);
+    g_child_quiet = true;
+    return true;
+  }
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return true;   // (opened again at the dump)
+  }
+  g_path_fd = fd;
+  g_path_dev = st.st_dev;
+  g_path_ino = st.st_ino;
+  return true;
+}
+
+// zns_prof_dump's work (path null: the ZNS_PROF file); -1 with errno set, or 0.
+int dump_path(const char *path_or_null, bool say) {
+  const char *dest = path_or_null ? path_or_null : g_options.ZNS_PROF;
   char path[512];
   int saved = errno;
-  errno = ENAMETOOLONG;
-  int fd = expand_path(dest, path, sizeof path) ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+  int fd = -1;
+  bool own = !path_or_null && same_file(g_path_fd);
+  if (own) {
+    fd = g_path_fd;
+    if (lseek(fd, 0, SEEK_SET) != 0 || ftruncate(fd, 0) != 0) {}   // (a FIFO: written as it is)
+  } else {
+    errno = ENAMETOOLONG;
+    if (expand_path(dest, path, sizeof path)) {
+      fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
+      dest = path;
+    }
+  }
   int err = fd < 0 ? errno : dump_to(fd);
-  if (fd >= 0) close(fd);
-  if (err && say) {
+  if (fd >= 0 && !own) close(fd);
+  if (err && say) say_cannot("cannot write the heap profile to ", dest, err);
+  uint64_t dropped = __atomic_load_n(&g_dropped, __ATOMIC_RELAXED);
+  if (!err && dropped) {
     char m[700];
-    Buf(m, sizeof m).str("zns-slab: cannot write the heap profile to ").str(fd < 0 ? dest : path)
-        .str(": errno ").u64(uint64_t(err)).end_line().say();
+    Buf(m, sizeof m).str("zns-slab: heap profile ").str(dest).str(": ").u64(dropped)
+        .str(" samples were not recorded (more than ").u64(kCap / 4 * 3)
+        .str(" live at once): it undercounts; a larger ZNS_PROF_RATE takes fewer").end_line().say();
   }
   errno = err ? err : saved;
   return err ? -1 : 0;
@@ -256,42 +413,52 @@ int dump_path(const char *dest, bool say) {
 
 }  // namespace
 
-bool prof_due(size_t) {
+bool prof_due(size_t n) {
   if (t_busy) return false;   // (the count stays below zero: prof_take draws the next one)
   int state = g_state.load(std::memory_order_acquire);
   if (state != kOn) {
     t_prof_left = state == kOff ? kNever : kRecheck;
     return false;
   }
-  if (!t_rng) {   // the thread's first request: set up, not sampled
+  if (!t_rng) {   // the thread's first request: its countdown starts, and counts this one
     t_rng = mix(uint64_t(uintptr_t(&t_rng)) ^ uint64_t(__builtin_ia32_rdtsc())) | 1;
-    t_prof_left = draw();
-    return false;
+    uintptr_t left = draw();
+    if (n < left) {
+      t_prof_left = left - n;
+      return false;
+    }
   }
-  return true;
+  return true;   // (prof_take, or prof_adopt, draws the next count)
 }
 
-void *prof_take(size_t n, size_t align, bool zero) {
-  t_busy = 1;   // (the requests below are not samples)
+namespace {
+// The record of the request being sampled: its size and the stack above the profiler's frames.
+ProfRecord capture(size_t n) {
   int saved = errno;
   void *raw[kFrames + 8];
   int got = unw_backtrace(raw, int(sizeof raw / sizeof raw[0]));
   errno = saved;
-  ProfRecord r = make_record(n, raw, got);
+  return make_record(n, raw, got);
+}
+}  // namespace
+
+void *prof_take(size_t n, size_t align, bool zero) {
+  t_busy = 1;   // (the requests below are not samples)
+  ProfRecord r = capture(n);
   void *p = nullptr;
   if (n <= kMaxSmall && align <= kPageSize) {   // a slot
     {
-      Guard g(g_lock);
-      if (g_live < kCap / 4 * 3 && (p = slot_take()) != nullptr) put(p, r);
-      else ++g_dropped;
+      Held h;
+      if (h.ok && g_live < kCap / 4 * 3 && (p = slot_take()) != nullptr) put(p, r);
+      else if (h.ok) ++g_dropped;
     }
-    if (p && zero) memset(p, 0, n);   // (a slot freed before holds its last user's bytes)
+    if (p && zero) memset(p, 0, n);   // (a slot's page reads as zero, but say so)
     if (!p) p = zero ? calloc(n, 1) : align ? memalign_impl(align, n) : malloc_impl(n);   // not a sample
   } else {
     p = zero ? next_calloc(n) : align ? next_memalign(align, n) : next_malloc(n);
     if (p) {
-      Guard g(g_lock);
-      put(p, r);
+      Held h;
+      if (h.ok) put(p, r);
     }
   }
   t_busy = 0;
@@ -299,18 +466,33 @@ void *prof_take(size_t n, size_t align, bool zero) {
   return p;
 }
 
+void prof_adopt(void *q, size_t n) {
+  t_busy = 1;
+  if (!owns(q)) {   // (a block of the region is never a sample: its free is not seen here)
+    ProfRecord r = capture(n);
+    Held h;
+    if (h.ok) put(q, r);
+  }
+  t_busy = 0;
+  t_prof_left = draw();
+}
+
 bool prof_free(void *p) {
   bool slot = in_slots(p);
   if (!slot && g_filter[filter_at(p)].load(std::memory_order_relaxed) == 0) return false;   // not a sample
-  if (t_busy) return slot;   // a signal handler inside the profiler (see the top): a slot is left
-  t_busy = 1;
   bool found;
   {
-    Guard g(g_lock);
+    Held h;
+    if (!h.ok) {   // a signal handler on top of the holder: the holder takes it back (Held)
+      if (slot) {
+        *static_cast<void **>(p) = t_deferred;
+        t_deferred = p;
+      }
+      return slot;
+    }
     found = remove(p, nullptr);
     if (slot && found) slot_give(p);
   }
-  t_busy = 0;
   // (a slot given twice would serve two samples at once: stop instead)
   if (slot && !found) fatal("free of a sampled block that is not live (double free, or not its start)", "free", p);
   return slot;
@@ -318,77 +500,51 @@ bool prof_free(void *p) {
 
 bool prof_in_slots(const void *p) { return in_slots(p); }
 
-// A slot's sample stays one, with its allocation's stack: up to a page it stays where it is (the
-// page is its own), beyond it moves to the next allocator, as any large block.
+// realloc of a slot's sample.  Up to a page it stays where it is (the page is its own) and keeps
+// its record, as a block of the region keeps its place (and stays what it was for the profile)
+// when the new size fits it; for a sample much smaller than the rate, its weight in the profile
+// barely depends on its size.  Beyond a page it is a new allocation of the next allocator's,
+// which the countdown decides on again (see realloc).
 void *prof_realloc_slot(void *p, size_t n) {
   if (n == 0) {   // glibc: realloc(p, 0) frees p and returns NULL
     prof_free(p);
     return nullptr;
   }
-  if (t_busy) {   // a signal handler inside the profiler (see the top): the table is not touched
-    if (n <= kPageSize) return p;
-    void *q = next_malloc(n);
-    if (q) memcpy(q, p, kPageSize);   // (the whole page is the block's; the slot is left)
-    return q;
-  }
   void *q = n <= kPageSize ? p : next_malloc(n);
   if (!q) return nullptr;
   bool found = false;
-  t_busy = 1;
   {
-    Guard g(g_lock);
-    ProfRecord r;
+    Held h;
+    if (!h.ok) {   // a signal handler on top of the profiler (see the top): the table is left alone
+      if (q != p) memcpy(q, p, kPageSize);   // (the whole page is the block's; the slot is left)
+      return q;
+    }
     if (q == p) {
       for (size_t i = home(p); g_table[i].ptr; i = (i + 1) & (kCap - 1))
         if (g_table[i].ptr == p) { g_table[i].r.size = n; found = true; break; }
-    } else if ((found = remove(p, &r))) {
-      memcpy(q, p, r.size);
-      slot_give(p);
-      r.size = n;
-      put(q, r);
+    } else {
+      ProfRecord r;
+      if ((found = remove(p, &r))) {
+        memcpy(q, p, r.size);
+        slot_give(p);
+      }
     }
   }
-  t_busy = 0;
   if (!found) fatal("realloc of a sampled block that is not live (freed, or not its start)", "realloc", p);
+  if (q != p && prof_sampled(n)) prof_adopt(q, n);
   return q;
 }
 
 size_t prof_slot_size(void *p) {
-  if (t_busy) return kPageSize;   // (a signal handler inside the profiler: the page is the block's)
-  size_t n = kPageSize;
-  t_busy = 1;
+  size_t n = 0;
   {
-    Guard g(g_lock);
-    size_t i = home(p);
-    for (; g_table[i].ptr; i = (i + 1) & (kCap - 1))
+    Held h;
+    if (!h.ok) return kPageSize;   // (a signal handler on top of the profiler: the page is the block's)
+    for (size_t i = home(p); g_table[i].ptr; i = (i + 1) & (kCap - 1))
       if (g_table[i].ptr == p) { n = g_table[i].r.size; break; }
   }
-  t_busy = 0;
+  if (!n) fatal("malloc_usable_size of a sampled block that is not live (freed, or not its start)", "malloc_usable_size", p);
   return n;
-}
-
-bool prof_unlink(void *p, ProfRecord *out) {
-  if (g_filter[filter_at(p)].load(std::memory_order_relaxed) == 0 || t_busy) return false;
-  t_busy = 1;
-  bool found;
-  {
-    Guard g(g_lock);
-    found = remove(p, out);
-  }
-  t_busy = 0;
-  return found;
-}
-
-void prof_relink(void *q, size_t n, const ProfRecord &r) {
-  if (owns(q) || t_busy) return;   // (a block of the region is never a sample: its free is not seen)
-  ProfRecord moved = r;
-  moved.size = n;
-  t_busy = 1;
-  {
-    Guard g(g_lock);
-    put(q, moved);
-  }
-  t_busy = 0;
 }
 
 void prof_start() {
@@ -397,35 +553,35 @@ void prof_start() {
     g_state.store(kOff, std::memory_order_release);
     return;
   }
-  void *t = mmap(nullptr, kCap * sizeof(Sample), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  void *f = mmap(nullptr, kFilter * sizeof(uint16_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (t == MAP_FAILED || f == MAP_FAILED) {
-    char m[200];
-    Buf(m, sizeof m).str("zns-slab: no memory for the heap profiler's table: no profile\n").say();
+  if (!claim_path(dest)) {   // (said there, if it is a problem)
     g_state.store(kOff, std::memory_order_release);
     return;
   }
+  void *t = mmap(nullptr, kCap * sizeof(Sample), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void *f = mmap(nullptr, kFilter * sizeof(uint16_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void *nx = mmap(nullptr, kCap * sizeof(uint32_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   void *sl = mmap(nullptr, kCap * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (sl == MAP_FAILED) {
+  if (t == MAP_FAILED || f == MAP_FAILED || nx == MAP_FAILED || sl == MAP_FAILED) {
     char m[200];
-    Buf(m, sizeof m).str("zns-slab: no address space for the heap profiler's samples: no profile\n").say();
+    Buf(m, sizeof m).str("zns-slab: no memory for the heap profiler's tables: no profile\n").say();
     g_state.store(kOff, std::memory_order_release);
     return;
   }
   g_slots = static_cast<char *>(sl);
+  g_slot_next = static_cast<uint32_t *>(nx);
   g_slots_bytes.store(kCap * kPageSize, std::memory_order_relaxed);
   g_table = static_cast<Sample *>(t);
   g_filter = static_cast<std::atomic<uint16_t> *>(f);
   g_rate = double(g_options.ZNS_PROF_RATE ? g_options.ZNS_PROF_RATE : 1);
   // libunwind's cache of unwind info per thread: no lock of its own to be held across a fork
   unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
-  pthread_atfork(fork_prepare, fork_parent, fork_child);
+  pthread_atfork(nullptr, nullptr, fork_child);
   g_state.store(kOn, std::memory_order_release);
 }
 
 void prof_at_exit() {
   if (g_state.load(std::memory_order_acquire) != kOn || g_child_quiet) return;
-  dump_path(g_options.ZNS_PROF, true);
+  dump_path(nullptr, true);
 }
 
 }  // namespace zns::shim
@@ -437,5 +593,9 @@ extern "C" ZNS_EXPORT int zns_prof_dump(const char *path) {
     errno = EINVAL;
     return -1;
   }
-  return dump_path(path ? path : zns::g_options.ZNS_PROF, false);
+  if (!path && g_child_quiet) {   // (another process's file: see claim_path)
+    errno = EBUSY;
+    return -1;
+  }
+  return dump_path(path, false);
 }

@@ -3,6 +3,7 @@
 #   tests/api/*.c|*.cpp  programs run twice: under LD_PRELOAD=libzns_slab.so, and linked with libzns_slab.a
 #   tests/stress/*.c|*.cpp  the same, for multithreaded / fork / churn stress
 #   tests/programs/*.sh  unmodified real programs (python3, sqlite3, redis-server) under the shim
+#   tests/prof/*.c       programs for tests/prof/run.sh (the heap profiler), built dynamic only
 TEST_CFLAGS   := -O1 -g -pthread -Wall -Wno-unused-result -I.
 UNIT_SRC      := $(wildcard tests/unit/*.cpp)
 PROG_SRC      := $(wildcard tests/api/*.c tests/api/*.cpp tests/stress/*.c tests/stress/*.cpp)
@@ -83,7 +84,9 @@ $(BUILD)/tests/api/deepbind $(BUILD)/tests/api/deepbind.static: TEST_LDFLAGS := 
 .PHONY: test test-unit test-build
 # driven by tests/tier/run.sh
 TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.static $(if $(LIBC_A),$(BUILD)/tests/tier/tier_test.fullstatic)
-test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC) $(PROG_FULL) $(TIER_TEST) $(TEST_PLUGINS)
+# driven by tests/prof/run.sh (the heap profiler library: built here whether `all` found libunwind or not)
+PROF_TEST     := $(PROF_SO) $(BUILD)/tests/prof/prof_sites $(BUILD)/tests/prof/prof_stress
+test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC) $(PROG_FULL) $(TIER_TEST) $(TEST_PLUGINS) $(PROF_TEST)
 test: deps-test
 	@$(MAKE) --no-print-directory -j$$(nproc) test-build
 	@tests/run.sh

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The heap profiler (libzns_slab_prof.so, ZNS_PROF): its figures against known allocation sites,
+# read back by google-pprof; threads, signals and forks under it; python3 under it; the default
+# library's answer to ZNS_PROF.  Run by tests/run.sh (`make test`), after `make test-build`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+B=build
+PROF_LIB=$PWD/$B/libzns_slab_prof.so
+LIB=$PWD/$B/libzns_slab.so
+T=$(mktemp -d /tmp/zns-prof.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+[ -e "$PROF_LIB" ] || fail "$PROF_LIB not built (libunwind-dev missing? make deps)"
+command -v google-pprof >/dev/null || fail "google-pprof not installed (Debian: google-perftools; make deps-test)"
+
+# MiB that google-pprof gives function $2 in its --text listing $1 (flat column; 0 if absent)
+mib() { awk -v f="$2" '$6 == f { print $1; found = 1 } END { if (!found) print 0 }' "$1"; }
+# is $1 within $3 percent of $2?
+near() { awk -v a="$1" -v b="$2" -v pct="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= b * pct / 100) }'; }
+
+# ---- 1. known sites: the profile in the middle of the run (zns_prof_dump) and at exit ----------
+echo "== prof_sites (ZNS_PROF_RATE=2048)"
+ZNS_PROF="$T/exit.%p.prof" ZNS_PROF_RATE=2048 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_sites "$T/mid.prof" >"$T/sites.out"
+grep -qx done "$T/sites.out" || fail "prof_sites did not finish"
+exit_prof=$(ls "$T"/exit.*.prof)
+[ "$(echo "$exit_prof" | wc -l)" = 1 ] || fail "expected one exit profile, found: $exit_prof"
+for which in mid exit; do
+  f=$T/mid.prof; [ $which = exit ] && f=$exit_prof
+  head -1 "$f" | grep -Eq '^heap profile: [0-9]+: +[0-9]+ \[ *[0-9]+: +[0-9]+\] @ heap_v2/2048$' ||
+    fail "$which: header: $(head -1 "$f")"
+  grep -q '^MAPPED_LIBRARIES:' "$f" || fail "$which: no MAPPED_LIBRARIES section"
+  google-pprof --text --inuse_space $B/tests/prof/prof_sites "$f" >"$T/$which.txt" 2>"$T/$which.err" ||
+    { cat "$T/$which.err"; fail "$which: google-pprof could not read the profile"; }
+  echo "-- $which"; head -8 "$T/$which.txt"
+  # expected MiB (prof_sites.c's table): sampled, so within 30% (each is 200+ samples at this rate,
+  # a standard deviation of 7% or less); keep_large's 64 KiB blocks are all but certain samples
+  near "$(mib "$T/$which.txt" keep_large)" 2.50 8 || fail "$which: keep_large $(mib "$T/$which.txt" keep_large) MiB, expected 2.5"
+  near "$(mib "$T/$which.txt" keep_small)" 1.91 30 || fail "$which: keep_small $(mib "$T/$which.txt" keep_small) MiB, expected 1.91"
+  near "$(mib "$T/$which.txt" keep_calloc)" 0.92 30 || fail "$which: keep_calloc $(mib "$T/$which.txt" keep_calloc) MiB, expected 0.92"
+  near "$(mib "$T/$which.txt" main)" 0.95 30 || fail "$which: main (the reallocs that grew) $(mib "$T/$which.txt" main) MiB, expected 0.95"
+  grep -q ' churn_freed$' "$T/$which.txt" && fail "$which: churn_freed's blocks were all freed, yet it is in the profile"
+done
+near "$(mib "$T/mid.txt" freed_later)" 3.81 30 || fail "mid: freed_later $(mib "$T/mid.txt" freed_later) MiB, expected 3.81"
+grep -q ' freed_later$' "$T/exit.txt" && fail "exit: freed_later's blocks were freed before exit, yet it is in the profile"
+
+# ---- 2. threads, cross-thread frees, signal handlers' frees, forks -----------------------------
+echo "== prof_stress (ZNS_PROF_RATE=512)"
+rm -f "$T"/*.prof
+ZNS_PROF="$T/stress.%p.prof" ZNS_PROF_RATE=512 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_stress "$T/end.prof"
+n=$(ls "$T"/stress.*.prof | wc -l)
+[ "$n" = 7 ] || fail "expected 7 exit profiles (the program and its 6 children, %p in the path), found $n"
+google-pprof --text --inuse_space $B/tests/prof/prof_stress "$T/end.prof" >"$T/end.txt" 2>/dev/null ||
+  fail "google-pprof could not read prof_stress's profile"
+if grep -Eq ' (stress_worker|handler_pool)$' "$T/end.txt"; then
+  cat "$T/end.txt"; fail "prof_stress freed every block of its workers, yet samples of them are in the profile"
+fi
+# without %p a forked child writes nothing (the file is its parent's)
+ZNS_PROF="$T/one.prof" ZNS_PROF_RATE=512 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_stress >/dev/null
+google-pprof --text --inuse_space $B/tests/prof/prof_stress "$T/one.prof" >"$T/one.txt" 2>/dev/null ||
+  fail "the exit profile without %p is not readable"
+
+# ---- 3. a real program ----------------------------------------------------------------------------
+echo "== python3"
+cat >"$T/w.py" <<'EOF'
+import json, subprocess, threading
+d = {}
+def work(k):
+    for i in range(20000):
+        d[(k, i)] = json.dumps({"k": k, "i": i, "s": "x" * (i % 50)})
+ts = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(len(d), sum(len(v) for v in d.values()))
+print(subprocess.run(["echo", "child"], capture_output=True, text=True).stdout.strip())
+EOF
+want=$(/usr/bin/python3 "$T/w.py")
+got=$(ZNS_PROF="$T/py.%p.prof" ZNS_PROF_RATE=65536 LD_PRELOAD="$PROF_LIB" /usr/bin/python3 "$T/w.py")
+[ "$got" = "$want" ] || fail "python3's output differs under the profiler: $got / $want"
+py=$(ls -S "$T"/py.*.prof | head -1)
+google-pprof --text --inuse_space /usr/bin/python3 "$py" >"$T/py.txt" 2>/dev/null || fail "python3's profile is not readable"
+head -5 "$T/py.txt"
+grep -Eq ' _?Py[A-Za-z_]+' "$T/py.txt" || { cat "$T/py.txt"; fail "no CPython function in python3's profile"; }
+
+# ---- 4. the default library has no profiler, and says so -----------------------------------------
+echo "== the default library"
+if ZNS_PROF="$T/none.prof" LD_PRELOAD="$LIB" $B/tests/prof/prof_sites "$T/none-mid.prof" >/dev/null 2>"$T/none.err"; then
+  fail "zns_prof_dump succeeded in the library without the profiler"
+fi
+grep -q 'ZNS_PROF is set, but this library has no heap profiler' "$T/none.err" || { cat "$T/none.err"; fail "no warning"; }
+grep -q 'Function not implemented' "$T/none.err" || { cat "$T/none.err"; fail "zns_prof_dump's errno is not ENOSYS"; }
+[ ! -e "$T/none.prof" ] && [ ! -e "$T/none-mid.prof" ] || fail "the default library wrote a profile"
+echo "heap profiler: ok"
