@@ -171,6 +171,21 @@ int Buf::say(int fd) {
   return e;
 }
 
+bool start_quiet_thread(void *(*fn)(void *)) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  sigset_t all, old;   // (the thread inherits the mask)
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t th;
+  int rc = pthread_create(&th, &attr, fn, nullptr);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  return rc == 0;
+}
+
 int fd_out_of_the_way(int fd) {
   int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
   if (high < 0 && fd <= 2) high = fcntl(fd, F_DUPFD_CLOEXEC, 3);

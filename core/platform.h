@@ -69,6 +69,11 @@ size_t process_rss();
 // descriptor limit is lower, at least above 0, 1 and 2, which a program started with one of them
 // closed would write to as its own).  The old number is closed; fd itself when no move is possible.
 int fd_out_of_the_way(int fd);
+// A detached background thread of the library's own (64 KiB of stack) that takes no signals: a
+// process-directed signal must reach the program's threads, which may wait for it in sigsuspend
+// or sigwait (coreutils `timeout` never saw its child's SIGCHLD when the stats thread took it).
+// False if it could not be started.
+bool start_quiet_thread(void *(*fn)(void *));
 
 // Cancellation off for a scope.  malloc, free, malloc_trim and fork are not cancellation points,
 // but the library's slow paths make calls that are (open/read/close of /proc files before a purge,

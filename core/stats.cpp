@@ -404,21 +404,8 @@ void stats_start() {
   __builtin_memcpy(g_jsonl_path, path, sizeof path);
   g_jsonl_fd = open_jsonl(path);
   if (g_jsonl_fd >= 0 && g_options.ZNS_STATS_INTERVAL_MS > 0) {
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 64 * 1024);
-    // The thread takes no signals (it inherits the mask): a process-directed signal must reach
-    // the program's threads, which may wait for it in sigsuspend or sigwait (coreutils `timeout`
-    // never saw its child's SIGCHLD when this thread took it).
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_t th;
-    int rc = pthread_create(&th, &attr, interval_thread, nullptr);
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    if (rc != 0) Buf(path, sizeof path).str("zns-slab: cannot start the statistics thread\n").say();
-    pthread_attr_destroy(&attr);
+    if (!start_quiet_thread(interval_thread))
+      Buf(path, sizeof path).str("zns-slab: cannot start the statistics thread\n").say();
   }
   errno = saved;
 }

@@ -269,6 +269,8 @@ void say_cannot(const char *what, const char *path, int err) {
   b.end_line().say();
 }
 
+void start_interval();   // (ZNS_PROF_INTERVAL_MS, below)
+
 // A fork's child.  The lock is not taken across forks: a thread that another one's fork would
 // wait for may itself wait for it (a signal handler's free of a sample that interrupted that
 // thread inside glibc's malloc, whose arena lock the fork takes after the handlers: a deadlock
@@ -304,6 +306,7 @@ void fork_child() {
     if (same_file(g_path_fd)) close(g_path_fd);   // (the parent's lock stays: it holds its own)
     g_path_fd = -1;
   }
+  start_interval();   // (a thread of its own, if its path is its own)
 }
 
 char g_dump_mem[1 << 16];   // the dump's buffer (under g_lock)
@@ -409,6 +412,34 @@ int dump_path(const char *path_or_null, bool say) {
   }
   errno = err ? err : saved;
   return err ? -1 : 0;
+}
+
+// ZNS_PROF_INTERVAL_MS: the profile every so often to PATH.1, PATH.2, ... (the path expanded now:
+// a forked child starts a thread of its own, with %p, and counts from 1 again).
+uint32_t g_interval_seq;
+void *interval_thread(void *) {
+  uint64_t every = g_options.ZNS_PROF_INTERVAL_MS;
+  char base[512], path[540];
+  if (!expand_path(g_options.ZNS_PROF, base, sizeof base)) {
+    say_cannot("cannot write the heap profile to ", g_options.ZNS_PROF, ENAMETOOLONG);
+    return nullptr;
+  }
+  for (;;) {
+    timespec ts{time_t(every / 1000), long(every % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    if (g_child_quiet) return nullptr;   // (another process's path: see claim_path)
+    Buf(path, sizeof path - 1).str(base).chr('.').u64(++g_interval_seq).chr('\0');
+    path[sizeof path - 1] = 0;
+    if (dump_path(path, true) != 0) return nullptr;   // (said there)
+  }
+}
+
+void start_interval() {
+  g_interval_seq = 0;
+  if (g_options.ZNS_PROF_INTERVAL_MS > 0 && !g_child_quiet && !start_quiet_thread(interval_thread)) {
+    char m[100];
+    Buf(m, sizeof m).str("zns-slab: cannot start the heap profiler's thread\n").say();
+  }
 }
 
 }  // namespace
@@ -577,6 +608,7 @@ void prof_start() {
   unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
   pthread_atfork(nullptr, nullptr, fork_child);
   g_state.store(kOn, std::memory_order_release);
+  start_interval();
 }
 
 void prof_at_exit() {

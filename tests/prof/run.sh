@@ -80,7 +80,19 @@ google-pprof --text --inuse_space /usr/bin/python3 "$py" >"$T/py.txt" 2>/dev/nul
 head -5 "$T/py.txt"
 grep -Eq ' _?Py[A-Za-z_]+' "$T/py.txt" || { cat "$T/py.txt"; fail "no CPython function in python3's profile"; }
 
-# ---- 4. the default library has no profiler, and says so -----------------------------------------
+# ---- 4. ZNS_PROF_INTERVAL_MS: the profile every so often, PATH.1, PATH.2, ... ---------------------
+echo "== interval dumps"
+ZNS_PROF="$T/iv.prof" ZNS_PROF_INTERVAL_MS=100 ZNS_PROF_RATE=8192 LD_PRELOAD="$PROF_LIB" \
+  /usr/bin/python3 -c 'import time; keep = [bytearray(1000) for i in range(4000)]; time.sleep(0.65)'
+[ -s "$T/iv.prof" ] || fail "no exit profile with ZNS_PROF_INTERVAL_MS"
+for k in 1 2 3; do
+  [ -s "$T/iv.prof.$k" ] || { ls "$T"; fail "no interval profile iv.prof.$k after 0.65 s at 100 ms"; }
+  google-pprof --text --inuse_space /usr/bin/python3 "$T/iv.prof.$k" >/dev/null 2>&1 || fail "iv.prof.$k is not readable"
+  # ~4 MB of bytearrays live from the start: every interval profile holds samples
+  [ "$(head -1 "$T/iv.prof.$k" | awk '{print $3}' | tr -d :)" -gt 100 ] || fail "iv.prof.$k: $(head -1 "$T/iv.prof.$k")"
+done
+
+# ---- 5. the default library has no profiler, and says so -----------------------------------------
 echo "== the default library"
 if ZNS_PROF="$T/none.prof" LD_PRELOAD="$LIB" $B/tests/prof/prof_sites "$T/none-mid.prof" >/dev/null 2>"$T/none.err"; then
   fail "zns_prof_dump succeeded in the library without the profiler"
