@@ -41,6 +41,14 @@ ZNS_NOINLINE size_t prof_slot_size(void *p);          // malloc_usable_size of a
 ZNS_NOINLINE void *prof_realloc_slot(void *p, size_t n);   // realloc of it
 // q (n bytes, from a realloc of a block outside the region) is a sample: record it here.
 ZNS_NOINLINE void prof_adopt(void *q, size_t n);
+// A sample's record, kept aside while its block is realloc'ed (put back if the realloc fails).
+struct ProfRecord {
+  uint64_t size;      // bytes asked for
+  uint64_t depth;     // frames in pc
+  void *pc[29];       // return addresses, innermost first (the caller of malloc first)
+};
+ZNS_NOINLINE bool prof_unlink(void *p, ProfRecord *out);   // p a sample: its record out (true)
+ZNS_NOINLINE void prof_restore(void *p, const ProfRecord &r);
 // Charge n bytes to the countdown: true when this allocation is a sample.  (A borrow is the
 // countdown running out, whatever n is: a failed request of 2^63 bytes must not wrap it.)
 ZNS_INLINE bool prof_sampled(size_t n) {
@@ -53,11 +61,16 @@ ZNS_INLINE bool prof_sampled(size_t n) {
 ZNS_INLINE bool prof_sampled(size_t) { return false; }
 #endif
 
-ZNS_INLINE void *malloc_impl(size_t n) {
-  if (prof_sampled(n)) return prof_take(n, 0, false);
+// malloc without the profiler's countdown (a caller that charged it already).
+ZNS_INLINE void *malloc_plain(size_t n) {
   if (ZNS_LIKELY(n <= kMaxSmall))
     return alloc_class(class_of(n), [n](size_t cls) { return malloc_miss(unsigned(cls), n); });
   return next_malloc(n);
+}
+
+ZNS_INLINE void *malloc_impl(size_t n) {
+  if (prof_sampled(n)) return prof_take(n, 0, false);
+  return malloc_plain(n);
 }
 
 ZNS_INLINE void free_impl(void *p, const char *call) {

@@ -370,7 +370,7 @@ static void *realloc_foreign(void *p, size_t n) {
       fatal("realloc of a block allocated before ZNS-Slab's constructor ran, by an allocator whose "
             "malloc_usable_size is not found", "realloc", p);
     size_t old = u(p);
-    void *q = malloc_impl(n);
+    void *q = malloc_plain(n);   // (the profiler's countdown: realloc charges it)
     if (!q) {
       boot_put(p);
       return nullptr;
@@ -384,6 +384,8 @@ static void *realloc_foreign(void *p, size_t n) {
   return q;
 }
 
+// For the heap profiler (libzns_slab_prof.so) a realloc is an allocation of n bytes by its caller,
+// sampled or not anew, whatever the block was (DESIGN "The heap profiler", realloc).
 ZNS_API void *realloc(void *p, size_t n) {
   if (!p) return malloc_impl(n);
   if (owns(p)) {
@@ -392,23 +394,32 @@ ZNS_API void *realloc(void *p, size_t n) {
       free_impl(p, "realloc");
       return nullptr;
     }
-    // Keep the block while the request fits and would not fit a class less than half its size.
-    if (n <= old && (n > old / 2 || old <= 32)) return p;
-    void *q = malloc_impl(n);
+    void *q;
+    if (prof_sampled(n)) {   // (the profiler: a sample is a block of its own)
+      q = prof_take(n, 0, false);
+    } else {
+      // Keep the block while the request fits and would not fit a class less than half its size.
+      if (n <= old && (n > old / 2 || old <= 32)) return p;
+      q = malloc_plain(n);
+    }
     if (!q) return nullptr;
     memcpy(q, p, n < old ? n : old);
     free_impl(p, "realloc");
     return q;
   }
 #ifdef ZNS_PROFILER
-  // A block outside the region that changes size is a new allocation of n bytes for the profiler
-  // (as a malloc + copy + free would be): a sample's record goes, and the countdown decides again.
+  ProfRecord rec;
+  bool was_sample = false;
   if (ZNS_UNLIKELY(g_prof_live.load(std::memory_order_relaxed))) {
     if (prof_in_slots(p)) return prof_realloc_slot(p, n);
-    prof_free(p);
+    was_sample = prof_unlink(p, &rec);
   }
   void *q = realloc_foreign(p, n);
-  if (q && prof_sampled(n)) prof_adopt(q, n);
+  if (!q) {
+    if (was_sample && n) prof_restore(p, rec);   // (failed: p is as it was)
+    return nullptr;
+  }
+  if (prof_sampled(n)) prof_adopt(q, n);
   return q;
 #else
   return realloc_foreign(p, n);

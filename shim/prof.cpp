@@ -71,11 +71,6 @@ double g_rate = 524288;
 constexpr uintptr_t kNever = uintptr_t(1) << 62;   // profiling off: the countdown of a lifetime
 constexpr uintptr_t kRecheck = 1 << 16;           // not decided yet: ask again after 64 KiB
 
-struct ProfRecord {
-  uint64_t size;      // bytes asked for
-  uint64_t depth;     // frames in pc
-  void *pc[29];       // return addresses, innermost first (the caller of malloc first)
-};
 constexpr unsigned kFrames = sizeof(ProfRecord::pc) / sizeof(void *);
 struct Sample {
   void *ptr;          // the block; null: an empty slot
@@ -87,36 +82,45 @@ constexpr uint32_t kNil32 = 0xffffffffu;
 constexpr size_t kFilterShift = 16, kFilter = size_t(1) << kFilterShift;
 Sample *g_table;                       // kCap slots (8 MiB of address space; touched as used)
 std::atomic<uint16_t> *g_filter;       // per hash of an address: live samples with that hash
-size_t g_live;                         // samples in the table (under g_lock)
-uint64_t g_dropped;                    // samples not recorded: the table was full (under g_lock)
+size_t g_live;                         // samples in the table (under the table lock)
+uint64_t g_dropped;                    // samples not recorded: the table was full (under the table lock)
 bool g_changing;                       // the table may be being changed (under the lock; fork_child)
-// The lock: a spin lock whose word names its holder (the address of its t_busy), so that a call
+// The locks: spin locks whose word names the holder (the address of its t_busy), so that a call
 // from a signal handler that interrupted the holder sees that it is its own thread's and does not
-// wait for it (then ok is false, and the call does without the table; see the top).  Requests
-// made while a thread holds it are not samples.  Held only for table work and the dump.
-std::atomic<uintptr_t> g_owner{0};
-void drain_deferred();
-struct Held {
-  uint32_t busy_was = t_busy;
-  bool ok = false;
-  Held() {
-    t_busy = 1;
+// wait for it (then ok is false, and the call does without; see the top).  g_table_lock guards
+// the table and the slot list, never across a system call but the deferred slots' madvise;
+// g_dump_lock serialises the dumps (which write outside the table lock: a dump into a pipe that
+// another thread of the program reads, while that thread samples, once deadlocked).
+struct OwnerLock {
+  std::atomic<uintptr_t> owner{0};
+  bool acquire() {   // false: this thread holds it already (a signal handler on top)
     uintptr_t me = uintptr_t(&t_busy);
     for (unsigned spins = 0;; ++spins) {
       uintptr_t o = 0;
-      if (g_owner.compare_exchange_weak(o, me, std::memory_order_acquire, std::memory_order_relaxed)) break;
-      if (o == me) return;   // a signal handler on top of the holder
+      if (owner.compare_exchange_weak(o, me, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+      if (o == me) return false;
       if (spins < 64) __builtin_ia32_pause();
       else sched_yield();
     }
-    ok = true;
-    g_changing = true;
+  }
+  void release() { owner.store(0, std::memory_order_release); }
+};
+OwnerLock g_table_lock, g_dump_lock;
+void drain_deferred();
+// g_table_lock, held (if ok).  Requests made meanwhile are not samples.
+struct Held {
+  uint32_t busy_was = t_busy;
+  bool ok;
+  Held() {
+    t_busy = 1;
+    ok = g_table_lock.acquire();
+    if (ok) g_changing = true;
   }
   ~Held() {
     if (ok) {
       drain_deferred();
       g_changing = false;
-      g_owner.store(0, std::memory_order_release);
+      g_table_lock.release();
     }
     t_busy = busy_was;
   }
@@ -125,7 +129,7 @@ struct Held {
 };
 char *g_slots;                         // kCap pages: the small samples (see the top)
 std::atomic<uintptr_t> g_slots_bytes{0};   // kCap pages once the range exists
-uint32_t g_slot_bump;                  // slots handed out at least once (under g_lock)
+uint32_t g_slot_bump;                  // slots handed out at least once (under the table lock)
 uint32_t g_slot_free = kNil32;         // the last slot given back; g_slot_next links the others
 uint32_t *g_slot_next;                 // per slot, the next free one (kCap entries, mmap'ed)
 bool g_child_quiet;                    // a forked child with a profile path without %p: no dump
@@ -156,7 +160,7 @@ uintptr_t draw() {
   return v >= double(kNever) ? kNever : uintptr_t(v);
 }
 
-// A slot's page, or null when all kCap are taken (under the lock).
+// A slot's page, or null when all kCap are taken (under the table lock).
 void *slot_take() {
   if (g_slot_free != kNil32) {
     uint32_t i = g_slot_free;
@@ -166,16 +170,20 @@ void *slot_take() {
   if (g_slot_bump == kCap) return nullptr;
   return g_slots + size_t(g_slot_bump++) * kPageSize;
 }
-// (under the lock) slot p's page goes back to the OS and the slot to the list: a program that
-// freed its samples holds no page for them (a page per sample is the profiler's price).
-void slot_give(void *p) {
+// (under the table lock) slot p back on the list.  Its page must have gone back to the OS
+// first (slot_page_back): the next sample there may be written at once.
+void slot_push(void *p) {
   uint32_t i = uint32_t((static_cast<char *>(p) - g_slots) / kPageSize);
-  madvise(g_slots + size_t(i) * kPageSize, kPageSize, MADV_DONTNEED);
   g_slot_next[i] = g_slot_free;
   g_slot_free = i;
 }
+// Slot p's page goes back to the OS: a program that freed its samples holds no page for them (a
+// page per sample is the profiler's price).
+void slot_page_back(void *p) {
+  madvise(reinterpret_cast<void *>(uintptr_t(p) & ~uintptr_t(kPageSize - 1)), kPageSize, MADV_DONTNEED);
+}
 
-// Put r in the table for block p (under g_lock).
+// Put r in the table for block p (under the table lock).
 void put(void *p, const ProfRecord &r) {
   if (g_live >= kCap / 4 * 3) {
     ++g_dropped;
@@ -204,7 +212,7 @@ ProfRecord make_record(size_t n, void *const *raw, int got) {
   return r;
 }
 
-// Take p's record out (under g_lock) into *out, if not null, moving later ones of its probe run
+// Take p's record out (under the table lock) into *out, if not null, moving later ones of its probe run
 // back into the gap.  False if p is not a sample.
 bool remove(void *p, ProfRecord *out) {
   size_t i = home(p);
@@ -229,14 +237,15 @@ bool remove(void *p, ProfRecord *out) {
   return true;
 }
 
-// (under the lock) the slots signal handlers freed meanwhile (see t_deferred)
+// (under the table lock) the slots signal handlers freed meanwhile (see t_deferred)
 void drain_deferred() {
   while (void *l = __atomic_exchange_n(&t_deferred, nullptr, __ATOMIC_RELAXED)) {
     while (l) {
       void *next = *static_cast<void **>(l);
       if (!remove(l, nullptr))
         fatal("free of a sampled block that is not live (double free, or not its start)", "free", l);
-      slot_give(l);
+      slot_page_back(l);   // (a rare path: a system call under the lock)
+      slot_push(l);
       l = next;
     }
   }
@@ -265,6 +274,7 @@ void say_cannot(const char *what, const char *path, int err) {
   else if (err == ENOSPC) b.str("no space left on the device");
   else if (err == ENAMETOOLONG) b.str("path too long");
   else if (err == EDEADLK) b.str("asked for from a signal handler inside the profiler");
+  else if (err == ENXIO) b.str("a FIFO that nobody reads");
   else b.str("errno ").u64(uint64_t(err));
   b.end_line().say();
 }
@@ -298,7 +308,8 @@ void rebuild() {
 }
 
 void fork_child() {
-  g_owner.store(0, std::memory_order_relaxed);   // (its holder, if any, is not in the child)
+  g_table_lock.owner.store(0, std::memory_order_relaxed);   // (a holder is not in the child)
+  g_dump_lock.owner.store(0, std::memory_order_relaxed);
   if (g_changing) rebuild();
   g_changing = false;
   if (!path_per_pid(g_options.ZNS_PROF)) {   // the parent's file is the parent's
@@ -309,30 +320,41 @@ void fork_child() {
   start_interval();   // (a thread of its own, if its path is its own)
 }
 
-char g_dump_mem[1 << 16];   // the dump's buffer (under g_lock)
+char g_dump_mem[1 << 16];   // the dump's text buffer (under g_dump_lock)
 
-// The profile of the live samples to fd: 0, or the errno value of the write that failed.
+// The profile of the live samples to fd: 0, or the errno value of the write that failed.  The
+// records are copied out under the table lock, and written after it is let go.
 int dump_to(int fd) {
+  QuietWrite q;   // (first: no cancellation while a lock is held)
+  if (!g_dump_lock.acquire()) return EDEADLK;   // (a signal handler on top of this thread's dump)
+  uint32_t busy_was = t_busy;
+  t_busy = 1;
   int err = 0;
-  {
+  size_t bytes_map = kCap * sizeof(Sample), n = 0;
+  void *m = mmap(nullptr, bytes_map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  Sample *copy = m == MAP_FAILED ? nullptr : static_cast<Sample *>(m);
+  if (!copy) err = ENOMEM;
+  else {
     Held h;
-    if (!h.ok) return EDEADLK;   // (zns_prof_dump from a signal handler on top of the profiler)
-    QuietWrite q;
+    if (!h.ok) err = EDEADLK;   // (zns_prof_dump from a signal handler on top of the profiler)
+    else
+      for (size_t i = 0; i < kCap; ++i)
+        if (g_table[i].ptr) copy[n++] = g_table[i];
+  }
+  if (!err) {
     Buf b(g_dump_mem, sizeof g_dump_mem);
     uint64_t bytes = 0;
-    for (size_t i = 0; i < kCap; ++i)
-      if (g_table[i].ptr) bytes += g_table[i].r.size;
+    for (size_t i = 0; i < n; ++i) bytes += copy[i].r.size;
     // gperftools' sampled heap profile; the columns in brackets (allocated since start) are the
     // live ones again, as in its heap_v2 samples
-    b.str("heap profile: ").u64(g_live).str(": ").u64(bytes).str(" [").u64(g_live).str(": ").u64(bytes)
+    b.str("heap profile: ").u64(n).str(": ").u64(bytes).str(" [").u64(n).str(": ").u64(bytes)
         .str("] @ heap_v2/").u64(uint64_t(g_rate)).chr('\n');
     // every stack starts in malloc (google-pprof drops the allocator's frames it knows by name)
     void *top = reinterpret_cast<void *>(&::malloc);
-    for (size_t i = 0; i < kCap && !err; ++i) {
-      const Sample &s = g_table[i];
-      if (!s.ptr) continue;
-      b.str("1: ").u64(s.r.size).str(" [1: ").u64(s.r.size).str("] @ ").hex(uintptr_t(top));
-      for (uint64_t f = 0; f < s.r.depth; ++f) b.chr(' ').hex(uintptr_t(s.r.pc[f]));
+    for (size_t i = 0; i < n && !err; ++i) {
+      const ProfRecord &r = copy[i].r;
+      b.str("1: ").u64(r.size).str(" [1: ").u64(r.size).str("] @ ").hex(uintptr_t(top));
+      for (uint64_t f = 0; f < r.depth; ++f) b.chr(' ').hex(uintptr_t(r.pc[f]));
       b.chr('\n');
       if (b.size() > sizeof g_dump_mem - 4096) err = b.flush(fd);
     }
@@ -353,6 +375,9 @@ int dump_to(int fd) {
     }
     if (err) q.failed(err);
   }
+  if (copy) munmap(m, bytes_map);
+  t_busy = busy_was;
+  g_dump_lock.release();
   return err;
 }
 
@@ -361,7 +386,9 @@ int dump_to(int fd) {
 // quietly (g_child_quiet: it is that process's profile, and this one's is not asked for).
 bool claim_path(const char *dest) {
   if (path_per_pid(dest)) return true;
-  int fd = open(dest, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+  // (O_NONBLOCK: a FIFO without a reader must not hold the program up before main)
+  int fd = open(dest, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
+  if (fd < 0 && errno == ENXIO) return true;   // a FIFO nobody reads yet: opened at the dump
   if (fd < 0) {
     say_cannot("cannot write the heap profile to ", dest, errno);
     return false;
@@ -373,9 +400,9 @@ bool claim_path(const char *dest) {
     g_child_quiet = true;
     return true;
   }
-  if (fstat(fd, &st) != 0) {
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {   // (a FIFO or a device: opened at the dump)
     close(fd);
-    return true;   // (opened again at the dump)
+    return true;
   }
   g_path_fd = fd;
   g_path_dev = st.st_dev;
@@ -396,7 +423,9 @@ int dump_path(const char *path_or_null, bool say) {
   } else {
     errno = ENAMETOOLONG;
     if (expand_path(dest, path, sizeof path)) {
-      fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
+      // (O_NONBLOCK: a FIFO without a reader fails with ENXIO instead of hanging the exit)
+      fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
+      if (fd >= 0) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
       dest = path;
     }
   }
@@ -445,7 +474,10 @@ void start_interval() {
 }  // namespace
 
 bool prof_due(size_t n) {
-  if (t_busy) return false;   // (the count stays below zero: prof_take draws the next one)
+  if (t_busy) {   // inside the profiler: no sample now, the next request outside it is one
+    t_prof_left = 0;   // (prof_take and prof_adopt draw a count as they finish)
+    return false;
+  }
   int state = g_state.load(std::memory_order_acquire);
   if (state != kOn) {
     t_prof_left = state == kOff ? kNever : kRecheck;
@@ -515,55 +547,73 @@ bool prof_free(void *p) {
   {
     Held h;
     if (!h.ok) {   // a signal handler on top of the holder: the holder takes it back (Held)
-      if (slot) {
-        *static_cast<void **>(p) = t_deferred;
-        t_deferred = p;
+      if (slot) {   // (a compare-exchange: a handler nested in this one may push in between)
+        void *head = __atomic_load_n(&t_deferred, __ATOMIC_RELAXED);
+        do *static_cast<void **>(p) = head;
+        while (!__atomic_compare_exchange_n(&t_deferred, &head, p, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
       }
       return slot;
     }
     found = remove(p, nullptr);
-    if (slot && found) slot_give(p);
   }
+  if (!slot) return false;
   // (a slot given twice would serve two samples at once: stop instead)
-  if (slot && !found) fatal("free of a sampled block that is not live (double free, or not its start)", "free", p);
-  return slot;
+  if (!found) fatal("free of a sampled block that is not live (double free, or not its start)", "free", p);
+  slot_page_back(p);   // (outside the lock: the slot is no one's until it is on the list)
+  Held h;
+  if (h.ok) slot_push(p);
+  return true;
 }
 
 bool prof_in_slots(const void *p) { return in_slots(p); }
 
-// realloc of a slot's sample.  Up to a page it stays where it is (the page is its own) and keeps
-// its record, as a block of the region keeps its place (and stays what it was for the profile)
-// when the new size fits it; for a sample much smaller than the rate, its weight in the profile
-// barely depends on its size.  Beyond a page it is a new allocation of the next allocator's,
-// which the countdown decides on again (see realloc).
+// realloc of a slot's sample: for the profiler an allocation of n bytes by realloc's caller (see
+// realloc), sampled or not anew.  A sample up to a page stays in its slot with a new record;
+// anything else moves (to the next allocator's if it is a sample, else where malloc puts it).
+// (Keeping the record with the new size made 200k blocks shrunk from 4 KiB to 16 B read 770 MB:
+// a record weighs what the rate does, and this one had been drawn at the old size.)
 void *prof_realloc_slot(void *p, size_t n) {
   if (n == 0) {   // glibc: realloc(p, 0) frees p and returns NULL
     prof_free(p);
     return nullptr;
   }
-  void *q = n <= kPageSize ? p : next_malloc(n);
-  if (!q) return nullptr;
-  bool found = false;
-  {
-    Held h;
-    if (!h.ok) {   // a signal handler on top of the profiler (see the top): the table is left alone
-      if (q != p) memcpy(q, p, kPageSize);   // (the whole page is the block's; the slot is left)
-      return q;
+  size_t old = prof_slot_size(p);   // (stops on a block that is not live)
+  bool sample = prof_sampled(n);
+  if (sample && n <= kPageSize) {
+    t_busy = 1;
+    ProfRecord r = capture(n);
+    bool found = false;
+    {
+      Held h;
+      if (h.ok)
+        for (size_t i = home(p); g_table[i].ptr; i = (i + 1) & (kCap - 1))
+          if (g_table[i].ptr == p) { g_table[i].r = r; found = true; break; }
     }
-    if (q == p) {
-      for (size_t i = home(p); g_table[i].ptr; i = (i + 1) & (kCap - 1))
-        if (g_table[i].ptr == p) { g_table[i].r.size = n; found = true; break; }
-    } else {
-      ProfRecord r;
-      if ((found = remove(p, &r))) {
-        memcpy(q, p, r.size);
-        slot_give(p);
-      }
-    }
+    t_busy = 0;
+    t_prof_left = draw();
+    if (!found) fatal("realloc of a sampled block that is not live (freed, or not its start)", "realloc", p);
+    return p;
   }
-  if (!found) fatal("realloc of a sampled block that is not live (freed, or not its start)", "realloc", p);
-  if (q != p && prof_sampled(n)) prof_adopt(q, n);
+  void *q = sample ? next_malloc(n) : malloc_plain(n);
+  if (!q) {
+    if (sample) t_prof_left = draw();
+    return nullptr;
+  }
+  memcpy(q, p, n < old ? n : old);
+  prof_free(p);
+  if (sample) prof_adopt(q, n);
   return q;
+}
+
+bool prof_unlink(void *p, ProfRecord *out) {
+  if (g_filter[filter_at(p)].load(std::memory_order_relaxed) == 0) return false;
+  Held h;
+  return h.ok && remove(p, out);
+}
+
+void prof_restore(void *p, const ProfRecord &r) {
+  Held h;
+  if (h.ok) put(p, r);
 }
 
 size_t prof_slot_size(void *p) {

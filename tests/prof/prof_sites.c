@@ -1,6 +1,7 @@
 // Allocation sites with known live bytes, for the heap profiler (tests/prof/run.sh).  Run under
 // libzns_slab_prof.so with ZNS_PROF set; argv[1]: the path of a mid-run profile (zns_prof_dump).
-//   keep_small   20000 blocks of 100 B, half realloc'ed to 200 B: live           (3,000,000 B)
+//   keep_small   20000 blocks of 100 B, of which main reallocs half (below)  (1,000,000 B)
+//   main         10000 reallocs of those: 5000 to 100 B, 5000 to 200 B       (1,500,000 B)
 //   keep_large   40 blocks of 64 KiB (the next allocator's), live         (2,621,440 B)
 //   keep_calloc  20000 blocks of calloc(48, 1), live                       (  960,000 B)
 //   churn_freed  20000 blocks of 100 B, all freed before the dump         (0 B)
@@ -47,7 +48,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < N; ++i)   // every calloc'ed block reads as zero, sampled or not
     for (int k = 0; k < 48; ++k)
       if (((char *)calloc_blocks[i])[k]) { fprintf(stderr, "calloc block %d not zero\n", i); return 1; }
-  // realloc: a sample keeps its allocation's stack at its new address (half of them grow)
+  // realloc: for the profiler an allocation of n bytes by main, sampled anew (half of them grow)
   for (int i = 0; i < N; i += 2) {
     small_blocks[i] = realloc(small_blocks[i], 100 + (i & 2) * 50);
     if (((char *)small_blocks[i])[99] != 1) { fprintf(stderr, "realloc lost the contents\n"); return 1; }
