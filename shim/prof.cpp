@@ -30,6 +30,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <pthread.h>
@@ -389,6 +390,7 @@ bool claim_path(const char *dest) {
   // (O_NONBLOCK: a FIFO without a reader must not hold the program up before main)
   int fd = open(dest, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
   if (fd < 0 && errno == ENXIO) return true;   // a FIFO nobody reads yet: opened at the dump
+                                               // (unclaimed: a program it runs may write first)
   if (fd < 0) {
     say_cannot("cannot write the heap profile to ", dest, errno);
     return false;
@@ -400,10 +402,12 @@ bool claim_path(const char *dest) {
     g_child_quiet = true;
     return true;
   }
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {   // (a FIFO or a device: opened at the dump)
+  if (fstat(fd, &st) != 0) {
     close(fd);
-    return true;
+    return true;   // (opened again at the dump)
   }
+  // A FIFO whose reader waits is kept open too: a close would be its reader's end of file.
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   g_path_fd = fd;
   g_path_dev = st.st_dev;
   g_path_ino = st.st_ino;
@@ -457,9 +461,15 @@ void *interval_thread(void *) {
     timespec ts{time_t(every / 1000), long(every % 1000) * 1000000};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
     if (g_child_quiet) return nullptr;   // (another process's path: see claim_path)
-    Buf(path, sizeof path - 1).str(base).chr('.').u64(++g_interval_seq).chr('\0');
+    // PATH.N.tmp, renamed once whole: a process that ends in the middle leaves no PATH.N cut short
+    ++g_interval_seq;
+    Buf(path, sizeof path - 1).str(base).chr('.').u64(g_interval_seq).str(".tmp").chr('\0');
     path[sizeof path - 1] = 0;
     if (dump_path(path, true) != 0) return nullptr;   // (said there)
+    char final_path[540];
+    Buf(final_path, sizeof final_path - 1).str(base).chr('.').u64(g_interval_seq).chr('\0');
+    final_path[sizeof final_path - 1] = 0;
+    if (rename(path, final_path) != 0) return nullptr;
   }
 }
 
