@@ -249,6 +249,21 @@ Buf &Buf::u64(uint64_t v, int width) {
   while (k) chr(t[--k]);
   return *this;
 }
+Buf &Buf::file_error(int err) {
+  if (err == EACCES || err == EPERM) return str("permission denied");
+  if (err == ENOENT) return str("no such directory");
+  if (err == EISDIR) return str("is a directory");
+  if (err == ENOTDIR) return str("a part of the path is not a directory");
+  if (err == EROFS) return str("read-only file system");
+  if (err == ENAMETOOLONG) return str("path too long");
+  if (err == ENOSPC) return str("no space left on the device");
+  if (err == EDQUOT) return str("disk quota exceeded");
+  if (err == EFBIG) return str("file size limit (ulimit -f)");
+  if (err == EPIPE) return str("the reader of the pipe has gone");
+  if (err == ENXIO) return str("a FIFO that nobody reads");
+  return str("errno ").u64(uint64_t(err));
+}
+
 Buf &Buf::hex(uintptr_t v) {
   char t[20];
   int k = 0;

@@ -122,6 +122,8 @@ class Buf {
   Buf &chr(char c);
   Buf &u64(uint64_t v, int width = 0);          // right-aligned to width
   Buf &hex(uintptr_t v);                        // 0x...
+  Buf &file_error(int err);   // why a file could not be opened or written, in words (no strerror:
+                              // it may allocate for some locales); "errno N" for the rest
   Buf &fixed(uint64_t num, uint64_t den, int decimals, int width = 0);  // num/den as a decimal
   const char *data() const { return p_; }
   size_t size() const { return n_; }

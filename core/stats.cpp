@@ -210,20 +210,13 @@ void say_cut_short(const char *path, int err) {
   e.chr('\n').say();
 }
 
-// Why a file could not be opened, in words (no strerror: it may allocate for some locales).
+// Why a file could not be opened, in words.
 void say_cannot_write(const char *path, int err) {
   char m[700];
   Buf e(m, sizeof m);
   e.str("zns-slab: cannot write statistics to ").str(path).str(": ");
-  if (err == EACCES || err == EPERM) e.str("permission denied");
-  else if (err == ENOENT) e.str("no such directory");
-  else if (err == EISDIR) e.str("is a directory");
-  else if (err == ENOTDIR) e.str("a part of the path is not a directory");
-  else if (err == EROFS) e.str("read-only file system");
-  else if (err == ENAMETOOLONG) e.str("path too long");
-  else if (err == ENOSPC) e.str("no space left on the device");
-  else if (err == EWOULDBLOCK) e.str("another process writes its statistics there (put %p in the path)");
-  else e.str("errno ").u64(uint64_t(err));
+  if (err == EWOULDBLOCK) e.str("another process writes its statistics there (put %p in the path)");
+  else e.file_error(err);
   e.end_line().say();
 }
 

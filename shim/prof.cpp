@@ -269,14 +269,8 @@ void say_cannot(const char *what, const char *path, int err) {
   char m[700];
   Buf b(m, sizeof m);
   b.str("zns-slab: ").str(what).str(path).str(": ");
-  if (err == EACCES || err == EPERM) b.str("permission denied");
-  else if (err == ENOENT) b.str("no such directory");
-  else if (err == EISDIR) b.str("is a directory");
-  else if (err == ENOSPC) b.str("no space left on the device");
-  else if (err == ENAMETOOLONG) b.str("path too long");
-  else if (err == EDEADLK) b.str("asked for from a signal handler inside the profiler");
-  else if (err == ENXIO) b.str("a FIFO that nobody reads");
-  else b.str("errno ").u64(uint64_t(err));
+  if (err == EDEADLK) b.str("asked for from a signal handler inside the profiler");
+  else b.file_error(err);
   b.end_line().say();
 }
 
