@@ -9,7 +9,7 @@
 // which is what google-pprof's "heap_v2" reader assumes when it scales them back up.
 //
 // Where a sample lives.  Up to 4 KiB (the sizes the slabs serve): a page of its own in the
-// profiler's slot range (reserved at start, kCap pages; freed pages are reused, never returned),
+// profiler's slot range (reserved at start, kCap pages; a freed one's page goes back to the OS),
 // so that a free of one (a signal handler's too) never enters another allocator.  Larger ones: the
 // next allocator's, like every large block.  Neither is in the slab region, so their frees reach
 // next_free and not the free fast path; there, for a pointer outside the slot range, a counting
@@ -21,8 +21,8 @@
 //
 // Discipline: nothing here allocates from the heap (the table, the filter and the slots are
 // mmap'ed at start); requests made while the thread is inside the profiler (the unwinder's, the
-// next allocator's, a signal handler's) are never samples (t_busy).  The lock is a spin lock that
-// names its holder: a signal handler's call on top of its own thread's hold does not wait (Held.ok
+// next allocator's, a signal handler's) are never samples (t_busy).  The locks are spin locks that
+// name their holder: a signal handler's call on top of its own thread's hold does not wait (Held.ok
 // is false).  Then its free of a slot is deferred (t_deferred: the holder gives it back as it lets
 // go); its free or realloc of a large sample leaves that sample's record behind (the profile then
 // shows a block that is gone: it never loses nor corrupts a block).  Forks: see fork_child.
@@ -62,8 +62,9 @@ namespace {
 
 __thread uint64_t t_rng __attribute__((tls_model("initial-exec"))) = 0;   // 0: countdown not set up
 __thread uint32_t t_busy __attribute__((tls_model("initial-exec"))) = 0;  // inside the profiler
-// Slots that signal handlers freed while their thread held the lock, linked through their pages'
-// first word; the holder gives them back before it lets go (Held).  Changed by one exchange.
+// Slots that signal handlers freed while their thread held the table lock, linked through their
+// pages' first word; the holder gives them back before it lets go (Held).  Pushed by compare-
+// exchange, taken whole by one exchange (handlers may nest).
 __thread void *t_deferred __attribute__((tls_model("initial-exec"))) = nullptr;
 
 enum : int { kUndecided = 0, kOn = 1, kOff = 2 };
@@ -133,7 +134,8 @@ std::atomic<uintptr_t> g_slots_bytes{0};   // kCap pages once the range exists
 uint32_t g_slot_bump;                  // slots handed out at least once (under the table lock)
 uint32_t g_slot_free = kNil32;         // the last slot given back; g_slot_next links the others
 uint32_t *g_slot_next;                 // per slot, the next free one (kCap entries, mmap'ed)
-bool g_child_quiet;                    // a forked child with a profile path without %p: no dump
+bool g_child_quiet;                    // no dump: the path is another process's (a forked child's
+                                       // without %p, or claimed by another process: claim_path)
 
 size_t home(const void *p) { return size_t((uint64_t(uintptr_t(p)) * 0x9E3779B97F4A7C15ull) >> (64 - kCapShift)); }
 size_t filter_at(const void *p) {
@@ -213,8 +215,8 @@ ProfRecord make_record(size_t n, void *const *raw, int got) {
   return r;
 }
 
-// Take p's record out (under the table lock) into *out, if not null, moving later ones of its probe run
-// back into the gap.  False if p is not a sample.
+// Take p's record out (under the table lock) into *out, if not null, moving later ones of its
+// probe run back into the gap.  False if p is not a sample.
 bool remove(void *p, ProfRecord *out) {
   size_t i = home(p);
   while (g_table[i].ptr != p) {
@@ -293,9 +295,11 @@ void rebuild() {
   }
   Sample *old = static_cast<Sample *>(m);
   size_t n = 0;
-  for (size_t i = 0; i < kCap; ++i)
-    if (g_table[i].ptr) old[n++] = g_table[i];
-  memset(static_cast<void *>(g_table), 0, bytes);
+  for (size_t i = 0; i < kCap; ++i)   // (no memset of the table: its untouched pages stay so)
+    if (g_table[i].ptr) {
+      old[n++] = g_table[i];
+      g_table[i].ptr = nullptr;
+    }
   memset(static_cast<void *>(g_filter), 0, kFilter * sizeof(uint16_t));
   g_live = 0;
   for (size_t i = 0; i < n; ++i) put(old[i].ptr, old[i].r);
