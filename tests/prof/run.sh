@@ -107,7 +107,28 @@ for k in 1 2 3; do
   [ "$(head -1 "$T/iv.prof.$k" | awk '{print $3}' | tr -d :)" -gt 100 ] || fail "iv.prof.$k: $(head -1 "$T/iv.prof.$k")"
 done
 
-# ---- 6. the default library has no profiler, and says so -----------------------------------------
+# ---- 6. a server that never exits: redis-server's interval profiles name its allocation sites -----
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+  echo "== redis-server (ZNS_PROF_INTERVAL_MS=200)"
+  port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  ZNS_PROF="$T/redis.prof" ZNS_PROF_INTERVAL_MS=200 LD_PRELOAD="$PROF_LIB" \
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no >"$T/redis.log" 2>&1 &
+  rpid=$!
+  for i in $(seq 50); do [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+  redis-benchmark -p "$port" -q -n 50000 -r 100000 -t set -d 100 >/dev/null 2>&1 || { kill $rpid; fail "redis-benchmark"; }
+  keys=$(redis-cli -p "$port" dbsize)
+  sleep 0.5   # (two more interval profiles with the keys in)
+  redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+  wait $rpid || true
+  last=$(ls "$T"/redis.prof.* | sort -t. -k3 -n | tail -1)
+  google-pprof --text --inuse_space "$(command -v redis-server)" "$last" >"$T/redis.txt" 2>/dev/null || fail "redis's profile $last is not readable"
+  head -5 "$T/redis.txt"
+  grep -q ' zmalloc' "$T/redis.txt" && grep -q 'sdsnewlen' "$T/redis.txt" ||
+    { cat "$T/redis.txt"; fail "redis's interval profile ($keys keys) does not name zmalloc and sdsnewlen"; }
+  [ -s "$T/redis.prof" ] || fail "no exit profile from redis-server"
+fi
+
+# ---- 7. the default library has no profiler, and says so -----------------------------------------
 echo "== the default library"
 if ZNS_PROF="$T/none.prof" LD_PRELOAD="$LIB" $B/tests/prof/prof_sites "$T/none-mid.prof" >/dev/null 2>"$T/none.err"; then
   fail "zns_prof_dump succeeded in the library without the profiler"
