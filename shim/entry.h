@@ -23,7 +23,8 @@ ZNS_NOINLINE void *next_calloc(size_t n);
 // Without ZNS_PROF: a line on stderr if ZNS_PROF is set, and nothing at exit.
 void prof_start();
 void prof_at_exit();
-// A sampled allocation (heap profiler, below): from the next allocator, recorded with its stack.
+// A sampled allocation (heap profiler, below): a page of the profiler's own up to 4 KiB, else the
+// next allocator's, recorded with its stack.
 ZNS_NOINLINE void *prof_take(size_t n, size_t align, bool zero);
 
 #ifdef ZNS_PROFILER
