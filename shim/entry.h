@@ -16,7 +16,7 @@ ZNS_NOINLINE void *next_memalign(size_t align, size_t n);
 ZNS_NOINLINE void next_free(void *p);
 // The small-size slow path: the heap's, then the next allocator if the heap is out of slabs.
 ZNS_NOINLINE void *malloc_miss(unsigned cls, size_t n);
-// calloc(n, 1) of the next allocator (for the profiler's samples).
+// calloc(n, 1) of the next allocator (the profiler's samples; libzns_slab_prof.so only).
 ZNS_NOINLINE void *next_calloc(size_t n);
 
 // The heap profiler's start (the shim's constructor, after the options) and its dump at exit.

@@ -291,6 +291,7 @@ void *malloc_miss(unsigned cls, size_t n) {
   return p ? p : next_malloc(n);
 }
 
+#ifdef ZNS_PROFILER
 void *next_calloc(size_t n) {
   auto f = __atomic_load_n(&g_next.calloc, __ATOMIC_ACQUIRE);
   void *p = f(n, 1);
@@ -298,6 +299,7 @@ void *next_calloc(size_t n) {
   count_fallback(p, n);
   return p;
 }
+#endif
 
 void next_free(void *p) {
   int saved = errno;
