@@ -110,8 +110,11 @@ ThreadCache *new_cache() {   // under g_pool_lock
 // ---- the depot -----------------------------------------------------------------------------------
 struct Depot {
   Lock lock;
-  uint32_t dirty_head[kMaxSlabPages + 1];   // empty, resident slabs by pages; newest first
-  uint32_t dirty_tail[kMaxSlabPages + 1];   // oldest: the next to purge
+  // Empty, resident slabs by the NUMA node their pages are on (node_of; all on node 0 unless the
+  // depot is NUMA-aware) and by pages; newest first.  The clean lists have no node: a purged
+  // group's pages fault in wherever its next owner first touches them.
+  uint32_t dirty_head[kMaxNodes][kMaxSlabPages + 1];
+  uint32_t dirty_tail[kMaxNodes][kMaxSlabPages + 1];   // oldest: the next to purge
   uint32_t clean_head[kMaxSlabPages + 1];   // empty, purged slabs by pages (a stack, doubly
                                             // linked: a purge may take one from the middle)
   uint32_t bump;                            // first page never handed out
@@ -132,6 +135,9 @@ struct Depot {
   uint64_t owned_peak;                      // the most owned_pages since start (or trim)
   uint32_t forget_ms;                       // now_ms() at the last trim: pages given back
                                             // before it are no refaults
+  uint64_t node_dirty_pages[kMaxNodes];     // dirty_pages by node
+  uint64_t node_takes[kMaxNodes];           // slabs handed to a thread on each node
+  uint64_t cross_node_takes;                // ... of them, another node's empty resident slab
 };
 Depot g_depot;
 
@@ -143,8 +149,10 @@ struct alignas(64) ClassLock {
 ClassLock g_class_lock[kNumClasses];
 
 void depot_reset_lists() {
-  for (unsigned k = 0; k <= kMaxSlabPages; ++k)
-    g_depot.dirty_head[k] = g_depot.dirty_tail[k] = g_depot.clean_head[k] = kNil;
+  for (unsigned k = 0; k <= kMaxSlabPages; ++k) {
+    for (unsigned n = 0; n < kMaxNodes; ++n) g_depot.dirty_head[n][k] = g_depot.dirty_tail[n][k] = kNil;
+    g_depot.clean_head[k] = kNil;
+  }
   for (unsigned c = 0; c < kNumClasses; ++c) g_depot.shared_head[c] = g_depot.shared_tail[c] = kNil;
   g_depot.purging_head = kNil;
   g_depot.next_due = uint32_t(now_ms());
@@ -384,6 +392,49 @@ void list_unlink(uint32_t &head, SlabMeta *s) {
   s->prev = s->next = kNil;
 }
 
+// ---- NUMA ----------------------------------------------------------------------------------------
+// On a machine of several nodes the depot keeps each empty, resident slab on the dirty lists of
+// the node its pages are on, and hands a thread its own node's first: then its clean or new
+// groups, whose pages fault in on its node; another node's only after those (cross_node_takes).
+// A group's node (g_region.node) is that of the thread that took it with its pages missing (clean
+// or never used): under the default memory policy a page is placed on the node of the CPU that
+// first touches it, and the taker is the thread that does (populate_ahead, its cursor).  A dirty
+// group keeps its node through its lives.  Off (g_nodes 1, nothing written, no getcpu) on one
+// node, with ZNS_NUMA=0, or under a policy that places pages elsewhere (numactl --interleave).
+unsigned g_nodes = 1;          // nodes kept apart; fixed at heap_init (test_set_numa_nodes aside)
+unsigned g_machine_nodes = 1;  // the machine's (0: simulated by ZNS_NUMA_NODES)
+const char *g_numa_off;        // why not NUMA-aware on a machine of several nodes
+__thread int t_test_node __attribute__((tls_model("initial-exec"))) = -1;
+
+void numa_init() {
+  bool local = true;
+  g_machine_nodes = os_numa_nodes(&local);
+  g_nodes = g_machine_nodes < kMaxNodes ? g_machine_nodes : kMaxNodes;
+  if (!g_options.ZNS_NUMA) {
+    if (g_nodes > 1) g_numa_off = "ZNS_NUMA=0";
+    g_nodes = 1;
+  } else if (g_options.ZNS_NUMA_NODES >= 1) {   // simulated: CPU i on node i mod n
+    g_nodes = g_options.ZNS_NUMA_NODES < kMaxNodes ? unsigned(g_options.ZNS_NUMA_NODES) : kMaxNodes;
+    g_machine_nodes = 0;
+  } else if (g_nodes > 1 && !local) {
+    g_numa_off = "the process's memory policy does not place pages where they are first touched";
+    g_nodes = 1;
+  }
+}
+// The node of a group's pages, as the depot knows it.
+unsigned node_of(uint32_t page) { return g_nodes > 1 ? g_region.node[page / kGroupPages] % g_nodes : 0; }
+void set_node(uint32_t page, unsigned node) {
+  if (g_nodes > 1) g_region.node[page / kGroupPages] = uint8_t(node);
+}
+// The calling thread's node (getcpu: the vDSO, no system call).  Outside the depot lock.
+unsigned current_node() {
+  if (g_nodes <= 1) return 0;
+  if (t_test_node >= 0) return unsigned(t_test_node) % g_nodes;
+  unsigned cpu = 0, node = 0;
+  if (getcpu(&cpu, &node) != 0) return 0;
+  return (g_machine_nodes ? node : cpu) % g_nodes;
+}
+
 // The clean lists (and the purging list, for their bridges: see depot_purge).  SlabMeta.purged of
 // a depot slab says where it is, and changes only under the depot lock: kCleanMark on a clean
 // list, kBridgeMark on the purging list as a bridge, else 0.  So a purge knows by reading a
@@ -409,14 +460,26 @@ uint32_t clean_pop(unsigned k) {   // under the depot lock; kNil when the list i
   set_mark(m, 0);
   return page;
 }
-// Slab `page` off the dirty list of k pages, wherever it is in it.  Under the depot lock.
+// Slab `page` off the dirty list of k pages of its node, wherever it is in it.  Under the depot lock.
 void dirty_unlink(uint32_t page, unsigned k) {
   SlabMeta &m = meta_at(page);
+  unsigned node = node_of(page);
   if (m.prev != kNil) meta_at(m.prev).next = m.next;
-  else g_depot.dirty_head[k] = m.next;
+  else g_depot.dirty_head[node][k] = m.next;
   if (m.next != kNil) meta_at(m.next).prev = m.prev;
-  else g_depot.dirty_tail[k] = m.prev;
+  else g_depot.dirty_tail[node][k] = m.prev;
   g_depot.dirty_pages -= k;
+  g_depot.node_dirty_pages[node] -= k;
+}
+// The oldest dirty slab of any node and span, or kNil.  Under the depot lock.
+uint32_t dirty_oldest() {
+  uint32_t best = kNil;
+  for (unsigned n = 0; n < g_nodes; ++n)
+    for (unsigned k = 1; k <= kMaxSlabPages; ++k) {
+      uint32_t t = g_depot.dirty_tail[n][k];
+      if (t != kNil && (best == kNil || int32_t(meta_at(t).stamp - meta_at(best).stamp) < 0)) best = t;
+    }
+  return best;
 }
 // A clean slab lent to a purge as a bridge: off its clean list, on the purging list, still
 // counted as clean (its pages stay given back).  And back.  Under the depot lock.
@@ -502,13 +565,7 @@ bool depot_purge(bool force) {
       uint64_t low_pages = max_pages - drop;
       over_cap = over_cap || g_depot.dirty_pages > max_pages;
       while (n < kBatch) {
-        // the oldest slab over all page counts
-        uint32_t best = kNil;
-        for (unsigned k = 1; k <= kMaxSlabPages; ++k) {
-          uint32_t t = g_depot.dirty_tail[k];
-          if (t != kNil && (best == kNil || int32_t(meta_at(t).stamp - meta_at(best).stamp) < 0))
-            best = t;
-        }
+        uint32_t best = dirty_oldest();   // (over all nodes and page counts)
         if (best == kNil) break;
         SlabMeta &m = meta_at(best);
         bool due = force || g_depot.dirty_pages > (over_cap ? low_pages : max_pages) ||
@@ -594,28 +651,22 @@ bool purge_due(uint32_t now) {
   if (g_depot.dirty_pages > dirty_cap()) return true;
   if (int32_t(now - g_depot.next_due) < 0) return false;
   uint32_t decay = g_options.ZNS_DECAY_MS < (1u << 30) ? uint32_t(g_options.ZNS_DECAY_MS) : (1u << 30);
-  uint32_t oldest = now;
-  for (unsigned k = 1; k <= kMaxSlabPages; ++k) {
-    uint32_t t = g_depot.dirty_tail[k];
-    if (t == kNil) continue;
-    uint32_t stamp = meta_at(t).stamp;
-    if (now - stamp >= decay) return true;
-    if (int32_t(stamp - oldest) < 0) oldest = stamp;
-  }
+  uint32_t t = dirty_oldest(), oldest = t == kNil ? now : meta_at(t).stamp;
+  if (t != kNil && now - oldest >= decay) return true;
   g_depot.next_due = oldest + decay;
   return false;
 }
 
-// The newest dirty slab of k pages (resident and warm: best), else of the nearest other span (the
-// longer of two as near: its tail, pages k.., goes back to the OS, which costs less than faulting
-// in a shorter one's missing pages), or kNil.  *had: its span.  Under the depot lock; the caller
-// gives the tail back after it.
-uint32_t dirty_take(unsigned k, unsigned *had) {
+// Node `node`'s newest dirty slab of k pages (resident and warm: best), else of the nearest other
+// span (the longer of two as near: its tail, pages k.., goes back to the OS, which costs less than
+// faulting in a shorter one's missing pages), or kNil.  *had: its span.  Under the depot lock;
+// the caller gives the tail back after it.
+uint32_t dirty_take(unsigned node, unsigned k, unsigned *had) {
   for (unsigned d = 0; d < kMaxSlabPages; ++d)
     for (unsigned side = 0; side < (d ? 2u : 1u); ++side) {
       unsigned j = side ? k - d : k + d;
       if (j < 1 || j > kMaxSlabPages) continue;
-      uint32_t page = g_depot.dirty_head[j];
+      uint32_t page = g_depot.dirty_head[node][j];
       if (page == kNil) continue;
       dirty_unlink(page, j);
       *had = j;
@@ -624,20 +675,24 @@ uint32_t dirty_take(unsigned k, unsigned *had) {
   return kNil;
 }
 
-// When the region is full: an empty slab of another span, for a slab of k pages.  A clean one first
-// (its pages are all purged); else the oldest dirty one of the longest span, whose pages beyond the
-// k are purged now.  *clean: some of the first k pages are not resident (the tier must present
-// them or reserve their room).  Under the depot lock.
-uint32_t depot_other(unsigned k, bool *clean) {
+// When the region is full: an empty slab of another span, for a slab of k pages for a thread on
+// `node`.  A clean one first (its pages are all purged: they fault in on `node`); else the oldest
+// dirty one of the longest span, whose pages beyond the k are purged now: of another node, as the
+// caller found none of its own (cross_node_takes).  *clean: some of the first k pages are not
+// resident (the tier must present them or reserve their room).  Under the depot lock.
+uint32_t depot_other(unsigned k, unsigned node, bool *clean) {
   for (unsigned j = 1; j <= kMaxSlabPages; ++j) {
     uint32_t page = clean_pop(j);
     if (page == kNil) continue;
+    set_node(page, node);
     *clean = true;
     return page;
   }
   for (unsigned j = kMaxSlabPages; j >= 1; --j) {
-    uint32_t page = g_depot.dirty_tail[j];
+    uint32_t page = kNil;
+    for (unsigned n = 0; n < g_nodes && page == kNil; ++n) page = g_depot.dirty_tail[n][j];
     if (page == kNil) continue;
+    if (node_of(page) != node) g_depot.cross_node_takes++;
     dirty_unlink(page, j);
     if (j > k) tier_purge(g_region.base + size_t(page + k) * kPageSize, size_t(j - k) * kPageSize);
     *clean = j < k;   // (pages j..k-1 of a shorter one were purged or never touched)
@@ -669,7 +724,7 @@ struct LazyPart {
   size_t offset;             // bytes from g_region.meta to the part's group 0
   uint32_t bytes_per_group;
 };
-LazyPart g_lazy[3 + kNumClasses];
+LazyPart g_lazy[4 + kNumClasses];
 unsigned g_lazy_parts;
 bool g_lazy_data;            // the region's pages are committed here too
 uint32_t g_committed_pages;  // region pages (a multiple of kGroupPages) whose structures are committed
@@ -755,13 +810,16 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
   uint32_t page;
   unsigned had = k;            // the span of a dirty slab taken (dirty_take)
   bool due, missing = false;   // missing: the pages were never touched or were purged
+  unsigned node = current_node();
   {
     Guard g(g_depot.lock);
     uint32_t now = uint32_t(now_ms());
-    if ((page = dirty_take(k, &had)) != kNil) {         // resident: of k pages, or another span
+    g_depot.node_takes[node]++;
+    if ((page = dirty_take(node, k, &had)) != kNil) {   // resident: of k pages, or another span
       missing = had < k;   // (its pages had.. were given back or never touched)
     } else if ((page = clean_pop(k)) != kNil) {         // purged: faults in as zero pages
       missing = true;
+      set_node(page, node);
       // (a trim more than 2^30 ms ago is before any stamp in the window: now_ms() wraps)
       uint32_t stamp = meta_at(page).stamp;
       bool since_trim = now - g_depot.forget_ms > (1u << 30) || int32_t(stamp - g_depot.forget_ms) >= 0;
@@ -769,7 +827,9 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
         g_depot.refault_pages += k;
     } else if ((page = bump_take()) != kNil) {           // never used
       missing = true;
-    } else if ((page = depot_other(k, &missing)) == kNil) {        // the region is full
+      set_node(page, node);
+    } else if ((page = depot_other(k, node, &missing)) == kNil) {  // the region is full
+      g_depot.node_takes[node]--;
       return nullptr;
     }
     g_depot.slabs[cls]++;
@@ -825,13 +885,15 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
 // Under the depot lock.
 void dirty_push(uint32_t page, unsigned k, uint32_t now) {
   SlabMeta &m = meta_at(page);
+  unsigned node = node_of(page);
   m.stamp = now;
   m.prev = kNil;
-  m.next = g_depot.dirty_head[k];
+  m.next = g_depot.dirty_head[node][k];
   if (m.next != kNil) meta_at(m.next).prev = page;
-  else g_depot.dirty_tail[k] = page;
-  g_depot.dirty_head[k] = page;
+  else g_depot.dirty_tail[node][k] = page;
+  g_depot.dirty_head[node][k] = page;
   g_depot.dirty_pages += k;
+  g_depot.node_dirty_pages[node] += k;
 }
 
 // The owner hands back a slab with no block out.  It is on no list.  clean: its pages were given
@@ -1769,6 +1831,17 @@ void *orphan_alloc(unsigned cls) {
 }  // namespace
 
 Lock &test_depot_lock() { return g_depot.lock; }
+void test_set_numa_nodes(unsigned n) {
+  heap_init();
+  depot_purge(true);   // (dirty slabs are listed by node: none left to list again)
+  Guard g(g_depot.lock);
+  if (n > 1 && g_nodes <= 1) {   // the node part was not committed: commit it now
+    size_t groups = g_region.pages / kGroupPages;
+    if (!os_commit(reinterpret_cast<char *>(g_region.meta) + groups * 74, groups)) return;
+  }
+  g_nodes = n < 1 ? 1 : n < kMaxNodes ? n : kMaxNodes;
+}
+void test_set_node(int node) { t_test_node = node; }
 
 // ---- fork ----------------------------------------------------------------------------------------
 namespace {
@@ -1975,7 +2048,7 @@ void region_init() {
     // Each pool starts on a page, at the offset in the page where the previous one's first record
     // ends: so the first records of the classes fall in different cache sets (pools start at
     // multiples of 8 MiB otherwise, and the hot records of every class would compete for one set).
-    uint64_t words = groups * 9 + (groups * 2 + 7) / 8, color = 0;   // lines, rrec, life; (color: words into a page)
+    uint64_t words = groups * 9 + (groups * 3 + 7) / 8, color = 0;   // lines, rrec, life, node; (color: words into a page)
     for (unsigned c = 0; c < kNumClasses; ++c) {
       unsigned w = bitmap_words(kClasses.info[c].blocks);
       if (w > kInlineWords) {
@@ -2017,6 +2090,7 @@ void region_init() {
     g_region.meta = reinterpret_cast<SlabMeta *>(meta);
     g_region.rrec = reinterpret_cast<std::atomic<uint64_t> **>(meta + groups * 64);
     g_region.life = reinterpret_cast<std::atomic<uint16_t> *>(meta + groups * 72);
+    g_region.node = reinterpret_cast<uint8_t *>(meta + groups * 74);
     g_region.remote = reinterpret_cast<RemoteState *>(meta + half);
     g_region.mirror = half;
     g_region.remote_pages = remote_pages;
@@ -2029,6 +2103,7 @@ void region_init() {
     g_lazy[g_lazy_parts++] = LazyPart{0, 64};                                // SlabMeta lines
     g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * 64, 8};               // rrec
     g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * 72, 2};               // life
+    if (g_nodes > 1) g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * 74, 1};   // node
     for (unsigned c = 0; c < kNumClasses; ++c)                               // bitmap pools
       if (g_bitmap_pool[c].words)
         g_lazy[g_lazy_parts++] = LazyPart{g_bitmap_pool[c].start * 8, g_bitmap_pool[c].words * 8};
@@ -2058,6 +2133,7 @@ void heap_init() {
     if (!os_random(&g_secret, sizeof g_secret))   // no entropy yet: still differs per process
       g_secret = (uint64_t(now_ms()) << 32) ^ uint64_t(uintptr_t(&saved)) ^ uint64_t(getpid());
     depot_reset_lists();
+    numa_init();
     region_init();
     g_populate.store(g_options.ZNS_POPULATE != 0 && g_tier_mode == kTierOff && !g_secure, std::memory_order_relaxed);
     pthread_key_create(&g_key, tc_exit);
@@ -2342,6 +2418,14 @@ void heap_snapshot(HeapSnapshot *out) {
   for (const BitmapPool &bp : g_bitmap_pool) out->bitmap_pool_bytes += uint64_t(bp.bump) * bp.words * 8;
   for (size_t i = 0, n = g_region.remote_pages ? (g_region.mirror >> kPageShift) / 64 + 1 : 0; i < n; ++i)
     out->remote_state_bytes += uint64_t(__builtin_popcountll(g_region.remote_pages[i].load(std::memory_order_relaxed))) * kPageSize;
+  out->numa_nodes = g_nodes;
+  out->machine_nodes = g_machine_nodes;
+  out->numa_off = g_numa_off;
+  for (unsigned i = 0; i < kMaxNodes; ++i) {
+    out->node_dirty_pages[i] = g_depot.node_dirty_pages[i];
+    out->node_takes[i] = g_depot.node_takes[i];
+  }
+  out->cross_node_takes = g_depot.cross_node_takes;
   out->caches = n;
   out->threads_seen = g_threads_seen.load(std::memory_order_relaxed);
 }

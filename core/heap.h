@@ -281,6 +281,8 @@ struct Region {
   std::atomic<uint16_t> *life = nullptr;   // per group: steps each time its slab goes back to the
                                            // depot.  A remote free buffered in an earlier life
                                            // is a double free (see apply_remote)
+  uint8_t *node = nullptr;       // per group: the NUMA node its pages are on, as far as the depot
+                                 // knows (written only when it keeps nodes apart; see node_of)
   RemoteState *remote = nullptr; // the mirror: meta + mirror bytes
   size_t mirror = 0;             // bytes from a free bitmap word to its remote word
   std::atomic<uint64_t> *remote_pages = nullptr;  // bit i: page i of the mirror has been written
@@ -298,6 +300,10 @@ extern std::atomic<bool> g_populate;
 extern std::atomic<void (*)()> g_test_purge_hook;
 // Tests only: the depot's lock (a test holds it to show that a path does not take it).
 Lock &test_depot_lock();
+// Tests only: the depot keeps n NUMA nodes apart from now on (1: not NUMA-aware), its dirty slabs
+// given back first; call with no other thread in the heap.  And this thread's node (-1: its CPU's).
+void test_set_numa_nodes(unsigned n);
+void test_set_node(int node);
 extern bool g_secure;   // ZNS_SECURE=1; fixed once the heap is initialised
 
 // The cache id in a SlabMeta.owner value (strips kSecureBit); special values pass unchanged.

@@ -123,6 +123,47 @@ bool os_populate(void *p, size_t bytes) {
   return known;
 }
 
+unsigned os_numa_nodes(bool *policy_local) {
+  int saved = errno;
+  *policy_local = true;
+  int fd = open("/sys/devices/system/node/online", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    errno = saved;
+    return 1;
+  }
+  char buf[256];
+  ssize_t n;
+  do n = read(fd, buf, sizeof buf - 1); while (n < 0 && errno == EINTR);
+  close(fd);
+  buf[n > 0 ? n : 0] = 0;
+  // "0", "0-3", "0,2-3": count the ids and find the highest.
+  unsigned count = 0, highest = 0;
+  for (const char *c = buf; *c >= '0' && *c <= '9';) {
+    unsigned lo = 0, hi;
+    while (*c >= '0' && *c <= '9') lo = lo * 10 + unsigned(*c++ - '0');
+    hi = lo;
+    if (*c == '-') {
+      hi = 0;
+      for (++c; *c >= '0' && *c <= '9';) hi = hi * 10 + unsigned(*c++ - '0');
+    }
+    if (hi < lo || hi > 65535) break;
+    count += hi - lo + 1;
+    highest = hi > highest ? hi : highest;
+    if (*c == ',') ++c;
+  }
+  if (count > 1) {
+    // MPOL_DEFAULT 0, MPOL_BIND 2, MPOL_LOCAL 4, MPOL_PREFERRED_MANY 5: first touch is local (a
+    // bind to several nodes takes the nearest of them).  Flags are above the mode's low byte.
+    int mode = 0;
+    if (syscall(SYS_get_mempolicy, &mode, nullptr, 0ul, nullptr, 0ul) == 0) {
+      int m = mode & 0xff;
+      *policy_local = m == 0 || m == 2 || m == 4 || m == 5;
+    }
+  }
+  errno = saved;
+  return count > 1 ? highest + 1 : 1;
+}
+
 uint64_t now_ms() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);

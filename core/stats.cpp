@@ -88,6 +88,18 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
       .str("; thread caches ").u64(h.caches).str("; process RSS ").u64(t.rss).str(" bytes")
       .str(h.secure ? "; ZNS_SECURE=1\n" : "\n");
   o.line();
+  if (h.numa_nodes > 1) {
+    b.str("numa: ").u64(h.numa_nodes).str(h.machine_nodes ? " nodes" : " nodes (simulated, ZNS_NUMA_NODES)")
+        .str("; slabs handed out by node:");
+    for (unsigned i = 0; i < h.numa_nodes; ++i) b.chr(' ').u64(h.node_takes[i]);
+    b.str(", of them another node's empty slab ").u64(h.cross_node_takes).str("; empty resident bytes by node:");
+    for (unsigned i = 0; i < h.numa_nodes; ++i) b.chr(' ').u64(h.node_dirty_pages[i] * kPageSize);
+    b.chr('\n');
+    o.line();
+  } else if (h.numa_off) {
+    b.str("numa: not node-aware on ").u64(h.machine_nodes).str(" nodes: ").str(h.numa_off).chr('\n');
+    o.line();
+  }
   TierSnapshot ts;
   tier_snapshot(&ts);
   if (ts.mode != kTierOff || ts.slabs_out) {
@@ -140,6 +152,13 @@ void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms)
       .str(",\"fallback_allocs\":").u64(g_fallback_allocs.load()).str(",\"fallback_bytes\":").u64(g_fallback_bytes.load())
       .str(",\"threads_seen\":").u64(h.threads_seen).str(",\"thread_caches\":").u64(h.caches)
       .str(",\"region_bytes\":").u64(h.region_bytes).str(",\"rss_bytes\":").u64(t.rss).chr('}');
+  b.str(",\"numa\":{\"nodes\":").u64(h.numa_nodes).str(",\"machine_nodes\":").u64(h.machine_nodes)
+      .str(",\"cross_node_takes\":").u64(h.cross_node_takes).str(",\"takes\":[");
+  for (unsigned i = 0; i < h.numa_nodes; ++i) b.str(i ? "," : "").u64(h.node_takes[i]);
+  b.str("],\"depot_bytes\":[");
+  for (unsigned i = 0; i < h.numa_nodes; ++i) b.str(i ? "," : "").u64(h.node_dirty_pages[i] * kPageSize);
+  b.str("]}");
+  o.line();
   TierSnapshot ts;
   tier_snapshot(&ts);
   uint64_t on_tier = ts.out_pages * kPageSize, owned = h.owned_pages * kPageSize;

@@ -11,6 +11,9 @@ namespace zns {
 // Requests served by the next allocator (large sizes, large alignments, or no region).
 extern std::atomic<uint64_t> g_fallback_allocs, g_fallback_bytes;
 
+// NUMA nodes the depot keeps apart at most (node ids above fold onto these: id mod kMaxNodes).
+inline constexpr unsigned kMaxNodes = 64;
+
 struct ClassSnapshot {
   uint64_t allocated, live, slabs;   // freed = allocated - live
 };
@@ -31,6 +34,14 @@ struct HeapSnapshot {
   uint64_t region_bytes;
   uint64_t caches, threads_seen;
   bool secure;                  // ZNS_SECURE=1 (read here, after the heap's init: not racy)
+  // NUMA (heap.cpp "NUMA"): nodes the depot keeps apart (1: it is not NUMA-aware), the machine's
+  // nodes (0 when ZNS_NUMA_NODES simulates them), and why it is not NUMA-aware on a machine of
+  // several (null if it is, or there is one node).
+  unsigned numa_nodes, machine_nodes;
+  const char *numa_off;
+  uint64_t node_dirty_pages[kMaxNodes];   // empty resident pages in the depot, by node
+  uint64_t node_takes[kMaxNodes];         // slabs the depot handed to a thread on each node
+  uint64_t cross_node_takes;              // of them, another node's empty resident slab
 };
 
 void heap_snapshot(HeapSnapshot *out);      // heap.cpp

@@ -1055,6 +1055,64 @@ TEST_CASE("the depot keeps a heap it had to fault in again, and never above the 
   trim();
 }
 
+// The NUMA-aware depot, two nodes simulated (test_set_node): the empty slabs of a thread of node 1
+// wait in the depot for node 1's threads; a thread of node 0 takes clean or new groups instead,
+// and the next thread of node 1 takes them back.  Not node-aware (one node), the node-0 thread
+// takes them: the control that shows the first part can fail.
+TEST_CASE("the NUMA-aware depot hands a thread its own node's empty slabs first") {
+  dealloc(alloc(16), "test");   // the heap's init reads the options: before they are changed
+  const uint64_t saved_max = g_options.ZNS_DIRTY_MAX_KB, saved_decay = g_options.ZNS_DECAY_MS;
+  g_options.ZNS_DIRTY_MAX_KB = 1 << 20;   // (1 GiB: nothing given back for the cap
+  g_options.ZNS_DECAY_MS = 600000;        // nor for its age)
+  const unsigned per = class_info(class_of(1024)).blocks, k = class_info(class_of(1024)).pages;
+  // A thread of `node` allocates `slabs` slabs of 1 KiB blocks and frees them all; its slabs go
+  // back to the depot as it exits.  The groups it had.
+  auto run = [per](int node, unsigned slabs) {
+    std::set<uint32_t> groups;
+    std::thread([&] {
+      test_set_node(node);
+      std::vector<void *> v;
+      for (unsigned i = 0; i < slabs * per; ++i) v.push_back(alloc(1024));
+      for (void *p : v) groups.insert(page_of(p) / kGroupPages);
+      for (void *p : v) dealloc(p, "test");
+    }).join();
+    return groups;
+  };
+  auto common = [](const std::set<uint32_t> &a, const std::set<uint32_t> &b) {
+    return std::count_if(a.begin(), a.end(), [&](uint32_t g) { return b.count(g) != 0; });
+  };
+  for (unsigned nodes : {2u, 1u}) {
+    CAPTURE(nodes);
+    test_set_numa_nodes(nodes);   // (every dirty slab given back first: the lists start empty)
+    const HeapSnapshot h0 = snap();
+    REQUIRE(h0.numa_nodes == nodes);
+    std::set<uint32_t> a = run(1, 8);
+    REQUIRE(a.size() >= 8);
+    const HeapSnapshot h1 = snap();
+    CHECK(h1.dirty_pages - h0.dirty_pages >= 8 * k);   // resident in the depot
+    // (16 slabs: a thread may adopt other tests' shared slabs before it goes to the depot)
+    std::set<uint32_t> b = run(0, 16);
+    const HeapSnapshot h2 = snap();
+    if (nodes == 2) {
+      CHECK(h1.node_dirty_pages[1] - h0.node_dirty_pages[1] >= 8 * k);
+      CHECK(common(a, b) == 0);   // node 1's slabs were left to node 1
+      CHECK(h2.node_takes[0] > h1.node_takes[0]);
+      CHECK(h2.node_takes[1] == h1.node_takes[1]);
+      std::set<uint32_t> c = run(1, 16);
+      CHECK(common(a, c) == long(a.size()));   // ... whose next thread takes them back
+      const HeapSnapshot h3 = snap();
+      CHECK(h3.node_takes[1] > h2.node_takes[1]);
+      CHECK(h3.cross_node_takes == h0.cross_node_takes);
+    } else {
+      CHECK(common(a, b) == long(a.size()));   // one pool: the next thread takes them
+    }
+  }
+  test_set_numa_nodes(1);
+  g_options.ZNS_DIRTY_MAX_KB = saved_max;
+  g_options.ZNS_DECAY_MS = saved_decay;
+  trim();
+}
+
 // A fork while another thread is inside depot_purge, between taking its slabs off the dirty lists
 // and putting them on the clean ones (the madvise calls run outside the depot lock): in the child
 // those slabs were on no list, their pages counted as "being purged" for good.  The purging thread
