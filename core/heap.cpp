@@ -1092,10 +1092,19 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
     // mallocs per adoption.
     uint32_t page = g_depot.shared_tail[cls];
     if (page == kNil) return nullptr;
-    // Prefer a slab that is in RAM: one paged out to the tier would fault straight back in.
-    if (ZNS_UNLIKELY(g_tier_mode != kTierOff))
-      for (uint32_t p = page, n = 0; p != kNil && n < 8; p = meta_at(p).prev, ++n)
-        if (!tier_is_out(p)) { page = p; break; }
+    // Prefer a slab that is in RAM: one paged out to the tier would fault straight back in.  And
+    // one on this thread's NUMA node (a shared slab's node does not change: it is written only
+    // while its group is in the depot), else the first in RAM: its free blocks are resident.
+    if (ZNS_UNLIKELY(g_tier_mode != kTierOff || g_nodes > 1)) {
+      unsigned node = current_node();
+      uint32_t first = kNil;
+      for (uint32_t p = page, n = 0; p != kNil && n < 8; p = meta_at(p).prev, ++n) {
+        if (g_tier_mode != kTierOff && tier_is_out(p)) continue;
+        if (first == kNil) first = p;
+        if (node_of(p) == node) { first = p; break; }
+      }
+      if (first != kNil) page = first;
+    }
     s = &meta_at(page);
     shared_unlink(s);
     g_shared_claims.fetch_add(1, std::memory_order_relaxed);   // (under the lock: see fork_child)

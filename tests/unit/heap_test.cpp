@@ -1113,6 +1113,58 @@ TEST_CASE("the NUMA-aware depot hands a thread its own node's empty slabs first"
   trim();
 }
 
+// A thread adopts a shared slab (an exited thread's, blocks still out) of its own NUMA node before
+// an older one of another node; not node-aware, it takes the oldest (the control).
+TEST_CASE("a thread adopts its own node's shared slabs first") {
+  dealloc(alloc(16), "test");
+  const size_t size = 1664;   // (a class no other test uses: its shared list holds only ours)
+  const unsigned per = class_info(class_of(size)).blocks;
+  for (unsigned nodes : {2u, 1u}) {
+    CAPTURE(nodes);
+    test_set_numa_nodes(nodes);
+    // Two threads, of nodes 1 and 0, fill a new slab each (both alive: neither adopts the
+    // other's) and then, node 1's first, free every other block and exit with the rest out: their
+    // slabs are shared, node 1's the older (the list's tail).
+    std::atomic<int> ready{0}, turn{0};
+    uint32_t group[2] = {0, 0};
+    std::vector<void *> live[2];
+    auto leaver = [&](int node) {
+      return std::thread([&, node] {
+        test_set_node(node);
+        std::vector<void *> v;
+        for (unsigned i = 0; i < per; ++i) v.push_back(alloc(size));
+        group[node] = page_of(v[0]) / kGroupPages;
+        for (void *p : v) REQUIRE(page_of(p) / kGroupPages == group[node]);   // (one new slab)
+        ready++;
+        while (turn.load() != node + 1) std::this_thread::yield();
+        for (unsigned i = 0; i < per; ++i) {
+          if (i % 2) live[node].push_back(v[i]);
+          else dealloc(v[i], "test");
+        }
+      });
+    };
+    std::thread t1 = leaver(1), t0 = leaver(0);
+    while (ready.load() != 2) std::this_thread::yield();
+    turn = 2;   // node 1's
+    t1.join();
+    turn = 1;
+    t0.join();
+    REQUIRE(group[0] != group[1]);
+    uint32_t got = 0;
+    std::thread([&] {
+      test_set_node(0);
+      void *p = alloc(size);
+      got = page_of(p) / kGroupPages;
+      dealloc(p, "test");
+    }).join();
+    CHECK(got == (nodes == 2 ? group[0] : group[1]));
+    for (auto &l : live)
+      for (void *p : l) dealloc(p, "test");
+    flush_thread();   // (the slabs go back to the depot)
+  }
+  test_set_numa_nodes(1);
+}
+
 // A fork while another thread is inside depot_purge, between taking its slabs off the dirty lists
 // and putting them on the clean ones (the madvise calls run outside the depot lock): in the child
 // those slabs were on no list, their pages counted as "being purged" for good.  The purging thread
