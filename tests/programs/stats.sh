@@ -37,6 +37,9 @@
 #      with one line saying which file was cut short and why (and a child forked after that, with
 #      %p, still writes a series of its own); the table into a stderr pipe whose reader has gone:
 #      exit 0 (not killed by SIGPIPE).
+#   9. ZNS_NUMA_NODES=2: the text's numa line (two nodes, simulated), the JSON's numa section
+#      (takes and empty bytes by node, within the totals), zns-stat's numa lines; none with one
+#      node (this VM) or ZNS_NUMA=0.
 # Every run of the program under the shim must exit 0, print its "done", and (but for 5.) leave
 # stderr empty.
 TEST_NAME=stats
@@ -534,6 +537,33 @@ bad "a negative governor pressure" negpressure.json '^zns-stat: negpressure\.jso
 rc=0; "$ZNS_STAT_TOOL" lastbare.jsonl >lastbare.out 2>&1 || rc=$?
 [[ $rc == 0 || $rc == 2 ]] && ! grep -q Traceback lastbare.out || { cat lastbare.out; die "zns-stat on a .jsonl whose last line has no totals: exit $rc"; }
 log "zns-stat: values no dump holds: exit 2 or a table, never a traceback"
+
+# ---- 9. NUMA: the depot's nodes in the text, the JSON and zns-stat ------------------------------
+run numa2 ZNS_STATS=1 ZNS_NUMA_NODES=2 -- live 1
+grep -Eq '^numa: 2 nodes \(simulated, ZNS_NUMA_NODES\); slabs handed out by node: [0-9]+ [0-9]+, of them another node.s empty slab 0; empty resident bytes by node: [0-9]+ [0-9]+$' numa2.err \
+  || { cat numa2.err; die "ZNS_NUMA_NODES=2: no numa line of two nodes in the text"; }
+grep -q '(adds up)$' numa2.err || die "ZNS_NUMA_NODES=2: the ledger does not add up"
+run numa2j ZNS_STATS="$TMPD/n2.json" ZNS_NUMA_NODES=2 -- live 1
+"$PY" - n2.json <<'PYEOF' || die "ZNS_NUMA_NODES=2: the JSON's numa section (above)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+n, t = d["numa"], d["totals"]
+ok = (n["nodes"] == 2 and n["machine_nodes"] == 0 and len(n["takes"]) == 2 and len(n["depot_bytes"]) == 2
+      and sum(n["takes"]) > 0 and sum(n["depot_bytes"]) <= t["depot_bytes"] and n["cross_node_takes"] == 0)
+print(n, "depot_bytes", t["depot_bytes"])
+sys.exit(0 if ok else 1)
+PYEOF
+"$ZNS_STAT_TOOL" n2.json >n2.out || die "zns-stat n2.json failed"
+grep -q '^numa: 2 nodes (simulated: ZNS_NUMA_NODES)' n2.out && grep -q '^  node 1: slabs handed out' n2.out \
+  || { cat n2.out; die "zns-stat: no numa lines for two nodes"; }
+online=$(cat /sys/devices/system/node/online 2>/dev/null || echo 0)
+if [[ $online == 0 ]]; then   # one node: no line, one node in the JSON
+  grep -q '^numa' text.err && die "one node: the text has a numa line"
+  "$PY" -c 'import json,sys; sys.exit(json.load(open("s1.json"))["numa"]["nodes"] != 1)' || die "one node: numa.nodes != 1"
+fi
+run numa0 ZNS_STATS=1 ZNS_NUMA=0 ZNS_NUMA_NODES=2 -- live 1
+grep -q '^numa' numa0.err && die "ZNS_NUMA=0: the text has a numa line"
+log "numa: two simulated nodes in the text, the JSON and zns-stat; none with one node or ZNS_NUMA=0"
 
 if [[ ${#FAILED_CHECKS[@]} -gt 0 ]]; then
   die "${#FAILED_CHECKS[@]} check(s) failed: $(printf '%s; ' "${FAILED_CHECKS[@]}")
