@@ -39,7 +39,9 @@
 #      exit 0 (not killed by SIGPIPE).
 #   9. ZNS_NUMA_NODES=2: the text's numa line (two nodes, simulated), the JSON's numa section
 #      (takes and empty bytes by node, within the totals), zns-stat's numa lines; none with one
-#      node (this VM) or ZNS_NUMA=0.
+#      node (this VM) or ZNS_NUMA=0; as root, in a mount namespace whose
+#      /sys/devices/system/node/online says 0,2-3: four nodes, and a line saying why the depot
+#      is not node-aware under an interleave memory policy or ZNS_NUMA=0.
 # Every run of the program under the shim must exit 0, print its "done", and (but for 5.) leave
 # stderr empty.
 TEST_NAME=stats
@@ -564,6 +566,38 @@ fi
 run numa0 ZNS_STATS=1 ZNS_NUMA=0 ZNS_NUMA_NODES=2 -- live 1
 grep -q '^numa' numa0.err && die "ZNS_NUMA=0: the text has a numa line"
 log "numa: two simulated nodes in the text, the JSON and zns-stat; none with one node or ZNS_NUMA=0"
+# The machine's nodes as the library reads them (/sys/devices/system/node/online), shown a list of
+# its own in a mount namespace (root only), and a memory policy that does not place pages where
+# they are first touched (interleave, set before an exec: it is inherited)
+cat >policy.c <<'CEOF'
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {   /* policy PROG ARGS...: MPOL_INTERLEAVE over node 0, then exec */
+  unsigned long mask = 1;
+  if (argc < 2 || syscall(SYS_set_mempolicy, 3, &mask, 64UL) != 0) { perror("set_mempolicy"); return 99; }
+  execv(argv[1], argv + 1);
+  perror("execv");
+  return 98;
+}
+CEOF
+cc -O1 -Wall -Werror policy.c -o policy || die "cannot compile policy.c"
+echo '0,2-3' >online
+if [[ $(id -u) == 0 ]] && unshare -m true 2>/dev/null; then
+  unshare -m bash -c 'mount --bind online /sys/devices/system/node/online &&
+    env ZNS_STATS=1 LD_PRELOAD="$0" "$1" live 0 >sys4.out 2>sys4.err &&
+    env ZNS_STATS=1 LD_PRELOAD="$0" ./policy "$1" live 0 >pol.out 2>pol.err &&
+    env ZNS_STATS=1 ZNS_NUMA=0 LD_PRELOAD="$0" "$1" live 0 >off.out 2>off.err' "$ZNS_LIB" "$PROG" \
+    || die "runs with a node list of 0,2-3 failed: $(cat sys4.err pol.err off.err 2>/dev/null | head -5)"
+  grep -Eq '^numa: 4 nodes; slabs handed out by node: [0-9]+ [0-9]+ [0-9]+ [0-9]+,' sys4.err \
+    || { cat sys4.err; die "nodes 0,2-3 online: no numa line of 4 nodes (highest id + 1)"; }
+  grep -q '^numa: not node-aware on 4 nodes: the process.s memory policy does not place pages where they are first touched$' pol.err \
+    || { cat pol.err; die "an interleave policy: no line saying the depot is not node-aware"; }
+  grep -q '^numa: not node-aware on 4 nodes: ZNS_NUMA=0$' off.err || { cat off.err; die "ZNS_NUMA=0 on 4 nodes: no line saying so"; }
+  log "numa: a node list of 0,2-3 reads as 4 nodes; an interleave policy and ZNS_NUMA=0 turn it off, each said"
+else
+  log "numa: the node list's parsing skipped (needs root and a mount namespace)"
+fi
 
 if [[ ${#FAILED_CHECKS[@]} -gt 0 ]]; then
   die "${#FAILED_CHECKS[@]} check(s) failed: $(printf '%s; ' "${FAILED_CHECKS[@]}")
