@@ -123,45 +123,85 @@ bool os_populate(void *p, size_t bytes) {
   return known;
 }
 
-unsigned os_numa_nodes(bool *policy_local) {
+namespace {
+// A small file of /sys into buf (NUL-terminated), by raw system calls: heap_init reads these under
+// its lock, and a program's own open() may allocate (a wrapper that strdup's the path deadlocked).
+bool read_sys_file(const char *path, char *buf, size_t cap) {
+  long fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  long n;
+  do n = syscall(SYS_read, fd, buf, cap - 1); while (n < 0 && errno == EINTR);
+  syscall(SYS_close, fd);
+  buf[n > 0 ? n : 0] = 0;
+  return n > 0;
+}
+// The next range of a list like "0,2-3,8-11" at *c: [*lo, *hi], and *c past it.  False at the end.
+bool next_range(const char **c, unsigned *lo, unsigned *hi) {
+  const char *p = *c;
+  if (*p < '0' || *p > '9') return false;
+  unsigned a = 0, b;
+  for (; *p >= '0' && *p <= '9' && a < 1000000; ++p) a = a * 10 + unsigned(*p - '0');
+  b = a;
+  if (*p == '-') {
+    b = 0;
+    for (++p; *p >= '0' && *p <= '9' && b < 1000000; ++p) b = b * 10 + unsigned(*p - '0');
+  }
+  if (b < a || b >= 1000000) return false;
+  if (*p == ',') ++p;
+  *c = p;
+  *lo = a;
+  *hi = b;
+  return true;
+}
+}  // namespace
+
+unsigned os_numa_topology(uint8_t *cpu_node, unsigned max_cpus, uint16_t *node_id, unsigned max_nodes,
+                          bool *policy_local) {
   int saved = errno;
   *policy_local = true;
-  int fd = open("/sys/devices/system/node/online", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  char buf[4096];
+  unsigned count = 0, lo, hi;
+  if (read_sys_file("/sys/devices/system/node/online", buf, sizeof buf))
+    for (const char *c = buf; next_range(&c, &lo, &hi);) count += hi - lo + 1;
+  if (count <= 1) {
     errno = saved;
     return 1;
   }
-  char buf[256];
-  ssize_t n;
-  do n = read(fd, buf, sizeof buf - 1); while (n < 0 && errno == EINTR);
-  close(fd);
-  buf[n > 0 ? n : 0] = 0;
-  // "0", "0-3", "0,2-3": count the ids and find the highest.
-  unsigned count = 0, highest = 0;
-  for (const char *c = buf; *c >= '0' && *c <= '9';) {
-    unsigned lo = 0, hi;
-    while (*c >= '0' && *c <= '9') lo = lo * 10 + unsigned(*c++ - '0');
-    hi = lo;
-    if (*c == '-') {
-      hi = 0;
-      for (++c; *c >= '0' && *c <= '9';) hi = hi * 10 + unsigned(*c++ - '0');
+  // Each node's index (its rank among the online ids, folded onto max_nodes) for its CPUs.
+  unsigned index = 0;
+  const char *c = buf;
+  char list[4096];
+  while (next_range(&c, &lo, &hi))
+    for (unsigned id = lo; id <= hi; ++id, ++index) {
+      unsigned ix = index % max_nodes;
+      if (index < max_nodes) node_id[ix] = uint16_t(id);
+      char path[64] = "/sys/devices/system/node/node";
+      size_t n = 29;
+      char digits[8];
+      unsigned d = 0;
+      for (unsigned v = id; d == 0 || v; v /= 10) digits[d++] = char('0' + v % 10);
+      while (d) path[n++] = digits[--d];
+      memcpy(path + n, "/cpulist", 9);
+      if (!read_sys_file(path, list, sizeof list)) continue;
+      unsigned a, b;
+      for (const char *l = list; next_range(&l, &a, &b);)
+        for (unsigned cpu = a; cpu <= b && cpu < max_cpus; ++cpu) cpu_node[cpu] = uint8_t(ix);
     }
-    if (hi < lo || hi > 65535) break;
-    count += hi - lo + 1;
-    highest = hi > highest ? hi : highest;
-    if (*c == ',') ++c;
-  }
-  if (count > 1) {
-    // MPOL_DEFAULT 0, MPOL_BIND 2, MPOL_LOCAL 4, MPOL_PREFERRED_MANY 5: first touch is local (a
-    // bind to several nodes takes the nearest of them).  Flags are above the mode's low byte.
-    int mode = 0;
-    if (syscall(SYS_get_mempolicy, &mode, nullptr, 0ul, nullptr, 0ul) == 0) {
-      int m = mode & 0xff;
-      *policy_local = m == 0 || m == 2 || m == 4 || m == 5;
-    }
+  // First touch places a page on the toucher's node under the default and local policies, and
+  // under a bind or preferred-many policy of several nodes (the nearest of them); not under
+  // interleave, nor one preferred node or a bind to one.  MPOL_DEFAULT 0, PREFERRED 1, BIND 2,
+  // INTERLEAVE 3, LOCAL 4, PREFERRED_MANY 5; flags above the low byte.  This thread's policy (the
+  // one heap_init runs in), which threads it starts inherit.
+  unsigned long mask[16] = {};   // 1024 nodes (the kernel refuses a shorter mask than it has)
+  int mode = 0;
+  if (syscall(SYS_get_mempolicy, &mode, mask, 1024ul, nullptr, 0ul) == 0) {
+    unsigned in_mask = 0;
+    for (unsigned long w : mask) in_mask += unsigned(__builtin_popcountl(w));
+    int m = mode & 0xff;
+    *policy_local = m == 0 || m == 4 || (m == 1 && in_mask == 0) || ((m == 2 || m == 5) && in_mask > 1);
   }
   errno = saved;
-  return count > 1 ? highest + 1 : 1;
+  return count;
 }
 
 uint64_t now_ms() {

@@ -39,7 +39,7 @@ Totals totals_of(const HeapSnapshot &h) {
   t.slab_resident = owned + h.dirty_pages * kPageSize;
   t.in_caches = owned > t.live_bytes ? owned - t.live_bytes : 0;
   t.in_depot = h.dirty_pages * kPageSize;
-  t.metadata = h.touched_pages / kGroupPages * (sizeof(SlabMeta) + 8 + 2) +   // per group: line, rrec, life
+  t.metadata = h.touched_pages / kGroupPages * (sizeof(SlabMeta) + 8 + 2 + (h.numa_nodes > 1)) +   // per group: line, rrec, life, node
                h.bitmap_pool_bytes + h.remote_state_bytes + h.caches * sizeof(ThreadCache);
   t.returned = h.clean_pages * kPageSize;
   t.rss = process_rss();
@@ -89,8 +89,15 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
       .str(h.secure ? "; ZNS_SECURE=1\n" : "\n");
   o.line();
   if (h.numa_nodes > 1) {
-    b.str("numa: ").u64(h.numa_nodes).str(h.machine_nodes ? " nodes" : " nodes (simulated, ZNS_NUMA_NODES)")
-        .str("; slabs handed out by node:");
+    b.str("numa: ").u64(h.numa_nodes);
+    if (h.machine_nodes) {
+      b.str(" nodes (ids");
+      for (unsigned i = 0; i < h.numa_nodes; ++i) b.chr(' ').u64(h.node_id[i]);
+      b.str(h.machine_nodes > h.numa_nodes ? "; more fold onto these)" : ")");
+    } else {
+      b.str(" nodes (simulated, ZNS_NUMA_NODES)");
+    }
+    b.str("; slabs handed out by node:");
     for (unsigned i = 0; i < h.numa_nodes; ++i) b.chr(' ').u64(h.node_takes[i]);
     b.str(", of them another node's empty slab ").u64(h.cross_node_takes).str("; empty resident bytes by node:");
     for (unsigned i = 0; i < h.numa_nodes; ++i) b.chr(' ').u64(h.node_dirty_pages[i] * kPageSize);
@@ -153,7 +160,9 @@ void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms)
       .str(",\"threads_seen\":").u64(h.threads_seen).str(",\"thread_caches\":").u64(h.caches)
       .str(",\"region_bytes\":").u64(h.region_bytes).str(",\"rss_bytes\":").u64(t.rss).chr('}');
   b.str(",\"numa\":{\"nodes\":").u64(h.numa_nodes).str(",\"machine_nodes\":").u64(h.machine_nodes)
-      .str(",\"cross_node_takes\":").u64(h.cross_node_takes).str(",\"takes\":[");
+      .str(",\"cross_node_takes\":").u64(h.cross_node_takes).str(",\"ids\":[");
+  for (unsigned i = 0; i < h.numa_nodes; ++i) b.str(i ? "," : "").u64(h.node_id[i]);
+  b.str("],\"takes\":[");
   for (unsigned i = 0; i < h.numa_nodes; ++i) b.str(i ? "," : "").u64(h.node_takes[i]);
   b.str("],\"depot_bytes\":[");
   for (unsigned i = 0; i < h.numa_nodes; ++i) b.str(i ? "," : "").u64(h.node_dirty_pages[i] * kPageSize);

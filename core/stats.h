@@ -38,6 +38,7 @@ struct HeapSnapshot {
   // nodes (0 when ZNS_NUMA_NODES simulates them), and why it is not NUMA-aware on a machine of
   // several (null if it is, or there is one node).
   unsigned numa_nodes, machine_nodes;
+  uint16_t node_id[kMaxNodes];            // the node id of each index below
   const char *numa_off;
   uint64_t node_dirty_pages[kMaxNodes];   // empty resident pages in the depot, by node
   uint64_t node_takes[kMaxNodes];         // slabs the depot handed to a thread on each node

@@ -1,8 +1,9 @@
 /* The NUMA-aware depot through the real node lookup (getcpu), on two simulated nodes
  * (ZNS_NUMA_NODES=2: CPU i is on node i mod 2), with threads pinned to an even and an odd CPU.
  * The program re-executes itself once per phase:
- *   policy   a thread of node 1 empties 8 slabs of 1 KiB blocks into the depot and exits; a thread
- *            of node 0 then gets none of their pages (it takes new groups), the next thread of
+ *   policy   (after a thread of node 0 has made room under the heap's peak) a thread of node 1
+ *            empties 8 slabs of 1 KiB blocks into the depot and exits; a thread of node 0 then
+ *            gets none of their pages (it takes its own node's or new groups), the next thread of
  *            node 1 gets all of them back; the statistics count the takes by node, none across;
  *   control  the same with ZNS_NUMA=0: the node-0 thread gets them (so "policy" can fail);
  *   full     a 1 GiB region (ZNS_REGION_GB=1) filled by a thread of node 1 with page-sized blocks,
@@ -99,6 +100,11 @@ static int on_pages_of(void **a, int na, void **b, int nb) {
 static void phase_policy(int node_aware) {
   enum { A = 512, B = 1024 }; /* 8 slabs of 64 blocks of 1 KiB; 16 */
   static void *a[A], *b[B], *c[B];
+  static void *boost[4 * B];
+  /* Room under the heap's peak (64 slabs, empty on node 0's list): the depot keeps node 1's empty
+   * slabs only while they do not take the heap above its peak */
+  struct job j0 = {0, 1000, 4 * B, boost, 1, 0, 0};
+  run(&j0);
   long cross0 = node_aware ? numa_stat("cross_node_takes", 0) : 0;
   struct job ja = {1, 1000, A, a, 1, 0, 0};
   run(&ja);
@@ -160,6 +166,12 @@ int main(int argc, char **argv) {
     return 0;
   }
   const char *phase = getenv("ZT_NUMA_PHASE");
+  if (phase) { /* this thread on node 0 too: its own refills never take node 1's slabs */
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(g_cpu[0], &one);
+    REQUIRE(sched_setaffinity(0, sizeof one, &one) == 0);
+  }
   if (!phase) {
     /* each phase in a process of its own, its options set before the heap's init */
     const char *phases[] = {"policy", "control", "full"};

@@ -40,8 +40,8 @@
 #   9. ZNS_NUMA_NODES=2: the text's numa line (two nodes, simulated), the JSON's numa section
 #      (takes and empty bytes by node, within the totals), zns-stat's numa lines; none with one
 #      node (this VM) or ZNS_NUMA=0; as root, in a mount namespace whose
-#      /sys/devices/system/node/online says 0,2-3: four nodes, and a line saying why the depot
-#      is not node-aware under an interleave memory policy or ZNS_NUMA=0.
+#      /sys/devices/system/node/online says 0,2-3: three nodes and their ids, and a line saying
+#      why the depot is not node-aware under an interleave policy, a bind to one node or ZNS_NUMA=0.
 # Every run of the program under the shim must exit 0, print its "done", and (but for 5.) leave
 # stderr empty.
 TEST_NAME=stats
@@ -573,10 +573,11 @@ cat >policy.c <<'CEOF'
 #include <stdio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-int main(int argc, char **argv) {   /* policy PROG ARGS...: MPOL_INTERLEAVE over node 0, then exec */
+#include <stdlib.h>
+int main(int argc, char **argv) {   /* policy MODE PROG ARGS...: a memory policy over node 0, then exec */
   unsigned long mask = 1;
-  if (argc < 2 || syscall(SYS_set_mempolicy, 3, &mask, 64UL) != 0) { perror("set_mempolicy"); return 99; }
-  execv(argv[1], argv + 1);
+  if (argc < 3 || syscall(SYS_set_mempolicy, atoi(argv[1]), &mask, 64UL) != 0) { perror("set_mempolicy"); return 99; }
+  execv(argv[2], argv + 2);
   perror("execv");
   return 98;
 }
@@ -586,15 +587,18 @@ echo '0,2-3' >online
 if [[ $(id -u) == 0 ]] && unshare -m true 2>/dev/null; then
   unshare -m bash -c 'mount --bind online /sys/devices/system/node/online &&
     env ZNS_STATS=1 LD_PRELOAD="$0" "$1" live 0 >sys4.out 2>sys4.err &&
-    env ZNS_STATS=1 LD_PRELOAD="$0" ./policy "$1" live 0 >pol.out 2>pol.err &&
+    env ZNS_STATS=1 LD_PRELOAD="$0" ./policy 3 "$1" live 0 >pol.out 2>pol.err &&
+    env ZNS_STATS=1 LD_PRELOAD="$0" ./policy 2 "$1" live 0 >bind.out 2>bind.err &&
     env ZNS_STATS=1 ZNS_NUMA=0 LD_PRELOAD="$0" "$1" live 0 >off.out 2>off.err' "$ZNS_LIB" "$PROG" \
-    || die "runs with a node list of 0,2-3 failed: $(cat sys4.err pol.err off.err 2>/dev/null | head -5)"
-  grep -Eq '^numa: 4 nodes; slabs handed out by node: [0-9]+ [0-9]+ [0-9]+ [0-9]+,' sys4.err \
-    || { cat sys4.err; die "nodes 0,2-3 online: no numa line of 4 nodes (highest id + 1)"; }
-  grep -q '^numa: not node-aware on 4 nodes: the process.s memory policy does not place pages where they are first touched$' pol.err \
-    || { cat pol.err; die "an interleave policy: no line saying the depot is not node-aware"; }
-  grep -q '^numa: not node-aware on 4 nodes: ZNS_NUMA=0$' off.err || { cat off.err; die "ZNS_NUMA=0 on 4 nodes: no line saying so"; }
-  log "numa: a node list of 0,2-3 reads as 4 nodes; an interleave policy and ZNS_NUMA=0 turn it off, each said"
+    || die "runs with a node list of 0,2-3 failed: $(cat sys4.err pol.err bind.err off.err 2>/dev/null | head -5)"
+  grep -Eq '^numa: 3 nodes \(ids 0 2 3\); slabs handed out by node: [0-9]+ [0-9]+ [0-9]+,' sys4.err \
+    || { cat sys4.err; die "nodes 0,2-3 online: no numa line of 3 nodes with their ids"; }
+  for f in pol bind; do
+    grep -q '^numa: not node-aware on 3 nodes: the memory policy does not place pages where they are first touched$' $f.err \
+      || { cat $f.err; die "a policy of interleave or a bind to one node ($f): no line saying the depot is not node-aware"; }
+  done
+  grep -q '^numa: not node-aware on 3 nodes: ZNS_NUMA=0$' off.err || { cat off.err; die "ZNS_NUMA=0 on 3 nodes: no line saying so"; }
+  log "numa: a node list of 0,2-3 reads as 3 nodes; an interleave policy, a bind to one node and ZNS_NUMA=0 turn it off, each said"
 else
   log "numa: the node list's parsing skipped (needs root and a mount namespace)"
 fi

@@ -1056,57 +1056,105 @@ TEST_CASE("the depot keeps a heap it had to fault in again, and never above the 
 }
 
 // The NUMA-aware depot, two nodes simulated (test_set_node): the empty slabs of a thread of node 1
-// wait in the depot for node 1's threads; a thread of node 0 takes clean or new groups instead,
-// and the next thread of node 1 takes them back.  Not node-aware (one node), the node-0 thread
-// takes them: the control that shows the first part can fail.
+// wait in the depot for node 1's threads; a thread of node 0 takes its own node's or new groups
+// instead, and the next thread of node 1 takes them back.  Not node-aware (one node), the node-0
+// thread takes them: the control that shows the first part can fail.  Then the bound: with no room
+// under the heap's peak (after a trim), node 1's empty slabs are given back as node 0's heap
+// grows, not kept on top of it.
+namespace {
+// A thread of `node` allocates `slabs` slabs of 1 KiB blocks and frees them all; its slabs go
+// back to the depot as it exits.  The groups it had.
+std::set<uint32_t> numa_run(int node, unsigned slabs) {
+  const unsigned per = class_info(class_of(1024)).blocks;
+  std::set<uint32_t> groups;
+  std::thread([&] {
+    test_set_node(node);
+    std::vector<void *> v;
+    for (unsigned i = 0; i < slabs * per; ++i) v.push_back(alloc(1024));
+    for (void *p : v) groups.insert(page_of(p) / kGroupPages);
+    for (void *p : v) dealloc(p, "test");
+  }).join();
+  return groups;
+}
+long numa_common(const std::set<uint32_t> &a, const std::set<uint32_t> &b) {
+  return std::count_if(a.begin(), a.end(), [&](uint32_t g) { return b.count(g) != 0; });
+}
+}  // namespace
 TEST_CASE("the NUMA-aware depot hands a thread its own node's empty slabs first") {
   dealloc(alloc(16), "test");   // the heap's init reads the options: before they are changed
   const uint64_t saved_max = g_options.ZNS_DIRTY_MAX_KB, saved_decay = g_options.ZNS_DECAY_MS;
   g_options.ZNS_DIRTY_MAX_KB = 1 << 20;   // (1 GiB: nothing given back for the cap
   g_options.ZNS_DECAY_MS = 600000;        // nor for its age)
-  const unsigned per = class_info(class_of(1024)).blocks, k = class_info(class_of(1024)).pages;
-  // A thread of `node` allocates `slabs` slabs of 1 KiB blocks and frees them all; its slabs go
-  // back to the depot as it exits.  The groups it had.
-  auto run = [per](int node, unsigned slabs) {
-    std::set<uint32_t> groups;
-    std::thread([&] {
-      test_set_node(node);
-      std::vector<void *> v;
-      for (unsigned i = 0; i < slabs * per; ++i) v.push_back(alloc(1024));
-      for (void *p : v) groups.insert(page_of(p) / kGroupPages);
-      for (void *p : v) dealloc(p, "test");
-    }).join();
-    return groups;
-  };
-  auto common = [](const std::set<uint32_t> &a, const std::set<uint32_t> &b) {
-    return std::count_if(a.begin(), a.end(), [&](uint32_t g) { return b.count(g) != 0; });
-  };
+  const unsigned k = class_info(class_of(1024)).pages;
   for (unsigned nodes : {2u, 1u}) {
     CAPTURE(nodes);
     test_set_numa_nodes(nodes);   // (every dirty slab given back first: the lists start empty)
+    numa_run(0, 48);              // room under the peak: 48 slabs, empty on node 0's list
     const HeapSnapshot h0 = snap();
     REQUIRE(h0.numa_nodes == nodes);
-    std::set<uint32_t> a = run(1, 8);
+    std::set<uint32_t> a = numa_run(1, 8);
     REQUIRE(a.size() >= 8);
     const HeapSnapshot h1 = snap();
-    CHECK(h1.dirty_pages - h0.dirty_pages >= 8 * k);   // resident in the depot
     // (16 slabs: a thread may adopt other tests' shared slabs before it goes to the depot)
-    std::set<uint32_t> b = run(0, 16);
+    std::set<uint32_t> b = numa_run(0, 16);
     const HeapSnapshot h2 = snap();
     if (nodes == 2) {
-      CHECK(h1.node_dirty_pages[1] - h0.node_dirty_pages[1] >= 8 * k);
-      CHECK(common(a, b) == 0);   // node 1's slabs were left to node 1
+      CHECK(h1.node_dirty_pages[1] - h0.node_dirty_pages[1] >= 8 * k);   // resident in the depot
+      CHECK(numa_common(a, b) == 0);   // node 1's slabs were left to node 1
       CHECK(h2.node_takes[0] > h1.node_takes[0]);
       CHECK(h2.node_takes[1] == h1.node_takes[1]);
-      std::set<uint32_t> c = run(1, 16);
-      CHECK(common(a, c) == long(a.size()));   // ... whose next thread takes them back
+      std::set<uint32_t> c = numa_run(1, 16);
+      CHECK(numa_common(a, c) == long(a.size()));   // ... whose next thread takes them back
       const HeapSnapshot h3 = snap();
       CHECK(h3.node_takes[1] > h2.node_takes[1]);
       CHECK(h3.cross_node_takes == h0.cross_node_takes);
     } else {
-      CHECK(common(a, b) == long(a.size()));   // one pool: the next thread takes them
+      CHECK(numa_common(a, b) == long(a.size()));   // one pool: the next thread takes them
     }
   }
+  // No room: a trim forgets the peak.  Node 1's 8 empty slabs would be 8 slabs over it once node 0
+  // has allocated 8 new ones: they go back to the OS (and come back as clean groups, to anyone).
+  test_set_numa_nodes(2);
+  trim();
+  std::set<uint32_t> a = numa_run(1, 8);
+  CHECK(snap().node_dirty_pages[1] >= 8 * k);
+  numa_run(0, 16);
+  const HeapSnapshot h = snap();
+  CHECK(h.node_dirty_pages[1] < 8 * k);   // given back as node 0's heap grew
+  CHECK(h.dirty_pages <= h.dirty_cap_pages);
+  test_set_numa_nodes(1);
+  g_options.ZNS_DIRTY_MAX_KB = saved_max;
+  g_options.ZNS_DECAY_MS = saved_decay;
+  trim();
+}
+
+// A slab goes back to the list of the node its pages are on, whoever frees its last block: node
+// 1's thread exits with a slab's blocks out, node 0's thread frees them all (the slab returns
+// from its hands), and node 0's next thread still gets none of it; node 1's next one does.
+TEST_CASE("an empty slab goes to its own node's list, whichever thread freed it last") {
+  dealloc(alloc(16), "test");
+  const uint64_t saved_max = g_options.ZNS_DIRTY_MAX_KB, saved_decay = g_options.ZNS_DECAY_MS;
+  g_options.ZNS_DIRTY_MAX_KB = 1 << 20;
+  g_options.ZNS_DECAY_MS = 600000;
+  const unsigned per = class_info(class_of(1024)).blocks;
+  test_set_numa_nodes(2);
+  numa_run(0, 48);   // room under the peak (see above)
+  std::vector<void *> v;
+  std::thread([&] {
+    test_set_node(1);
+    for (unsigned i = 0; i < 2 * per; ++i) v.push_back(alloc(1024));
+  }).join();         // its slabs are shared now, every block out
+  std::set<uint32_t> a;
+  for (void *p : v) a.insert(page_of(p) / kGroupPages);
+  const uint64_t dirty1 = snap().node_dirty_pages[1];
+  std::thread([&] {
+    test_set_node(0);
+    for (void *p : v) dealloc(p, "test");
+    flush_thread();
+  }).join();
+  CHECK(snap().node_dirty_pages[1] > dirty1);   // back on node 1's list
+  CHECK(numa_common(a, numa_run(0, 16)) == 0);
+  CHECK(numa_common(a, numa_run(1, 16)) >= 2);
   test_set_numa_nodes(1);
   g_options.ZNS_DIRTY_MAX_KB = saved_max;
   g_options.ZNS_DECAY_MS = saved_decay;
