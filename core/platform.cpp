@@ -77,7 +77,7 @@ constexpr int kPidfdSelfThread = -10000;  // PIDFD_SELF_THREAD (linux/pidfd.h, 6
 // system call a filter might kill on (prctl(PR_GET_SECCOMP) is one, in OpenSSH's) is no way to
 // ask; sandboxes refuse an open they do not allow (EACCES, EPERM) or broker it.
 int seccomp_state() {
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  int fd = os_open("/proc/self/status", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
   char buf[4096];
   size_t n = 0;
@@ -123,11 +123,15 @@ bool os_populate(void *p, size_t bytes) {
   return known;
 }
 
+int os_open(const char *path, int flags, unsigned mode) {
+  return int(syscall(SYS_openat, AT_FDCWD, path, flags, mode));
+}
+
 namespace {
 // A small file of /sys into buf (NUL-terminated), by raw system calls: heap_init reads these under
 // its lock, and a program's own open() may allocate (a wrapper that strdup's the path deadlocked).
 bool read_sys_file(const char *path, char *buf, size_t cap) {
-  long fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+  long fd = os_open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
   long n;
   do n = syscall(SYS_read, fd, buf, cap - 1); while (n < 0 && errno == EINTR);
@@ -295,7 +299,7 @@ int write_all(int fd, const char *p, size_t n) {
 
 size_t process_rss() {
   int saved = errno;
-  int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  int fd = os_open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
   size_t rss = 0;
   if (fd >= 0) {
     char b[128];

@@ -60,6 +60,10 @@ int os_purge_ranges(const iovec *ranges, unsigned n);
 bool os_populate(void *p, size_t bytes);
 // Milliseconds on a monotonic, cheap (coarse) clock.
 uint64_t now_ms();
+// open(2) by a raw system call (openat): the library's own files never go through a program's
+// open(), which may allocate (a tracer's wrapper that copies the path) while the library holds a
+// lock its malloc needs: heap_init opens the tier's file and the NUMA lists under its init lock.
+int os_open(const char *path, int flags, unsigned mode = 0);
 // NUMA nodes online (/sys/devices/system/node/online): their count, 1 when there is one or the
 // file cannot be read.  With several, node_id[i] gets the id of the node of index i (the online
 // ids in order, folded onto max_nodes) and cpu_node[cpu] the index of each CPU's node (from

@@ -253,7 +253,7 @@ void say_cannot_write(const char *path, int err) {
 // fork+exec'ed, with the same ZNS_STATS: until 2026-12-05 its O_TRUNC erased this one's lines),
 // emptied only once the lock is ours.  -1 (and a line on stderr) if not.
 int open_jsonl(const char *path) {
-  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
+  int fd = os_open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
   if (fd < 0) {
     say_cannot_write(path, errno);
     return -1;
@@ -301,9 +301,9 @@ int jsonl_fd_checked(bool last) {
   g_jsonl_detached = true;   // (the old number is the program's now: never written or closed by us)
   // Not waiting: the path may be a FIFO without a reader (now, or since the program replaced the
   // file); a lease on a regular file (Samba, NFS) refuses a non-blocking open, and is waited out.
-  int fd = open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  int fd = os_open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0 && errno == EWOULDBLOCK && !g_jsonl_fifo)
-    fd = open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+    fd = os_open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
   if (fd < 0 && g_jsonl_fifo && errno == ENXIO && !last) return -2;
   if (fd >= 0) {
     fcntl(fd, F_SETFL, O_APPEND);   // (blocking writes again)
@@ -458,7 +458,7 @@ void stats_at_exit() {
     char path[512];
     errno = ENAMETOOLONG;
     int fd = expand_path(dest, path, sizeof path)
-                 ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+                 ? os_open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
     if (fd < 0) {
       say_cannot_write(dest, errno);
     } else {

@@ -362,7 +362,7 @@ int dump_to(int fd) {
       b.str("\nMAPPED_LIBRARIES:\n");
       err = b.flush(fd);
     }
-    int maps = err ? -1 : open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    int maps = err ? -1 : os_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (maps >= 0) {
       for (;;) {
         ssize_t r = read(maps, g_dump_mem, sizeof g_dump_mem);
@@ -386,7 +386,7 @@ int dump_to(int fd) {
 bool claim_path(const char *dest) {
   if (path_per_pid(dest)) return true;
   // (O_NONBLOCK: a FIFO without a reader must not hold the program up before main)
-  int fd = open(dest, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
+  int fd = os_open(dest, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
   if (fd < 0 && errno == ENXIO) return true;   // a FIFO nobody reads yet: opened at the dump
                                                // (unclaimed: a program it runs may write first)
   if (fd < 0) {
@@ -426,7 +426,7 @@ int dump_path(const char *path_or_null, bool say) {
     errno = ENAMETOOLONG;
     if (expand_path(dest, path, sizeof path)) {
       // (O_NONBLOCK: a FIFO without a reader fails with ENXIO instead of hanging the exit)
-      fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
+      fd = os_open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
       if (fd >= 0) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
       dest = path;
     }

@@ -195,7 +195,7 @@ void to_stderr(Buf &line) {
     if (pidfd >= 0) close(pidfd);
     struct stat st;
     if (fd < 0 && stat("/proc/self/fd/2", &st) == 0 && !S_ISREG(st.st_mode))
-      fd = open("/proc/self/fd/2", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+      fd = os_open("/proc/self/fd/2", O_WRONLY | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) return;
   }
   line.say(fd);   // (stderr may be a file past a file-size limit too)
@@ -789,14 +789,14 @@ void note_identity() {
 
 int open_backing_file() {
   const char *dir = g_options.ZNS_TIER_DIR;
-  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);   // never has a name
+  int fd = os_open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);   // never has a name
   if (fd >= 0) return fd;
   char path[600];
   for (unsigned n = 0; n < 100; ++n) {
     Buf b(path, sizeof path - 1);
     b.str(dir).str("/zns-tier-").u64(uint64_t(getpid())).chr('-').u64(n);
     path[b.size()] = 0;
-    fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    fd = os_open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
     if (fd >= 0) { unlink(path); return fd; }
     if (errno != EEXIST) break;
   }
@@ -809,7 +809,7 @@ int open_uffd(bool *user_only) {
   *user_only = false;
   int fd = int(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
   if (fd < 0) {
-    int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+    int dev = os_open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
     if (dev >= 0) {
       fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
       close(dev);

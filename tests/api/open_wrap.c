@@ -1,8 +1,12 @@
 /* A program with an open() of its own that allocates (a tracer's log line, a copy of the path)
- * before it makes the call: the library must not call it while it holds a lock its malloc needs.
- * heap_init read the NUMA node list with open() under its init lock from fe9d876 until a review
- * found it: the first malloc deadlocked in the wrapper's strdup.  An alarm turns a hang into a
- * failure.  Runs preloaded and linked (the program's open() interposes either way). */
+ * before it makes the call: the library must never call it, least of all while it holds a lock
+ * its malloc needs.  heap_init read the NUMA node list with open() under its init lock from
+ * fe9d876 until a review found it (the first malloc deadlocked in the wrapper's strdup), and the
+ * tiers' backing file was opened so all along (ZNS_TIER=madvise or uffd deadlocked the same way).
+ * The program runs itself again, in a child watched with a deadline, with no options, with each
+ * tier, and with a .jsonl statistics file written by its interval thread; in each the wrapper
+ * must have been called exactly once, by the program.  Runs preloaded and linked (the program's
+ * open() interposes either way). */
 #include "tests/api/zns_test.h"
 
 #include <stdarg.h>
@@ -23,18 +27,53 @@ int open(const char *path, int flags, ...) {
   return fd;
 }
 
-int main(void) {
-  alarm(20);
-  int zns = zt_zns_mode();
+static int child(int zns) {
   char *p = ZT_OPAQUE(malloc(100));
   REQUIRE(p);
-  strcpy(p, "ok");
   if (zns) CHECK(zns_owns(p), "malloc(100) not from the slab");
   free(p);
-  /* the wrapper itself works */
-  int fd = open("/proc/self/status", O_RDONLY);
+  for (int i = 0; i < 20000; i++) free(ZT_OPAQUE(malloc((size_t)(16 + i % 4000))));
+  if (getenv("ZNS_STATS_INTERVAL_MS")) usleep(100 * 1000); /* a few lines from the interval thread */
+  int fd = open("/proc/self/status", O_RDONLY);            /* the wrapper itself works */
   CHECK(fd >= 0, "open through the wrapper failed: %s", strerror(errno));
   if (fd >= 0) close(fd);
-  CHECK(g_opens == 1, "the program's open() was called %d times", g_opens);
+  CHECK(g_opens == 1, "the program's open() was called %d times (the library's own opens must not reach it)",
+        g_opens);
+  return zt_finish(getenv("OPEN_WRAP_SETUP"));
+}
+
+int main(int argc, char **argv) {
+  (void)argc;
+  int zns = zt_zns_mode();
+  if (getenv("OPEN_WRAP_SETUP")) return child(zns);
+  char jsonl[64];
+  snprintf(jsonl, sizeof jsonl, "/tmp/open_wrap_%d.jsonl", (int)getpid());
+  const char *setups[][3] = {{"plain", NULL, NULL},
+                             {"tier-madvise", "ZNS_TIER=madvise", NULL},
+                             {"tier-uffd", "ZNS_TIER=uffd", NULL},
+                             {"stats-jsonl", "ZNS_STATS_INTERVAL_MS=10", jsonl}};
+  for (int s = 0; s < 4; s++) {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      setenv("OPEN_WRAP_SETUP", setups[s][0], 1);
+      if (setups[s][1]) putenv((char *)setups[s][1]);
+      if (setups[s][2]) setenv("ZNS_STATS", setups[s][2], 1);
+      execv("/proc/self/exe", argv);
+      _exit(127);
+    }
+    int st = 0, waited = 0;
+    for (double t0 = zt_now(); !waited && zt_now() - t0 < 30;) {
+      if (waitpid(pid, &st, WNOHANG) == pid) waited = 1;
+      else usleep(10 * 1000);
+    }
+    if (!waited) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+    }
+    CHECK(waited, "%s: hung (killed after 30 s): a lock held across the program's open()?", setups[s][0]);
+    CHECK(!waited || (WIFEXITED(st) && WEXITSTATUS(st) == 0), "%s: exit status %#x", setups[s][0], st);
+  }
+  unlink(jsonl);
   return zt_finish("open_wrap");
 }
