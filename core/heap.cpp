@@ -394,13 +394,14 @@ void list_unlink(uint32_t &head, SlabMeta *s) {
 
 // ---- NUMA ----------------------------------------------------------------------------------------
 // On a machine of several nodes the depot keeps each empty, resident slab on the dirty lists of
-// the node its pages are on, and hands a thread its own node's first: then its clean or new
-// groups, whose pages fault in on its node; another node's only after those (cross_node_takes).
-// A group's node (g_region.node) is that of the thread that took it with its pages missing (clean
-// or never used): under the default memory policy a page is placed on the node of the CPU that
-// first touches it, and the taker is the thread that does (populate_ahead, its cursor).  A dirty
-// group keeps its node through its lives.  Off (g_nodes 1, nothing written, no getcpu) on one
-// node, with ZNS_NUMA=0, or under a policy that places pages elsewhere (numactl --interleave).
+// the node its pages are on, and hands a thread its own node's first: then clean or new groups,
+// whose pages fault in on its node; another node's only when the region is full (depot_other,
+// cross_node_takes).  A group's node (g_region.node) is that of the thread that took it with its
+// pages missing (clean or never used): under the default memory policy a page is placed on the
+// node of the CPU that first touches it, and the taker is the thread that does (populate_ahead,
+// its cursor).  A dirty group keeps its node through its lives.  dirty_cap keeps the empty slabs
+// of all nodes under the heap's peak.  Off (g_nodes 1, nothing written, no sched_getcpu) on one
+// node, with ZNS_NUMA=0, or under a memory policy that places pages elsewhere (interleave).
 unsigned g_nodes = 1;          // nodes kept apart; fixed at heap_init (test_set_numa_nodes aside)
 unsigned g_machine_nodes = 1;  // the machine's (0: simulated by ZNS_NUMA_NODES)
 const char *g_numa_off;        // why not NUMA-aware on a machine of several nodes
