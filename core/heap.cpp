@@ -2170,6 +2170,9 @@ namespace {
 // Every miss that is not a step to the next word of the current slab (alloc_slow; `scanned`: the
 // slab in which it found none, or null).
 ZNS_NOINLINE void *alloc_refill(unsigned cls, const SlabMeta *scanned) {
+  // From inside a C library call the library makes under one of its locks (a program's own mmap,
+  // say, that allocates): the next allocator serves, as a slab slow path may need that lock.
+  if (ZNS_UNLIKELY(t_guards != 0)) return nullptr;
   if (ZNS_UNLIKELY(g_tier_child_pending.load(std::memory_order_relaxed))) tier_child_poll();
   ThreadCache *tc = t_cache;
   if (tc->id == kSentinelId) {

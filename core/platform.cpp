@@ -13,6 +13,8 @@
 
 namespace zns {
 
+__thread unsigned t_guards __attribute__((tls_model("initial-exec"))) = 0;
+
 namespace {
 void *map_anon(size_t bytes, int prot) {
   void *p = mmap(nullptr, bytes, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

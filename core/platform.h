@@ -176,10 +176,24 @@ struct Lock {
   void unlock() { pthread_mutex_unlock(&m); }
   void reset() { pthread_mutex_init(&m, nullptr); }   // in a forked child only
 };
+// Guards this thread holds now.  A malloc that needs a slow path while it is not zero comes from
+// inside the library's own call to the C library (mmap, madvise, getrandom, fallocate, clock_gettime,
+// ...) made under one of its locks: a program or preloaded tool that defines that function and
+// allocates in it (a tracer's log line).  Its slab slow path could need the same lock (heap_init's
+// under its init lock: a deadlock at the first malloc), so such a request goes to the next
+// allocator instead (alloc_refill).  Not counted: the fork handlers' locks (nothing allocates
+// between them).
+extern __thread unsigned t_guards __attribute__((tls_model("initial-exec")));
 struct Guard {
   Lock &l;
-  explicit Guard(Lock &x) : l(x) { l.lock(); }
-  ~Guard() { l.unlock(); }
+  explicit Guard(Lock &x) : l(x) {
+    l.lock();
+    ++t_guards;
+  }
+  ~Guard() {
+    --t_guards;
+    l.unlock();
+  }
 };
 
 }  // namespace zns

@@ -3,10 +3,13 @@
  * its malloc needs.  heap_init read the NUMA node list with open() under its init lock from
  * fe9d876 until a review found it (the first malloc deadlocked in the wrapper's strdup), and the
  * tiers' backing file was opened so all along (ZNS_TIER=madvise or uffd deadlocked the same way).
+ * The program also wraps mmap, mprotect, madvise and getrandom, which the library calls under
+ * its init lock: a malloc from inside them must be served (by the next allocator) rather than wait
+ * for that lock (every one deadlocked at the first malloc until 2026-12-05).
  * The program runs itself again, in a child watched with a deadline, with no options, with each
- * tier, and with a .jsonl statistics file written by its interval thread; in each the wrapper
- * must have been called exactly once, by the program.  Runs preloaded and linked (the program's
- * open() interposes either way). */
+ * tier, and with a .jsonl statistics file written by its interval thread; in each the open()
+ * wrapper must have been called exactly once, by the program.  Runs preloaded and linked (the
+ * program's functions interpose either way). */
 #include "tests/api/zns_test.h"
 
 #include <stdarg.h>
@@ -27,6 +30,33 @@ int open(const char *path, int flags, ...) {
   return fd;
 }
 
+/* The calls the library makes under its init lock (and elsewhere under its locks), wrapped the
+ * same way: the library goes on calling these through the C library, so the wrappers run, and
+ * their mallocs must not wait for a lock their own thread holds (served by the next allocator). */
+static int g_wrapped; /* calls of the wrappers below */
+#define WRAP_BEGIN()                                                                               \
+  do {                                                                                             \
+    char *c_ = strdup("a tracer's log line");                                                      \
+    __atomic_add_fetch(&g_wrapped, 1, __ATOMIC_RELAXED);                                           \
+    free(c_);                                                                                      \
+  } while (0)
+void *mmap(void *a, size_t n, int prot, int flags, int fd, off_t off) {
+  WRAP_BEGIN();
+  return (void *)syscall(SYS_mmap, a, n, prot, flags, fd, off);
+}
+int mprotect(void *a, size_t n, int prot) {
+  WRAP_BEGIN();
+  return (int)syscall(SYS_mprotect, a, n, prot);
+}
+int madvise(void *a, size_t n, int advice) {
+  WRAP_BEGIN();
+  return (int)syscall(SYS_madvise, a, n, advice);
+}
+ssize_t getrandom(void *buf, size_t n, unsigned flags) {
+  WRAP_BEGIN();
+  return (ssize_t)syscall(SYS_getrandom, buf, n, flags);
+}
+
 static int child(int zns) {
   char *p = ZT_OPAQUE(malloc(100));
   REQUIRE(p);
@@ -39,6 +69,7 @@ static int child(int zns) {
   if (fd >= 0) close(fd);
   CHECK(g_opens == 1, "the program's open() was called %d times (the library's own opens must not reach it)",
         g_opens);
+  if (zns) CHECK(g_wrapped > 0, "the library made none of the wrapped calls (mmap, madvise, ...): test broken?");
   return zt_finish(getenv("OPEN_WRAP_SETUP"));
 }
 
