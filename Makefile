@@ -60,7 +60,8 @@ BUILD_PKGS := g++ make libc6-dev libunwind-dev
 PY_VER     := $(or $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null),3.11)
 TEST_PKGS  := doctest-dev python3 python3-matplotlib sqlite3 redis-server redis-tools valgrind \
               libpython$(PY_VER)-testsuite git perl gcc cmake ninja-build xz-utils openssl jq tcl \
-              postgresql xfsprogs php-cli google-perftools libtcmalloc-minimal4 libmimalloc2.0 libjemalloc2
+              postgresql xfsprogs php-cli google-perftools libtcmalloc-minimal4 libmimalloc2.0 libjemalloc2 \
+              faketime
 BENCH_PKGS := libbenchmark-dev libjemalloc-dev libjemalloc2 libmimalloc-dev libmimalloc2.0 \
               libgoogle-perftools-dev libgoogle-perftools4 libtcmalloc-minimal4 python3-matplotlib
 

@@ -1874,6 +1874,7 @@ namespace {
 __thread int t_fork_cancel_state __attribute__((tls_model("initial-exec")));
 void fork_prepare() {
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &t_fork_cancel_state);
+  ++t_guards;   // (to the parent's or the child's handler: the locks below, the tier's)
   tier_fork_prepare();   // first: it brings paged-out slabs back, and may take class locks
   g_orphan_lock.lock();
   g_pool_lock.lock();
@@ -1886,6 +1887,7 @@ void fork_parent() {
   g_pool_lock.unlock();
   g_orphan_lock.unlock();
   tier_fork_parent();
+  --t_guards;
   pthread_setcancelstate(t_fork_cancel_state, nullptr);
 }
 // fork_child, when a drain or a notify was under way in a thread that does not exist here
@@ -1983,6 +1985,7 @@ void fork_child() {
   for (ClassLock &c : g_class_lock) c.lock.unlock();
   g_pool_lock.unlock();
   g_orphan_lock.unlock();
+  --t_guards;
   // Only the forking thread lives on: every other attached cache becomes detached.
   for (uint32_t id = 1; id <= g_num_caches; ++id) {
     ThreadCache *tc = g_caches[id];

@@ -181,18 +181,18 @@ struct Lock {
 // ...) made under one of its locks: a program or preloaded tool that defines that function and
 // allocates in it (a tracer's log line).  Its slab slow path could need the same lock (heap_init's
 // under its init lock: a deadlock at the first malloc), so such a request goes to the next
-// allocator instead (alloc_refill).  Not counted: the fork handlers' locks (nothing allocates
-// between them).
+// allocator instead (alloc_refill).  The fork handlers count theirs from prepare to parent/child
+// (the tier's child copies its slabs under them), and so does the tier's thread.
 extern __thread unsigned t_guards __attribute__((tls_model("initial-exec")));
 struct Guard {
   Lock &l;
-  explicit Guard(Lock &x) : l(x) {
+  explicit Guard(Lock &x) : l(x) {   // (counted across the calls: a lock profiler's hook in
+    ++t_guards;                       // pthread_mutex_lock or _unlock may allocate)
     l.lock();
-    ++t_guards;
   }
   ~Guard() {
-    --t_guards;
     l.unlock();
+    --t_guards;
   }
 };
 

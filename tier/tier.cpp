@@ -140,11 +140,16 @@ struct TierThreadGuard {
       }
       // Held: an eviction on another thread (zns_tier_pageout), a child tier's start, or a fork
       // paging slabs in (whose window may open next: so never a lock without a time limit here).
+      ++t_guards;   // (see Guard)
       if (g_tier_lock.lock_within(1000000)) { locked = true; return; }
+      --t_guards;
     }
   }
   ~TierThreadGuard() {
-    if (locked) g_tier_lock.unlock();
+    if (locked) {
+      g_tier_lock.unlock();
+      --t_guards;
+    }
     if (windowed) g_window_serving.fetch_sub(1, std::memory_order_seq_cst);
   }
   TierThreadGuard(const TierThreadGuard &) = delete;

@@ -8,6 +8,8 @@
 #   - ZNS_TIER=madvise and =uffd with a 50 ms cold window (slabs go out and come back while the
 #     program runs; cmake's children copy the madvise tier's heap at fork).
 # Checks: every run exits 0, and its output is byte-identical to the plain run's.
+# Then libfaketime preloaded with the shim (both orders; default, secure, madvise tier): date and
+# python3 print the faked date (they hung at their first malloc until 2026-12-05).
 # (A 2026-12-03 sweep of this kind found cmake's children dying of SIGBUS under the madvise
 # tier: tier/tier.cpp, tier_fork_child.)
 TEST_NAME=toolbox
@@ -84,3 +86,24 @@ for mode in default secure madvise uffd; do
   done
   log "$mode: $(echo $NAMES | wc -w) programs, outputs identical to glibc's ($((SECONDS - t0)) s)"
 done
+
+# libfaketime (a preloaded library whose clock_gettime calls dlsym, which allocates) with the shim,
+# in both preload orders: every program hung at its first malloc until 2026-12-05 (the shim took
+# the time under its init lock, and the nested malloc waited for that lock).
+FT=$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1)
+[[ -n $FT ]] || die "libfaketime missing (run: make deps-test)"
+for mode in default secure madvise; do
+  case $mode in
+    default) E=() ;;
+    secure)  E=(ZNS_SECURE=1) ;;
+    madvise) E=(ZNS_TIER=madvise "${T[@]}") ;;
+  esac
+  for order in "$ZNS_LIB:$FT" "$FT:$ZNS_LIB"; do
+    for cmd in "date -u +%F" "$PY -c 'import time; print(time.strftime(\"%F\", time.gmtime()))'"; do
+      out=$(timeout 60 env "${E[@]}" LD_PRELOAD="$order" FAKETIME="@2020-01-01 12:00:00" bash -c "$cmd" 2>&1) ||
+        die "libfaketime ($mode, LD_PRELOAD=$order): '$cmd' exited $? (124 = hung): $out"
+      [[ $out == 2020-01-01 ]] || die "libfaketime ($mode, LD_PRELOAD=$order): '$cmd' printed '$out', not the faked date"
+    done
+  done
+done
+log "libfaketime with the shim (both preload orders; default, secure, madvise tier): the faked date"
