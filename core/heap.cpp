@@ -527,12 +527,15 @@ uint64_t dirty_cap() {
   uint64_t want = base * pct / 100;
   uint64_t room = g_depot.owned_peak - g_depot.owned_pages;   // (owned <= its peak)
   if (want > room) want = room;
-  // NUMA-aware, the fixed cap stays under the room too: a node's threads take new memory while
-  // another node's empty slabs wait, which the fixed cap would let stay on top of the heap's peak
-  // (a review: phases of 64 MiB on alternate nodes with ZNS_DIRTY_MAX_KB=65536, 131.7 MB peak
-  // RSS against 67.7 in one pool).  In one pool the empty slabs are taken before new memory.
+  // NUMA-aware, a node's threads take new memory while another node's empty slabs wait, which the
+  // fixed cap would let stay on top of the heap's peak (a review: phases of 64 MiB on alternate
+  // nodes with ZNS_DIRTY_MAX_KB=65536, 131.7 MB peak RSS against 67.7 in one pool; in one pool the
+  // empty slabs are taken before new memory).  So there only 1/nodes of the fixed cap may: enough
+  // for a small heap that threads of the nodes take turns at (a second review: threads that each
+  // allocate 1 MB and exit, on alternate nodes, refaulted all of it every time with no floor).
   uint64_t cap = want > fixed ? want : fixed;
-  return g_nodes > 1 && cap > room ? room : cap;
+  if (g_nodes > 1 && cap > room) cap = room > fixed / g_nodes ? room : fixed / g_nodes;
+  return cap;
 }
 // A clean slab handed out again this soon after its pages went back was given back in vain.
 uint32_t refault_window() {
