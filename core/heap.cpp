@@ -411,8 +411,8 @@ uint16_t g_node_id[kMaxNodes]; // the id of the node of each index (the online i
 __thread int t_test_node __attribute__((tls_model("initial-exec"))) = -1;
 
 void numa_init() {
-  bool local = true;
-  g_machine_nodes = os_numa_topology(g_cpu_node, kMaxCpus, g_node_id, kMaxNodes, &local);
+  const char *not_local = nullptr;
+  g_machine_nodes = os_numa_topology(g_cpu_node, kMaxCpus, g_node_id, kMaxNodes, &not_local);
   g_nodes = g_machine_nodes < kMaxNodes ? g_machine_nodes : kMaxNodes;
   if (!g_options.ZNS_NUMA) {
     if (g_nodes > 1) g_numa_off = "ZNS_NUMA=0";
@@ -421,8 +421,8 @@ void numa_init() {
     g_nodes = g_options.ZNS_NUMA_NODES < kMaxNodes ? unsigned(g_options.ZNS_NUMA_NODES) : kMaxNodes;
     for (unsigned i = 0; i < g_nodes; ++i) g_node_id[i] = uint16_t(i);
     g_machine_nodes = 0;
-  } else if (g_nodes > 1 && !local) {
-    g_numa_off = "the memory policy does not place pages where they are first touched";
+  } else if (g_nodes > 1 && not_local) {
+    g_numa_off = not_local;
     g_nodes = 1;
   }
 }

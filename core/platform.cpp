@@ -146,13 +146,13 @@ bool next_range(const char **c, unsigned *lo, unsigned *hi) {
   const char *p = *c;
   if (*p < '0' || *p > '9') return false;
   unsigned a = 0, b;
-  for (; *p >= '0' && *p <= '9' && a < 1000000; ++p) a = a * 10 + unsigned(*p - '0');
+  for (; *p >= '0' && *p <= '9' && a < 100000; ++p) a = a * 10 + unsigned(*p - '0');
   b = a;
   if (*p == '-') {
     b = 0;
-    for (++p; *p >= '0' && *p <= '9' && b < 1000000; ++p) b = b * 10 + unsigned(*p - '0');
+    for (++p; *p >= '0' && *p <= '9' && b < 100000; ++p) b = b * 10 + unsigned(*p - '0');
   }
-  if (b < a || b >= 1000000) return false;
+  if (b < a || b >= 4096) return false;   // (Linux has at most 1024 nodes; CPU lists stop at 4096 too)
   if (*p == ',') ++p;
   *c = p;
   *lo = a;
@@ -162,12 +162,15 @@ bool next_range(const char **c, unsigned *lo, unsigned *hi) {
 }  // namespace
 
 unsigned os_numa_topology(uint8_t *cpu_node, unsigned max_cpus, uint16_t *node_id, unsigned max_nodes,
-                          bool *policy_local) {
+                          const char **not_local) {
   int saved = errno;
-  *policy_local = true;
+  *not_local = nullptr;
+  // The nodes with CPUs: a node of memory alone (CXL, HBM) has no thread whose first touch lands
+  // there, and would only split the lists (a kernel without has_cpu: the online nodes).
   char buf[4096];
   unsigned count = 0, lo, hi;
-  if (read_sys_file("/sys/devices/system/node/online", buf, sizeof buf))
+  if (read_sys_file("/sys/devices/system/node/has_cpu", buf, sizeof buf) ||
+      read_sys_file("/sys/devices/system/node/online", buf, sizeof buf))
     for (const char *c = buf; next_range(&c, &lo, &hi);) count += hi - lo + 1;
   if (count <= 1) {
     errno = saved;
@@ -200,12 +203,23 @@ unsigned os_numa_topology(uint8_t *cpu_node, unsigned max_cpus, uint16_t *node_i
   // one heap_init runs in), which threads it starts inherit.
   unsigned long mask[16] = {};   // 1024 nodes (the kernel refuses a shorter mask than it has)
   int mode = 0;
+  auto nodes_in = [&] {
+    unsigned n = 0;
+    for (unsigned long w : mask) n += unsigned(__builtin_popcountl(w));
+    return n;
+  };
   if (syscall(SYS_get_mempolicy, &mode, mask, 1024ul, nullptr, 0ul) == 0) {
-    unsigned in_mask = 0;
-    for (unsigned long w : mask) in_mask += unsigned(__builtin_popcountl(w));
+    unsigned in_mask = nodes_in();
     int m = mode & 0xff;
-    *policy_local = m == 0 || m == 4 || (m == 1 && in_mask == 0) || ((m == 2 || m == 5) && in_mask > 1);
+    if (!(m == 0 || m == 4 || (m == 1 && in_mask == 0) || ((m == 2 || m == 5) && in_mask > 1)))
+      *not_local = "the memory policy does not place pages where they are first touched";
   }
+  // A cpuset that lets the process have memory of one node only (cpuset.mems) puts every page
+  // there, whatever the policy says.
+  for (unsigned long &w : mask) w = 0;
+  constexpr unsigned long kMemsAllowed = 4;   // MPOL_F_MEMS_ALLOWED
+  if (!*not_local && syscall(SYS_get_mempolicy, nullptr, mask, 1024ul, nullptr, kMemsAllowed) == 0 && nodes_in() < 2)
+    *not_local = "the process may have memory of one node only (its cpuset's mems)";
   errno = saved;
   return count;
 }

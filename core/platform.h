@@ -64,16 +64,17 @@ uint64_t now_ms();
 // open(), which may allocate (a tracer's wrapper that copies the path) while the library holds a
 // lock its malloc needs: heap_init opens the tier's file and the NUMA lists under its init lock.
 int os_open(const char *path, int flags, unsigned mode = 0);
-// NUMA nodes online (/sys/devices/system/node/online): their count, 1 when there is one or the
-// file cannot be read.  With several, node_id[i] gets the id of the node of index i (the online
+// NUMA nodes with CPUs (/sys/devices/system/node/has_cpu, else online): their count, 1 when there
+// is one or the file cannot be read.  With several, node_id[i] gets the id of the node of index i (the online
 // ids in order, folded onto max_nodes) and cpu_node[cpu] the index of each CPU's node (from
 // nodeN/cpulist; CPUs at max_cpus and up, or in no list, are left as they were).
-// *policy_local: the thread's memory policy places a page on the node of the CPU that first
+// *not_local: null when the thread's memory policy places a page on the node of the CPU that first
 // touches it (default, local; bind or preferred-many over several nodes; not interleave, nor one
-// preferred or bound node), so that a thread's first touch says where pages are.  Raw system
+// preferred or bound node; and a cpuset that allows memory of several nodes), so that a thread's
+// first touch says where pages are; else why not.  Raw system
 // calls only (no open(): a program's own may allocate).
 unsigned os_numa_topology(uint8_t *cpu_node, unsigned max_cpus, uint16_t *node_id, unsigned max_nodes,
-                          bool *policy_local);
+                          const char **not_local);
 // write(2) all of it, retrying on EINTR / short writes.  Returns 0, or the errno value of the
 // write that failed (EFBIG past a file-size limit, ENOSPC, ...); errno itself is left as it was.
 int write_all(int fd, const char *p, size_t n);

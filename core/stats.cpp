@@ -104,7 +104,9 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
     b.chr('\n');
     o.line();
   } else if (h.numa_off) {
-    b.str("numa: not node-aware on ").u64(h.machine_nodes).str(" nodes: ").str(h.numa_off).chr('\n');
+    b.str("numa: not node-aware on ").u64(h.machine_nodes).str(" nodes (ids");
+    for (unsigned i = 0; i < h.machine_nodes && i < kMaxNodes; ++i) b.chr(' ').u64(h.node_id[i]);
+    b.str("): ").str(h.numa_off).chr('\n');
     o.line();
   }
   TierSnapshot ts;
