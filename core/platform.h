@@ -6,7 +6,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
 
 #define ZNS_LIKELY(x) __builtin_expect(!!(x), 1)
 #define ZNS_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -60,6 +64,24 @@ int os_purge_ranges(const iovec *ranges, unsigned n);
 bool os_populate(void *p, size_t bytes);
 // Milliseconds on a monotonic, cheap (coarse) clock.
 uint64_t now_ms();
+// The C library's memory and clock calls are symbols a program or a preloaded tool may define
+// (a tracer, libfaketime), and one that takes a lock of its own or allocates or frees in them
+// meets the library's locks, which are held around these calls: a deadlock on the thread itself,
+// or lock-order inversion with another (reviews of 2026-12-05).  So the library makes them as raw
+// system calls, or through the vDSO for the clock.  Declared in namespace zns, these hide ::mmap
+// and the rest for every unqualified call in the library's code; the clock is os_clock_gettime.
+inline void *mmap(void *a, size_t n, int prot, int flags, int fd, off_t off) {
+  return reinterpret_cast<void *>(syscall(SYS_mmap, a, n, prot, flags, fd, off));
+}
+inline int munmap(void *a, size_t n) { return int(syscall(SYS_munmap, a, n)); }
+inline int mprotect(void *a, size_t n, int prot) { return int(syscall(SYS_mprotect, a, n, prot)); }
+inline int madvise(void *a, size_t n, int advice) { return int(syscall(SYS_madvise, a, n, advice)); }
+inline void *mremap(void *a, size_t n, size_t m, int flags, void *to = nullptr) {
+  return reinterpret_cast<void *>(syscall(SYS_mremap, a, n, m, flags, to));
+}
+// clock_gettime through the vDSO's own entry (found once in its symbol table), else the system call.
+int os_clock_gettime(clockid_t clock, timespec *ts);
+
 // open(2) by a raw system call (openat): the library's own files never go through a program's
 // open(), which may allocate (a tracer's wrapper that copies the path) while the library holds a
 // lock its malloc needs: heap_init opens the tier's file and the NUMA lists under its init lock.
@@ -168,7 +190,7 @@ struct Lock {
   void lock() { pthread_mutex_lock(&m); }
   bool lock_within(long ns) {   // false when not locked within ns (CLOCK_MONOTONIC)
     timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    os_clock_gettime(CLOCK_MONOTONIC, &t);
     t.tv_nsec += ns;
     t.tv_sec += t.tv_nsec / 1000000000;
     t.tv_nsec %= 1000000000;

@@ -3,9 +3,10 @@
  * its malloc needs.  heap_init read the NUMA node list with open() under its init lock from
  * fe9d876 until a review found it (the first malloc deadlocked in the wrapper's strdup), and the
  * tiers' backing file was opened so all along (ZNS_TIER=madvise or uffd deadlocked the same way).
- * The program also wraps mmap, mprotect, madvise and getrandom, which the library calls under
- * its init lock: a malloc from inside them must be served (by the next allocator) rather than wait
- * for that lock (every one deadlocked at the first malloc until 2026-12-05).
+ * The program also wraps mmap, mprotect, madvise and getrandom, which the library called under
+ * its init lock (every one deadlocked at the first malloc until 2026-12-05): the memory calls are
+ * raw system calls now (the wrappers never see them), and a malloc from inside getrandom is
+ * served by the next allocator rather than wait for the lock.
  * The program runs itself again, in a child watched with a deadline, with no options, with each
  * tier, and with a .jsonl statistics file written by its interval thread; in each the open()
  * wrapper must have been called exactly once, by the program.  Runs preloaded and linked (the
@@ -69,7 +70,7 @@ static int child(int zns) {
   if (fd >= 0) close(fd);
   CHECK(g_opens == 1, "the program's open() was called %d times (the library's own opens must not reach it)",
         g_opens);
-  if (zns) CHECK(g_wrapped > 0, "the library made none of the wrapped calls (mmap, madvise, ...): test broken?");
+  if (zns) CHECK(g_wrapped > 0, "the library made none of the wrapped calls (getrandom at start): test broken?");
   return zt_finish(getenv("OPEN_WRAP_SETUP"));
 }
 

@@ -60,13 +60,13 @@ unsigned resident_pages(const void *slab_start, unsigned *first_missing = nullpt
 // Does this kernel give several ranges back in one call (os_purge_ranges: process_madvise with
 // PIDFD_SELF, Linux 6.15+)?  Asked on two pages of a scratch mapping.
 bool kernel_takes_ranges() {
-  char *m = static_cast<char *>(mmap(nullptr, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  char *m = static_cast<char *>(::mmap(nullptr, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   REQUIRE(m != MAP_FAILED);
   memset(m, 1, 3 * 4096);
   iovec v[2] = {{m, 4096}, {m + 2 * 4096, 4096}};
   unsigned done = os_purge_ranges(v, 2);
   bool zero = m[0] == 0 && m[2 * 4096] == 0 && m[4096] == 1;
-  munmap(m, 3 * 4096);
+  ::munmap(m, 3 * 4096);
   REQUIRE((done == 0 || (done == 2 && zero)));
   return done == 2;
 }
@@ -80,7 +80,7 @@ TEST_CASE("several ranges go back in one call, up to the first the kernel refuse
     return;
   }
   constexpr size_t P = 4096;
-  char *m = static_cast<char *>(mmap(nullptr, 8 * P, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  char *m = static_cast<char *>(::mmap(nullptr, 8 * P, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   REQUIRE(m != MAP_FAILED);
   memset(m, 7, 8 * P);
   if (mlock(m + 4 * P, P) != 0) {
@@ -96,7 +96,7 @@ TEST_CASE("several ranges go back in one call, up to the first the kernel refuse
     CHECK(m[6 * P] == 7);   // after the refusal: not reached
     munlock(m + 4 * P, P);
   }
-  munmap(m, 8 * P);
+  ::munmap(m, 8 * P);
 }
 
 TEST_CASE("a slab hands out every block once, then the cache moves to a new slab") {
@@ -869,7 +869,7 @@ TEST_CASE("a purge run stopped by a locked page gives its victims back one by on
 
 // ZNS_POPULATE: a thread that used up a slab of a class and takes a fresh one (never touched, or
 // given back) has its pages mapped ahead of the cursor, a bitmap word (at least 4 pages) at a
-// time: one madvise(MADV_POPULATE_WRITE) instead of a fault per page.  Its first slab of the class
+// time: one ::madvise(MADV_POPULATE_WRITE) instead of a fault per page.  Its first slab of the class
 // is not (a thread that wants a few blocks must not get a slab's worth of RSS), nor any with the
 // option off.  512 B blocks: 16 pages, 2 words of 8 pages; 128 B blocks: 16 pages, words of 2
 // pages, populated 4 at a time.  Nothing here writes to a block.
