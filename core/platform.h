@@ -87,14 +87,13 @@ int os_clock_gettime(clockid_t clock, timespec *ts);
 // lock its malloc needs: heap_init opens the tier's file and the NUMA lists under its init lock.
 int os_open(const char *path, int flags, unsigned mode = 0);
 // NUMA nodes with CPUs (/sys/devices/system/node/has_cpu, else online): their count, 1 when there
-// is one or the file cannot be read.  With several, node_id[i] gets the id of the node of index i (the online
-// ids in order, folded onto max_nodes) and cpu_node[cpu] the index of each CPU's node (from
-// nodeN/cpulist; CPUs at max_cpus and up, or in no list, are left as they were).
-// *not_local: null when the thread's memory policy places a page on the node of the CPU that first
-// touches it (default, local; bind or preferred-many over several nodes; not interleave, nor one
-// preferred or bound node; and a cpuset that allows memory of several nodes), so that a thread's
-// first touch says where pages are; else why not.  Raw system
-// calls only (no open(): a program's own may allocate).
+// is one or the file cannot be read.  With several, node_id[i] gets the id of the node of index i
+// (the ids in order, folded onto max_nodes) and cpu_node[cpu] the index of each CPU's node (from
+// nodeN/cpulist; CPUs at max_cpus and up, or in no list, are left as they were).  *not_local: null
+// when the thread's memory policy places a page on the node of the CPU that first touches it
+// (default, local; bind or preferred-many over several nodes; not interleave, nor one preferred
+// or bound node) and its cpuset allows memory of several nodes, so that a thread's first touch
+// says where pages are; else why not.  Raw system calls only (os_open).
 unsigned os_numa_topology(uint8_t *cpu_node, unsigned max_cpus, uint16_t *node_id, unsigned max_nodes,
                           const char **not_local);
 // write(2) all of it, retrying on EINTR / short writes.  Returns 0, or the errno value of the
@@ -200,9 +199,10 @@ struct Lock {
   void reset() { pthread_mutex_init(&m, nullptr); }   // in a forked child only
 };
 // Guards this thread holds now.  A malloc that needs a slow path while it is not zero comes from
-// inside the library's own call to the C library (mmap, madvise, getrandom, fallocate, clock_gettime,
-// ...) made under one of its locks: a program or preloaded tool that defines that function and
-// allocates in it (a tracer's log line).  Its slab slow path could need the same lock (heap_init's
+// inside the library's own call to the C library made under one of its locks (getrandom,
+// getauxval and getrlimit at start, fallocate and the tier's file calls, pthread_mutex_lock
+// itself; the memory calls and the clock no longer go there, above): a program or preloaded tool
+// that defines that function and allocates in it (a tracer's log line).  Its slab slow path could need the same lock (heap_init's
 // under its init lock: a deadlock at the first malloc), so such a request goes to the next
 // allocator instead (alloc_refill).  The fork handlers count theirs from prepare to parent/child
 // (the tier's child copies its slabs under them), and so does the tier's thread.
