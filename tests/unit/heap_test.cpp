@@ -1079,12 +1079,25 @@ std::set<uint32_t> numa_run(int node, unsigned slabs) {
 long numa_common(const std::set<uint32_t> &a, const std::set<uint32_t> &b) {
   return std::count_if(a.begin(), a.end(), [&](uint32_t g) { return b.count(g) != 0; });
 }
+// For the NUMA tests: nothing given back for the cap (1 GiB) nor for its age while it lives; then
+// the depot of one node again, the options as they were, everything trimmed.
+struct NumaScope {
+  const uint64_t saved_max = g_options.ZNS_DIRTY_MAX_KB, saved_decay = g_options.ZNS_DECAY_MS;
+  NumaScope() {
+    dealloc(alloc(16), "test");   // the heap's init reads the options: before they are changed
+    g_options.ZNS_DIRTY_MAX_KB = 1 << 20;
+    g_options.ZNS_DECAY_MS = 600000;
+  }
+  ~NumaScope() {
+    test_set_numa_nodes(1);
+    g_options.ZNS_DIRTY_MAX_KB = saved_max;
+    g_options.ZNS_DECAY_MS = saved_decay;
+    trim();
+  }
+};
 }  // namespace
 TEST_CASE("the NUMA-aware depot hands a thread its own node's empty slabs first") {
-  dealloc(alloc(16), "test");   // the heap's init reads the options: before they are changed
-  const uint64_t saved_max = g_options.ZNS_DIRTY_MAX_KB, saved_decay = g_options.ZNS_DECAY_MS;
-  g_options.ZNS_DIRTY_MAX_KB = 1 << 20;   // (1 GiB: nothing given back for the cap
-  g_options.ZNS_DECAY_MS = 600000;        // nor for its age)
+  NumaScope scope;
   const unsigned k = class_info(class_of(1024)).pages;
   for (unsigned nodes : {2u, 1u}) {
     CAPTURE(nodes);
@@ -1131,20 +1144,13 @@ TEST_CASE("the NUMA-aware depot hands a thread its own node's empty slabs first"
     CHECK(h.dirty_pages <= h.dirty_cap_pages);
     for (void *p : v) dealloc(p, "test");
   }).join();
-  test_set_numa_nodes(1);
-  g_options.ZNS_DIRTY_MAX_KB = saved_max;
-  g_options.ZNS_DECAY_MS = saved_decay;
-  trim();
 }
 
 // A slab goes back to the list of the node its pages are on, whoever frees its last block: node
 // 1's thread exits with a slab's blocks out, node 0's thread frees them all (the slab returns
 // from its hands), and node 0's next thread still gets none of it; node 1's next one does.
 TEST_CASE("an empty slab goes to its own node's list, whichever thread freed it last") {
-  dealloc(alloc(16), "test");
-  const uint64_t saved_max = g_options.ZNS_DIRTY_MAX_KB, saved_decay = g_options.ZNS_DECAY_MS;
-  g_options.ZNS_DIRTY_MAX_KB = 1 << 20;
-  g_options.ZNS_DECAY_MS = 600000;
+  NumaScope scope;
   const unsigned per = class_info(class_of(1024)).blocks;
   test_set_numa_nodes(2);
   numa_run(0, 48);   // room under the peak (see above)
@@ -1164,10 +1170,6 @@ TEST_CASE("an empty slab goes to its own node's list, whichever thread freed it 
   CHECK(snap().node_dirty_pages[1] > dirty1);   // back on node 1's list
   CHECK(numa_common(a, numa_run(0, 16)) == 0);
   CHECK(numa_common(a, numa_run(1, 16)) >= 2);
-  test_set_numa_nodes(1);
-  g_options.ZNS_DIRTY_MAX_KB = saved_max;
-  g_options.ZNS_DECAY_MS = saved_decay;
-  trim();
 }
 
 // A thread adopts a shared slab (an exited thread's, blocks still out) of its own NUMA node before
