@@ -78,23 +78,32 @@ namespace {
 std::atomic<bool> g_ranges_off{false};   // no process_madvise for us (latched)
 constexpr int kPidfdSelfThread = -10000;  // PIDFD_SELF_THREAD (linux/pidfd.h, 6.15): the caller
 
-// 0: no seccomp filter; 1: one (or strict mode); -1: cannot tell.  From /proc/self/status: a
-// system call a filter might kill on (prctl(PR_GET_SECCOMP) is one, in OpenSSH's) is no way to
-// ask; sandboxes refuse an open they do not allow (EACCES, EPERM) or broker it.
-int seccomp_state() {
-  int fd = os_open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  char buf[4096];
+// A small file of /proc or /sys into buf, NUL-terminated, by raw system calls (heap_init reads
+// some under its init lock, and a program's own open() or read() may allocate).  Its length; 0
+// when it cannot be read.
+size_t read_small_file(const char *path, char *buf, size_t cap) {
+  int saved = errno;
+  long fd = os_open(path, O_RDONLY | O_CLOEXEC);
   size_t n = 0;
-  for (ssize_t r; n < sizeof buf - 1 && (r = read(fd, buf + n, sizeof buf - 1 - n)) != 0;) {
+  for (long r; fd >= 0 && n < cap - 1 && (r = syscall(SYS_read, fd, buf + n, cap - 1 - n)) != 0;) {
     if (r < 0) {
       if (errno == EINTR) continue;
       break;
     }
     n += size_t(r);
   }
-  close(fd);
+  if (fd >= 0) syscall(SYS_close, fd);
   buf[n] = 0;
+  errno = saved;
+  return n;
+}
+
+// 0: no seccomp filter; 1: one (or strict mode); -1: cannot tell.  From /proc/self/status: a
+// system call a filter might kill on (prctl(PR_GET_SECCOMP) is one, in OpenSSH's) is no way to
+// ask; sandboxes refuse an open they do not allow (EACCES, EPERM) or broker it.
+int seccomp_state() {
+  char buf[4096];
+  if (!read_small_file("/proc/self/status", buf, sizeof buf)) return -1;
   const char *f = strstr(buf, "\nSeccomp:");
   if (!f) return -1;
   for (f += 9; *f == ' ' || *f == '\t'; ++f) {}
@@ -182,17 +191,6 @@ int os_open(const char *path, int flags, unsigned mode) {
 }
 
 namespace {
-// A small file of /sys into buf (NUL-terminated), by raw system calls: heap_init reads these under
-// its lock, and a program's own open() may allocate (a wrapper that strdup's the path deadlocked).
-bool read_sys_file(const char *path, char *buf, size_t cap) {
-  long fd = os_open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  long n;
-  do n = syscall(SYS_read, fd, buf, cap - 1); while (n < 0 && errno == EINTR);
-  syscall(SYS_close, fd);
-  buf[n > 0 ? n : 0] = 0;
-  return n > 0;
-}
 // The next range of a list like "0,2-3,8-11" at *c: [*lo, *hi], and *c past it.  False at the end.
 bool next_range(const char **c, unsigned *lo, unsigned *hi) {
   const char *p = *c;
@@ -221,8 +219,8 @@ unsigned os_numa_topology(uint8_t *cpu_node, unsigned max_cpus, uint16_t *node_i
   // there, and would only split the lists (a kernel without has_cpu: the online nodes).
   char buf[4096];
   unsigned count = 0, lo, hi;
-  if (read_sys_file("/sys/devices/system/node/has_cpu", buf, sizeof buf) ||
-      read_sys_file("/sys/devices/system/node/online", buf, sizeof buf))
+  if (read_small_file("/sys/devices/system/node/has_cpu", buf, sizeof buf) ||
+      read_small_file("/sys/devices/system/node/online", buf, sizeof buf))
     for (const char *c = buf; next_range(&c, &lo, &hi);) count += hi - lo + 1;
   if (count <= 1) {
     errno = saved;
@@ -243,7 +241,7 @@ unsigned os_numa_topology(uint8_t *cpu_node, unsigned max_cpus, uint16_t *node_i
       for (unsigned v = id; d == 0 || v; v /= 10) digits[d++] = char('0' + v % 10);
       while (d) path[n++] = digits[--d];
       memcpy(path + n, "/cpulist", 9);
-      if (!read_sys_file(path, list, sizeof list)) continue;
+      if (!read_small_file(path, list, sizeof list)) continue;
       unsigned a, b;
       for (const char *l = list; next_range(&l, &a, &b);)
         for (unsigned cpu = a; cpu <= b && cpu < max_cpus; ++cpu) cpu_node[cpu] = uint8_t(ix);
@@ -366,23 +364,15 @@ int write_all(int fd, const char *p, size_t n) {
 }
 
 size_t process_rss() {
-  int saved = errno;
-  int fd = os_open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+  char b[128];
   size_t rss = 0;
-  if (fd >= 0) {
-    char b[128];
-    ssize_t n = read(fd, b, sizeof b - 1);
-    close(fd);
-    if (n > 0) {
-      b[n] = 0;
-      const char *s = b;
-      while (*s && *s != ' ') ++s;   // skip total size
-      while (*s == ' ') ++s;
-      while (*s >= '0' && *s <= '9') rss = rss * 10 + size_t(*s++ - '0');
-      rss *= size_t(sysconf(_SC_PAGESIZE));
-    }
+  if (read_small_file("/proc/self/statm", b, sizeof b)) {
+    const char *s = b;
+    while (*s && *s != ' ') ++s;   // skip total size
+    while (*s == ' ') ++s;
+    while (*s >= '0' && *s <= '9') rss = rss * 10 + size_t(*s++ - '0');
+    rss *= size_t(sysconf(_SC_PAGESIZE));
   }
-  errno = saved;
   return rss;
 }
 
