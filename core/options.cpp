@@ -123,14 +123,16 @@ void options_load(bool warn) {
   if ((v = match(entry, #name))) {                                                             \
     known = true;                                                                              \
     uint64_t x;                                                                                \
-    if (parse_num(v, &x)) o.name = x;                                                          \
+    if (!*v) {                                       /* empty: the default, as unset */        \
+    } else if (parse_num(v, &x)) o.name = x;                                                   \
     else if (warn) warn_line("bad value, using the default: ", entry, "");                     \
   }
 #define ZNS_OPTION_SIZE(name)                                                                  \
   if ((v = match(entry, #name))) {                                                             \
     known = true;                                                                              \
     uint64_t x;                                                                                \
-    if (parse_size(v, &x)) o.name = x;                                                         \
+    if (!*v) {                                       /* empty: the default, as unset */        \
+    } else if (parse_size(v, &x)) o.name = x;                                                  \
     else if (warn) warn_line("bad value, using the default: ", entry, "");                     \
   }
 #define ZNS_OPTION_STR(name)                                                                   \

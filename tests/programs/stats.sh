@@ -19,7 +19,8 @@
 #      document without "classes"/"totals";
 #   5. an unknown ZNS_ variable (ZNS_STATZ=1, and ZNS_STATS_INTERVAL, a prefix of a real one)
 #      gives exactly one warning line naming it; a bad value (ZNS_DECAY_MS=abc) one message naming
-#      it and a normal run with the right counts; known variables with good values no message;
+#      it and a normal run with the right counts; known variables with good values no message,
+#      nor empty ones (the default);
 #   6. the N=0/N=1 comparison of 1. with the program linked with libzns_slab.a instead (when the
 #      archive sits next to ZNS_LIB).
 #   8. the dump among programs that are not kind to it: one that closes every descriptor and opens
@@ -237,6 +238,10 @@ check "json with ZNS_DECAY_MS=abc" diff s0.json badval.json live1.out
 run known ZNS_DECAY_MS=500 ZNS_DIRTY_MAX_KB=1024 ZNS_REGION_GB=8 ZNS_STATS=0 -- live 1
 quiet known
 log "known variables with good values: no warning"
+run emptyval ZNS_DECAY_MS= ZNS_DIRTY_MAX_KB= ZNS_TIER_DIR= ZNS_STATS="$TMPD/emptyval.json" -- live 1
+quiet emptyval
+check "json with empty ZNS_DECAY_MS, ZNS_DIRTY_MAX_KB" diff s0.json emptyval.json live1.out
+log "empty values (as README: the default): no warning"
 
 # ---- 7. a file-size limit -----------------------------------------------------------------------
 # Under `ulimit -f 1` (1 KiB) no dump fits.  The write fails with EFBIG and raises SIGXFSZ, whose
