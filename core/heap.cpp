@@ -695,7 +695,7 @@ uint32_t dirty_take(unsigned node, unsigned k, unsigned *had) {
 // dirty one of the longest span, whose pages beyond the k are purged now: of another node, as the
 // caller found none of its own (cross_node_takes).  *clean: some of the first k pages are not
 // resident (the tier must present them or reserve their room).  Under the depot lock.
-uint32_t depot_other(unsigned k, unsigned node, bool *clean) {
+uint32_t depot_other(unsigned k, unsigned node, bool *clean, bool *cross) {
   for (unsigned j = 1; j <= kMaxSlabPages; ++j) {
     uint32_t page = clean_pop(j);
     if (page == kNil) continue;
@@ -707,7 +707,8 @@ uint32_t depot_other(unsigned k, unsigned node, bool *clean) {
     uint32_t page = kNil;
     for (unsigned n = 0; n < g_nodes && page == kNil; ++n) page = g_depot.dirty_tail[n][j];
     if (page == kNil) continue;
-    if (node_of(page) != node) g_depot.cross_node_takes++;
+    *cross = node_of(page) != node;
+    if (*cross) g_depot.cross_node_takes++;
     dirty_unlink(page, j);
     if (j > k) tier_purge(g_region.base + size_t(page + k) * kPageSize, size_t(j - k) * kPageSize);
     *clean = j < k;   // (pages j..k-1 of a shorter one were purged or never touched)
@@ -824,7 +825,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
   unsigned k = ci.pages;
   uint32_t page;
   unsigned had = k;            // the span of a dirty slab taken (dirty_take)
-  bool due, missing = false;   // missing: the pages were never touched or were purged
+  bool due, missing = false, cross = false;   // missing: the pages were never touched or were purged
   unsigned node = current_node();
   {
     Guard g(g_depot.lock);
@@ -843,7 +844,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
     } else if ((page = bump_take()) != kNil) {           // never used
       missing = true;
       set_node(page, node);
-    } else if ((page = depot_other(k, node, &missing)) == kNil) {  // the region is full
+    } else if ((page = depot_other(k, node, &missing, &cross)) == kNil) {  // the region is full
       g_depot.node_takes[node]--;
       return nullptr;
     }
@@ -869,6 +870,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
     g_depot.slabs[cls]--;
     g_depot.owned_pages -= k;
     g_depot.node_takes[node]--;
+    if (cross) g_depot.cross_node_takes--;   // (the thread did not get it after all)
     return nullptr;
   }
   SlabMeta &m = meta_at(page);

@@ -85,14 +85,14 @@ size_t read_small_file(const char *path, char *buf, size_t cap) {
   int saved = errno;
   long fd = os_open(path, O_RDONLY | O_CLOEXEC);
   size_t n = 0;
-  for (long r; fd >= 0 && n < cap - 1 && (r = syscall(SYS_read, fd, buf + n, cap - 1 - n)) != 0;) {
+  for (long r; fd >= 0 && n < cap - 1 && (r = os_syscall(SYS_read, fd, buf + n, cap - 1 - n)) != 0;) {
     if (r < 0) {
       if (errno == EINTR) continue;
       break;
     }
     n += size_t(r);
   }
-  if (fd >= 0) syscall(SYS_close, fd);
+  if (fd >= 0) os_syscall(SYS_close, fd);
   buf[n] = 0;
   errno = saved;
   return n;
@@ -120,7 +120,7 @@ int os_purge_ranges(const iovec *ranges, unsigned n) {
     errno = saved;
     return -1;
   }
-  long r = syscall(SYS_process_madvise, kPidfdSelfThread, ranges, size_t(n), MADV_DONTNEED, 0u);
+  long r = os_syscall(SYS_process_madvise, kPidfdSelfThread, ranges, size_t(n), MADV_DONTNEED, 0u);
   if (r < 0 && (errno == EBADF || errno == ENOSYS || errno == EPERM || errno == ESRCH))
     g_ranges_off.store(true, std::memory_order_relaxed);
   errno = saved;
@@ -182,12 +182,19 @@ int os_clock_gettime(clockid_t clock, timespec *ts) {
     g_vdso_gettime.store(f, std::memory_order_release);
     g_vdso_looked.store(true, std::memory_order_release);
   }
-  if (f) return f(clock, ts);
-  return int(syscall(SYS_clock_gettime, clock, ts));
+  if (f) {   // (the vDSO's entry returns -errno, as the system call itself does)
+    int r = f(clock, ts);
+    if (ZNS_UNLIKELY(r < 0)) {
+      errno = -r;
+      return -1;
+    }
+    return 0;
+  }
+  return int(os_syscall(SYS_clock_gettime, clock, ts));
 }
 
 int os_open(const char *path, int flags, unsigned mode) {
-  return int(syscall(SYS_openat, AT_FDCWD, path, flags, mode));
+  return int(os_syscall(SYS_openat, AT_FDCWD, path, flags, mode));
 }
 
 namespace {
@@ -258,7 +265,7 @@ unsigned os_numa_topology(uint8_t *cpu_node, unsigned max_cpus, uint16_t *node_i
     for (unsigned long w : mask) n += unsigned(__builtin_popcountl(w));
     return n;
   };
-  if (syscall(SYS_get_mempolicy, &mode, mask, 1024ul, nullptr, 0ul) == 0) {
+  if (os_syscall(SYS_get_mempolicy, &mode, mask, 1024ul, nullptr, 0ul) == 0) {
     unsigned in_mask = nodes_in();
     int m = mode & 0xff;
     if (!(m == 0 || m == 4 || (m == 1 && in_mask == 0) || ((m == 2 || m == 5) && in_mask > 1)))
@@ -268,7 +275,7 @@ unsigned os_numa_topology(uint8_t *cpu_node, unsigned max_cpus, uint16_t *node_i
   // there, whatever the policy says.
   for (unsigned long &w : mask) w = 0;
   constexpr unsigned long kMemsAllowed = 4;   // MPOL_F_MEMS_ALLOWED
-  if (!*not_local && syscall(SYS_get_mempolicy, nullptr, mask, 1024ul, nullptr, kMemsAllowed) == 0 && nodes_in() < 2)
+  if (!*not_local && os_syscall(SYS_get_mempolicy, nullptr, mask, 1024ul, nullptr, kMemsAllowed) == 0 && nodes_in() < 2)
     *not_local = "the process may have memory of one node only (its cpuset's mems)";
   errno = saved;
   return count;

@@ -3,6 +3,7 @@
 // can hook them.  Also the allocation-free formatter used for error lines and the stats dump.
 #pragma once
 #include <atomic>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <pthread.h>
@@ -64,20 +65,65 @@ int os_purge_ranges(const iovec *ranges, unsigned n);
 bool os_populate(void *p, size_t bytes);
 // Milliseconds on a monotonic, cheap (coarse) clock.
 uint64_t now_ms();
+// A system call made by the instruction itself.  The C library's syscall() is a symbol too, which
+// a program or a preloaded tool may define (a tracer; libfaketime built with INTERCEPT_SYSCALL),
+// and the library makes these calls under its locks (a review, 2026-12-05: a tracer's syscall()
+// taking its mutex deadlocked two threads as its mmap() had).  Returns as syscall() does: the
+// result, or -1 with errno set.  Up to six integer or pointer arguments.
+inline long raw_syscall(long nr, long a, long b, long c, long d, long e, long f) {
+#if defined(__x86_64__)
+  register long r10 __asm__("r10") = d;
+  register long r8 __asm__("r8") = e;
+  register long r9 __asm__("r9") = f;
+  long r;
+  __asm__ volatile("syscall"
+                   : "=a"(r)
+                   : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                   : "rcx", "r11", "memory");
+  return r;
+#elif defined(__aarch64__)
+  register long x8 __asm__("x8") = nr;
+  register long x0 __asm__("x0") = a;
+  register long x1 __asm__("x1") = b;
+  register long x2 __asm__("x2") = c;
+  register long x3 __asm__("x3") = d;
+  register long x4 __asm__("x4") = e;
+  register long x5 __asm__("x5") = f;
+  __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
+  return x0;
+#else
+#error "raw_syscall: add this architecture's system call instruction"
+#endif
+}
+template <class T> inline long syscall_arg(T v) { return long(v); }   // (integers)
+template <class T> inline long syscall_arg(T *v) { return long(reinterpret_cast<uintptr_t>(v)); }
+inline long syscall_arg(std::nullptr_t) { return 0; }
+template <class... A> inline long os_syscall(long nr, A... args) {
+  static_assert(sizeof...(A) <= 6, "at most six arguments");
+  long v[6] = {syscall_arg(args)...};
+  long r = raw_syscall(nr, v[0], v[1], v[2], v[3], v[4], v[5]);
+  if (ZNS_UNLIKELY(r < 0 && r > -4096)) {
+    errno = int(-r);
+    return -1;
+  }
+  return r;
+}
+
 // The C library's memory and clock calls are symbols a program or a preloaded tool may define
 // (a tracer, libfaketime), and one that takes a lock of its own or allocates or frees in them
 // meets the library's locks, which are held around these calls: a deadlock on the thread itself,
 // or lock-order inversion with another (reviews of 2026-12-05).  So the library makes them as raw
-// system calls, or through the vDSO for the clock.  Declared in namespace zns, these hide ::mmap
-// and the rest for every unqualified call in the library's code; the clock is os_clock_gettime.
+// system calls (os_syscall), or through the vDSO for the clock.  Declared in namespace zns, these
+// hide ::mmap and the rest for every unqualified call in the library's code; the clock is
+// os_clock_gettime.
 inline void *mmap(void *a, size_t n, int prot, int flags, int fd, off_t off) {
-  return reinterpret_cast<void *>(syscall(SYS_mmap, a, n, prot, flags, fd, off));
+  return reinterpret_cast<void *>(os_syscall(SYS_mmap, a, n, prot, flags, fd, off));
 }
-inline int munmap(void *a, size_t n) { return int(syscall(SYS_munmap, a, n)); }
-inline int mprotect(void *a, size_t n, int prot) { return int(syscall(SYS_mprotect, a, n, prot)); }
-inline int madvise(void *a, size_t n, int advice) { return int(syscall(SYS_madvise, a, n, advice)); }
+inline int munmap(void *a, size_t n) { return int(os_syscall(SYS_munmap, a, n)); }
+inline int mprotect(void *a, size_t n, int prot) { return int(os_syscall(SYS_mprotect, a, n, prot)); }
+inline int madvise(void *a, size_t n, int advice) { return int(os_syscall(SYS_madvise, a, n, advice)); }
 inline void *mremap(void *a, size_t n, size_t m, int flags, void *to = nullptr) {
-  return reinterpret_cast<void *>(syscall(SYS_mremap, a, n, m, flags, to));
+  return reinterpret_cast<void *>(os_syscall(SYS_mremap, a, n, m, flags, to));
 }
 // clock_gettime through the vDSO's own entry (found once in its symbol table), else the system call.
 int os_clock_gettime(clockid_t clock, timespec *ts);

@@ -469,7 +469,7 @@ uintptr_t ret_byte(uintptr_t ra) {
 bool shadow_stack() {   // a CET shadow stack would fault at the detour's returns
 #if defined(__x86_64__)
   unsigned long features = 0;
-  return syscall(SYS_arch_prctl, 0x5005 /* ARCH_SHSTK_STATUS */, &features) == 0 && (features & 1);
+  return os_syscall(SYS_arch_prctl, 0x5005 /* ARCH_SHSTK_STATUS */, &features) == 0 && (features & 1);
 #else
   return true;
 #endif

@@ -195,8 +195,8 @@ uint64_t now_ns() {
 void to_stderr(Buf &line) {
   int fd = 2;
   if (t_private_fds) {
-    int pidfd = int(syscall(SYS_pidfd_open, getpid(), 0));
-    fd = pidfd < 0 ? -1 : int(syscall(SYS_pidfd_getfd, pidfd, 2, 0));
+    int pidfd = int(os_syscall(SYS_pidfd_open, getpid(), 0));
+    fd = pidfd < 0 ? -1 : int(os_syscall(SYS_pidfd_getfd, pidfd, 2, 0));
     if (pidfd >= 0) close(pidfd);
     struct stat st;
     if (fd < 0 && stat("/proc/self/fd/2", &st) == 0 && !S_ISREG(st.st_mode))
@@ -749,10 +749,10 @@ void private_fd_table() {
   if (keep[0] > keep[1]) { unsigned x = keep[0]; keep[0] = keep[1]; keep[1] = x; }
   unsigned from = 0;
   for (unsigned k : keep) {
-    if (k > from && syscall(SYS_close_range, from, k - 1, CLOSE_RANGE_UNSHARE) != 0) return;
+    if (k > from && os_syscall(SYS_close_range, from, k - 1, CLOSE_RANGE_UNSHARE) != 0) return;
     if (k + 1 > from) from = k + 1;
   }
-  if (syscall(SYS_close_range, from, ~0u, CLOSE_RANGE_UNSHARE) != 0) return;
+  if (os_syscall(SYS_close_range, from, ~0u, CLOSE_RANGE_UNSHARE) != 0) return;
   t_private_fds = true;
   g_private_fds.store(true, std::memory_order_release);
 }
@@ -778,7 +778,7 @@ void *tier_thread(void *) {
     }
   }
   // The registration failed (the only stop): its own table's copies go with it.
-  if (t_private_fds) syscall(SYS_close_range, 0u, ~0u, 0u);
+  if (t_private_fds) os_syscall(SYS_close_range, 0u, ~0u, 0u);
   return nullptr;
 }
 
@@ -812,7 +812,7 @@ int open_backing_file() {
 // *user_only: only UFFD_USER_MODE_ONLY is allowed here.
 int open_uffd(bool *user_only) {
   *user_only = false;
-  int fd = int(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  int fd = int(os_syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
   if (fd < 0) {
     int dev = os_open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
     if (dev >= 0) {
@@ -821,7 +821,7 @@ int open_uffd(bool *user_only) {
     }
   }
   if (fd < 0) {
-    int probe = int(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+    int probe = int(os_syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
     if (probe >= 0) { *user_only = true; close(probe); }
     return -1;
   }
