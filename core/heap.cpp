@@ -693,7 +693,7 @@ uint32_t dirty_take(unsigned node, unsigned k, unsigned *had) {
 // When the region is full: an empty slab of another span, for a slab of k pages for a thread on
 // `node`.  A clean one first (its pages are all purged: they fault in on `node`); else the oldest
 // dirty one of the longest span, whose pages beyond the k are purged now: of another node, as the
-// caller found none of its own (cross_node_takes).  *clean: some of the first k pages are not
+// caller found none of its own (cross_node_takes; *cross).  *clean: some of the first k pages are not
 // resident (the tier must present them or reserve their room).  Under the depot lock.
 uint32_t depot_other(unsigned k, unsigned node, bool *clean, bool *cross) {
   for (unsigned j = 1; j <= kMaxSlabPages; ++j) {
