@@ -3,9 +3,12 @@
  *
  *   probe      prints one line: "clock_ghz=G rtt_ns=R"
  *
- * clock_ghz  a chain of 200M dependent adds (one per cycle on any x86-64 core) over its CLOCK_MONOTONIC
- *            time: the clock this thread actually ran at, less whatever share of the core it lost
- *            (a VM's vCPU descheduled, a sibling hyperthread busy).  The single-thread rows move with it.
+ * clock_ghz  a chain of 200M dependent register-to-register adds (one per cycle on any x86-64 core)
+ *            over its CLOCK_MONOTONIC time: the clock this thread actually ran at, less whatever share
+ *            of the core it lost (a VM's vCPU descheduled, a sibling hyperthread busy).  The
+ *            single-thread rows move with it.  Not `add $1`: an Intel Xeon of family 6 model 207
+ *            (2026-12-05) ran a chain of those at 2.3 per cycle and the probe read 5.5-12.6 "GHz"
+ *            (a chain of imul, 3 cycles each, agreed with the register adds: 2.5 GHz).
  * rtt_ns     two threads pass one cache line back and forth 100k times: the round trip of a line
  *            between the two cores (the median of 5 runs).  On this VM it has been seen at ~230 ns and
  *            at 410-560 ns; the rows where one thread frees what another allocated (prodcons,
@@ -28,11 +31,11 @@ static double now_ns(void) {
 
 static double clock_ghz(void) {
   const uint64_t n = 200000000;
-  uint64_t x = 0;
+  uint64_t x = 0, one = 1;
   double t0 = now_ns();
   for (uint64_t i = 0; i < n; i += 8)   /* 8 dependent adds per iteration, the loop's own work in parallel */
-    __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
-                     "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0" : "+r"(x));
+    __asm__ volatile("add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\t"
+                     "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0" : "+r"(x) : "r"(one));
   double t = now_ns() - t0;
   return x == n ? n / t : 0;
 }
