@@ -12,8 +12,10 @@
 
 int main(int argc, char **argv) {
   std::vector<std::string> names;
-  for (char **e = environ; *e; ++e)
-    if (std::string(*e).rfind("ZNS_", 0) == 0) names.push_back(std::string(*e).substr(0, std::string(*e).find('=')));
+  for (char **e = environ; *e; ++e) {   // (names first: unsetenv changes environ)
+    std::string entry = *e;
+    if (entry.rfind("ZNS_", 0) == 0) names.push_back(entry.substr(0, entry.find('=')));
+  }
   for (const std::string &n : names) unsetenv(n.c_str());
   doctest::Context context(argc, argv);
   return context.run();
