@@ -7,8 +7,10 @@
  * held itself (a review, 2026-12-05).  The library now makes those calls without the C library's
  * symbols.  The tracer wraps syscall() too (libfaketime can): the library's first "raw" calls went
  * through it, and hung here as its mmap had (the next review).  The wrappers make the real call
- * with the instruction itself.  Two threads churn blocks of many sizes (slabs come and go), call the clock themselves
- * (the tracer logs it) and trim; an alarm turns a hang into a failure. */
+ * with the instruction itself.  And a count: no call but the test's own may reach the wrappers
+ * (39664c0's library: 1035 of its calls went through syscall() in the churn alone).  Two threads
+ * churn blocks of many sizes (slabs come and go), call the clock themselves (the tracer logs it)
+ * and trim; an alarm turns a hang into a failure. */
 #include "tests/api/zns_test.h"
 
 #include <errno.h>
@@ -22,11 +24,18 @@ static __thread int t_in_tracer;
 static char *g_lines[1024];
 static unsigned g_next;
 static unsigned long g_logged;
+static __thread int t_own;                /* the test's own call (not the library's) */
+static unsigned long g_library_calls;     /* calls that reached the wrappers from elsewhere */
+static char g_library_last[32];
 static __thread int t_slow; /* this thread's lines are slow to write out (a full pipe): 1 ms */
 
 static void trace(const char *what) {
   if (t_in_tracer) return;
   t_in_tracer = 1;
+  if (!t_own) {
+    __atomic_fetch_add(&g_library_calls, 1, __ATOMIC_RELAXED);
+    snprintf(g_library_last, sizeof g_library_last, "%s", what);
+  }
   pthread_mutex_lock(&g_tracer);
   if (t_slow) usleep(1000);
   unsigned slot = g_next % 1024;
@@ -91,7 +100,9 @@ static void *worker(void *arg) {
       REQUIRE(v[i]);
     }
     struct timespec ts;
+    t_own = 1;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    t_own = 0;
     for (int i = 0; i < 256; i++) free(v[i]);
     if (it % 8 == 0) malloc_trim(0);
   }
@@ -118,7 +129,9 @@ static void *grower(void *arg) {
 static void *slow_caller(void *arg) {
   t_slow = 1;
   while (!g_grown) {
+    t_own = 1;
     syscall(SYS_gettid);
+    t_own = 0;
     usleep(200);
   }
   return arg;
@@ -134,6 +147,10 @@ int main(void) {
   REQUIRE(pthread_create(&t[0], NULL, grower, NULL) == 0);
   REQUIRE(pthread_create(&t[1], NULL, slow_caller, NULL) == 0);
   for (int i = 0; i < 2; i++) REQUIRE(pthread_join(t[i], NULL) == 0);
+  /* The C library's own calls use its internal entries, never these symbols: whatever reached
+   * them and was not the test's came from the allocator (a count, not a race: deterministic). */
+  CHECK(g_library_calls == 0, "%lu calls of the allocator went through the program's wrappers (the last: %s)",
+        g_library_calls, g_library_last);
   zt_log("wrap_lock: %s, %lu calls traced, no hang", zns ? "zns" : "glibc", g_logged);
   return zt_finish("wrap_lock");
 }
