@@ -1578,15 +1578,21 @@ ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s, void *p, unsigned 
   return true;
 }
 
-// Every block of parked slab s is free (free bits and remote bits cover it)?  Racy: a hint.
+// Every block of parked slab s is free (free bits and remote bits cover it)?  Racy: a hint.  From
+// another thread (apply_remote) s may have begun another life meanwhile, its `blocks` and its
+// bitmap read from different ones: the bitmap is read once, and a line's own words never past
+// kInlineWords (beyond them is the next slab's line: a TSan run caught the read of its `credit`).
 bool parked_complete(const SlabMeta *s) {
-  std::atomic<uint64_t> *rb = rbits(s);
+  std::atomic<uint64_t> *b = bits(s);
+  bool own = b == s->inline_free;
+  std::atomic<uint64_t> *rb = own ? mirror_of(b) : __atomic_load_n(&g_region.rrec[s - g_region.meta], __ATOMIC_RELAXED);
   bool remote = remote_written(page_of(s));
   unsigned words = words_of(s), n = 0;
+  if (own && words > kInlineWords) return false;   // (another life's count)
   for (unsigned w = 0; w < words; ++w)
-    n += unsigned(__builtin_popcountll(free_word(s, w) |
+    n += unsigned(__builtin_popcountll((b == full_bits() ? 0 : b[w].load(std::memory_order_relaxed)) |
                                        (remote ? rb[w].load(std::memory_order_relaxed) : 0)));
-  return n == s->blocks;
+  return n == __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
 }
 
 // Give the pages of a complete parked slab back to the OS in place, for an owner that is idle: the
@@ -1765,8 +1771,11 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
         // most frees leave it short, and only then is every word of the slab counted (up to 128).
         unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED), left = blocks - w * 64;
         uint64_t full = left >= 64 ? ~uint64_t(0) : (uint64_t(1) << left) - 1;
-        bool complete = (old | mask | free_word(s, w)) == full &&
-                        (blocks <= 64 || parked_complete(s));
+        // (w is our block's word in the life we freed into: a line's own words end at kInlineWords)
+        std::atomic<uint64_t> *b = bits(s);
+        uint64_t mine = b == full_bits() || (b == s->inline_free && w >= kInlineWords)
+                            ? 0 : b[w].load(std::memory_order_relaxed);
+        bool complete = (old | mask | mine) == full && (blocks <= 64 || parked_complete(s));
         if (complete && uint32_t(now_ms()) - __atomic_load_n(&g_caches[owner_cache(now)]->last_refill_ms,
                                                              __ATOMIC_RELAXED) >= kParkIdleMs)
           parked_purge(s);
