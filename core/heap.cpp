@@ -1583,14 +1583,12 @@ ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s, void *p, unsigned 
 // bitmap read from different ones: the bitmap is read once, and a line's own words never past
 // kInlineWords (beyond them is the next slab's line: a TSan run caught the read of its `credit`).
 bool parked_complete(const SlabMeta *s) {
-  std::atomic<uint64_t> *b = bits(s);
-  bool own = b == s->inline_free;
-  std::atomic<uint64_t> *rb = own ? mirror_of(b) : __atomic_load_n(&g_region.rrec[s - g_region.meta], __ATOMIC_RELAXED);
+  std::atomic<uint64_t> *b = bits(s), *rb = rbits_of(s, b);
   bool remote = remote_written(page_of(s));
   unsigned words = words_of(s), n = 0;
-  if (own && words > kInlineWords) return false;   // (another life's count)
+  if (b == s->inline_free && words > kInlineWords) return false;   // (another life's count)
   for (unsigned w = 0; w < words; ++w)
-    n += unsigned(__builtin_popcountll((b == full_bits() ? 0 : b[w].load(std::memory_order_relaxed)) |
+    n += unsigned(__builtin_popcountll(racy_free_word(s, b, w) |
                                        (remote ? rb[w].load(std::memory_order_relaxed) : 0)));
   return n == __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
 }
@@ -1771,11 +1769,8 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
         // most frees leave it short, and only then is every word of the slab counted (up to 128).
         unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED), left = blocks - w * 64;
         uint64_t full = left >= 64 ? ~uint64_t(0) : (uint64_t(1) << left) - 1;
-        // (w is our block's word in the life we freed into: a line's own words end at kInlineWords)
-        std::atomic<uint64_t> *b = bits(s);
-        uint64_t mine = b == full_bits() || (b == s->inline_free && w >= kInlineWords)
-                            ? 0 : b[w].load(std::memory_order_relaxed);
-        bool complete = (old | mask | mine) == full && (blocks <= 64 || parked_complete(s));
+        bool complete = (old | mask | racy_free_word(s, bits(s), w)) == full &&
+                        (blocks <= 64 || parked_complete(s));
         if (complete && uint32_t(now_ms()) - __atomic_load_n(&g_caches[owner_cache(now)]->last_refill_ms,
                                                              __ATOMIC_RELAXED) >= kParkIdleMs)
           parked_purge(s);

@@ -356,11 +356,19 @@ ZNS_INLINE uint32_t page_of(const SlabMeta *s) { return uint32_t(s - g_region.me
 ZNS_INLINE std::atomic<uint64_t> *bits(const SlabMeta *s) {
   return __atomic_load_n(&s->bitmap, __ATOMIC_RELAXED);
 }
-ZNS_INLINE std::atomic<uint64_t> *rbits(const SlabMeta *s) {
-  std::atomic<uint64_t> *b = bits(s);
+// (b: s's free bitmap as the caller read it, so that both come from one life of the slab)
+ZNS_INLINE std::atomic<uint64_t> *rbits_of(const SlabMeta *s, std::atomic<uint64_t> *b) {
   if (b == s->inline_free)
     return reinterpret_cast<std::atomic<uint64_t> *>(reinterpret_cast<char *>(b) + g_region.mirror);
   return __atomic_load_n(&g_region.rrec[s - g_region.meta], __ATOMIC_RELAXED);
+}
+ZNS_INLINE std::atomic<uint64_t> *rbits(const SlabMeta *s) { return rbits_of(s, bits(s)); }
+// Word w of free bitmap b of slab s, read by a thread that holds no claim on s: s may have begun
+// another life, w and b be of different ones; a line's own words end at kInlineWords (past them
+// is the next slab's line).  Zero there and for kFullBits.
+ZNS_INLINE uint64_t racy_free_word(const SlabMeta *s, std::atomic<uint64_t> *b, unsigned w) {
+  if (b == full_bits() || (b == s->inline_free && w >= kInlineWords)) return 0;
+  return b[w].load(std::memory_order_relaxed);
 }
 // Word w of slab s's free bits (kFullBits reads as zeros: every block out).
 ZNS_INLINE uint64_t free_word(const SlabMeta *s, unsigned w) {
