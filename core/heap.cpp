@@ -1816,7 +1816,7 @@ void tc_exit(void *arg) {
       for (uint32_t *list : {&tc->partial[c], &tc->full[c]})   // parked slabs first, then the current
         while (*list != kNil) {
           SlabMeta *k = &meta_at(*list);
-          while (!parked_take_back(k)) sched_yield();   // the tier is writing it out: a moment
+          while (!parked_take_back(k)) os_sched_yield();   // the tier is writing it out: a moment
           list_unlink(*list, k);
           give_up(k);
         }
@@ -2166,7 +2166,7 @@ void heap_init() {
     options_load(false);
     g_secure = g_options.ZNS_SECURE != 0;
     if (!os_random(&g_secret, sizeof g_secret))   // no entropy yet: still differs per process
-      g_secret = (uint64_t(now_ms()) << 32) ^ uint64_t(uintptr_t(&saved)) ^ uint64_t(getpid());
+      g_secret = (uint64_t(now_ms()) << 32) ^ uint64_t(uintptr_t(&saved)) ^ uint64_t(os_getpid());
     depot_reset_lists();
     numa_init();
     region_init();

@@ -292,14 +292,14 @@ static_assert(sizeof(sigset_t) <= sizeof(uint64_t[16]), "QuietWrite's saved mask
 namespace {
 bool pending_here(int sig) {
   sigset_t pending;
-  return sigpending(&pending) == 0 && sigismember(&pending, sig);
+  return os_sigpending(&pending) == 0 && sigismember(&pending, sig);
 }
 void take_back(int sig) {
   sigset_t x;
   sigemptyset(&x);
   sigaddset(&x, sig);
   timespec now{0, 0};
-  sigtimedwait(&x, nullptr, &now);
+  os_sigtimedwait(&x, nullptr, &now);
 }
 }  // namespace
 
@@ -345,10 +345,10 @@ bool start_quiet_thread(void *(*fn)(void *)) {
 }
 
 int fd_out_of_the_way(int fd) {
-  int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
-  if (high < 0 && fd <= 2) high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  int high = os_fcntl(fd, F_DUPFD_CLOEXEC, 512);
+  if (high < 0 && fd <= 2) high = os_fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (high < 0) return fd;
-  close(fd);
+  os_close(fd);
   return high;
 }
 
@@ -356,7 +356,7 @@ int write_all(int fd, const char *p, size_t n) {
   NoCancel no_cancel;
   int saved = errno;
   while (n > 0) {
-    ssize_t w = write(fd, p, n);
+    ssize_t w = os_write(fd, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
       int e = errno;

@@ -6,8 +6,12 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -132,6 +136,70 @@ int os_clock_gettime(clockid_t clock, timespec *ts);
 // open(), which may allocate (a tracer's wrapper that copies the path) while the library holds a
 // lock its malloc needs: heap_init opens the tier's file and the NUMA lists under its init lock.
 int os_open(const char *path, int flags, unsigned mode = 0);
+// The library's other system calls, raw for the same reason (and none is a cancellation point):
+// the stats, profiler and tier files (read, write, pread, pwrite, fstat, ...), the tier's
+// userfaultfd (ioctl, poll), its waits (nanosleep) and QuietWrite's signal calls.  libfaketime
+// wraps stat, fstat, poll and nanosleep; fakechroot unlink and rename; a tracer any of them, and
+// the tier makes several under its locks.  Named os_* rather than hiding the C library's names as
+// mmap's above do: a call with a pointer to a struct of the global namespace (stat, pollfd,
+// uffd_msg) would find ::fstat as well and be ambiguous.  tests/api/wrap_lock wraps each of them
+// and counts the calls that reach it.  Left to the C library: pthread_* (its own locks and
+// signals), sigaction/signal and sigprocmask (glibc guards its internal signals), getrandom and
+// getrlimit (once, at start), sysconf, getauxval, sched_getcpu (rseq), the dl* calls.
+inline ssize_t os_read(int fd, void *b, size_t n) { return os_syscall(SYS_read, fd, b, n); }
+inline ssize_t os_write(int fd, const void *b, size_t n) { return os_syscall(SYS_write, fd, b, n); }
+inline ssize_t os_pread(int fd, void *b, size_t n, off_t off) { return os_syscall(SYS_pread64, fd, b, n, off); }
+inline ssize_t os_pwrite(int fd, const void *b, size_t n, off_t off) {
+  return os_syscall(SYS_pwrite64, fd, b, n, off);
+}
+inline int os_close(int fd) { return int(os_syscall(SYS_close, fd)); }
+inline int os_fcntl(int fd, int cmd, long arg = 0) { return int(os_syscall(SYS_fcntl, fd, cmd, arg)); }
+inline off_t os_lseek(int fd, off_t off, int whence) { return off_t(os_syscall(SYS_lseek, fd, off, whence)); }
+inline int os_ftruncate(int fd, off_t len) { return int(os_syscall(SYS_ftruncate, fd, len)); }
+inline int os_fallocate(int fd, int mode, off_t off, off_t len) {
+  return int(os_syscall(SYS_fallocate, fd, mode, off, len));
+}
+inline int os_flock(int fd, int op) { return int(os_syscall(SYS_flock, fd, op)); }
+template <class T> inline int os_ioctl(int fd, unsigned long request, T arg) {
+  return int(os_syscall(SYS_ioctl, fd, request, arg));
+}
+inline int os_fstat(int fd, struct stat *st) { return int(os_syscall(SYS_fstat, fd, st)); }
+inline int os_stat(const char *path, struct stat *st) {
+  return int(os_syscall(SYS_newfstatat, AT_FDCWD, path, st, 0));
+}
+inline int os_unlink(const char *path) { return int(os_syscall(SYS_unlinkat, AT_FDCWD, path, 0)); }
+inline int os_rename(const char *from, const char *to) {
+#ifdef SYS_renameat
+  return int(os_syscall(SYS_renameat, AT_FDCWD, from, AT_FDCWD, to));
+#else
+  return int(os_syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 0));
+#endif
+}
+inline int os_pipe2(int fds[2], int flags) { return int(os_syscall(SYS_pipe2, fds, flags)); }
+inline ssize_t os_sendfile(int out, int in, off_t *off, size_t n) { return os_syscall(SYS_sendfile, out, in, off, n); }
+inline int os_mincore(void *p, size_t n, unsigned char *vec) { return int(os_syscall(SYS_mincore, p, n, vec)); }
+inline int os_msync(void *p, size_t n, int flags) { return int(os_syscall(SYS_msync, p, n, flags)); }
+inline int os_prctl(int option, unsigned long a2 = 0, unsigned long a3 = 0, unsigned long a4 = 0,
+                    unsigned long a5 = 0) {
+  return int(os_syscall(SYS_prctl, option, a2, a3, a4, a5));
+}
+inline ssize_t os_process_vm_readv(pid_t pid, const iovec *local, unsigned long nl, const iovec *remote,
+                                   unsigned long nr, unsigned long flags) {
+  return os_syscall(SYS_process_vm_readv, pid, local, nl, remote, nr, flags);
+}
+inline pid_t os_getpid() { return pid_t(os_syscall(SYS_getpid)); }
+inline int os_sched_yield() { return int(os_syscall(SYS_sched_yield)); }
+inline int os_nanosleep(const timespec *req, timespec *rem) { return int(os_syscall(SYS_nanosleep, req, rem)); }
+// poll(2) as ppoll with no mask (the system call every architecture has); timeout_ms < 0: none.
+inline int os_poll(pollfd *fds, nfds_t n, int timeout_ms) {
+  timespec ts{timeout_ms / 1000, long(timeout_ms % 1000) * 1000000};
+  return int(os_syscall(SYS_ppoll, fds, n, timeout_ms < 0 ? nullptr : &ts, nullptr, 8));
+}
+// The kernel's signal set is 64 bits (_NSIG / 8 bytes), the first word of a sigset_t.
+inline int os_sigpending(sigset_t *set) { return int(os_syscall(SYS_rt_sigpending, set, 8)); }
+inline int os_sigtimedwait(const sigset_t *set, siginfo_t *info, const timespec *timeout) {
+  return int(os_syscall(SYS_rt_sigtimedwait, set, info, timeout, 8));
+}
 // NUMA nodes with CPUs (/sys/devices/system/node/has_cpu, else online): their count, 1 when there
 // is one or the file cannot be read.  With several, node_id[i] gets the id of the node of index i
 // (the ids in order, folded onto max_nodes) and cpu_node[cpu] the index of each CPU's node (from
@@ -165,6 +233,8 @@ bool start_quiet_thread(void *(*fn)(void *));
 // the grow lock held, and every later one waited; a thread that exited with a cancel pending left
 // its whole cache behind).  Every path of an application thread that reaches such a call starts
 // with one of these.  (pthread_setcancelstate is no cancellation point; re-enabling does not act.)
+// Since 2026-12-06 those calls are raw system calls (os_*), which are no cancellation points; the
+// scopes stay for what is left (getrandom at start is one) and for any call added later.
 struct NoCancel {
   int old;
   NoCancel() { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old); }

@@ -63,7 +63,7 @@ struct Out {
 
 void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
   Buf &b = o.b;
-  b.str("zns-slab heap statistics (pid ").u64(uint64_t(getpid())).str(")\n");
+  b.str("zns-slab heap statistics (pid ").u64(uint64_t(os_getpid())).str(")\n");
   b.str("class   size    allocated        freed         live    slabs     live_bytes     slab_bytes  fill%\n");
   o.line();
   for (unsigned c = 0; c < kNumClasses; ++c) {
@@ -131,7 +131,7 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
 
 void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms) {
   Buf &b = o.b;
-  b.str("{\"version\":1,\"pid\":").u64(uint64_t(getpid())).str(",\"secure\":").u64(h.secure ? 1 : 0);
+  b.str("{\"version\":1,\"pid\":").u64(uint64_t(os_getpid())).str(",\"secure\":").u64(h.secure ? 1 : 0);
   if (time_ms >= 0) b.str(",\"time_ms\":").u64(uint64_t(time_ms));
   b.str(",\"classes\":[");
   o.line();
@@ -265,12 +265,12 @@ int open_jsonl(const char *path) {
   fd = fd_out_of_the_way(fd);
   struct stat st;
   // (a file system without flock, EOPNOTSUPP or ENOLCK: written unlocked, as before)
-  if ((flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) || fstat(fd, &st) != 0) {
+  if ((os_flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) || os_fstat(fd, &st) != 0) {
     say_cannot_write(path, errno);
-    close(fd);
+    os_close(fd);
     return -1;
   }
-  if (ftruncate(fd, 0) != 0) {}   // (a FIFO or a character device: nothing to empty)
+  if (os_ftruncate(fd, 0) != 0) {}   // (a FIFO or a character device: nothing to empty)
   g_jsonl_dev = st.st_dev;
   g_jsonl_ino = st.st_ino;
   g_jsonl_fifo = S_ISFIFO(st.st_mode);
@@ -294,9 +294,9 @@ void say_jsonl_lost() {
 // may open the same file on the number itself).
 bool is_jsonl_fd(int fd) {
   struct stat st;
-  int fl = fcntl(fd, F_GETFL), fdfl = fcntl(fd, F_GETFD);
+  int fl = os_fcntl(fd, F_GETFL), fdfl = os_fcntl(fd, F_GETFD);
   return fl >= 0 && (fl & O_ACCMODE) == O_WRONLY && (fl & O_APPEND) && fdfl >= 0 && (fdfl & FD_CLOEXEC) &&
-         fstat(fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino;
+         os_fstat(fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino;
 }
 int jsonl_fd_checked(bool last) {
   if (g_jsonl_fd < 0) return -1;
@@ -310,16 +310,16 @@ int jsonl_fd_checked(bool last) {
     fd = os_open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
   if (fd < 0 && g_jsonl_fifo && errno == ENXIO && !last) return -2;
   if (fd >= 0) {
-    fcntl(fd, F_SETFL, O_APPEND);   // (blocking writes again)
+    os_fcntl(fd, F_SETFL, O_APPEND);   // (blocking writes again)
     fd = fd_out_of_the_way(fd);
   }
-  if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino &&
-      (flock(fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK)) {
+  if (fd >= 0 && os_fstat(fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino &&
+      (os_flock(fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK)) {
     g_jsonl_fd = fd;
     g_jsonl_detached = false;
     return fd;
   }
-  if (fd >= 0) close(fd);
+  if (fd >= 0) os_close(fd);
   g_jsonl_fd = -1;
   g_stats_stopped = true;
   return -1;
@@ -344,7 +344,7 @@ void *interval_thread(void *) {
   uint64_t every = g_options.ZNS_STATS_INTERVAL_MS;
   for (;;) {
     timespec ts{time_t(every / 1000), long(every % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    while (os_nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
     int err;
     {
       Guard g(g_print_lock);
@@ -386,7 +386,7 @@ bool stats_enabled(const char *dest) {
 bool expand_path(const char *dest, char *path, size_t cap) {
   Buf b(path, cap - 1);
   for (const char *s = dest; *s; ++s) {
-    if (s[0] == '%' && s[1] == 'p') { b.u64(uint64_t(getpid())); ++s; }
+    if (s[0] == '%' && s[1] == 'p') { b.u64(uint64_t(os_getpid())); ++s; }
     else b.chr(*s);
   }
   if (b.size() >= cap - 2) return false;
@@ -449,7 +449,7 @@ void stats_at_exit() {
         err = print_jsonl_line(true);
         lost = err < 0;
         if (lost) err = 0;
-        else if (!g_jsonl_detached) close(g_jsonl_fd);
+        else if (!g_jsonl_detached) os_close(g_jsonl_fd);
         g_jsonl_fd = -1;
       }
       g_stats_stopped = true;
@@ -472,7 +472,7 @@ void stats_at_exit() {
         err = print_locked(fd, ends_with(path, ".json"), -1);
       }
       if (err) say_cut_short(path, err);
-      close(fd);
+      os_close(fd);
     }
   }
   errno = saved;
@@ -485,7 +485,7 @@ void stats_after_fork_child() {
   if (g_jsonl_fd < 0) return;
   // (only if it still is the file: the number may be the program's now.  The parent's lock stays:
   // it is the open file's, which the parent still holds.)
-  if (!g_jsonl_detached && is_jsonl_fd(g_jsonl_fd)) close(g_jsonl_fd);
+  if (!g_jsonl_detached && is_jsonl_fd(g_jsonl_fd)) os_close(g_jsonl_fd);
   g_jsonl_fd = -1;
   const char *dest = g_options.ZNS_STATS;
   if (path_per_pid(dest)) {

@@ -102,7 +102,7 @@ struct OwnerLock {
       if (owner.compare_exchange_weak(o, me, std::memory_order_acquire, std::memory_order_relaxed)) return true;
       if (o == me) return false;
       if (spins < 64) __builtin_ia32_pause();
-      else sched_yield();
+      else os_sched_yield();
     }
   }
   void release() { owner.store(0, std::memory_order_release); }
@@ -264,7 +264,7 @@ ino_t g_path_ino;
 
 bool same_file(int fd) {
   struct stat st;
-  return fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == g_path_dev && st.st_ino == g_path_ino;
+  return fd >= 0 && os_fstat(fd, &st) == 0 && st.st_dev == g_path_dev && st.st_ino == g_path_ino;
 }
 
 void say_cannot(const char *what, const char *path, int err) {
@@ -313,7 +313,7 @@ void fork_child() {
   g_changing = false;
   if (!path_per_pid(g_options.ZNS_PROF)) {   // the parent's file is the parent's
     g_child_quiet = true;
-    if (same_file(g_path_fd)) close(g_path_fd);   // (the parent's lock stays: it holds its own)
+    if (same_file(g_path_fd)) os_close(g_path_fd);   // (the parent's lock stays: it holds its own)
     g_path_fd = -1;
   }
   start_interval();   // (a thread of its own, if its path is its own)
@@ -365,12 +365,12 @@ int dump_to(int fd) {
     int maps = err ? -1 : os_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (maps >= 0) {
       for (;;) {
-        ssize_t r = read(maps, g_dump_mem, sizeof g_dump_mem);
+        ssize_t r = os_read(maps, g_dump_mem, sizeof g_dump_mem);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) break;
         if ((err = write_all(fd, g_dump_mem, size_t(r))) != 0) break;
       }
-      close(maps);
+      os_close(maps);
     }
     if (err) q.failed(err);
   }
@@ -395,17 +395,17 @@ bool claim_path(const char *dest) {
   }
   fd = fd_out_of_the_way(fd);
   struct stat st;
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
-    close(fd);
+  if (os_flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+    os_close(fd);
     g_child_quiet = true;
     return true;
   }
-  if (fstat(fd, &st) != 0) {
-    close(fd);
+  if (os_fstat(fd, &st) != 0) {
+    os_close(fd);
     return true;   // (opened again at the dump)
   }
   // A FIFO whose reader waits is kept open too: a close would be its reader's end of file.
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  os_fcntl(fd, F_SETFL, os_fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   g_path_fd = fd;
   g_path_dev = st.st_dev;
   g_path_ino = st.st_ino;
@@ -421,18 +421,18 @@ int dump_path(const char *path_or_null, bool say) {
   bool own = !path_or_null && same_file(g_path_fd);
   if (own) {
     fd = g_path_fd;
-    if (lseek(fd, 0, SEEK_SET) != 0 || ftruncate(fd, 0) != 0) {}   // (a FIFO: written as it is)
+    if (os_lseek(fd, 0, SEEK_SET) != 0 || os_ftruncate(fd, 0) != 0) {}   // (a FIFO: written as it is)
   } else {
     errno = ENAMETOOLONG;
     if (expand_path(dest, path, sizeof path)) {
       // (O_NONBLOCK: a FIFO without a reader fails with ENXIO instead of hanging the exit)
       fd = os_open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
-      if (fd >= 0) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+      if (fd >= 0) os_fcntl(fd, F_SETFL, os_fcntl(fd, F_GETFL) & ~O_NONBLOCK);
       dest = path;
     }
   }
   int err = fd < 0 ? errno : dump_to(fd);
-  if (fd >= 0 && !own) close(fd);
+  if (fd >= 0 && !own) os_close(fd);
   if (err && say) say_cannot("cannot write the heap profile to ", dest, err);
   uint64_t dropped = __atomic_load_n(&g_dropped, __ATOMIC_RELAXED);
   if (!err && dropped) {
@@ -457,7 +457,7 @@ void *interval_thread(void *) {
   }
   for (;;) {
     timespec ts{time_t(every / 1000), long(every % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    while (os_nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
     if (g_child_quiet) return nullptr;   // (another process's path: see claim_path)
     // PATH.N.tmp, renamed once whole: a process that ends in the middle leaves no PATH.N cut short
     ++g_interval_seq;
@@ -467,7 +467,7 @@ void *interval_thread(void *) {
     char final_path[540];
     Buf(final_path, sizeof final_path - 1).str(base).chr('.').u64(g_interval_seq).chr('\0');
     final_path[sizeof final_path - 1] = 0;
-    if (rename(path, final_path) != 0) return nullptr;
+    if (os_rename(path, final_path) != 0) return nullptr;
   }
 }
 

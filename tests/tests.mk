@@ -85,7 +85,7 @@ $(BUILD)/tests/api/deepbind $(BUILD)/tests/api/deepbind.static: TEST_LDFLAGS := 
 # driven by tests/tier/run.sh
 TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.static $(if $(LIBC_A),$(BUILD)/tests/tier/tier_test.fullstatic)
 # driven by tests/prof/run.sh (the heap profiler library: built here whether `all` found libunwind or not)
-PROF_TEST     := $(PROF_SO) $(BUILD)/tests/prof/prof_sites $(BUILD)/tests/prof/prof_stress $(BUILD)/tests/prof/prof_edge
+PROF_TEST     := $(PROF_SO) $(BUILD)/tests/prof/prof_sites $(BUILD)/tests/prof/prof_stress $(BUILD)/tests/prof/prof_edge $(BUILD)/tests/api/wrap_lock
 test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC) $(PROG_FULL) $(TIER_TEST) $(TEST_PLUGINS) $(PROF_TEST)
 test: deps-test
 	@$(MAKE) --no-print-directory -j$$(nproc) test-build

@@ -195,16 +195,16 @@ uint64_t now_ns() {
 void to_stderr(Buf &line) {
   int fd = 2;
   if (t_private_fds) {
-    int pidfd = int(os_syscall(SYS_pidfd_open, getpid(), 0));
+    int pidfd = int(os_syscall(SYS_pidfd_open, os_getpid(), 0));
     fd = pidfd < 0 ? -1 : int(os_syscall(SYS_pidfd_getfd, pidfd, 2, 0));
-    if (pidfd >= 0) close(pidfd);
+    if (pidfd >= 0) os_close(pidfd);
     struct stat st;
-    if (fd < 0 && stat("/proc/self/fd/2", &st) == 0 && !S_ISREG(st.st_mode))
+    if (fd < 0 && os_stat("/proc/self/fd/2", &st) == 0 && !S_ISREG(st.st_mode))
       fd = os_open("/proc/self/fd/2", O_WRONLY | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) return;
   }
   line.say(fd);   // (stderr may be a file past a file-size limit too)
-  if (fd != 2) close(fd);
+  if (fd != 2) os_close(fd);
 }
 
 void say(const char *a, const char *b = "", const char *c = "") {
@@ -238,7 +238,7 @@ void record_latency(uint64_t ns) {
 int pwrite_all(const char *p, size_t n, off_t off) {
   QuietWrite q;
   while (n) {
-    ssize_t w = pwrite(g_fd, p, n, off);
+    ssize_t w = os_pwrite(g_fd, p, n, off);
     if (w < 0 && errno == EINTR) continue;
     if (w < 0) q.failed(errno);
     if (w <= 0) return w < 0 ? errno : ENOSPC;
@@ -248,13 +248,13 @@ int pwrite_all(const char *p, size_t n, off_t off) {
 }
 int fallocate_quiet(int fd, int mode, off_t off, off_t len) {
   QuietWrite q;
-  int r = fallocate(fd, mode, off, len);
+  int r = os_fallocate(fd, mode, off, len);
   if (r != 0) q.failed(errno);
   return r;
 }
 int pread_all(char *p, size_t n, off_t off) {
   while (n) {
-    ssize_t r = pread(g_fd, p, n, off);
+    ssize_t r = os_pread(g_fd, p, n, off);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return errno;
     if (r == 0) { __builtin_memset(p, 0, n); return 0; }   // past the end: a hole
@@ -269,7 +269,7 @@ inline off_t page_off(uint32_t page) { return off_t(page) * off_t(kPageSize); }
 // ---- userfaultfd primitives ----------------------------------------------------------------------------
 void uffd_wake(char *dst, size_t len) {
   uffdio_range r{uint64_t(uintptr_t(dst)), len};
-  ioctl(g_uffd, UFFDIO_WAKE, &r);
+  os_ioctl(g_uffd, UFFDIO_WAKE, &r);
 }
 
 // Install src at dst, page by page where pages are already present (EEXIST: someone was first;
@@ -284,7 +284,7 @@ int uffd_copy(char *dst, const char *src, size_t len, bool wp = false, bool *ski
     size_t n = len - done < step ? len - done : step;
     uffdio_copy c{uint64_t(uintptr_t(dst + done)), uint64_t(uintptr_t(src + done)), n,
                   wp ? UFFDIO_COPY_MODE_WP : 0, 0};
-    if (ioctl(g_uffd, UFFDIO_COPY, &c) == 0) { done += n; continue; }
+    if (os_ioctl(g_uffd, UFFDIO_COPY, &c) == 0) { done += n; continue; }
     int e = errno;
     if (c.copy > 0) { done += size_t(c.copy); continue; }
     if (e == ENOENT && step > kPageSize) { step = kPageSize; continue; }
@@ -303,21 +303,21 @@ int uffd_copy(char *dst, const char *src, size_t len, bool wp = false, bool *ski
 int uffd_protect(char *p, size_t len, bool on) {
   uffdio_writeprotect w{{uint64_t(uintptr_t(p)), len}, on ? UFFDIO_WRITEPROTECT_MODE_WP : 0};
   for (int tries = 0;; ++tries) {
-    if (ioctl(g_uffd, UFFDIO_WRITEPROTECT, &w) == 0) return 0;
+    if (os_ioctl(g_uffd, UFFDIO_WRITEPROTECT, &w) == 0) return 0;
     if ((errno != EAGAIN && errno != EINTR) || tries > 1000) return errno;
   }
 }
 
 bool all_resident(char *p, size_t len) {
   unsigned char v[kMaxSlabPages];
-  if (mincore(p, len, v) != 0) return false;
+  if (os_mincore(p, len, v) != 0) return false;
   for (size_t i = 0; i < len / kPageSize; ++i)
     if (!(v[i] & 1)) return false;
   return true;
 }
 bool any_resident(char *p, size_t len) {
   unsigned char v[kMaxSlabPages];
-  if (mincore(p, len, v) != 0) return false;
+  if (os_mincore(p, len, v) != 0) return false;
   for (size_t i = 0; i < len / kPageSize; ++i)
     if (v[i] & 1) return true;
   return false;
@@ -399,14 +399,14 @@ void govern(uint64_t now) {
 // fd, in this thread's table, is the file of that identity.
 bool fd_is(int fd, dev_t dev, ino_t ino) {
   struct stat st;
-  return fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
+  return fd >= 0 && os_fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
 }
 
 // The backing file is still the one we opened.  Once it is not, nothing more leaves RAM.
 bool file_still_ours() {
   if (g_fd_lost.load(std::memory_order_relaxed)) return false;
   struct stat st;
-  if (fstat(g_fd, &st) == 0 && st.st_dev == g_fd_dev && st.st_ino == g_fd_ino &&
+  if (os_fstat(g_fd, &st) == 0 && st.st_dev == g_fd_dev && st.st_ino == g_fd_ino &&
       (g_uffd < 0 || t_private_fds || fd_is(g_uffd, g_uffd_dev, g_uffd_ino))) return true;
   g_fd_lost.store(true);
   say("the backing file's descriptor was closed or replaced by the program: no more slabs leave RAM");
@@ -482,7 +482,7 @@ bool evict(uint32_t page) {
     // madvise: the kernel writes back dirty file pages only from kswapd, so write them back here
     // (msync), then ask for the pages to be dropped.  A store in between re-dirties a page and
     // MADV_PAGEOUT leaves it: nothing is lost, the slab just stays resident.
-    if (msync(addr, len, MS_SYNC) != 0) {
+    if (os_msync(addr, len, MS_SYNC) != 0) {
       report_error("writing a slab back (msync)", errno);
     } else if (madvise(addr, len, MADV_PAGEOUT) != 0) {
       pages_stay(t, errno, "MADV_PAGEOUT");   // (file pages: nothing to restore)
@@ -598,7 +598,7 @@ void serve_fault(const uffd_msg &msg) {
 void drain_faults() {
   uffd_msg msgs[64];
   for (;;) {
-    ssize_t n = read(g_uffd, msgs, sizeof msgs);
+    ssize_t n = os_read(g_uffd, msgs, sizeof msgs);
     if (n <= 0) return;   // EAGAIN: nothing pending
     for (size_t i = 0; i < size_t(n) / sizeof(uffd_msg); ++i)
       if (msgs[i].event == UFFD_EVENT_PAGEFAULT) serve_fault(msgs[i]);
@@ -766,11 +766,11 @@ void *tier_thread(void *) {
     int timeout = now >= next ? 0 : int(next - now);
     if (g_tier_mode == kTierUffd) {
       pollfd pfd{g_uffd, POLLIN, 0};
-      int r = poll(&pfd, 1, timeout);
+      int r = os_poll(&pfd, 1, timeout);
       if (r > 0) drain_faults();
     } else {
       timespec ts{timeout / 1000, long(timeout % 1000) * 1000000};
-      nanosleep(&ts, nullptr);
+      os_nanosleep(&ts, nullptr);
     }
     if (now_ms() >= next) {
       scan();
@@ -787,8 +787,8 @@ bool mode_is(const char *v, const char *name) { return __builtin_strcmp(v ? v : 
 
 void note_identity() {
   struct stat st;
-  if (fstat(g_fd, &st) == 0) { g_fd_dev = st.st_dev; g_fd_ino = st.st_ino; }
-  if (g_uffd >= 0 && fstat(g_uffd, &st) == 0) { g_uffd_dev = st.st_dev; g_uffd_ino = st.st_ino; }
+  if (os_fstat(g_fd, &st) == 0) { g_fd_dev = st.st_dev; g_fd_ino = st.st_ino; }
+  if (g_uffd >= 0 && os_fstat(g_uffd, &st) == 0) { g_uffd_dev = st.st_dev; g_uffd_ino = st.st_ino; }
   g_fd_lost.store(false);
 }
 
@@ -799,10 +799,10 @@ int open_backing_file() {
   char path[600];
   for (unsigned n = 0; n < 100; ++n) {
     Buf b(path, sizeof path - 1);
-    b.str(dir).str("/zns-tier-").u64(uint64_t(getpid())).chr('-').u64(n);
+    b.str(dir).str("/zns-tier-").u64(uint64_t(os_getpid())).chr('-').u64(n);
     path[b.size()] = 0;
     fd = os_open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-    if (fd >= 0) { unlink(path); return fd; }
+    if (fd >= 0) { os_unlink(path); return fd; }
     if (errno != EEXIST) break;
   }
   return -1;
@@ -816,17 +816,17 @@ int open_uffd(bool *user_only) {
   if (fd < 0) {
     int dev = os_open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
     if (dev >= 0) {
-      fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-      close(dev);
+      fd = os_ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+      os_close(dev);
     }
   }
   if (fd < 0) {
     int probe = int(os_syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
-    if (probe >= 0) { *user_only = true; close(probe); }
+    if (probe >= 0) { *user_only = true; os_close(probe); }
     return -1;
   }
   uffdio_api api{UFFD_API, UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0};
-  if (ioctl(fd, UFFDIO_API, &api) != 0) { close(fd); return -1; }
+  if (os_ioctl(fd, UFFDIO_API, &api) != 0) { os_close(fd); return -1; }
   return fd;
 }
 
@@ -872,7 +872,7 @@ void *tier_map_region(size_t bytes) {
         "; using ZNS_TIER=madvise");
   }
   void *base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, g_fd, 0);
-  if (base == MAP_FAILED) { say("cannot map the backing file: off"); close(g_fd); g_fd = -1; return nullptr; }
+  if (base == MAP_FAILED) { say("cannot map the backing file: off"); os_close(g_fd); g_fd = -1; return nullptr; }
   g_base = static_cast<char *>(base);
   g_bytes = bytes;
   // No readahead: a fault-in reads the page it needs, and mincore() then tells which slabs the
@@ -968,8 +968,8 @@ void tier_start() {
 namespace {
 // uffd, or no region: the tier cannot run, here nor in a forked child.
 void uffd_off_for_good() {
-  if (g_uffd >= 0) close(g_uffd);
-  if (g_fd >= 0) close(g_fd);
+  if (g_uffd >= 0) os_close(g_uffd);
+  if (g_fd >= 0) os_close(g_fd);
   g_uffd = g_fd = -1;
   g_tier_mode = g_line_mode = kTierOff;
 }
@@ -999,7 +999,7 @@ void start_handler() {
     // Registered only now that a thread serves faults (pages touched before read as they were).
     uffdio_register reg{{uint64_t(uintptr_t(g_region.base)), g_region.bytes},
                         UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, 0};
-    if (ioctl(g_uffd, UFFDIO_REGISTER, &reg) != 0 ||
+    if (os_ioctl(g_uffd, UFFDIO_REGISTER, &reg) != 0 ||
         !(reg.ioctls & (uint64_t(1) << _UFFDIO_WRITEPROTECT)) || !(reg.ioctls & (uint64_t(1) << _UFFDIO_COPY))) {
       say("cannot register the region with userfaultfd (write-protect unsupported?): off");
       g_stop.store(true);   // the thread ends, and closes what its own table holds
@@ -1055,21 +1055,21 @@ bool copy_heap(bool ours, int fd, char *mem, size_t len) {
     // parent's dirty pages): every later store by either process then needs a new block, and on
     // a full disk it is SIGBUS (seen on XFS, in the parent too: review, 2026-12-04).
     for (off_t in = 0; size_t(in) < len;) {
-      if (lseek(fd, in, SEEK_SET) != in) return false;
-      ssize_t r = sendfile(fd, g_fd, &in, len - size_t(in));
+      if (os_lseek(fd, in, SEEK_SET) != in) return false;
+      ssize_t r = os_sendfile(fd, g_fd, &in, len - size_t(in));
       if (r < 0 && errno == EINTR) continue;
       if (r > 0) continue;
       if (r == 0) return true;   // (the parent file's end: the rest reads as zeros, reserved)
       for (; size_t(in) < len; in += off_t(sizeof g_bounce)) {   // no sendfile here: by hand
         size_t n = len - size_t(in) < sizeof g_bounce ? len - size_t(in) : sizeof g_bounce;
-        if (pread_all(g_bounce, n, in) != 0 || pwrite(fd, g_bounce, n, in) != ssize_t(n)) return false;
+        if (pread_all(g_bounce, n, in) != 0 || os_pwrite(fd, g_bounce, n, in) != ssize_t(n)) return false;
       }
     }
     return true;
   }
   if (ours) {
     for (size_t off = 0; off < len;) {
-      ssize_t r = pread(g_fd, mem + off, len - off, off_t(off));
+      ssize_t r = os_pread(g_fd, mem + off, len - off, off_t(off));
       if (r < 0 && errno == EINTR) continue;
       if (r < 0) fatal("tier: cannot read the heap back from the backing file for the forked child", "fork", g_base + off);
       if (r == 0) break;
@@ -1084,19 +1084,19 @@ bool copy_heap(bool ours, int fd, char *mem, size_t len) {
   unsigned lost = 0;
   for (size_t off = 0; off < len; off += kPageSize) {
     if (fd >= 0) {
-      ssize_t r = pwrite(fd, g_base + off, kPageSize, off_t(off));
+      ssize_t r = os_pwrite(fd, g_base + off, kPageSize, off_t(off));
       if (r != ssize_t(kPageSize) && !(r < 0 && errno == EFAULT)) return false;   // EFAULT: zeros stay
       continue;
     }
     iovec to{mem + off, kPageSize}, from{g_base + off, kPageSize};
-    ssize_t r = process_vm_readv(getpid(), &to, 1, &from, 1, 0);
+    ssize_t r = os_process_vm_readv(os_getpid(), &to, 1, &from, 1, 0);
     if (r == ssize_t(kPageSize) || (r < 0 && errno == EFAULT)) continue;
-    if (pfd[0] < 0 && pipe2(pfd, O_CLOEXEC) != 0) { pfd[0] = pfd[1] = -1; ++lost; continue; }
-    r = write(pfd[1], g_base + off, kPageSize);   // (atomic, and the pipe is empty)
+    if (pfd[0] < 0 && os_pipe2(pfd, O_CLOEXEC) != 0) { pfd[0] = pfd[1] = -1; ++lost; continue; }
+    r = os_write(pfd[1], g_base + off, kPageSize);   // (atomic, and the pipe is empty)
     if (r < 0 && errno == EFAULT) continue;
-    if (r != ssize_t(kPageSize) || read(pfd[0], mem + off, kPageSize) != ssize_t(kPageSize)) ++lost;
+    if (r != ssize_t(kPageSize) || os_read(pfd[0], mem + off, kPageSize) != ssize_t(kPageSize)) ++lost;
   }
-  if (pfd[0] >= 0) { close(pfd[0]); close(pfd[1]); }
+  if (pfd[0] >= 0) { os_close(pfd[0]); os_close(pfd[1]); }
   if (lost) say("a forked child could not copy some pages of its heap (no process_vm_readv, no pipe): they read as zeros");
   return true;
 }
@@ -1134,8 +1134,8 @@ bool child_own_file(bool ours, size_t filed) {
             copy_heap(ours, fd, nullptr, filed);
   if (ok && mmap(g_base, g_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd, 0) == MAP_FAILED)
     fatal("tier: cannot map the forked child's own backing file over its heap", "fork", g_base);
-  if (!ok) { close(fd); return false; }
-  if (ours) close(g_fd);   // (else the number is the program's, or even the new file's)
+  if (!ok) { os_close(fd); return false; }
+  if (ours) os_close(g_fd);   // (else the number is the program's, or even the new file's)
   g_fd = fd;
   note_identity();
   g_reserved_pages = filed / kPageSize;
@@ -1156,7 +1156,7 @@ void child_private_heap(bool ours, size_t used, size_t filed) {
       mmap(g_base + used, g_bytes - used, PROT_READ | PROT_WRITE,
            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
     fatal("tier: cannot give the forked child a private heap", "fork", g_base);
-  if (ours) close(g_fd);
+  if (ours) os_close(g_fd);
   g_fd = -1;
 }
 }  // namespace
@@ -1169,18 +1169,18 @@ namespace {
 // faults the same way and needs no descriptor.
 void touch_out_slabs(uint32_t pages) {
   int pfd[2];
-  bool piped = pipe2(pfd, O_CLOEXEC) == 0;
+  bool piped = os_pipe2(pfd, O_CLOEXEC) == 0;
   for (uint32_t p = 0; p < pages; p += kGroupPages) {
     if (tm_at(p).state.load(std::memory_order_acquire) != kOut) continue;
     char c;
     if (piped) {
-      if (write(pfd[1], page_addr(p), 1) == 1) (void)!read(pfd[0], &c, 1);
+      if (os_write(pfd[1], page_addr(p), 1) == 1) (void)!os_read(pfd[0], &c, 1);
     } else {
       iovec to{&c, 1}, from{page_addr(p), 1};
-      (void)!process_vm_readv(getpid(), &to, 1, &from, 1, 0);
+      (void)!os_process_vm_readv(os_getpid(), &to, 1, &from, 1, 0);
     }
   }
-  if (piped) { close(pfd[0]); close(pfd[1]); }
+  if (piped) { os_close(pfd[0]); os_close(pfd[1]); }
 }
 }  // namespace
 
@@ -1228,7 +1228,7 @@ void tier_fork_prepare() {
   }
   if (t_fork_blocked) pthread_sigmask(SIG_SETMASK, &t_fork_sigmask, nullptr);
   t_fork_blocked = false;
-  if (g_tier_mode == kTierMadvise && pipe2(g_fork_pipe, O_CLOEXEC) != 0) {
+  if (g_tier_mode == kTierMadvise && os_pipe2(g_fork_pipe, O_CLOEXEC) != 0) {
     g_fork_pipe[0] = g_fork_pipe[1] = -1;
   }
 }
@@ -1240,13 +1240,13 @@ void tier_fork_parent() {
   if (windowed) {
     block_signals(&t_fork_sigmask);   // until the unlock
     g_fork_window.store(false, std::memory_order_seq_cst);
-    while (g_window_serving.load(std::memory_order_seq_cst) != 0) sched_yield();   // one fault's service
+    while (g_window_serving.load(std::memory_order_seq_cst) != 0) os_sched_yield();   // one fault's service
   }
   if (g_tier_mode == kTierMadvise && g_fork_pipe[0] >= 0) {
-    close(g_fork_pipe[1]);
+    os_close(g_fork_pipe[1]);
     char c;
-    while (read(g_fork_pipe[0], &c, 1) < 0 && errno == EINTR) {}   // the child's copy is done
-    close(g_fork_pipe[0]);
+    while (os_read(g_fork_pipe[0], &c, 1) < 0 && errno == EINTR) {}   // the child's copy is done
+    os_close(g_fork_pipe[0]);
     g_fork_pipe[0] = g_fork_pipe[1] = -1;
   }
   g_tier_lock.unlock();
@@ -1265,8 +1265,8 @@ void tier_fork_child() {
     // uffd: the child's memory is not registered (no fork event): plain anonymous.  (Also a
     // descriptor a failed start left open.)
     // Only what is still ours: a daemon may have closed them and reused the numbers.
-    if (fd_is(g_uffd, g_uffd_dev, g_uffd_ino)) close(g_uffd);
-    if (fd_is(g_fd, g_fd_dev, g_fd_ino)) close(g_fd);
+    if (fd_is(g_uffd, g_uffd_dev, g_uffd_ino)) os_close(g_uffd);
+    if (fd_is(g_fd, g_fd_dev, g_fd_ino)) os_close(g_fd);
     g_uffd = g_fd = -1;
     g_tier_mode = kTierOff;   // until its own tier starts
   } else {
@@ -1290,8 +1290,8 @@ void tier_fork_child() {
     }
     madvise(g_base, g_bytes, MADV_NOHUGEPAGE);
     heap_reguard();
-    if (g_fork_pipe[1] >= 0) { char c = 1; (void)!write(g_fork_pipe[1], &c, 1); close(g_fork_pipe[1]); }
-    if (g_fork_pipe[0] >= 0) close(g_fork_pipe[0]);
+    if (g_fork_pipe[1] >= 0) { char c = 1; (void)!os_write(g_fork_pipe[1], &c, 1); os_close(g_fork_pipe[1]); }
+    if (g_fork_pipe[0] >= 0) os_close(g_fork_pipe[0]);
     g_fork_pipe[0] = g_fork_pipe[1] = -1;
   }
   reset_child_state();
@@ -1312,7 +1312,7 @@ void tier_child_poll() {
   int saved = errno;
   // A filter may forbid what the start needs (a sandboxed worker: sshd's, a browser's); where
   // it does not forbid asking, do not try.  One line, and no tier in this child.
-  if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) > 0) {
+  if (os_prctl(PR_GET_SECCOMP, 0, 0, 0, 0) > 0) {
     say("a forked child under a seccomp filter runs without the tier");
     g_line_mode = kTierOff;
     errno = saved;
@@ -1333,7 +1333,7 @@ void child_start() {
     int u = open_uffd(&user_only);
     int f = u >= 0 ? open_backing_file() : -1;
     if (f < 0) {
-      if (u >= 0) close(u);
+      if (u >= 0) os_close(u);
       say("a forked child could not open its own userfaultfd and backing file: it runs without the tier");
       g_line_mode = kTierOff;
       return;

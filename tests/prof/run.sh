@@ -128,6 +128,15 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
   [ -s "$T/redis.prof" ] || fail "no exit profile from redis-server"
 fi
 
+# ---- 6b. the profiler's files and waits never go through the program's symbols -----------------
+# tests/api/wrap_lock's run "again" (its tracer wraps read, write, fstat, flock, rename, nanosleep,
+# ...: a call of the library that reaches one fails it): churn and a cold heap, profiled at every
+# 4 KiB with a dump every 5 ms (f3b8b02's profiler library: its spin lock's sched_yield, then more)
+echo "== wrapped C library calls"
+(cd "$T" && ZNS_EXPECT=1 WRAP_LOCK_AGAIN=ZNS_PROF ZNS_PROF="$T/wl.prof" ZNS_PROF_INTERVAL_MS=5 ZNS_PROF_RATE=4096 \
+  LD_PRELOAD="$PROF_LIB" timeout 120 "$OLDPWD/$B/tests/api/wrap_lock") || fail "wrap_lock under the profiler library"
+[ -s "$T/wl.prof" ] && [ -s "$T/wl.prof.1" ] || { ls "$T"; fail "wrap_lock wrote no profiles"; }
+
 # ---- 7. the default library has no profiler, and says so -----------------------------------------
 echo "== the default library"
 if ZNS_PROF="$T/none.prof" LD_PRELOAD="$LIB" $B/tests/prof/prof_sites "$T/none-mid.prof" >/dev/null 2>"$T/none.err"; then
