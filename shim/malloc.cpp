@@ -372,10 +372,13 @@ static void *realloc_foreign(void *p, size_t n) {
       fatal("realloc of a block allocated before ZNS-Slab's constructor ran, by an allocator whose "
             "malloc_usable_size is not found", "realloc", p);
     size_t old = u(p);
+    int saved = errno;
     void *q = malloc_plain(n);   // (the profiler's countdown: realloc charges it)
     if (!q) {
       boot_put(p);
-      return nullptr;
+      if (n > old) return nullptr;
+      errno = saved;   // a shrink keeps the block when there is no room to move it (see realloc)
+      return p;
     }
     memcpy(q, p, n < old ? n : old);
     __libc_free(p);
@@ -397,6 +400,7 @@ ZNS_API void *realloc(void *p, size_t n) {
       return nullptr;
     }
     void *q;
+    int saved = errno;
     if (prof_sampled(n)) {   // (the profiler: a sample is a block of its own)
       q = prof_take(n, 0, false);
     } else {
@@ -404,7 +408,14 @@ ZNS_API void *realloc(void *p, size_t n) {
       if (n <= old && (n > old / 2 || old <= 32)) return p;
       q = malloc_plain(n);
     }
-    if (!q) return nullptr;
+    if (!q) {
+      // A shrink that finds no room for the smaller block keeps the one it has, as glibc's shrinks
+      // in place: `p = realloc(p, smaller)` unchecked is common, and NULL there lost the block (a
+      // review, 2026-12-06; jemalloc and tcmalloc return NULL too).
+      if (n > old) return nullptr;
+      errno = saved;
+      return p;
+    }
     memcpy(q, p, n < old ? n : old);
     free_impl(p, "realloc");
     return q;

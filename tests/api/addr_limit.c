@@ -58,11 +58,23 @@ static int child_fill(void) {
     owned += zns_owns(b[n]);
     n++;
   }
-  for (int i = 0; i < n; ++i) CHECK(b[i][500] == (char)(i & 0xff), "block %d lost its bytes", i);
+  int big = n;
+  while (n < MAX && (b[n] = malloc(16)) != NULL) b[n++][0] = 1;   /* the last room, to 16 B */
+  /* A shrink needs no room: glibc shrinks in place (the library's realloc returned NULL and
+   * ENOMEM here until 2026-12-06, and `p = realloc(p, smaller)` lost the block). */
+  static const size_t shrink[] = {16, 100, 400, 480};   /* (each at most half: a new block) */
+  for (int i = 0; i < 4 && i < big; ++i) {
+    errno = 0;
+    char *q = realloc(b[i], shrink[i]);
+    CHECK(q != NULL && errno == 0, "realloc(1000-byte block, %zu) with no room left: %p, errno %d", shrink[i], q, errno);
+    if (q) b[i] = q;
+  }
+  for (int i = 0; i < big; ++i) CHECK(b[i][0] == (char)(i & 0xff), "block %d lost its bytes", i);
+  for (int i = 4; i < big; ++i) CHECK(b[i][500] == (char)(i & 0xff), "block %d lost its bytes", i);
   for (int i = 0; i < n; ++i) free(b[i]);
   void *again = malloc(1000);   /* room again */
   CHECK(again != NULL && zns_owns(again), "after freeing everything, malloc(1000) = %p", again);
-  printf("%d %d\n", owned, n);
+  printf("%d %d\n", owned, big);
   return zt_failures ? 1 : 0;
 }
 
