@@ -143,7 +143,10 @@ int os_open(const char *path, int flags, unsigned mode = 0);
 // the tier makes several under its locks.  Named os_* rather than hiding the C library's names as
 // mmap's above do: a call with a pointer to a struct of the global namespace (stat, pollfd,
 // uffd_msg) would find ::fstat as well and be ambiguous.  tests/api/wrap_lock wraps each of them
-// and counts the calls that reach it.  Left to the C library: pthread_* (its own locks and
+// and counts the calls that reach it.  Each makes the system call glibc 2.36 makes for it on x86-64
+// (fstat and stat as newfstatat, nanosleep as clock_nanosleep, poll, unlink and rename as
+// themselves where the architecture has them), so that a seccomp filter written for the program
+// allows the library's calls as well (tests/api/seccomp_purge).  Left to the C library: pthread_* (its own locks and
 // signals), sigaction/signal and sigprocmask (glibc guards its internal signals), getrandom and
 // getrlimit (once, at start), sysconf, getauxval, sched_getcpu (rseq), the dl* calls.
 inline ssize_t os_read(int fd, void *b, size_t n) { return os_syscall(SYS_read, fd, b, n); }
@@ -163,14 +166,22 @@ inline int os_flock(int fd, int op) { return int(os_syscall(SYS_flock, fd, op));
 template <class T> inline int os_ioctl(int fd, unsigned long request, T arg) {
   return int(os_syscall(SYS_ioctl, fd, request, arg));
 }
-inline int os_fstat(int fd, struct stat *st) { return int(os_syscall(SYS_fstat, fd, st)); }
+inline int os_fstat(int fd, struct stat *st) {
+  return int(os_syscall(SYS_newfstatat, fd, "", st, AT_EMPTY_PATH));
+}
 inline int os_stat(const char *path, struct stat *st) {
   return int(os_syscall(SYS_newfstatat, AT_FDCWD, path, st, 0));
 }
-inline int os_unlink(const char *path) { return int(os_syscall(SYS_unlinkat, AT_FDCWD, path, 0)); }
+inline int os_unlink(const char *path) {
+#ifdef SYS_unlink
+  return int(os_syscall(SYS_unlink, path));
+#else
+  return int(os_syscall(SYS_unlinkat, AT_FDCWD, path, 0));
+#endif
+}
 inline int os_rename(const char *from, const char *to) {
-#ifdef SYS_renameat
-  return int(os_syscall(SYS_renameat, AT_FDCWD, from, AT_FDCWD, to));
+#ifdef SYS_rename
+  return int(os_syscall(SYS_rename, from, to));
 #else
   return int(os_syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 0));
 #endif
@@ -189,11 +200,17 @@ inline ssize_t os_process_vm_readv(pid_t pid, const iovec *local, unsigned long 
 }
 inline pid_t os_getpid() { return pid_t(os_syscall(SYS_getpid)); }
 inline int os_sched_yield() { return int(os_syscall(SYS_sched_yield)); }
-inline int os_nanosleep(const timespec *req, timespec *rem) { return int(os_syscall(SYS_nanosleep, req, rem)); }
-// poll(2) as ppoll with no mask (the system call every architecture has); timeout_ms < 0: none.
+inline int os_nanosleep(const timespec *req, timespec *rem) {
+  return int(os_syscall(SYS_clock_nanosleep, CLOCK_REALTIME, 0, req, rem));   // (-1/errno, as nanosleep)
+}
+// poll(2); where there is no such call, ppoll with no mask.  timeout_ms < 0: none.
 inline int os_poll(pollfd *fds, nfds_t n, int timeout_ms) {
+#ifdef SYS_poll
+  return int(os_syscall(SYS_poll, fds, n, timeout_ms));
+#else
   timespec ts{timeout_ms / 1000, long(timeout_ms % 1000) * 1000000};
   return int(os_syscall(SYS_ppoll, fds, n, timeout_ms < 0 ? nullptr : &ts, nullptr, 8));
+#endif
 }
 // The kernel's signal set is 64 bits (_NSIG / 8 bytes), the first word of a sigset_t.
 inline int os_sigpending(sigset_t *set) { return int(os_syscall(SYS_rt_sigpending, set, 8)); }
