@@ -17,6 +17,9 @@
  *   child-seccomp              (run with ZNS_TIER_CHILD_MS=300) a forked child that installs a
  *                              seccomp filter (killing on userfaultfd and clone) allocates on:
  *                              its tier is not tried, and it lives
+ *   falloc-refused             (madvise) a seccomp filter refuses fallocate (EPERM) from some point
+ *                              on: new memory comes from the next allocator, one line says so, and
+ *                              the refusal is not tried again on every allocation
  *   quarantine-fork            (run with ZNS_SECURE=1) fork while another thread holds freed blocks
  *                              in its quarantine: the child's release of that dead thread's
  *                              quarantine must not reach the parent, whose thread later checks the
@@ -634,6 +637,37 @@ static int child_tier(void) {
   CHECK(out > 10, "the parent's tier paged out %zu slabs after the child", out);
   CHECK(count_bad(b, N) == 0);
   return zt_finish("child-tier");
+}
+
+/* ---- falloc-refused ---------------------------------------------------------------------------- */
+/* A program that sandboxes itself with a filter that refuses fallocate (EPERM), as one written for
+ * what the program itself calls would: the madvise tier cannot reserve room in its file for new
+ * slabs.  The program goes on (the next allocator serves), and the tier stops asking: until
+ * 2026-12-06 each allocation that wanted a new slab made three refused calls (~200k a second). */
+static int falloc_refused(void) {
+  enum { N = 20000 };
+  struct blk *a = make_blocks(N, 700, 5151);   /* before the filter: from the heap */
+  struct sock_filter f[] = {
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_fallocate, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+  REQUIRE(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+          syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) == 0);
+  struct blk *b[4];
+  for (int r = 0; r < 4; ++r) b[r] = make_blocks(N, 700, 6000 + r);   /* ~28 MB more: new slabs */
+  unsigned long long errs = tier().evict_errors;
+  for (int r = 0; r < 4; ++r) CHECK(count_bad(b[r], N) == 0, "round %d: bytes lost", r);
+  CHECK(count_bad(a, N) == 0, "bytes lost in the blocks from before the filter");
+  if (tier().mode == 2)
+    CHECK(errs >= 1 && errs <= 3, "%llu refused fallocate tries counted (the refusal is for good: one)", errs);
+  for (int r = 0; r < 4; ++r)
+    for (size_t i = 0; i < N; ++i) free(b[r][i].p);
+  for (size_t i = 0; i < N; ++i) free(a[i].p);
+  zt_log("falloc-refused: %llu refused tries; the program ran on", errs);
+  return zt_finish("falloc-refused");
 }
 
 /* ---- child-seccomp ---------------------------------------------------------------------------- */
@@ -1301,6 +1335,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "fork-mask")) return fork_mask();
   if (!strcmp(c, "child-tier")) return child_tier();
   if (!strcmp(c, "child-seccomp")) return child_seccomp();
+  if (!strcmp(c, "falloc-refused")) return falloc_refused();
   if (!strcmp(c, "fork-full") && argc > 2) return fork_full(argv[2]);
   if (!strcmp(c, "quarantine-fork")) return quarantine_fork();
   if (!strcmp(c, "metadata")) return metadata();
