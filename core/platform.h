@@ -167,6 +167,10 @@ template <class T> inline int os_ioctl(int fd, unsigned long request, T arg) {
   return int(os_syscall(SYS_ioctl, fd, request, arg));
 }
 inline int os_fstat(int fd, struct stat *st) {
+  if (fd < 0) {   // (AT_FDCWD, -100, would stat the working directory)
+    errno = EBADF;
+    return -1;
+  }
   return int(os_syscall(SYS_newfstatat, fd, "", st, AT_EMPTY_PATH));
 }
 inline int os_stat(const char *path, struct stat *st) {

@@ -602,10 +602,13 @@ void *prof_realloc_slot(void *p, size_t n) {
     if (!found) fatal("realloc of a sampled block that is not live (freed, or not its start)", "realloc", p);
     return p;
   }
+  int saved = errno;
   void *q = sample ? next_malloc(n) : malloc_plain(n);
   if (!q) {
     if (sample) t_prof_left = draw();
-    return nullptr;
+    if (n > old) return nullptr;
+    errno = saved;   // a shrink keeps the block it has (see realloc; its record keeps its size)
+    return p;
   }
   memcpy(q, p, n < old ? n : old);
   prof_free(p);

@@ -18,6 +18,7 @@
  * pread, the stats file's write, fstat and flock reached them). */
 #include "tests/api/zns_test.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
@@ -242,6 +243,20 @@ static void cold_heap(void) {
     memset(v[i], (int)(i & 0xff), n);
   }
   usleep(400 * 1000);
+  /* A fork with the heap out: the tier's fork handlers (the madvise tier copies the heap for the
+   * child: sendfile, pwrite, pipes) and the child's reads of slabs that were out. */
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    unsigned bad = 0;
+    for (unsigned i = 0; i < kBlocks; i += 7) bad += (unsigned char)v[i][0] != (i & 0xff);
+    void *x = malloc(300);
+    free(x);
+    _exit(bad ? 4 : 0);
+  }
+  int st;
+  REQUIRE(waitpid(pid, &st, 0) == pid);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child forked with the heap out: status %#x", st);
   for (unsigned i = 0; i < kBlocks; i++) {
     CHECK((unsigned char)v[i][0] == (i & 0xff), "block %u lost its contents", i);
     free(v[i]);
@@ -256,7 +271,9 @@ static const char *const kAgain[][5] = {
     {"ZNS_TIER=madvise", "ZNS_TIER_COLD_MS=20", "ZNS_STATS=%s/wrap_lock.%%p.json", NULL, NULL},
 };
 static void run_again(char **argv, unsigned config) {
-  const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+  char dir[256];   /* the stats files go there, and go */
+  snprintf(dir, sizeof dir, "%s/zns-wrap-lock.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  REQUIRE(mkdtemp(dir));
   char vars[5][256], *envp[64];
   unsigned n = 0;
   for (unsigned i = 0; kAgain[config][i] && i < 4; i++) {
@@ -277,6 +294,12 @@ static void run_again(char **argv, unsigned config) {
   }
   int st;
   REQUIRE(waitpid(pid, &st, 0) == pid);
+  DIR *d = opendir(dir);   /* (the run's and its forked child's: %p) */
+  REQUIRE(d);
+  for (struct dirent *e; (e = readdir(d)) != NULL;)
+    if (e->d_name[0] != '.') unlinkat(dirfd(d), e->d_name, 0);
+  closedir(d);
+  CHECK(rmdir(dir) == 0, "%s: %s", dir, strerror(errno));
   t_own = 0;
   CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the run with %s %s exited with status %#x", vars[0], vars[2], st);
 }

@@ -1,11 +1,13 @@
 // Edge cases of the heap profiler that once went wrong (tests/prof/run.sh runs each mode under
 // libzns_slab_prof.so; the figures each mode checks are in its comment).  Usage: prof_edge MODE
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -120,6 +122,43 @@ static int mode_shrink(void) {
   return 0;   // (the exit profile is what run.sh reads)
 }
 
+// shrink_full: a slot sample (a small sampled block, page-aligned outside the heap) shrunk by
+// realloc when no room is left must be kept, as the heap's own blocks are (049f4a6): the slot
+// path returned NULL and ENOMEM, and `p = realloc(p, smaller)` lost the block (a review,
+// 2026-12-06).  Run at ZNS_PROF_RATE=4096.
+int zns_owns(const void *p) __attribute__((weak));
+static int mode_shrink_full(void) {
+  enum { kTry = 4000, kMaxFill = 20000000 };
+  static char *v[kTry], *slot[kTry];
+  static void *fill[kMaxFill];
+  int slots = 0;
+  for (int i = 0; i < kTry; i++) {
+    v[i] = malloc(3000);
+    memset(v[i], 0x5a, 3000);
+    if (!zns_owns(v[i]) && ((uintptr_t)v[i] & 4095) == 0) slot[slots++] = v[i];
+  }
+  if (slots < 5) { fprintf(stderr, "shrink_full: only %d slot samples of %d blocks\n", slots, kTry); return 1; }
+  FILE *f = fopen("/proc/self/status", "r");   // no room: RLIMIT_DATA at what is in use now
+  char line[256];
+  long kib = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, "VmData:", 7)) kib = atol(line + 7);
+  if (f) fclose(f);
+  struct rlimit rl = {(rlim_t)(kib + 64) << 10, (rlim_t)(kib + 64) << 10};
+  if (kib < 0 || setrlimit(RLIMIT_DATA, &rl) != 0) { perror("shrink_full: setrlimit"); return 1; }
+  long n = 0;
+  while (n < kMaxFill && (fill[n] = malloc(16)) != NULL) n++;
+  int lost = 0;
+  for (int i = 0; i < slots && i < 20; i++) {
+    errno = 0;
+    char *q = realloc(slot[i], 16);
+    if (!q || errno != 0 || q[15] != 0x5a) lost++;
+  }
+  printf("shrink_full: %ld blocks filled the heap; %d of %d slot samples not kept by a shrink\n", n, lost,
+         slots < 20 ? slots : 20);
+  return lost ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
   if (!zns_prof_dump) { fprintf(stderr, "zns_prof_dump not found: not under ZNS-Slab\n"); return 2; }
   const char *m = argc > 1 ? argv[1] : "";
@@ -127,6 +166,7 @@ int main(int argc, char **argv) {
   if (!strcmp(m, "realloc_fail")) return mode_realloc_fail();
   if (!strcmp(m, "handler")) return mode_handler();
   if (!strcmp(m, "shrink")) return mode_shrink();
-  fprintf(stderr, "usage: prof_edge pipe|realloc_fail|handler|shrink\n");
+  if (!strcmp(m, "shrink_full")) return mode_shrink_full();
+  fprintf(stderr, "usage: prof_edge pipe|realloc_fail|handler|shrink|shrink_full\n");
   return 2;
 }

@@ -65,6 +65,8 @@ for m in pipe realloc_fail handler; do
   timeout 60 env ZNS_PROF="$T/edge.prof" ZNS_PROF_RATE=1 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_edge $m ||
     fail "prof_edge $m (exit $?; 124: it hung)"
 done
+timeout 60 env ZNS_PROF="$T/shrink-full.prof" ZNS_PROF_RATE=4096 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_edge shrink_full ||
+  fail "prof_edge shrink_full: a sample's shrink with no room left lost it"
 ZNS_PROF="$T/shrink.prof" ZNS_PROF_RATE=16384 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_edge shrink
 total=$(google-pprof --text --inuse_space $B/tests/prof/prof_edge "$T/shrink.prof" 2>/dev/null | awk '/^Total:/ { print $2 }')
 # 100000 blocks of 16 B: 1.53 MiB (about 100 samples at this rate); 390 MiB when records kept the old size
@@ -133,9 +135,11 @@ fi
 # ...: a call of the library that reaches one fails it): churn and a cold heap, profiled at every
 # 4 KiB with a dump every 5 ms (f3b8b02's profiler library: its spin lock's sched_yield, then more)
 echo "== wrapped C library calls"
-(cd "$T" && ZNS_EXPECT=1 WRAP_LOCK_AGAIN=ZNS_PROF ZNS_PROF="$T/wl.prof" ZNS_PROF_INTERVAL_MS=5 ZNS_PROF_RATE=4096 \
-  LD_PRELOAD="$PROF_LIB" timeout 120 "$OLDPWD/$B/tests/api/wrap_lock") || fail "wrap_lock under the profiler library"
+# (timeout outside the preload: under it, timeout claimed the path first and wrote the profiles)
+(cd "$T" && timeout 120 env ZNS_EXPECT=1 WRAP_LOCK_AGAIN=ZNS_PROF ZNS_PROF="$T/wl.prof" ZNS_PROF_INTERVAL_MS=5 \
+  ZNS_PROF_RATE=4096 LD_PRELOAD="$PROF_LIB" "$OLDPWD/$B/tests/api/wrap_lock") || fail "wrap_lock under the profiler library"
 [ -s "$T/wl.prof" ] && [ -s "$T/wl.prof.1" ] || { ls "$T"; fail "wrap_lock wrote no profiles"; }
+grep -q 'wrap_lock' "$T/wl.prof" || { head -5 "$T/wl.prof"; fail "wl.prof is not wrap_lock's"; }
 
 # ---- 7. the default library has no profiler, and says so -----------------------------------------
 echo "== the default library"
