@@ -10,12 +10,18 @@
  * (the 2 KiB ones stay: each emptied group is a run of its own) and calls malloc_trim, which
  * purges them all in batches of many runs.  Checks: the child exits 0 (not SIGSYS), its RSS went
  * down by at least half of the freed groups, and its stats count one call per range (no batch
- * call counted that was never made).  Skipped under plain glibc. */
+ * call counted that was never made).  Then with no filter at all: batches (fewer calls than
+ * ranges) where the kernel has process_madvise on PIDFD_SELF, so that the look at the status does
+ * not switch them off by itself.  (Not covered, a known limit: a filter installed after start that
+ * kills on open, rather than refusing it as OpenSSH's does, kills the program at its first batch,
+ * whose look opens /proc/self/status; README, ZNS_PROCESS_MADVISE.)  Skipped under plain glibc. */
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 
 #include "tests/api/zns_test.h"
@@ -33,7 +39,11 @@ static long rss_kib(void) {
   return -1;
 }
 
-static int install_filter(void) {
+enum { kKillBatch, kNoFilter };
+static const char *const kVariant[] = {"killing on process_madvise and prctl", "no filter"};
+
+static int install_filter(int variant) {
+  if (variant == kNoFilter) return 0;
   struct sock_filter f[] = {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
@@ -49,13 +59,20 @@ static int install_filter(void) {
   return (int)syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
 }
 
-static void child(void) {
+/* Does this kernel take process_madvise on PIDFD_SELF (Linux 6.15+)?  (An empty vector.) */
+static int kernel_batches(void) {
+  struct iovec v = {NULL, 0};
+  return syscall(__NR_process_madvise, -10000 /* PIDFD_SELF_THREAD */, &v, 0, MADV_DONTNEED, 0) == 0;
+}
+
+static void child(int variant) {
   static void *small[GROUPS * 64], *big[GROUPS * 32];
   for (int g = 0; g < GROUPS; g++) {
     for (int i = 0; i < 64; i++) memset(small[g * 64 + i] = malloc(1024), 1, 1024);
     for (int i = 0; i < 32; i++) memset(big[g * 32 + i] = malloc(2048), 2, 2048);
   }
-  if (install_filter() != 0) {
+  int batches = variant == kNoFilter && kernel_batches();
+  if (install_filter(variant) != 0) {
     zt_log("seccomp_purge: cannot install a filter (%s): skipped", strerror(errno));
     _exit(0);
   }
@@ -80,8 +97,8 @@ static void child(void) {
     json[n > 0 ? n : 0] = 0;
     const char *c = strstr(json, "\"returned_calls\":"), *r = strstr(json, "\"returned_ranges\":");
     long calls = c ? atol(c + 17) : -1, ranges = r ? atol(r + 18) : -2;
-    if (calls != ranges || ranges < GROUPS / 2) {
-      zt_log("seccomp_purge: %ld calls for %ld ranges given back", calls, ranges);
+    if (batches ? calls >= ranges : calls != ranges || ranges < GROUPS / 2) {
+      zt_log("seccomp_purge (%s): %ld calls for %ld ranges given back", kVariant[variant], calls, ranges);
       _exit(3);
     }
   }
@@ -94,13 +111,16 @@ int main(void) {
     zt_log("seccomp_purge: skipped under plain glibc");
     return 0;
   }
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) child();
-  int st = 0;
-  REQUIRE(waitpid(pid, &st, 0) == pid);
-  CHECK(!WIFSIGNALED(st), "the child died of signal %d (SIGSYS = %d: a call the filter forbids)",
-        WIFSIGNALED(st) ? WTERMSIG(st) : 0, SIGSYS);
-  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child exit status %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+  for (int variant = kKillBatch; variant <= kNoFilter; variant++) {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) child(variant);
+    int st = 0;
+    REQUIRE(waitpid(pid, &st, 0) == pid);
+    CHECK(!WIFSIGNALED(st), "%s: the child died of signal %d (SIGSYS = %d: a call the filter forbids)",
+          kVariant[variant], WIFSIGNALED(st) ? WTERMSIG(st) : 0, SIGSYS);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: child exit status %d", kVariant[variant],
+          WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+  }
   return zt_finish("seccomp_purge");
 }
