@@ -288,7 +288,8 @@ int open_jsonl(const char *path) {
 void say_jsonl_lost() {
   char m[700];
   Buf(m, sizeof m).str("zns-slab: statistics to ").str(g_jsonl_path)
-      .str(": the program closed the file and it cannot be opened again; no more lines").end_line().say();
+      .str(": the descriptor is not the file any more (the program closed it, or a sandbox refuses the "
+           "look) and the file cannot be opened again; no more lines").end_line().say();
 }
 // fd is the library's .jsonl descriptor: the file, and opened as the library opens it (a program
 // may open the same file on the number itself).
@@ -461,10 +462,10 @@ void stats_at_exit() {
   } else {
     char path[512];
     errno = ENAMETOOLONG;
-    int fd = expand_path(dest, path, sizeof path)
-                 ? os_open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+    bool expanded = expand_path(dest, path, sizeof path);
+    int fd = expanded ? os_open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
     if (fd < 0) {
-      say_cannot_write(dest, errno);
+      say_cannot_write(expanded ? path : dest, errno);   // (the path tried, %p expanded)
     } else {
       int err;
       {

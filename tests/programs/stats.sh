@@ -230,6 +230,10 @@ one_line_naming() {   # LABEL WORD...: LABEL.err is exactly one line, containing
 }
 run unknown ZNS_STATZ=1 -- live 1
 one_line_naming unknown ZNS_STATZ
+# a path that cannot be opened: the line names the path tried, %p expanded (it printed "%p")
+run nodir ZNS_STATS="$TMPD/nodir/n.%p.json" -- live 0
+one_line_naming nodir "cannot write statistics to $TMPD/nodir/n." "no such"
+! grep -qF '%p' nodir.err || die "nodir: the line names the path with %p unexpanded: $(cat nodir.err)"
 run unknown2 ZNS_STATS_INTERVAL=50 -- live 0      # a prefix of a real name
 one_line_naming unknown2 ZNS_STATS_INTERVAL
 run badval ZNS_DECAY_MS=abc ZNS_STATS="$TMPD/badval.json" -- live 1
