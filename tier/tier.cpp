@@ -173,11 +173,6 @@ std::atomic<uint64_t> g_slabs_out, g_clean_out, g_slabs_in, g_bytes_out, g_bytes
     g_thrash, g_write_hits, g_zero_fills, g_scans, g_lat_max, g_lat_n;
 std::atomic<uint64_t> g_lat_hist[40];   // fault-in service time, bucket i: [2^i, 2^(i+1)) ns
 std::atomic<bool> g_error_reported;
-// madvise tier: the errno with which fallocate was refused for good (a seccomp filter's EPERM or
-// ENOSYS, a file system without it), or 0.  Then no slab that needs room in the file is tried
-// again: each try cost three refused calls and a signal-mask round trip on every allocation
-// that wanted a new slab (a review, 2026-12-06: 140k-270k refused calls a second).
-std::atomic<int> g_falloc_refused;
 
 uint64_t now_ns() {
   timespec ts;
@@ -914,7 +909,6 @@ bool tier_take(uint32_t page, unsigned k, bool missing) {
     return true;
   }
   if (!missing) return true;
-  if (g_falloc_refused.load(std::memory_order_relaxed) != 0) return false;   // (the next allocator serves)
   if (!file_still_ours()) return false;   // no room can be made: the request falls through
   // madvise: room in the file for these pages, so a store can never meet a full disk (SIGBUS).
   uint64_t end = uint64_t(page) + k;
@@ -936,19 +930,7 @@ bool tier_take(uint32_t page, unsigned k, bool missing) {
       return true;
     }
   }
-  int e = errno;
-  if (e == EPERM || e == EACCES || e == ENOSYS || e == EOPNOTSUPP) {
-    g_errors.fetch_add(1, std::memory_order_relaxed);
-    if (g_falloc_refused.exchange(e) == 0) {
-      char m[256];
-      Buf b(m, sizeof m);
-      b.str("zns-slab: tier: reserving room in the backing file (fallocate) is refused (errno ").u64(uint64_t(e))
-          .str("): no new slab from here on, the next allocator serves what they would have\n");
-      to_stderr(b);
-    }
-    return false;
-  }
-  report_error("reserving room in the backing file (fallocate)", e);
+  report_error("reserving room in the backing file (fallocate)", errno);
   return false;
 }
 

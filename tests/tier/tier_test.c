@@ -18,8 +18,7 @@
  *                              seccomp filter (killing on userfaultfd and clone) allocates on:
  *                              its tier is not tried, and it lives
  *   falloc-refused             (madvise) a seccomp filter refuses fallocate (EPERM) from some point
- *                              on: new memory comes from the next allocator, one line says so, and
- *                              the refusal is not tried again on every allocation
+ *                              on: new memory comes from the next allocator, nothing is lost
  *   quarantine-fork            (run with ZNS_SECURE=1) fork while another thread holds freed blocks
  *                              in its quarantine: the child's release of that dead thread's
  *                              quarantine must not reach the parent, whose thread later checks the
@@ -642,8 +641,10 @@ static int child_tier(void) {
 /* ---- falloc-refused ---------------------------------------------------------------------------- */
 /* A program that sandboxes itself with a filter that refuses fallocate (EPERM), as one written for
  * what the program itself calls would: the madvise tier cannot reserve room in its file for new
- * slabs.  The program goes on (the next allocator serves), and the tier stops asking: until
- * 2026-12-06 each allocation that wanted a new slab made three refused calls (~200k a second). */
+ * slabs.  The program goes on (the next allocator serves) with every byte.  (Each allocation that
+ * wants a new slab then still tries: three refused calls and a purge of the span, ~30x the cost
+ * of a malloc without the tier; a latch of the refusal was tried on 2026-12-06 and taken back: a
+ * filter is per thread, and a process-wide latch stopped unfiltered threads too.) */
 static int falloc_refused(void) {
   enum { N = 20000 };
   struct blk *a = make_blocks(N, 700, 5151);   /* before the filter: from the heap */
@@ -661,12 +662,11 @@ static int falloc_refused(void) {
   unsigned long long errs = tier().evict_errors;
   for (int r = 0; r < 4; ++r) CHECK(count_bad(b[r], N) == 0, "round %d: bytes lost", r);
   CHECK(count_bad(a, N) == 0, "bytes lost in the blocks from before the filter");
-  if (tier().mode == 2)
-    CHECK(errs >= 1 && errs <= 3, "%llu refused fallocate tries counted (the refusal is for good: one)", errs);
+  if (tier().mode == 2) CHECK(errs >= 1, "no refused fallocate counted");
   for (int r = 0; r < 4; ++r)
     for (size_t i = 0; i < N; ++i) free(b[r][i].p);
   for (size_t i = 0; i < N; ++i) free(a[i].p);
-  zt_log("falloc-refused: %llu refused tries; the program ran on", errs);
+  zt_log("falloc-refused: %llu refused tries; the program ran on, nothing lost", errs);
   return zt_finish("falloc-refused");
 }
 
