@@ -159,22 +159,18 @@ WRAP(int, poll, (struct pollfd *f, nfds_t n, int t), SYS_poll, f, n, t, Z, Z, Z)
 WRAP(int, sigpending, (sigset_t *set), SYS_rt_sigpending, set, 8, Z, Z, Z, Z)
 WRAP(int, sigtimedwait, (const sigset_t *set, siginfo_t *i, const struct timespec *t), SYS_rt_sigtimedwait, set, i, t,
      8, Z, Z)
-int fcntl(int fd, int cmd, ...) {
-  va_list ap;
-  va_start(ap, cmd);
-  long a = va_arg(ap, long);
-  va_end(ap);
-  trace("fcntl");
-  return (int)RAW(SYS_fcntl, fd, cmd, a, 0, 0, 0);
-}
-int ioctl(int fd, unsigned long req, ...) {
-  va_list ap;
-  va_start(ap, req);
-  long a = va_arg(ap, long);
-  va_end(ap);
-  trace("ioctl");
-  return (int)RAW(SYS_ioctl, fd, req, a, 0, 0, 0);
-}
+/* fcntl and ioctl: a descriptor, a command and one optional argument */
+#define WRAP_FD_CMD(name, cmd_type, nr)             \
+  int name(int fd, cmd_type cmd, ...) {             \
+    va_list ap;                                     \
+    va_start(ap, cmd);                              \
+    long a = va_arg(ap, long);                      \
+    va_end(ap);                                     \
+    trace(#name);                                   \
+    return (int)RAW(nr, fd, cmd, a, 0, 0, 0);       \
+  }
+WRAP_FD_CMD(fcntl, int, SYS_fcntl)
+WRAP_FD_CMD(ioctl, unsigned long, SYS_ioctl)
 int prctl(int op, ...) {
   va_list ap;
   va_start(ap, op);

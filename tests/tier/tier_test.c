@@ -638,6 +638,20 @@ static int child_tier(void) {
   return zt_finish("child-tier");
 }
 
+/* A seccomp filter on this thread (all threads with SECCOMP_FILTER_FLAG_TSYNC) under which system
+ * call nr fails with err and every other is allowed.  0, or -1 with errno. */
+static int refuse_syscall(int nr, int err, unsigned flags) {
+  struct sock_filter f[] = {
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned)err),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+  return (int)syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+}
+
 /* ---- falloc-refused ---------------------------------------------------------------------------- */
 /* A program that sandboxes itself with a filter that refuses fallocate (EPERM), as one written for
  * what the program itself calls would: the madvise tier cannot reserve room in its file for new
@@ -648,15 +662,7 @@ static int child_tier(void) {
 static int falloc_refused(void) {
   enum { N = 20000 };
   struct blk *a = make_blocks(N, 700, 5151);   /* before the filter: from the heap */
-  struct sock_filter f[] = {
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_fallocate, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  struct sock_fprog prog = {sizeof f / sizeof f[0], f};
-  REQUIRE(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
-          syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) == 0);
+  REQUIRE(refuse_syscall(__NR_fallocate, EPERM, SECCOMP_FILTER_FLAG_TSYNC) == 0);
   struct blk *b[4];
   for (int r = 0; r < 4; ++r) b[r] = make_blocks(N, 700, 6000 + r);   /* ~28 MB more: new slabs */
   unsigned long long errs = tier().evict_errors;
@@ -1262,14 +1268,7 @@ static int closefd_forks(void) {
 /* no-close-range SCENARIO...: run the scenario where close_range(2) is refused (ENOSYS, as before
  * Linux 5.9): a seccomp filter, then this program again (the tier starts at its load). */
 static int no_close_range(char **argv) {
-  struct sock_filter f[] = {
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_close_range, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  struct sock_fprog prog = {sizeof f / sizeof f[0], f};
-  REQUIRE(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0);
+  REQUIRE(refuse_syscall(__NR_close_range, ENOSYS, 0) == 0);
   setenv("TIER_TEST_NO_CLOSE_RANGE", "1", 1);
   execv("/proc/self/exe", argv);
   zt_log("exec: %s", strerror(errno));
