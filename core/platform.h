@@ -143,10 +143,10 @@ int os_open(const char *path, int flags, unsigned mode = 0);
 // the tier makes several under its locks.  Named os_* rather than hiding the C library's names as
 // mmap's above do: a call with a pointer to a struct of the global namespace (stat, pollfd,
 // uffd_msg) would find ::fstat as well and be ambiguous.  tests/api/wrap_lock wraps each of them
-// and counts the calls that reach it.  Each makes the system call glibc 2.36 makes for it on x86-64
-// (fstat and stat as newfstatat, nanosleep as clock_nanosleep, poll, unlink and rename as
+// and counts the calls that reach it.  Each makes the system call glibc 2.36 makes for it on
+// x86-64 (fstat and stat as newfstatat, nanosleep as clock_nanosleep, poll, unlink and rename as
 // themselves where the architecture has them), so that a seccomp filter written for the program
-// allows the library's calls as well (tests/api/seccomp_purge).  Left to the C library: pthread_* (its own locks and
+// allows the library's calls as well.  Left to the C library: pthread_* (its own locks and
 // signals), sigaction/signal and sigprocmask (glibc guards its internal signals), getrandom and
 // getrlimit (once, at start), sysconf, getauxval, sched_getcpu (rseq), the dl* calls.
 inline ssize_t os_read(int fd, void *b, size_t n) { return os_syscall(SYS_read, fd, b, n); }

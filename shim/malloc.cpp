@@ -400,12 +400,14 @@ ZNS_API void *realloc(void *p, size_t n) {
       return nullptr;
     }
     void *q;
-    int saved = errno;
+    int saved;   // (errno, read only where a new block is asked for)
     if (prof_sampled(n)) {   // (the profiler: a sample is a block of its own)
+      saved = errno;
       q = prof_take(n, 0, false);
     } else {
       // Keep the block while the request fits and would not fit a class less than half its size.
       if (n <= old && (n > old / 2 || old <= 32)) return p;
+      saved = errno;
       q = malloc_plain(n);
     }
     if (!q) {
