@@ -821,6 +821,7 @@ void hint_reset(SlabMeta *s) {
 // An empty slab for class cls, owned by cache `owner` and made its current slab's shape.
 // *fresh (if asked): its pages were never touched or were given back (they fault in as zeros).
 SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
+  if (ZNS_UNLIKELY(g_tier_mode == kTierMadvise) && tier_room_refused()) return nullptr;   // (the next allocator)
   const ClassInfo &ci = kClasses.info[cls];
   unsigned k = ci.pages;
   uint32_t page;

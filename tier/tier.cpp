@@ -101,6 +101,8 @@ dev_t g_uffd_dev;          // the userfaultfd's, so that a forked child does not
 ino_t g_uffd_ino;          // program's that took its number
 std::atomic<bool> g_fd_lost;
 thread_local bool t_private_fds;   // this thread (the tier's) has its own descriptor table
+thread_local bool t_room_refused;  // tier_room_refused (madvise)
+std::atomic<bool> g_room_refused_said;   // (one line per process)
 std::atomic<bool> g_private_fds;   // the tier thread has one (private_fd_table)
 int g_uffd = -1;
 bool g_registered;         // uffd: the region is registered (set before the thread serves)
@@ -909,6 +911,7 @@ bool tier_take(uint32_t page, unsigned k, bool missing) {
     return true;
   }
   if (!missing) return true;
+  if (t_room_refused) return false;        // (depot_take asks first; an adoption may not)
   if (!file_still_ours()) return false;   // no room can be made: the request falls through
   // madvise: room in the file for these pages, so a store can never meet a full disk (SIGBUS).
   uint64_t end = uint64_t(page) + k;
@@ -930,9 +933,24 @@ bool tier_take(uint32_t page, unsigned k, bool missing) {
       return true;
     }
   }
-  report_error("reserving room in the backing file (fallocate)", errno);
+  int e = errno;
+  if (e == EPERM || e == EACCES || e == ENOSYS) {   // (not ENOSPC, EDQUOT, EFBIG; nor EOPNOTSUPP,
+    t_room_refused = true;                           // which CIFS answers while it holds no lease)
+    g_errors.fetch_add(1, std::memory_order_relaxed);
+    if (!g_room_refused_said.exchange(true)) {
+      char m[256];
+      Buf b(m, sizeof m);
+      b.str("zns-slab: tier: reserving room in the backing file (fallocate) is refused (errno ").u64(uint64_t(e))
+          .str("): a thread refused so takes its new memory from the next allocator\n");
+      to_stderr(b);
+    }
+    return false;
+  }
+  report_error("reserving room in the backing file (fallocate)", e);
   return false;
 }
+
+bool tier_room_refused() { return t_room_refused; }
 
 void tier_release(uint32_t page, unsigned k) {
   uint8_t expected = kOut;
@@ -1120,6 +1138,7 @@ void reset_child_state() {
   g_registered = false;
   g_stop.store(false);
   g_error_reported.store(false);   // the child's first error gets its own line
+  g_room_refused_said.store(false);   // (t_room_refused stays: the child's thread has its filters)
   g_pinned_reported.store(false);
 }
 

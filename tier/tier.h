@@ -45,6 +45,12 @@ void *tier_map_region(size_t bytes);
 // make them present now (so first touches do not queue at the handler); madvise: reserve their
 // room in the file.  false: no room (the heap gives the span back and the request falls through).
 bool tier_take(uint32_t page, unsigned k, bool missing);
+// madvise: this thread was refused room in the backing file for good (fallocate: EPERM, EACCES or
+// ENOSYS; a seccomp filter, which is the thread's own unless installed for all): depot_take then
+// gives it no slab and its requests go to the next allocator at once, where each made three
+// refused calls and a purge of the span (a helper's seccomp sweep, 2026-12-06).  Per thread: a
+// process-wide latch stopped threads with no filter, and forked children, too (the next review).
+bool tier_room_refused();
 // depot_release: the slab is empty; an out copy of it is void.
 void tier_release(uint32_t page, unsigned k);
 bool tier_is_out(uint32_t page);

@@ -61,7 +61,7 @@ for mode in $MODES; do
   [ $mode = uffd ] && step "$mode/fork-mask" "" "${E[@]}" ZNS_TIER_CHILD_MS=20 -- "$BIN" fork-mask
   step "$mode/child-tier" "" "${E[@]}" ZNS_TIER_CHILD_MS=300 ZNS_TIER_SCAN_MS=50 -- "$BIN" child-tier
   step "$mode/child-seccomp" "a forked child under a seccomp filter runs without the tier" "${E[@]}" ZNS_TIER_CHILD_MS=300 -- "$BIN" child-seccomp
-  [ $mode = madvise ] && step "$mode/falloc-refused" "reserving room in the backing file \(fallocate\) failed \(errno 1\)" "${E[@]}" -- "$BIN" falloc-refused
+  [ $mode = madvise ] && step "$mode/falloc-refused" "fallocate\) is refused \(errno 1\)" "${E[@]}" -- "$BIN" falloc-refused
   step "$mode/quarantine-fork" "" "${E[@]}" ZNS_SECURE=1 -- "$BIN" quarantine-fork
   step "$mode/metadata"   "" "${E[@]}" -- "$BIN" metadata
   step "$mode/policy"     "" "${E[@]}" ZNS_TIER_COLD_MS=300 -- "$BIN" policy
