@@ -85,14 +85,14 @@ size_t read_small_file(const char *path, char *buf, size_t cap) {
   int saved = errno;
   long fd = os_open(path, O_RDONLY | O_CLOEXEC);
   size_t n = 0;
-  for (long r; fd >= 0 && n < cap - 1 && (r = os_syscall(SYS_read, fd, buf + n, cap - 1 - n)) != 0;) {
+  for (long r; fd >= 0 && n < cap - 1 && (r = os_read(int(fd), buf + n, cap - 1 - n)) != 0;) {
     if (r < 0) {
       if (errno == EINTR) continue;
       break;
     }
     n += size_t(r);
   }
-  if (fd >= 0) os_syscall(SYS_close, fd);
+  if (fd >= 0) os_close(int(fd));
   buf[n] = 0;
   errno = saved;
   return n;

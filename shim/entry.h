@@ -62,6 +62,16 @@ ZNS_INLINE bool prof_sampled(size_t n) {
 ZNS_INLINE bool prof_sampled(size_t) { return false; }
 #endif
 
+// A realloc that could not get its new block: a shrink keeps the block it has (errno back to
+// `saved`, its value before the attempt), as glibc shrinks in place; `p = realloc(p, smaller)`
+// unchecked is common, and NULL there lost the block (a review, 2026-12-06; jemalloc and tcmalloc
+// return NULL too).  A grow fails: NULL, errno as the attempt left it.
+ZNS_INLINE void *realloc_failed(void *p, size_t n, size_t old, int saved) {
+  if (n > old) return nullptr;
+  errno = saved;
+  return p;
+}
+
 // malloc without the profiler's countdown (a caller that charged it already).
 ZNS_INLINE void *malloc_plain(size_t n) {
   if (ZNS_LIKELY(n <= kMaxSmall))

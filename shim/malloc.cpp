@@ -376,9 +376,7 @@ static void *realloc_foreign(void *p, size_t n) {
     void *q = malloc_plain(n);   // (the profiler's countdown: realloc charges it)
     if (!q) {
       boot_put(p);
-      if (n > old) return nullptr;
-      errno = saved;   // a shrink keeps the block when there is no room to move it (see realloc)
-      return p;
+      return realloc_failed(p, n, old, saved);
     }
     memcpy(q, p, n < old ? n : old);
     __libc_free(p);
@@ -410,14 +408,7 @@ ZNS_API void *realloc(void *p, size_t n) {
       saved = errno;
       q = malloc_plain(n);
     }
-    if (!q) {
-      // A shrink that finds no room for the smaller block keeps the one it has, as glibc's shrinks
-      // in place: `p = realloc(p, smaller)` unchecked is common, and NULL there lost the block (a
-      // review, 2026-12-06; jemalloc and tcmalloc return NULL too).
-      if (n > old) return nullptr;
-      errno = saved;
-      return p;
-    }
+    if (!q) return realloc_failed(p, n, old, saved);
     memcpy(q, p, n < old ? n : old);
     free_impl(p, "realloc");
     return q;

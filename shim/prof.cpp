@@ -606,9 +606,7 @@ void *prof_realloc_slot(void *p, size_t n) {
   void *q = sample ? next_malloc(n) : malloc_plain(n);
   if (!q) {
     if (sample) t_prof_left = draw();
-    if (n > old) return nullptr;
-    errno = saved;   // a shrink keeps the block it has (see realloc; its record keeps its size)
-    return p;
+    return realloc_failed(p, n, old, saved);   // (a kept sample's record keeps its size)
   }
   memcpy(q, p, n < old ? n : old);
   prof_free(p);
