@@ -439,15 +439,22 @@ Buf &Buf::fixed(uint64_t num, uint64_t den, int decimals, int width) {
   return *this;
 }
 
+Buf &fatal_line(Buf &b, const char *what, const char *call, const void *addr) {
+  return b.str("zns-slab: ").str(what).str(" in ").str(call).chr('(').hex(uintptr_t(addr)).str(")\n");
+}
+
+void fatal_abort() {
+  // abort() without running atexit handlers or flushing stdio that may sit in a broken heap.
+  signal(SIGABRT, SIG_DFL);
+  abort();
+}
+
 void fatal(const char *what, const char *call, const void *addr) {
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);   // (to the abort: see NoCancel)
   char mem[256];
   Buf b(mem, sizeof mem);
-  b.str("zns-slab: ").str(what).str(" in ").str(call).chr('(').hex(uintptr_t(addr)).str(")\n");
-  b.say();
-  // abort() without running atexit handlers or flushing stdio that may sit in a broken heap.
-  signal(SIGABRT, SIG_DFL);
-  abort();
+  fatal_line(b, what, call, addr).say();
+  fatal_abort();
 }
 
 }  // namespace zns

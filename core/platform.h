@@ -319,6 +319,10 @@ class Buf {
 
 // Abort with "zns-slab: <what> in <call>(<addr>)" on stderr: the one way misuse is reported.
 [[noreturn]] void fatal(const char *what, const char *call, const void *addr);
+// Its two halves, for a thread whose stderr is elsewhere (the tier's): the line, then the abort
+// (without atexit handlers or stdio flushes).
+Buf &fatal_line(Buf &b, const char *what, const char *call, const void *addr);
+[[noreturn]] void fatal_abort();
 
 // A mutex that never allocates and that fork handlers can reset.
 struct Lock {

@@ -217,6 +217,16 @@ void say(const char *a, const char *b = "", const char *c = "") {
   to_stderr(line);
 }
 
+// fatal's line and abort, from any thread: the tier thread's own table has no stderr.
+[[noreturn]] void tier_fatal(const char *what, const char *call, const void *addr) {
+  if (!t_private_fds) fatal(what, call, addr);
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);
+  char m[512];
+  Buf line(m, sizeof m);
+  to_stderr(fatal_line(line, what, call, addr));
+  fatal_abort();
+}
+
 void report_error(const char *what, int err) {
   g_errors.fetch_add(1, std::memory_order_relaxed);
   if (g_error_reported.exchange(true)) return;
@@ -533,7 +543,7 @@ void page_in(uint32_t page, bool for_store) {
   int e = 0;
   for (int tries = 0; tries < 5; ++tries)
     if ((e = pread_all(g_bounce, len, page_off(page))) == 0) break;
-  if (e) fatal("tier: cannot read a slab back from the backing file", "page-in", page_addr(page));
+  if (e) tier_fatal("tier: cannot read a slab back from the backing file", "page-in", page_addr(page));
   // A read (or a fork) brings it back write-protected: armed at once, and until a store lifts
   // the protection the file still holds it, so its next eviction needs no write.  A store
   // brings it back writable (it would lift the protection at once, a second round trip).
@@ -545,7 +555,7 @@ void page_in(uint32_t page, bool for_store) {
   bool skipped;
   if ((e = uffd_copy(page_addr(page), g_bounce, len, !for_store, &skipped)) != 0) {
     if (e == ESRCH) return;   // the process is exiting
-    fatal("tier: UFFDIO_COPY failed", "page-in", page_addr(page));
+    tier_fatal("tier: UFFDIO_COPY failed", "page-in", page_addr(page));
   }
   if (for_store) {
     // writable, not filed
@@ -597,13 +607,37 @@ void serve_fault(const uffd_msg &msg) {
   uffd_copy(addr, g_zeros, kPageSize);
 }
 
-void drain_faults() {
+std::atomic<bool> g_stop;           // the registration failed: the thread ends
+
+// Serves the faults pending on the userfaultfd; returns how many.  (Tier thread only.)  A read that
+// a seccomp filter refuses leaves every thread that touches a paged-out slab waiting for good:
+// the process ends with a line that says why rather than hang.  (EBADF, where the program closed
+// a shared table's userfaultfd, is not that: the kernel dropped the registration with it.)
+unsigned drain_faults() {
   uffd_msg msgs[64];
-  for (;;) {
+  for (unsigned served = 0;;) {
     ssize_t n = os_read(g_uffd, msgs, sizeof msgs);
-    if (n <= 0) return;   // EAGAIN: nothing pending
+    if (n < 0 && (errno == EPERM || errno == EACCES || errno == ENOSYS))
+      tier_fatal("tier: the userfaultfd cannot be read (a seccomp filter?), so paged-out slabs "
+                 "cannot come back", "read", nullptr);
+    if (n <= 0) return served;   // EAGAIN: nothing pending
     for (size_t i = 0; i < size_t(n) / sizeof(uffd_msg); ++i)
-      if (msgs[i].event == UFFD_EVENT_PAGEFAULT) serve_fault(msgs[i]);
+      if (msgs[i].event == UFFD_EVENT_PAGEFAULT) { serve_fault(msgs[i]); ++served; }
+  }
+}
+
+// The tier thread's wait for faults until `end` (now_ms) where poll is refused: a filter the
+// program installed after start that allows only what it calls itself (the wait would otherwise
+// spin on the failing poll and no fault would ever be read: tests/tier poll-refused).  The
+// userfaultfd is non-blocking: a read every millisecond, and right after a fault was served,
+// reads between yields for 10 ms more (a thread reading through paged-out slabs faults once per
+// slab).  Without nanosleep either, it yields.
+void wait_faults_without_poll(uint64_t end) {
+  uint64_t busy_until = 0;
+  for (uint64_t now = now_ms(); now < end && !g_stop.load(std::memory_order_relaxed); now = now_ms()) {
+    if (drain_faults()) busy_until = now + 10;
+    timespec ms{0, 1000000};
+    if (now < busy_until || os_nanosleep(&ms, nullptr) != 0) os_sched_yield();
   }
 }
 
@@ -640,7 +674,6 @@ uint32_t signature(uint32_t page) {
 struct Candidate { uint32_t page, idle; };
 constexpr unsigned kMaxCandidates = 1u << 16;
 Candidate g_cand[kMaxCandidates];   // tier thread only
-std::atomic<bool> g_stop;           // the registration failed: the thread ends
 
 void pause_for_faults() {
   if (g_tier_mode == kTierUffd) drain_faults();
@@ -770,6 +803,7 @@ void *tier_thread(void *) {
       pollfd pfd{g_uffd, POLLIN, 0};
       int r = os_poll(&pfd, 1, timeout);
       if (r > 0) drain_faults();
+      else if (r < 0 && errno != EINTR) wait_faults_without_poll(next);
     } else {
       timespec ts{timeout / 1000, long(timeout % 1000) * 1000000};
       os_nanosleep(&ts, nullptr);

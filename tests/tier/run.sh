@@ -29,7 +29,7 @@ step() {   # name, expected-stderr-regex-or-empty, env..., -- command...
   shift
   local t0=$SECONDS
   if timeout 120 env "${envs[@]}" "$@" >"$T/out" 2>&1 && { [ -z "$want" ] || grep -Eq "$want" "$T/out"; }; then
-    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|nss-fork|fork-signals|fork-mask|child-tier|child-seccomp|falloc-refused|fork-full|metadata|policy|budget|clean|ksm|governor|errors|thread-error|full|closefd|closefd-forks|mlock|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
+    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|nss-fork|fork-signals|fork-mask|child-tier|child-seccomp|falloc-refused|poll-refused|fork-full|metadata|policy|budget|clean|ksm|governor|errors|thread-error|full|closefd|closefd-forks|mlock|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
   else
     fails=$((fails + 1))
     printf 'FAIL %-34s (exit %s%s)\n' "$name" "$?" "${want:+; wanted /$want/ on stderr}"
@@ -62,6 +62,11 @@ for mode in $MODES; do
   step "$mode/child-tier" "" "${E[@]}" ZNS_TIER_CHILD_MS=300 ZNS_TIER_SCAN_MS=50 -- "$BIN" child-tier
   step "$mode/child-seccomp" "a forked child under a seccomp filter runs without the tier" "${E[@]}" ZNS_TIER_CHILD_MS=300 -- "$BIN" child-seccomp
   [ $mode = madvise ] && step "$mode/falloc-refused" "fallocate\) is refused \(errno 1\)" "${E[@]}" -- "$BIN" falloc-refused
+  if [ $mode = uffd ]; then
+    step "$mode/poll-refused" "" "${E[@]}" -- "$BIN" poll-refused
+    step "$mode/poll-refused(read)" "userfaultfd cannot be read .a seccomp filter" "${E[@]}" -- \
+      bash -c '"$0" poll-refused read; [ $? = 134 ]' "$BIN"
+  fi
   step "$mode/quarantine-fork" "" "${E[@]}" ZNS_SECURE=1 -- "$BIN" quarantine-fork
   step "$mode/metadata"   "" "${E[@]}" -- "$BIN" metadata
   step "$mode/policy"     "" "${E[@]}" ZNS_TIER_COLD_MS=300 -- "$BIN" policy

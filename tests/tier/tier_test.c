@@ -21,6 +21,12 @@
  *                              thread only (the others keep taking slabs), then on all: new memory
  *                              comes from the next allocator, nothing is lost, and each thread
  *                              tries once, not at every allocation
+ *   poll-refused [read]        (uffd) a seccomp filter for every thread refuses poll (EPERM) after
+ *                              the tier started: faults on paged-out slabs are still served (the
+ *                              tier thread reads its userfaultfd without waiting in poll), every
+ *                              byte comes back, and the program does not hang.  read: the filter
+ *                              refuses read instead, so no fault can be served: the program must
+ *                              end (SIGABRT) with a line that says why, not hang (run.sh checks)
  *   quarantine-fork            (run with ZNS_SECURE=1) fork while another thread holds freed blocks
  *                              in its quarantine: the child's release of that dead thread's
  *                              quarantine must not reach the parent, whose thread later checks the
@@ -699,6 +705,33 @@ static int falloc_refused(void) {
   return zt_finish("falloc-refused");
 }
 
+/* ---- poll-refused ------------------------------------------------------------------------------ */
+/* A program that locks itself down after start with a filter for all its threads (TSYNC) that
+ * refuses poll, which it never calls itself: the uffd tier's thread waits for faults in poll.
+ * Until 2026-12-06 it then spun on the failing poll without reading a fault, and the first touch
+ * of a paged-out slab hung for good (a review's seccomp sweep); with read refused too it still
+ * hangs, where it now ends with a line (its fatal line had gone to the tier thread's own
+ * descriptor table, which has no stderr).  Timed by run.sh's timeout. */
+static int poll_refused(int read_too) {
+  enum { N = 20000 };
+  struct blk *b = make_blocks(N, 700, 3131);
+  REQUIRE(refuse_syscall(read_too ? __NR_read : __NR_poll, EPERM, SECCOMP_FILTER_FLAG_TSYNC) == 0);
+  usleep(100 * 1000);   /* the tier thread meets the filter in its next poll */
+  size_t out = zns_tier_pageout();
+  unsigned long long in0 = tier().slabs_in;
+  double t0 = now_s();
+  CHECK(out > 10, "paged out %zu slabs", out);
+  CHECK(count_bad(b, N) == 0, "bytes lost in slabs brought back without poll");
+  double back = now_s() - t0;
+  struct zns_tier_stats s = tier();
+  if (s.mode == 1) CHECK(s.slabs_in > in0, "no slab came back (%llu)", s.slabs_in);
+  struct blk *c = make_blocks(N, 700, 3232);   /* the program goes on */
+  CHECK(count_bad(c, N) == 0 && count_bad(b, N) == 0);
+  for (size_t i = 0; i < N; ++i) { free(b[i].p); free(c[i].p); }
+  zt_log("poll-refused: %zu slabs out, %llu back in %.3f s", out, s.slabs_in - in0, back);
+  return zt_finish("poll-refused");
+}
+
 /* ---- child-seccomp ---------------------------------------------------------------------------- */
 /* A forked worker that sandboxes itself (a seccomp filter that kills on userfaultfd and on thread
  * creation, as a strict allowlist would) and goes on allocating past ZNS_TIER_CHILD_MS: its own
@@ -1358,6 +1391,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "child-tier")) return child_tier();
   if (!strcmp(c, "child-seccomp")) return child_seccomp();
   if (!strcmp(c, "falloc-refused")) return falloc_refused();
+  if (!strcmp(c, "poll-refused")) return poll_refused(argc > 2 && !strcmp(argv[2], "read"));
   if (!strcmp(c, "fork-full") && argc > 2) return fork_full(argv[2]);
   if (!strcmp(c, "quarantine-fork")) return quarantine_fork();
   if (!strcmp(c, "metadata")) return metadata();
