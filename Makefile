@@ -7,9 +7,14 @@ BUILD    := build
 OPT      ?= -O2
 CXXSTD   := -std=c++20
 WARN     := -Wall -Wextra -Wno-unused-parameter
+# x86-64: popcnt in one instruction (every x86-64 CPU since 2008).  Other targets (aarch64, built
+# and run under qemu by tests/cross) need nothing.
+ARCHFLAGS := $(if $(filter x86_64%,$(shell $(CXX) -dumpmachine 2>/dev/null)),-mpopcnt)
+# A cross compiler's binutils (CC=aarch64-linux-gnu-gcc: aarch64-linux-gnu-ar); the host's otherwise.
+ARTOOL    := $(patsubst %gcc,%,$(filter %-gcc,$(CC)))ar
 # The library: no exceptions or RTTI in core, hidden visibility, initial-exec TLS (set per variable).
 LIBFLAGS := $(CXXSTD) $(OPT) -g -fPIC -fvisibility=hidden -fno-exceptions -fno-rtti \
-            -fno-stack-protector -fno-plt -ftls-model=initial-exec -mpopcnt $(WARN) -I. -pthread
+            -fno-stack-protector -fno-plt -ftls-model=initial-exec $(ARCHFLAGS) $(WARN) -I. -pthread
 # operator new must let std::bad_alloc pass through it, so its file keeps unwind tables.
 NEWFLAGS := $(filter-out -fno-exceptions,$(LIBFLAGS)) -fexceptions
 
@@ -61,7 +66,7 @@ PY_VER     := $(or $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.
 TEST_PKGS  := doctest-dev python3 python3-matplotlib sqlite3 redis-server redis-tools valgrind \
               libpython$(PY_VER)-testsuite git perl gcc cmake ninja-build xz-utils openssl jq tcl \
               postgresql xfsprogs php-cli google-perftools libtcmalloc-minimal4 libmimalloc2.0 libjemalloc2 \
-              faketime
+              faketime g++-aarch64-linux-gnu qemu-user
 BENCH_PKGS := libbenchmark-dev libjemalloc-dev libjemalloc2 libmimalloc-dev libmimalloc2.0 \
               libgoogle-perftools-dev libgoogle-perftools4 libtcmalloc-minimal4 python3-matplotlib
 
@@ -98,7 +103,7 @@ $(PROF_SO): $(PROF_OBJ) shim/exports.map
 	  -Wl,-z,now -pthread -lunwind -lm
 
 $(AR): $(LIB_OBJ)
-	rm -f $@ && ar rcs $@ $(LIB_OBJ)
+	rm -f $@ && $(ARTOOL) rcs $@ $(LIB_OBJ)
 
 # ---- the archive for -static programs ------------------------------------------------------------
 # A -static link takes glibc's malloc.o from libc.a as soon as anything needs one of its names (the
@@ -110,7 +115,7 @@ $(BUILD)/static/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h core/*.def ti
 $(BUILD)/static/glibc_malloc.o: tools/static-libc.sh $(STATIC_OBJ) $(LIBC_A) | $(BUILD)/static
 	tools/static-libc.sh "$(CC)" $@ $(STATIC_OBJ)
 $(STATIC_AR): $(STATIC_OBJ) $(BUILD)/static/glibc_malloc.o
-	rm -f $@ && ar rcs $@ $(STATIC_OBJ) $(BUILD)/static/glibc_malloc.o
+	rm -f $@ && $(ARTOOL) rcs $@ $(STATIC_OBJ) $(BUILD)/static/glibc_malloc.o
 
 $(BUILD)/zns-classes: tools/zns-classes.cpp core/size_class.h | $(BUILD)
 	$(CXX) $(CXXSTD) -O1 -I. $< -o $@

@@ -69,6 +69,26 @@ int os_purge_ranges(const iovec *ranges, unsigned n);
 bool os_populate(void *p, size_t bytes);
 // Milliseconds on a monotonic, cheap (coarse) clock.
 uint64_t now_ms();
+// A spin-wait hint (x86 pause, aarch64 yield) and a cheap, unordered cycle-ish counter (the TSC,
+// or aarch64's virtual counter), for seeds and backoff only.
+inline void cpu_relax() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+}
+inline uint64_t cycle_counter() {
+#if defined(__x86_64__)
+  return __builtin_ia32_rdtsc();
+#elif defined(__aarch64__)
+  uint64_t v;
+  __asm__ volatile("mrs %0, cntvct_el0" : "=r"(v));
+  return v;
+#else
+  return 0;
+#endif
+}
 // A system call made by the instruction itself.  The C library's syscall() is a symbol too, which
 // a program or a preloaded tool may define (a tracer; libfaketime built with INTERCEPT_SYSCALL),
 // and the library makes these calls under its locks (a review, 2026-12-05: a tracer's syscall()

@@ -221,19 +221,24 @@ void write_slot(void **slot, void *fn, const Object &o, const char *name) {
 // deep[i]: where a lookup through the new handle leads (null: no lazy slot is left, see
 // zns_deep_dlopen).  Runs inside dl_iterate_phdr (the
 // loader's list lock): no call into the loader here.
-void rebind_object(const Object &o, const Dynamic &dy, void *const *deep) {
-#if !defined(__x86_64__)
-  (void)o, (void)dy, (void)deep;   // (the relocation types below are x86-64's)
+// The relocations that bind a name to a slot: a PLT slot, a GOT slot, a word of data (addend 0).
+#if defined(__x86_64__)
+constexpr unsigned kRelJumpSlot = R_X86_64_JUMP_SLOT, kRelGlobDat = R_X86_64_GLOB_DAT, kRelAbs64 = R_X86_64_64;
+#elif defined(__aarch64__)
+constexpr unsigned kRelJumpSlot = R_AARCH64_JUMP_SLOT, kRelGlobDat = R_AARCH64_GLOB_DAT, kRelAbs64 = R_AARCH64_ABS64;
 #else
-  if (!dy.symtab || !dy.strtab || !dy.rela_plt) return;   // (x86-64 uses RELA throughout)
+#error "deepbind: add this architecture's relocation types"
+#endif
+
+void rebind_object(const Object &o, const Dynamic &dy, void *const *deep) {
+  if (!dy.symtab || !dy.strtab || !dy.rela_plt) return;   // (x86-64 and aarch64 use RELA throughout)
   uintptr_t base = o.info->dlpi_addr;
   for (unsigned t = 0; t < 2; ++t) {
     if (!dy.rela[t]) continue;
     for (size_t k = 0, n = dy.relasz[t] / sizeof(ElfW(Rela)); k < n; ++k) {
       const ElfW(Rela) &r = dy.rela[t][k];
       unsigned type = unsigned(ELF64_R_TYPE(r.r_info)), sym = unsigned(ELF64_R_SYM(r.r_info));
-      if (sym == 0 || (type != R_X86_64_JUMP_SLOT && type != R_X86_64_GLOB_DAT &&
-                       !(type == R_X86_64_64 && r.r_addend == 0)))
+      if (sym == 0 || (type != kRelJumpSlot && type != kRelGlobDat && !(type == kRelAbs64 && r.r_addend == 0)))
         continue;
       const ElfW(Sym) &s = dy.symtab[sym];
       if (s.st_shndx != SHN_UNDEF) continue;   // the object's own definition
@@ -247,13 +252,12 @@ void rebind_object(const Object &o, const Dynamic &dy, void *const *deep) {
       void *v = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
       // glibc's already; or not bound yet (lazy: it holds the object's own PLT stub) and bound
       // through the new handle it would be glibc's
-      if (v != libc && !(type == R_X86_64_JUMP_SLOT && deep && deep[i] == libc &&
+      if (v != libc && !(type == kRelJumpSlot && deep && deep[i] == libc &&
                          o.segment(reinterpret_cast<uintptr_t>(v), PT_LOAD)))
         continue;
       write_slot(slot, __atomic_load_n(&g_ours[i], __ATOMIC_RELAXED), o, name);
     }
   }
-#endif
 }
 
 // The handle's dependency tree, in its namespace: link maps reached from the handle through
@@ -445,7 +449,7 @@ int any_ret_one(dl_phdr_info *info, size_t, void *arg) {
   }
   return 0;
 }
-uintptr_t ret_byte(uintptr_t ra) {
+[[maybe_unused]] uintptr_t ret_byte(uintptr_t ra) {
   dl_find_object fo;
   bool held = _dl_find_object(reinterpret_cast<void *>(ra), &fo) == 0;
   const link_map *l = held ? fo.dlfo_link_map : _r_debug.r_map;
@@ -466,7 +470,7 @@ uintptr_t ret_byte(uintptr_t ra) {
   return g.found;
 }
 
-bool shadow_stack() {   // a CET shadow stack would fault at the detour's returns
+[[maybe_unused]] bool shadow_stack() {   // a CET shadow stack would fault at the detour's returns
 #if defined(__x86_64__)
   unsigned long features = 0;
   return os_syscall(SYS_arch_prctl, 0x5005 /* ARCH_SHSTK_STATUS */, &features) == 0 && (features & 1);

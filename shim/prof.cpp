@@ -101,7 +101,7 @@ struct OwnerLock {
       uintptr_t o = 0;
       if (owner.compare_exchange_weak(o, me, std::memory_order_acquire, std::memory_order_relaxed)) return true;
       if (o == me) return false;
-      if (spins < 64) __builtin_ia32_pause();
+      if (spins < 64) cpu_relax();
       else os_sched_yield();
     }
   }
@@ -492,7 +492,7 @@ bool prof_due(size_t n) {
     return false;
   }
   if (!t_rng) {   // the thread's first request: its countdown starts, and counts this one
-    t_rng = mix(uint64_t(uintptr_t(&t_rng)) ^ uint64_t(__builtin_ia32_rdtsc())) | 1;
+    t_rng = mix(uint64_t(uintptr_t(&t_rng)) ^ cycle_counter()) | 1;
     uintptr_t left = draw();
     if (n < left) {
       t_prof_left = left - n;

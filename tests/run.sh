@@ -68,6 +68,7 @@ run_one stress_long bash tests/stress_long/run.sh 20       # `make stress` for 2
 # The TSan build of the thread-churn driver (make check-sanitize runs all of them, with ASan too):
 # its stretched timing found a false "double free" that no native test here reproduced.
 run_one "sanitize/tsan-churn" bash -c 'env -u MAKEFLAGS -u MFLAGS make -s --no-print-directory deps-hardening build/sanitize/tsan/churn >&2 && SAN_FLAVOURS=tsan SAN_UNIT=0 tests/sanitize/run.sh churn'
+run_one cross/aarch64 bash tests/cross/run.sh               # built for aarch64, run under qemu-user
 run_one tier bash tests/tier/run.sh                         # issue 5: uffd and madvise, every scenario
 run_one prof bash tests/prof/run.sh                         # the heap profiler (libzns_slab_prof.so)
 for s in tests/programs/*.sh; do

@@ -14,6 +14,11 @@ if [ ! -f "$libc_a" ]; then
   echo "static-libc.sh: $cc has no libc.a (install libc6-dev): cannot build the archive for -static programs" >&2
   exit 1
 fi
+# binutils of the target: a cross compiler's (aarch64-linux-gnu-gcc: aarch64-linux-gnu-objcopy)
+case $(basename "$cc") in *-gcc) pre=$(dirname "$cc")/$(basename "$cc" gcc); pre=${pre#./} ;; *) pre= ;; esac
+ar() { command "${pre}ar" "$@"; }
+nm() { command "${pre}nm" "$@"; }
+objcopy() { command "${pre}objcopy" "$@"; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && ar x "$libc_a" malloc.o) || { echo "static-libc.sh: $libc_a has no malloc.o" >&2; exit 1; }
 # global names the shim defines, strong or weak (nm -g --defined-only: "ADDR TYPE NAME")
