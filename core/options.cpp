@@ -1,6 +1,7 @@
 #include "core/options.h"
 
 #include "core/platform.h"
+#include "core/stats.h"   // kMaxNodes
 
 #include <sys/auxv.h>
 
@@ -34,15 +35,17 @@ void warn_line(const char *what, const char *entry, const char *tail) {
   b.say();
 }
 
-// A value out of its range becomes the nearest bound, and says so.
-void clamp(uint64_t *v, uint64_t lo, uint64_t hi, const char *name, bool warn) {
+// A value out of its range becomes the nearest bound, and says so (naming the value as given:
+// `text`, or null when it was not set).
+void clamp(uint64_t *v, uint64_t lo, uint64_t hi, const char *name, const char *text, bool warn) {
   if (*v >= lo && *v <= hi) return;
   uint64_t c = *v < lo ? lo : hi;
   if (warn) {
     char mem[256];
     Buf b(mem, sizeof mem);
-    b.str("zns-slab: ").str(name).chr('=').u64(*v).str(" is out of range (").u64(lo).str("..").u64(hi)
-        .str("), using ").u64(c).end_line();
+    b.str("zns-slab: ").str(name).chr('=');
+    if (text) b.str(text); else b.u64(*v);
+    b.str(" is out of range (").u64(lo).str("..").u64(hi).str("), using ").u64(c).end_line();
     b.say();
   }
   *v = c;
@@ -69,12 +72,15 @@ bool is_tool_variable(const char *entry) {
   return false;
 }
 
+// Decimal digits only; a number past 2^64 - 1 reads as 2^64 - 1 (every NUM option has a range,
+// so it then becomes the range's top, with a line).
 bool parse_num(const char *v, uint64_t *out) {
   if (*v == 0) return false;
   uint64_t x = 0;
   for (; *v; ++v) {
-    if (*v < '0' || *v > '9' || x > (~uint64_t(0)) / 10 - 10) return false;
-    x = x * 10 + uint64_t(*v - '0');
+    if (*v < '0' || *v > '9') return false;
+    unsigned d = unsigned(*v - '0');
+    x = x > (~uint64_t(0) - d) / 10 ? ~uint64_t(0) : x * 10 + d;
   }
   *out = x;
   return true;
@@ -114,6 +120,10 @@ void options_load(bool warn) {
     g_options = o;
     return;
   }
+  // The text of each NUM option as given (for the range's line), or null.
+#define ZNS_OPTION(kind, name, def, doc) [[maybe_unused]] const char *text_##name = nullptr;
+#include "core/options.def"
+#undef ZNS_OPTION
   for (char **e = environ; *e; ++e) {
     const char *entry = *e;
     if (entry[0] != 'Z' || entry[1] != 'N' || entry[2] != 'S' || entry[3] != '_') continue;
@@ -124,7 +134,7 @@ void options_load(bool warn) {
     known = true;                                                                              \
     uint64_t x;                                                                                \
     if (!*v) {                                       /* empty: the default, as unset */        \
-    } else if (parse_num(v, &x)) o.name = x;                                                   \
+    } else if (parse_num(v, &x)) o.name = x, text_##name = v;                                  \
     else if (warn) warn_line("bad value, using the default: ", entry, "");                     \
   }
 #define ZNS_OPTION_SIZE(name)                                                                  \
@@ -151,11 +161,25 @@ void options_load(bool warn) {
 #undef ZNS_OPTION_SIZE
     if (!known && warn && !is_tool_variable(entry)) warn_line("unknown variable ignored: ", entry, "");
   }
-  clamp(&o.ZNS_REGION_GB, 1, 4096, "ZNS_REGION_GB", warn);
-  clamp(&o.ZNS_DIRTY_PERCENT, 0, 100, "ZNS_DIRTY_PERCENT", warn);
-  // (times kept in 32-bit milliseconds: about 24 days at most)
-  clamp(&o.ZNS_DECAY_MS, 0, 0x7fffffff, "ZNS_DECAY_MS", warn);
-  clamp(&o.ZNS_TIER_CHILD_MS, 0, 0x7fffffff, "ZNS_TIER_CHILD_MS", warn);
+  // Every NUM option's range (the unit test "every NUM option has a range" holds this list to
+  // options.def).  Times are kept in 32-bit milliseconds: about 24 days at most.
+#define ZNS_RANGE(name, lo, hi) clamp(&o.name, lo, hi, #name, text_##name, warn)
+  ZNS_RANGE(ZNS_STATS_INTERVAL_MS, 0, 0x7fffffff);
+  ZNS_RANGE(ZNS_REGION_GB, 1, 4096);
+  ZNS_RANGE(ZNS_DECAY_MS, 0, 0x7fffffff);
+  ZNS_RANGE(ZNS_DIRTY_MAX_KB, 0, uint64_t(1) << 32);   // 4 TiB
+  ZNS_RANGE(ZNS_DIRTY_PERCENT, 0, 100);
+  ZNS_RANGE(ZNS_PROCESS_MADVISE, 0, 1);
+  ZNS_RANGE(ZNS_POPULATE, 0, 1);
+  ZNS_RANGE(ZNS_NUMA, 0, 1);
+  ZNS_RANGE(ZNS_NUMA_NODES, 0, kMaxNodes);
+  ZNS_RANGE(ZNS_TIER_COLD_MS, 0, 0x7fffffff);
+  ZNS_RANGE(ZNS_TIER_MAX_RETURNS, 0, 0x7fffffff);
+  ZNS_RANGE(ZNS_TIER_SCAN_MS, 0, 0x7fffffff);
+  ZNS_RANGE(ZNS_TIER_CHILD_MS, 0, 0x7fffffff);
+  ZNS_RANGE(ZNS_PROF_INTERVAL_MS, 0, 0x7fffffff);
+  ZNS_RANGE(ZNS_SECURE, 0, 1);
+#undef ZNS_RANGE
   if (warn && o.ZNS_STATS_INTERVAL_MS) {
     const char *d = o.ZNS_STATS;
     size_t n = __builtin_strlen(d);

@@ -48,3 +48,34 @@ TEST_CASE("options are parsed from the environment; bad values keep the default"
   options_load(false);
   CHECK(g_options.ZNS_DECAY_MS == 1000);
 }
+
+// Every NUM option has a range in options_load: a number past 2^64 reads as 2^64 - 1 and must come
+// out at the range's top, never as itself (until 2026-12-06 it kept the default with a "bad
+// value" line, and ZNS_SECURE=2, ZNS_NUMA_NODES=1000 or a cold window of 10^19 ms passed silently).
+TEST_CASE("every NUM option is held to a range; a number too large for 64 bits is its top") {
+  const char *huge = "99999999999999999999999";
+#define ZNS_OPTION_NUM(name) setenv(#name, huge, 1);
+#define ZNS_OPTION_STR(name)
+#define ZNS_OPTION_SIZE(name)
+#define ZNS_OPTION(kind, name, def, doc) ZNS_OPTION_##kind(name)
+#include "core/options.def"
+#undef ZNS_OPTION_NUM
+  options_load(false);
+#define ZNS_OPTION_NUM(name)                                      \
+  CHECK_MESSAGE(g_options.name <= (uint64_t(1) << 32), #name " = " << g_options.name); \
+  CHECK_MESSAGE(g_options.name > 0, #name " = 0");                \
+  unsetenv(#name);
+#include "core/options.def"
+#undef ZNS_OPTION
+#undef ZNS_OPTION_NUM
+#undef ZNS_OPTION_STR
+#undef ZNS_OPTION_SIZE
+  CHECK(g_options.ZNS_SECURE == 1);
+  CHECK(g_options.ZNS_REGION_GB == 4096);
+  setenv("ZNS_NUMA_NODES", "1000", 1);
+  options_load(false);
+  CHECK(g_options.ZNS_NUMA_NODES == 64);
+  unsetenv("ZNS_NUMA_NODES");
+  options_load(false);
+  CHECK(g_options.ZNS_SECURE == 0);
+}
