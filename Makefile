@@ -1,5 +1,7 @@
 # ZNS-Slab build.  `make` builds the shim; `make run` is the main job; `make test` runs every test.
-# Everything the targets need from Debian is installed by `make deps` when missing.
+# What the targets need from Debian is installed when missing: `make deps` (the build), `make
+# deps-test` (what `make test` runs: real programs, the aarch64 cross compiler and qemu-user) and
+# `make deps-bench` (the peers and Google Benchmark); each target depends on its own.
 
 CXX      ?= g++
 CC       ?= gcc

@@ -25,7 +25,7 @@ inline constexpr unsigned kMaxBitmapWords = kMaxBlocks / 64;
 inline constexpr unsigned kInlineWords = 3;
 constexpr unsigned bitmap_words(unsigned blocks) { return (blocks + 63) / 64; }
 
-// Block sizes: 8, then 16-byte steps to 256, then four classes per doubling.  Every size from 16 is
+// Block sizes: 8, then 16-byte steps to 256, then eight classes per doubling.  Every size from 16 is
 // a multiple of 16, so every block of 16 B or more is 16-byte aligned (slabs start on a page
 // boundary); 8 B blocks are 8-byte aligned, as any object of 8 bytes or less needs (what jemalloc,
 // tcmalloc and mimalloc return too; glibc gives 16).

@@ -1,5 +1,6 @@
 /* ZNS-Slab public API.  The allocator itself is reached through the standard malloc family;
- * these are the project's own entry points, exported by libzns_slab.so and libzns_slab.a.
+ * these are the project's own entry points, exported by libzns_slab.so, libzns_slab_prof.so and
+ * both archives (libzns_slab.a, libzns_slab_static.a).
  * Programs that may run without ZNS-Slab can declare them weak and test for NULL. */
 #ifndef ZNS_SLAB_H
 #define ZNS_SLAB_H
@@ -11,7 +12,8 @@ extern "C" {
 /* 1 when p lies in the slab region (a block ZNS-Slab handed out, live or not), else 0. */
 int zns_owns(const void *p);
 
-/* Usable size of a block in the slab region (its size class), 0 for anything else. */
+/* The block size (size class) of the slab that p lies in, for any address in the slab region (a
+ * block's start or not, live or free); 0 outside it.  malloc_usable_size checks p is a live block. */
 size_t zns_block_size(const void *p);
 
 /* Print heap statistics to fd: a text table (json == 0) or one JSON document (json != 0).
@@ -19,7 +21,10 @@ size_t zns_block_size(const void *p);
  * have interrupted a malloc, a free or another print.  Returns 0, or -1 if a write failed. */
 int zns_stats_print(int fd, int json);
 
-/* Return every empty slab the depot holds to the OS now (instead of after the decay delay). */
+/* Give memory back now instead of after the decay delay: this thread's buffered frees of other
+ * threads' blocks are applied and (ZNS_SECURE) its quarantine released, every empty slab the
+ * depot holds returns to the OS, and so do the pages of any thread's parked slabs whose blocks
+ * have all been freed. */
 void zns_trim(void);
 
 /* The tier (ZNS_TIER=uffd|madvise): cold slabs leave RAM for a file and come back on touch. */

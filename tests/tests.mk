@@ -1,9 +1,13 @@
-# Test build rules: included by the Makefile.  Files dropped into these folders are picked up:
+# Test build rules: included by the Makefile.  Files dropped into the first four folders are
+# picked up (tests/run.sh runs them):
 #   tests/unit/*.cpp     doctest unit tests, linked with the core objects directly (no interposition)
-#   tests/api/*.c|*.cpp  programs run twice: under LD_PRELOAD=libzns_slab.so, and linked with libzns_slab.a
+#   tests/api/*.c|*.cpp  programs run three times: under LD_PRELOAD=libzns_slab.so, linked with
+#                        libzns_slab.a, and linked -static with libzns_slab_static.a (but FULLSTATIC_SKIP)
 #   tests/stress/*.c|*.cpp  the same, for multithreaded / fork / churn stress
-#   tests/programs/*.sh  unmodified real programs (python3, sqlite3, redis-server) under the shim
-#   tests/prof/*.c       programs for tests/prof/run.sh (the heap profiler), built dynamic only
+#   tests/programs/*.sh  unmodified real programs (python3 and CPython's tests, sqlite3, redis-server,
+#                        PostgreSQL, PHP, everyday tools, ...) under the shim
+# Named one by one: tests/prof (PROF_TEST: tests/prof/run.sh), tests/tier (TIER_TEST), and the
+# aarch64 set of tests/cross/run.sh.
 TEST_CFLAGS   := -O1 -g -pthread -Wall -Wno-unused-result -I.
 UNIT_SRC      := $(wildcard tests/unit/*.cpp)
 PROG_SRC      := $(wildcard tests/api/*.c tests/api/*.cpp tests/stress/*.c tests/stress/*.cpp)

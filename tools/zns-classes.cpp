@@ -18,7 +18,7 @@ int main() {
     std::printf("%5u %6u %5u %6u %8u %10u %9.1f%%\n", c, i.size, i.pages, i.blocks, tail, smallest,
                 waste);
   }
-  std::printf("classes: %u; worst-case waste above 16 B: %.1f%% (requests of 1..16 B share the 16 B class)\n",
+  std::printf("classes: %u; worst-case waste above 16 B: %.1f%% (requests of 0..8 B get the 8 B class, 9..16 B the 16 B one)\n",
               kNumClasses, worst_all);
   return 0;
 }
