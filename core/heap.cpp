@@ -1140,6 +1140,32 @@ void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n);
 void apply_remote(void *const *ps, const uint16_t *lives, unsigned n);
 void flush_remote(ThreadCache *tc);
 
+// Shared slabs whose settling (shared_settle: the class lock, maybe the depot's) a remote free
+// left for later because this thread held one of the library's locks (t_guards): a signal
+// handler's free of another thread's block that interrupted this thread inside a locked region
+// would wait for its own lock for good (a stress review, 2026-12-06: 3 of 5 runs of a SIGUSR1
+// storm hung).  Slots, not a list: the handler and the thread both change them, by exchange.
+// The next slow path with no lock held settles them (settle_deferred).  With every slot taken a
+// slab is left for the next free into it, or its claim, to settle (not seen: 8 frees into 8
+// slabs in one locked region).
+constexpr unsigned kDeferredSettles = 8;
+__thread std::atomic<uint32_t> t_settle[kDeferredSettles] __attribute__((tls_model("initial-exec")));
+__thread bool t_settle_any __attribute__((tls_model("initial-exec")));
+void settle_later(const SlabMeta *s) {
+  uint32_t page = page_of(s) + 1;   // (0 = empty)
+  for (std::atomic<uint32_t> &slot : t_settle) {
+    uint32_t empty = 0;
+    if (slot.compare_exchange_strong(empty, page, std::memory_order_relaxed)) break;
+  }
+  t_settle_any = true;
+}
+void shared_settle(SlabMeta *s);
+ZNS_NOINLINE void settle_deferred() {
+  t_settle_any = false;
+  for (std::atomic<uint32_t> &slot : t_settle)
+    if (uint32_t page = slot.exchange(0, std::memory_order_relaxed)) shared_settle(&meta_at(page - 1));
+}
+
 void drain_detached(ThreadCache *o) {
   Guard g(g_pool_lock);
   if (!o->attached.load(std::memory_order_seq_cst)) drain_inbox(o, false);
@@ -1281,8 +1307,12 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   // this free and the next ones into it are the owner's (see adopt_on_free).  (After the look at
   // the buffer: the take-over applies it.)
   unsigned cls = s->cls;
+  // Not from a signal handler that interrupted this thread while the buffer changes (it could not
+  // apply it), inside a slow path that changes the cache's lists (busy), or under one of the
+  // library's locks (the take-over takes the class lock and may take the depot's: a handler's free
+  // there deadlocked on the lock its thread held; a stress review, 2026-12-06).
   if (owner == kSharedOwner && tc->word[cls] != &g_zero_word && !(tc->adopt_off[cls / 64] >> (cls % 64) & 1) &&
-      !tc->in_remote) {   // (a signal handler's free while the buffer changes: it could not apply it)
+      !tc->in_remote && !tc->busy && t_guards == 0) {
     if (adopt_on_free(tc, s, p, cls, life, call)) return;   // (and p freed)
     // Ours after a failed attempt: a signal handler's free took it over meanwhile.  No block of a
     // slab this thread owns may wait in its buffer: usable_size relies on it.
@@ -1298,17 +1328,36 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
     void *one[1] = {p};
     return apply_remote(one, &life, 1);
   }
+  // A full buffer whose flush has not run: a signal handler's free between the thread's append and
+  // its flush (below), or a buffer filled under one of the library's locks, which is not flushed
+  // there (the flush may lock).  Flushed now if no lock is held (a handler's flush then leaves the
+  // thread's an empty buffer), else this free is applied at once.  Until 2026-12-06 a handler's free
+  // in that window appended at index 64, past the buffer, and the next flush overran apply_remote's
+  // arrays (a stress review: SIGSEGV in 5 of 5 runs, tests/stress/remote_buffer part 3).
+  if (ZNS_UNLIKELY(tc->remote_count >= kRemoteBuffer)) {
+    if (t_guards == 0) flush_remote(tc);
+    if (tc->remote_count >= kRemoteBuffer) {
+      void *one[1] = {p};
+      return apply_remote(one, &life, 1);
+    }
+  }
   seen |= bit;
   tc->in_remote = kAppending;
   std::atomic_signal_fence(std::memory_order_seq_cst);
   // The entry, then the count: a fork's child applies the entries the count covers (fork_child).
   unsigned k = tc->remote_count;
+  if (ZNS_UNLIKELY(k >= kRemoteBuffer)) {   // filled by a handler since the look above
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    tc->in_remote = 0;
+    void *one[1] = {p};
+    return apply_remote(one, &life, 1);
+  }
   tc->remote_life[k] = life;
   tc->remote_buf[k] = p;
   __atomic_store_n(&tc->remote_count, k + 1, __ATOMIC_RELEASE);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   tc->in_remote = 0;
-  if (k + 1 == kRemoteBuffer) flush_remote(tc);
+  if (k + 1 == kRemoteBuffer && t_guards == 0) flush_remote(tc);
 }
 
 // ---- ZNS_SECURE ------------------------------------------------------------------------------------
@@ -1696,6 +1745,9 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls, const SlabMeta *scanned = 
 
 // Apply remote frees: one atomic OR per run of frees into the same bitmap word.
 void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
+  // Under one of this thread's own locks (a signal handler's free, a C library call the library
+  // made while it held one): nothing here may take a lock (settle_later).
+  const bool may_lock = t_guards == 0;
   // Every entry was checked when it was buffered (free_remote): a block start, then out, in the
   // slab's life lives[k].  A buffered block stays out, so its slab cannot go back to the depot
   // before the entry is applied, unless someone else freed the block too: an entry whose slab has
@@ -1745,27 +1797,27 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
         bool idle = st == kSharedIdle;
         if ((idle || st == kSharedQueued) &&
             (total >= out || (idle && blocks - out + total >= reuse_worth(blocks))))
-          shared_settle(s);
+          may_lock ? shared_settle(s) : settle_later(s);
       } else {
         remote_at(page).shared_frees.fetch_add(unsigned(__builtin_popcountll(mask)), std::memory_order_seq_cst);
-        shared_settle(s);
+        may_lock ? shared_settle(s) : settle_later(s);
       }
       // Adopted meanwhile?  Then the adopter's merge may have run before our OR: tell the new owner
       // (its inbox and remote hint), so that remote bits in an owned slab are always announced and
       // the owner's refill may skip the remote bits when the hint is clear.  (The slab cannot have
       // gone back to the depot before our OR: our block was still out.)
       uint32_t now = s->owner.load(std::memory_order_seq_cst);
-      if (now != kSharedOwner && now != kNoOwner) notify(page, owner_cache(now), true);
+      if (now != kSharedOwner && now != kNoOwner) notify(page, owner_cache(now), may_lock);
     } else {
-      notify(page, owner_cache(owner), true);
+      notify(page, owner_cache(owner), may_lock);
       // The owner may have given the slab up meanwhile (see relinquish).  A parked slab our free
       // completed is the owner's to reuse; but an owner that has not refilled for kParkIdleMs may
       // not look again for long (a worker waiting for its next job): give the pages back now.
       uint32_t now = s->owner.load(std::memory_order_seq_cst);
       if (now == kSharedOwner) {
         remote_at(page).shared_frees.fetch_add(unsigned(__builtin_popcountll(mask)), std::memory_order_seq_cst);
-        shared_settle(s);
-      } else if (meta_at(page).share.load(std::memory_order_acquire) == kParkedIdle) {
+        may_lock ? shared_settle(s) : settle_later(s);
+      } else if (may_lock && meta_at(page).share.load(std::memory_order_acquire) == kParkedIdle) {
         // Complete?  Not unless our word now is (our OR's result and the owner's bits cover it):
         // most frees leave it short, and only then is every word of the slab counted (up to 128).
         unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED), left = blocks - w * 64;
@@ -1783,6 +1835,7 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
 // (`in_remote`: see free_remote_plain.  A flush a signal handler asks for while this thread
 // appends or flushes is left to the thread: it flushes when the buffer is full.)
 void flush_remote(ThreadCache *tc) {
+  if (ZNS_UNLIKELY(t_settle_any) && t_guards == 0) settle_deferred();
   if (tc->in_remote) return;
   tc->in_remote = kFlushing;
   std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -2186,6 +2239,7 @@ ZNS_NOINLINE void *alloc_refill(unsigned cls, const SlabMeta *scanned) {
   // From inside a C library call the library makes under one of its locks (a program's own mmap,
   // say, that allocates): the next allocator serves, as a slab slow path may need that lock.
   if (ZNS_UNLIKELY(t_guards != 0)) return nullptr;
+  if (ZNS_UNLIKELY(t_settle_any)) settle_deferred();
   if (ZNS_UNLIKELY(g_tier_child_pending.load(std::memory_order_relaxed))) tier_child_poll();
   ThreadCache *tc = t_cache;
   if (tc->id == kSentinelId) {
@@ -2298,6 +2352,14 @@ void free_remote(void *p, SlabMeta *s, const char *call) {
 // reuse_worth free joins the partial list, one with none out goes back to the depot (unless the tier or
 // a purge holds it: then it waits on the partial list with credit 0 for an unpark or the exit); a
 // current slab just starts counting again.
+// The free fast path's way in.  A signal handler's free that interrupted a slow path or a locked
+// region of this thread (see free_local_checked) must not move the slab between the cache's lists
+// there, nor take the depot lock: the move waits for the owner's next free into the slab.
+void credit_out_free(ThreadCache *tc, SlabMeta *s) {
+  if (ZNS_UNLIKELY(tc->busy || t_guards != 0)) { s->credit = 1; return; }
+  credit_out(tc, s);
+}
+
 void credit_out(ThreadCache *tc, SlabMeta *s) {
   SlowPath busy(tc);
   if (s->state == kParkedFull) {
@@ -2338,6 +2400,18 @@ void free_misuse(const char *what, const char *call, void *p) { fatal(what, call
 // A local free whose block looks free already, or whose slab may have unmerged remote frees.
 // Counted against the slab's credit like any free of the owner (a parked slab must still move).
 void free_local_checked(void *p, SlabMeta *s, const char *call) {
+  // This thread is inside a slow path that changes its cache, or holds one of the library's
+  // locks: a signal handler's free that interrupted it there (of a block of a slab the thread took
+  // over from an exited one, which to the program is another thread's).  The slow path below may
+  // take the depot lock (bits_install) or move the slab between the cache's lists: the free goes
+  // the remote way instead, lock-free, into the slab's remote bits and the thread's own inbox (a
+  // stress review, 2026-12-06: the handler waited for the depot lock its own thread held).
+  if (ZNS_UNLIKELY(t_guards != 0 || t_cache->busy)) {
+    if (__atomic_load_n(&t_cache->last[s->cls], __ATOMIC_RELAXED) == p) fatal("double free", call, p);
+    uint16_t life = g_region.life[s - g_region.meta].load(std::memory_order_relaxed);
+    void *one[1] = {p};
+    return apply_remote(one, &life, 1);
+  }
   uint32_t i = uint32_t(block_index(s, p));   // (the caller checked it is a block start)
   if (bits(s) == full_bits()) {   // the first free into a full slab: now the fast path's
     {

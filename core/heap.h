@@ -324,6 +324,7 @@ ZNS_NOINLINE void free_local_checked(void *p, SlabMeta *s, const char *call);   
 ZNS_NOINLINE void free_misuse(const char *what, const char *call, void *p);
 // The owner's free brought slab s's credit to zero (see kCurrentCredit): move or release it.
 ZNS_NOINLINE void credit_out(ThreadCache *tc, SlabMeta *s);
+ZNS_NOINLINE void credit_out_free(ThreadCache *tc, SlabMeta *s);   // the free fast path's
 void heap_init();                                // idempotent
 void *alloc_aligned(size_t n, size_t align);     // align <= kPageSize, power of two, n <= kMaxSmall
 bool trim();                                     // purge every empty slab in the depot now (and
@@ -480,7 +481,7 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   } else {
     if (kFastChecks && ZNS_UNLIKELY(last == p)) return free_misuse("double free", call, p);
     wp->store(word | bit, std::memory_order_relaxed);
-    if (ZNS_UNLIKELY(--s->credit == 0)) return credit_out(tc, s);   // a parked slab to move
+    if (ZNS_UNLIKELY(--s->credit == 0)) return credit_out_free(tc, s);   // a parked slab to move
   }
 }
 

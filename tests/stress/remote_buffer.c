@@ -12,7 +12,17 @@
  * 2. Four threads each free 60 of the main thread's 1000-byte blocks (buffered: fewer than 64) and
  *    wait; the main thread forks.  The child's heap must count those 240 blocks free: it applies
  *    the dead threads' complete buffers (before, it dropped them, and a chain of forks lost more
- *    with every generation). */
+ *    with every generation).
+ * 3. As 1, but B itself frees the mailbox's blocks (remote frees of its own) while its handler
+ *    does: a handler's free between B's append of the 64th entry and its flush appended past the
+ *    buffer's end, and the flush overran its arrays (SIGSEGV within ~1.3 s, 5 of 5 runs, until
+ *    2026-12-06; a stress review).
+ * 4. Producer threads that exit at once (their slabs become shared) and a thread B that allocates
+ *    and frees its own 64 B blocks in bursts; B's handler frees the producers' blocks.  Such a free
+ *    took a shared slab over (adopt_on_free: the class lock, the depot's) while B held those locks
+ *    itself, or freed into a slab B had taken over while B was inside the slow path that needed
+ *    the depot lock: a hang (3 of 5 runs of 20 s until 2026-12-06; a stress review).  An alarm
+ *    turns a hang into a failure. */
 #include "tests/api/zns_test.h" /* first: defines _GNU_SOURCE */
 
 #include <pthread.h>
@@ -96,7 +106,7 @@ static void part1(void) {
   stop = 1;
   pthread_join(a, NULL);
   pthread_join(b, NULL);
-  for (unsigned i = 0; i < MAILBOX; ++i) free(mailbox[i]);
+  for (unsigned i = 0; i < MAILBOX; ++i) free(__atomic_exchange_n(&mailbox[i], NULL, __ATOMIC_ACQ_REL));
   malloc_trim(0); /* applies this thread's own buffer (the mailbox's last blocks) */
   long after = live_bytes();
   CHECK(before >= 0 && after >= 0, "live_bytes %ld / %ld", before, after);
@@ -157,13 +167,110 @@ static void part2(void) {
   zt_log("part 2: live bytes before %ld, in the child after the frees %ld", before, child);
 }
 
-int main(int argc, char **argv) { /* argv[1]: "1" or "2", that part only */
+/* ---- 3: the handler's free when B's own append filled the buffer ------------------------------ */
+static volatile int stop3;
+static void *remote_freer(void *arg) {   /* B: frees the producer's blocks only */
+  (void)arg;
+  uint64_t s = 5;
+  while (!stop3) free(__atomic_exchange_n(&mailbox[zt_rand(&s) % MAILBOX], NULL, __ATOMIC_ACQ_REL));
+  return NULL;
+}
+static void *producer3(void *arg) {
+  (void)arg;
+  uint64_t s = 6;
+  while (!stop3) {
+    void *p = malloc(64);
+    REQUIRE(p);
+    free(__atomic_exchange_n(&mailbox[zt_rand(&s) % MAILBOX], p, __ATOMIC_ACQ_REL));
+  }
+  return NULL;
+}
+static void part3(void) {
+  pthread_t a, b;
+  REQUIRE(pthread_create(&a, NULL, producer3, NULL) == 0);
+  REQUIRE(pthread_create(&b, NULL, remote_freer, NULL) == 0);
+  unsigned long sent = 0;
+  for (double t0 = zt_now(); zt_now() - t0 < 2.0; ++sent) {
+    pthread_kill(b, SIGUSR1);
+    usleep(10);
+  }
+  stop3 = 1;
+  pthread_join(a, NULL);
+  pthread_join(b, NULL);
+  for (unsigned i = 0; i < MAILBOX; ++i) free(__atomic_exchange_n(&mailbox[i], NULL, __ATOMIC_ACQ_REL));
+  zt_log("part 3: %lu signals to a thread making remote frees of its own", sent);
+}
+
+/* ---- 4: the handler's free of exited threads' blocks while B is in its slow paths ------------- */
+static volatile int stop4;
+static void *short_producer(void *arg) {
+  (void)arg;
+  uint64_t s = (uintptr_t)&s | 1;
+  for (int i = 0; i < 2000; ++i) free(__atomic_exchange_n(&mailbox[zt_rand(&s) % MAILBOX], malloc(64), __ATOMIC_ACQ_REL));
+  return NULL;
+}
+static void *producers(void *arg) {
+  (void)arg;
+  while (!stop4) {
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, short_producer, NULL) == 0);
+    pthread_join(t, NULL);
+  }
+  return NULL;
+}
+static void *burster(void *arg) {   /* B: its own blocks of the same class, whole slabs at a time */
+  (void)arg;
+  static void *own[4096];
+  while (!stop4) {
+    for (int i = 0; i < 4096; ++i) own[i] = malloc(64);
+    for (int i = 0; i < 4096; ++i) free(own[i]);
+  }
+  return NULL;
+}
+static void on_alarm(int sig) {
+  (void)sig;
+  static const char m[] = "FAIL remote_buffer part 4: no progress in 60 s (a handler's free waits for a lock its thread holds?)\n";
+  write(2, m, sizeof m - 1);
+  _exit(1);
+}
+static void part4(void) {
+  signal(SIGALRM, on_alarm);
+  alarm(60);
+  pthread_t a, b;
+  REQUIRE(pthread_create(&b, NULL, burster, NULL) == 0);
+  REQUIRE(pthread_create(&a, NULL, producers, NULL) == 0);
+  unsigned long sent = 0;
+  for (double t0 = zt_now(); zt_now() - t0 < 4.0; ++sent) {
+    pthread_kill(b, SIGUSR1);
+    usleep(10);
+  }
+  stop4 = 1;
+  pthread_join(a, NULL);
+  pthread_join(b, NULL);
+  alarm(0);
+  for (unsigned i = 0; i < MAILBOX; ++i) free(__atomic_exchange_n(&mailbox[i], NULL, __ATOMIC_ACQ_REL));
+  zt_log("part 4: %lu signals to a thread in bursts of its own frees", sent);
+}
+
+int main(int argc, char **argv) { /* argv[1]: "1" .. "4", that part only */
   if (!zt_zns_mode()) {
     zt_log("remote_buffer: skipped (ZNS-Slab not loaded: free in a signal handler is not safe in glibc)");
     return 0;
   }
   zt_log("remote_buffer: %s", zt_mode_name());
-  if (argc < 2 || strcmp(argv[1], "2") != 0) part1();
-  if (argc < 2 || strcmp(argv[1], "1") != 0) part2();
+  const char *only = argc > 1 ? argv[1] : NULL;
+  if (!only || !strcmp(only, "1")) part1();   /* (installs the SIGUSR1 handler 3 and 4 use too) */
+  if (!only || !strcmp(only, "2")) part2();
+  const char *sec = getenv("ZNS_SECURE");
+  if (sec && strcmp(sec, "0") != 0) return zt_finish("remote_buffer");   /* (see part 1) */
+  if (only && (!strcmp(only, "3") || !strcmp(only, "4"))) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sa.sa_flags = SA_RESTART;
+    REQUIRE(sigaction(SIGUSR1, &sa, NULL) == 0);
+  }
+  if (!only || !strcmp(only, "3")) part3();
+  if (!only || !strcmp(only, "4")) part4();
   return zt_finish("remote_buffer");
 }
