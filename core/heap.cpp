@@ -1159,7 +1159,6 @@ void settle_later(const SlabMeta *s) {
   }
   t_settle_any = true;
 }
-void shared_settle(SlabMeta *s);
 ZNS_NOINLINE void settle_deferred() {
   t_settle_any = false;
   for (std::atomic<uint32_t> &slot : t_settle)
@@ -2348,10 +2347,6 @@ void free_remote(void *p, SlabMeta *s, const char *call) {
   free_remote_plain(p, s, call);
 }
 
-// The owner's frees (or merged remote ones) used up the credit of slab s: a parked full slab with a
-// reuse_worth free joins the partial list, one with none out goes back to the depot (unless the tier or
-// a purge holds it: then it waits on the partial list with credit 0 for an unpark or the exit); a
-// current slab just starts counting again.
 // The free fast path's way in.  A signal handler's free that interrupted a slow path or a locked
 // region of this thread (see free_local_checked) must not move the slab between the cache's lists
 // there, nor take the depot lock: the move waits for the owner's next free into the slab.
@@ -2360,6 +2355,10 @@ void credit_out_free(ThreadCache *tc, SlabMeta *s) {
   credit_out(tc, s);
 }
 
+// The owner's frees (or merged remote ones) used up the credit of slab s: a parked full slab with a
+// reuse_worth free joins the partial list, one with none out goes back to the depot (unless the tier or
+// a purge holds it: then it waits on the partial list with credit 0 for an unpark or the exit); a
+// current slab just starts counting again.
 void credit_out(ThreadCache *tc, SlabMeta *s) {
   SlowPath busy(tc);
   if (s->state == kParkedFull) {

@@ -161,8 +161,8 @@ void options_load(bool warn) {
 #undef ZNS_OPTION_SIZE
     if (!known && warn && !is_tool_variable(entry)) warn_line("unknown variable ignored: ", entry, "");
   }
-  // Every NUM option's range (the unit test "every NUM option has a range" holds this list to
-  // options.def).  Times are kept in 32-bit milliseconds: about 24 days at most.
+  // Every NUM option's range (tests/unit/options_test.cpp "every NUM option is held to a range"
+  // holds this list to options.def).  Times are kept in 32-bit milliseconds: about 24 days at most.
 #define ZNS_RANGE(name, lo, hi) clamp(&o.name, lo, hi, #name, text_##name, warn)
   ZNS_RANGE(ZNS_STATS_INTERVAL_MS, 0, 0x7fffffff);
   ZNS_RANGE(ZNS_REGION_GB, 1, 4096);

@@ -50,6 +50,16 @@ static uint64_t handler_seed = 77;
 
 static size_t rsize(uint64_t *s) { return 16 + zt_rand(s) % 1009; }
 
+/* SIGUSR1 to thread t every gap_us for secs seconds; how many were sent. */
+static unsigned long signal_storm(pthread_t t, double secs, unsigned gap_us) {
+  unsigned long sent = 0;
+  for (double t0 = zt_now(); zt_now() - t0 < secs; ++sent) {
+    pthread_kill(t, SIGUSR1);
+    usleep(gap_us);
+  }
+  return sent;
+}
+
 static void on_usr1(int sig) {
   (void)sig;
   for (int k = 0; k < 8; ++k) {
@@ -98,11 +108,7 @@ static void part1(void) {
   pthread_t a, b;
   REQUIRE(pthread_create(&a, NULL, producer, NULL) == 0);
   REQUIRE(pthread_create(&b, NULL, churner, NULL) == 0);
-  unsigned long sent = 0;
-  for (double t0 = zt_now(); zt_now() - t0 < 1.5; ++sent) {
-    pthread_kill(b, SIGUSR1);
-    usleep(50);
-  }
+  unsigned long sent = signal_storm(b, 1.5, 50);
   stop = 1;
   pthread_join(a, NULL);
   pthread_join(b, NULL);
@@ -189,11 +195,7 @@ static void part3(void) {
   pthread_t a, b;
   REQUIRE(pthread_create(&a, NULL, producer3, NULL) == 0);
   REQUIRE(pthread_create(&b, NULL, remote_freer, NULL) == 0);
-  unsigned long sent = 0;
-  for (double t0 = zt_now(); zt_now() - t0 < 2.0; ++sent) {
-    pthread_kill(b, SIGUSR1);
-    usleep(10);
-  }
+  unsigned long sent = signal_storm(b, 2.0, 10);
   stop3 = 1;
   pthread_join(a, NULL);
   pthread_join(b, NULL);
@@ -239,11 +241,7 @@ static void part4(void) {
   pthread_t a, b;
   REQUIRE(pthread_create(&b, NULL, burster, NULL) == 0);
   REQUIRE(pthread_create(&a, NULL, producers, NULL) == 0);
-  unsigned long sent = 0;
-  for (double t0 = zt_now(); zt_now() - t0 < 4.0; ++sent) {
-    pthread_kill(b, SIGUSR1);
-    usleep(10);
-  }
+  unsigned long sent = signal_storm(b, 4.0, 10);
   stop4 = 1;
   pthread_join(a, NULL);
   pthread_join(b, NULL);
