@@ -1159,6 +1159,12 @@ void settle_later(const SlabMeta *s) {
   }
   t_settle_any = true;
 }
+// free_remote_plain's rare case: the buffer is full and its flush has not run (see there).
+ZNS_NOINLINE void remote_full(ThreadCache *tc, void *p, uint16_t life) {
+  void *one[1] = {p};
+  apply_remote(one, &life, 1);
+  if (t_guards == 0) flush_remote(tc);
+}
 ZNS_NOINLINE void settle_deferred() {
   t_settle_any = false;
   for (std::atomic<uint32_t> &slot : t_settle)
@@ -1306,12 +1312,10 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   // this free and the next ones into it are the owner's (see adopt_on_free).  (After the look at
   // the buffer: the take-over applies it.)
   unsigned cls = s->cls;
-  // Not from a signal handler that interrupted this thread while the buffer changes (it could not
-  // apply it), inside a slow path that changes the cache's lists (busy), or under one of the
-  // library's locks (the take-over takes the class lock and may take the depot's: a handler's free
-  // there deadlocked on the lock its thread held; a stress review, 2026-12-06).
+  // (Not from a signal handler's free while the buffer changes: it could not apply it.  Nor in a
+  // slow path or under a lock of this thread: adopt_on_free says no.)
   if (owner == kSharedOwner && tc->word[cls] != &g_zero_word && !(tc->adopt_off[cls / 64] >> (cls % 64) & 1) &&
-      !tc->in_remote && !tc->busy && t_guards == 0) {
+      !tc->in_remote) {
     if (adopt_on_free(tc, s, p, cls, life, call)) return;   // (and p freed)
     // Ours after a failed attempt: a signal handler's free took it over meanwhile.  No block of a
     // slab this thread owns may wait in its buffer: usable_size relies on it.
@@ -1327,29 +1331,21 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
     void *one[1] = {p};
     return apply_remote(one, &life, 1);
   }
-  // A full buffer whose flush has not run: a signal handler's free between the thread's append and
-  // its flush (below), or a buffer filled under one of the library's locks, which is not flushed
-  // there (the flush may lock).  Flushed now if no lock is held (a handler's flush then leaves the
-  // thread's an empty buffer), else this free is applied at once.  Until 2026-12-06 a handler's free
-  // in that window appended at index 64, past the buffer, and the next flush overran apply_remote's
-  // arrays (a stress review: SIGSEGV in 5 of 5 runs, tests/stress/remote_buffer part 3).
-  if (ZNS_UNLIKELY(tc->remote_count >= kRemoteBuffer)) {
-    if (t_guards == 0) flush_remote(tc);
-    if (tc->remote_count >= kRemoteBuffer) {
-      void *one[1] = {p};
-      return apply_remote(one, &life, 1);
-    }
-  }
   seen |= bit;
   tc->in_remote = kAppending;
   std::atomic_signal_fence(std::memory_order_seq_cst);
   // The entry, then the count: a fork's child applies the entries the count covers (fork_child).
   unsigned k = tc->remote_count;
-  if (ZNS_UNLIKELY(k >= kRemoteBuffer)) {   // filled by a handler since the look above
+  if (ZNS_UNLIKELY(k >= kRemoteBuffer)) {
+    // Full, its flush not run: a signal handler's free between the thread's append and its flush
+    // (below), or a buffer filled under one of the library's locks, which is not flushed there (the
+    // flush may lock).  This free is applied at once, and the buffer flushed if no lock is held (a
+    // handler's flush leaves the thread's an empty buffer).  Until 2026-12-06 a handler's free in
+    // that window appended at index 64, past the buffer, and the next flush overran apply_remote's
+    // arrays (a stress review: SIGSEGV in 5 of 5 runs, tests/stress/remote_buffer part 3).
     std::atomic_signal_fence(std::memory_order_seq_cst);
     tc->in_remote = 0;
-    void *one[1] = {p};
-    return apply_remote(one, &life, 1);
+    return remote_full(tc, p, life);
   }
   tc->remote_life[k] = life;
   tc->remote_buf[k] = p;
@@ -1589,6 +1585,10 @@ void free_bit(ThreadCache *tc, SlabMeta *s, void *p, uint32_t i, const char *cal
 // refill takes it.
 ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s, void *p, unsigned cls, uint16_t life,
                                 const char *call) {
+  // Not inside this thread's slow path (busy: it changes the lists the take-over changes) nor under
+  // one of its locks (the take-over takes the class lock and may take the depot's): a signal
+  // handler's free there deadlocked on the lock its thread held (a stress review, 2026-12-06).
+  if (tc->busy || t_guards != 0) return false;
   SlowPath busy(tc);
   drain_inbox(tc, true);
   unsigned parked = 0;
