@@ -50,13 +50,22 @@ static uint64_t handler_seed = 77;
 
 static size_t rsize(uint64_t *s) { return 16 + zt_rand(s) % 1009; }
 
-/* SIGUSR1 to thread t every gap_us for secs seconds; how many were sent. */
-static unsigned long signal_storm(pthread_t t, double secs, unsigned gap_us) {
+/* Threads `feeder` and `target`; a SIGUSR1 to target every gap_us for secs seconds; then *stop
+ * and both joined, and the mailbox emptied.  How many signals were sent. */
+static unsigned long signal_storm(void *(*feeder)(void *), void *(*target)(void *), volatile int *stop,
+                                  double secs, unsigned gap_us) {
+  pthread_t a, b;
+  REQUIRE(pthread_create(&b, NULL, target, NULL) == 0);
+  REQUIRE(pthread_create(&a, NULL, feeder, NULL) == 0);
   unsigned long sent = 0;
   for (double t0 = zt_now(); zt_now() - t0 < secs; ++sent) {
-    pthread_kill(t, SIGUSR1);
+    pthread_kill(b, SIGUSR1);
     usleep(gap_us);
   }
+  *stop = 1;
+  pthread_join(a, NULL);
+  pthread_join(b, NULL);
+  for (unsigned i = 0; i < MAILBOX; ++i) free(__atomic_exchange_n(&mailbox[i], NULL, __ATOMIC_ACQ_REL));
   return sent;
 }
 
@@ -105,14 +114,7 @@ static void part1(void) {
   sa.sa_handler = on_usr1;
   sa.sa_flags = SA_RESTART;
   REQUIRE(sigaction(SIGUSR1, &sa, NULL) == 0);
-  pthread_t a, b;
-  REQUIRE(pthread_create(&a, NULL, producer, NULL) == 0);
-  REQUIRE(pthread_create(&b, NULL, churner, NULL) == 0);
-  unsigned long sent = signal_storm(b, 1.5, 50);
-  stop = 1;
-  pthread_join(a, NULL);
-  pthread_join(b, NULL);
-  for (unsigned i = 0; i < MAILBOX; ++i) free(__atomic_exchange_n(&mailbox[i], NULL, __ATOMIC_ACQ_REL));
+  unsigned long sent = signal_storm(producer, churner, &stop, 1.5, 50);
   malloc_trim(0); /* applies this thread's own buffer (the mailbox's last blocks) */
   long after = live_bytes();
   CHECK(before >= 0 && after >= 0, "live_bytes %ld / %ld", before, after);
@@ -192,14 +194,7 @@ static void *producer3(void *arg) {
   return NULL;
 }
 static void part3(void) {
-  pthread_t a, b;
-  REQUIRE(pthread_create(&a, NULL, producer3, NULL) == 0);
-  REQUIRE(pthread_create(&b, NULL, remote_freer, NULL) == 0);
-  unsigned long sent = signal_storm(b, 2.0, 10);
-  stop3 = 1;
-  pthread_join(a, NULL);
-  pthread_join(b, NULL);
-  for (unsigned i = 0; i < MAILBOX; ++i) free(__atomic_exchange_n(&mailbox[i], NULL, __ATOMIC_ACQ_REL));
+  unsigned long sent = signal_storm(producer3, remote_freer, &stop3, 2.0, 10);
   zt_log("part 3: %lu signals to a thread making remote frees of its own", sent);
 }
 
@@ -238,15 +233,8 @@ static void on_alarm(int sig) {
 static void part4(void) {
   signal(SIGALRM, on_alarm);
   alarm(60);
-  pthread_t a, b;
-  REQUIRE(pthread_create(&b, NULL, burster, NULL) == 0);
-  REQUIRE(pthread_create(&a, NULL, producers, NULL) == 0);
-  unsigned long sent = signal_storm(b, 4.0, 10);
-  stop4 = 1;
-  pthread_join(a, NULL);
-  pthread_join(b, NULL);
+  unsigned long sent = signal_storm(producers, burster, &stop4, 4.0, 10);
   alarm(0);
-  for (unsigned i = 0; i < MAILBOX; ++i) free(__atomic_exchange_n(&mailbox[i], NULL, __ATOMIC_ACQ_REL));
   zt_log("part 4: %lu signals to a thread in bursts of its own frees", sent);
 }
 
