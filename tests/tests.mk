@@ -85,7 +85,8 @@ $(BUILD)/tests/api/libzt_textrel.so: tests/api/lib/zt_textrel.c | $(BUILD)/tests
 	$(CC) -O1 -g -fPIC -shared $< -o $@ -Wl,-z,notext
 $(BUILD)/tests/api/deepbind $(BUILD)/tests/api/deepbind.static: TEST_LDFLAGS := -Wl,-rpath,'$$ORIGIN'
 
-.PHONY: test test-unit test-build
+.PHONY: test test-unit test-build test-plugins
+test-plugins: $(TEST_PLUGINS)   # (also for tests/cross/run.sh)
 # driven by tests/tier/run.sh
 TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.static $(if $(LIBC_A),$(BUILD)/tests/tier/tier_test.fullstatic)
 # driven by tests/prof/run.sh (the heap profiler library: built here whether `all` found libunwind or not)

@@ -25,9 +25,7 @@ if ! command -v ${CROSS}g++ >/dev/null || ! command -v qemu-aarch64 >/dev/null; 
 fi
 API="cancel cxx_late cxx_new deepbind early_init foreign malloc_basic memalign sized_delete"
 STRESS="prodcons remote_buffer"
-targets=($B/libzns_slab.so $B/libzns_slab.a $B/libzns_slab_static.a $B/tests/unit_tests)
-for p in deepbind deepbind_now myalloc shared deepbind_own deepbind_p2 deepbind_outer textrel cxx_plugin \
-         deepbind_undef; do targets+=($B/tests/api/libzt_$p.so); done   # (tests/tests.mk's TEST_PLUGINS)
+targets=($B/libzns_slab.so $B/libzns_slab.a $B/libzns_slab_static.a $B/tests/unit_tests test-plugins)
 for t in $API; do
   [ $t = deepbind ] || targets+=($B/tests/api/$t)
   targets+=($B/tests/api/$t.static)
