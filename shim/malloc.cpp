@@ -267,9 +267,19 @@ inline void count_fallback(void *p, size_t n) {
 
 inline bool mul_overflows(size_t a, size_t b, size_t *out) { return __builtin_mul_overflow(a, b, out); }
 
+// A forked child whose own tier is due starts it on its next call for a block above kMaxSmall, or
+// of a foreign one, as well as in the heap's slow path (alloc_refill): a child whose calls after
+// the delay are all for large blocks never reaches that path.  One load, on paths that go to the
+// next allocator anyway.  (A child that stays on the fast paths still never starts: DESIGN.)  Not inside a C library call made under one of its
+// locks (t_guards), as in alloc_refill.
+inline void child_tier_due() {
+  if (ZNS_UNLIKELY(g_tier_child_pending.load(std::memory_order_relaxed)) && t_guards == 0) tier_child_poll();
+}
+
 }  // namespace
 
 void *next_malloc(size_t n) {
+  child_tier_due();
   auto f = __atomic_load_n(&g_next.malloc, __ATOMIC_ACQUIRE);
   void *p = f(n);
   boot_note(p, f == &__libc_malloc);
@@ -278,6 +288,7 @@ void *next_malloc(size_t n) {
 }
 
 void *next_memalign(size_t align, size_t n) {
+  child_tier_due();
   auto f = __atomic_load_n(&g_next.memalign, __ATOMIC_ACQUIRE);
   void *p = f(align, n);
   if (!p) errno = ENOMEM;
@@ -293,6 +304,7 @@ void *malloc_miss(unsigned cls, size_t n) {
 
 #ifdef ZNS_PROFILER
 void *next_calloc(size_t n) {
+  child_tier_due();
   auto f = __atomic_load_n(&g_next.calloc, __ATOMIC_ACQUIRE);
   void *p = f(n, 1);
   boot_note(p, f == &__libc_calloc);
@@ -303,6 +315,7 @@ void *next_calloc(size_t n) {
 
 void next_free(void *p) {
   int saved = errno;
+  child_tier_due();
 #ifdef ZNS_PROFILER
   if (ZNS_UNLIKELY(g_prof_live.load(std::memory_order_relaxed)) && prof_free(p)) {   // a slot's
     errno = saved;
@@ -348,6 +361,7 @@ ZNS_API void *calloc(size_t n, size_t m) {
     void *p = alloc(total);
     if (ZNS_LIKELY(p != nullptr)) return memset(p, 0, block_size(p));
   }
+  child_tier_due();
   auto f = __atomic_load_n(&g_next.calloc, __ATOMIC_ACQUIRE);
   void *p = f(n, m);
   boot_note(p, f == &__libc_calloc);
@@ -382,6 +396,7 @@ static void *realloc_foreign(void *p, size_t n) {
     __libc_free(p);
     return q;
   }
+  child_tier_due();
   void *q = g_next.realloc(p, n);
   count_fallback(q, n);
   return q;

@@ -14,6 +14,9 @@
  *                              slabs (its own and those it inherited) leave RAM and come back
  *                              intact, its stores never reach the parent, and a grandchild forked
  *                              with the child's slabs out reads every byte
+ *   child-tier-large HOW       (run with ZNS_TIER_CHILD_MS=300 ZNS_TIER_SCAN_MS=50) a forked child that
+ *                              makes only calls for blocks above 4 KiB once its tier is due (HOW:
+ *                              malloc, calloc, realloc, memalign, free) gets its tier all the same
  *   child-seccomp              (run with ZNS_TIER_CHILD_MS=300) a forked child that installs a
  *                              seccomp filter (killing on userfaultfd and clone) allocates on:
  *                              its tier is not tried, and it lives
@@ -644,6 +647,58 @@ static int child_tier(void) {
   CHECK(out > 10, "the parent's tier paged out %zu slabs after the child", out);
   CHECK(count_bad(b, N) == 0);
   return zt_finish("child-tier");
+}
+
+/* ---- child-tier-large ------------------------------------------------------------------------ */
+/* A forked child that, once its tier is due, makes calls for blocks above 4 KiB only (a worker
+ * whose small objects come from pools it allocates in large chunks): `how` names the one call it
+ * makes (malloc, calloc, realloc, memalign or free).  Its own tier starts all the same, not
+ * before it is due, and its inherited bytes stay intact.  (Until 2026-12-06 only the heap's slow
+ * path looked, and such a child never started one.) */
+static int child_tier_large(const char *how) {
+  enum { N = 5000, K = 4000 };
+  struct blk *b = make_blocks(N, 700, 777);
+  CHECK(zns_tier_pageout() > 10, "nothing paged out before the fork");
+  int mode = tier().mode;
+  static void *big[K];
+  for (unsigned k = 0; k < K; ++k) REQUIRE((big[k] = malloc(5000 + k)) != NULL);   /* (for "free") */
+  int do_malloc = !strcmp(how, "malloc"), do_calloc = !strcmp(how, "calloc"), do_realloc = !strcmp(how, "realloc"),
+      do_memalign = !strcmp(how, "memalign"), do_free = !strcmp(how, "free");
+  REQUIRE(do_malloc + do_calloc + do_realloc + do_memalign + do_free == 1, "child-tier-large malloc|calloc|realloc|memalign|free");
+  double t0 = now_s();
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    double at = 0;
+    void *r = big[0];
+    for (unsigned i = 0, k = 1; now_s() - t0 < 5 && k < K; ++i, ++k) {
+      size_t n = 5000 + (i * 4099u) % 60000;
+      if (do_malloc) REQUIRE((big[k] = malloc(n)) != NULL);           /* kept: a free would look too */
+      if (do_calloc) REQUIRE((big[k] = calloc(n, 1)) != NULL);
+      if (do_memalign) REQUIRE(posix_memalign(&big[k], 4096, n) == 0);
+      if (do_realloc) REQUIRE((r = realloc(r, n)) != NULL);
+      if (do_free) { free(big[k]); big[k] = NULL; }
+      if (mode == 1 ? tier().mode == 1 : stats_field("scans") > 0) { at = now_s() - t0; break; }
+      usleep(1000);
+    }
+    CHECK(at > 0, "%s: the child's tier never started (5 s, ZNS_TIER_CHILD_MS=300)", how);
+    CHECK(at == 0 || at >= 0.25, "%s: the child's tier started %.3f s after the fork (ZNS_TIER_CHILD_MS=300)", how, at);
+    CHECK(count_bad(b, N) == 0, "%s: the child lost inherited bytes", how);
+    if (at > 0) {   /* (madvise: the inherited slabs may be out already; these are new) */
+      struct blk *c = make_blocks(N, 700, 999);
+      CHECK(zns_tier_pageout() > 10, "%s: the child's tier paged nothing out", how);
+      CHECK(count_bad(b, N) == 0, "%s: the child lost inherited bytes under its own tier", how);
+      CHECK(count_bad(c, N) == 0, "%s: the child lost its own bytes under its own tier", how);
+      CHECK(mode != 1 || tier().slabs_in > 0, "%s: uffd: no slab came back through the child's own handler", how);
+    }
+    zt_log("child-tier-large %s: the child's own tier ran %.2f s after the fork", how, at);
+    _exit(zt_failures ? 3 : 0);
+  }
+  int st = 0;
+  REQUIRE(waitpid(pid, &st, 0) == pid);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed (status %d)", st);
+  CHECK(count_bad(b, N) == 0, "the parent lost bytes");
+  return zt_finish("child-tier-large");
 }
 
 /* A seccomp filter on this thread (all threads with SECCOMP_FILTER_FLAG_TSYNC) under which system
@@ -1390,6 +1445,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "fork-mask")) return fork_mask();
   if (!strcmp(c, "child-tier")) return child_tier();
   if (!strcmp(c, "child-seccomp")) return child_seccomp();
+  if (!strcmp(c, "child-tier-large") && argc > 2) return child_tier_large(argv[2]);
   if (!strcmp(c, "falloc-refused")) return falloc_refused();
   if (!strcmp(c, "poll-refused")) return poll_refused(argc > 2 && !strcmp(argv[2], "read"));
   if (!strcmp(c, "fork-full") && argc > 2) return fork_full(argv[2]);
