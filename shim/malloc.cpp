@@ -268,10 +268,13 @@ inline void count_fallback(void *p, size_t n) {
 inline bool mul_overflows(size_t a, size_t b, size_t *out) { return __builtin_mul_overflow(a, b, out); }
 
 // A forked child whose own tier is due starts it on its next call for a block above kMaxSmall, or
-// of a foreign one, as well as in the heap's slow path (alloc_refill): a child whose calls after
-// the delay are all for large blocks never reaches that path.  One load, on paths that go to the
-// next allocator anyway.  (A child that stays on the fast paths still never starts: DESIGN.)  Not inside a C library call made under one of its
-// locks (t_guards), as in alloc_refill.
+// realloc of a foreign one, as well as in the heap's slow path (alloc_refill): a child whose
+// calls after the delay are all for large blocks never reaches that path.  One load, on paths
+// that go to the next allocator anyway.  (A child that stays on the fast paths still never
+// starts: DESIGN.)  Allocating calls only, never a free: glibc frees under locks of its own that
+// the start's pthread_create takes (a thread's dynamic TLS is freed under dl_stack_cache_lock:
+// a review found the child deadlocked on itself at a pthread_join), and it never allocates under
+// them.  t_guards: not inside the library's own locks, as in alloc_refill.
 inline void child_tier_due() {
   if (ZNS_UNLIKELY(g_tier_child_pending.load(std::memory_order_relaxed)) && t_guards == 0) tier_child_poll();
 }
@@ -315,7 +318,6 @@ void *next_calloc(size_t n) {
 
 void next_free(void *p) {
   int saved = errno;
-  child_tier_due();
 #ifdef ZNS_PROFILER
   if (ZNS_UNLIKELY(g_prof_live.load(std::memory_order_relaxed)) && prof_free(p)) {   // a slot's
     errno = saved;

@@ -59,6 +59,7 @@ namespace {
 // a forked child's own tier will be.  Off for good once a child could not have one.
 int g_line_mode = kTierOff;
 uint64_t g_child_due_ms;   // now_ms() at which a forked child's own tier is due
+long g_child_pid;          // that child's pid: a vfork child of it shares this memory, not the pid
 thread_local bool t_fork_locked;   // tier_fork_prepare took g_tier_lock (each forking thread's own:
                                    // two may fork at once, the page-in by touches lets go of it)
 thread_local sigset_t t_fork_sigmask;   // the forker's own mask, while it blocks every signal
@@ -1350,6 +1351,7 @@ void tier_fork_child() {
   reset_child_state();
   if (g_line_mode != kTierOff && g_options.ZNS_TIER_CHILD_MS != 0) {
     g_child_due_ms = now_ms() + g_options.ZNS_TIER_CHILD_MS;
+    g_child_pid = os_getpid();
     g_tier_child_pending.store(true);
   }
 }
@@ -1359,6 +1361,10 @@ void tier_fork_child() {
 // nothing pending any more.
 void tier_child_poll() {
   if (now_ms() < g_child_due_ms) return;
+  // A vfork child (opendir's block between vfork and exec) would start it in a process that is
+  // about to exec, with the forked child's flag and mode: the forked child then never had one
+  // (a review, 2026-12-06).  One system call, once due.
+  if (os_getpid() != g_child_pid) return;
   if (!g_tier_child_pending.exchange(false)) return;   // (first: a signal handler's malloc
                                                         // here must not come back in)
   NoCancel no_cancel;

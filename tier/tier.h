@@ -29,9 +29,9 @@ namespace zns {
 enum TierMode : int { kTierOff = 0, kTierUffd = 1, kTierMadvise = 2 };
 extern int g_tier_mode;   // set at region setup (off, uffd or madvise); a forked child's changes
                           // (off at the fork; uffd again when its own tier starts)
-// A forked child's own tier is due: the heap's slow path and the shim's calls of the next allocator
-// (child_tier_due) call tier_child_poll() while this is set (one load there; nothing on the fast
-// paths).  ZNS_TIER_CHILD_MS (0 = never, the default) after
+// A forked child's own tier is due: the heap's slow path and the shim's allocating calls of the
+// next allocator (child_tier_due; never a free) call tier_child_poll() while this is set (one load
+// there; nothing on the fast paths).  ZNS_TIER_CHILD_MS (0 = never, the default) after
 // the fork the child opens
 // its own backing file (uffd: and userfaultfd) and starts its own thread: only a child that lives
 // and allocates that long pays for it, a fork+exec never does.

@@ -60,7 +60,7 @@ for mode in $MODES; do
   step "$mode/fork-signals" "" "${E[@]}" -- "$BIN" fork-signals
   [ $mode = uffd ] && step "$mode/fork-mask" "" "${E[@]}" ZNS_TIER_CHILD_MS=20 -- "$BIN" fork-mask
   step "$mode/child-tier" "" "${E[@]}" ZNS_TIER_CHILD_MS=300 ZNS_TIER_SCAN_MS=50 -- "$BIN" child-tier
-  for how in malloc calloc realloc memalign free; do
+  for how in malloc calloc realloc memalign vfork free; do
     step "$mode/child-tier-large($how)" "" "${E[@]}" ZNS_TIER_CHILD_MS=300 ZNS_TIER_SCAN_MS=50 -- "$BIN" child-tier-large $how
   done
   step "$mode/child-seccomp" "a forked child under a seccomp filter runs without the tier" "${E[@]}" ZNS_TIER_CHILD_MS=300 -- "$BIN" child-seccomp

@@ -16,7 +16,8 @@
  *                              with the child's slabs out reads every byte
  *   child-tier-large HOW       (run with ZNS_TIER_CHILD_MS=300 ZNS_TIER_SCAN_MS=50) a forked child that
  *                              makes only calls for blocks above 4 KiB once its tier is due (HOW:
- *                              malloc, calloc, realloc, memalign, free) gets its tier all the same
+ *                              malloc, calloc, realloc, memalign; vfork: the first one in a vfork
+ *                              child) gets its tier all the same; free: frees alone do not start it
  *   child-seccomp              (run with ZNS_TIER_CHILD_MS=300) a forked child that installs a
  *                              seccomp filter (killing on userfaultfd and clone) allocates on:
  *                              its tier is not tried, and it lives
@@ -96,6 +97,7 @@
  *   mode                       print the tier's mode (0 off, 1 uffd, 2 madvise)
  */
 #define _GNU_SOURCE 1
+#include <dirent.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <sys/mman.h>
@@ -652,9 +654,14 @@ static int child_tier(void) {
 /* ---- child-tier-large ------------------------------------------------------------------------ */
 /* A forked child that, once its tier is due, makes calls for blocks above 4 KiB only (a worker
  * whose small objects come from pools it allocates in large chunks): `how` names the one call it
- * makes (malloc, calloc, realloc, memalign or free).  Its own tier starts all the same, not
- * before it is due, and its inherited bytes stay intact.  (Until 2026-12-06 only the heap's slow
- * path looked, and such a child never started one.) */
+ * makes (malloc, calloc, realloc or memalign).  Its own tier starts all the same, not before it is
+ * due, and its inherited bytes stay intact.  (Until 2026-12-06 only the heap's slow path looked,
+ * and such a child never started one.)  `vfork`: once due, the child first vforks, and the vfork
+ * child makes the first large call (opendir's block, as a loop that closes descriptors before
+ * exec does) and execs; the tier must then start in the forked child, not in the vfork child (it
+ * did, on 52b1529: the forked child was left with a tier mode and no thread, file or fault
+ * handler).  Frees never start it (a free may run under glibc's stack-cache lock, which the
+ * start's pthread_create takes): `free` checks that 2 s of large frees after the delay do not. */
 static int child_tier_large(const char *how) {
   enum { N = 5000, K = 4000 };
   struct blk *b = make_blocks(N, 700, 777);
@@ -662,16 +669,29 @@ static int child_tier_large(const char *how) {
   int mode = tier().mode;
   static void *big[K];
   for (unsigned k = 0; k < K; ++k) REQUIRE((big[k] = malloc(5000 + k)) != NULL);   /* (for "free") */
-  int do_malloc = !strcmp(how, "malloc"), do_calloc = !strcmp(how, "calloc"), do_realloc = !strcmp(how, "realloc"),
-      do_memalign = !strcmp(how, "memalign"), do_free = !strcmp(how, "free");
-  REQUIRE(do_malloc + do_calloc + do_realloc + do_memalign + do_free == 1, "child-tier-large malloc|calloc|realloc|memalign|free");
+  int do_vfork = !strcmp(how, "vfork"), do_malloc = !strcmp(how, "malloc") || do_vfork, do_calloc = !strcmp(how, "calloc"),
+      do_realloc = !strcmp(how, "realloc"), do_memalign = !strcmp(how, "memalign"), do_free = !strcmp(how, "free");
+  REQUIRE(do_malloc + do_calloc + do_realloc + do_memalign + do_free == 1, "child-tier-large malloc|calloc|realloc|memalign|vfork|free");
   double t0 = now_s();
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
     double at = 0;
     void *r = big[0];
-    for (unsigned i = 0, k = 1; now_s() - t0 < 5 && k < K; ++i, ++k) {
+    if (do_vfork) {
+      while (now_s() - t0 < 0.4) usleep(10000);   /* due, and nothing called since the fork */
+      pid_t v = vfork();
+      REQUIRE(v >= 0);
+      if (v == 0) {
+        DIR *d = opendir("/proc/self/fd");   /* a block above 4 KiB, in the vfork child */
+        if (d) closedir(d);
+        execl("/bin/true", "true", (char *)NULL);
+        _exit(127);
+      }
+      int vst = 0;
+      REQUIRE(waitpid(v, &vst, 0) == v);
+    }
+    for (unsigned i = 0, k = 1; now_s() - t0 < (do_free ? 2 : 5) && k < K; ++i, ++k) {
       size_t n = 5000 + (i * 4099u) % 60000;
       if (do_malloc) REQUIRE((big[k] = malloc(n)) != NULL);           /* kept: a free would look too */
       if (do_calloc) REQUIRE((big[k] = calloc(n, 1)) != NULL);
@@ -680,6 +700,10 @@ static int child_tier_large(const char *how) {
       if (do_free) { free(big[k]); big[k] = NULL; }
       if (mode == 1 ? tier().mode == 1 : stats_field("scans") > 0) { at = now_s() - t0; break; }
       usleep(1000);
+    }
+    if (do_free) {   /* frees alone must not start it */
+      CHECK(at == 0, "free: the child's tier started %.3f s after the fork, from a free", at);
+      _exit(zt_failures ? 3 : 0);
     }
     CHECK(at > 0, "%s: the child's tier never started (5 s, ZNS_TIER_CHILD_MS=300)", how);
     CHECK(at == 0 || at >= 0.25, "%s: the child's tier started %.3f s after the fork (ZNS_TIER_CHILD_MS=300)", how, at);
