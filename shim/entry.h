@@ -8,6 +8,11 @@
 
 #include "core/heap.h"
 
+#ifdef ZNS_PROFILER
+// This library's malloc (a hidden alias, malloc.cpp), for the profile's first frame (prof.cpp).
+extern "C" __attribute__((visibility("hidden"))) void *zns_malloc_here(size_t);
+#endif
+
 namespace zns::shim {
 
 // Large requests, large alignments and exhausted regions: the next allocator (hidden, malloc.cpp).

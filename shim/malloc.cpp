@@ -349,6 +349,17 @@ using namespace zns::shim;
 #define ZNS_API extern "C" ZNS_EXPORT
 
 ZNS_API ZNS_HOT void *malloc(size_t n) { return malloc_impl(n); }
+#ifdef ZNS_PROFILER
+// malloc's address in this library, for the profile's first frame (shim/prof.cpp): &::malloc is the
+// program's PLT stub when a program built without PIE takes malloc's address, and google-pprof
+// names the stub after whatever symbol precedes it.  A hidden alias is bound here, at link time.
+#pragma GCC diagnostic push
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmissing-attributes"   // (malloc's own: glibc's header gives them)
+#endif
+extern "C" __attribute__((visibility("hidden"), alias("malloc"))) void *zns_malloc_here(size_t);
+#pragma GCC diagnostic pop
+#endif
 
 ZNS_API ZNS_HOT void free(void *p) { free_impl(p, "free"); }
 

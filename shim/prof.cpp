@@ -348,8 +348,9 @@ int dump_to(int fd) {
     // live ones again, as in its heap_v2 samples
     b.str("heap profile: ").u64(n).str(": ").u64(bytes).str(" [").u64(n).str(": ").u64(bytes)
         .str("] @ heap_v2/").u64(uint64_t(g_rate)).chr('\n');
-    // every stack starts in malloc (google-pprof drops the allocator's frames it knows by name)
-    void *top = reinterpret_cast<void *>(&::malloc);
+    // every stack starts in malloc (google-pprof drops the allocator's frames it knows by name):
+    // this library's malloc, not ::malloc (a program's PLT stub in a program built without PIE)
+    void *top = reinterpret_cast<void *>(&zns_malloc_here);
     for (size_t i = 0; i < n && !err; ++i) {
       const ProfRecord &r = copy[i].r;
       b.str("1: ").u64(r.size).str(" [1: ").u64(r.size).str("] @ ").hex(uintptr_t(top));
