@@ -22,7 +22,35 @@ run_one() {   # name, command...
   fi
 }
 
+# A test started in the background, reported (run_one's way) by bg_report: for a long one that
+# times nothing and uses one core, while the short serial ones use the other.
+bg_start() {   # name, command...
+  local name=$1; shift
+  [[ -n "$FILTER" && "$name" != *"$FILTER"* ]] && return
+  local log="$LOGDIR/${name//\//_}.log"
+  bg_names+=("$name"); rm -f "$log.status"
+  ( t0=$SECONDS; timeout 600 "$@" >"$log" 2>&1; echo "$? $((SECONDS-t0))" >"$log.status" ) &
+  bg_pids+=($!)
+}
+bg_report() {
+  local i name log rc secs
+  for i in "${!bg_pids[@]}"; do
+    name=${bg_names[$i]}; log="$LOGDIR/${name//\//_}.log"
+    wait "${bg_pids[$i]}"
+    read -r rc secs <"$log.status" 2>/dev/null || { rc=1; secs=?; }
+    if [ "$rc" = 0 ]; then
+      pass=$((pass+1)); printf 'PASS %-40s %3ss (in the background)\n' "$name" "$secs"
+    else
+      fail=$((fail+1)); failed+=("$name"); printf 'FAIL %-40s (exit %s) log: %s\n' "$name" "$rc" "$log"
+      tail -n 15 "$log" | sed 's/^/     | /'
+    fi
+  done
+}
+bg_names=(); bg_pids=()
+
 export ZNS_LIB=$LIB ZNS_EXPECT=1
+# built for aarch64 and run under qemu-user (~90 s, nothing timed): beside the serial tests below
+bg_start cross/aarch64 bash tests/cross/run.sh
 # plain reference runs shared by the modes of one test (tests/programs/lib/common.bash)
 export PROGTEST_PLAIN_CACHE=$PWD/$B/plain-cache; rm -rf "$PROGTEST_PLAIN_CACHE"; mkdir -p "$PROGTEST_PLAIN_CACHE"
 run_one unit $B/tests/unit_tests
@@ -69,7 +97,6 @@ run_one stress_long bash tests/stress_long/run.sh 20       # `make stress` for 2
 # The TSan build of the thread-churn driver (make check-sanitize runs all of them, with ASan too):
 # its stretched timing found a false "double free" that no native test here reproduced.
 run_one "sanitize/tsan-churn" bash -c 'env -u MAKEFLAGS -u MFLAGS make -s --no-print-directory deps-hardening build/sanitize/tsan/churn >&2 && SAN_FLAVOURS=tsan SAN_UNIT=0 tests/sanitize/run.sh churn'
-run_one cross/aarch64 bash tests/cross/run.sh               # built for aarch64, run under qemu-user
 run_one tier bash tests/tier/run.sh                         # issue 5: uffd and madvise, every scenario
 run_one prof bash tests/prof/run.sh                         # the heap profiler (libzns_slab_prof.so)
 for s in tests/programs/*.sh; do
@@ -77,6 +104,7 @@ for s in tests/programs/*.sh; do
   n=${s%.sh}; n=${n#tests/}
   run_one "$n" bash "$s"
 done
+bg_report
 echo
 [ ${#failed[@]} -gt 0 ] && echo "failed: ${failed[*]}"
 echo "$pass passed, $fail failed"
