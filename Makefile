@@ -5,6 +5,7 @@
 
 CXX      ?= g++
 CC       ?= gcc
+OBJCOPY  ?= $(shell $(CC) -print-prog-name=objcopy)
 BUILD    := build
 OPT      ?= -O2
 CXXSTD   := -std=c++20
@@ -101,8 +102,11 @@ $(BUILD)/prof/shim/prof.o: shim/prof.cpp $(wildcard core/*.h core/*.def) shim/en
 $(BUILD)/prof/shim/new_delete.o: shim/new_delete.cpp $(wildcard core/*.h core/*.def) shim/entry.h shim/zns_slab.h | $(BUILD)/prof/shim
 	$(CXX) $(NEWFLAGS) -DZNS_PROFILER -c $< -o $@
 $(PROF_SO): $(PROF_OBJ) shim/exports.map
-	$(CC) -shared -o $@ $(PROF_OBJ) -Wl,--version-script=shim/exports.map -Wl,-z,nodelete \
+	$(CC) -shared -o $@.tmp $(PROF_OBJ) -Wl,--version-script=shim/exports.map -Wl,-z,nodelete \
 	  -Wl,-z,now -pthread -lunwind -lm
+	@# (zns_malloc_here, malloc's hidden alias, is bound already: without its name in the symbol
+	@# table, malloc's address has one name, the one google-pprof drops; shim/malloc.cpp)
+	$(OBJCOPY) --strip-symbol=zns_malloc_here $@.tmp $@ && rm -f $@.tmp
 
 $(AR): $(LIB_OBJ)
 	rm -f $@ && $(ARTOOL) rcs $@ $(LIB_OBJ)
