@@ -16,7 +16,8 @@
 //     through zns_call_as with a return address that is a `ret` byte (0xc3) in the calling
 //     object's _init or _fini (see ret_byte); that `ret` comes back here.  glibc then resolves
 //     every name exactly as for the caller (its RPATH/RUNPATH, $ORIGIN, LD_LIBRARY_PATH,
-//     glibc-hwcaps, the cache), and an unwinder stops at the byte (no unwind entry covers them).
+//     glibc-hwcaps, the cache), and gdb's unwinder stops at the byte (no unwind entry covers
+//     them; libunwind walks on by the frame pointer, so the heap profiler leaves it out).
 //     (Not under a shadow stack, where the detour would fault, nor for code without any `ret`
 //     byte: then the call is direct, and the caller glibc sees is this library.)
 //   - A lazy open is made RTLD_NOW, so that every slot of the new objects holds its final function
@@ -79,6 +80,9 @@ DlopenFn zns_real_dlopen() {
 }
 
 namespace zns::shim {
+
+__thread uintptr_t t_detour_ret __attribute__((tls_model("initial-exec")));
+
 namespace {
 
 // The C allocation functions: ours (the interposed definitions, reached through our own GOT: the
@@ -501,7 +505,15 @@ void *zns_deep_dlopen(const char *file, int mode) {
 #if defined(__x86_64__)
   uintptr_t ret = shadow_stack() ? 0 : ret_byte(ra);
   errno = e;
-  auto open = [&](int m) { return ret ? zns_call_as(file, m, real, ret) : real(file, m); };
+  // (t_detour_ret: the heap profiler leaves the byte out of the stacks it records in there)
+  auto open = [&](int m) {
+    if (!ret) return real(file, m);
+    uintptr_t outer = zns::shim::t_detour_ret;   // (a constructor's own deep-bound dlopen)
+    zns::shim::t_detour_ret = ret;
+    void *r = zns_call_as(file, m, real, ret);
+    zns::shim::t_detour_ret = outer;
+    return r;
+  };
 #else
   (void)ra;
   auto open = [&](int m) { return real(file, m); };   // (glibc sees this library as the caller)

@@ -57,6 +57,8 @@ namespace zns::shim {
 
 __thread uintptr_t t_prof_left __attribute__((tls_model("initial-exec"))) = 0;
 std::atomic<bool> g_prof_live{false};
+// shim/deepbind.cpp: the `ret` byte a deep-bound dlopen in this thread returns through, or 0
+extern __thread uintptr_t t_detour_ret __attribute__((tls_model("initial-exec")));
 
 namespace {
 
@@ -209,9 +211,12 @@ ProfRecord make_record(size_t n, void *const *raw, int got) {
   ProfRecord r;
   r.size = n;
   r.depth = 0;
-  int first = 0;
-  while (first < got && ours(raw[first])) ++first;
-  for (int i = first; i < got && r.depth < kFrames; ++i) r.pc[r.depth++] = raw[i];
+  // this library's frames, wherever they are (zns_deep_dlopen's, under the loader's frames of a
+  // deep-bound dlopen), and the `ret` byte of the caller's _init that the detour of that dlopen
+  // returns through (libunwind does not stop there: it walks on by the frame pointer)
+  uintptr_t detour = t_detour_ret;
+  for (int i = 0; i < got && r.depth < kFrames; ++i)
+    if (!ours(raw[i]) && uintptr_t(raw[i]) != detour) r.pc[r.depth++] = raw[i];
   return r;
 }
 

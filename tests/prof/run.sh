@@ -94,6 +94,20 @@ google-pprof --text --inuse_space $B/tests/prof/prof_nopie "$T/nodebug.prof" >"$
 near "$(mib "$T/nodebug.txt" nopie_leaf)" 1.91 30 ||
   { head -5 "$T/nodebug.txt"; fail "library without debug information: nopie_leaf has $(mib "$T/nodebug.txt" nopie_leaf) MiB flat, expected 1.91"; }
 
+# a deep-bound dlopen (the shim's detour, shim/deepbind.cpp): the loader's allocations in it were
+# charged through zns_deep_dlopen and the program's _init (the detour's `ret` byte), which
+# libunwind walks through; every sample kept (rate 1)
+ZNS_PROF="$T/deep.prof" ZNS_PROF_RATE=1 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_deepbind "$PWD/$B/tests/prof/libzt_prof_plugin.so" >/dev/null ||
+  fail "prof_deepbind did not run"
+google-pprof --text --inuse_objects $B/tests/prof/prof_deepbind "$T/deep.prof" >"$T/deep.txt" 2>/dev/null ||
+  fail "prof_deepbind's profile is not readable"
+if grep -Eq ' (_init|zns_[a-z_]*)( \(inline\))?$' "$T/deep.txt" || ! grep -Eq ' prof_open$' "$T/deep.txt"; then
+  cat "$T/deep.txt"; fail "prof_deepbind: the loader's allocations in a deep-bound dlopen carry the shim's frames or _init, or not prof_open"
+fi
+google-pprof --text --inuse_space $B/tests/prof/prof_deepbind "$T/deep.prof" >"$T/deep.txt" 2>/dev/null
+near "$(mib "$T/deep.txt" plugin_keep)" 1.91 5 ||
+  { head -5 "$T/deep.txt"; fail "prof_deepbind: plugin_keep has $(mib "$T/deep.txt" plugin_keep) MiB flat, expected 1.91"; }
+
 # ---- 4. a real program ----------------------------------------------------------------------------
 echo "== python3"
 cat >"$T/w.py" <<'EOF'
