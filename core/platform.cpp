@@ -10,6 +10,7 @@
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -354,6 +355,28 @@ int fd_out_of_the_way(int fd) {
   if (high < 0) return fd;
   os_close(fd);
   return high;
+}
+
+bool is_program_output(int fd) {
+  struct stat st, out;
+  if (os_fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  for (int std : {1, 2})
+    if (os_fstat(std, &out) == 0 && out.st_dev == st.st_dev && out.st_ino == st.st_ino) return true;
+  return false;
+}
+
+int open_dump(const char *path, bool empty, bool append) {
+  int fd = os_open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (append ? O_APPEND : 0), 0644);
+  if (fd < 0) return -1;
+  int saved = errno;
+  struct stat st;
+  bool regular = os_fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  int flags = (os_fcntl(fd, F_GETFL) & ~O_NONBLOCK) | (append ? O_APPEND : 0);
+  if (regular && is_program_output(fd)) flags |= O_APPEND;
+  else if (regular && empty && os_ftruncate(fd, 0) != 0) {}   // (as O_TRUNC would have)
+  os_fcntl(fd, F_SETFL, flags);
+  errno = saved;
+  return fd;
 }
 
 int write_all(int fd, const char *p, size_t n) {

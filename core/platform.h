@@ -260,6 +260,15 @@ size_t process_rss();
 // descriptor limit is lower, at least above 0, 1 and 2, which a program started with one of them
 // closed would write to as its own).  The old number is closed; fd itself when no move is possible.
 int fd_out_of_the_way(int fd);
+// A dump's file (statistics, heap profile) opened for writing without waiting: -1 with errno when
+// it cannot be, ENXIO for a FIFO nobody reads yet (a blocking open hung the program: a review,
+// 2026-12-06).  Blocking again once open.  `empty`: a regular file is emptied first, unless it is
+// the program's own stdout or stderr (ZNS_STATS=/dev/stdout, or a path that names the file the
+// program's output is redirected to: O_TRUNC erased the program's output); that one is appended
+// to, as the program writes there.  `append`: O_APPEND in any case.
+int open_dump(const char *path, bool empty, bool append);
+// fd (open) is a regular file that is also the program's stdout or stderr.
+bool is_program_output(int fd);
 // A detached background thread of the library's own (64 KiB of stack) that takes no signals: a
 // process-directed signal must reach the program's threads, which may wait for it in sigsuspend
 // or sigwait (coreutils `timeout` never saw its child's SIGCHLD when the stats thread took it).

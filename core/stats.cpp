@@ -208,6 +208,11 @@ bool g_jsonl_fifo;            // the file is a FIFO (reopened without waiting fo
 bool g_jsonl_detached;        // g_jsonl_fd's number is not ours any more: reopen before a line
 bool g_jsonl_skipping;        // lines are being skipped (a FIFO without a reader): said once
 bool g_stats_stopped;         // under g_print_lock: no more lines
+bool g_fork_quiet;            // a forked child whose ZNS_STATS has no %p: no dump (the file, or
+                              // stderr, is its parent's)
+// g_jsonl_fd of a FIFO that had no reader at start: not a descriptor (detached: opened before
+// each line, as jsonl_fd_checked opens a FIFO again)
+constexpr int kJsonlNoReaderYet = 0x7fffffff;
 uint64_t g_start_ms;
 
 // The dump to fd: 0, or the errno value of the write that failed.  A file past a file-size limit
@@ -257,20 +262,29 @@ void say_cannot_write(const char *path, int err) {
 // fork+exec'ed, with the same ZNS_STATS: until 2026-12-05 its O_TRUNC erased this one's lines),
 // emptied only once the lock is ours.  -1 (and a line on stderr) if not.
 int open_jsonl(const char *path) {
-  int fd = os_open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
+  int fd = open_dump(path, false, true);
+  struct stat st;
+  if (fd < 0 && errno == ENXIO && os_stat(path, &st) == 0 && S_ISFIFO(st.st_mode)) {
+    // a FIFO nobody reads yet: lines are skipped until a reader is there (the program runs on)
+    g_jsonl_dev = st.st_dev;
+    g_jsonl_ino = st.st_ino;
+    g_jsonl_fifo = true;
+    g_jsonl_detached = true;
+    return kJsonlNoReaderYet;
+  }
   if (fd < 0) {
     say_cannot_write(path, errno);
     return -1;
   }
   fd = fd_out_of_the_way(fd);
-  struct stat st;
   // (a file system without flock, EOPNOTSUPP or ENOLCK: written unlocked, as before)
   if ((os_flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) || os_fstat(fd, &st) != 0) {
     say_cannot_write(path, errno);
     os_close(fd);
     return -1;
   }
-  if (os_ftruncate(fd, 0) != 0) {}   // (a FIFO or a character device: nothing to empty)
+  // (a FIFO or a character device: nothing to empty; the program's own output is appended to)
+  if (!is_program_output(fd) && os_ftruncate(fd, 0) != 0) {}
   g_jsonl_dev = st.st_dev;
   g_jsonl_ino = st.st_ino;
   g_jsonl_fifo = S_ISFIFO(st.st_mode);
@@ -283,7 +297,7 @@ int open_jsonl(const char *path) {
 // opened again for appending (the lines so far stay), or the dump stops: -1, and the caller says
 // so with say_jsonl_lost once the lock is let go (a stderr pipe that blocks must not hold it).
 // A FIFO is opened again without waiting for a reader (one whose reader had gone held the lock
-// forever): -2 when none is there, and the next line tries again (`last`: no next line).  A
+// forever): -2 when none is there, and the next line tries again (`last`: there is none).  A
 // regular file is opened as ever (a lease on it is waited out, as any open does).
 void say_jsonl_lost() {
   char m[700];
@@ -309,7 +323,7 @@ int jsonl_fd_checked(bool last) {
   int fd = os_open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0 && errno == EWOULDBLOCK && !g_jsonl_fifo)
     fd = os_open(g_jsonl_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0 && g_jsonl_fifo && errno == ENXIO && !last) return -2;
+  if (fd < 0 && g_jsonl_fifo && errno == ENXIO) return -2;
   if (fd >= 0) {
     os_fcntl(fd, F_SETFL, O_APPEND);   // (blocking writes again)
     fd = fd_out_of_the_way(fd);
@@ -443,29 +457,43 @@ void stats_at_exit() {
   int saved = errno;
   if (ends_with(dest, ".jsonl")) {   // the last line, and no more
     int err = 0;
-    bool lost = false;
+    bool lost = false, no_reader = false;
     {
       Guard g(g_print_lock);
       if (!g_stats_stopped && g_jsonl_fd >= 0) {
         err = print_jsonl_line(true);
-        lost = err < 0;
-        if (lost) err = 0;
+        no_reader = err == -2;
+        lost = err == -1;
+        if (err < 0) err = 0;
         else if (!g_jsonl_detached) os_close(g_jsonl_fd);
         g_jsonl_fd = -1;
       }
       g_stats_stopped = true;
     }
     if (lost) say_jsonl_lost();
+    if (no_reader) {
+      char m[700];
+      Buf(m, sizeof m).str("zns-slab: statistics to ").str(g_jsonl_path)
+          .str(": no reader on the FIFO at exit; the last line is not written").end_line().say();
+    }
     if (err) say_cut_short(g_jsonl_path, err);
+  } else if (g_fork_quiet) {
+    // (a forked child: the file, or stderr, is its parent's; %p in the path gives it one)
   } else if ((dest[0] == '1' && !dest[1]) || !__builtin_strcmp(dest, "stderr")) {
     stats_print(2, false);
   } else {
     char path[512];
     errno = ENAMETOOLONG;
     bool expanded = expand_path(dest, path, sizeof path);
-    int fd = expanded ? os_open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+    int fd = expanded ? open_dump(path, true, false) : -1;
     if (fd < 0) {
-      say_cannot_write(expanded ? path : dest, errno);   // (the path tried, %p expanded)
+      if (errno == ENXIO) {
+        char m[700];
+        Buf(m, sizeof m).str("zns-slab: statistics to ").str(path)
+            .str(": no reader on the FIFO at exit; not written").end_line().say();
+      } else {
+        say_cannot_write(expanded ? path : dest, errno);   // (the path tried, %p expanded)
+      }
     } else {
       int err;
       {
@@ -480,9 +508,11 @@ void stats_at_exit() {
 }
 
 // A forked child has no interval thread.  With %p in the path it starts its own file; without,
-// it must not append to its parent's, so it stays silent.
+// it must not append to its parent's, so it stays silent; and so with a text or JSON file, or
+// stderr, at exit (a child's dump took its parent's file over, or printed a table per subshell).
 void stats_after_fork_child() {
   g_print_lock.reset();
+  g_fork_quiet = !path_per_pid(g_options.ZNS_STATS);
   if (g_jsonl_fd < 0) return;
   // (only if it still is the file: the number may be the program's now.  The parent's lock stays:
   // it is the open file's, which the parent still holds.)

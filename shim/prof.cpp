@@ -427,13 +427,15 @@ int dump_path(const char *path_or_null, bool say) {
   bool own = !path_or_null && same_file(g_path_fd);
   if (own) {
     fd = g_path_fd;
-    if (os_lseek(fd, 0, SEEK_SET) != 0 || os_ftruncate(fd, 0) != 0) {}   // (a FIFO: written as it is)
+    // (a FIFO: written as it is; the program's own stdout or stderr file: appended to, never
+    // emptied, as ZNS_PROF=/dev/stderr erased the program's messages)
+    if (is_program_output(fd)) os_fcntl(fd, F_SETFL, os_fcntl(fd, F_GETFL) | O_APPEND);
+    else if (os_lseek(fd, 0, SEEK_SET) != 0 || os_ftruncate(fd, 0) != 0) {}
   } else {
     errno = ENAMETOOLONG;
     if (expand_path(dest, path, sizeof path)) {
-      // (O_NONBLOCK: a FIFO without a reader fails with ENXIO instead of hanging the exit)
-      fd = os_open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
-      if (fd >= 0) os_fcntl(fd, F_SETFL, os_fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+      // (a FIFO without a reader fails with ENXIO instead of hanging the exit)
+      fd = open_dump(path, true, false);
       dest = path;
     }
   }
@@ -459,6 +461,15 @@ void *interval_thread(void *) {
   char base[512], path[540];
   if (!expand_path(g_options.ZNS_PROF, base, sizeof base)) {
     say_cannot("cannot write the heap profile to ", g_options.ZNS_PROF, ENAMETOOLONG);
+    return nullptr;
+  }
+  // PATH.N next to a device or a FIFO (ZNS_PROF=/dev/null) would be files in /dev: only next to
+  // a regular file, or a path not there yet
+  struct stat st;
+  if (os_stat(base, &st) == 0 && !S_ISREG(st.st_mode)) {
+    char m[700];
+    Buf(m, sizeof m).str("zns-slab: ZNS_PROF_INTERVAL_MS: ").str(base)
+        .str(" is not a regular file, so no PATH.1, PATH.2, ... are written next to it").end_line().say();
     return nullptr;
   }
   for (;;) {

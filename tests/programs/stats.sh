@@ -369,7 +369,7 @@ wait
 [[ $rc == 0 ]] || { cat fifo.err; die "a program that closed its .jsonl FIFO exited $rc (124: it hung reopening it)"; }
 # (the reader sees its end of file unless the library opened the FIFO again first: then the
 # series went on into it, to the exit line)
-grep -q "cannot be opened again" fifo.err || "$PY" -c 'import json,sys; sys.exit(json.loads(open(sys.argv[1]).read().splitlines()[-1])["time_ms"] < 150)' fifo.out \
+grep -Eq "cannot be opened again|no reader on the FIFO" fifo.err || "$PY" -c 'import json,sys; sys.exit(json.loads(open(sys.argv[1]).read().splitlines()[-1])["time_ms"] < 150)' fifo.out \
   || { cat fifo.err; die "a .jsonl FIFO without a reader: no line saying the series stopped, and the reader did not get it whole"; }
 log "a .jsonl FIFO closed by the program: exit 0, $(wc -l <fifo.out) lines read, then $(cat fifo.err || true)"
 # ... and when a reader comes back (a collector restarted), the series goes on there
@@ -620,6 +620,53 @@ if [[ $(id -u) == 0 && $real == 0 && -e $N/has_cpu ]] && unshare -m true 2>/dev/
 else
   log "numa: the node lists' parsing skipped (needs root, a mount namespace and a one-node kernel with has_cpu)"
 fi
+
+# 10. paths that are not kind (a review, 2026-12-06): a FIFO nobody reads (the .jsonl open at
+# start hung the program before main; a text file at exit hung its exit), the program's own
+# stdout or stderr file (O_TRUNC erased what the program had written there), and a forked child
+# without %p (a child's dump at exit took its parent's text or JSON file over; ZNS_STATS=1
+# printed a table per subshell)
+mkfifo nobody.jsonl nobody.txt
+rc=0; timeout 20 env ZNS_STATS="$TMPD/nobody.jsonl" "${PRELOAD[@]}" /bin/true 2>nobody1.err || rc=$?
+[[ $rc == 0 ]] || die "ZNS_STATS=a .jsonl FIFO nobody reads: exit $rc (124: the program hung)"
+grep -q 'nobody.jsonl: no reader on the FIFO at exit' nobody1.err || { cat nobody1.err; die "a .jsonl FIFO nobody reads: no line saying so"; }
+rc=0; timeout 20 env ZNS_STATS="$TMPD/nobody.txt" "${PRELOAD[@]}" /bin/true 2>nobody2.err || rc=$?
+[[ $rc == 0 ]] || die "ZNS_STATS=a text FIFO nobody reads: exit $rc (124: the exit hung)"
+grep -q 'nobody.txt: no reader on the FIFO at exit' nobody2.err || { cat nobody2.err; die "a text FIFO nobody reads: no line saying so"; }
+for dev in stdout stderr; do
+  for kind in "" .jsonl; do
+    fd=1; [[ $dev == stderr ]] && fd=2
+    rc=0; env ZNS_STATS=/dev/$dev$kind "${PRELOAD[@]}" /usr/bin/python3 -c 'import sys
+print("precious out"); print("precious err", file=sys.stderr)' >own.out 2>own.err || rc=$?
+    [[ $kind == .jsonl ]] && continue   # (/dev/stdout.jsonl is no device: a file in /dev, not made)
+    f=own.out; [[ $fd == 2 ]] && f=own.err
+    grep -qx "precious ${dev#std}" $f && grep -q 'zns-slab heap statistics' $f ||
+      { cat own.out own.err; die "ZNS_STATS=/dev/$dev into a file: the program's own line or the table is missing (emptied)"; }
+  done
+done
+# the .jsonl onto the program's own stdout file, by its name
+rc=0; env ZNS_STATS="$TMPD/own.jsonl" "${PRELOAD[@]}" /usr/bin/python3 -c 'print("precious out")' >own.jsonl || rc=$?
+grep -qx "precious out" own.jsonl && grep -q '"classes"' own.jsonl ||
+  { cat own.jsonl; die "ZNS_STATS=PATH.jsonl where PATH is the program's stdout file: its line or the dump is missing"; }
+cat >forky.py <<'PYEOF'
+import os, sys, time
+keep = [bytearray(100) for i in range(1000)]
+r, w = os.pipe()
+if os.fork() == 0:           # outlives its parent: its dump at exit comes last
+    os.close(w)
+    os.read(r, 1)            # (the parent's end of file: it has exited)
+    time.sleep(0.1)
+    sys.exit(0)              # (exit: atexit handlers and the library's dump run in the child)
+print(os.getpid())
+PYEOF
+for f in fk.json fk.txt; do
+  # (the child holds stdout open until it exits: $(...) waits for it)
+  pid=$(env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/$f" "${PRELOAD[@]}" /usr/bin/python3 forky.py) || die "forky.py ($f) failed"
+  grep -Eq "\"pid\": ?$pid[,}]|statistics \(pid $pid\)" $f || { head -3 $f; die "ZNS_STATS=$f: not the parent's (pid $pid) dump: a forked child's took the file over"; }
+done
+n=$(env ZNS_STATS=1 "${PRELOAD[@]}" bash -c 'for i in 1 2 3; do x=$(echo hi); done' 2>&1 | grep -c 'zns-slab heap statistics')
+[[ $n == 1 ]] || die "ZNS_STATS=1 in a shell whose subshells exit: $n tables (expected the shell's one)"
+log "a FIFO nobody reads (.jsonl, text): no hang, a line each; /dev/stdout, /dev/stderr and the stdout file by name keep the program's output; forked children without %p leave the file to their parent"
 
 if [[ ${#FAILED_CHECKS[@]} -gt 0 ]]; then
   die "${#FAILED_CHECKS[@]} check(s) failed: $(printf '%s; ' "${FAILED_CHECKS[@]}")
