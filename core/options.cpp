@@ -86,6 +86,42 @@ bool parse_num(const char *v, uint64_t *out) {
   return true;
 }
 
+// The switches (range 0..1) also take a word: on, yes, true / off, no, false (any case).
+// ZNS_SECURE=yes was a bad value, and so the default: hardened mode off.
+bool is_switch(const char *name) {
+  static const char *const kSwitches[] = {"ZNS_PROCESS_MADVISE", "ZNS_POPULATE", "ZNS_NUMA", "ZNS_SECURE"};
+  for (const char *n : kSwitches)
+    if (!__builtin_strcmp(n, name)) return true;
+  return false;
+}
+bool same_word(const char *v, const char *word) {   // word: lower case
+  for (; *word; ++v, ++word)
+    if ((*v >= 'A' && *v <= 'Z' ? *v - 'A' + 'a' : *v) != *word) return false;
+  return *v == 0;
+}
+bool parse_switch(const char *v, uint64_t *out) {
+  for (const char *w : {"on", "yes", "true"})
+    if (same_word(v, w)) return *out = 1, true;
+  for (const char *w : {"off", "no", "false"})
+    if (same_word(v, w)) return *out = 0, true;
+  return false;
+}
+
+const char *def_text(const char *name) {   // an option's default, as options.def writes it
+  for (unsigned i = 0; i < kNumOptions; ++i)
+    if (!__builtin_strcmp(kOptionDocs[i].name, name)) return kOptionDocs[i].def;
+  return "";
+}
+
+// One line for a value that cannot be read: what was given, what is expected, what is used.
+void warn_bad(const char *entry, const char *expected, const char *def) {
+  char mem[700];
+  Buf b(mem, sizeof mem);
+  b.str("zns-slab: bad value ").str(entry).str(" (expected ").str(expected).str("): using the default, ")
+      .str(*def ? def : "empty").end_line();
+  b.say();
+}
+
 bool parse_size(const char *v, uint64_t *out) {   // 123, 64K, 512M, 2G (binary units)
   char digits[32];
   size_t n = 0;
@@ -124,30 +160,42 @@ void options_load(bool warn) {
 #define ZNS_OPTION(kind, name, def, doc) [[maybe_unused]] const char *text_##name = nullptr;
 #include "core/options.def"
 #undef ZNS_OPTION
+  // An option named twice in the environment (execve allows it): the first entry is the one
+  // getenv, the program and `env` see, so it is the one used; the others are said and ignored.
+#define ZNS_OPTION(kind, name, def, doc) bool seen_##name = false;
+#include "core/options.def"
+#undef ZNS_OPTION
   for (char **e = environ; *e; ++e) {
     const char *entry = *e;
     if (entry[0] != 'Z' || entry[1] != 'N' || entry[2] != 'S' || entry[3] != '_') continue;
     bool known = false;
     const char *v;
+#define ZNS_OPTION_SEEN(name)                                                                  \
+    known = true;                                                                              \
+    if (seen_##name) {                                                                         \
+      if (warn) warn_line("named twice in the environment, the first value is used; ignored: ", entry, ""); \
+      continue;                                                                                \
+    }                                                                                          \
+    seen_##name = true;
 #define ZNS_OPTION_NUM(name)                                                                   \
   if ((v = match(entry, #name))) {                                                             \
-    known = true;                                                                              \
+    ZNS_OPTION_SEEN(name)                                                                      \
     uint64_t x;                                                                                \
     if (!*v) {                                       /* empty: the default, as unset */        \
-    } else if (parse_num(v, &x)) o.name = x, text_##name = v;                                  \
-    else if (warn) warn_line("bad value, using the default: ", entry, "");                     \
+    } else if (parse_num(v, &x) || (is_switch(#name) && parse_switch(v, &x))) o.name = x, text_##name = v; \
+    else if (warn) warn_bad(entry, is_switch(#name) ? "0 or 1, on or off" : "a decimal number", def_text(#name)); \
   }
 #define ZNS_OPTION_SIZE(name)                                                                  \
   if ((v = match(entry, #name))) {                                                             \
-    known = true;                                                                              \
+    ZNS_OPTION_SEEN(name)                                                                      \
     uint64_t x;                                                                                \
     if (!*v) {                                       /* empty: the default, as unset */        \
     } else if (parse_size(v, &x)) o.name = x;                                                  \
-    else if (warn) warn_line("bad value, using the default: ", entry, "");                     \
+    else if (warn) warn_bad(entry, "bytes: a number with an optional K, M or G", def_text(#name)); \
   }
 #define ZNS_OPTION_STR(name)                                                                   \
   if ((v = match(entry, #name))) {                                                             \
-    known = true;                                                                              \
+    ZNS_OPTION_SEEN(name)                                                                      \
     static char copy_##name[kMaxString];                                                       \
     o.name = copy_string(copy_##name, v);                                                      \
     if (!o.name && warn) warn_line("value too long, using the default: ", entry, "");          \
@@ -159,6 +207,7 @@ void options_load(bool warn) {
 #undef ZNS_OPTION_NUM
 #undef ZNS_OPTION_STR
 #undef ZNS_OPTION_SIZE
+#undef ZNS_OPTION_SEEN
     if (!known && warn && !is_tool_variable(entry)) warn_line("unknown variable ignored: ", entry, "");
   }
   // Every NUM option's range (tests/unit/options_test.cpp "every NUM option is held to a range"

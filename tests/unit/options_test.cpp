@@ -79,3 +79,47 @@ TEST_CASE("every NUM option is held to a range; a number too large for 64 bits i
   options_load(false);
   CHECK(g_options.ZNS_SECURE == 0);
 }
+
+// The switches take words (ZNS_SECURE=yes read as a bad value, so the default: hardened mode off),
+// and other numbers do not.
+TEST_CASE("a switch takes on/yes/true and off/no/false; a number option does not") {
+  for (const char *on : {"on", "YES", "True", "1"}) {
+    setenv("ZNS_SECURE", on, 1);
+    setenv("ZNS_POPULATE", "off", 1);
+    options_load(false);
+    INFO("ZNS_SECURE=" << on);
+    CHECK(g_options.ZNS_SECURE == 1);
+    CHECK(g_options.ZNS_POPULATE == 0);
+  }
+  for (const char *bad : {"maybe", "yess", "o", ""}) {
+    setenv("ZNS_SECURE", bad, 1);
+    options_load(false);
+    INFO("ZNS_SECURE=" << bad);
+    CHECK(g_options.ZNS_SECURE == 0);
+  }
+  setenv("ZNS_DECAY_MS", "on", 1);
+  options_load(false);
+  CHECK(g_options.ZNS_DECAY_MS == 1000);
+  unsetenv("ZNS_SECURE");
+  unsetenv("ZNS_POPULATE");
+  unsetenv("ZNS_DECAY_MS");
+  options_load(false);
+}
+
+// execve may pass a name twice; getenv (the program, `env`) sees the first entry, and so must the
+// library (it took the last that parsed: ZNS_REGION_GB=8 then =abc said "bad value" and used 8;
+// an empty second string reset the first).
+TEST_CASE("an option named twice: the first entry is used") {
+  extern char **environ;
+  char **saved = environ;
+  char e1[] = "ZNS_REGION_GB=8", e2[] = "ZNS_REGION_GB=16", e3[] = "ZNS_TIER=madvise", e4[] = "ZNS_TIER=",
+       e5[] = "ZNS_DECAY_MS=abc", e6[] = "ZNS_DECAY_MS=300";
+  char *env[] = {e1, e2, e3, e4, e5, e6, nullptr};
+  environ = env;
+  options_load(false);
+  environ = saved;
+  CHECK(g_options.ZNS_REGION_GB == 8);
+  CHECK(std::string(g_options.ZNS_TIER) == "madvise");
+  CHECK(g_options.ZNS_DECAY_MS == 1000);   // the first is bad: the default, as getenv's value says
+  options_load(false);
+}
