@@ -99,12 +99,17 @@ size_t read_small_file(const char *path, char *buf, size_t cap) {
   return n;
 }
 
-// 0: no seccomp filter; 1: one (or strict mode); -1: cannot tell.  From /proc/self/status: a
-// system call a filter might kill on (prctl(PR_GET_SECCOMP) is one, in OpenSSH's) is no way to
-// ask; sandboxes refuse an open they do not allow (EACCES, EPERM) or broker it.
+// 0: no seccomp filter; 1: one (or strict mode); -1: cannot tell.  The calling thread's, from
+// /proc/thread-self/status: a filter is per thread unless installed with TSYNC (libseccomp's
+// default is without), and /proc/self/status is the main thread's (a worker's own filter killed
+// the process at a batch: a review, 2026-12-06); /proc/self before Linux 3.17.  A system call a
+// filter might kill on (prctl(PR_GET_SECCOMP) is one, in OpenSSH's) is no way to ask; sandboxes
+// refuse an open they do not allow (EACCES, EPERM) or broker it.
 int seccomp_state() {
   char buf[4096];
-  if (!read_small_file("/proc/self/status", buf, sizeof buf)) return -1;
+  if (!read_small_file("/proc/thread-self/status", buf, sizeof buf) &&
+      !read_small_file("/proc/self/status", buf, sizeof buf))
+    return -1;
   const char *f = strstr(buf, "\nSeccomp:");
   if (!f) return -1;
   for (f += 9; *f == ' ' || *f == '\t'; ++f) {}
@@ -400,7 +405,8 @@ int write_all(int fd, const char *p, size_t n) {
 size_t process_rss() {
   char b[128];
   size_t rss = 0;
-  if (read_small_file("/proc/self/statm", b, sizeof b)) {
+  // (thread-self: /proc/self/statm reads all zeros once the main thread has called pthread_exit)
+  if (read_small_file("/proc/thread-self/statm", b, sizeof b) || read_small_file("/proc/self/statm", b, sizeof b)) {
     const char *s = b;
     while (*s && *s != ' ') ++s;   // skip total size
     while (*s == ' ') ++s;

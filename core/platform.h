@@ -56,7 +56,7 @@ int os_purge(void *p, size_t bytes);
 // would without this one: the kernel stops at a range it refuses (EINVAL: an mlocked page) and
 // says only how far it got.  -1: no call was made.  A kernel without the call or without
 // PIDFD_SELF (EBADF, ENOSYS, ESRCH, or EPERM from a seccomp filter) switches it off for good after
-// the first try.  And before each call /proc/self/status must say "Seccomp: 0": a filter that
+// the first try.  And before each call the thread's status must say "Seccomp: 0": a filter that
 // kills on calls it does not know (OpenSSH's pre-authentication child, a browser's renderer)
 // allows madvise but not this; a filter found switches it off for good, a status that cannot be
 // read (a sandbox that refuses the open, no descriptor left) skips this call only.  (The heap
@@ -254,7 +254,7 @@ unsigned os_numa_topology(uint8_t *cpu_node, unsigned max_cpus, uint16_t *node_i
 // write(2) all of it, retrying on EINTR / short writes.  Returns 0, or the errno value of the
 // write that failed (EFBIG past a file-size limit, ENOSPC, ...); errno itself is left as it was.
 int write_all(int fd, const char *p, size_t n);
-// Resident set size of the process in bytes (from /proc/self/statm), 0 if unknown.
+// Resident set size of the process in bytes (from /proc/thread-self/statm), 0 if unknown.
 size_t process_rss();
 // fd moved out of the way of the program's own numbers (close-on-exec, 512 up; where the
 // descriptor limit is lower, at least above 0, 1 and 2, which a program started with one of them

@@ -666,6 +666,29 @@ for f in fk.json fk.txt; do
 done
 n=$(env ZNS_STATS=1 "${PRELOAD[@]}" bash -c 'for i in 1 2 3; do x=$(echo hi); done' 2>&1 | grep -c 'zns-slab heap statistics')
 [[ $n == 1 ]] || die "ZNS_STATS=1 in a shell whose subshells exit: $n tables (expected the shell's one)"
+# the main thread gone (pthread_exit) before the dump: /proc/self/statm reads zeros then, and the
+# dump said rss_bytes 0
+cat >main_exit.c <<'CEOF'
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static void *worker(void *a) {
+  (void)a;
+  usleep(100000);            /* the main thread has gone by now */
+  for (int i = 0; i < 20000; i++) memset(malloc(256), 1, 256);
+  return NULL;               /* the last thread: the process exits here, dump included */
+}
+int main(void) {
+  pthread_t t;
+  pthread_create(&t, NULL, worker, NULL);
+  pthread_exit(NULL);
+}
+CEOF
+cc -O1 -Wall -Werror -pthread main_exit.c -o main_exit || die "cannot compile main_exit.c"
+env ZNS_STATS="$TMPD/mexit.json" "${PRELOAD[@]}" ./main_exit || die "main_exit failed"
+rss=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["totals"]["rss_bytes"])' mexit.json)
+[[ $rss -gt 5000000 ]] || die "the dump after the main thread's pthread_exit says rss_bytes $rss (5 MB of blocks live)"
 log "a FIFO nobody reads (.jsonl, text): no hang, a line each; /dev/stdout, /dev/stderr and the stdout file by name keep the program's output; forked children without %p leave the file to their parent"
 
 if [[ ${#FAILED_CHECKS[@]} -gt 0 ]]; then
