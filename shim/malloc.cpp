@@ -611,7 +611,10 @@ __attribute__((constructor(101))) static void zns_shim_init() {
   errno = saved;
 }
 
-__attribute__((destructor)) static void zns_shim_fini() {
+// Priority 101, as the constructor: linked into a program (the archives), the library's
+// destructor is one of the program's, and runs after every one of default priority (which free
+// blocks the dump must not count live).  Preloaded, the loader runs it after the program's anyway.
+__attribute__((destructor(101))) static void zns_shim_fini() {
   flush_thread();   // the exiting thread's buffered frees: checked (double free) and counted
   stats_at_exit();
   prof_at_exit();

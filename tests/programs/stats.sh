@@ -134,6 +134,27 @@ if [[ -f $AR ]]; then
   run static1 ZNS_STATS="$TMPD/st1.json" -- live 1; quiet static1
   check "json N=1 vs N=0, linked with $(basename "$AR")" diff st0.json st1.json static1.out
   PROG=$TMPD/stats_prog PRELOAD=(LD_PRELOAD="$ZNS_LIB")
+  # the dump at exit comes after the program's own destructor functions (linked, the library's
+  # ran first: the blocks those free were counted live), as preloaded
+  cat >dtor_frees.c <<'CEOF'
+#include <stdlib.h>
+static void *keep[3000];
+__attribute__((constructor)) static void take(void) { for (int i = 0; i < 3000; i++) keep[i] = malloc(200); }
+__attribute__((destructor)) static void give(void) { for (int i = 0; i < 3000; i++) free(keep[i]); }
+int main(void) { return 0; }
+CEOF
+  for how in preload linked; do
+    if [[ $how == linked ]]; then
+      cc -O1 -Wall -Werror dtor_frees.c -o dtor_frees -Wl,--whole-archive "$AR" -Wl,--no-whole-archive -lstdc++ -ldl
+      env ZNS_STATS="$TMPD/dtor.json" ./dtor_frees || die "dtor_frees ($how) failed"
+    else
+      cc -O1 -Wall -Werror dtor_frees.c -o dtor_frees
+      env ZNS_STATS="$TMPD/dtor.json" LD_PRELOAD="$ZNS_LIB" ./dtor_frees || die "dtor_frees ($how) failed"
+    fi
+    live=$("$PY" -c 'import json,sys; print(sum(c["live"] for c in json.load(open(sys.argv[1]))["classes"] if c["size"] == 208))' dtor.json)
+    [[ $live -lt 100 ]] || die "dtor_frees ($how): $live blocks of 208 B live at the dump; the program's destructor freed its 3000 before exit ended"
+  done
+  log "the dump comes after the program's destructor functions, preloaded and linked"
 else
   log "no $AR: the linked variant is not checked"
 fi
