@@ -15,7 +15,7 @@ PROG_NAMES    := $(basename $(PROG_SRC))
 PROG_DYN      := $(PROG_NAMES:%=$(BUILD)/%)
 PROG_STATIC   := $(PROG_NAMES:%=$(BUILD)/%.static)
 # Linked with -static (libzns_slab_static.a): all but the programs that dlopen plugins.
-FULLSTATIC_SKIP := tests/api/cxx_late tests/api/deepbind tests/api/foreign
+FULLSTATIC_SKIP := tests/api/cxx_late tests/api/deepbind tests/api/foreign tests/api/own_dlopen
 PROG_FULL     := $(if $(LIBC_A),$(filter-out $(FULLSTATIC_SKIP:%=$(BUILD)/%.fullstatic),$(PROG_NAMES:%=$(BUILD)/%.fullstatic)))
 UNIT_BIN      := $(BUILD)/tests/unit_tests
 
