@@ -2209,8 +2209,48 @@ void region_init() {
 
 }  // namespace
 
+// Linked into a program built with a sanitizer (-fsanitize=address, thread, leak, memory; the
+// archives), whose runtime must own malloc: its start calls malloc before its interceptors are
+// set up, and the heap's first call into one (pthread_setcancelstate) jumped to address 0, a
+// crash without a word (a review, 2026-12-06); LeakSanitizer saw no block and reported no leak.
+// So the heap says why and ends the program before any call the runtime intercepts.  (Preloaded,
+// the sanitizer refuses the preload itself.  Not when the heap itself is built with one: the
+// tests' sanitizer builds.)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define ZNS_BUILT_WITH_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define ZNS_BUILT_WITH_SANITIZER 1
+#endif
+#endif
+#ifndef ZNS_BUILT_WITH_SANITIZER
+extern "C" __attribute__((weak)) void __asan_init();
+extern "C" __attribute__((weak)) void __tsan_init();
+extern "C" __attribute__((weak)) void __lsan_init();
+extern "C" __attribute__((weak)) void __msan_init();
+extern "C" __attribute__((weak)) void __hwasan_init();
+namespace {
+void refuse_sanitizer() {
+  const char *which = &__asan_init ? "AddressSanitizer" : &__tsan_init ? "ThreadSanitizer"
+                    : &__lsan_init ? "LeakSanitizer" : &__msan_init ? "MemorySanitizer"
+                    : &__hwasan_init ? "HWAddressSanitizer" : nullptr;
+  if (!which) return;
+  char m[400];
+  Buf b(m, sizeof m);
+  b.str("zns-slab: this program is built with ").str(which)
+      .str(", whose runtime must own malloc: ZNS-Slab cannot be linked into it (build it without "
+           "-fsanitize, or without libzns_slab.a)\n");
+  os_write(2, m, b.size());
+  os_syscall(SYS_exit_group, 1);
+}
+}  // namespace
+#endif
+
 void heap_init() {
   if (ZNS_LIKELY(g_init_state.load(std::memory_order_acquire) == 2)) return;
+#ifndef ZNS_BUILT_WITH_SANITIZER
+  refuse_sanitizer();
+#endif
   NoCancel no_cancel;   // (the region: the madvise tier's file)
   {
     Guard g(g_init_lock);
