@@ -332,7 +332,41 @@ void QuietWrite::failed(int err) {   // (only a signal this write raised: not pe
 
 QuietWrite::~QuietWrite() { pthread_sigmask(SIG_SETMASK, reinterpret_cast<sigset_t *>(old_), nullptr); }
 
+namespace {
+int g_err_copy = -1;   // the copy of stderr (close-on-exec, 512 up), or -1
+dev_t g_err_dev;       // ... and the file's identity: the program may close the number and reuse it
+ino_t g_err_ino;
+bool err_copy_is_ours() {
+  struct stat st;
+  int fl = g_err_copy < 0 ? -1 : os_fcntl(g_err_copy, F_GETFD);
+  return fl >= 0 && (fl & FD_CLOEXEC) && os_fstat(g_err_copy, &st) == 0 && st.st_dev == g_err_dev &&
+         st.st_ino == g_err_ino;
+}
+}  // namespace
+
+void keep_stderr_copy() {
+  struct stat st;
+  if (g_err_copy >= 0 || os_fstat(2, &st) != 0) return;
+  int fd = os_fcntl(2, F_DUPFD_CLOEXEC, 512);
+  if (fd < 0) fd = os_fcntl(2, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) return;
+  g_err_dev = st.st_dev;
+  g_err_ino = st.st_ino;
+  g_err_copy = fd;
+}
+
+void drop_stderr_copy() {
+  if (err_copy_is_ours()) os_close(g_err_copy);
+  g_err_copy = -1;
+}
+
+int stderr_fd() {
+  if (g_err_copy < 0 || os_fcntl(2, F_GETFD) >= 0) return 2;
+  return err_copy_is_ours() ? g_err_copy : 2;
+}
+
 int Buf::say(int fd) {
+  if (fd == 2) fd = stderr_fd();
   QuietWrite q;
   int e = flush(fd);
   if (e) q.failed(e);

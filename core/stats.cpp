@@ -433,6 +433,7 @@ void stats_start() {
   NoCancel no_cancel;
   g_start_ms = now_ms();
   const char *dest = g_options.ZNS_STATS;
+  if (stats_enabled(dest)) keep_stderr_copy();   // (the table, or a line, at exit)
   if (!stats_enabled(dest) || !ends_with(dest, ".jsonl")) return;
   int saved = errno;
   char path[512];
@@ -480,7 +481,7 @@ void stats_at_exit() {
   } else if (g_fork_quiet) {
     // (a forked child: the file, or stderr, is its parent's; %p in the path gives it one)
   } else if ((dest[0] == '1' && !dest[1]) || !__builtin_strcmp(dest, "stderr")) {
-    stats_print(2, false);
+    stats_print(stderr_fd(), false);
   } else {
     char path[512];
     errno = ENAMETOOLONG;
@@ -512,6 +513,7 @@ void stats_at_exit() {
 // stderr, at exit (a child's dump took its parent's file over, or printed a table per subshell).
 void stats_after_fork_child() {
   g_print_lock.reset();
+  drop_stderr_copy();
   g_fork_quiet = !path_per_pid(g_options.ZNS_STATS);
   if (g_jsonl_fd < 0) return;
   // (only if it still is the file: the number may be the program's now.  The parent's lock stays:
