@@ -18,8 +18,11 @@ ARTOOL    := $(patsubst %gcc,%,$(filter %-gcc,$(CC)))ar
 # The library: no exceptions or RTTI in core, hidden visibility, initial-exec TLS (set per variable).
 LIBFLAGS := $(CXXSTD) $(OPT) -g -fPIC -fvisibility=hidden -fno-exceptions -fno-rtti \
             -fno-stack-protector -fno-plt -ftls-model=initial-exec $(ARCHFLAGS) $(WARN) -I. -pthread
-# operator new must let std::bad_alloc pass through it, so its file keeps unwind tables.
-NEWFLAGS := $(filter-out -fno-exceptions,$(LIBFLAGS)) -fexceptions
+# operator new must let std::bad_alloc pass through it, so its file keeps unwind tables.  Never
+# link-time optimised (an OPT with -flto, as distributions' build flags may add): its references
+# to the C++ runtime are made weak by a top-level asm that LTO leaves in another partition, and
+# the library then needed __cxa_begin_catch at load, which a C program does not have.
+NEWFLAGS := $(filter-out -fno-exceptions,$(LIBFLAGS)) -fexceptions -fno-lto
 
 CORE_SRC := $(wildcard core/*.cpp) $(wildcard tier/*.cpp)
 SHIM_SRC := shim/malloc.cpp shim/deepbind.cpp

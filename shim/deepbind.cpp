@@ -60,11 +60,12 @@ extern "C" void __libc_free(void *);
 
 using DlopenFn = void *(*)(const char *, int);
 
-// Used by the stub below (plain C names, hidden).
+// Used by the stub below (plain C names, hidden; `used`: a link-time optimiser does not see the
+// stub's references, and dropped them, failing the link of a build with -flto).
 extern "C" {
-__attribute__((visibility("hidden"))) DlopenFn zns_real_dlopen_fn;   // atomic: __atomic_* below
-__attribute__((visibility("hidden"))) DlopenFn zns_real_dlopen();
-__attribute__((visibility("hidden"))) void *zns_deep_dlopen(const char *file, int mode);
+__attribute__((visibility("hidden"), used)) DlopenFn zns_real_dlopen_fn;   // atomic: __atomic_* below
+__attribute__((visibility("hidden"), used)) DlopenFn zns_real_dlopen();
+__attribute__((visibility("hidden"), used)) void *zns_deep_dlopen(const char *file, int mode);
 // fn(file, mode) with `ret` as its return address: the `ret` there comes back here (the stub below)
 __attribute__((visibility("hidden"))) void *zns_call_as(const char *file, int mode, DlopenFn fn, uintptr_t ret);
 }
