@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/file.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -416,6 +417,16 @@ bool path_per_pid(const char *dest) {
 }
 
 
+const char *absolute_path(const char *dest, char *buf, size_t cap) {
+  if (!dest[0] || dest[0] == '/') return dest;
+  long n = os_syscall(SYS_getcwd, buf, cap);   // (the length with its NUL)
+  size_t len = __builtin_strlen(dest);
+  if (n <= 1 || size_t(n) + len + 1 > cap) return dest;
+  buf[n - 1] = '/';
+  __builtin_memcpy(buf + n, dest, len + 1);
+  return buf;
+}
+
 HeapUsage heap_usage() {
   Guard g(g_print_lock);
   static HeapSnapshot h;   // (as in print_locked: ~1.7 KB, off a small thread's stack)
@@ -432,7 +443,10 @@ int stats_print(int fd, bool json) {
 void stats_start() {
   NoCancel no_cancel;
   g_start_ms = now_ms();
+  static char abs_dest[600];
   const char *dest = g_options.ZNS_STATS;
+  if (stats_enabled(dest) && !(dest[0] == '1' && !dest[1]) && __builtin_strcmp(dest, "stderr") != 0)
+    dest = g_options.ZNS_STATS = absolute_path(dest, abs_dest, sizeof abs_dest);
   if (stats_enabled(dest)) keep_stderr_copy();   // (the table, or a line, at exit)
   if (!stats_enabled(dest) || !ends_with(dest, ".jsonl")) return;
   int saved = errno;

@@ -59,5 +59,10 @@ void stats_after_fork_child();
 bool expand_path(const char *dest, char *path, size_t cap);
 // Does dest name this process's own file (%p in it)?  A forked child must not write one without.
 bool path_per_pid(const char *dest);
+// A relative dump path made absolute against the directory at start (into buf, returned), so that
+// every file of a dump (.jsonl, text or JSON at exit, the profiler's at exit and PATH.N) goes
+// where the program started, whatever it chdir'ed to since; dest itself when it is absolute or
+// the result does not fit.
+const char *absolute_path(const char *dest, char *buf, size_t cap);
 
 }  // namespace zns

@@ -655,7 +655,8 @@ size_t prof_slot_size(void *p) {
 }
 
 void prof_start() {
-  const char *dest = g_options.ZNS_PROF;
+  static char abs_dest[600];
+  const char *dest = g_options.ZNS_PROF = absolute_path(g_options.ZNS_PROF, abs_dest, sizeof abs_dest);
   if (!dest[0]) {
     g_state.store(kOff, std::memory_order_release);
     return;

@@ -716,6 +716,13 @@ env ZNS_STATS=1 "${PRELOAD[@]}" ls / 2>ls.err >/dev/null || die "ls under ZNS_ST
 grep -q 'zns-slab heap statistics' ls.err || { cat ls.err; die "ZNS_STATS=1 ls: no table on stderr (ls closes it at exit)"; }
 env ZNS_STATS=/nonexistent-dir/x "${PRELOAD[@]}" ls / 2>ls2.err >/dev/null || die "ls under ZNS_STATS=/nonexistent-dir/x failed"
 grep -q 'cannot write statistics to /nonexistent-dir/x' ls2.err || { cat ls2.err; die "ZNS_STATS=/nonexistent-dir/x ls: no line saying the file cannot be written"; }
+# a relative path is the start directory's, for every form (the text and JSON dumps at exit went
+# to the directory the program had chdir'ed to; the .jsonl was already the start's)
+mkdir -p sub
+for f in rel.txt rel.json rel.jsonl; do
+  env ZNS_STATS="$f" "${PRELOAD[@]}" /usr/bin/python3 -c 'import os; os.chdir("sub")' || die "chdir program ($f) failed"
+  [[ -s $f && ! -e sub/$f ]] || { ls -R; die "ZNS_STATS=$f (relative) with a chdir: not written in the start directory"; }
+done
 log "a FIFO nobody reads (.jsonl, text): no hang, a line each; /dev/stdout, /dev/stderr and the stdout file by name keep the program's output; forked children without %p leave the file to their parent"
 
 if [[ ${#FAILED_CHECKS[@]} -gt 0 ]]; then
