@@ -743,7 +743,8 @@ void scan() {
     }
     if (ncand < kMaxCandidates) g_cand[ncand++] = Candidate{p, idle};
   }
-  uint64_t budget = g_options.ZNS_TIER_MAX_RESIDENT / kPageSize;
+  // (rounded up: a budget below a page, ZNS_TIER_MAX_RESIDENT=1000, was 0 pages, i.e. none)
+  uint64_t budget = (g_options.ZNS_TIER_MAX_RESIDENT + kPageSize - 1) / kPageSize;
   if (budget == 0 || resident_pages <= budget || ncand == 0) return;
   // Over budget: the longest idle first (a partial selection sort: few are needed at a time).
   for (unsigned i = 0; i < ncand && resident_pages > budget; ++i) {

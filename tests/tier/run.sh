@@ -74,6 +74,8 @@ for mode in $MODES; do
   step "$mode/metadata"   "" "${E[@]}" -- "$BIN" metadata
   step "$mode/policy"     "" "${E[@]}" ZNS_TIER_COLD_MS=300 -- "$BIN" policy
   step "$mode/budget"     "" "${E[@]}" ZNS_TIER_MAX_RESIDENT=2M ZNS_TIER_SCAN_MS=100 -- "$BIN" budget
+  # (a budget below a page is one page, not none)
+  [ $mode = madvise ] && step "$mode/budget(1000)" "" "${E[@]}" ZNS_TIER_MAX_RESIDENT=1000 ZNS_TIER_SCAN_MS=100 -- "$BIN" budget
   [ $mode = uffd ] && step "$mode/clean" "" "${E[@]}" -- "$BIN" clean
   # KSM drops a page's write protection when it merges it.  ksmd is a machine-wide thread: it is
   # started for this one step (only this process asks for merging) and its knobs are restored.
