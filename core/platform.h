@@ -260,9 +260,9 @@ size_t process_rss();
 // descriptor limit is lower, at least above 0, 1 and 2, which a program started with one of them
 // closed would write to as its own).  The old number is closed; fd itself when no move is possible.
 int fd_out_of_the_way(int fd);
-// A copy of the program's stderr, taken at start when a dump at exit is asked for (ZNS_STATS,
-// ZNS_PROF): coreutils close fd 2 in an atexit handler, which runs before the library's
-// destructor, and ZNS_STATS=1 printed nothing under ls or sort (a review, 2026-12-06).  Lines
+// A copy of the program's stderr, taken at start when the dump at exit goes there (ZNS_STATS=1):
+// coreutils close fd 2 in an atexit handler, which runs before the library's destructor, and
+// ZNS_STATS=1 printed nothing under ls or sort (a review, 2026-12-06).  Lines
 // for stderr (Buf::say) go to fd 2 while it is open, else to the copy while it is still the file
 // it was.  A forked child lets it go (a detached daemon's child must not hold its caller's pipe).
 void keep_stderr_copy();

@@ -665,7 +665,6 @@ void prof_start() {
     g_state.store(kOff, std::memory_order_release);
     return;
   }
-  keep_stderr_copy();   // (a line at exit, after a program that closed stderr)
   void *t = mmap(nullptr, kCap * sizeof(Sample), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   void *f = mmap(nullptr, kFilter * sizeof(uint16_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   void *nx = mmap(nullptr, kCap * sizeof(uint32_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
