@@ -232,7 +232,7 @@ void options_load(bool warn) {
   if (warn && o.ZNS_STATS_INTERVAL_MS) {
     const char *d = o.ZNS_STATS;
     size_t n = __builtin_strlen(d);
-    if (n < 6 || __builtin_strcmp(d + n - 6, ".jsonl") != 0)
+    if (n < 6 || !same_word(d + n - 6, ".jsonl"))
       warn_line("ZNS_STATS_INTERVAL_MS is ignored: it needs ZNS_STATS=PATH.jsonl, not ZNS_STATS=", d, "");
   }
   g_options = o;

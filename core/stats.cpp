@@ -189,12 +189,16 @@ void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms)
   o.line();
 }
 
+// (in any case: `heap.JSON` is JSON too; suffix in lower case)
 bool ends_with(const char *s, const char *suffix) {
   size_t n = 0, m = 0;
   while (s[n]) ++n;
   while (suffix[m]) ++m;
   if (m > n) return false;
-  for (size_t i = 0; i < m; ++i) if (s[n - m + i] != suffix[i]) return false;
+  for (size_t i = 0; i < m; ++i) {
+    char c = s[n - m + i];
+    if ((c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c) != suffix[i]) return false;
+  }
   return true;
 }
 

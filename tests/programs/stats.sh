@@ -725,6 +725,9 @@ for f in rel.txt rel.json rel.jsonl; do
   env ZNS_STATS="$f" "${PRELOAD[@]}" /usr/bin/python3 -c 'import os; os.chdir("sub")' || die "chdir program ($f) failed"
   [[ -s $f && ! -e sub/$f ]] || { ls -R; die "ZNS_STATS=$f (relative) with a chdir: not written in the start directory"; }
 done
+# the suffix in any case (heap.JSON was a text table)
+env ZNS_STATS="$TMPD/upper.JSON" "${PRELOAD[@]}" /bin/true || die "ZNS_STATS=upper.JSON: the program failed"
+"$PY" -c 'import json,sys; json.load(open(sys.argv[1]))' upper.JSON || die "ZNS_STATS=upper.JSON is not JSON"
 log "a FIFO nobody reads (.jsonl, text): no hang, a line each; /dev/stdout, /dev/stderr and the stdout file by name keep the program's output; forked children without %p leave the file to their parent"
 
 if [[ ${#FAILED_CHECKS[@]} -gt 0 ]]; then
