@@ -111,8 +111,15 @@ $(PROF_SO): $(PROF_OBJ) shim/exports.map
 	@# table, malloc's address has one name, the one google-pprof drops; shim/malloc.cpp)
 	$(OBJCOPY) --strip-symbol=zns_malloc_here $@.tmp $@ && rm -f $@.tmp
 
-$(AR): $(LIB_OBJ)
-	rm -f $@ && $(ARTOOL) rcs $@ $(LIB_OBJ)
+# The archive's dlopen is weak: a program with a dlopen of its own (a wrapper) links, and keeps
+# its own, instead of failing with "multiple definition" (it then has no rebinding of deep-bound
+# libraries).  The shared library's stays global: under LD_DYNAMIC_WEAK=1 the loader prefers
+# glibc's strong one to a weak one, and deep-bound libraries were not rebound (php -v aborted).
+AR_OBJ := $(filter-out $(BUILD)/shim/deepbind.o,$(LIB_OBJ)) $(BUILD)/shim/deepbind.weak.o
+$(BUILD)/shim/deepbind.weak.o: $(BUILD)/shim/deepbind.o
+	$(OBJCOPY) --weaken-symbol=dlopen $< $@
+$(AR): $(AR_OBJ)
+	rm -f $@ && $(ARTOOL) rcs $@ $(AR_OBJ)
 
 # ---- the archive for -static programs ------------------------------------------------------------
 # A -static link takes glibc's malloc.o from libc.a as soon as anything needs one of its names (the

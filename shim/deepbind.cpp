@@ -542,12 +542,10 @@ void *zns_deep_dlopen(const char *file, int mode) {
 // dlopen, both by a jump, so that the return address they see is the caller's.  The first call
 // finds the real one (zns_real_dlopen, with the arguments saved and the stack aligned).
 static_assert(RTLD_DEEPBIND == 8, "the stub tests bit 3 of mode");
-// Weak: linked in from libzns_slab.a, a program's own dlopen (a wrapper of its own) takes its
-// place instead of failing the link ("multiple definition"); it then has no rebinding of deep-bound
-// libraries.  Preloaded, the loader takes a weak definition as it takes a global one.
+// (Global here; the archive's copy of this object has it weak: see the Makefile, AR_OBJ.)
 __asm__(R"(
   .pushsection .text
-  .weak dlopen
+  .globl dlopen
   .type dlopen, @function
   .p2align 4
 dlopen:
@@ -608,7 +606,7 @@ zns_call_as:
 )");
 #else
 // Elsewhere in C: the calls below are tail jumps only when the compiler makes them so (-O2).
-extern "C" ZNS_EXPORT __attribute__((weak)) void *dlopen(const char *file, int mode) {
+extern "C" ZNS_EXPORT void *dlopen(const char *file, int mode) {
   DlopenFn real = zns_real_dlopen();
   if (ZNS_UNLIKELY(mode & RTLD_DEEPBIND)) return zns_deep_dlopen(file, mode);
   return real(file, mode);

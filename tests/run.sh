@@ -68,6 +68,9 @@ for src in tests/api/*.c tests/api/*.cpp tests/stress/*.c tests/stress/*.cpp; do
   # linked with -static (libzns_slab_static.a; not the programs that dlopen plugins)
   [ -e "$B/tests/$n.fullstatic" ] && run_one "$n(-static)" "$B/tests/$n.fullstatic"
 done
+# LD_DYNAMIC_WEAK=1 makes the loader prefer a strong definition to a weak one: the shim's dlopen
+# must stay global in the shared library (weak, glibc's won, and deep-bound libraries aborted)
+run_one "api/deepbind(LD_DYNAMIC_WEAK)" env LD_DYNAMIC_WEAK=1 LD_PRELOAD="$LIB" "$B/tests/api/deepbind"
 # ZNS_SECURE=1 (issue 6): the stress programs and the real programs again in the hardened mode
 # (tests/api/secure.c checks the mode's own promises, in both runs of the loop above)
 for src in tests/stress/*.c tests/stress/*.cpp; do
