@@ -7,7 +7,9 @@
 
 #include <cerrno>
 #include <new>
+#include <link.h>
 #include <pthread.h>
+#include <sys/auxv.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -2229,8 +2231,14 @@ extern "C" __attribute__((weak)) void __tsan_init();
 extern "C" __attribute__((weak)) void __lsan_init();
 extern "C" __attribute__((weak)) void __msan_init();
 extern "C" __attribute__((weak)) void __hwasan_init();
+extern "C" const ElfW(Ehdr) __ehdr_start;   // (the linker's: this object's own ELF header)
 namespace {
 void refuse_sanitizer() {
+  // Only linked into the program itself: preloaded, the sanitizer's runtime is either first (it
+  // owns malloc; this heap is never asked) or refuses the preload itself, or the program runs
+  // without it (a -fsanitize=leak program under the preload ran, and was refused by mistake)
+  const char *own_phdr = reinterpret_cast<const char *>(&__ehdr_start) + __ehdr_start.e_phoff;
+  if (getauxval(AT_PHDR) != reinterpret_cast<uintptr_t>(own_phdr)) return;
   const char *which = &__asan_init ? "AddressSanitizer" : &__tsan_init ? "ThreadSanitizer"
                     : &__lsan_init ? "LeakSanitizer" : &__msan_init ? "MemorySanitizer"
                     : &__hwasan_init ? "HWAddressSanitizer" : nullptr;
