@@ -405,7 +405,11 @@ bool is_program_output(int fd) {
 }
 
 int open_dump(const char *path, bool empty, bool append) {
-  int fd = os_open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (append ? O_APPEND : 0), 0644);
+  int how = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | (append ? O_APPEND : 0);
+  int fd = os_open(path, how | O_NONBLOCK, 0644);
+  // a lease on a regular file (Samba, an NFS server) refuses a non-blocking open: waited out, as
+  // any open does (a FIFO without a reader answers ENXIO, not this)
+  if (fd < 0 && errno == EWOULDBLOCK) fd = os_open(path, how, 0644);
   if (fd < 0) return -1;
   int saved = errno;
   struct stat st;

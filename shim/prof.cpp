@@ -391,8 +391,8 @@ int dump_to(int fd) {
 // quietly (g_child_quiet: it is that process's profile, and this one's is not asked for).
 bool claim_path(const char *dest) {
   if (path_per_pid(dest)) return true;
-  // (O_NONBLOCK: a FIFO without a reader must not hold the program up before main)
-  int fd = os_open(dest, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
+  // (open_dump: a FIFO without a reader must not hold the program up before main)
+  int fd = open_dump(dest, false, false);
   if (fd < 0 && errno == ENXIO) return true;   // a FIFO nobody reads yet: opened at the dump
                                                // (unclaimed: a program it runs may write first)
   if (fd < 0) {
@@ -411,7 +411,6 @@ bool claim_path(const char *dest) {
     return true;   // (opened again at the dump)
   }
   // A FIFO whose reader waits is kept open too: a close would be its reader's end of file.
-  os_fcntl(fd, F_SETFL, os_fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   g_path_fd = fd;
   g_path_dev = st.st_dev;
   g_path_ino = st.st_ino;

@@ -728,6 +728,37 @@ done
 # the suffix in any case (heap.JSON was a text table)
 env ZNS_STATS="$TMPD/upper.JSON" "${PRELOAD[@]}" /bin/true || die "ZNS_STATS=upper.JSON: the program failed"
 "$PY" -c 'import json,sys; json.load(open(sys.argv[1]))' upper.JSON || die "ZNS_STATS=upper.JSON is not JSON"
+# a file under a read lease (as Samba or an NFS server hold them): the open waits for the break
+# (a non-blocking one gave EWOULDBLOCK and the dump was lost, with a line blaming another process)
+cat >lease.c <<'CEOF'
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+static void on_break(int s) { (void)s; }
+int main(int argc, char **argv) {   /* holds a read lease on argv[1], gives it up 0.3 s after the break */
+  int fd = open(argv[1], O_RDONLY);
+  signal(SIGIO, on_break);
+  if (argc < 2 || fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK) != 0) { perror("lease"); return 1; }
+  puts("leased"); fflush(stdout);
+  pause(); usleep(300000);
+  fcntl(fd, F_SETLEASE, F_UNLCK);
+  return 0;
+}
+CEOF
+cc -O1 -Wall -Werror lease.c -o lease || die "cannot compile lease.c"
+echo old >leased.txt
+./lease "$TMPD/leased.txt" >lease.out 2>lease.err &
+lease_pid=$!
+for i in $(seq 1 50); do grep -q leased lease.out && break; sleep 0.1; done
+if grep -q leased lease.out; then
+  env ZNS_STATS="$TMPD/leased.txt" "${PRELOAD[@]}" /bin/true 2>leased.err || die "ZNS_STATS on a leased file: the program failed"
+  wait $lease_pid
+  grep -q 'zns-slab heap statistics' leased.txt || { cat leased.err; die "ZNS_STATS on a file under a lease: the dump was not written (not waited out)"; }
+else
+  kill $lease_pid 2>/dev/null; log "leases: cannot take one here ($(cat lease.err)): skipped"
+fi
 log "a FIFO nobody reads (.jsonl, text): no hang, a line each; /dev/stdout, /dev/stderr and the stdout file by name keep the program's output; forked children without %p leave the file to their parent"
 
 if [[ ${#FAILED_CHECKS[@]} -gt 0 ]]; then
