@@ -396,11 +396,25 @@ int fd_out_of_the_way(int fd) {
   return high;
 }
 
+namespace {
+struct FileId { dev_t dev; ino_t ino; bool set; };
+FileId g_start_out[2];   // stdout's and stderr's files at start (remember_program_outputs)
+}  // namespace
+
+void remember_program_outputs() {
+  struct stat st;
+  for (int i = 0; i < 2; ++i)
+    g_start_out[i] = os_fstat(1 + i, &st) == 0 ? FileId{st.st_dev, st.st_ino, true} : FileId{0, 0, false};
+}
+
 bool is_program_output(int fd) {
   struct stat st, out;
   if (os_fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
   for (int std : {1, 2})
     if (os_fstat(std, &out) == 0 && out.st_dev == st.st_dev && out.st_ino == st.st_ino) return true;
+  // (coreutils close 1 and 2 at exit, before the dump: the files they were at start count too)
+  for (const FileId &f : g_start_out)
+    if (f.set && f.dev == st.st_dev && f.ino == st.st_ino) return true;
   return false;
 }
 

@@ -275,8 +275,9 @@ int stderr_fd();   // 2, or the copy when 2 is closed
 // program's output is redirected to: O_TRUNC erased the program's output); that one is appended
 // to, as the program writes there.  `append`: O_APPEND in any case.
 int open_dump(const char *path, bool empty, bool append);
-// fd (open) is a regular file that is also the program's stdout or stderr.
+// fd (open) is a regular file that is also the program's stdout or stderr, now or at start.
 bool is_program_output(int fd);
+void remember_program_outputs();   // (at start: stdout's and stderr's files)
 // A detached background thread of the library's own (64 KiB of stack) that takes no signals: a
 // process-directed signal must reach the program's threads, which may wait for it in sigsuspend
 // or sigwait (coreutils `timeout` never saw its child's SIGCHLD when the stats thread took it).

@@ -605,6 +605,7 @@ __attribute__((constructor(101))) static void zns_shim_init() {
   // first malloc must close its copy of the .jsonl descriptor, not append to its parent's file.
   heap_init();
   options_load(true);
+  remember_program_outputs();   // (a dump onto one of them appends: see open_dump)
   stats_start();
   prof_start();
   tier_start();   // after the heap and options: the handler thread, then the registration

@@ -108,6 +108,12 @@ google-pprof --text --inuse_space $B/tests/prof/prof_deepbind "$T/deep.prof" >"$
 near "$(mib "$T/deep.txt" plugin_keep)" 1.91 5 ||
   { head -5 "$T/deep.txt"; fail "prof_deepbind: plugin_keep has $(mib "$T/deep.txt" plugin_keep) MiB flat, expected 1.91"; }
 
+# ZNS_PROF=/dev/stdout into a file, by a program that closes its stdout at exit (ls): the program's
+# lines stay, the profile after them (the file was emptied at the dump)
+ZNS_PROF=/dev/stdout LD_PRELOAD="$PROF_LIB" ls "$T" >"$T/lsprof.txt" || fail "ls with ZNS_PROF=/dev/stdout failed"
+grep -qx 'lsprof.txt' "$T/lsprof.txt" && grep -q '^heap profile:' "$T/lsprof.txt" ||
+  { head -3 "$T/lsprof.txt"; fail "ZNS_PROF=/dev/stdout > file: ls's lines or the profile are missing"; }
+
 # ---- 4. a real program ----------------------------------------------------------------------------
 echo "== python3"
 cat >"$T/w.py" <<'EOF'

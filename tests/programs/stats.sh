@@ -665,6 +665,12 @@ print("precious out"); print("precious err", file=sys.stderr)' >own.out 2>own.er
       { cat own.out own.err; die "ZNS_STATS=/dev/$dev into a file: the program's own line or the table is missing (emptied)"; }
   done
 done
+# ... and by a program that closes its stdout before the dump (coreutils, at exit): the file it was
+# at start still counts as its output (emptied before: ls's lines gone; stdin closed too, so that
+# the dump's descriptor is not number 1 again, which hid it)
+env ZNS_STATS="$TMPD/lsout.txt" "${PRELOAD[@]}" ls "$TMPD" >lsout.txt <&- || die "ls with its stdout as ZNS_STATS failed"
+grep -qx 'lsout.txt' lsout.txt && grep -q 'zns-slab heap statistics' lsout.txt ||
+  { cat lsout.txt; die "ZNS_STATS=the file ls writes its stdout to: ls's lines or the table are missing"; }
 # the .jsonl onto the program's own stdout file, by its name
 rc=0; env ZNS_STATS="$TMPD/own.jsonl" "${PRELOAD[@]}" /usr/bin/python3 -c 'print("precious out")' >own.jsonl || rc=$?
 grep -qx "precious out" own.jsonl && grep -q '"classes"' own.jsonl ||
