@@ -346,9 +346,11 @@ bool err_copy_is_ours() {
 
 void keep_stderr_copy() {
   struct stat st;
-  if (g_err_copy >= 0 || os_fstat(2, &st) != 0) return;
+  // Not of a pipe or a socket: a program that detaches (0, 1 and 2 to /dev/null, no fork) kept
+  // its caller's `$(...)` waiting for the end of file until it exited.  Not below 512 either (a
+  // low limit: the program's first open got 4 instead of 3).
+  if (g_err_copy >= 0 || os_fstat(2, &st) != 0 || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return;
   int fd = os_fcntl(2, F_DUPFD_CLOEXEC, 512);
-  if (fd < 0) fd = os_fcntl(2, F_DUPFD_CLOEXEC, 3);
   if (fd < 0) return;
   g_err_dev = st.st_dev;
   g_err_ino = st.st_ino;

@@ -765,6 +765,28 @@ if grep -q leased lease.out; then
 else
   kill $lease_pid 2>/dev/null; log "leases: cannot take one here ($(cat lease.err)): skipped"
 fi
+# ... but no copy of a pipe: a program that detaches without forking (0, 1, 2 to /dev/null) kept
+# its caller's $(...) waiting for the pipe's end until it exited
+cat >detach.c <<'CEOF'
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {   /* argv[1]: a file made as it ends */
+  printf("%d\n", (int)getpid()); fflush(stdout);
+  int n = open("/dev/null", O_RDWR);
+  dup2(n, 0); dup2(n, 1); dup2(n, 2); close(n);
+  for (int i = 0; i < 50; i++) free(malloc(100));
+  sleep(3);
+  close(open(argv[1], O_WRONLY | O_CREAT, 0644));
+  return 0;
+}
+CEOF
+cc -O1 -Wall -Werror detach.c -o detach || die "cannot compile detach.c"
+rm -f detach.ended
+dpid=$(env ZNS_STATS=1 "${PRELOAD[@]}" ./detach "$TMPD/detach.ended" 2>&1 &)
+[[ ! -e detach.ended ]] || die "ZNS_STATS=1, stderr a pipe: \$(...) waited for a detached program's end (a copy of the pipe held)"
+kill "$dpid" 2>/dev/null || true
 log "a FIFO nobody reads (.jsonl, text): no hang, a line each; /dev/stdout, /dev/stderr and the stdout file by name keep the program's output; forked children without %p leave the file to their parent"
 
 if [[ ${#FAILED_CHECKS[@]} -gt 0 ]]; then
