@@ -425,7 +425,10 @@ const char *absolute_path(const char *dest, char *buf, size_t cap) {
   if (!dest[0] || dest[0] == '/') return dest;
   long n = os_syscall(SYS_getcwd, buf, cap);   // (the length with its NUL)
   size_t len = __builtin_strlen(dest);
-  if (n <= 1 || size_t(n) + len + 1 > cap) return dest;
+  // As it was when the result would not fit a dump's path (expand_path's 512 bytes, with room for
+  // %p's pid: a long working directory made a relative path that worked "too long"), or when the
+  // directory is outside the process's root ("(unreachable)/...")
+  if (n <= 1 || buf[0] != '/' || size_t(n) + len + 1 > cap || size_t(n) + len + 1 > 480) return dest;
   buf[n - 1] = '/';
   __builtin_memcpy(buf + n, dest, len + 1);
   return buf;

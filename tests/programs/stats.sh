@@ -731,6 +731,12 @@ for f in rel.txt rel.json rel.jsonl; do
   env ZNS_STATS="$f" "${PRELOAD[@]}" /usr/bin/python3 -c 'import os; os.chdir("sub")' || die "chdir program ($f) failed"
   [[ -s $f && ! -e sub/$f ]] || { ls -R; die "ZNS_STATS=$f (relative) with a chdir: not written in the start directory"; }
 done
+# ... and from a directory whose path is too long for that (574 bytes): relative as before (it
+# said "path too long" and wrote nothing)
+long=$TMPD; for i in $(seq 1 9); do long=$long/$(printf 'd%.0s' $(seq 1 60)); done
+mkdir -p "$long"
+(cd "$long" && env ZNS_STATS=long.txt "${PRELOAD[@]}" /bin/true) 2>long.err || die "a program in a long directory failed"
+[[ -s $long/long.txt ]] || { cat long.err; die "ZNS_STATS=long.txt (relative) in a ${#long}-byte directory: not written"; }
 # the suffix in any case (heap.JSON was a text table)
 env ZNS_STATS="$TMPD/upper.JSON" "${PRELOAD[@]}" /bin/true || die "ZNS_STATS=upper.JSON: the program failed"
 "$PY" -c 'import json,sys; json.load(open(sys.argv[1]))' upper.JSON || die "ZNS_STATS=upper.JSON is not JSON"
