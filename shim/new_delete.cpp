@@ -24,7 +24,9 @@ using namespace zns::shim;
 // The runtime's symbols, weak (null when no C++ runtime was in the global scope at load).  The
 // catch in new_slow_nothrow adds weak references of the same kind: with no runtime there is no
 // exception to catch (see the note there).
-__asm__(".weak __gxx_personality_v0\n.weak __cxa_begin_catch\n.weak __cxa_end_catch\n");
+// (std::terminate: clang's __clang_call_terminate, for an exception that would leave a noexcept
+// function, calls it; only reached with a runtime that threw)
+__asm__(".weak __gxx_personality_v0\n.weak __cxa_begin_catch\n.weak __cxa_end_catch\n.weak _ZSt9terminatev\n");
 extern "C" {
 using GetHandlerFn = std::new_handler (*)();
 using AllocExcFn = void *(*)(size_t);
