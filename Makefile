@@ -116,8 +116,8 @@ $(PROF_SO): $(PROF_OBJ) shim/exports.map
 # libraries).  The shared library's stays global: under LD_DYNAMIC_WEAK=1 the loader prefers
 # glibc's strong one to a weak one, and deep-bound libraries were not rebound (php -v aborted).
 AR_OBJ := $(filter-out $(BUILD)/shim/deepbind.o,$(LIB_OBJ)) $(BUILD)/shim/deepbind.weak.o
-$(BUILD)/shim/deepbind.weak.o: $(BUILD)/shim/deepbind.o
-	$(OBJCOPY) --weaken-symbol=dlopen $< $@
+$(BUILD)/shim/deepbind.weak.o: shim/deepbind.cpp core/platform.h | $(BUILD)/shim
+	$(CXX) $(LIBFLAGS) -DZNS_WEAK_DLOPEN -c $< -o $@
 $(AR): $(AR_OBJ)
 	rm -f $@ && $(ARTOOL) rcs $@ $(AR_OBJ)
 

@@ -412,8 +412,10 @@ void remember_program_outputs() {
 bool is_program_output(int fd) {
   struct stat st, out;
   if (os_fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  // (not fd itself: a program started with 1 or 2 closed gives the dump that number, and the dump
+  // was taken for its output and appended to a file it should have emptied)
   for (int std : {1, 2})
-    if (os_fstat(std, &out) == 0 && out.st_dev == st.st_dev && out.st_ino == st.st_ino) return true;
+    if (std != fd && os_fstat(std, &out) == 0 && out.st_dev == st.st_dev && out.st_ino == st.st_ino) return true;
   // (coreutils close 1 and 2 at exit, before the dump: the files they were at start count too)
   for (const FileId &f : g_start_out)
     if (f.set && f.dev == st.st_dev && f.ino == st.st_ino) return true;

@@ -542,10 +542,17 @@ void *zns_deep_dlopen(const char *file, int mode) {
 // dlopen, both by a jump, so that the return address they see is the caller's.  The first call
 // finds the real one (zns_real_dlopen, with the arguments saved and the stack aligned).
 static_assert(RTLD_DEEPBIND == 8, "the stub tests bit 3 of mode");
-// (Global here; the archive's copy of this object has it weak: see the Makefile, AR_OBJ.)
-__asm__(R"(
-  .pushsection .text
-  .globl dlopen
+// Global in the shared library; weak in the archive's copy of this object (built again with
+// ZNS_WEAK_DLOPEN: Makefile, AR_OBJ), so that a program with a dlopen of its own (a wrapper)
+// links and keeps it, without the rebinding of deep-bound libraries.  Not weak in the .so: under
+// LD_DYNAMIC_WEAK=1 the loader prefers glibc's strong dlopen to a weak one.  (A second compile,
+// not objcopy --weaken-symbol: an -flto object's symbols are not in its ELF table.)
+#ifdef ZNS_WEAK_DLOPEN
+#define ZNS_DLOPEN_BINDING ".weak"
+#else
+#define ZNS_DLOPEN_BINDING ".globl"
+#endif
+__asm__(".pushsection .text\n  " ZNS_DLOPEN_BINDING " dlopen\n" R"(
   .type dlopen, @function
   .p2align 4
 dlopen:
@@ -606,6 +613,9 @@ zns_call_as:
 )");
 #else
 // Elsewhere in C: the calls below are tail jumps only when the compiler makes them so (-O2).
+#ifdef ZNS_WEAK_DLOPEN
+__attribute__((weak))   // (see ZNS_DLOPEN_BINDING above)
+#endif
 extern "C" ZNS_EXPORT void *dlopen(const char *file, int mode) {
   DlopenFn real = zns_real_dlopen();
   if (ZNS_UNLIKELY(mode & RTLD_DEEPBIND)) return zns_deep_dlopen(file, mode);

@@ -8,7 +8,7 @@
 #     __clang_call_terminate), so no C program could preload it.
 # For each: no strong undefined C++ runtime symbol; the .so loads into /bin/echo and serves
 # python3 (PYTHONMALLOC=malloc: the heap hands out > 100000 blocks); the archive links into a C
-# program, which runs.
+# program, which runs, and so does a program with a dlopen of its own (tests/api/own_dlopen.c).
 TEST_NAME=other_builds
 source "$(dirname "$0")/lib/common.bash"
 zns_require_lib
@@ -38,6 +38,12 @@ check_build() {   # name, make variables...
   cc -O1 c.c -o "c-$name" -Wl,--whole-archive "$B/libzns_slab.a" -Wl,--no-whole-archive -pthread -ldl >"cc-$name.log" 2>&1 ||
     { tail -5 "cc-$name.log"; die "$name: a C program does not link with the archive"; }
   [[ $("./c-$name") == linked ]] || die "$name: the C program linked with the archive did not run"
+  # the archive's dlopen is weak whatever the build (objcopy --weaken-symbol did not reach the
+  # symbol of an -flto object: "multiple definition of dlopen" again)
+  cc -O1 -I"$ROOT" "$ROOT/tests/api/own_dlopen.c" -o "own-$name" -Wl,--whole-archive "$B/libzns_slab.a" \
+    -Wl,--no-whole-archive -pthread -ldl >"own-$name.log" 2>&1 ||
+    { tail -5 "own-$name.log"; die "$name: a program with a dlopen of its own does not link with the archive"; }
+  env ZNS_EXPECT=1 "./own-$name" >"own-$name.out" 2>&1 || { cat "own-$name.out"; die "$name: own_dlopen failed"; }
   log "$name: the library loads into C programs and serves python3; the archive links and runs"
 }
 

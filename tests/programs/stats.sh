@@ -671,6 +671,11 @@ done
 env ZNS_STATS="$TMPD/lsout.txt" "${PRELOAD[@]}" ls "$TMPD" >lsout.txt <&- || die "ls with its stdout as ZNS_STATS failed"
 grep -qx 'lsout.txt' lsout.txt && grep -q 'zns-slab heap statistics' lsout.txt ||
   { cat lsout.txt; die "ZNS_STATS=the file ls writes its stdout to: ls's lines or the table are missing"; }
+# ... but a program started with stdout closed has no output file: the dump, given number 1, was
+# taken for it and appended to its file instead of emptying it
+echo OLDCONTENT >closed1.txt
+env ZNS_STATS="$TMPD/closed1.txt" "${PRELOAD[@]}" /bin/true >&- || die "a program started with stdout closed failed"
+grep -q OLDCONTENT closed1.txt && { head -2 closed1.txt; die "ZNS_STATS=FILE, stdout closed at start: the file was appended to, not emptied"; }
 # the .jsonl onto the program's own stdout file, by its name
 rc=0; env ZNS_STATS="$TMPD/own.jsonl" "${PRELOAD[@]}" /usr/bin/python3 -c 'print("precious out")' >own.jsonl || rc=$?
 grep -qx "precious out" own.jsonl && grep -q '"classes"' own.jsonl ||
