@@ -614,9 +614,11 @@ zns_call_as:
 #else
 // Elsewhere in C: the calls below are tail jumps only when the compiler makes them so (-O2).
 #ifdef ZNS_WEAK_DLOPEN
-__attribute__((weak))   // (see ZNS_DLOPEN_BINDING above)
+#define ZNS_DLOPEN_WEAK __attribute__((weak))   // (the archive's copy: see the x86-64 stub's note)
+#else
+#define ZNS_DLOPEN_WEAK
 #endif
-extern "C" ZNS_EXPORT void *dlopen(const char *file, int mode) {
+extern "C" ZNS_EXPORT ZNS_DLOPEN_WEAK void *dlopen(const char *file, int mode) {
   DlopenFn real = zns_real_dlopen();
   if (ZNS_UNLIKELY(mode & RTLD_DEEPBIND)) return zns_deep_dlopen(file, mode);
   return real(file, mode);

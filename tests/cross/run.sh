@@ -23,7 +23,7 @@ if ! command -v ${CROSS}g++ >/dev/null || ! command -v qemu-aarch64 >/dev/null; 
   [ "${ZNS_EXPECT:-0}" = 1 ] && exit 1
   exit 0
 fi
-API="cancel cxx_late cxx_new deepbind early_init foreign malloc_basic memalign sized_delete"
+API="cancel cxx_late cxx_new deepbind early_init foreign malloc_basic memalign own_dlopen sized_delete"
 STRESS="prodcons remote_buffer"
 targets=($B/libzns_slab.so $B/libzns_slab.a $B/libzns_slab_static.a $B/tests/unit_tests test-plugins)
 for t in $API; do
