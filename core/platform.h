@@ -270,10 +270,11 @@ void drop_stderr_copy();
 int stderr_fd();   // 2, or the copy when 2 is closed
 // A dump's file (statistics, heap profile) opened for writing without waiting: -1 with errno when
 // it cannot be, ENXIO for a FIFO nobody reads yet (a blocking open hung the program: a review,
-// 2026-12-06); a lease on a regular file is waited out.  Blocking again once open.  `empty`: a regular file is emptied first, unless it is
-// the program's own stdout or stderr (ZNS_STATS=/dev/stdout, or a path that names the file the
-// program's output is redirected to: O_TRUNC erased the program's output); that one is appended
-// to, as the program writes there.  `append`: O_APPEND in any case.
+// 2026-12-06); a lease on a regular file is waited out.  Blocking again once open.  `empty`: a
+// regular file is emptied first, unless it is the program's own stdout or stderr
+// (ZNS_STATS=/dev/stdout, or a path that names the file the program's output is redirected to:
+// O_TRUNC erased the program's output); that one is appended to, as the program writes there.
+// `append`: O_APPEND in any case.
 int open_dump(const char *path, bool empty, bool append);
 // fd (open) is a regular file that is also the program's stdout or stderr, now or at start.
 bool is_program_output(int fd);

@@ -399,6 +399,15 @@ void *interval_thread(void *) {
 bool stats_enabled(const char *dest) {
   return dest && *dest && !(dest[0] == '0' && !dest[1]);
 }
+bool stats_to_stderr(const char *dest) {   // ZNS_STATS=1 or stderr: the text table on stderr
+  return (dest[0] == '1' && !dest[1]) || !__builtin_strcmp(dest, "stderr");
+}
+// A FIFO nobody reads at exit: `what` is not written.
+void say_no_reader(const char *path, const char *what) {
+  char m[700];
+  Buf(m, sizeof m).str("zns-slab: statistics to ").str(path).str(": no reader on the FIFO at exit; ")
+      .str(what).str(" not written").end_line().say();
+}
 
 }  // namespace
 
@@ -452,11 +461,11 @@ void stats_start() {
   g_start_ms = now_ms();
   static char abs_dest[600];
   const char *dest = g_options.ZNS_STATS;
-  if (stats_enabled(dest) && !(dest[0] == '1' && !dest[1]) && __builtin_strcmp(dest, "stderr") != 0)
+  if (stats_enabled(dest) && !stats_to_stderr(dest))
     dest = g_options.ZNS_STATS = absolute_path(dest, abs_dest, sizeof abs_dest);
   // (the table at exit: only then, a descriptor more is one a program that checks its own sees;
   // CPython's test_subprocess failed with it under ZNS_STATS=PATH)
-  if ((dest[0] == '1' && !dest[1]) || !__builtin_strcmp(dest, "stderr")) keep_stderr_copy();
+  if (stats_to_stderr(dest)) keep_stderr_copy();
   if (!stats_enabled(dest) || !ends_with(dest, ".jsonl")) return;
   int saved = errno;
   char path[512];
@@ -495,15 +504,11 @@ void stats_at_exit() {
       g_stats_stopped = true;
     }
     if (lost) say_jsonl_lost();
-    if (no_reader) {
-      char m[700];
-      Buf(m, sizeof m).str("zns-slab: statistics to ").str(g_jsonl_path)
-          .str(": no reader on the FIFO at exit; the last line is not written").end_line().say();
-    }
+    if (no_reader) say_no_reader(g_jsonl_path, "the last line is");
     if (err) say_cut_short(g_jsonl_path, err);
   } else if (g_fork_quiet) {
     // (a forked child: the file, or stderr, is its parent's; %p in the path gives it one)
-  } else if ((dest[0] == '1' && !dest[1]) || !__builtin_strcmp(dest, "stderr")) {
+  } else if (stats_to_stderr(dest)) {
     stats_print(stderr_fd(), false);
   } else {
     char path[512];
@@ -511,13 +516,8 @@ void stats_at_exit() {
     bool expanded = expand_path(dest, path, sizeof path);
     int fd = expanded ? open_dump(path, true, false) : -1;
     if (fd < 0) {
-      if (errno == ENXIO) {
-        char m[700];
-        Buf(m, sizeof m).str("zns-slab: statistics to ").str(path)
-            .str(": no reader on the FIFO at exit; not written").end_line().say();
-      } else {
-        say_cannot_write(expanded ? path : dest, errno);   // (the path tried, %p expanded)
-      }
+      if (errno == ENXIO) say_no_reader(path, "the dump is");
+      else say_cannot_write(expanded ? path : dest, errno);   // (the path tried, %p expanded)
     } else {
       int err;
       {
