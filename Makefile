@@ -34,12 +34,11 @@ LIB_OBJ  := $(CORE_OBJ) $(SHIM_OBJ) $(NEW_OBJ)
 SO := $(BUILD)/libzns_slab.so
 AR := $(BUILD)/libzns_slab.a
 # The same with the sampled heap profiler (shim/prof.cpp, ZNS_PROF): the shim's objects built again
-# with -DZNS_PROFILER; stacks by GCC's own unwinder (libgcc_s, <unwind.h>), nothing to install.
-# (libunwind until 2026-12-06: its memory check opened a pipe at the lowest free descriptors and
-# read and wrote through a daemon's own after it closed them all; DESIGN "The heap profiler".)
+# with -DZNS_PROFILER, linked with libunwind.  Built when libunwind's header is there (`make deps`).
 PROF_SO    := $(BUILD)/libzns_slab_prof.so
 PROF_OBJ   := $(CORE_OBJ) $(BUILD)/prof/shim/malloc.o $(BUILD)/shim/deepbind.o $(BUILD)/prof/shim/new_delete.o \
               $(BUILD)/prof/shim/prof.o
+HAVE_UNWIND := $(wildcard /usr/include/libunwind.h /usr/include/$(shell $(CC) -dumpmachine 2>/dev/null)/libunwind.h)
 # For programs linked with -static: the shim without run-time lookups, and glibc's malloc.o (from
 # the system's libc.a) with the names the shim defines made weak, as the next allocator.  No
 # operator new: the C++ runtime's own (which calls malloc) is linked instead (README).
@@ -49,10 +48,12 @@ STATIC_OBJ := $(CORE_OBJ) $(BUILD)/static/shim/malloc.o
 LIBC_A     := $(wildcard $(filter /%,$(shell $(CC) -print-file-name=libc.a 2>/dev/null)))
 
 .PHONY: all deps deps-test deps-bench run test clean classes
-all: $(SO) $(AR) $(if $(LIBC_A),$(STATIC_AR),no-static-archive) $(PROF_SO) $(BUILD)/zns-classes
-.PHONY: no-static-archive
+all: $(SO) $(AR) $(if $(LIBC_A),$(STATIC_AR),no-static-archive) $(if $(HAVE_UNWIND),$(PROF_SO),no-prof) $(BUILD)/zns-classes
+.PHONY: no-static-archive no-prof
 no-static-archive:
 	@echo "note: $(CC) has no libc.a (Debian: libc6-dev): $(STATIC_AR), for -static programs, is not built"
+no-prof:
+	@echo "note: no libunwind.h (Debian: libunwind-dev; make deps): $(PROF_SO), the heap profiler, is not built"
 
 # ---- dependencies (Debian packages, installed only when missing) --------------------------------
 APT_STAMP := $(BUILD)/.apt-updated
@@ -64,7 +65,7 @@ define need_pkgs
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || { echo "apt-get install failed:$$missing"; exit 1; }; \
 	fi
 endef
-BUILD_PKGS := g++ make libc6-dev
+BUILD_PKGS := g++ make libc6-dev libunwind-dev
 # CPython's own tests (tests/programs/python_regrtest.sh) come in a package named by the version of
 # Debian's python3 (when python3 is not installed yet: 3.11, Debian 12's).
 PY_VER     := $(or $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null),3.11)
@@ -105,7 +106,7 @@ $(BUILD)/prof/shim/new_delete.o: shim/new_delete.cpp $(wildcard core/*.h core/*.
 	$(CXX) $(NEWFLAGS) -DZNS_PROFILER -c $< -o $@
 $(PROF_SO): $(PROF_OBJ) shim/exports.map
 	$(CC) -shared -o $@.tmp $(PROF_OBJ) -Wl,--version-script=shim/exports.map -Wl,-z,nodelete \
-	  -Wl,-z,now -pthread -lm
+	  -Wl,-z,now -pthread -lunwind -lm
 	@# (zns_malloc_here, malloc's hidden alias, is bound already: without its name in the symbol
 	@# table, malloc's address has one name, the one google-pprof drops; shim/malloc.cpp)
 	$(OBJCOPY) --strip-symbol=zns_malloc_here $@.tmp $@ && rm -f $@.tmp

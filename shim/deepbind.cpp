@@ -17,7 +17,7 @@
 //     object's _init or _fini (see ret_byte); that `ret` comes back here.  glibc then resolves
 //     every name exactly as for the caller (its RPATH/RUNPATH, $ORIGIN, LD_LIBRARY_PATH,
 //     glibc-hwcaps, the cache), and gdb's unwinder stops at the byte (no unwind entry covers
-//     them; libunwind walks on by the frame pointer; the heap profiler leaves the byte out).
+//     them; libunwind walks on by the frame pointer, so the heap profiler leaves it out).
 //     (Not under a shadow stack, where the detour would fault, nor for code without any `ret`
 //     byte: then the call is direct, and the caller glibc sees is this library.)
 //   - A lazy open is made RTLD_NOW, so that every slot of the new objects holds its final function

@@ -1,6 +1,6 @@
 // The sampled heap profiler, in libzns_slab_prof.so only: that library is the shim's sources built
-// with -DZNS_PROFILER plus this file, linked with libgcc_s (its unwinder); the default library
-// has none of it, so its fast paths pay nothing (DESIGN "The heap profiler").
+// with -DZNS_PROFILER plus this file, linked with libunwind; the default library has none of it, so
+// its fast paths pay nothing (DESIGN "The heap profiler").
 //
 // Sampling.  Each thread counts down the bytes it requests (t_prof_left, in the shim's entry
 // points); the request that takes the count below zero is a sample, and the next count is drawn
@@ -14,7 +14,7 @@
 // next allocator's, like every large block.  Neither is in the slab region, so their frees reach
 // next_free and not the free fast path; there, for a pointer outside the slot range, a counting
 // filter (one load) answers "not a sample" for nearly all of them.  A sample's call stack
-// (_Unwind_Backtrace, this library's own frames dropped) and size go into the table of
+// (libunwind's unw_backtrace, this library's own frames dropped) and size go into the table of
 // live samples, open addressing on the address with linear probing and backward-shift deletion
 // (no tombstones: a lookup stops at the first empty slot), under one lock.  The profile lists the
 // live samples.
@@ -40,7 +40,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <unwind.h>
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
 
 #include "core/options.h"
 #include "core/platform.h"
@@ -212,7 +213,7 @@ ProfRecord make_record(size_t n, void *const *raw, int got) {
   r.depth = 0;
   // this library's frames, wherever they are (zns_deep_dlopen's, under the loader's frames of a
   // deep-bound dlopen), and the `ret` byte of the caller's _init that the detour of that dlopen
-  // returns through (reported as a frame before the unwinder stops there)
+  // returns through (libunwind does not stop there: it walks on by the frame pointer)
   uintptr_t detour = t_detour_ret;
   for (int i = 0; i < got && r.depth < kFrames; ++i)
     if (!ours(raw[i]) && uintptr_t(raw[i]) != detour) r.pc[r.depth++] = raw[i];
@@ -518,34 +519,13 @@ bool prof_due(size_t n) {
 }
 
 namespace {
-// The stack, by libgcc's unwinder (_Unwind_Backtrace: glibc's backtrace() and jemalloc's
-// profiler use it).  Not libunwind's unw_backtrace: libunwind 1.6 checks memory in its
-// frame-pointer fallback through a pipe it opens at the lowest free descriptors, and re-opens
-// when a read from it fails, so a program that closed every descriptor and opened its own had a
-// byte read from its socket and one written into the next (a review, 2026-12-06: GNU screen's
-// server lost its listening socket).  libgcc's opens nothing; it finds each frame's unwind
-// information through _dl_find_object (no lock on glibc 2.35+), and stops at a frame without it.
-struct Walk {
-  void **out;
-  int n, cap;
-};
-_Unwind_Reason_Code walk_one(struct _Unwind_Context *ctx, void *arg) {
-  Walk &w = *static_cast<Walk *>(arg);
-  if (w.n >= w.cap) return _URC_END_OF_STACK;
-  uintptr_t ip = _Unwind_GetIP(ctx);
-  if (!ip) return _URC_END_OF_STACK;
-  w.out[w.n++] = reinterpret_cast<void *>(ip);
-  return _URC_NO_REASON;
-}
-
 // The record of the request being sampled: its size and the stack above the profiler's frames.
 ProfRecord capture(size_t n) {
   int saved = errno;
   void *raw[kFrames + 8];
-  Walk w{raw, 0, int(sizeof raw / sizeof raw[0])};
-  _Unwind_Backtrace(walk_one, &w);
+  int got = unw_backtrace(raw, int(sizeof raw / sizeof raw[0]));
   errno = saved;
-  return make_record(n, raw, w.n);
+  return make_record(n, raw, got);
 }
 }  // namespace
 
@@ -700,9 +680,8 @@ void prof_start() {
   g_table = static_cast<Sample *>(t);
   g_filter = static_cast<std::atomic<uint16_t> *>(f);
   g_rate = double(g_options.ZNS_PROF_RATE ? g_options.ZNS_PROF_RATE : 1);
-  // the unwinder's first walk here, before any thread or fork: its one-time set-up (a
-  // pthread_once) is then behind it
-  capture(0);
+  // libunwind's cache of unwind info per thread: no lock of its own to be held across a fork
+  unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
   pthread_atfork(nullptr, nullptr, fork_child);
   g_state.store(kOn, std::memory_order_release);
   start_interval();
