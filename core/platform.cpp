@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -347,10 +348,10 @@ bool err_copy_is_ours() {
 void keep_stderr_copy() {
   struct stat st;
   // Not of a pipe or a socket: a program that detaches (0, 1 and 2 to /dev/null, no fork) kept
-  // its caller's `$(...)` waiting for the end of file until it exited.  Not below 512 either (a
-  // low limit: the program's first open got 4 instead of 3).
+  // its caller's `$(...)` waiting for the end of file until it exited.  Not below
+  // high_fd_floor() either (the program's first open got 4 instead of 3).
   if (g_err_copy >= 0 || os_fstat(2, &st) != 0 || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return;
-  int fd = os_fcntl(2, F_DUPFD_CLOEXEC, 512);
+  int fd = os_fcntl(2, F_DUPFD_CLOEXEC, high_fd_floor());
   if (fd < 0) return;
   g_err_dev = st.st_dev;
   g_err_ino = st.st_ino;
@@ -390,8 +391,16 @@ bool start_quiet_thread(void *(*fn)(void *)) {
   return rc == 0;
 }
 
+int high_fd_floor() {
+  rlimit rl{};
+  if (os_syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, nullptr, &rl) == 0 && rl.rlim_cur / 2 < 512)
+    return int(rl.rlim_cur / 2);
+  return 512;
+}
+
 int fd_out_of_the_way(int fd) {
-  int high = os_fcntl(fd, F_DUPFD_CLOEXEC, 512);
+  int floor = high_fd_floor();
+  int high = fd < floor ? os_fcntl(fd, F_DUPFD_CLOEXEC, floor) : -1;
   if (high < 0 && fd <= 2) high = os_fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (high < 0) return fd;
   os_close(fd);

@@ -256,9 +256,12 @@ unsigned os_numa_topology(uint8_t *cpu_node, unsigned max_cpus, uint16_t *node_i
 int write_all(int fd, const char *p, size_t n);
 // Resident set size of the process in bytes (from /proc/thread-self/statm), 0 if unknown.
 size_t process_rss();
-// fd moved out of the way of the program's own numbers (close-on-exec, 512 up; where the
-// descriptor limit is lower, at least above 0, 1 and 2, which a program started with one of them
-// closed would write to as its own).  The old number is closed; fd itself when no move is possible.
+// The lowest number of the library's own long-lived descriptors: 512, or half the soft limit
+// where that is lower (a program with 1024 sees its own numbers from 3 on, as without the library).
+int high_fd_floor();
+// fd moved out of the way of the program's own numbers (close-on-exec, high_fd_floor() up; else
+// at least above 0, 1 and 2, which a program started with one of them closed would write to as its
+// own).  The old number is closed; fd itself when no move is possible.
 int fd_out_of_the_way(int fd);
 // A copy of the program's stderr, taken at start when the dump at exit goes there (ZNS_STATS=1):
 // coreutils close fd 2 in an atexit handler, which runs before the library's destructor, and

@@ -14,10 +14,10 @@
 // next allocator's, like every large block.  Neither is in the slab region, so their frees reach
 // next_free and not the free fast path; there, for a pointer outside the slot range, a counting
 // filter (one load) answers "not a sample" for nearly all of them.  A sample's call stack
-// (libunwind's unw_backtrace, this library's own frames dropped) and size go into the table of
-// live samples, open addressing on the address with linear probing and backward-shift deletion
-// (no tombstones: a lookup stops at the first empty slot), under one lock.  The profile lists the
-// live samples.
+// (libunwind's unw_backtrace, this library's own frames dropped; its memory check's pipe: see
+// set_up_unwinder) and size go into the table of live samples, open addressing on the address
+// with linear probing and backward-shift deletion (no tombstones: a lookup stops at the first
+// empty slot), under one lock.  The profile lists the live samples.
 //
 // Discipline: nothing here allocates from the heap (the table, the filter and the slots are
 // mmap'ed at start); requests made while the thread is inside the profiler (the unwinder's, the
@@ -38,6 +38,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #define UNW_LOCAL_ONLY
@@ -519,11 +520,96 @@ bool prof_due(size_t n) {
 }
 
 namespace {
+// libunwind's memory check.  Where its walk must guess a frame (no unwind entry covers it: it
+// goes by the frame pointer) and in some CFI it evaluates, libunwind 1.6 checks an address by
+// writing a byte of it into a pipe it opened at set-up (two descriptors it keeps the numbers of),
+// after reading one back out.  Opened at the lowest free numbers, the pipe made every number the
+// program then opened come two later; and a daemon that closed every descriptor and opened its
+// own got those numbers back: libunwind then read a byte from the program's socket and wrote one
+// into the next (GNU screen's server lost its listening socket).  So: the pipe is made at
+// set-up with every number below high_fd_floor() held, which puts it above them, out of
+// the program's way; its numbers and inode are noted; and before each walk (a sample: rare) they
+// are looked at.  Closed (the daemon): a new pipe is put at the same numbers (F_DUPFD from that
+// number, so never over a descriptor the program has just opened).  Taken by the program: no
+// walk; the sample's stack is empty.
+int g_pipe[2] = {-1, -1};   // libunwind's pipe, as found after its set-up; -1: none found
+std::atomic<ino_t> g_pipe_ino{0};
+
+bool is_our_pipe(int fd, ino_t ino) {
+  struct stat st;
+  return os_fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && st.st_ino == ino;
+}
+
+// A descriptor of `from` at exactly `at` (which must be free), close-on-exec; false if not.
+bool dup_at(int from, int at) {
+  int fd = os_fcntl(from, F_DUPFD_CLOEXEC, at);
+  if (fd == at) return true;
+  if (fd >= 0) os_close(fd);
+  return false;
+}
+
+// Whether libunwind's pipe is its own (put back first if the program closed it).  Threads that
+// sample at once may race here: the loser finds the numbers not its pipe's and walks no stack.
+bool unwinder_pipe_ok() {
+  if (g_pipe[0] < 0) return true;   // (no pipe found at set-up: another libunwind)
+  ino_t ino = g_pipe_ino.load(std::memory_order_acquire);
+  bool mine0 = is_our_pipe(g_pipe[0], ino), mine1 = is_our_pipe(g_pipe[1], ino);
+  if (mine0 && mine1) return true;
+  if (mine0) os_close(g_pipe[0]);   // (one end closed by the program: both made anew)
+  if (mine1) os_close(g_pipe[1]);
+  if (os_fcntl(g_pipe[0], F_GETFD) >= 0 || os_fcntl(g_pipe[1], F_GETFD) >= 0) return false;   // the program's now
+  int fresh[2];
+  struct stat st;
+  if (os_pipe2(fresh, O_CLOEXEC | O_NONBLOCK) != 0) return false;
+  bool ok = os_fstat(fresh[0], &st) == 0 && dup_at(fresh[0], g_pipe[0]);
+  if (ok && !dup_at(fresh[1], g_pipe[1])) {
+    os_close(g_pipe[0]);
+    ok = false;
+  }
+  if (ok) g_pipe_ino.store(st.st_ino, std::memory_order_release);
+  os_close(fresh[0]);
+  os_close(fresh[1]);
+  return ok;
+}
+
+void set_up_unwinder() {
+  unsigned top = unsigned(high_fd_floor());
+  uint64_t held[512 / 64] = {};
+  auto hold = [&](int fd) {
+    if (fd >= 0 && unsigned(fd) < top) held[fd / 64] |= uint64_t(1) << (fd % 64);
+    return fd >= 0 && unsigned(fd) < top;
+  };
+  int src[2];   // (a pipe of its own to copy: no file to open)
+  if (os_pipe2(src, O_CLOEXEC) != 0) src[0] = src[1] = -1;
+  int last = -1;   // (F_DUPFD from 0: the lowest free number, until it is top or above)
+  if (hold(src[0]) && hold(src[1]))
+    while (hold(last = os_fcntl(src[0], F_DUPFD_CLOEXEC, 0))) {}
+  if (last >= 0 && unsigned(last) >= top) os_close(last);
+  // the two numbers the pipe will take: the lowest free ones from top
+  int at0 = src[0] >= 0 ? os_fcntl(src[0], F_DUPFD_CLOEXEC, int(top)) : -1;
+  int at1 = at0 >= 0 ? os_fcntl(src[0], F_DUPFD_CLOEXEC, int(top)) : -1;
+  if (at0 >= 0) os_close(at0);
+  if (at1 >= 0) os_close(at1);
+  // (its cache of unwind info per thread: no lock of its own to be held across a fork)
+  unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+  struct stat s0, s1;
+  if (at0 >= 0 && at1 >= 0 && os_fstat(at0, &s0) == 0 && os_fstat(at1, &s1) == 0 && S_ISFIFO(s0.st_mode) &&
+      S_ISFIFO(s1.st_mode) && s0.st_ino == s1.st_ino) {
+    g_pipe[0] = at0;
+    g_pipe[1] = at1;
+    g_pipe_ino.store(s0.st_ino, std::memory_order_release);
+  }
+  for (unsigned fd = 0; fd < top; ++fd)
+    if (held[fd / 64] >> (fd % 64) & 1) os_close(int(fd));
+  for (int fd : src)
+    if (fd >= 0 && unsigned(fd) >= top) os_close(fd);
+}
+
 // The record of the request being sampled: its size and the stack above the profiler's frames.
 ProfRecord capture(size_t n) {
   int saved = errno;
   void *raw[kFrames + 8];
-  int got = unw_backtrace(raw, int(sizeof raw / sizeof raw[0]));
+  int got = unwinder_pipe_ok() ? unw_backtrace(raw, int(sizeof raw / sizeof raw[0])) : 0;
   errno = saved;
   return make_record(n, raw, got);
 }
@@ -680,8 +766,7 @@ void prof_start() {
   g_table = static_cast<Sample *>(t);
   g_filter = static_cast<std::atomic<uint16_t> *>(f);
   g_rate = double(g_options.ZNS_PROF_RATE ? g_options.ZNS_PROF_RATE : 1);
-  // libunwind's cache of unwind info per thread: no lock of its own to be held across a fork
-  unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+  set_up_unwinder();
   pthread_atfork(nullptr, nullptr, fork_child);
   g_state.store(kOn, std::memory_order_release);
   start_interval();

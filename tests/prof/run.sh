@@ -114,6 +114,17 @@ ZNS_PROF=/dev/stdout LD_PRELOAD="$PROF_LIB" ls "$T" >"$T/lsprof.txt" || fail "ls
 grep -qx 'lsprof.txt' "$T/lsprof.txt" && grep -q '^heap profile:' "$T/lsprof.txt" ||
   { head -3 "$T/lsprof.txt"; fail "ZNS_PROF=/dev/stdout > file: ls's lines or the profile are missing"; }
 
+# a daemon's descriptors (tests/prof/prof_fds.c): libunwind's memory-check pipe is above the
+# program's numbers (its first free one is 3), put back when the program closed it, and not used
+# once the program has its numbers (it read a byte from the program's socket and wrote one into
+# the next); under a descriptor limit of 40 (the profile's descriptor and the pipe from 20 up)
+for how in "" over; do
+  for limit in $(ulimit -n) 40; do
+    (ulimit -n $limit && ZNS_PROF="$T/fds.prof" ZNS_PROF_RATE=1024 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_fds $how) >"$T/fds.out" 2>&1 ||
+      { cat "$T/fds.out"; fail "prof_fds $how (ulimit -n $limit): the program's descriptors were taken, read or written by the profiler"; }
+  done
+done
+
 # ---- 4. a real program ----------------------------------------------------------------------------
 echo "== python3"
 cat >"$T/w.py" <<'EOF'
