@@ -229,6 +229,13 @@ void options_load(bool warn) {
   ZNS_RANGE(ZNS_PROF_INTERVAL_MS, 0, 0x7fffffff);
   ZNS_RANGE(ZNS_SECURE, 0, 1);
 #undef ZNS_RANGE
+  // ZNS_STATS takes a switch's words as well (on, yes, true: the table on stderr, as 1; off, no,
+  // false: none, as 0) and stdout (the program's, as /dev/stdout): each made a file of its name
+  // in the working directory, which nobody looked for.  (A file of such a name: ./on.)
+  uint64_t word;
+  if (parse_switch(o.ZNS_STATS, &word)) o.ZNS_STATS = word ? "1" : "0";
+  else if (same_word(o.ZNS_STATS, "stdout")) o.ZNS_STATS = "/dev/stdout";
+  else if (same_word(o.ZNS_STATS, "stderr")) o.ZNS_STATS = "stderr";
   if (warn && o.ZNS_STATS_INTERVAL_MS) {
     const char *d = o.ZNS_STATS;
     size_t n = __builtin_strlen(d);

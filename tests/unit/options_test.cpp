@@ -106,6 +106,22 @@ TEST_CASE("a switch takes on/yes/true and off/no/false; a number option does not
   options_load(false);
 }
 
+// ZNS_STATS=on (or yes, true, stdout) made a file of that name in the working directory.
+TEST_CASE("ZNS_STATS takes the switch words and stdout; a path stays a path") {
+  const struct { const char *v, *want; } cases[] = {
+      {"on", "1"}, {"Yes", "1"}, {"TRUE", "1"}, {"1", "1"}, {"off", "0"}, {"no", "0"}, {"False", "0"},
+      {"stdout", "/dev/stdout"}, {"STDERR", "stderr"}, {"./on", "./on"}, {"on.txt", "on.txt"}, {"/tmp/s.json", "/tmp/s.json"}};
+  for (auto c : cases) {
+    setenv("ZNS_STATS", c.v, 1);
+    options_load(false);
+    INFO("ZNS_STATS=" << c.v);
+    CHECK(std::string(g_options.ZNS_STATS) == c.want);
+  }
+  unsetenv("ZNS_STATS");
+  options_load(false);
+  CHECK(std::string(g_options.ZNS_STATS).empty());
+}
+
 // execve may pass a name twice; getenv (the program, `env`) sees the first entry, and so must the
 // library (it took the last that parsed: ZNS_REGION_GB=8 then =abc said "bad value" and used 8;
 // an empty second string reset the first).
