@@ -235,7 +235,9 @@ void options_load(bool warn) {
   uint64_t word;
   if (parse_switch(o.ZNS_STATS, &word)) o.ZNS_STATS = word ? "1" : "0";
   else if (same_word(o.ZNS_STATS, "stdout")) o.ZNS_STATS = "/dev/stdout";
-  else if (same_word(o.ZNS_STATS, "stderr")) o.ZNS_STATS = "stderr";
+  else if (same_word(o.ZNS_STATS, "stderr") || !__builtin_strcmp(o.ZNS_STATS, "/dev/stderr"))
+    o.ZNS_STATS = "stderr";   // (the table then reaches the copy of fd 2 kept at start, once the
+                              // program has closed it: /dev/stderr was a link to nothing then)
   if (warn && o.ZNS_STATS_INTERVAL_MS) {
     const char *d = o.ZNS_STATS;
     size_t n = __builtin_strlen(d);

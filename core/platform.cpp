@@ -499,7 +499,7 @@ Buf &Buf::u64(uint64_t v, int width) {
 }
 Buf &Buf::file_error(int err) {
   if (err == EACCES || err == EPERM) return str("permission denied");
-  if (err == ENOENT) return str("no such directory");
+  if (err == ENOENT) return str("no such directory (or a link to nothing)");
   if (err == EISDIR) return str("is a directory");
   if (err == ENOTDIR) return str("a part of the path is not a directory");
   if (err == EROFS) return str("read-only file system");

@@ -725,6 +725,9 @@ rss=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["totals"]["r
 # lines at exit went nowhere (EBADF)
 env ZNS_STATS=1 "${PRELOAD[@]}" ls / 2>ls.err >/dev/null || die "ls under ZNS_STATS=1 failed"
 grep -q 'zns-slab heap statistics' ls.err || { cat ls.err; die "ZNS_STATS=1 ls: no table on stderr (ls closes it at exit)"; }
+# (ZNS_STATS=/dev/stderr is the same: its link led nowhere once fd 2 was closed)
+env ZNS_STATS=/dev/stderr "${PRELOAD[@]}" ls / 2>ls.err >/dev/null || die "ls under ZNS_STATS=/dev/stderr failed"
+grep -q 'zns-slab heap statistics' ls.err || { cat ls.err; die "ZNS_STATS=/dev/stderr ls: no table on stderr (ls closes it at exit)"; }
 # ... and a path takes no copy (a descriptor more failed CPython's test_subprocess): only the
 # program's own descriptors and the copy's absence
 n=$(env ZNS_STATS="$TMPD/fds.json" "${PRELOAD[@]}" /usr/bin/python3 -c 'import os; print(len([f for f in os.listdir("/proc/self/fd") if int(f) >= 512]))')

@@ -110,7 +110,7 @@ TEST_CASE("a switch takes on/yes/true and off/no/false; a number option does not
 TEST_CASE("ZNS_STATS takes the switch words and stdout; a path stays a path") {
   const struct { const char *v, *want; } cases[] = {
       {"on", "1"}, {"Yes", "1"}, {"TRUE", "1"}, {"1", "1"}, {"off", "0"}, {"no", "0"}, {"False", "0"},
-      {"stdout", "/dev/stdout"}, {"STDERR", "stderr"}, {"./on", "./on"}, {"on.txt", "on.txt"}, {"/tmp/s.json", "/tmp/s.json"}};
+      {"stdout", "/dev/stdout"}, {"STDERR", "stderr"}, {"/dev/stderr", "stderr"}, {"./on", "./on"}, {"on.txt", "on.txt"}, {"/tmp/s.json", "/tmp/s.json"}};
   for (auto c : cases) {
     setenv("ZNS_STATS", c.v, 1);
     options_load(false);
