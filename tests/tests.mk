@@ -9,6 +9,8 @@
 # Named one by one: tests/prof (PROF_TEST: tests/prof/run.sh), tests/tier (TIER_TEST), and the
 # aarch64 set of tests/cross/run.sh.
 TEST_CFLAGS   := -O1 -g -pthread -Wall -Wno-unused-result -I.
+# (sized operator delete is declared only with it under clang before 16; g++ has it on anyway)
+TEST_CXXFLAGS := -fsized-deallocation
 UNIT_SRC      := $(wildcard tests/unit/*.cpp)
 PROG_SRC      := $(wildcard tests/api/*.c tests/api/*.cpp tests/stress/*.c tests/stress/*.cpp)
 PROG_NAMES    := $(basename $(PROG_SRC))
@@ -28,7 +30,7 @@ $(BUILD)/tests/%: tests/%.c $(wildcard tests/api/*.h) | $(BUILD)/tests
 	$(CC) $(TEST_CFLAGS) $< -o $@ $(TEST_LDFLAGS) -ldl
 $(BUILD)/tests/%: tests/%.cpp $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXSTD) $(TEST_CFLAGS) $< -o $@ -ldl
+	$(CXX) $(CXXSTD) $(TEST_CXXFLAGS) $(TEST_CFLAGS) $< -o $@ -ldl
 # Static builds: the archive replaces malloc at link time (the README's link line: C programs
 # need no C++ runtime for it).
 $(BUILD)/tests/%.static: tests/%.c $(AR) $(wildcard tests/api/*.h) | $(BUILD)/tests
@@ -36,7 +38,7 @@ $(BUILD)/tests/%.static: tests/%.c $(AR) $(wildcard tests/api/*.h) | $(BUILD)/te
 	$(CC) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ $(TEST_LDFLAGS) -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -ldl
 $(BUILD)/tests/%.static: tests/%.cpp $(AR) $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXSTD) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -ldl
+	$(CXX) $(CXXSTD) $(TEST_CXXFLAGS) $(TEST_CFLAGS) -DZNS_LINKED $< -o $@ -Wl,--whole-archive $(AR) -Wl,--no-whole-archive -ldl
 
 # Fully static programs: the -static archive (README's line for them; C++ gets its runtime's
 # operator new, which calls the shim's malloc).
@@ -45,7 +47,7 @@ $(BUILD)/tests/%.fullstatic: tests/%.c $(STATIC_AR) $(wildcard tests/api/*.h) | 
 	$(CC) -static $(TEST_CFLAGS) -DZNS_LINKED -DZNS_FULL_STATIC $< -o $@ -Wl,--whole-archive $(STATIC_AR) -Wl,--no-whole-archive
 $(BUILD)/tests/%.fullstatic: tests/%.cpp $(STATIC_AR) $(wildcard tests/api/*.h) | $(BUILD)/tests
 	@mkdir -p $(dir $@)
-	$(CXX) -static $(CXXSTD) $(TEST_CFLAGS) -DZNS_LINKED -DZNS_FULL_STATIC $< -o $@ -Wl,--whole-archive $(STATIC_AR) -Wl,--no-whole-archive
+	$(CXX) -static $(CXXSTD) $(TEST_CXXFLAGS) $(TEST_CFLAGS) -DZNS_LINKED -DZNS_FULL_STATIC $< -o $@ -Wl,--whole-archive $(STATIC_AR) -Wl,--no-whole-archive
 
 # Plugins that tests/api programs dlopen (next to them: the program finds them by its own path,
 # and tests/api/deepbind also by a bare name through its RUNPATH).
