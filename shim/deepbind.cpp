@@ -202,24 +202,31 @@ struct Dynamic {
 // Write fn into a slot, through whatever protection its page has now: RELRO (read-only after
 // relocation), or a read-only segment that held a text relocation (DT_TEXTREL: glibc wrote it
 // under a temporary mprotect, and so do we).
-void write_slot(void **slot, void *fn, const Object &o, const char *name) {
+// False when it could not (said, unless quiet).
+bool write_slot(void **slot, void *fn, const Object &o, const char *name, bool quiet = false) {
   uintptr_t a = reinterpret_cast<uintptr_t>(slot);
   const ElfW(Phdr) *load = o.segment(a, PT_LOAD);
-  if (!load) return say_once("cannot find the segment of the slot of", o.info->dlpi_name, name, 0);
+  if (!load) {
+    if (!quiet) say_once("cannot find the segment of the slot of", o.info->dlpi_name, name, 0);
+    return false;
+  }
   int prot;
   if (o.relro(a)) prot = PROT_READ;
   else if (load->p_flags & PF_W) prot = -1;   // writable as it is (a GOT, data)
   else prot = (load->p_flags & PF_R ? PROT_READ : 0) | (load->p_flags & PF_X ? PROT_EXEC : 0);
   if (prot < 0) {
     __atomic_store_n(slot, fn, __ATOMIC_RELEASE);
-    return;
+    return true;
   }
   void *p = reinterpret_cast<void *>(a & ~(o.page - 1));
   size_t len = ((a + sizeof(void *) + o.page - 1) & ~(o.page - 1)) - (a & ~(o.page - 1));
-  if (mprotect(p, len, prot | PROT_WRITE) != 0)
-    return say_once("cannot rebind", o.info->dlpi_name, name, errno);
+  if (mprotect(p, len, prot | PROT_WRITE) != 0) {
+    if (!quiet) say_once("cannot rebind", o.info->dlpi_name, name, errno);
+    return false;
+  }
   __atomic_store_n(slot, fn, __ATOMIC_RELEASE);
   mprotect(p, len, prot);
+  return true;
 }
 
 // Rebind one object's references to the allocation functions (the rule at the top of the file).
@@ -424,6 +431,56 @@ Snapshot snapshot() {
   }
   return sn;
 }
+
+// ---- another object's calls (the heap profiler's use: shim/prof.cpp) ---------------------------
+
+struct Redirect {
+  uintptr_t base;
+  const char *const *names;
+  void *const *fns;
+  unsigned n, written, objects;
+  uintptr_t page;
+  bool failed;
+};
+int redirect_one(dl_phdr_info *info, size_t, void *arg) {
+  Redirect &r = *static_cast<Redirect *>(arg);
+  Object o{info, r.page};
+  Dynamic dy(info->dlpi_addr, o.dynamic());
+  if (info->dlpi_addr != r.base || !dy.symtab || !dy.strtab || !dy.rela_plt) return 0;
+  ++r.objects;
+  for (unsigned t = 0; t < 2; ++t) {
+    for (size_t k = 0, n = dy.rela[t] ? dy.relasz[t] / sizeof(ElfW(Rela)) : 0; k < n; ++k) {
+      const ElfW(Rela) &rel = dy.rela[t][k];
+      unsigned type = unsigned(ELF64_R_TYPE(rel.r_info)), sym = unsigned(ELF64_R_SYM(rel.r_info));
+      if (sym == 0 || (type != kRelJumpSlot && type != kRelGlobDat)) continue;
+      const ElfW(Sym) &s = dy.symtab[sym];
+      if (s.st_shndx != SHN_UNDEF) continue;
+      const char *name = dy.strtab + s.st_name;
+      for (unsigned i = 0; i < r.n; ++i) {
+        if (strcmp(r.names[i], name) != 0) continue;
+        if (write_slot(reinterpret_cast<void **>(info->dlpi_addr + rel.r_offset), r.fns[i], o, name, true))
+          r.written |= 1u << i;
+        else
+          r.failed = true;
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+// (Declared in entry.h.)
+unsigned redirect_calls(const void *in_object, const char *const *names, void *const *fns, unsigned n) {
+  Dl_info di;
+  if (!dladdr(in_object, &di) || !di.dli_fbase) return 0;
+  Redirect r{uintptr_t(di.dli_fbase), names, fns, n, 0, 0, uintptr_t(sysconf(_SC_PAGESIZE)), false};
+  Guard g(g_patch_lock);   // (the mprotect toggles: one walk at a time, none across a fork)
+  dl_iterate_phdr(redirect_one, &r);
+  return r.objects == 1 && !r.failed ? r.written : 0;
+}
+
+namespace {
 
 // ---- calling the real dlopen as the caller ------------------------------------------------------
 

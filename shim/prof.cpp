@@ -14,8 +14,8 @@
 // next allocator's, like every large block.  Neither is in the slab region, so their frees reach
 // next_free and not the free fast path; there, for a pointer outside the slot range, a counting
 // filter (one load) answers "not a sample" for nearly all of them.  A sample's call stack
-// (libunwind's unw_backtrace, this library's own frames dropped; its memory check's pipe: see
-// set_up_unwinder) and size go into the table of live samples, open addressing on the address
+// (libunwind's unw_backtrace, this library's own frames dropped; its memory check: see
+// redirect_unwinder) and size go into the table of live samples, open addressing on the address
 // with linear probing and backward-shift deletion (no tombstones: a lookup stops at the first
 // empty slot), under one lock.  The profile lists the live samples.
 //
@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdarg>
 #include <cstring>
 #include <fcntl.h>
 #include <pthread.h>
@@ -39,6 +40,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #define UNW_LOCAL_ONLY
@@ -520,96 +522,77 @@ bool prof_due(size_t n) {
 }
 
 namespace {
-// libunwind's memory check.  Where its walk must guess a frame (no unwind entry covers it: it
-// goes by the frame pointer) and in some CFI it evaluates, libunwind 1.6 checks an address by
-// writing a byte of it into a pipe it opened at set-up (two descriptors it keeps the numbers of),
-// after reading one back out.  Opened at the lowest free numbers, the pipe made every number the
-// program then opened come two later; and a daemon that closed every descriptor and opened its
-// own got those numbers back: libunwind then read a byte from the program's socket and wrote one
-// into the next (GNU screen's server lost its listening socket).  So: the pipe is made at
-// set-up with every number below high_fd_floor() held, which puts it above them, out of
-// the program's way; its numbers and inode are noted; and before each walk (a sample: rare) they
-// are looked at.  Closed (the daemon): a new pipe is put at the same numbers (F_DUPFD from that
-// number, so never over a descriptor the program has just opened).  Taken by the program: no
-// walk; the sample's stack is empty.
-int g_pipe[2] = {-1, -1};   // libunwind's pipe, as found after its set-up; -1: none found
-std::atomic<ino_t> g_pipe_ino{0};
+// libunwind's memory check, redirected.  Where its walk guesses a frame by the frame pointer (no
+// unwind entry covers it) and in some CFI it evaluates (a walk from fgets through an optimised
+// main), libunwind (1.6, and later ones alike) checks that an address can be read by reading a
+// byte out of a pipe it opened at its set-up and writing a byte of the address into it (EFAULT:
+// it cannot).  It keeps the pipe's two numbers and re-opens it when a read fails.  The pipe took
+// 3 and 4 (every number a profiled program opened came two later), and a daemon that closed every
+// descriptor and opened its own got them back: libunwind read a byte from its socket, wrote one
+// into the next and, when a read failed, closed the program's descriptors to re-open its pipe
+// (GNU screen's server lost its listening socket).  Keeping the pipe high and looking at it
+// before each walk did not hold against a thread that closed everything during another's walk
+// (a review).  So libunwind gets no pipe: its calls to pipe2, pipe, read, write, close and
+// syscall come here (its PLT and GOT slots rewritten at start, before its set-up: redirect_calls).
+// pipe2 hands out two numbers no descriptor can have; the others take those two and pass any other
+// number on to the C library; the check's write is answered by process_vm_readv of that byte from
+// this process: 1 when it can be read, EFAULT when not.  libunwind holds no descriptor and touches
+// none of the program's.
+constexpr int kFakeRead = 0x7ffffff0, kFakeWrite = 0x7ffffff1;   // (above any fs.nr_open: 2^30)
+bool fake(int fd) { return fd == kFakeRead || fd == kFakeWrite; }
 
-bool is_our_pipe(int fd, ino_t ino) {
-  struct stat st;
-  return os_fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && st.st_ino == ino;
-}
-
-// A descriptor of `from` at exactly `at` (which must be free), close-on-exec; false if not.
-bool dup_at(int from, int at) {
-  int fd = os_fcntl(from, F_DUPFD_CLOEXEC, at);
-  if (fd == at) return true;
-  if (fd >= 0) os_close(fd);
-  return false;
-}
-
-// Whether libunwind's pipe is its own (put back first if the program closed it).  Threads that
-// sample at once may race here: the loser finds the numbers not its pipe's and walks no stack.
-bool unwinder_pipe_ok() {
-  if (g_pipe[0] < 0) return true;   // (no pipe found at set-up: another libunwind)
-  ino_t ino = g_pipe_ino.load(std::memory_order_acquire);
-  bool mine0 = is_our_pipe(g_pipe[0], ino), mine1 = is_our_pipe(g_pipe[1], ino);
-  if (mine0 && mine1) return true;
-  if (mine0) os_close(g_pipe[0]);   // (one end closed by the program: both made anew)
-  if (mine1) os_close(g_pipe[1]);
-  if (os_fcntl(g_pipe[0], F_GETFD) >= 0 || os_fcntl(g_pipe[1], F_GETFD) >= 0) return false;   // the program's now
-  int fresh[2];
-  struct stat st;
-  if (os_pipe2(fresh, O_CLOEXEC | O_NONBLOCK) != 0) return false;
-  bool ok = os_fstat(fresh[0], &st) == 0 && dup_at(fresh[0], g_pipe[0]);
-  if (ok && !dup_at(fresh[1], g_pipe[1])) {
-    os_close(g_pipe[0]);
-    ok = false;
+// What a write of the byte at p into libunwind's pipe would have answered.
+ssize_t redir_check(const void *p, size_t n) {
+  if (n == 0) return 0;
+  char byte;
+  iovec to{&byte, 1}, from{const_cast<void *>(p), 1};
+  if (os_process_vm_readv(os_getpid(), &to, 1, &from, 1, 0) == 1) {
+    errno = 0;   // (libunwind calls again while errno is EINTR)
+    return 1;
   }
-  if (ok) g_pipe_ino.store(st.st_ino, std::memory_order_release);
-  os_close(fresh[0]);
-  os_close(fresh[1]);
-  return ok;
+  errno = EFAULT;
+  return -1;
+}
+int redir_pipe2(int fds[2], int) {
+  fds[0] = kFakeRead;
+  fds[1] = kFakeWrite;
+  return 0;
+}
+int redir_pipe(int fds[2]) { return redir_pipe2(fds, 0); }
+ssize_t redir_read(int fd, void *b, size_t n) {
+  if (!fake(fd)) return read(fd, b, n);
+  errno = EAGAIN;   // (nothing to drain: the pipe is not broken)
+  return -1;
+}
+ssize_t redir_write(int fd, const void *b, size_t n) { return fake(fd) ? redir_check(b, n) : write(fd, b, n); }
+int redir_close(int fd) { return fake(fd) ? 0 : close(fd); }
+long redir_syscall(long nr, ...) {
+  va_list ap;
+  va_start(ap, nr);
+  long a[6];
+  for (long &x : a) x = va_arg(ap, long);   // (as the C library's reads all six registers)
+  va_end(ap);
+  if (nr == SYS_write && fake(int(a[0]))) return redir_check(reinterpret_cast<const void *>(a[1]), size_t(a[2]));
+  return syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
-void set_up_unwinder() {
-  unsigned top = unsigned(high_fd_floor());
-  uint64_t held[512 / 64] = {};
-  auto hold = [&](int fd) {
-    if (fd >= 0 && unsigned(fd) < top) held[fd / 64] |= uint64_t(1) << (fd % 64);
-    return fd >= 0 && unsigned(fd) < top;
-  };
-  int src[2];   // (a pipe of its own to copy: no file to open)
-  if (os_pipe2(src, O_CLOEXEC) != 0) src[0] = src[1] = -1;
-  int last = -1;   // (F_DUPFD from 0: the lowest free number, until it is top or above)
-  if (hold(src[0]) && hold(src[1]))
-    while (hold(last = os_fcntl(src[0], F_DUPFD_CLOEXEC, 0))) {}
-  if (last >= 0 && unsigned(last) >= top) os_close(last);
-  // the two numbers the pipe will take: the lowest free ones from top
-  int at0 = src[0] >= 0 ? os_fcntl(src[0], F_DUPFD_CLOEXEC, int(top)) : -1;
-  int at1 = at0 >= 0 ? os_fcntl(src[0], F_DUPFD_CLOEXEC, int(top)) : -1;
-  if (at0 >= 0) os_close(at0);
-  if (at1 >= 0) os_close(at1);
-  // (its cache of unwind info per thread: no lock of its own to be held across a fork)
-  unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
-  struct stat s0, s1;
-  if (at0 >= 0 && at1 >= 0 && os_fstat(at0, &s0) == 0 && os_fstat(at1, &s1) == 0 && S_ISFIFO(s0.st_mode) &&
-      S_ISFIFO(s1.st_mode) && s0.st_ino == s1.st_ino) {
-    g_pipe[0] = at0;
-    g_pipe[1] = at1;
-    g_pipe_ino.store(s0.st_ino, std::memory_order_release);
-  }
-  for (unsigned fd = 0; fd < top; ++fd)
-    if (held[fd / 64] >> (fd % 64) & 1) os_close(int(fd));
-  for (int fd : src)
-    if (fd >= 0 && unsigned(fd) >= top) os_close(fd);
+// At start, before libunwind's set-up; false when its pipe or its check cannot all come here
+// (then no stack is walked: see prof_start).
+bool redirect_unwinder() {
+  static const char *const kNames[] = {"pipe2", "pipe", "read", "write", "close", "syscall"};
+  void *const fns[] = {reinterpret_cast<void *>(&redir_pipe2), reinterpret_cast<void *>(&redir_pipe),
+                       reinterpret_cast<void *>(&redir_read), reinterpret_cast<void *>(&redir_write),
+                       reinterpret_cast<void *>(&redir_close), reinterpret_cast<void *>(&redir_syscall)};
+  unsigned got = redirect_calls(reinterpret_cast<const void *>(&unw_backtrace), kNames, fns, 6);
+  bool opens = got & (1u << 0 | 1u << 1), checks = got & (1u << 3 | 1u << 5), drains = got & (1u << 2);
+  return opens && checks && drains;
 }
 
 // The record of the request being sampled: its size and the stack above the profiler's frames.
 ProfRecord capture(size_t n) {
   int saved = errno;
   void *raw[kFrames + 8];
-  int got = unwinder_pipe_ok() ? unw_backtrace(raw, int(sizeof raw / sizeof raw[0])) : 0;
+  int got = unw_backtrace(raw, int(sizeof raw / sizeof raw[0]));
   errno = saved;
   return make_record(n, raw, got);
 }
@@ -746,6 +729,13 @@ void prof_start() {
     g_state.store(kOff, std::memory_order_release);
     return;
   }
+  if (!redirect_unwinder()) {
+    char m[200];
+    Buf(m, sizeof m).str("zns-slab: the heap profiler cannot redirect libunwind's memory check (which would "
+                         "use a pipe among the program's descriptors): no profile\n").say();
+    g_state.store(kOff, std::memory_order_release);
+    return;
+  }
   if (!claim_path(dest)) {   // (said there, if it is a problem)
     g_state.store(kOff, std::memory_order_release);
     return;
@@ -766,7 +756,8 @@ void prof_start() {
   g_table = static_cast<Sample *>(t);
   g_filter = static_cast<std::atomic<uint16_t> *>(f);
   g_rate = double(g_options.ZNS_PROF_RATE ? g_options.ZNS_PROF_RATE : 1);
-  set_up_unwinder();
+  // libunwind's cache of unwind info per thread: no lock of its own to be held across a fork
+  unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
   pthread_atfork(nullptr, nullptr, fork_child);
   g_state.store(kOn, std::memory_order_release);
   start_interval();

@@ -93,7 +93,7 @@ test-plugins: $(TEST_PLUGINS)   # (also for tests/cross/run.sh)
 TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.static $(if $(LIBC_A),$(BUILD)/tests/tier/tier_test.fullstatic)
 # driven by tests/prof/run.sh (the heap profiler library: built here whether `all` found libunwind or not)
 PROF_TEST     := $(PROF_SO) $(BUILD)/tests/prof/prof_sites $(BUILD)/tests/prof/prof_stress $(BUILD)/tests/prof/prof_edge \
-                 $(BUILD)/tests/prof/prof_nopie $(BUILD)/tests/prof/prof_deepbind $(BUILD)/tests/prof/prof_fds \
+                 $(BUILD)/tests/prof/prof_nopie $(BUILD)/tests/prof/prof_deepbind $(BUILD)/tests/prof/prof_fds $(BUILD)/tests/prof/prof_fds_race \
                  $(BUILD)/tests/prof/libzt_prof_plugin.so $(BUILD)/tests/api/wrap_lock
 # a program not position-independent (tests/prof/prof_nopie.c)
 $(BUILD)/tests/prof/prof_nopie: TEST_CFLAGS += -fno-pie

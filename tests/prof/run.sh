@@ -114,16 +114,21 @@ ZNS_PROF=/dev/stdout LD_PRELOAD="$PROF_LIB" ls "$T" >"$T/lsprof.txt" || fail "ls
 grep -qx 'lsprof.txt' "$T/lsprof.txt" && grep -q '^heap profile:' "$T/lsprof.txt" ||
   { head -3 "$T/lsprof.txt"; fail "ZNS_PROF=/dev/stdout > file: ls's lines or the profile are missing"; }
 
-# a daemon's descriptors (tests/prof/prof_fds.c): libunwind's memory-check pipe is above the
-# program's numbers (its first free one is 3), put back when the program closed it, and not used
-# once the program has its numbers (it read a byte from the program's socket and wrote one into
-# the next); under a descriptor limit of 40 (the profile's descriptor and the pipe from 20 up)
+# a daemon's descriptors (tests/prof/prof_fds.c): libunwind's memory check opens no pipe (the
+# program's first free descriptor is 3), and reads or writes nothing of the program's after it
+# closed everything and reused the numbers, nor with its socket over 5..600; also under a
+# descriptor limit of 40.  (libunwind read a byte from the program's socket and wrote one into
+# the next.)
 for how in "" over; do
   for limit in $(ulimit -n) 40; do
     (ulimit -n $limit && ZNS_PROF="$T/fds.prof" ZNS_PROF_RATE=1024 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_fds $how) >"$T/fds.out" 2>&1 ||
       { cat "$T/fds.out"; fail "prof_fds $how (ulimit -n $limit): the program's descriptors were taken, read or written by the profiler"; }
   done
 done
+# ... and with a thread closing everything while others sample (tests/prof/prof_fds_race.c, 3 s;
+# with the pipe kept at 512 and looked at before each walk ~1% of rounds lost bytes)
+ZNS_PROF="$T/race.prof" ZNS_PROF_RATE=512 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_fds_race 3 3 >"$T/race.out" 2>&1 ||
+  { cat "$T/race.out"; fail "prof_fds_race: a thread's walk read, wrote or closed the program's descriptors"; }
 
 # ---- 4. a real program ----------------------------------------------------------------------------
 echo "== python3"
