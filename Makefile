@@ -34,11 +34,14 @@ LIB_OBJ  := $(CORE_OBJ) $(SHIM_OBJ) $(NEW_OBJ)
 SO := $(BUILD)/libzns_slab.so
 AR := $(BUILD)/libzns_slab.a
 # The same with the sampled heap profiler (shim/prof.cpp, ZNS_PROF): the shim's objects built again
-# with -DZNS_PROFILER, linked with libunwind.  Built when libunwind's header is there (`make deps`).
+# with -DZNS_PROFILER.  libunwind is not linked: prof.cpp loads it (dlopen, RTLD_LOCAL) by the
+# SONAME of the one found here, so it never takes the C++ runtime's _Unwind_* names.  Built when
+# libunwind's header is there (`make deps`).
 PROF_SO    := $(BUILD)/libzns_slab_prof.so
 PROF_OBJ   := $(CORE_OBJ) $(BUILD)/prof/shim/malloc.o $(BUILD)/shim/deepbind.o $(BUILD)/prof/shim/new_delete.o \
               $(BUILD)/prof/shim/prof.o
 HAVE_UNWIND := $(wildcard /usr/include/libunwind.h /usr/include/$(shell $(CC) -dumpmachine 2>/dev/null)/libunwind.h)
+UNWIND_SONAME := $(shell objdump -p $(shell $(CC) -print-file-name=libunwind.so 2>/dev/null) 2>/dev/null | awk '/SONAME/ {print $$2}')
 # For programs linked with -static: the shim without run-time lookups, and glibc's malloc.o (from
 # the system's libc.a) with the names the shim defines made weak, as the next allocator.  No
 # operator new: the C++ runtime's own (which calls malloc) is linked instead (README).
@@ -101,12 +104,12 @@ $(SO): $(LIB_OBJ) shim/exports.map
 $(BUILD)/prof/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/entry.h shim/zns_slab.h | $(BUILD)/prof/shim
 	$(CXX) $(LIBFLAGS) -DZNS_PROFILER -c $< -o $@
 $(BUILD)/prof/shim/prof.o: shim/prof.cpp $(wildcard core/*.h core/*.def) shim/entry.h shim/zns_slab.h | $(BUILD)/prof/shim
-	$(CXX) $(LIBFLAGS) -DZNS_PROFILER -c $< -o $@
+	$(CXX) $(LIBFLAGS) -DZNS_PROFILER -DZNS_UNWIND_SONAME='"$(or $(UNWIND_SONAME),libunwind.so.8)"' -c $< -o $@
 $(BUILD)/prof/shim/new_delete.o: shim/new_delete.cpp $(wildcard core/*.h core/*.def) shim/entry.h shim/zns_slab.h | $(BUILD)/prof/shim
 	$(CXX) $(NEWFLAGS) -DZNS_PROFILER -c $< -o $@
 $(PROF_SO): $(PROF_OBJ) shim/exports.map
 	$(CC) -shared -o $@.tmp $(PROF_OBJ) -Wl,--version-script=shim/exports.map -Wl,-z,nodelete \
-	  -Wl,-z,now -pthread -lunwind -lm
+	  -Wl,-z,now -pthread -ldl -lm
 	@# (zns_malloc_here, malloc's hidden alias, is bound already: without its name in the symbol
 	@# table, malloc's address has one name, the one google-pprof drops; shim/malloc.cpp)
 	$(OBJCOPY) --strip-symbol=zns_malloc_here $@.tmp $@ && rm -f $@.tmp

@@ -471,10 +471,9 @@ int redirect_one(dl_phdr_info *info, size_t, void *arg) {
 }  // namespace
 
 // (Declared in entry.h.)
-unsigned redirect_calls(const void *in_object, const char *const *names, void *const *fns, unsigned n) {
-  Dl_info di;
-  if (!dladdr(in_object, &di) || !di.dli_fbase) return 0;
-  Redirect r{uintptr_t(di.dli_fbase), names, fns, n, 0, 0, uintptr_t(sysconf(_SC_PAGESIZE)), false};
+unsigned redirect_calls(uintptr_t base, const char *const *names, void *const *fns, unsigned n) {
+  if (!base) return 0;   // (the program's, when it is not position-independent: never wanted here)
+  Redirect r{base, names, fns, n, 0, 0, uintptr_t(sysconf(_SC_PAGESIZE)), false};
   Guard g(g_patch_lock);   // (the mprotect toggles: one walk at a time, none across a fork)
   dl_iterate_phdr(redirect_one, &r);
   return r.objects == 1 && !r.failed ? r.written : 0;

@@ -24,11 +24,12 @@ ZNS_NOINLINE void *malloc_miss(unsigned cls, size_t n);
 // calloc(n, 1) of the next allocator (the profiler's samples; libzns_slab_prof.so only).
 ZNS_NOINLINE void *next_calloc(size_t n);
 
-// In the loaded object that holds in_object (an address of its), every slot (PLT, GOT) that binds
-// one of names[0..n) is made to hold fns[i], whatever it held (shim/deepbind.cpp, with its
-// rebinding's tools).  A bit per name that had a slot written; 0 when no object holds that address,
-// or a slot could not be written.  (The heap profiler's redirection of libunwind's calls.)
-unsigned redirect_calls(const void *in_object, const char *const *names, void *const *fns, unsigned n);
+// In the loaded object whose load address (link_map l_addr, dl_iterate_phdr's dlpi_addr) is base,
+// every slot (PLT, GOT) that binds one of names[0..n) is made to hold fns[i], whatever it held
+// (shim/deepbind.cpp, with its rebinding's tools).  A bit per name that had a slot written; 0 when
+// no object is there, or a slot could not be written.  (The heap profiler's redirection of
+// libunwind's calls: a shared library's, never the program's, whose base may be 0.)
+unsigned redirect_calls(uintptr_t base, const char *const *names, void *const *fns, unsigned n);
 
 // The heap profiler's start (the shim's constructor, after the options) and its dump at exit.
 // Without ZNS_PROF: a line on stderr if ZNS_PROF is set, and nothing at exit.

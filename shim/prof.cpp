@@ -1,5 +1,5 @@
 // The sampled heap profiler, in libzns_slab_prof.so only: that library is the shim's sources built
-// with -DZNS_PROFILER plus this file, linked with libunwind; the default library has none of it, so
+// with -DZNS_PROFILER plus this file, which loads libunwind (start_unwinder); the default library has none of it, so
 // its fast paths pay nothing (DESIGN "The heap profiler").
 //
 // Sampling.  Each thread counts down the bytes it requests (t_prof_left, in the shim's entry
@@ -15,7 +15,7 @@
 // next_free and not the free fast path; there, for a pointer outside the slot range, a counting
 // filter (one load) answers "not a sample" for nearly all of them.  A sample's call stack
 // (libunwind's unw_backtrace, this library's own frames dropped; its memory check: see
-// redirect_unwinder) and size go into the table of live samples, open addressing on the address
+// start_unwinder) and size go into the table of live samples, open addressing on the address
 // with linear probing and backward-shift deletion (no tombstones: a lookup stops at the first
 // empty slot), under one lock.  The profile lists the live samples.
 //
@@ -33,14 +33,15 @@
 #include <cstdio>
 #include <cstdarg>
 #include <cstring>
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <link.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #define UNW_LOCAL_ONLY
@@ -371,7 +372,10 @@ int dump_to(int fd) {
       b.str("\nMAPPED_LIBRARIES:\n");
       err = b.flush(fd);
     }
-    int maps = err ? -1 : os_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    // (the thread's: once the main thread has exited, /proc/self/maps reads empty, and
+    // google-pprof named nothing; before Linux 3.17 there is only /proc/self)
+    int maps = err ? -1 : os_open("/proc/thread-self/maps", O_RDONLY | O_CLOEXEC);
+    if (maps < 0 && !err) maps = os_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (maps >= 0) {
       for (;;) {
         ssize_t r = os_read(maps, g_dump_mem, sizeof g_dump_mem);
@@ -522,6 +526,17 @@ bool prof_due(size_t n) {
 }
 
 namespace {
+// libunwind, loaded by prof_start (dlopen, RTLD_LOCAL: linked, it came before libgcc_s in the
+// global scope, and every C++ exception of the program was thrown by libunwind's
+// _Unwind_RaiseException; loaded this way it serves only here, and a program preloaded with this
+// library without ZNS_PROF never loads it).
+#define ZNS_STR2(x) #x
+#define ZNS_STR(x) ZNS_STR2(x)
+#ifndef ZNS_UNWIND_SONAME
+#define ZNS_UNWIND_SONAME "libunwind.so.8"
+#endif
+int (*g_backtrace)(void **, int);
+
 // libunwind's memory check, redirected.  Where its walk guesses a frame by the frame pointer (no
 // unwind entry covers it) and in some CFI it evaluates (a walk from fgets through an optimised
 // main), libunwind (1.6, and later ones alike) checks that an address can be read by reading a
@@ -535,18 +550,27 @@ namespace {
 // (a review).  So libunwind gets no pipe: its calls to pipe2, pipe, read, write, close and
 // syscall come here (its PLT and GOT slots rewritten at start, before its set-up: redirect_calls).
 // pipe2 hands out two numbers no descriptor can have; the others take those two and pass any other
-// number on to the C library; the check's write is answered by process_vm_readv of that byte from
-// this process: 1 when it can be read, EFAULT when not.  libunwind holds no descriptor and touches
-// none of the program's.
-constexpr int kFakeRead = 0x7ffffff0, kFakeWrite = 0x7ffffff1;   // (above any fs.nr_open: 2^30)
+// number on to the C library.  The check's write is answered by rt_sigprocmask with no valid
+// `how`, which copies the 8 bytes in (EFAULT when they cannot be read) and then refuses (EINVAL)
+// without touching the signal mask: a call every sandbox allows, about no other process, that
+// works for any thread (process_vm_readv, tried first, failed once the main thread had exited,
+// and under filters that refuse it).  libunwind holds no descriptor and touches none of the
+// program's.  A program that had libunwind set up before this library's constructor (its own
+// constructor walking a stack) left it a real pipe: its first check after the start is refused
+// as if the pipe were closed (a one-byte read of a real descriptor, while no fake pipe was made:
+// EBADF), and its two closes of the old numbers are not made (they may be the program's by
+// then), so it re-opens through here; the old pipe stays open, unused.
+constexpr int kFakeRead = 0x7ffffff0, kFakeWrite = 0x7ffffff1;   // (fs.nr_open is at most 0x7fffffc0)
 bool fake(int fd) { return fd == kFakeRead || fd == kFakeWrite; }
+std::atomic<bool> g_fake_pipe{false};   // redir_pipe2 ran: libunwind's pipe is ours
+bool g_real_pipe;                        // libunwind was set up, with a real pipe, before the start
+__thread int t_skip_closes __attribute__((tls_model("initial-exec")));
 
 // What a write of the byte at p into libunwind's pipe would have answered.
 ssize_t redir_check(const void *p, size_t n) {
   if (n == 0) return 0;
-  char byte;
-  iovec to{&byte, 1}, from{const_cast<void *>(p), 1};
-  if (os_process_vm_readv(os_getpid(), &to, 1, &from, 1, 0) == 1) {
+  uintptr_t word = uintptr_t(p) & ~uintptr_t(7);   // (8 bytes that hold p's: never across a page)
+  if (word >= 4096 && os_syscall(SYS_rt_sigprocmask, 0x7fff, word, nullptr, 8) == -1 && errno == EINVAL) {
     errno = 0;   // (libunwind calls again while errno is EINTR)
     return 1;
   }
@@ -556,16 +580,31 @@ ssize_t redir_check(const void *p, size_t n) {
 int redir_pipe2(int fds[2], int) {
   fds[0] = kFakeRead;
   fds[1] = kFakeWrite;
+  g_fake_pipe.store(true, std::memory_order_release);
   return 0;
 }
 int redir_pipe(int fds[2]) { return redir_pipe2(fds, 0); }
 ssize_t redir_read(int fd, void *b, size_t n) {
-  if (!fake(fd)) return read(fd, b, n);
-  errno = EAGAIN;   // (nothing to drain: the pipe is not broken)
-  return -1;
+  if (fake(fd)) {
+    errno = EAGAIN;   // (nothing to drain: the pipe is not broken)
+    return -1;
+  }
+  if (n == 1 && g_real_pipe && !g_fake_pipe.load(std::memory_order_acquire)) {
+    t_skip_closes = 2;   // (the old pipe: see above)
+    errno = EBADF;
+    return -1;
+  }
+  return read(fd, b, n);
 }
 ssize_t redir_write(int fd, const void *b, size_t n) { return fake(fd) ? redir_check(b, n) : write(fd, b, n); }
-int redir_close(int fd) { return fake(fd) ? 0 : close(fd); }
+int redir_close(int fd) {
+  if (fake(fd)) return 0;
+  if (t_skip_closes > 0) {
+    --t_skip_closes;
+    return 0;
+  }
+  return close(fd);
+}
 long redir_syscall(long nr, ...) {
   va_list ap;
   va_start(ap, nr);
@@ -576,23 +615,44 @@ long redir_syscall(long nr, ...) {
   return syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
-// At start, before libunwind's set-up; false when its pipe or its check cannot all come here
-// (then no stack is walked: see prof_start).
-bool redirect_unwinder() {
+// Load libunwind, redirect its calls, set it up; false (said) when it cannot all be done.
+bool start_unwinder() {
+  char m[300];
+  void *h = dlopen(ZNS_UNWIND_SONAME, RTLD_NOW | RTLD_LOCAL);
+  auto backtrace = h ? reinterpret_cast<int (*)(void **, int)>(dlsym(h, ZNS_STR(unw_backtrace))) : nullptr;
+  auto caching = h ? reinterpret_cast<int (*)(unw_addr_space_t, unw_caching_policy_t)>(
+                         dlsym(h, ZNS_STR(unw_set_caching_policy))) : nullptr;
+  auto space = h ? static_cast<unw_addr_space_t *>(dlsym(h, ZNS_STR(unw_local_addr_space))) : nullptr;
+  link_map *lm = nullptr;
+  if (!backtrace || !caching || !space || dlinfo(h, RTLD_DI_LINKMAP, &lm) != 0 || !lm) {
+    Buf(m, sizeof m).str("zns-slab: the heap profiler cannot load " ZNS_UNWIND_SONAME
+                         " (libunwind, which takes the stacks; Debian: libunwind8): no profile\n").say();
+    return false;
+  }
   static const char *const kNames[] = {"pipe2", "pipe", "read", "write", "close", "syscall"};
   void *const fns[] = {reinterpret_cast<void *>(&redir_pipe2), reinterpret_cast<void *>(&redir_pipe),
                        reinterpret_cast<void *>(&redir_read), reinterpret_cast<void *>(&redir_write),
                        reinterpret_cast<void *>(&redir_close), reinterpret_cast<void *>(&redir_syscall)};
-  unsigned got = redirect_calls(reinterpret_cast<const void *>(&unw_backtrace), kNames, fns, 6);
-  bool opens = got & (1u << 0 | 1u << 1), checks = got & (1u << 3 | 1u << 5), drains = got & (1u << 2);
-  return opens && checks && drains;
+  unsigned got = redirect_calls(lm->l_addr, kNames, fns, 6);
+  // (its pipe made here, pipe2 or pipe; the check's write, syscall or write; the drain, read)
+  if (!(got & 3u) || !(got & (1u << 3 | 1u << 5)) || !(got & (1u << 2))) {
+    Buf(m, sizeof m).str("zns-slab: the heap profiler cannot redirect libunwind's memory check (which "
+                         "would use a pipe among the program's descriptors): no profile\n").say();
+    return false;
+  }
+  // its set-up, if not made yet (which makes its pipe); its cache of unwind info per thread: no
+  // lock of its own to be held across a fork
+  caching(*space, UNW_CACHE_PER_THREAD);
+  g_real_pipe = !g_fake_pipe.load(std::memory_order_acquire);
+  g_backtrace = backtrace;
+  return true;
 }
 
 // The record of the request being sampled: its size and the stack above the profiler's frames.
 ProfRecord capture(size_t n) {
   int saved = errno;
   void *raw[kFrames + 8];
-  int got = unw_backtrace(raw, int(sizeof raw / sizeof raw[0]));
+  int got = g_backtrace(raw, int(sizeof raw / sizeof raw[0]));
   errno = saved;
   return make_record(n, raw, got);
 }
@@ -729,10 +789,7 @@ void prof_start() {
     g_state.store(kOff, std::memory_order_release);
     return;
   }
-  if (!redirect_unwinder()) {
-    char m[200];
-    Buf(m, sizeof m).str("zns-slab: the heap profiler cannot redirect libunwind's memory check (which would "
-                         "use a pipe among the program's descriptors): no profile\n").say();
+  if (!start_unwinder()) {   // (said there)
     g_state.store(kOff, std::memory_order_release);
     return;
   }
@@ -756,10 +813,11 @@ void prof_start() {
   g_table = static_cast<Sample *>(t);
   g_filter = static_cast<std::atomic<uint16_t> *>(f);
   g_rate = double(g_options.ZNS_PROF_RATE ? g_options.ZNS_PROF_RATE : 1);
-  // libunwind's cache of unwind info per thread: no lock of its own to be held across a fork
-  unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
   pthread_atfork(nullptr, nullptr, fork_child);
   g_state.store(kOn, std::memory_order_release);
+  // (the loading of libunwind allocated while the state was undecided, which put this thread's
+  // next look 64 KiB away: the first 117 samples of tests/prof prof_deepbind went unseen)
+  t_prof_left = 0;
   start_interval();
 }
 

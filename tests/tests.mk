@@ -94,13 +94,19 @@ TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.sta
 # driven by tests/prof/run.sh (the heap profiler library: built here whether `all` found libunwind or not)
 PROF_TEST     := $(PROF_SO) $(BUILD)/tests/prof/prof_sites $(BUILD)/tests/prof/prof_stress $(BUILD)/tests/prof/prof_edge \
                  $(BUILD)/tests/prof/prof_nopie $(BUILD)/tests/prof/prof_deepbind $(BUILD)/tests/prof/prof_fds $(BUILD)/tests/prof/prof_fds_race \
-                 $(BUILD)/tests/prof/libzt_prof_plugin.so $(BUILD)/tests/api/wrap_lock
+                 $(BUILD)/tests/prof/prof_fds_early $(BUILD)/tests/prof/prof_mainexit $(BUILD)/tests/prof/libzt_prof_plugin.so $(BUILD)/tests/api/wrap_lock
 # a program not position-independent (tests/prof/prof_nopie.c)
 $(BUILD)/tests/prof/prof_nopie: TEST_CFLAGS += -fno-pie
 $(BUILD)/tests/prof/prof_nopie: TEST_LDFLAGS := -no-pie
 $(BUILD)/tests/prof/libzt_prof_plugin.so: tests/prof/prof_plugin.c | $(BUILD)/tests
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -fPIC -shared $< -o $@
+# prof_fds with a library that has libunwind set up before the profiler (tests/prof/prof_fds.c)
+$(BUILD)/tests/prof/libzt_prof_early.so: tests/prof/prof_early_lib.c | $(BUILD)/tests
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -fPIC -shared $< -o $@ -lunwind
+$(BUILD)/tests/prof/prof_fds_early: tests/prof/prof_fds.c $(BUILD)/tests/prof/libzt_prof_early.so | $(BUILD)/tests
+	$(CC) $(TEST_CFLAGS) -DPROF_EARLY $< -o $@ -L$(BUILD)/tests/prof -Wl,--no-as-needed -lzt_prof_early -Wl,-rpath,'$$ORIGIN'
 test-build: all $(UNIT_BIN) $(PROG_DYN) $(PROG_STATIC) $(PROG_FULL) $(TIER_TEST) $(TEST_PLUGINS) $(PROF_TEST)
 test: deps-test
 	@$(MAKE) --no-print-directory -j$$(nproc) test-build

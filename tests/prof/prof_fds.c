@@ -9,6 +9,9 @@
       byte from 3 and wrote one into 4 ("ELLO" read back).
    With "over": the same, but the program's socket is then put at every number from 5 to 600
    (over libunwind's, wherever they are): nothing may be read from or written into it.
+   Built with -DPROF_EARLY (prof_fds_early), linked with tests/prof/prof_early_lib.c, whose
+   constructor had libunwind make its real pipe before the profiler started: the pipe stays open
+   (the first free descriptor is 5), and the rest must hold as well.
    Exit 0 when all hold; a line says what was seen. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -26,8 +29,17 @@ static void churn(int n) {
   }
 }
 
+#ifdef PROF_EARLY
+extern int prof_early_frames;
+#endif
+
 int main(int argc, char **argv) {
   int over = argc > 1 && !strcmp(argv[1], "over");
+#ifdef PROF_EARLY
+  int early = prof_early_frames > 0;
+#else
+  int early = 0;
+#endif
   churn(20000);
   int first = open("/dev/null", O_RDONLY);
   for (int fd = 3; fd < 1024; fd++) close(fd);
@@ -53,7 +65,7 @@ int main(int argc, char **argv) {
   ssize_t n = read(sv[0], buf, sizeof buf - 1);
   if (over)
     for (int fd = 5; fd <= 600; fd++) close(fd);
-  int ok = (over || first == 3) && same && n == 5 && !memcmp(buf, "HELLO", 5);
+  int ok = (over || early || first == 3) && same && n == 5 && !memcmp(buf, "HELLO", 5);
   printf("first free descriptor %d; after the close: socketpair %d,%d %s%s, read back %zd bytes '%.*s': %s\n",
          first, sv[0], sv[1], over ? "(also at 5..600) " : "", same ? "kept" : "REPLACED", n, n > 0 ? (int)n : 0,
          buf, ok ? "ok" : "BROKEN");

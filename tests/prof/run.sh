@@ -125,10 +125,22 @@ for how in "" over; do
       { cat "$T/fds.out"; fail "prof_fds $how (ulimit -n $limit): the program's descriptors were taken, read or written by the profiler"; }
   done
 done
+# ... and where libunwind made a real pipe before the profiler started (a library's constructor
+# took a stack): that pipe is left alone, unused, and the program's 3 and 4 stay its own
+ZNS_PROF="$T/early.prof" ZNS_PROF_RATE=1024 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_fds_early >"$T/fds.out" 2>&1 ||
+  { cat "$T/fds.out"; fail "prof_fds_early: libunwind's early pipe read or wrote the program's descriptors"; }
 # ... and with a thread closing everything while others sample (tests/prof/prof_fds_race.c, 3 s;
 # with the pipe kept at 512 and looked at before each walk ~1% of rounds lost bytes)
 ZNS_PROF="$T/race.prof" ZNS_PROF_RATE=512 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_fds_race 3 3 >"$T/race.out" 2>&1 ||
   { cat "$T/race.out"; fail "prof_fds_race: a thread's walk read, wrote or closed the program's descriptors"; }
+
+# the stacks after the main thread's pthread_exit (the memory check must work for any thread):
+# stdio's blocks charged to mainexit_leaf, not to malloc alone
+ZNS_PROF="$T/mexit.prof" ZNS_PROF_RATE=4096 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_mainexit || fail "prof_mainexit failed"
+google-pprof --text --cum $B/tests/prof/prof_mainexit "$T/mexit.prof" >"$T/mexit.txt" 2>/dev/null ||
+  fail "prof_mainexit's profile is not readable"
+awk '$6 == "mainexit_leaf" { found = 1; exit !($5 + 0 >= 80) } END { if (!found) exit 1 }' "$T/mexit.txt" ||
+  { head -8 "$T/mexit.txt"; fail "prof_mainexit: less than 80% of the live bytes charged to mainexit_leaf (stacks cut short)"; }
 
 # ---- 4. a real program ----------------------------------------------------------------------------
 echo "== python3"
