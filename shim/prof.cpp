@@ -556,10 +556,11 @@ int (*g_backtrace)(void **, int);
 // works for any thread (process_vm_readv, tried first, failed once the main thread had exited,
 // and under filters that refuse it).  libunwind holds no descriptor and touches none of the
 // program's.  A program that had libunwind set up before this library's constructor (its own
-// constructor walking a stack) left it a real pipe: its first check after the start is refused
-// as if the pipe were closed (a one-byte read of a real descriptor, while no fake pipe was made:
-// EBADF), and its two closes of the old numbers are not made (they may be the program's by
-// then), so it re-opens through here; the old pipe stays open, unused.
+// constructor walking a stack) left it a real pipe: from then on every one-byte read or write of
+// a real descriptor by libunwind is its check (it reads the old numbers whenever a thread took
+// them, fake pipe made or not): the read is refused as if the pipe were closed (EBADF), the
+// write answered here, and the two closes of the old numbers that follow are not made (they may
+// be the program's by then), so it re-opens through here; the old pipe stays open, unused.
 constexpr int kFakeRead = 0x7ffffff0, kFakeWrite = 0x7ffffff1;   // (fs.nr_open is at most 0x7fffffc0)
 bool fake(int fd) { return fd == kFakeRead || fd == kFakeWrite; }
 std::atomic<bool> g_fake_pipe{false};   // redir_pipe2 ran: libunwind's pipe is ours
@@ -584,19 +585,25 @@ int redir_pipe2(int fds[2], int) {
   return 0;
 }
 int redir_pipe(int fds[2]) { return redir_pipe2(fds, 0); }
+// A one-byte read or write of a real descriptor by libunwind once it was found with a real pipe:
+// its check through that pipe, whenever the thread took the number (another thread may have made
+// the fake pipe since), never passed on.
+bool old_pipe_call(int fd, size_t n) { return n == 1 && fd >= 0 && g_real_pipe; }
 ssize_t redir_read(int fd, void *b, size_t n) {
   if (fake(fd)) {
     errno = EAGAIN;   // (nothing to drain: the pipe is not broken)
     return -1;
   }
-  if (n == 1 && g_real_pipe && !g_fake_pipe.load(std::memory_order_acquire)) {
-    t_skip_closes = 2;   // (the old pipe: see above)
+  if (old_pipe_call(fd, n)) {
+    t_skip_closes = 2;   // (its closes of the old pipe's two numbers: see above)
     errno = EBADF;
     return -1;
   }
   return read(fd, b, n);
 }
-ssize_t redir_write(int fd, const void *b, size_t n) { return fake(fd) ? redir_check(b, n) : write(fd, b, n); }
+ssize_t redir_write(int fd, const void *b, size_t n) {
+  return fake(fd) || old_pipe_call(fd, n) ? redir_check(b, n) : write(fd, b, n);
+}
 int redir_close(int fd) {
   if (t_skip_closes > 0) {   // (first: another thread may have made the fake pipe meanwhile, and
     --t_skip_closes;         // these two closes are then of its numbers; none may be left over)
@@ -610,13 +617,14 @@ long redir_syscall(long nr, ...) {
   long a[6];
   for (long &x : a) x = va_arg(ap, long);   // (as the C library's reads all six registers)
   va_end(ap);
-  if (nr == SYS_write && fake(int(a[0]))) return redir_check(reinterpret_cast<const void *>(a[1]), size_t(a[2]));
+  if (nr == SYS_write && (fake(int(a[0])) || old_pipe_call(int(a[0]), size_t(a[2]))))
+    return redir_check(reinterpret_cast<const void *>(a[1]), size_t(a[2]));
   return syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 // Load libunwind, redirect its calls, set it up; false (said) when it cannot all be done.
 bool start_unwinder() {
-  char m[300];
+  char m[600];
   void *h = dlopen(ZNS_UNWIND_SONAME, RTLD_NOW | RTLD_LOCAL);
   auto backtrace = h ? reinterpret_cast<int (*)(void **, int)>(dlsym(h, ZNS_STR(unw_backtrace))) : nullptr;
   auto caching = h ? reinterpret_cast<int (*)(unw_addr_space_t, unw_caching_policy_t)>(
@@ -624,9 +632,23 @@ bool start_unwinder() {
   auto space = h ? static_cast<unw_addr_space_t *>(dlsym(h, ZNS_STR(unw_local_addr_space))) : nullptr;
   link_map *lm = nullptr;
   if (!backtrace || !caching || !space || dlinfo(h, RTLD_DI_LINKMAP, &lm) != 0 || !lm) {
+    const char *why = h ? "not the libunwind this library was built for" : dlerror();
     Buf(m, sizeof m).str("zns-slab: the heap profiler cannot load " ZNS_UNWIND_SONAME
-                         " (libunwind, which takes the stacks; Debian: libunwind8): no profile\n").say();
+                         " (libunwind, which takes the stacks; Debian: libunwind8): ")
+        .str(why ? why : "?").str(": no profile\n").say();
     return false;
+  }
+  // libunwind calls its own exported functions through its PLT, which binds in the global scope
+  // first: a program that exports a copy of its own (linked statically, -rdynamic) would take
+  // this library's walks, with that copy's real pipe (a review).  Not done then.
+  for (const char *own : {ZNS_STR(unw_step), ZNS_STR(unw_init_local), ZNS_STR(unw_getcontext),
+                          ZNS_STR(unw_local_addr_space), ZNS_STR(unw_is_signal_frame), ZNS_STR(unw_backtrace)}) {
+    void *global = dlsym(RTLD_DEFAULT, own);
+    if (global && global != dlsym(h, own)) {
+      Buf(m, sizeof m).str("zns-slab: the heap profiler's libunwind would call the program's own copy of ")
+          .str(own).str(" (exported by the program or another library): no profile\n").say();
+      return false;
+    }
   }
   static const char *const kNames[] = {"pipe2", "pipe", "read", "write", "close", "syscall"};
   void *const fns[] = {reinterpret_cast<void *>(&redir_pipe2), reinterpret_cast<void *>(&redir_pipe),
