@@ -376,6 +376,96 @@ int Buf::say(int fd) {
   return e;
 }
 
+namespace {
+// (pid << 32 | tid) of each of the library's threads: the pid makes a forked child's copies of
+// its parent's entries stale (a tid of the parent's may be a thread of the child's program)
+constexpr unsigned kLibraryThreads = 8;
+std::atomic<uint64_t> g_library_threads[kLibraryThreads];
+
+bool is_library_thread(uint64_t pid, uint64_t tid) {
+  for (auto &t : g_library_threads)
+    if (t.load(std::memory_order_acquire) == (pid << 32 | tid)) return true;
+  return false;
+}
+
+// The main thread has ended (pthread_exit): the thread group leader is a zombie.
+bool leader_gone() {
+  char buf[512];
+  size_t n = read_small_file("/proc/self/stat", buf, sizeof buf);
+  const char *close_paren = nullptr;   // (after the command's name, which may hold anything)
+  for (size_t i = 0; i < n; ++i)
+    if (buf[i] == ')') close_paren = buf + i;
+  return close_paren && close_paren[1] == ' ' && close_paren[2] == 'Z';
+}
+
+// Every thread but the zombie leader is the library's.
+bool only_library_threads() {
+  uint64_t pid = uint64_t(os_getpid());
+  int fd = os_open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  alignas(8) char buf[2048];
+  bool alone = true;
+  for (long n; alone && (n = os_syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0;) {
+    for (long off = 0; off < n;) {
+      const char *name = buf + off + 19;   // (linux_dirent64: d_ino 8, d_off 8, d_reclen 2, d_type 1)
+      unsigned short reclen;
+      __builtin_memcpy(&reclen, buf + off + 16, sizeof reclen);
+      if (reclen == 0) break;
+      uint64_t tid = 0;
+      bool number = name[0] >= '0' && name[0] <= '9';
+      for (const char *c = name; number && *c; ++c) tid = tid * 10 + uint64_t(*c - '0');
+      if (number && tid != pid && !is_library_thread(pid, tid)) alone = false;
+      off += reclen;
+    }
+  }
+  os_close(fd);
+  return alone;
+}
+
+void *end_watch(void *) {
+  for (;;) {
+    timespec ts{0, 100 * 1000000};
+    while (os_nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    end_process_if_alone();
+  }
+}
+}  // namespace
+
+void note_library_thread() {
+  uint64_t me = uint64_t(os_getpid()) << 32 | uint64_t(os_syscall(SYS_gettid));
+  for (auto &t : g_library_threads) {
+    uint64_t v = t.load(std::memory_order_acquire);
+    // a free entry, or a stale one (another process's: a forked child's copy)
+    if ((v == 0 || v >> 32 != me >> 32) && t.compare_exchange_strong(v, me)) return;
+  }
+}
+void forget_library_thread() {   // (as it ends: its tid may be a program thread's next)
+  uint64_t me = uint64_t(os_getpid()) << 32 | uint64_t(os_syscall(SYS_gettid));
+  for (auto &t : g_library_threads) {
+    uint64_t v = me;
+    if (t.compare_exchange_strong(v, 0)) return;
+  }
+}
+
+void end_process_if_alone() {
+  static std::atomic<bool> ending{false};
+  if (!leader_gone() || !only_library_threads() || ending.exchange(true)) return;
+  exit(0);
+}
+
+void start_end_watch() {
+  if (!start_quiet_thread(end_watch)) {}   // (then the program ends as it did: see the header)
+}
+
+namespace {
+void *quiet_thread_start(void *fn) {
+  note_library_thread();
+  void *r = reinterpret_cast<void *(*)(void *)>(fn)(nullptr);
+  forget_library_thread();
+  return r;
+}
+}  // namespace
+
 bool start_quiet_thread(void *(*fn)(void *)) {
   pthread_attr_t attr;
   pthread_attr_init(&attr);
@@ -385,7 +475,7 @@ bool start_quiet_thread(void *(*fn)(void *)) {
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   pthread_t th;
-  int rc = pthread_create(&th, &attr, fn, nullptr);
+  int rc = pthread_create(&th, &attr, quiet_thread_start, reinterpret_cast<void *>(fn));
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   pthread_attr_destroy(&attr);
   return rc == 0;

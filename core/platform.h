@@ -287,6 +287,20 @@ void remember_program_outputs();   // (at start: stdout's and stderr's files)
 // or sigwait (coreutils `timeout` never saw its child's SIGCHLD when the stats thread took it).
 // False if it could not be started.
 bool start_quiet_thread(void *(*fn)(void *));
+// The library's long-lived threads (the quiet ones above, the tier's) count as threads to glibc,
+// which ends a process whose main thread called pthread_exit when its last thread ends: with one
+// of them running, such a program never ended (and took no signal: the main thread is gone and
+// the library's threads block them all).  Each says it is the library's at its start
+// (note_library_thread; forget_library_thread as it ends: start_quiet_thread does both); the
+// quiet ones call end_process_if_alone as they wake, and a process
+// with a tier but neither interval thread gets a quiet one that only does that
+// (start_end_watch).  When the main thread is a zombie and every other thread is the library's:
+// exit(0), once, as glibc's last thread would (from a thread with the program's descriptors: not
+// the tier's, whose table is its own).
+void note_library_thread();
+void forget_library_thread();
+void end_process_if_alone();
+void start_end_watch();
 
 // Cancellation off for a scope.  malloc, free, malloc_trim and fork are not cancellation points,
 // but the library's slow paths make calls that are (open/read/close of /proc files before a purge,

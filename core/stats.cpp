@@ -365,6 +365,7 @@ void *interval_thread(void *) {
   for (;;) {
     timespec ts{time_t(every / 1000), long(every % 1000) * 1000000};
     while (os_nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    end_process_if_alone();   // (the main thread's pthread_exit: see platform.h)
     int err;
     {
       Guard g(g_print_lock);

@@ -481,6 +481,7 @@ void *interval_thread(void *) {
   for (;;) {
     timespec ts{time_t(every / 1000), long(every % 1000) * 1000000};
     while (os_nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    end_process_if_alone();   // (the main thread's pthread_exit: see platform.h)
     if (g_child_quiet) return nullptr;   // (another process's path: see claim_path)
     // PATH.N.tmp, renamed once whole: a process that ends in the middle leaves no PATH.N cut short
     ++g_interval_seq;

@@ -795,6 +795,7 @@ void private_fd_table() {
 }
 
 void *tier_thread(void *) {
+  note_library_thread();   // (it must not keep the process alive: start_end_watch)
   private_fd_table();
   uint32_t every = scan_every_ms();
   uint64_t next = now_ms() + every;
@@ -817,6 +818,7 @@ void *tier_thread(void *) {
   }
   // The registration failed (the only stop): its own table's copies go with it.
   if (t_private_fds) os_syscall(SYS_close_range, 0u, ~0u, 0u);
+  forget_library_thread();
   return nullptr;
 }
 
@@ -1063,6 +1065,7 @@ void start_handler() {
       g_registered = true;
     }
   }
+  if (rc == 0 && !g_stop.load()) start_end_watch();   // (see platform.h: after the main thread's pthread_exit)
 }
 }  // namespace
 
