@@ -382,44 +382,30 @@ namespace {
 constexpr unsigned kLibraryThreads = 8;
 std::atomic<uint64_t> g_library_threads[kLibraryThreads];
 
-bool is_library_thread(uint64_t pid, uint64_t tid) {
-  for (auto &t : g_library_threads)
-    if (t.load(std::memory_order_acquire) == (pid << 32 | tid)) return true;
-  return false;
-}
-
-// The main thread has ended (pthread_exit): the thread group leader is a zombie.
-bool leader_gone() {
-  char buf[512];
-  size_t n = read_small_file("/proc/self/stat", buf, sizeof buf);
-  const char *close_paren = nullptr;   // (after the command's name, which may hold anything)
-  for (size_t i = 0; i < n; ++i)
-    if (buf[i] == ')') close_paren = buf + i;
-  return close_paren && close_paren[1] == ' ' && close_paren[2] == 'Z';
-}
-
-// Every thread but the zombie leader is the library's.
-bool only_library_threads() {
-  uint64_t pid = uint64_t(os_getpid());
-  int fd = os_open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return false;
-  alignas(8) char buf[2048];
-  bool alone = true;
-  for (long n; alone && (n = os_syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0;) {
-    for (long off = 0; off < n;) {
-      const char *name = buf + off + 19;   // (linux_dirent64: d_ino 8, d_off 8, d_reclen 2, d_type 1)
-      unsigned short reclen;
-      __builtin_memcpy(&reclen, buf + off + 16, sizeof reclen);
-      if (reclen == 0) break;
-      uint64_t tid = 0;
-      bool number = name[0] >= '0' && name[0] <= '9';
-      for (const char *c = name; number && *c; ++c) tid = tid * 10 + uint64_t(*c - '0');
-      if (number && tid != pid && !is_library_thread(pid, tid)) alone = false;
-      off += reclen;
-    }
+// The main thread has ended (pthread_exit: the thread group leader is a zombie) and every thread
+// left but it is the library's.  From /proc/self/status (the leader's): its State, and Threads,
+// the kernel's count of the group's threads, which holds the zombie leader until the group ends.
+// A count, not a listing of /proc/self/task: a listing read while threads come and go may miss
+// one.  A library thread not noted yet, or forgotten but not gone yet, makes it "not alone".
+bool only_library_threads_left() {
+  char buf[4096];   // (Threads: is some 1000 bytes in; a long Groups: line moves it)
+  size_t n = read_small_file("/proc/self/status", buf, sizeof buf);
+  const char *state = nullptr, *threads = nullptr;
+  for (size_t i = 0; i < n; ++i) {
+    if (i != 0 && buf[i - 1] != '\n') continue;
+    if (!__builtin_strncmp(buf + i, "State:", 6)) state = buf + i + 6;
+    if (!__builtin_strncmp(buf + i, "Threads:", 8)) threads = buf + i + 8;
   }
-  os_close(fd);
-  return alone;
+  if (!state || !threads) return false;
+  while (*state == ' ' || *state == '\t') ++state;
+  if (*state != 'Z') return false;
+  while (*threads == ' ' || *threads == '\t') ++threads;
+  uint64_t count = 0;
+  for (; *threads >= '0' && *threads <= '9'; ++threads) count = count * 10 + uint64_t(*threads - '0');
+  uint64_t pid = uint64_t(os_getpid()), ours = 0;
+  for (auto &t : g_library_threads)
+    if (t.load(std::memory_order_acquire) >> 32 == pid) ++ours;
+  return count == 1 + ours;
 }
 
 void *end_watch(void *) {
@@ -449,7 +435,7 @@ void forget_library_thread() {   // (as it ends: its tid may be a program thread
 
 void end_process_if_alone() {
   static std::atomic<bool> ending{false};
-  if (!leader_gone() || !only_library_threads() || ending.exchange(true)) return;
+  if (!only_library_threads_left() || ending.exchange(true)) return;
   exit(0);
 }
 
