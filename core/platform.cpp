@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <elf.h>
 #include <link.h>
+#include <linux/futex.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -378,65 +379,109 @@ int Buf::say(int fd) {
 
 namespace {
 // (pid << 32 | tid) of each of the library's threads: the pid makes a forked child's copies of
-// its parent's entries stale (a tid of the parent's may be a thread of the child's program)
+// its parent's entries stale (a tid of the parent's may be a thread of the child's program).
+// g_library_gen: bumped by every note and forget, so that a count of them can be known to hold
+// across the read of the kernel's count (a thread started and noted in between was taken for a
+// program thread gone: a review ended a forked child under a running thread that way).
 constexpr unsigned kLibraryThreads = 8;
 std::atomic<uint64_t> g_library_threads[kLibraryThreads];
+std::atomic<uint64_t> g_library_gen{0};
+std::atomic<bool> g_ending{false};
+std::atomic<int> g_end_wanted{0};   // the tier's thread found it alone: the watcher ends it (futex)
 
 // The main thread has ended (pthread_exit: the thread group leader is a zombie) and every thread
-// left but it is the library's.  From /proc/self/status (the leader's): its State, and Threads,
-// the kernel's count of the group's threads, which holds the zombie leader until the group ends.
-// A count, not a listing of /proc/self/task: a listing read while threads come and go may miss
-// one.  A library thread not noted yet, or forgotten but not gone yet, makes it "not alone".
+// left but it is the library's.  From /proc/self/stat (the leader's: short, unlike status, whose
+// Threads: line a long Groups: line pushed out of a buffer): the state, and num_threads, the
+// kernel's count of the group's threads, which holds the zombie leader until the group ends.  A
+// count, not a listing of /proc/self/task (a listing read while threads come and go may miss
+// one).  A library thread not noted yet, or forgotten but not ended yet, makes it "not alone".
 bool only_library_threads_left() {
-  char buf[4096];   // (Threads: is some 1000 bytes in; a long Groups: line moves it)
-  size_t n = read_small_file("/proc/self/status", buf, sizeof buf);
-  const char *state = nullptr, *threads = nullptr;
-  for (size_t i = 0; i < n; ++i) {
-    if (i != 0 && buf[i - 1] != '\n') continue;
-    if (!__builtin_strncmp(buf + i, "State:", 6)) state = buf + i + 6;
-    if (!__builtin_strncmp(buf + i, "Threads:", 8)) threads = buf + i + 8;
-  }
-  if (!state || !threads) return false;
-  while (*state == ' ' || *state == '\t') ++state;
-  if (*state != 'Z') return false;
-  while (*threads == ' ' || *threads == '\t') ++threads;
-  uint64_t count = 0;
-  for (; *threads >= '0' && *threads <= '9'; ++threads) count = count * 10 + uint64_t(*threads - '0');
-  uint64_t pid = uint64_t(os_getpid()), ours = 0;
+  uint64_t gen = g_library_gen.load(std::memory_order_acquire), pid = uint64_t(os_getpid()), ours = 0;
   for (auto &t : g_library_threads)
     if (t.load(std::memory_order_acquire) >> 32 == pid) ++ours;
-  return count == 1 + ours;
+  char buf[1024];
+  size_t n = read_small_file("/proc/self/stat", buf, sizeof buf);
+  if (g_library_gen.load(std::memory_order_acquire) != gen) return false;   // (the next look decides)
+  size_t close_paren = 0;   // (after the command's name, which may hold anything)
+  for (size_t i = 0; i < n; ++i)
+    if (buf[i] == ')') close_paren = i;
+  if (!close_paren || close_paren + 2 >= n || buf[close_paren + 2] != 'Z') return false;
+  // fields after the name: 3 state, 4 ppid, ... 20 num_threads
+  unsigned field = 2;
+  uint64_t threads = 0;
+  bool digits = false;
+  for (size_t i = close_paren + 1; i < n; ++i) {
+    if (buf[i] == ' ') {
+      if (field == 20) break;
+      ++field;
+      continue;
+    }
+    if (field == 20) {
+      if (buf[i] < '0' || buf[i] > '9') return false;
+      threads = threads * 10 + uint64_t(buf[i] - '0');
+      digits = true;
+    }
+  }
+  return field == 20 && digits && threads == 1 + ours;
 }
 
+// exit(0) on a thread of its own: the default stack (the program's destructors and atexit
+// handlers run there: on a quiet thread's 64 KiB a destructor with a 200 KB array crashed) and no
+// signal blocked (a handler that waited for SIGALRM hung, and none could stop it).
+void *exiter(void *) {
+  sigset_t none;
+  sigemptyset(&none);
+  pthread_sigmask(SIG_SETMASK, &none, nullptr);
+  exit(0);
+}
+void end_process() {
+  if (g_ending.exchange(true)) return;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t th;
+  int rc = pthread_create(&th, &attr, exiter, nullptr);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) exiter(nullptr);
+}
+
+// The tier's companion (start_end_watch): waits until the tier's thread finds the process alone.
 void *end_watch(void *) {
-  for (;;) {
-    timespec ts{0, 100 * 1000000};
-    while (os_nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-    end_process_if_alone();
-  }
+  while (g_end_wanted.load(std::memory_order_acquire) == 0)
+    os_syscall(SYS_futex, &g_end_wanted, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
+  end_process();
+  return nullptr;
 }
 }  // namespace
 
 void note_library_thread() {
   uint64_t me = uint64_t(os_getpid()) << 32 | uint64_t(os_syscall(SYS_gettid));
+  g_library_gen.fetch_add(1, std::memory_order_acq_rel);
   for (auto &t : g_library_threads) {
     uint64_t v = t.load(std::memory_order_acquire);
     // a free entry, or a stale one (another process's: a forked child's copy)
-    if ((v == 0 || v >> 32 != me >> 32) && t.compare_exchange_strong(v, me)) return;
+    if ((v == 0 || v >> 32 != me >> 32) && t.compare_exchange_strong(v, me)) break;
   }
+  g_library_gen.fetch_add(1, std::memory_order_acq_rel);
 }
 void forget_library_thread() {   // (as it ends: its tid may be a program thread's next)
   uint64_t me = uint64_t(os_getpid()) << 32 | uint64_t(os_syscall(SYS_gettid));
+  g_library_gen.fetch_add(1, std::memory_order_acq_rel);
   for (auto &t : g_library_threads) {
     uint64_t v = me;
-    if (t.compare_exchange_strong(v, 0)) return;
+    if (t.compare_exchange_strong(v, 0)) break;
   }
+  g_library_gen.fetch_add(1, std::memory_order_acq_rel);
 }
 
 void end_process_if_alone() {
-  static std::atomic<bool> ending{false};
-  if (!only_library_threads_left() || ending.exchange(true)) return;
-  exit(0);
+  if (!g_ending.load(std::memory_order_relaxed) && only_library_threads_left()) end_process();
+}
+
+void end_process_if_alone_for_tier() {
+  if (g_end_wanted.load(std::memory_order_relaxed) || !only_library_threads_left()) return;
+  g_end_wanted.store(1, std::memory_order_release);
+  os_syscall(SYS_futex, &g_end_wanted, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
 }
 
 void start_end_watch() {

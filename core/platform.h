@@ -291,15 +291,18 @@ bool start_quiet_thread(void *(*fn)(void *));
 // which ends a process whose main thread called pthread_exit when its last thread ends: with one
 // of them running, such a program never ended (and took no signal: the main thread is gone and
 // the library's threads block them all).  Each says it is the library's at its start
-// (note_library_thread; forget_library_thread as it ends: start_quiet_thread does both); the
-// quiet ones call end_process_if_alone as they wake, and a process
-// with a tier but neither interval thread gets a quiet one that only does that
-// (start_end_watch).  When the main thread is a zombie and every other thread is the library's:
-// exit(0), once, as glibc's last thread would (from a thread with the program's descriptors: not
-// the tier's, whose table is its own).
+// (note_library_thread; forget_library_thread as it ends: start_quiet_thread does both).  When
+// the main thread is a zombie and every other thread is the library's, the process is ended as
+// glibc's last thread would end it: exit(0), once, on a thread started for it (the default stack,
+// no signal blocked).  The interval threads look as they wake (end_process_if_alone); the tier's
+// thread looks at each scan, in its own descriptor table (so no look takes a number of the
+// program's), and wakes a quiet companion started with the tier (start_end_watch) to end it
+// (end_process_if_alone_for_tier: a thread it started would share its table, and the exit's
+// flush of stdout would go nowhere).
 void note_library_thread();
 void forget_library_thread();
 void end_process_if_alone();
+void end_process_if_alone_for_tier();
 void start_end_watch();
 
 // Cancellation off for a scope.  malloc, free, malloc_trim and fork are not cancellation points,

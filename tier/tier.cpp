@@ -813,6 +813,7 @@ void *tier_thread(void *) {
     }
     if (now_ms() >= next) {
       scan();
+      end_process_if_alone_for_tier();   // (the main thread's pthread_exit: see platform.h)
       next = now_ms() + every;
     }
   }
