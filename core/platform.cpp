@@ -452,10 +452,12 @@ void *end_watch(void *) {
   end_process();
   return nullptr;
 }
+
+uint64_t library_thread_key() { return uint64_t(os_getpid()) << 32 | uint64_t(os_syscall(SYS_gettid)); }
 }  // namespace
 
 void note_library_thread() {
-  uint64_t me = uint64_t(os_getpid()) << 32 | uint64_t(os_syscall(SYS_gettid));
+  uint64_t me = library_thread_key();
   g_library_gen.fetch_add(1, std::memory_order_acq_rel);
   for (auto &t : g_library_threads) {
     uint64_t v = t.load(std::memory_order_acquire);
@@ -465,7 +467,7 @@ void note_library_thread() {
   g_library_gen.fetch_add(1, std::memory_order_acq_rel);
 }
 void forget_library_thread() {   // (as it ends: its tid may be a program thread's next)
-  uint64_t me = uint64_t(os_getpid()) << 32 | uint64_t(os_syscall(SYS_gettid));
+  uint64_t me = library_thread_key();
   g_library_gen.fetch_add(1, std::memory_order_acq_rel);
   for (auto &t : g_library_threads) {
     uint64_t v = me;
@@ -485,7 +487,7 @@ void end_process_if_alone_for_tier() {
 }
 
 void start_end_watch() {
-  if (!start_quiet_thread(end_watch)) {}   // (then the program ends as it did: see the header)
+  (void)start_quiet_thread(end_watch);   // (if it cannot start, the program ends as it did before)
 }
 
 namespace {
