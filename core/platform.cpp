@@ -378,8 +378,9 @@ int Buf::say(int fd) {
 }
 
 namespace {
-// (pid << 32 | tid) of each of the library's threads: the pid makes a forked child's copies of
-// its parent's entries stale (a tid of the parent's may be a thread of the child's program).
+// (pid << 32 | tid) of each of the library's threads; a forked child clears them all
+// (library_threads_after_fork: a pid does not tell a parent's from a child's across PID
+// namespaces, where both may be 1).
 // g_library_gen: bumped by every note and forget, so that a count of them can be known to hold
 // across the read of the kernel's count (a thread started and noted in between was taken for a
 // program thread gone: a review ended a forked child under a running thread that way).
@@ -399,8 +400,20 @@ bool only_library_threads_left() {
   uint64_t gen = g_library_gen.load(std::memory_order_acquire), pid = uint64_t(os_getpid()), ours = 0;
   for (auto &t : g_library_threads)
     if (t.load(std::memory_order_acquire) >> 32 == pid) ++ours;
-  char buf[1024];
-  size_t n = read_small_file("/proc/self/stat", buf, sizeof buf);
+  // (the leader's own task file: /proc/self/stat adds up every thread's times, 316 us with 4000
+  // threads; this one is some 2 us whatever their number, with the same fields)
+  // The leader's number as /proc knows it (readlink of /proc/self: getpid() is this PID
+  // namespace's, and /proc may be another's: a forked child in a namespace of its own is 1 and
+  // /proc's task 1 is not its leader)
+  char path[64], self[24], buf[1024];
+  long k = os_syscall(SYS_readlinkat, AT_FDCWD, "/proc/self", self, sizeof self - 1);
+  if (k > 0) {
+    self[k] = 0;
+    Buf(path, sizeof path).str("/proc/self/task/").str(self).str("/stat").chr('\0');
+  } else {
+    Buf(path, sizeof path).str("/proc/self/stat").chr('\0');
+  }
+  size_t n = read_small_file(path, buf, sizeof buf);
   if (g_library_gen.load(std::memory_order_acquire) != gen) return false;   // (the next look decides)
   size_t close_paren = 0;   // (after the command's name, which may hold anything)
   for (size_t i = 0; i < n; ++i)
@@ -442,15 +455,25 @@ void end_process() {
   pthread_t th;
   int rc = pthread_create(&th, &attr, exiter, nullptr);
   pthread_attr_destroy(&attr);
-  if (rc != 0) exiter(nullptr);
+  if (rc != 0) {
+    // (no thread now: RLIMIT_NPROC, a pids limit.  Not exit here, on a small stack: the next look
+    // tries again; meanwhile this thread takes signals, so the process can be stopped.)
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, nullptr);
+    g_ending.store(false);
+    if (g_end_wanted.load()) g_end_wanted.store(0);   // (the tier's thread asks again)
+  }
 }
 
 // The tier's companion (start_end_watch): waits until the tier's thread finds the process alone.
 void *end_watch(void *) {
-  while (g_end_wanted.load(std::memory_order_acquire) == 0)
-    os_syscall(SYS_futex, &g_end_wanted, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
-  end_process();
-  return nullptr;
+  for (;;) {
+    while (g_end_wanted.load(std::memory_order_acquire) == 0)
+      os_syscall(SYS_futex, &g_end_wanted, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
+    end_process();
+    if (g_ending.load()) return nullptr;   // (else no thread could be started: asked again later)
+  }
 }
 
 uint64_t library_thread_key() { return uint64_t(os_getpid()) << 32 | uint64_t(os_syscall(SYS_gettid)); }
@@ -477,6 +500,11 @@ void forget_library_thread() {   // (as it ends: its tid may be a program thread
 }
 
 void end_process_if_alone() {
+  // (at most every 100 ms, whatever the interval: each look opens a file in the program's
+  // descriptor table, and costs)
+  static std::atomic<uint64_t> last{0};
+  uint64_t now = now_ms(), then = last.load(std::memory_order_relaxed);
+  if (now - then < 100 || !last.compare_exchange_strong(then, now)) return;
   if (!g_ending.load(std::memory_order_relaxed) && only_library_threads_left()) end_process();
 }
 
@@ -485,6 +513,21 @@ void end_process_if_alone_for_tier() {
   g_end_wanted.store(1, std::memory_order_release);
   os_syscall(SYS_futex, &g_end_wanted, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
 }
+
+namespace {
+// A forked child has one thread, none of the library's: the notes and the ending are its
+// parent's (a pid does not tell them apart across PID namespaces: the parent and the child may
+// both be 1, and a child ended under its running workers; an end begun by the parent left the
+// child unable to end).
+void library_threads_after_fork() {
+  for (auto &t : g_library_threads) t.store(0, std::memory_order_relaxed);
+  g_ending.store(false, std::memory_order_relaxed);
+  g_end_wanted.store(0, std::memory_order_relaxed);
+}
+__attribute__((constructor)) void library_threads_atfork() {
+  pthread_atfork(nullptr, nullptr, library_threads_after_fork);
+}
+}  // namespace
 
 void start_end_watch() {
   (void)start_quiet_thread(end_watch);   // (if it cannot start, the program ends as it did before)
