@@ -1301,7 +1301,7 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   // hand-back, each free is applied at once: a thread that frees a few blocks and goes idle does
   // not hold them in a buffer (where a double free of them would go unseen).
   if (ZNS_UNLIKELY(tc->id == kSentinelId) &&
-      (tc != &g_empty_cache || ++t_cacheless_frees <= kRemoteBuffer || !(tc = thread_attach()))) {
+      (tc != &g_empty_cache || ++t_cacheless_frees <= kRemoteBuffer || t_guards != 0 || !(tc = thread_attach()))) {
     void *one[1] = {p};
     return apply_remote(one, &life, 1);
   }
@@ -1885,18 +1885,27 @@ void tc_exit(void *arg) {
   g_pool_head = tc;
 }
 
+// A signal handler's malloc or free may come at any point of an attach.  Under the pool lock
+// (t_guards) its malloc goes to the next allocator and its free is applied at once (it attached
+// again before and waited for the lock its own thread held: remote_buffer part 5); before the
+// lock it may attach in full, and this attach then keeps the handler's cache; from t_cache's store
+// on it uses the cache, and the inbox's drain is a slow path (busy) it keeps out of.
 ThreadCache *thread_attach() {
   heap_init();
   ThreadCache *tc;
   {
     Guard g(g_pool_lock);
+    if (t_cache->id != kSentinelId) return t_cache;   // a handler's attach came first
     if ((tc = g_pool_head)) g_pool_head = tc->pool_next;
     else tc = new_cache();
-    if (tc) tc->attached.store(true, std::memory_order_seq_cst);
+    if (!tc) return nullptr;
+    tc->attached.store(true, std::memory_order_seq_cst);
+    t_cache = tc;
   }
-  if (!tc) return nullptr;
-  t_cache = tc;
-  drain_inbox(tc, true);
+  {
+    SlowPath busy(tc);
+    drain_inbox(tc, true);
+  }
   g_threads_seen.fetch_add(1, std::memory_order_relaxed);
   pthread_setspecific(g_key, tc);   // may allocate: t_cache is already usable
   return tc;

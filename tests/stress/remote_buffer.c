@@ -22,7 +22,12 @@
  *    took a shared slab over (adopt_on_free: the class lock, the depot's) while B held those locks
  *    itself, or freed into a slab B had taken over while B was inside the slow path that needed
  *    the depot lock: a hang (3 of 5 runs of 20 s until 2026-12-06; a stress review).  An alarm
- *    turns a hang into a failure. */
+ *    turns a hang into a failure.
+ * 5. New threads that only free other threads' blocks: at its 65th such free a thread takes a
+ *    cache (thread_attach, under the pool lock), and the main thread signals it all along.  A
+ *    handler's free inside the attach took the attach again, and waited for the pool lock its own
+ *    thread held: a hang (under qemu-aarch64 about 1 run in 12 of part 3; natively 3 of 5 runs of
+ *    this part before 2026-12-06 evening).  An alarm turns a hang into a failure. */
 #include "tests/api/zns_test.h" /* first: defines _GNU_SOURCE */
 
 #include <pthread.h>
@@ -238,7 +243,55 @@ static void part4(void) {
   zt_log("part 4: %lu signals to a thread in bursts of its own frees", sent);
 }
 
-int main(int argc, char **argv) { /* argv[1]: "1" .. "4", that part only */
+/* ---- 5: the handler's free while its thread attaches a cache ---------------------------------- */
+static volatile int stop5;
+static void *feeder5(void *arg) {   /* keeps the mailbox full of blocks foreign to every freer */
+  (void)arg;
+  uint64_t s = 8;
+  while (!stop5) {
+    void *p = malloc(64);
+    REQUIRE(p);
+    free(__atomic_exchange_n(&mailbox[zt_rand(&s) % MAILBOX], p, __ATOMIC_ACQ_REL));
+  }
+  return NULL;
+}
+static void *one_freer(void *arg) {   /* 80 remote frees (the attach comes at the 65th), then gone */
+  uint64_t s = (uintptr_t)arg;
+  for (int i = 0; i < 80; ++i) free(__atomic_exchange_n(&mailbox[zt_rand(&s) % MAILBOX], NULL, __ATOMIC_ACQ_REL));
+  __atomic_store_n((volatile int *)arg, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+static void on_alarm5(int sig) {
+  (void)sig;
+  static const char m[] = "FAIL remote_buffer part 5: no progress in 30 s (a handler's free attached a cache inside its thread's attach?)\n";
+  write(2, m, sizeof m - 1);
+  _exit(1);
+}
+static void part5(void) {
+  signal(SIGALRM, on_alarm5);
+  alarm(30);
+  pthread_t f;
+  REQUIRE(pthread_create(&f, NULL, feeder5, NULL) == 0);
+  unsigned long threads = 0, sent = 0;
+  for (double t0 = zt_now(); zt_now() - t0 < 2.0; ++threads) {
+    static volatile int done;
+    done = 0;
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, one_freer, (void *)&done) == 0);
+    while (!__atomic_load_n(&done, __ATOMIC_ACQUIRE)) {   /* (exited but not joined: still a target) */
+      pthread_kill(t, SIGUSR1);
+      ++sent;
+    }
+    pthread_join(t, NULL);
+  }
+  stop5 = 1;
+  pthread_join(f, NULL);
+  alarm(0);
+  for (unsigned i = 0; i < MAILBOX; ++i) free(__atomic_exchange_n(&mailbox[i], NULL, __ATOMIC_ACQ_REL));
+  zt_log("part 5: %lu threads attached under %lu signals", threads, sent);
+}
+
+int main(int argc, char **argv) { /* argv[1]: "1" .. "5", that part only */
   if (!zt_zns_mode()) {
     zt_log("remote_buffer: skipped (ZNS-Slab not loaded: free in a signal handler is not safe in glibc)");
     return 0;
@@ -249,7 +302,7 @@ int main(int argc, char **argv) { /* argv[1]: "1" .. "4", that part only */
   if (!only || !strcmp(only, "2")) part2();
   const char *sec = getenv("ZNS_SECURE");
   if (sec && strcmp(sec, "0") != 0) return zt_finish("remote_buffer");   /* (see part 1) */
-  if (only && (!strcmp(only, "3") || !strcmp(only, "4"))) {
+  if (only && (!strcmp(only, "3") || !strcmp(only, "4") || !strcmp(only, "5"))) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_usr1;
@@ -258,5 +311,6 @@ int main(int argc, char **argv) { /* argv[1]: "1" .. "4", that part only */
   }
   if (!only || !strcmp(only, "3")) part3();
   if (!only || !strcmp(only, "4")) part4();
+  if (!only || !strcmp(only, "5")) part5();
   return zt_finish("remote_buffer");
 }
