@@ -242,34 +242,39 @@ constexpr unsigned kRelJumpSlot = R_AARCH64_JUMP_SLOT, kRelGlobDat = R_AARCH64_G
 #error "deepbind: add this architecture's relocation types"
 #endif
 
-void rebind_object(const Object &o, const Dynamic &dy, void *const *deep) {
+// Each slot of the object bound to a name it imports (an undefined symbol): f(slot, name, type)
+// for every PLT and GOT slot, and, with abs64, every word of data bound with addend 0.
+template <typename F>
+void for_each_import(const Object &o, const Dynamic &dy, bool abs64, F f) {
   if (!dy.symtab || !dy.strtab || !dy.rela_plt) return;   // (x86-64 and aarch64 use RELA throughout)
-  uintptr_t base = o.info->dlpi_addr;
   for (unsigned t = 0; t < 2; ++t) {
-    if (!dy.rela[t]) continue;
-    for (size_t k = 0, n = dy.relasz[t] / sizeof(ElfW(Rela)); k < n; ++k) {
+    for (size_t k = 0, n = dy.rela[t] ? dy.relasz[t] / sizeof(ElfW(Rela)) : 0; k < n; ++k) {
       const ElfW(Rela) &r = dy.rela[t][k];
       unsigned type = unsigned(ELF64_R_TYPE(r.r_info)), sym = unsigned(ELF64_R_SYM(r.r_info));
-      if (sym == 0 || (type != kRelJumpSlot && type != kRelGlobDat && !(type == kRelAbs64 && r.r_addend == 0)))
+      if (sym == 0 || (type != kRelJumpSlot && type != kRelGlobDat && !(abs64 && type == kRelAbs64 && r.r_addend == 0)))
         continue;
       const ElfW(Sym) &s = dy.symtab[sym];
       if (s.st_shndx != SHN_UNDEF) continue;   // the object's own definition
-      const char *name = dy.strtab + s.st_name;
-      unsigned i = 0;
-      while (i < kFns && !(kNames[i][0] == name[0] && strcmp(kNames[i], name) == 0)) ++i;
-      if (i == kFns) continue;
-      void *libc = __atomic_load_n(&g_libc[i], __ATOMIC_RELAXED);
-      if (!libc) continue;
-      void **slot = reinterpret_cast<void **>(base + r.r_offset);
-      void *v = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-      // glibc's already; or not bound yet (lazy: it holds the object's own PLT stub) and bound
-      // through the new handle it would be glibc's
-      if (v != libc && !(type == kRelJumpSlot && deep && deep[i] == libc &&
-                         o.segment(reinterpret_cast<uintptr_t>(v), PT_LOAD)))
-        continue;
-      write_slot(slot, __atomic_load_n(&g_ours[i], __ATOMIC_RELAXED), o, name);
+      f(reinterpret_cast<void **>(o.info->dlpi_addr + r.r_offset), dy.strtab + s.st_name, type);
     }
   }
+}
+
+void rebind_object(const Object &o, const Dynamic &dy, void *const *deep) {
+  for_each_import(o, dy, true, [&](void **slot, const char *name, unsigned type) {
+    unsigned i = 0;
+    while (i < kFns && !(kNames[i][0] == name[0] && strcmp(kNames[i], name) == 0)) ++i;
+    if (i == kFns) return;
+    void *libc = __atomic_load_n(&g_libc[i], __ATOMIC_RELAXED);
+    if (!libc) return;
+    void *v = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    // glibc's already; or not bound yet (lazy: it holds the object's own PLT stub) and bound
+    // through the new handle it would be glibc's
+    if (v != libc && !(type == kRelJumpSlot && deep && deep[i] == libc &&
+                       o.segment(reinterpret_cast<uintptr_t>(v), PT_LOAD)))
+      return;
+    write_slot(slot, __atomic_load_n(&g_ours[i], __ATOMIC_RELAXED), o, name);
+  });
 }
 
 // The handle's dependency tree, in its namespace: link maps reached from the handle through
@@ -448,23 +453,13 @@ int redirect_one(dl_phdr_info *info, size_t, void *arg) {
   Dynamic dy(info->dlpi_addr, o.dynamic());
   if (info->dlpi_addr != r.base || !dy.symtab || !dy.strtab || !dy.rela_plt) return 0;
   ++r.objects;
-  for (unsigned t = 0; t < 2; ++t) {
-    for (size_t k = 0, n = dy.rela[t] ? dy.relasz[t] / sizeof(ElfW(Rela)) : 0; k < n; ++k) {
-      const ElfW(Rela) &rel = dy.rela[t][k];
-      unsigned type = unsigned(ELF64_R_TYPE(rel.r_info)), sym = unsigned(ELF64_R_SYM(rel.r_info));
-      if (sym == 0 || (type != kRelJumpSlot && type != kRelGlobDat)) continue;
-      const ElfW(Sym) &s = dy.symtab[sym];
-      if (s.st_shndx != SHN_UNDEF) continue;
-      const char *name = dy.strtab + s.st_name;
-      for (unsigned i = 0; i < r.n; ++i) {
-        if (strcmp(r.names[i], name) != 0) continue;
-        if (write_slot(reinterpret_cast<void **>(info->dlpi_addr + rel.r_offset), r.fns[i], o, name, true))
-          r.written |= 1u << i;
-        else
-          r.failed = true;
-      }
+  for_each_import(o, dy, false, [&](void **slot, const char *name, unsigned) {
+    for (unsigned i = 0; i < r.n; ++i) {
+      if (strcmp(r.names[i], name) != 0) continue;
+      if (write_slot(slot, r.fns[i], o, name, true)) r.written |= 1u << i;
+      else r.failed = true;
     }
-  }
+  });
   return 0;
 }
 
