@@ -2494,6 +2494,10 @@ void flush_thread() {
 
 bool trim() {
   if (g_init_state.load(std::memory_order_acquire) != 2) return false;
+  // A signal handler's trim that interrupted this thread under one of the library's locks (the
+  // depot's, in a refill: it waited for itself; a helper's review, 3 runs of 3 hung) or in a slow
+  // path that changes the cache's lists: nothing now.
+  if (t_guards != 0 || t_cache->busy) return false;
   flush_thread();
   {
     Guard g(g_depot.lock);

@@ -24,7 +24,8 @@ int zns_stats_print(int fd, int json);
 /* Give memory back now instead of after the decay delay: this thread's buffered frees of other
  * threads' blocks are applied and (ZNS_SECURE) its quarantine released, every empty slab the
  * depot holds returns to the OS, and so do the pages of any thread's parked slabs whose blocks
- * have all been freed. */
+ * have all been freed.  From a signal handler that interrupted the library's own work in this
+ * thread (a slow path, one of its locks) it does nothing. */
 void zns_trim(void);
 
 /* The tier (ZNS_TIER=uffd|madvise): cold slabs leave RAM for a file and come back on touch. */
