@@ -2372,7 +2372,10 @@ SlabMeta *tier_claim(uint32_t page) {
   }
   unsigned cls = __atomic_load_n(&s->cls, __ATOMIC_RELAXED);
   if (cls >= kNumClasses || s->owner.load(std::memory_order_relaxed) != kSharedOwner) return nullptr;
-  Guard g(g_class_lock[cls].lock);
+  // Not waited for: a slab of a class whose lock is taken is busy (the tier looks again later).
+  // Its holder may be a thread whose signal handler waits for the tier thread (t_lock_wait).
+  TryGuard g(g_class_lock[cls].lock);
+  if (!g.held) return nullptr;
   if (s->owner.load(std::memory_order_seq_cst) != kSharedOwner || s->cls != cls) return nullptr;
   uint8_t st = s->share.load(std::memory_order_acquire);
   if (st != kSharedIdle && st != kSharedQueued) return nullptr;

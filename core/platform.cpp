@@ -20,6 +20,7 @@
 namespace zns {
 
 __thread unsigned t_guards __attribute__((tls_model("initial-exec"))) = 0;
+__thread void (*t_lock_wait)() __attribute__((tls_model("initial-exec"))) = nullptr;
 
 namespace {
 void *map_anon(size_t bytes, int prot) {

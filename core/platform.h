@@ -384,9 +384,21 @@ Buf &fatal_line(Buf &b, const char *what, const char *call, const void *addr);
 [[noreturn]] void fatal_abort();
 
 // A mutex that never allocates and that fork handlers can reset.
+// A thread that must do something else while it waits for one of the library's locks: the uffd
+// tier's thread inside an eviction, the only one that serves the page faults of the others, among
+// them a holder's (its signal handler's store into a paged-out block: the holder waits for the
+// fault, the tier thread waited for the lock).  Called between tries; null for other threads.
+extern __thread void (*t_lock_wait)() __attribute__((tls_model("initial-exec")));
 struct Lock {
   pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-  void lock() { pthread_mutex_lock(&m); }
+  void lock() {
+    if (__builtin_expect(t_lock_wait != nullptr, 0)) {
+      while (pthread_mutex_trylock(&m) != 0) t_lock_wait();
+      return;
+    }
+    pthread_mutex_lock(&m);
+  }
+  bool try_lock() { return pthread_mutex_trylock(&m) == 0; }
   bool lock_within(long ns) {   // false when not locked within ns (CLOCK_MONOTONIC)
     timespec t;
     os_clock_gettime(CLOCK_MONOTONIC, &t);
@@ -417,6 +429,22 @@ struct Guard {
     l.unlock();
     --t_guards;
   }
+};
+struct TryGuard {   // a Guard that does not wait: `held` says whether it took the lock
+  Lock &l;
+  bool held;
+  explicit TryGuard(Lock &x) : l(x) {
+    ++t_guards;
+    held = l.try_lock();
+    if (!held) --t_guards;
+  }
+  ~TryGuard() {
+    if (!held) return;
+    l.unlock();
+    --t_guards;
+  }
+  TryGuard(const TryGuard &) = delete;
+  TryGuard &operator=(const TryGuard &) = delete;
 };
 
 }  // namespace zns

@@ -101,6 +101,7 @@ ino_t g_fd_ino;            // must not make us write a slab into whatever file r
 dev_t g_uffd_dev;          // the userfaultfd's, so that a forked child does not close a file of the
 ino_t g_uffd_ino;          // program's that took its number
 std::atomic<bool> g_fd_lost;
+thread_local bool t_tier_thread;   // this thread is the tier's
 thread_local bool t_private_fds;   // this thread (the tier's) has its own descriptor table
 thread_local bool t_room_refused;  // tier_room_refused (madvise)
 std::atomic<bool> g_room_refused_said;   // (one line per process)
@@ -464,10 +465,21 @@ void restore_dropped(char *addr, size_t len, uint32_t page) {
 }
 
 // ---- eviction ---------------------------------------------------------------------------------------------
+void serve_while_waiting();   // (below: the fault service)
+struct ServeWhileWaiting {   // in the tier thread (uffd), for the scope of an eviction
+  bool on;
+  ServeWhileWaiting() : on(t_tier_thread && g_tier_mode == kTierUffd) {
+    if (on) t_lock_wait = serve_while_waiting;
+  }
+  ~ServeWhileWaiting() {
+    if (on) t_lock_wait = nullptr;
+  }
+};
 // Under g_tier_lock.  Claims the slab headed at `page`, writes it out and drops it.
 bool evict(uint32_t page) {
   TierMeta &t = tm_at(page);
   if (t.pinned || !file_still_ours()) return false;
+  ServeWhileWaiting serving;
   SlabMeta *s = tier_claim(page);
   if (!s) return false;
   unsigned k = s->pages;
@@ -570,12 +582,9 @@ void page_in(uint32_t page, bool for_store) {
 }
 
 // ---- uffd fault service ------------------------------------------------------------------------------------
-void serve_fault(const uffd_msg &msg) {
-  uint64_t t0 = now_ns();
-  char *addr = reinterpret_cast<char *>(uintptr_t(msg.arg.pagefault.address) & ~uintptr_t(kPageSize - 1));
-  if (!owns(addr)) return;
+// The fault at addr (a page of the region), with the lock held or in a fork's window.
+void serve_fault_at(const uffd_msg &msg, char *addr, uint64_t t0) {
   uint32_t p = page_of(addr);
-  TierThreadGuard g(true);   // (the lock, or a fork's window: see g_fork_window)
   uint32_t head = p & ~(kGroupPages - 1);   // the slab of the page's group, if any
   TierMeta &t = tm_at(head);
   if (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
@@ -606,6 +615,31 @@ void serve_fault(const uffd_msg &msg) {
   g_zero_fills.fetch_add(1, std::memory_order_relaxed);
   t.filed.store(0, std::memory_order_release);   // (a filed slab purged in place, used after free)
   uffd_copy(addr, g_zeros, kPageSize);
+}
+char *fault_page(const uffd_msg &msg) {   // the faulting page, or null when it is not the heap's
+  char *addr = reinterpret_cast<char *>(uintptr_t(msg.arg.pagefault.address) & ~uintptr_t(kPageSize - 1));
+  return owns(addr) ? addr : nullptr;
+}
+void serve_fault(const uffd_msg &msg) {
+  uint64_t t0 = now_ns();
+  char *addr = fault_page(msg);
+  if (!addr) return;
+  TierThreadGuard g(true);   // (the lock, or a fork's window: see g_fork_window)
+  serve_fault_at(msg, addr, t0);
+}
+
+// t_lock_wait of the tier thread inside an eviction (it holds g_tier_lock): the faults pending
+// now, served, then a yield.  A thread whose signal handler stored into a paged-out block while
+// it held a heap lock (a class lock in its refill, the depot's) waits for the fault, and the
+// eviction may need that lock (tier_unclaim, and the settle after it): 4 runs of 9 hung before
+// (tests/tier signal-locks; tier_claim does not wait at all).
+void serve_while_waiting() {
+  uffd_msg msgs[16];
+  ssize_t n = os_read(g_uffd, msgs, sizeof msgs);   // (non-blocking; a refused read: drain_faults says it)
+  for (ssize_t i = 0; i < n / ssize_t(sizeof(uffd_msg)); ++i)
+    if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+      if (char *addr = fault_page(msgs[i])) serve_fault_at(msgs[i], addr, now_ns());
+  if (n <= 0) os_sched_yield();
 }
 
 std::atomic<bool> g_stop;           // the registration failed: the thread ends
@@ -795,6 +829,7 @@ void private_fd_table() {
 }
 
 void *tier_thread(void *) {
+  t_tier_thread = true;
   note_library_thread();   // (it must not keep the process alive: start_end_watch)
   private_fd_table();
   uint32_t every = scan_every_ms();

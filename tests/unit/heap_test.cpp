@@ -1980,3 +1980,44 @@ TEST_CASE("a program whose frees are all its own never touches the RemoteState a
     for (size_t i = 1; i < v.size(); i += 2) if (v[i]) dealloc(v[i], "test");
   }).join();
 }
+
+namespace {
+std::atomic<int> g_waits{0};
+std::atomic<bool> g_release{false};
+void count_wait() {   // t_lock_wait: counts, and lets the holder go after a few calls
+  if (g_waits.fetch_add(1) + 1 == 3) g_release.store(true);
+}
+}  // namespace
+
+TEST_CASE("a thread with t_lock_wait calls it between tries while another holds the lock, then takes it") {
+  // (the uffd tier's thread serves page faults that way while it waits for a heap lock: the
+  // holder may be waiting for one of them; tests/tier signal-locks)
+  static Lock l;
+  g_waits = 0;
+  g_release = false;
+  l.lock();
+  std::thread waiter([] {
+    t_lock_wait = count_wait;
+    l.lock();   // returns only once the holder let go, which it does after three calls
+    t_lock_wait = nullptr;
+    l.unlock();
+  });
+  auto t0 = std::chrono::steady_clock::now();   // (without the calls: a failure after 5 s, no hang)
+  while (!g_release.load() && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5))
+    std::this_thread::yield();
+  l.unlock();
+  waiter.join();
+  CHECK(g_waits.load() >= 3);
+  SUBCASE("a TryGuard does not wait") {
+    l.lock();
+    int got = 0;
+    std::thread([&] {
+      TryGuard g(l);
+      got = g.held ? 1 : 2;
+    }).join();
+    l.unlock();
+    CHECK(got == 2);
+    TryGuard g(l);
+    CHECK(g.held);
+  }
+}
