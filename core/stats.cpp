@@ -218,11 +218,6 @@ bool g_fork_quiet;            // a forked child whose ZNS_STATS has no %p: no du
 // g_jsonl_fd of a FIFO that had no reader at start: not a descriptor (detached: opened before
 // each line, as jsonl_fd_checked opens a FIFO again)
 constexpr int kJsonlNoReaderYet = 0x7fffffff;
-// g_jsonl_fd of a forked child with %p in the path: its file is made at its first line (the
-// interval's, or the one at exit), so a child that ends in _exit or exec before it (a Python
-// multiprocessing worker, a shell's child) leaves no empty file behind
-constexpr int kJsonlAtFirstLine = 0x7ffffffe;
-int g_jsonl_open_errno;   // why that file could not be made (said after g_print_lock)
 uint64_t g_start_ms;
 
 // The dump to fd: 0, or the errno value of the write that failed.  A file past a file-size limit
@@ -271,7 +266,7 @@ void say_cannot_write(const char *path, int err) {
 // numbers, locked against another process that writes the same file (a program this one
 // fork+exec'ed, with the same ZNS_STATS: until 2026-12-05 its O_TRUNC erased this one's lines),
 // emptied only once the lock is ours.  -1 (and a line on stderr) if not.
-int open_jsonl(const char *path, bool quiet = false) {   // (quiet: the caller says it, errno)
+int open_jsonl(const char *path) {
   int fd = open_dump(path, false, true);
   struct stat st;
   if (fd < 0 && errno == ENXIO && os_stat(path, &st) == 0 && S_ISFIFO(st.st_mode)) {
@@ -283,16 +278,14 @@ int open_jsonl(const char *path, bool quiet = false) {   // (quiet: the caller s
     return kJsonlNoReaderYet;
   }
   if (fd < 0) {
-    if (!quiet) say_cannot_write(path, errno);
+    say_cannot_write(path, errno);
     return -1;
   }
   fd = fd_out_of_the_way(fd);
   // (a file system without flock, EOPNOTSUPP or ENOLCK: written unlocked, as before)
   if ((os_flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) || os_fstat(fd, &st) != 0) {
-    int e = errno;
-    if (!quiet) say_cannot_write(path, e);
+    say_cannot_write(path, errno);
     os_close(fd);
-    errno = e;
     return -1;
   }
   // (a FIFO or a character device: nothing to empty; the program's own output is appended to)
@@ -326,17 +319,6 @@ bool is_jsonl_fd(int fd) {
          os_fstat(fd, &st) == 0 && st.st_dev == g_jsonl_dev && st.st_ino == g_jsonl_ino;
 }
 int jsonl_fd_checked(bool last) {
-  if (g_jsonl_fd == kJsonlAtFirstLine) {   // -3: it cannot be made (g_jsonl_open_errno)
-    int fd = open_jsonl(g_jsonl_path, true);
-    if (fd < 0) {
-      g_jsonl_open_errno = errno;
-      g_jsonl_fd = -1;
-      g_stats_stopped = true;
-      return -3;
-    }
-    g_jsonl_fd = fd;
-    if (fd != kJsonlNoReaderYet) return fd;
-  }
   if (g_jsonl_fd < 0) return -1;
   struct stat st;
   if (!g_jsonl_detached && is_jsonl_fd(g_jsonl_fd)) return g_jsonl_fd;
@@ -364,7 +346,7 @@ int jsonl_fd_checked(bool last) {
 }
 
 // Under g_print_lock: one line of the series.  0, or the errno value of a write that failed; -1:
-// the file is lost (say_jsonl_lost), -2: not now, -3: it could not be made (see jsonl_fd_checked).  A descriptor the program
+// the file is lost (say_jsonl_lost), -2: not now (see jsonl_fd_checked).  A descriptor the program
 // closed between the identity check and the write (EBADF: nothing written, the line leaves in one
 // write) is looked at again once.  (Not covered: a program that closes it and opens a file of its
 // own under the number in that window of microseconds.)
@@ -396,10 +378,6 @@ void *interval_thread(void *) {
       } else if (err > 0) {
         g_stats_stopped = true;   // no more lines (nor the one at exit)
       }
-    }
-    if (err == -3) {
-      say_cannot_write(g_jsonl_path, g_jsonl_open_errno);
-      return nullptr;
     }
     if (err == -2) {
       char m[700];
@@ -479,8 +457,7 @@ int stats_print(int fd, bool json) {
   return print_locked(fd, json, -1) ? -1 : 0;
 }
 
-// (at_first_line: a forked child's own file, made at its first line; see kJsonlAtFirstLine)
-void stats_start(bool at_first_line) {
+void stats_start() {
   NoCancel no_cancel;
   g_start_ms = now_ms();
   static char abs_dest[600];
@@ -499,7 +476,7 @@ void stats_start(bool at_first_line) {
     return;
   }
   __builtin_memcpy(g_jsonl_path, path, sizeof path);
-  g_jsonl_fd = at_first_line ? kJsonlAtFirstLine : open_jsonl(path);
+  g_jsonl_fd = open_jsonl(path);
   if (g_jsonl_fd >= 0 && g_options.ZNS_STATS_INTERVAL_MS > 0) {
     if (!start_quiet_thread(interval_thread))
       Buf(path, sizeof path).str("zns-slab: cannot start the statistics thread\n").say();
@@ -514,14 +491,13 @@ void stats_at_exit() {
   int saved = errno;
   if (ends_with(dest, ".jsonl")) {   // the last line, and no more
     int err = 0;
-    bool lost = false, no_reader = false, unmade = false;
+    bool lost = false, no_reader = false;
     {
       Guard g(g_print_lock);
       if (!g_stats_stopped && g_jsonl_fd >= 0) {
         err = print_jsonl_line(true);
         no_reader = err == -2;
         lost = err == -1;
-        unmade = err == -3;
         if (err < 0) err = 0;
         else if (!g_jsonl_detached) os_close(g_jsonl_fd);
         g_jsonl_fd = -1;
@@ -529,7 +505,6 @@ void stats_at_exit() {
       g_stats_stopped = true;
     }
     if (lost) say_jsonl_lost();
-    if (unmade) say_cannot_write(g_jsonl_path, g_jsonl_open_errno);
     if (no_reader) say_no_reader(g_jsonl_path, "the last line is");
     if (err) say_cut_short(g_jsonl_path, err);
   } else if (g_fork_quiet) {
@@ -557,8 +532,7 @@ void stats_at_exit() {
   errno = saved;
 }
 
-// A forked child has none of its parent's interval thread.  With %p in the path it starts a
-// series of its own (a thread too, with an interval; the file made at its first line); without,
+// A forked child has no interval thread.  With %p in the path it starts its own file; without,
 // it must not append to its parent's, so it stays silent; and so with a text or JSON file, or
 // stderr, at exit (a child's dump took its parent's file over, or printed a table per subshell).
 void stats_after_fork_child() {
@@ -573,7 +547,7 @@ void stats_after_fork_child() {
   const char *dest = g_options.ZNS_STATS;
   if (path_per_pid(dest)) {
     g_stats_stopped = false;   // a file of its own (the parent's may have been cut short)
-    stats_start(true);
+    stats_start();
   } else {
     g_stats_stopped = true;
   }

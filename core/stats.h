@@ -52,7 +52,7 @@ int stats_print(int fd, bool json);         // stats.cpp
 // heap_snapshot takes.
 struct HeapUsage { uint64_t slab_bytes, live_bytes; };
 HeapUsage heap_usage();
-void stats_start(bool at_first_line = false);   // after options: opens a .jsonl dump, starts its thread
+void stats_start();                         // after options: opens a .jsonl dump, starts its thread
 void stats_at_exit();                       // the ZNS_STATS dump, if asked for
 void stats_after_fork_child();
 // dest with %p expanded (the pid) into path[cap]; false if it does not fit.  Also the profiler's.
