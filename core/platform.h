@@ -383,12 +383,12 @@ class Buf {
 Buf &fatal_line(Buf &b, const char *what, const char *call, const void *addr);
 [[noreturn]] void fatal_abort();
 
-// A mutex that never allocates and that fork handlers can reset.
 // A thread that must do something else while it waits for one of the library's locks: the uffd
 // tier's thread inside an eviction, the only one that serves the page faults of the others, among
 // them a holder's (its signal handler's store into a paged-out block: the holder waits for the
 // fault, the tier thread waited for the lock).  Called between tries; null for other threads.
 extern __thread void (*t_lock_wait)() __attribute__((tls_model("initial-exec")));
+// A mutex that never allocates and that fork handlers can reset.
 struct Lock {
   pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
   void lock() {

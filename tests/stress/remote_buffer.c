@@ -233,15 +233,20 @@ static void *burster(void *arg) {   /* B: its own blocks of the same class, whol
   }
   return NULL;
 }
+/* A hang is a failure: the line of the part under way, after `secs` without an end. */
+static const char *volatile alarm_line;
 static void on_alarm(int sig) {
   (void)sig;
-  static const char m[] = "FAIL remote_buffer part 4: no progress in 60 s (a handler's free waits for a lock its thread holds?)\n";
-  write(2, m, sizeof m - 1);
+  write(2, alarm_line, strlen(alarm_line));
   _exit(1);
 }
-static void part4(void) {
+static void fail_after(unsigned secs, const char *line) {
+  alarm_line = line;
   signal(SIGALRM, on_alarm);
-  alarm(60);
+  alarm(secs);
+}
+static void part4(void) {
+  fail_after(60, "FAIL remote_buffer part 4: no progress in 60 s (a handler's free waits for a lock its thread holds?)\n");
   unsigned long sent = signal_storm(producers, burster, &stop4, 4.0, 10);
   alarm(0);
   zt_log("part 4: %lu signals to a thread in bursts of its own frees", sent);
@@ -265,15 +270,8 @@ static void *one_freer(void *arg) {   /* 80 remote frees (the attach comes at th
   __atomic_store_n((volatile int *)arg, 1, __ATOMIC_RELEASE);
   return NULL;
 }
-static void on_alarm5(int sig) {
-  (void)sig;
-  static const char m[] = "FAIL remote_buffer part 5: no progress in 30 s (a handler's free attached a cache inside its thread's attach?)\n";
-  write(2, m, sizeof m - 1);
-  _exit(1);
-}
 static void part5(void) {
-  signal(SIGALRM, on_alarm5);
-  alarm(30);
+  fail_after(30, "FAIL remote_buffer part 5: no progress in 30 s (a handler's free attached a cache inside its thread's attach?)\n");
   pthread_t f;
   REQUIRE(pthread_create(&f, NULL, feeder5, NULL) == 0);
   unsigned long threads = 0, sent = 0;
@@ -307,20 +305,13 @@ static void *slab_churner(void *arg) {
   }
   return NULL;
 }
-static void on_alarm6(int sig) {
-  (void)sig;
-  static const char m[] = "FAIL remote_buffer part 6: no progress in 30 s (a handler's trim waits for the depot lock its thread holds?)\n";
-  write(2, m, sizeof m - 1);
-  _exit(1);
-}
 static void part6(void) {
   struct sigaction sa, old;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_usr1_trim;
   sa.sa_flags = SA_RESTART;
   REQUIRE(sigaction(SIGUSR1, &sa, &old) == 0);
-  signal(SIGALRM, on_alarm6);
-  alarm(30);
+  fail_after(30, "FAIL remote_buffer part 6: no progress in 30 s (a handler's trim waits for the depot lock its thread holds?)\n");
   pthread_t t;
   REQUIRE(pthread_create(&t, NULL, slab_churner, NULL) == 0);
   unsigned long sent = 0;
