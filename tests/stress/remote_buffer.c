@@ -253,17 +253,6 @@ static void part4(void) {
 }
 
 /* ---- 5: the handler's free while its thread attaches a cache ---------------------------------- */
-static volatile int stop5;
-static void *feeder5(void *arg) {   /* keeps the mailbox full of blocks foreign to every freer */
-  (void)arg;
-  uint64_t s = 8;
-  while (!stop5) {
-    void *p = malloc(64);
-    REQUIRE(p);
-    free(__atomic_exchange_n(&mailbox[zt_rand(&s) % MAILBOX], p, __ATOMIC_ACQ_REL));
-  }
-  return NULL;
-}
 static void *one_freer(void *arg) {   /* 80 remote frees (the attach comes at the 65th), then gone */
   uint64_t s = (uintptr_t)arg;
   for (int i = 0; i < 80; ++i) free(__atomic_exchange_n(&mailbox[zt_rand(&s) % MAILBOX], NULL, __ATOMIC_ACQ_REL));
@@ -272,8 +261,9 @@ static void *one_freer(void *arg) {   /* 80 remote frees (the attach comes at th
 }
 static void part5(void) {
   fail_after(30, "FAIL remote_buffer part 5: no progress in 30 s (a handler's free attached a cache inside its thread's attach?)\n");
-  pthread_t f;
-  REQUIRE(pthread_create(&f, NULL, feeder5, NULL) == 0);
+  pthread_t f;   /* part 3's producer keeps the mailbox full of blocks foreign to every freer */
+  stop3 = 0;
+  REQUIRE(pthread_create(&f, NULL, producer3, NULL) == 0);
   unsigned long threads = 0, sent = 0;
   for (double t0 = zt_now(); zt_now() - t0 < 2.0; ++threads) {
     static volatile int done;
@@ -286,7 +276,7 @@ static void part5(void) {
     }
     pthread_join(t, NULL);
   }
-  stop5 = 1;
+  stop3 = 1;
   pthread_join(f, NULL);
   alarm(0);
   for (unsigned i = 0; i < MAILBOX; ++i) free(__atomic_exchange_n(&mailbox[i], NULL, __ATOMIC_ACQ_REL));
