@@ -9,6 +9,7 @@
 #include <new>
 #include <link.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/auxv.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -28,6 +29,7 @@ std::atomic<uint32_t> g_purge_claims;
 std::atomic<uint32_t> g_inbox_ops;
 std::atomic<uint32_t> g_shared_claims;
 std::atomic<void (*)()> g_test_purge_hook;
+std::atomic<void (*)()> g_test_fork_walk_hook;
 bool g_secure;
 std::atomic<bool> g_populate;
 
@@ -2058,12 +2060,19 @@ void fork_child() {
   for (ClassLock &c : g_class_lock) c.lock.unlock();
   g_pool_lock.unlock();
   g_orphan_lock.unlock();
+  // No handler until the walks below are done: a handler's free could reach a cache they are
+  // changing (a flush notifies a dead thread's slab, its owner is detached, so the handler drains
+  // that cache's inbox: drain_detached) while this thread is halfway through the same cache.
+  sigset_t all, was_blocked;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &was_blocked);
   --t_guards;
   // Only the forking thread lives on: every other attached cache becomes detached.
   for (uint32_t id = 1; id <= g_num_caches; ++id) {
     ThreadCache *tc = g_caches[id];
     if (tc == t_cache || tc == g_orphan || !tc->attached.load(std::memory_order_relaxed)) continue;
     tc->attached.store(false, std::memory_order_relaxed);
+    if (void (*hook)() = g_test_fork_walk_hook.load(std::memory_order_acquire); ZNS_UNLIKELY(hook != nullptr)) hook();
     // Its remote buffer: frees that returned to the program before the fork (a helper's review:
     // 4 threads x 60 buffered frees each stayed "live" in the child; a chain of forks lost ~31 KB
     // a generation).  free_remote_plain stores each entry before the count that covers it, so
@@ -2116,6 +2125,7 @@ void fork_child() {
               meta_at(p).share.store(kParkedIdle, std::memory_order_relaxed);
     g_purge_claims.store(0, std::memory_order_relaxed);
   }
+  pthread_sigmask(SIG_SETMASK, &was_blocked, nullptr);
   stats_after_fork_child();
   pthread_setcancelstate(t_fork_cancel_state, nullptr);
 }

@@ -298,6 +298,9 @@ extern std::atomic<uint32_t> g_shared_claims;  // shared slabs claimed, not yet 
 extern std::atomic<bool> g_populate;
 // Tests only: called by depot_purge between taking its slabs and giving their pages back.
 extern std::atomic<void (*)()> g_test_purge_hook;
+// Tests only: called by a fork's child for each cache of a thread that does not exist there, as
+// its walk begins to change it.
+extern std::atomic<void (*)()> g_test_fork_walk_hook;
 // Tests only: the depot's lock (a test holds it to show that a path does not take it).
 Lock &test_depot_lock();
 // Tests only: the depot keeps n NUMA nodes apart from now on (1: not NUMA-aware), its dirty slabs

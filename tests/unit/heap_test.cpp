@@ -1455,6 +1455,56 @@ TEST_CASE("a fork's child applies the remote buffers of the threads that do not 
   owner.join();
 }
 
+// A handler's free in a fork's child could reach a cache the child's fork handler is walking: a
+// buffered free's flush notifies the slab's owner, a thread that does not exist there, whose
+// cache is detached, so the handler drains that cache's inbox halfway through the walk's own
+// drain of it (a helper's instrumented build, 2026-12-06: a parked slab dropped from its cache's
+// lists, or a list link broken, in ~1% of forks under a signal storm).  So no handler runs until
+// the walk is done, and the signals it held back are delivered after it.
+namespace fork_walk {
+volatile sig_atomic_t in_walk, walks, handled, handled_in_walk;
+void on_usr1(int) {
+  handled = 1;
+  if (in_walk) handled_in_walk = 1;
+}
+void hook() {
+  in_walk = 1;
+  raise(SIGUSR1);
+  in_walk = 0;
+  walks = walks + 1;
+}
+}  // namespace fork_walk
+TEST_CASE("a fork's child runs no signal handler while it walks the dead threads' caches") {
+  std::atomic<int> step{0};
+  std::thread t([&] {   // alive at the fork: its cache is walked in the child
+    void *p = alloc(64);
+    step = 1;
+    while (step.load() != 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    dealloc(p, "test");
+  });
+  while (step.load() != 1) std::this_thread::yield();
+  struct sigaction sa = {}, old = {};
+  sa.sa_handler = fork_walk::on_usr1;
+  sigemptyset(&sa.sa_mask);
+  REQUIRE(sigaction(SIGUSR1, &sa, &old) == 0);
+  g_test_fork_walk_hook = fork_walk::hook;
+  std::string err;
+  int rc = in_child([] {
+    if (fork_walk::walks == 0) _exit(3);             // no cache walked: the test proves nothing
+    if (fork_walk::handled_in_walk) _exit(4);        // a handler ran inside the walk
+    if (!fork_walk::handled) _exit(5);               // the held-back signal was lost
+    _exit(0);
+  }, &err);
+  g_test_fork_walk_hook = nullptr;
+  sigaction(SIGUSR1, &old, nullptr);
+  CHECK_MESSAGE(rc != 3, "the child walked no cache");
+  CHECK_MESSAGE(rc != 4, "a signal handler ran inside the fork child's walk of the dead caches");
+  CHECK_MESSAGE(rc != 5, "the signal raised during the walk was never delivered");
+  CHECK(rc == 0);
+  step = 2;
+  t.join();
+}
+
 // The first block a thread frees waits in its bin's `last` slot.  A slab whose other blocks all
 // came back is complete with it: credit_out puts `last` into the bitmap and releases the slab.
 // (Until 2026-12-05 afternoon the slab stayed parked with its owner for good: 16 idle threads
