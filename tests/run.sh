@@ -28,12 +28,28 @@ run_one() {   # name, command...
 bg_start() {   # name, command...
   local name=$1; shift
   [[ -n "$FILTER" && "$name" != *"$FILTER"* ]] && return
-  local log="$LOGDIR/${name//\//_}.log" prev=$bg_prev
+  local log="$LOGDIR/${name//\//_}.log" prev=$bg_prev prev_pid=
+  [ ${#bg_pids[@]} -gt 0 ] && prev_pid=${bg_pids[-1]}
   bg_names+=("$name"); rm -f "$log.status"
-  ( if [ -n "$prev" ]; then while [ ! -e "$prev" ]; do sleep 1; done; fi
+  # (the one before ended: its status file, or its process gone without one, e.g. killed)
+  ( if [ -n "$prev" ]; then while [ ! -e "$prev" ] && kill -0 "$prev_pid" 2>/dev/null; do sleep 1; done; fi
     t0=$SECONDS; timeout 600 "$@" >"$log" 2>&1; echo "$? $((SECONDS-t0))" >"$log.status" ) &
   bg_pids+=($!); bg_prev=$log.status
 }
+# An interrupted run ends its lane too (a subshell in the background ignores the terminal's
+# SIGINT, and `timeout` runs in a process group of its own).  The last job first, each subshell
+# before its child (`timeout`, or the `sleep` of its wait): else a waiting job starts when the
+# one before it is killed.
+bg_stop() {
+  local i kids
+  for ((i = ${#bg_pids[@]} - 1; i >= 0; i--)); do
+    kids=$(pgrep -P "${bg_pids[$i]}")
+    kill "${bg_pids[$i]}" 2>/dev/null
+    [ -n "$kids" ] && kill -TERM $kids 2>/dev/null
+  done
+}
+trap 'bg_stop; exit 130' INT
+trap 'bg_stop; exit 143' TERM
 bg_report() {
   local i name log rc secs
   for i in "${!bg_pids[@]}"; do
