@@ -194,12 +194,16 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
     redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no >"$T/redis.log" 2>&1 &
   rpid=$!
   for i in $(seq 50); do [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+  # (the port was free when picked: the server there must be this one, not another test's)
+  [ "$(redis-cli -p "$port" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')" = "$rpid" ] ||
+    { kill $rpid 2>/dev/null; fail "the redis-server on port $port is not the one started here (pid $rpid)"; }
   redis-benchmark -p "$port" -q -n 50000 -r 100000 -t set -d 100 >/dev/null 2>&1 || { kill $rpid; fail "redis-benchmark"; }
   keys=$(redis-cli -p "$port" dbsize)
   sleep 0.5   # (two more interval profiles with the keys in)
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
   wait $rpid || true
-  last=$(ls "$T"/redis.prof.* | sort -t. -k3 -n | tail -1)
+  # the highest number (not redis.prof.N.tmp, a dump cut short by the shutdown)
+  last=$T/redis.prof.$(ls "$T" | sed -n 's/^redis\.prof\.\([0-9]*\)$/\1/p' | sort -n | tail -1)
   google-pprof --text --inuse_space "$(command -v redis-server)" "$last" >"$T/redis.txt" 2>/dev/null || fail "redis's profile $last is not readable"
   head -5 "$T/redis.txt"
   grep -q ' zmalloc' "$T/redis.txt" && grep -q 'sdsnewlen' "$T/redis.txt" ||
