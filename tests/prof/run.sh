@@ -166,8 +166,8 @@ grep -Eq ' _?Py[A-Za-z_]+' "$T/py.txt" || { cat "$T/py.txt"; fail "no CPython fu
 # ---- 5. ZNS_PROF_INTERVAL_MS: the profile every so often, PATH.1, PATH.2, ... ---------------------
 echo "== interval dumps"
 # The bytearrays are made, then the program waits for the second interval profile begun after
-# them (the first may have begun before; on a busy machine dumps come late, and a fixed sleep once
-# ended with every profile taken before python3 had made them).
+# them, and that one is checked: on a busy machine the first profiles came before python3 had
+# made them, and the last one (a fixed sleep's) during its exit, after they were freed.
 k=$(ZNS_PROF="$T/iv.prof" ZNS_PROF_INTERVAL_MS=100 ZNS_PROF_RATE=8192 LD_PRELOAD="$PROF_LIB" \
   /usr/bin/python3 -c '
 import os, sys, time
