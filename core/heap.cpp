@@ -9,7 +9,6 @@
 #include <new>
 #include <link.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sys/auxv.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -2063,9 +2062,8 @@ void fork_child() {
   // No handler until the walks below are done: a handler's free could reach a cache they are
   // changing (a flush notifies a dead thread's slab, its owner is detached, so the handler drains
   // that cache's inbox: drain_detached) while this thread is halfway through the same cache.
-  sigset_t all, was_blocked;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &was_blocked);
+  sigset_t was_blocked;
+  block_signals(&was_blocked);
   --t_guards;
   // Only the forking thread lives on: every other attached cache becomes detached.
   for (uint32_t id = 1; id <= g_num_caches; ++id) {

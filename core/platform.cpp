@@ -543,14 +543,19 @@ void *quiet_thread_start(void *fn) {
 }
 }  // namespace
 
+void block_signals(sigset_t *old) {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, old);
+}
+
 bool start_quiet_thread(void *(*fn)(void *)) {
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&attr, 64 * 1024);
-  sigset_t all, old;   // (the thread inherits the mask)
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
+  sigset_t old;   // (the thread inherits the mask)
+  block_signals(&old);
   pthread_t th;
   int rc = pthread_create(&th, &attr, quiet_thread_start, reinterpret_cast<void *>(fn));
   pthread_sigmask(SIG_SETMASK, &old, nullptr);

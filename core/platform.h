@@ -282,6 +282,9 @@ int open_dump(const char *path, bool empty, bool append);
 // fd (open) is a regular file that is also the program's stdout or stderr, now or at start.
 bool is_program_output(int fd);
 void remember_program_outputs();   // (at start: stdout's and stderr's files)
+// Blocks every signal on this thread (glibc keeps its own internal ones); the mask before goes to
+// *old, for pthread_sigmask(SIG_SETMASK, old, nullptr) to put back.
+void block_signals(sigset_t *old);
 // A detached background thread of the library's own (64 KiB of stack) that takes no signals: a
 // process-directed signal must reach the program's threads, which may wait for it in sigsuspend
 // or sigwait (coreutils `timeout` never saw its child's SIGCHLD when the stats thread took it).

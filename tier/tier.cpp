@@ -160,14 +160,9 @@ struct TierThreadGuard {
   TierThreadGuard &operator=(const TierThreadGuard &) = delete;
 };
 
-// Blocks every signal on this thread; its mask goes to *old.  For the tier thread, and for any
-// thread while it holds g_tier_lock outside a fork's window: a handler that stored into an armed
-// or out slab there would wait for the tier thread, and that for the lock.
-void block_signals(sigset_t *old) {
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, old);
-}
+// block_signals (core/platform.h): for the tier thread, and for any thread while it holds
+// g_tier_lock outside a fork's window: a handler that stored into an armed or out slab there
+// would wait for the tier thread, and that for the lock.
 
 alignas(4096) char g_bounce[kMaxSlabPages * kPageSize];   // file <-> region, under g_tier_lock
 alignas(4096) char g_zeros[kMaxSlabPages * kPageSize];    // never written
