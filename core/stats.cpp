@@ -360,6 +360,16 @@ int print_jsonl_line(bool last) {
   }
 }
 
+// What the interval thread found under the lock and says after it (-1: the file lost, > 0: cut
+// short, that errno), taken by whoever says it first: the thread, or the exit, which must say it
+// if the process ends in between (a fresh-clone CI run, 2026-12-06: tests/programs/stats.sh "cg"
+// got no line; the thread had found the file gone, and the exit came before its message).
+std::atomic<int> g_interval_news;
+void say_interval_news() {
+  int e = g_interval_news.exchange(0, std::memory_order_acq_rel);
+  if (e == -1) say_jsonl_lost();
+  else if (e > 0) say_cut_short(g_jsonl_path, e);
+}
 void *interval_thread(void *) {
   uint64_t every = g_options.ZNS_STATS_INTERVAL_MS;
   for (;;) {
@@ -378,6 +388,7 @@ void *interval_thread(void *) {
       } else if (err > 0) {
         g_stats_stopped = true;   // no more lines (nor the one at exit)
       }
+      if (err == -1 || err > 0) g_interval_news.store(err, std::memory_order_release);
     }
     if (err == -2) {
       char m[700];
@@ -386,12 +397,8 @@ void *interval_thread(void *) {
       continue;
     }
     // (said after the lock: a stderr pipe that blocks must not hold it, mallinfo takes it)
-    if (err == -1) {
-      say_jsonl_lost();
-      return nullptr;
-    }
-    if (err) {
-      say_cut_short(g_jsonl_path, err);
+    if (err == -1 || err > 0) {
+      say_interval_news();
       return nullptr;
     }
   }
@@ -504,6 +511,7 @@ void stats_at_exit() {
       }
       g_stats_stopped = true;
     }
+    say_interval_news();   // (the thread's, if it has not said it yet)
     if (lost) say_jsonl_lost();
     if (no_reader) say_no_reader(g_jsonl_path, "the last line is");
     if (err) say_cut_short(g_jsonl_path, err);
@@ -537,6 +545,7 @@ void stats_at_exit() {
 // stderr, at exit (a child's dump took its parent's file over, or printed a table per subshell).
 void stats_after_fork_child() {
   g_print_lock.reset();
+  g_interval_news.store(0, std::memory_order_relaxed);   // (the parent's thread's, said there)
   drop_stderr_copy();
   g_fork_quiet = !path_per_pid(g_options.ZNS_STATS);
   if (g_jsonl_fd < 0) return;
