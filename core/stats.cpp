@@ -524,6 +524,7 @@ void stats_at_exit() {
     errno = ENAMETOOLONG;
     bool expanded = expand_path(dest, path, sizeof path);
     int fd = expanded ? open_dump(path, true, false) : -1;
+    if (fd >= 0) fd = fd_out_of_the_way(fd);   // (the program's threads run on: see prof's dump_path)
     if (fd < 0) {
       if (errno == ENXIO) say_no_reader(path, "the dump is");
       else say_cannot_write(expanded ? path : dest, errno);   // (the path tried, %p expanded)

@@ -376,6 +376,7 @@ int dump_to(int fd) {
     // google-pprof named nothing; before Linux 3.17 there is only /proc/self)
     int maps = err ? -1 : os_open("/proc/thread-self/maps", O_RDONLY | O_CLOEXEC);
     if (maps < 0 && !err) maps = os_open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (maps >= 0) maps = fd_out_of_the_way(maps);   // (as the dump's own, in dump_path)
     if (maps >= 0) {
       for (;;) {
         ssize_t r = os_read(maps, g_dump_mem, sizeof g_dump_mem);
@@ -441,7 +442,11 @@ int dump_path(const char *path_or_null, bool say) {
     errno = ENAMETOOLONG;
     if (expand_path(dest, path, sizeof path)) {
       // (a FIFO without a reader fails with ENXIO instead of hanging the exit)
+      // (moved above the program's numbers at once: a dump takes milliseconds, in which a
+      // program thread's dup2 onto the number it had, a shell's `exec 3>file`, would have closed
+      // it under the dump and had the rest written into the program's file)
       fd = open_dump(path, true, false);
+      if (fd >= 0) fd = fd_out_of_the_way(fd);
       dest = path;
     }
   }

@@ -94,7 +94,7 @@ TIER_TEST     := $(BUILD)/tests/tier/tier_test $(BUILD)/tests/tier/tier_test.sta
 # driven by tests/prof/run.sh (the heap profiler library: built here whether `all` found libunwind or not)
 PROF_TEST     := $(PROF_SO) $(BUILD)/tests/prof/prof_sites $(BUILD)/tests/prof/prof_stress $(BUILD)/tests/prof/prof_edge \
                  $(BUILD)/tests/prof/prof_nopie $(BUILD)/tests/prof/prof_deepbind $(BUILD)/tests/prof/prof_fds $(BUILD)/tests/prof/prof_fds_race \
-                 $(BUILD)/tests/prof/prof_fds_early $(BUILD)/tests/prof/prof_mainexit $(BUILD)/tests/prof/libzt_prof_plugin.so $(BUILD)/tests/api/wrap_lock
+                 $(BUILD)/tests/prof/prof_fds_early $(BUILD)/tests/prof/prof_mainexit $(BUILD)/tests/prof/prof_dumpfd $(BUILD)/tests/prof/libzt_prof_plugin.so $(BUILD)/tests/api/wrap_lock
 # a program not position-independent (tests/prof/prof_nopie.c)
 $(BUILD)/tests/prof/prof_nopie: TEST_CFLAGS += -fno-pie
 $(BUILD)/tests/prof/prof_nopie: TEST_LDFLAGS := -no-pie

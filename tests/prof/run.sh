@@ -129,6 +129,13 @@ done
 # took a stack): that pipe is left alone, unused, and the program's 3 and 4 stay its own
 ZNS_PROF="$T/early.prof" ZNS_PROF_RATE=1024 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_fds_early >"$T/fds.out" 2>&1 ||
   { cat "$T/fds.out"; fail "prof_fds_early: libunwind's early pipe read or wrote the program's descriptors"; }
+# a dump's own descriptors (its file, the address map it copies) are above the program's numbers
+# while it writes (tests/prof/prof_dumpfd.c: a dump into a FIFO of one page; with a limit of 40 too)
+for limit in $(ulimit -n) 40; do
+  rm -f "$T/dump.fifo"
+  (ulimit -n $limit && ZNS_PROF="$T/dumpfd.prof" ZNS_PROF_RATE=1024 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_dumpfd "$T") >"$T/dumpfd.out" 2>&1 ||
+    { cat "$T/dumpfd.out"; fail "prof_dumpfd (ulimit -n $limit): a dump wrote or read on one of the program's descriptor numbers"; }
+done
 # ... and with a thread closing everything while others sample (tests/prof/prof_fds_race.c, 3 s;
 # with the pipe kept at 512 and looked at before each walk ~1% of rounds lost bytes)
 ZNS_PROF="$T/race.prof" ZNS_PROF_RATE=512 LD_PRELOAD="$PROF_LIB" $B/tests/prof/prof_fds_race 3 3 >"$T/race.out" 2>&1 ||

@@ -30,6 +30,8 @@
 #      parent's lines; now the child says so in a line and writes nothing), a child forked before
 #      the program's first malloc (appended to its parent's file), a program that waits for its
 #      child's SIGCHLD in sigsuspend (the interval thread took the signal: it waited forever), a
+#      dump at exit, whose descriptor must be above the program's numbers while it writes (a FIFO
+#      of one page holds it there while its number is looked at; it was the lowest free one), a
 #      setuid program run by another user (ZNS_STATS overwrote a file it may write: now ignored,
 #      with a line; as root only), options out of range (a line each, naming them), a warning
 #      longer than its buffer (kept its newline), and zns-stat on values no dump holds (exit 2).
@@ -447,6 +449,46 @@ grep -v "no reader on the FIFO; lines are skipped until one opens it" fifo2.err 
 n1=$(wc -l <fifo1.out); n2=$(wc -l <fifo2.out)   # (the first reader may have kept it: see above)
 [[ $((n1 + n2)) -ge 10 ]] || die "a .jsonl FIFO whose reader came back: $n1 + $n2 lines (expected a line every 20 ms for a second)"
 log "a .jsonl FIFO whose reader came back: $n1 lines for the first reader, $n2 for the new one${n2:+ (}$(head -c 60 fifo2.err)${n2:+)}"
+# ... and the dump at exit holds its file above the program's numbers while it writes (the
+# program's other threads run on: a dup2 onto the number would have closed it under the dump):
+# a .json dump (~6 KiB) into a FIFO of one page waits there, and its descriptor is looked at
+cat >pipedump.py <<'PYEOF'
+import fcntl, os, resource, subprocess, sys, time
+fifo, cmd = sys.argv[1], sys.argv[2:]
+os.mkfifo(fifo)
+rd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+fcntl.fcntl(rd, fcntl.F_SETPIPE_SZ, 4096)
+floor = min(512, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)
+child = subprocess.Popen(cmd)
+seen = None
+for _ in range(1000):
+    try:
+        for fd in os.listdir("/proc/%d/fd" % child.pid):
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (child.pid, fd)) == fifo: seen = int(fd)
+            except OSError: pass
+    except OSError: pass
+    if seen is not None or child.poll() is not None: break
+    time.sleep(0.01)
+os.set_blocking(rd, True)
+data = b""
+while True:
+    b = os.read(rd, 65536)
+    if not b: break
+    data += b
+rc = child.wait()
+if rc != 0: sys.exit("the program exited %d" % rc)
+if seen is None: sys.exit("the dump (%d bytes) was never seen waiting: nothing looked at" % len(data))
+if seen < floor: sys.exit("the dump at exit wrote from descriptor %d, among the program's numbers (below %d)" % (seen, floor))
+if not data.rstrip().endswith(b"}"): sys.exit("the dump read from the FIFO is not whole: ...%r" % data[-60:])
+print("the dump at exit (%d bytes) wrote from descriptor %d" % (len(data), seen))
+PYEOF
+for lim in $(ulimit -n) 40; do
+  rm -f pipe.json
+  (ulimit -n $lim && exec env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/pipe.json" "$PY" pipedump.py "$TMPD/pipe.json" env "${PRELOAD[@]}" /usr/bin/python3 -c 'x = [str(i) for i in range(1000)]') >pipe.out 2>&1 \
+    || { cat pipe.out; die "the dump at exit (ulimit -n $lim) held its file at one of the program's numbers"; }
+  log "$(cat pipe.out) (ulimit -n $lim)"
+done
 # b. stderr closed: the dump must not take fd 2
 rc=0
 env PYTHONMALLOC=malloc ZNS_STATS="$TMPD/c2.jsonl" "${PRELOAD[@]}" /usr/bin/python3 -c '
