@@ -2184,7 +2184,7 @@ void region_init() {
     if (meta && remote_pages) {
       base = static_cast<char *>(tier_map_region(pages * kPageSize));   // madvise tier: a file
       lazy = !base;                                                     // (not the madvise file)
-      if (!base) base = static_cast<char *>(lazy ? os_reserve_lazy(pages * kPageSize) : os_reserve(pages * kPageSize));
+      if (lazy) base = static_cast<char *>(os_reserve_lazy(pages * kPageSize));
     }
     if (!base) {
       os_release_guarded(meta, 2 * half);
