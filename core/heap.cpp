@@ -1,5 +1,5 @@
 // Slow paths of the slab heap: thread caches (attach, exit, refill, inbox), remote frees, and the
-// depot.  Locks, outermost first: g_orphan_lock > g_pool_lock > g_depot.lock; a class lock
+// depot.  Locks, outermost first: g_orphan_lock > g_pool_lock > g_depot_lock; a class lock
 // (the shared-slab list of one class) is never held with another class lock or the depot lock.
 // None is taken on
 // the fast paths in heap.h.
@@ -69,13 +69,21 @@ struct SlowPath {
   SlowPath &operator=(const SlowPath &) = delete;
 };
 
+// ---- the locks that a fork holds -----------------------------------------------------------------
+// On the fork's page (core/platform.h, ForkPage: a fork writes each in both processes).
+static_assert(3 + kNumClasses <= kForkPatchLock, "the heap's locks fit on the fork's page");
+Lock &g_orphan_lock = g_fork_page.lock[0].lock;   // the orphan cache (g_orphan)
+Lock &g_pool_lock = g_fork_page.lock[1].lock;     // the cache table and the pool of detached caches
+Lock &g_depot_lock = g_fork_page.lock[2].lock;    // g_depot
+// The shared-slab list of each class has its own lock, so threads churning different classes do
+// not meet on the depot lock.
+ZNS_INLINE Lock &class_lock(unsigned cls) { return g_fork_page.lock[3 + cls].lock; }
+
 // ---- the cache table and the pool of detached caches -------------------------------------------
 constexpr uint32_t kMaxCaches = 1u << 16;
 ThreadCache *g_caches[kMaxCaches];        // by id; entries are written once, under g_pool_lock
 uint32_t g_num_caches;                    // ids 1..g_num_caches are in use
-Lock g_pool_lock;
 ThreadCache *g_pool_head;                 // detached caches, waiting for a new thread
-Lock g_orphan_lock;
 ThreadCache *g_orphan;                    // serves threads whose own cache is already handed back
 pthread_key_t g_key;
 std::atomic<uint64_t> g_threads_seen;
@@ -111,8 +119,7 @@ ThreadCache *new_cache() {   // under g_pool_lock
 }
 
 // ---- the depot -----------------------------------------------------------------------------------
-struct Depot {
-  Lock lock;
+struct Depot {   // (its lock: g_depot_lock)
   // Empty, resident slabs by the NUMA node their pages are on (node_of; all on node 0 unless the
   // depot is NUMA-aware) and by pages; newest first.  The clean lists have no node: a purged
   // group's pages fault in wherever its next owner first touches them.
@@ -144,12 +151,6 @@ struct Depot {
 };
 Depot g_depot;
 
-// The shared-slab list of each class has its own lock, so threads churning different classes do
-// not meet on the depot lock.
-struct alignas(64) ClassLock {
-  Lock lock;
-};
-ClassLock g_class_lock[kNumClasses];
 
 void depot_reset_lists() {
   for (unsigned k = 0; k <= kMaxSlabPages; ++k) {
@@ -337,7 +338,7 @@ unsigned bits_release(SlabMeta *s) {
     b = __atomic_exchange_n(&tc->spare[s->cls], b, __ATOMIC_RELAXED);
     if (!b) return 0;
   }
-  Guard g(g_depot.lock);
+  Guard g(g_depot_lock);
   record_put(s->cls, b);   // (an owned slab's record is its class's)
   return 0;
 }
@@ -349,7 +350,7 @@ std::atomic<uint64_t> *bits_install(SlabMeta *s) {
   if (tc->id != kSentinelId) b = __atomic_exchange_n(&tc->spare[s->cls], nullptr, __ATOMIC_RELAXED);
   if (!b) {
     {
-      Guard g(g_depot.lock);
+      Guard g(g_depot_lock);
       b = record_get(s->cls);
     }
     for (unsigned w = 0, words = words_of(s); w < words; ++w)
@@ -575,7 +576,7 @@ bool depot_purge(bool force) {
     Run runs[kBatch];
     unsigned n = 0, nruns = 0;
     {
-      Guard g(g_depot.lock);
+      Guard g(g_depot_lock);
       uint32_t now = uint32_t(now_ms());
       // Over the cap: down by half of it, at most by half of the fixed cap (a batch of 64
       // groups by default; a cap raised by refaults is not halved for a small excess).
@@ -641,7 +642,7 @@ bool depot_purge(bool force) {
       for (unsigned i = run.victim0; i < run.victim0 + run.victims; ++i, ++calls)
         tier_purge(g_region.base + size_t(victims[i]) * kPageSize, size_t(meta_at(victims[i]).pages) * kPageSize);
     }
-    Guard g(g_depot.lock);
+    Guard g(g_depot_lock);
     uint32_t now = uint32_t(now_ms());
     g_depot.purge_calls += calls;
     g_depot.purge_ranges += nruns;
@@ -832,7 +833,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
   bool due, missing = false, cross = false;   // missing: the pages were never touched or were purged
   unsigned node = current_node();
   {
-    Guard g(g_depot.lock);
+    Guard g(g_depot_lock);
     uint32_t now = uint32_t(now_ms());
     g_depot.node_takes[node]++;
     if ((page = dirty_take(node, k, &had)) != kNil) {   // resident: of k pages, or another span
@@ -867,7 +868,7 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
     // To the clean list, so its pages must hold nothing: a shorter dirty slab (depot_other) still
     // has its first pages resident (and their room in the file).
     tier_purge(g_region.base + size_t(page) * kPageSize, size_t(k) * kPageSize);
-    Guard g(g_depot.lock);
+    Guard g(g_depot_lock);
     SlabMeta &m = meta_at(page);
     m.pages = uint8_t(k);
     clean_push(page, k, uint32_t(now_ms()) - refault_window());   // (not the cap's doing: no refault)
@@ -939,7 +940,7 @@ void depot_release(SlabMeta *s, bool clean = false) {
   bool due;
   if (clean) {
     __atomic_store_n(&s->purged, uint8_t(0), __ATOMIC_RELAXED);
-    Guard g(g_depot.lock);
+    Guard g(g_depot_lock);
     // (purged in place some time ago, maybe by malloc_trim: not counted as a refault either)
     clean_push(page, k, uint32_t(now_ms()) - refault_window());
     g_depot.slabs[s->cls]--;
@@ -947,7 +948,7 @@ void depot_release(SlabMeta *s, bool clean = false) {
     return;
   }
   {
-    Guard g(g_depot.lock);
+    Guard g(g_depot_lock);
     uint32_t now = uint32_t(now_ms());
     dirty_push(page, k, now);
     g_depot.slabs[s->cls]--;
@@ -1040,7 +1041,7 @@ void shared_settle(SlabMeta *s) {
     // our look: then `cls` is not the class whose lock we hold, and our free belonged to a shared
     // period that is over (its claim counted it).  Check it once the state is read under the lock.
     unsigned cls = __atomic_load_n(&s->cls, __ATOMIC_RELAXED);
-    Guard g(g_class_lock[cls].lock);
+    Guard g(class_lock(cls));
     st = s->share.load(std::memory_order_acquire);   // pairs with relinquish's store: out, cls, links
     if (st != kSharedIdle && st != kSharedQueued) return;
     if (s->cls != cls) return;
@@ -1109,7 +1110,7 @@ void take_over(SlabMeta *s, uint32_t owner) {
 SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
   SlabMeta *s;
   {
-    Guard g(g_class_lock[cls].lock);
+    Guard g(class_lock(cls));
     // The oldest queued slab: it has had the longest to collect frees, so it serves the most
     // mallocs per adoption.
     uint32_t page = g_depot.shared_tail[cls];
@@ -1602,7 +1603,7 @@ ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s, void *p, unsigned 
   }
   if (tc->remote_count) flush_remote(tc);   // no block of a slab we own is ever in our buffer
   {
-    Guard g(g_class_lock[cls].lock);
+    Guard g(class_lock(cls));
     if (s->owner.load(std::memory_order_seq_cst) != kSharedOwner || s->cls != cls ||
         g_region.life[s - g_region.meta].load(std::memory_order_relaxed) != life)
       return false;
@@ -1926,11 +1927,11 @@ void *orphan_alloc(unsigned cls) {
 
 }  // namespace
 
-Lock &test_depot_lock() { return g_depot.lock; }
+Lock &test_depot_lock() { return g_depot_lock; }
 void test_set_numa_nodes(unsigned n) {
   heap_init();
   depot_purge(true);   // (dirty slabs are listed by node: none left to list again)
-  Guard g(g_depot.lock);
+  Guard g(g_depot_lock);
   if (n > 1 && g_nodes <= 1) {   // the node part was not committed: commit it now
     size_t groups = g_region.pages / kGroupPages;
     if (!os_commit(reinterpret_cast<char *>(g_region.meta) + groups * 74, groups)) return;
@@ -1952,12 +1953,12 @@ void fork_prepare() {
   tier_fork_prepare();   // first: it brings paged-out slabs back, and may take class locks
   g_orphan_lock.lock();
   g_pool_lock.lock();
-  for (ClassLock &c : g_class_lock) c.lock.lock();
-  g_depot.lock.lock();
+  for (unsigned c = 0; c < kNumClasses; ++c) class_lock(c).lock();
+  g_depot_lock.lock();
 }
 void fork_parent() {
-  g_depot.lock.unlock();
-  for (ClassLock &c : g_class_lock) c.lock.unlock();
+  g_depot_lock.unlock();
+  for (unsigned c = 0; c < kNumClasses; ++c) class_lock(c).unlock();
   g_pool_lock.unlock();
   g_orphan_lock.unlock();
   tier_fork_parent();
@@ -2046,19 +2047,18 @@ void fork_child_salvage(ThreadCache *tc) {
   tc->busy = 0;
 }
 
-void fork_child() {
+ZNS_FORK_CODE_FIRST void fork_child() {
   // First the heap becomes the child's own (the madvise tier maps it from a file shared with the
   // parent: until the tier's private copy, a store here, e.g. a quarantine's release, or a purge
   // of the depot's slabs, would reach the parent; until 2026-12-03 it ran last, and a secure
   // child's release of a dead thread's quarantine rewrote the parent's marks: "write after free").
   tier_fork_child();
-  // This thread took them in fork_prepare and is their owner here too: released, not re-made, so
-  // that TSan's model of them stays right (a re-made lock still held by this thread in its eyes
-  // made it report a double lock when the child's threads settled shared slabs).
-  g_depot.lock.unlock();
-  for (ClassLock &c : g_class_lock) c.lock.unlock();
-  g_pool_lock.unlock();
-  g_orphan_lock.unlock();
+  // This thread took them in fork_prepare and is their owner here too: released (stored as new,
+  // or under TSan unlocked: see Lock::release_in_child).
+  g_depot_lock.release_in_child();
+  for (unsigned c = 0; c < kNumClasses; ++c) class_lock(c).release_in_child();
+  g_pool_lock.release_in_child();
+  g_orphan_lock.release_in_child();
   // No handler until the walks below are done: a handler's free could reach a cache they are
   // changing (a flush notifies a dead thread's slab, its owner is detached, so the handler drains
   // that cache's inbox: drain_detached) while this thread is halfway through the same cache.
@@ -2109,7 +2109,7 @@ void fork_child() {
     }
     p = next;
   }
-  g_depot.purging_head = kNil;
+  if (g_depot.purging_head != kNil) g_depot.purging_head = kNil;   // (no store otherwise: a page copied)
   // A purge claim held by a thread that does not exist here (parked_purge, between its claim and
   // its release): give the slab back to its owner.  Its blocks are all free (the claim was taken
   // on a complete slab), so pages the claimer may have purged already hold nothing.  Only when a
@@ -2124,7 +2124,7 @@ void fork_child() {
     g_purge_claims.store(0, std::memory_order_relaxed);
   }
   stats_after_fork_child();
-  pthread_sigmask(SIG_SETMASK, &was_blocked, nullptr);
+  restore_signals(&was_blocked);
   pthread_setcancelstate(t_fork_cancel_state, nullptr);
 }
 
@@ -2382,7 +2382,7 @@ SlabMeta *tier_claim(uint32_t page) {
   if (cls >= kNumClasses || s->owner.load(std::memory_order_relaxed) != kSharedOwner) return nullptr;
   // Not waited for: a slab of a class whose lock is taken is busy (the tier looks again later).
   // Its holder may be a thread whose signal handler waits for the tier thread (t_lock_wait).
-  TryGuard g(g_class_lock[cls].lock);
+  TryGuard g(class_lock(cls));
   if (!g.held) return nullptr;
   if (s->owner.load(std::memory_order_seq_cst) != kSharedOwner || s->cls != cls) return nullptr;
   uint8_t st = s->share.load(std::memory_order_acquire);
@@ -2400,7 +2400,7 @@ void tier_unclaim(SlabMeta *s) {
     return;
   }
   {
-    Guard g(g_class_lock[s->cls].lock);
+    Guard g(class_lock(s->cls));
     s->share.store(kSharedIdle, std::memory_order_seq_cst);
   }
   shared_settle(s);
@@ -2511,7 +2511,7 @@ bool trim() {
   if (t_guards != 0 || t_cache->busy) return false;
   flush_thread();
   {
-    Guard g(g_depot.lock);
+    Guard g(g_depot_lock);
     g_depot.refault_pages = 0;   // asked to give memory back: what the depot learned goes too
     g_depot.owned_peak = g_depot.owned_pages;
     g_depot.forget_ms = uint32_t(now_ms());   // (its own purges are stamped as old: not refaults)
@@ -2587,7 +2587,7 @@ void heap_snapshot(HeapSnapshot *out) {
   }
   for (unsigned c = 0; c < kNumClasses; ++c)
     if (out->cls[c].live > out->cls[c].allocated) out->cls[c].allocated = out->cls[c].live;
-  Guard g(g_depot.lock);
+  Guard g(g_depot_lock);
   for (unsigned c = 0; c < kNumClasses; ++c) out->cls[c].slabs = g_depot.slabs[c];
   out->owned_pages = g_depot.owned_pages;
   out->dirty_pages = g_depot.dirty_pages + g_depot.purging_pages;

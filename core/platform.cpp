@@ -347,7 +347,10 @@ bool err_copy_is_ours() {
 }
 }  // namespace
 
+ForkPage g_fork_page;
+
 void keep_stderr_copy() {
+  fork_work(kForkStats);
   struct stat st;
   // Not of a pipe or a socket: a program that detaches (0, 1 and 2 to /dev/null, no fork) kept
   // its caller's `$(...)` waiting for the end of file until it exited.  Not below
@@ -360,7 +363,8 @@ void keep_stderr_copy() {
   g_err_copy = fd;
 }
 
-void drop_stderr_copy() {
+ZNS_FORK_CODE void drop_stderr_copy() {
+  if (g_err_copy < 0) return;   // (no store: see Lock::reset)
   if (err_copy_is_ours()) os_close(g_err_copy);
   g_err_copy = -1;
 }
@@ -481,6 +485,7 @@ uint64_t library_thread_key() { return uint64_t(os_getpid()) << 32 | uint64_t(os
 }  // namespace
 
 void note_library_thread() {
+  fork_work(kForkThreads);
   uint64_t me = library_thread_key();
   g_library_gen.fetch_add(1, std::memory_order_acq_rel);
   for (auto &t : g_library_threads) {
@@ -520,10 +525,13 @@ namespace {
 // parent's (a pid does not tell them apart across PID namespaces: the parent and the child may
 // both be 1, and a child ended under its running workers; an end begun by the parent left the
 // child unable to end).
-void library_threads_after_fork() {
-  for (auto &t : g_library_threads) t.store(0, std::memory_order_relaxed);
-  g_ending.store(false, std::memory_order_relaxed);
-  g_end_wanted.store(0, std::memory_order_relaxed);
+// (Stores only where there is something to clear: see Lock::reset)
+ZNS_FORK_CODE void library_threads_after_fork() {
+  if (!(g_fork_page.work.load(std::memory_order_relaxed) & kForkThreads)) return;   // (never noted)
+  for (auto &t : g_library_threads)
+    if (t.load(std::memory_order_relaxed) != 0) t.store(0, std::memory_order_relaxed);
+  if (g_ending.load(std::memory_order_relaxed)) g_ending.store(false, std::memory_order_relaxed);
+  if (g_end_wanted.load(std::memory_order_relaxed) != 0) g_end_wanted.store(0, std::memory_order_relaxed);
 }
 __attribute__((constructor)) void library_threads_atfork() {
   pthread_atfork(nullptr, nullptr, library_threads_after_fork);
@@ -543,10 +551,17 @@ void *quiet_thread_start(void *fn) {
 }
 }  // namespace
 
-void block_signals(sigset_t *old) {
-  sigset_t all;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, old);
+// By the system call itself (a forked child faulted in pthread_sigmask's code page: ForkPage).
+// Every signal but the two glibc needs for itself (as pthread_sigmask leaves out): 32 (SIGCANCEL,
+// thread cancellation) and 33 (SIGSETXID, setuid in a threaded program).  The kernel's set is 64
+// bits; the rest of *old is left zero.
+ZNS_FORK_CODE void block_signals(sigset_t *old) {
+  uint64_t all = ~((uint64_t(1) << (32 - 1)) | (uint64_t(1) << (33 - 1)));
+  __builtin_memset(old, 0, sizeof *old);
+  os_syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, old, sizeof all);
+}
+ZNS_FORK_CODE void restore_signals(const sigset_t *old) {
+  os_syscall(SYS_rt_sigprocmask, SIG_SETMASK, old, nullptr, sizeof(uint64_t));
 }
 
 bool start_quiet_thread(void *(*fn)(void *)) {

@@ -49,7 +49,7 @@ Totals totals_of(const HeapSnapshot &h) {
 
 // Writes through one static buffer (under g_print_lock), so a JSON document leaves in a single
 // write(2): lines of a .jsonl file never interleave.
-Lock g_print_lock;
+Lock &g_print_lock = g_fork_page.lock[kForkPrintLock].lock;   // (on the fork's page: a child looks at it)
 char g_out_mem[64 * 1024];
 struct Out {
   int fd;
@@ -466,6 +466,7 @@ int stats_print(int fd, bool json) {
 
 void stats_start() {
   NoCancel no_cancel;
+  if (stats_enabled(g_options.ZNS_STATS)) fork_work(kForkStats);
   g_start_ms = now_ms();
   static char abs_dest[600];
   const char *dest = g_options.ZNS_STATS;
@@ -544,11 +545,14 @@ void stats_at_exit() {
 // A forked child has no interval thread.  With %p in the path it starts its own file; without,
 // it must not append to its parent's, so it stays silent; and so with a text or JSON file, or
 // stderr, at exit (a child's dump took its parent's file over, or printed a table per subshell).
-void stats_after_fork_child() {
+// (No store where nothing changes: a child's first store into a page copies it; see Lock::reset)
+ZNS_FORK_CODE void stats_after_fork_child() {
   g_print_lock.reset();
-  g_interval_news.store(0, std::memory_order_relaxed);   // (the parent's thread's, said there)
+  if (!(g_fork_page.work.load(std::memory_order_relaxed) & (kForkStats | kForkThreads))) return;   // (off)
+  if (g_interval_news.load(std::memory_order_relaxed) != 0)
+    g_interval_news.store(0, std::memory_order_relaxed);   // (the parent's thread's, said there)
   drop_stderr_copy();
-  g_fork_quiet = !path_per_pid(g_options.ZNS_STATS);
+  if (bool quiet = !path_per_pid(g_options.ZNS_STATS); quiet != g_fork_quiet) g_fork_quiet = quiet;
   if (g_jsonl_fd < 0) return;
   // (only if it still is the file: the number may be the program's now.  The parent's lock stays:
   // it is the open file's, which the parent still holds.)

@@ -382,10 +382,11 @@ int snapshot_one(dl_phdr_info *info, size_t, void *arg) {
 // Registered by the library's constructor, before any handler of the program: its prepare
 // handler runs last and its parent/child handlers first, so a program's handler may itself do a
 // DEEPBIND open (registered at the first open, after the program's, it deadlocked there).
-Lock g_patch_lock;
+// (On the fork's page, core/platform.h.  The forking thread holds it in the child too: let go.)
+Lock &g_patch_lock = g_fork_page.lock[kForkPatchLock].lock;
 void patch_lock_prepare() { g_patch_lock.lock(); }
 void patch_lock_parent() { g_patch_lock.unlock(); }
-void patch_lock_child() { g_patch_lock.reset(); }
+ZNS_FORK_CODE void patch_lock_child() { g_patch_lock.release_in_child(); }
 __attribute__((constructor)) void patch_lock_atfork() {
   pthread_atfork(patch_lock_prepare, patch_lock_parent, patch_lock_child);
 }

@@ -315,7 +315,7 @@ void rebuild() {
   munmap(m, bytes);
 }
 
-void fork_child() {
+ZNS_FORK_CODE void fork_child() {
   g_table_lock.owner.store(0, std::memory_order_relaxed);   // (a holder is not in the child)
   g_dump_lock.owner.store(0, std::memory_order_relaxed);
   if (g_changing) rebuild();

@@ -1342,8 +1342,15 @@ void tier_fork_parent() {
   if (windowed) pthread_sigmask(SIG_SETMASK, &t_fork_sigmask, nullptr);
 }
 
-void tier_fork_child() {
-  if (!t_fork_locked) return;
+namespace {
+void tier_fork_child_locked();
+}
+// (Its work apart: only the look is in the fork's code page, core/platform.h ZNS_FORK_CODE)
+ZNS_FORK_CODE void tier_fork_child() {
+  if (t_fork_locked) tier_fork_child_locked();
+}
+namespace {
+ZNS_NOINLINE void tier_fork_child_locked() {
   t_fork_locked = false;
   g_tier_lock.reset();
   g_grow_lock.reset();
@@ -1390,6 +1397,7 @@ void tier_fork_child() {
     g_tier_child_pending.store(true);
   }
 }
+}  // namespace
 
 // From the heap's slow path (alloc_refill, before it touches anything), in a forked child whose own
 // tier is due: the parent's was closed at the fork.  pthread_create allocates: that malloc finds
