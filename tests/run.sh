@@ -74,8 +74,10 @@ export PROGTEST_PLAIN_CACHE=$PWD/$B/plain-cache; rm -rf "$PROGTEST_PLAIN_CACHE";
 # then the tier's scenarios (~3 min; their time limits have room for a busy machine: they passed
 # beside helpers' loads), the heap profiler, the fuzzer and the other compilers' builds.
 # (What the lanes' builds install, installed first, once: two apt-get runs side by side would meet
-# at dpkg's lock.  `make test` has done it already; this is for tests/run.sh run by hand.)
-env -u MAKEFLAGS -u MFLAGS make -s --no-print-directory deps-test deps-hardening >&2 || exit 2
+# at dpkg's lock.  `make test` has done it already; this is for tests/run.sh run by hand, in full.)
+if [ -z "$FILTER" ]; then
+  env -u MAKEFLAGS -u MFLAGS make -s --no-print-directory deps-test deps-hardening >&2 || exit 2
+fi
 bg_start cross/aarch64 bash tests/cross/run.sh
 bg_start tier bash tests/tier/run.sh                         # issue 5: uffd and madvise, every scenario
 bg_start prof bash tests/prof/run.sh                         # the heap profiler (libzns_slab_prof.so)

@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LIB=${ZNS_LIB:-$PWD/build/libzns_slab.so}
+# (the library's defaults: a tier or a statistics series in the environment has a child do more)
+for v in $(compgen -e | grep '^ZNS_' || true); do unset "$v"; done
 BIN=build/tests/perf/fork_faults
 mkdir -p build/tests/perf
 cc -O2 -o "$BIN" tests/perf/fork_faults.c
