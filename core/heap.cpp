@@ -151,7 +151,6 @@ struct Depot {   // (its lock: g_depot_lock)
 };
 Depot g_depot;
 
-
 void depot_reset_lists() {
   for (unsigned k = 0; k <= kMaxSlabPages; ++k) {
     for (unsigned n = 0; n < kMaxNodes; ++n) g_depot.dirty_head[n][k] = g_depot.dirty_tail[n][k] = kNil;
