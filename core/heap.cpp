@@ -181,13 +181,19 @@ unsigned free_count(const SlabMeta *s) {
 }
 
 // ---- bitmap pools (see SlabMeta "Bitmaps") -------------------------------------------------------
-// One per class whose bitmap does not fit in the line: records of `words` words at word `start`
-// (of g_region.meta seen as words) onwards, room for one per group, so a pool never runs out; the
-// remote records are the same places in the mirror, handed out apart from the free ones (a full
-// slab gives its free record back and keeps its remote one).  A record is free (on its free list,
-// linked through its first word) or held by one slab.  Under the depot lock.
+// One per class whose bitmap does not fit in the line: records of `words` words, room for one per
+// group, so a pool never runs out; the remote records are the same places in the mirror, handed
+// out apart from the free ones (a full slab gives its free record back and keeps its remote one).
+// A record is free (on its free list, linked through its first word) or held by one slab.  Under
+// the depot lock.
+// All pools share one area, in chunks: chunk j holds records [j * kPoolChunk, (j + 1) * kPoolChunk)
+// of every pool, each pool's run at its own offset in the chunk.  So the area is committed as one
+// prefix of chunks (commit_range) and the metadata is a handful of mappings, where a pool of its
+// own per class made ~90 (a committed prefix and a reserved rest each, twice with the mirror),
+// and a commit step an mprotect per pool and half.
+constexpr uint32_t kPoolChunk = 128;   // records of each pool per chunk (8 MiB of slabs)
 struct BitmapPool {
-  size_t start;            // word index of record 0 (of g_region.meta seen as words)
+  size_t at;               // word offset of the pool's first record in each chunk
   uint32_t words;          // words per record; 0: the class's bitmap is inline
   uint32_t bump;           // free-bit records handed out so far
   uint32_t free_head;      // a free one's index, or kNil
@@ -195,11 +201,14 @@ struct BitmapPool {
   uint32_t rfree_head;     // a free one's index, or kNil
 };
 BitmapPool g_bitmap_pool[kNumClasses];
+size_t g_pool_area;     // word index (of g_region.meta seen as words) of chunk 0
+size_t g_pool_stride;   // words per chunk (a multiple of a page)
+size_t g_pool_chunks;   // chunks reserved
 
 // Record k of class c's pool.
 std::atomic<uint64_t> *record_at(unsigned c, uint32_t k) {
-  return reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta) + g_bitmap_pool[c].start +
-         size_t(k) * g_bitmap_pool[c].words;
+  return reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta) + g_pool_area + (k / kPoolChunk) * g_pool_stride +
+         g_bitmap_pool[c].at + size_t(k % kPoolChunk) * g_bitmap_pool[c].words;
 }
 std::atomic<uint64_t> *mirror_of(std::atomic<uint64_t> *b) {
   return reinterpret_cast<std::atomic<uint64_t> *>(reinterpret_cast<char *>(b) + g_region.mirror);
@@ -219,14 +228,17 @@ void bits_set(SlabMeta &m, std::atomic<uint64_t> *b) {
 // tier's file was full) returns to the depot with its new records and its old `cls`.
 unsigned pool_of(const std::atomic<uint64_t> *b) {
   size_t off = size_t(b - reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta));
+  if (off < g_pool_area || off >= g_pool_area + g_pool_chunks * g_pool_stride) return kNumClasses;
+  size_t in = (off - g_pool_area) % g_pool_stride;
   for (unsigned c = 0; c < kNumClasses; ++c) {
     const BitmapPool &p = g_bitmap_pool[c];
-    if (p.words && off >= p.start && off < p.start + size_t(g_region.pages / kGroupPages) * p.words) return c;
+    if (p.words && in >= p.at && in < p.at + size_t(kPoolChunk) * p.words) return c;
   }
   return kNumClasses;
 }
 uint32_t record_index(unsigned c, const std::atomic<uint64_t> *b) {
-  return uint32_t(size_t(b - record_at(c, 0)) / g_bitmap_pool[c].words);
+  size_t off = size_t(b - reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta)) - g_pool_area;
+  return uint32_t(off / g_pool_stride * kPoolChunk + (off % g_pool_stride - g_bitmap_pool[c].at) / g_bitmap_pool[c].words);
 }
 // A free-bit record of class c (its words as its last holder left them), and back.
 std::atomic<uint64_t> *record_get(unsigned c) {
@@ -733,17 +745,18 @@ void make_guard(uint32_t page) {
 // ---- commit on demand ----------------------------------------------------------------------------
 // The region and the metadata reservation are address space only (PROT_NONE, and PROT_READ for
 // the lines: not charged under vm.overcommit_memory=2 nor counted in RLIMIT_DATA / VmData) until
-// the bump pointer needs them.  Every per-group structure of the metadata (lines, rrec, life, each class's
-// bitmap pool) and its mirror is committed as a prefix: groups below g_committed_pages / 16.  A
-// pool's records are handed out in index order and each is held by a slab below the bump pointer,
-// so its records below that count are all it can need.  The region itself is committed the same
+// the bump pointer needs them.  Every per-group structure of the metadata (lines, rrec, life, the
+// bitmap pools) and its mirror is committed as a prefix: groups below g_committed_pages / 16 (the
+// pools: the chunks that hold those records).  A pool's records are handed out in index order and
+// each is held by a slab below the bump pointer, so its records below that count are all it can
+// need.  The region itself is committed the same
 // way unless the madvise tier maps its file there (the uffd tier registers it as it is: the
 // registration holds across the commits).  Under the depot lock.
 struct LazyPart {
   size_t offset;             // bytes from g_region.meta to the part's group 0
   uint32_t bytes_per_group;
 };
-LazyPart g_lazy[4 + kNumClasses];
+LazyPart g_lazy[4];
 unsigned g_lazy_parts;
 bool g_lazy_data;            // the region's pages are committed here too
 uint32_t g_committed_pages;  // region pages (a multiple of kGroupPages) whose structures are committed
@@ -755,11 +768,15 @@ constexpr uint32_t kCommitMax = 16384;   // and at most ahead of the need (64 Mi
 bool commit_range(uint64_t to) {
   uint64_t g0 = g_committed_pages / kGroupPages, g1 = to / kGroupPages;
   char *meta = reinterpret_cast<char *>(g_region.meta);
-  for (unsigned i = 0; i < g_lazy_parts; ++i)
-    for (size_t mirror : {size_t(0), g_region.mirror})
+  uint64_t c0 = (g0 + kPoolChunk - 1) / kPoolChunk, c1 = (g1 + kPoolChunk - 1) / kPoolChunk;   // pool chunks
+  for (size_t mirror : {size_t(0), g_region.mirror}) {
+    for (unsigned i = 0; i < (mirror ? 1 : g_lazy_parts); ++i)   // (mirrored: the lines, as RemoteState, and the pools)
       if (!os_commit(meta + mirror + g_lazy[i].offset + g0 * g_lazy[i].bytes_per_group,
                      (g1 - g0) * g_lazy[i].bytes_per_group))
         return false;
+    if (c1 > c0 && !os_commit(meta + mirror + (g_pool_area + c0 * g_pool_stride) * 8, (c1 - c0) * g_pool_stride * 8))
+      return false;
+  }
   if (g_lazy_data && !os_commit(g_region.base + size_t(g_committed_pages) * kPageSize,
                                 size_t(to - g_committed_pages) * kPageSize))
     return false;
@@ -2148,22 +2165,28 @@ void region_init() {
     uint64_t pages = mib << (20 - kPageShift);
     if (pages > 0xfffffff0u) pages = 0xfffffff0u;   // (a multiple of kGroupPages)
     uint64_t groups = pages / kGroupPages;
-    // The metadata reservation (SlabMeta "Bitmaps"): a line per group, then each class's bitmap
-    // pool with room for a record per group; its mirror follows (RemoteState).  Address space
-    // only: pages are touched where slabs are (2.9 KiB of pools per group reserved).
-    // Each pool starts on a page, at the offset in the page where the previous one's first record
-    // ends: so the first records of the classes fall in different cache sets (pools start at
-    // multiples of 8 MiB otherwise, and the hot records of every class would compete for one set).
-    uint64_t words = groups * 9 + (groups * 3 + 7) / 8, color = 0;   // lines, rrec, life, node; (color: words into a page)
+    // The metadata reservation (SlabMeta "Bitmaps"): a line per group, then the bitmap pools'
+    // chunks with room for a record per group of each class; its mirror follows (RemoteState).
+    // Address space only: pages are touched where slabs are (2.6 KiB of pools per group reserved).
+    // In a chunk each pool's run starts at the offset in a page where the previous one's first
+    // record ends: so the first records of the classes fall in different cache sets (runs of
+    // kPoolChunk records start at multiples of 512 B otherwise, and the 8, 16, 24 and 32 B
+    // classes' hot first lines would share one set).  The padding (< 4 KiB a run) is address
+    // space only, never touched.
+    uint64_t words = groups * 9 + (groups * 3 + 7) / 8, color = 0, at = 0;   // lines, rrec, life, node; (color: words into a page)
     for (unsigned c = 0; c < kNumClasses; ++c) {
       unsigned w = bitmap_words(kClasses.info[c].blocks);
       if (w > kInlineWords) {
-        words = ((words + 511) & ~uint64_t(511)) + color;
+        at += (color - at) & 511;   // (the least padding that puts it there)
         color = (color + w) % 512;
       }
-      g_bitmap_pool[c] = BitmapPool{words, w > kInlineWords ? w : 0, 0, kNil, 0, kNil};
-      if (w > kInlineWords) words += groups * w;
+      g_bitmap_pool[c] = BitmapPool{at, w > kInlineWords ? w : 0, 0, kNil, 0, kNil};
+      if (w > kInlineWords) at += uint64_t(kPoolChunk) * w;
     }
+    g_pool_area = (words + 511) & ~uint64_t(511);
+    g_pool_stride = (at + 511) & ~uint64_t(511);
+    g_pool_chunks = (groups + kPoolChunk - 1) / kPoolChunk;
+    words = g_pool_area + g_pool_chunks * g_pool_stride;
     uint64_t half = (words * 8 + kPageSize - 1) & ~uint64_t(kPageSize - 1);
     // Metadata never borders data: the reservation has an inaccessible page on both sides.
     char *meta = static_cast<char *>(os_reserve_lazy_guarded(2 * half));   // committed by commit_to
@@ -2210,9 +2233,7 @@ void region_init() {
     g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * 64, 8};               // rrec
     g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * 72, 2};               // life
     if (g_nodes > 1) g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * 74, 1};   // node
-    for (unsigned c = 0; c < kNumClasses; ++c)                               // bitmap pools
-      if (g_bitmap_pool[c].words)
-        g_lazy[g_lazy_parts++] = LazyPart{g_bitmap_pool[c].start * 8, g_bitmap_pool[c].words * 8};
+    // (the bitmap pools' chunks: commit_range)
     // A line never handed out has no bitmap (null): depot_take assigns one before anyone reads it.
     if (g_secure) mprotect(base + (pages - kGroupPages) * kPageSize, kPageSize, PROT_NONE);   // see bump_take
     return;

@@ -96,7 +96,7 @@ enum ShareState : uint8_t {
 // 16 B need 64 words) are a record in the bitmap pool of their class, which the slab keeps while it
 // serves that class (assigned by depot_take, which moves it back to the pool only to take one of
 // another class).  `bitmap` points at the words either way, so the fast path does not branch.  The
-// pools follow the lines in one reservation.  The remote bits mirror it: the same reservation again at
+// pools follow the lines in one reservation, in chunks (heap.cpp, kPoolChunk).  The remote bits mirror it: the same reservation again at
 // g_region.mirror bytes further (a RemoteState line per group, then the pools' remote records).
 // A slab with inline bits has its remote bits at the same place in its RemoteState line; a slab
 // with a record holds a remote record of its own as well (g_region.rrec[group]; see rbits()).

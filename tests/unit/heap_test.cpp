@@ -482,6 +482,42 @@ TEST_CASE("live slabs never share bitmap words (free or remote) while slabs chan
   }).join();
 }
 
+// The pools' records are laid out in chunks of 128 per class (heap.cpp, kPoolChunk): a record
+// past the first chunks must be told apart from every other class's (pool_of) and indexed right
+// (record_index), or a slab that changes class gives its record to the wrong free list, and two
+// live slabs share bitmap words.  300 slabs of one class, then of another, then the first again.
+TEST_CASE("bitmap records past the pools' first chunks change classes without sharing words") {
+  std::thread([] {
+    const size_t kSlabs = 300;
+    for (size_t size : {size_t(8), size_t(16), size_t(8), size_t(48)}) {
+      INFO("size ", size);
+      std::vector<void *> v;
+      std::map<SlabMeta *, size_t> slabs;   // each slab's first block (an index in v)
+      while (slabs.size() < kSlabs) {
+        void *p = alloc(size);
+        REQUIRE(p);
+        memset(p, 0x5a, size);
+        v.push_back(p);
+        slabs.emplace(head_meta(p), v.size() - 1);
+      }
+      // a free into each full slab takes a free-bit record again: kSlabs of each kind at once
+      for (auto &[s, i] : slabs) {
+        dealloc(v[i], "test");
+        v[i] = nullptr;
+      }
+      auto b = owned_bitmaps();
+      if (words_of(slabs.begin()->first) > kInlineWords) CHECK(b.size() >= 2 * kSlabs);
+      std::sort(b.begin(), b.end());
+      for (size_t i = 1; i < b.size(); ++i) CHECK(b[i - 1].second <= b[i].first);   // disjoint
+      for (void *p : v)
+        if (p) REQUIRE(static_cast<unsigned char *>(p)[size - 1] == 0x5a);
+      for (void *p : v)
+        if (p) dealloc(p, "test");
+      trim();
+    }
+  }).join();
+}
+
 TEST_CASE("remote frees that complete a parked slab of an idle owner give its pages back at once") {
   // a 64-word record; 455 blocks (its last word partly used); a one-word inline bitmap
   for (size_t size : {size_t(16), size_t(144), size_t(1024)}) {
