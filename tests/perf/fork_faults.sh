@@ -5,7 +5,8 @@
 # before, with its locks, notes and handlers spread over many pages: 5 and 16).  Counts, not
 # times: they do not move with the machine's load.  And the mappings it adds, which a fork copies
 # and an exit tears down: at most 40 (at 2026-12-06: 25; before, with a committed part and a
-# reserved rest per bitmap pool and half of the metadata: ~90, ~50 us a fork).
+# reserved rest per bitmap pool and half of the metadata: ~90; a fork took as long with either (DESIGN "fork"),
+# but each is a VMA the kernel copies, and a commit step an mprotect per part).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LIB=${ZNS_LIB:-$PWD/build/libzns_slab.so}
