@@ -182,10 +182,11 @@ unsigned free_count(const SlabMeta *s) {
 
 // ---- bitmap pools (see SlabMeta "Bitmaps") -------------------------------------------------------
 // One per class whose bitmap does not fit in the line: records of `words` words, room for one per
-// group, so a pool never runs out; the remote records are the same places in the mirror, handed
-// out apart from the free ones (a full slab gives its free record back and keeps its remote one).
-// A record is free (on its free list, linked through its first word) or held by one slab.  Under
-// the depot lock.
+// group and one chunk more (the spares: record_get); the remote records are the same places in
+// the mirror, handed out apart from the free ones (a full slab gives its free record back and
+// keeps its remote one; remote records have no spares, so a slab each at most).  A record is free
+// (on its free list, linked through its first word), held by one slab, or a thread's spare
+// (ThreadCache.spare).  Under the depot lock.
 // All pools share one area, in chunks: chunk j holds records [j * kPoolChunk, (j + 1) * kPoolChunk)
 // of every pool, each pool's run at its own offset in the chunk.  So the area is committed as one
 // prefix of chunks (commit_range) and the metadata is a handful of mappings, where a pool of its
@@ -240,19 +241,54 @@ uint32_t record_index(unsigned c, const std::atomic<uint64_t> *b) {
   size_t off = size_t(b - reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta)) - g_pool_area;
   return uint32_t(off / g_pool_stride * kPoolChunk + (off % g_pool_stride - g_bitmap_pool[c].at) / g_bitmap_pool[c].words);
 }
-// A free-bit record of class c (its words as its last holder left them), and back.
-std::atomic<uint64_t> *record_get(unsigned c) {
-  BitmapPool &pool = g_bitmap_pool[c];
-  if (pool.free_head == kNil) return record_at(c, pool.bump++);
-  std::atomic<uint64_t> *b = record_at(c, pool.free_head);
-  pool.free_head = uint32_t(b[0].load(std::memory_order_relaxed));
-  return b;
+// Records [0, pool_records()) of every pool are committed (commit_range): those of the groups
+// committed, and one chunk more.
+uint32_t g_pool_records;
+uint64_t pool_chunks_for(uint64_t groups) {
+  uint64_t n = groups ? (groups + kPoolChunk - 1) / kPoolChunk + 1 : 0;
+  return n < g_pool_chunks ? n : g_pool_chunks;
 }
 void record_put(unsigned c, std::atomic<uint64_t> *b) {
   // (release: a reader of a stale bitmap pointer that sees this word sees the generation's step;
   // see freed_in_bitmap)
   b[0].store(g_bitmap_pool[c].free_head, std::memory_order_release);
   g_bitmap_pool[c].free_head = record_index(c, b);
+}
+// A pool's records are held by slabs (one each, at most one per group in use) and by threads'
+// spares (ThreadCache.spare, bits_release: one per class and cache, a detached cache's too), so a
+// class whose slabs fill every committed group can have handed out every committed record (a
+// review, 2026-12-06: 8 threads with spares, then one class's slabs over a whole 64 MiB region:
+// records 1024..1030 of a pool with room for 1024, written over the next pool's, later the
+// mirror's lines).  Then the spares come back here: each slot changes by exchange, so a record
+// taken from one is its owner's no more.  Under the depot lock.
+bool pool_reclaim_spares(unsigned c) {
+  bool any = false;
+  uint32_t n = __atomic_load_n(&g_num_caches, __ATOMIC_ACQUIRE);
+  for (uint32_t id = 1; id <= n; ++id)
+    if (ThreadCache *tc = __atomic_load_n(&g_caches[id], __ATOMIC_ACQUIRE))   // (null: being made)
+      if (std::atomic<uint64_t> *b = __atomic_exchange_n(&tc->spare[c], nullptr, __ATOMIC_RELAXED)) {
+        record_put(c, b);
+        any = true;
+      }
+  return any;
+}
+// A free-bit record of class c (its words as its last holder left them), and back.
+std::atomic<uint64_t> *record_get(unsigned c) {
+  BitmapPool &pool = g_bitmap_pool[c];
+  if (pool.free_head == kNil) {
+    if (pool.bump < g_pool_records) return record_at(c, pool.bump++);
+    // Every committed record is out: the slack chunk's 128 too, so more than 128 spares (or
+    // records on their way to one, in bits_release) with the whole region this class's.
+    if (!pool_reclaim_spares(c)) {
+      char m[160];
+      Buf(m, sizeof m).str("zns-slab: the bitmap pool of the ").u64(kClasses.info[c].size)
+          .str(" B class has no record left (its spares are in flight); the heap stops here\n").say();
+      fatal_abort();
+    }
+  }
+  std::atomic<uint64_t> *b = record_at(c, pool.free_head);
+  pool.free_head = uint32_t(b[0].load(std::memory_order_relaxed));
+  return b;
 }
 // Before a first store to the mirror page of p (see Region.remote_pages).
 ZNS_INLINE void mark_mirror_written(const void *p) {
@@ -747,9 +783,10 @@ void make_guard(uint32_t page) {
 // the lines: not charged under vm.overcommit_memory=2 nor counted in RLIMIT_DATA / VmData) until
 // the bump pointer needs them.  Every per-group structure of the metadata (lines, rrec, life, the
 // bitmap pools) and its mirror is committed as a prefix: groups below g_committed_pages / 16 (the
-// pools: the chunks that hold those records).  A pool's records are handed out in index order and
-// each is held by a slab below the bump pointer, so its records below that count are all it can
-// need.  The region itself is committed the same
+// pools: the chunks that hold those records, and one more).  A pool's records are handed out in
+// index order and each is held by a slab below the bump pointer or is a thread's spare: the
+// records of those groups, and a chunk for spares (record_get takes them back when that is not
+// enough), are all it can need.  The region itself is committed the same
 // way unless the madvise tier maps its file there (the uffd tier registers it as it is: the
 // registration holds across the commits).  Under the depot lock.
 struct LazyPart {
@@ -768,7 +805,7 @@ constexpr uint32_t kCommitMax = 16384;   // and at most ahead of the need (64 Mi
 bool commit_range(uint64_t to) {
   uint64_t g0 = g_committed_pages / kGroupPages, g1 = to / kGroupPages;
   char *meta = reinterpret_cast<char *>(g_region.meta);
-  uint64_t c0 = (g0 + kPoolChunk - 1) / kPoolChunk, c1 = (g1 + kPoolChunk - 1) / kPoolChunk;   // pool chunks
+  uint64_t c0 = pool_chunks_for(g0), c1 = pool_chunks_for(g1);   // pool chunks
   for (size_t mirror : {size_t(0), g_region.mirror}) {
     for (unsigned i = 0; i < (mirror ? 1 : g_lazy_parts); ++i)   // (mirrored: the lines, as RemoteState, and the pools)
       if (!os_commit(meta + mirror + g_lazy[i].offset + g0 * g_lazy[i].bytes_per_group,
@@ -781,6 +818,7 @@ bool commit_range(uint64_t to) {
                                 size_t(to - g_committed_pages) * kPageSize))
     return false;
   g_committed_pages = uint32_t(to);
+  g_pool_records = uint32_t(c1 * kPoolChunk);
   return true;
 }
 
@@ -2167,10 +2205,10 @@ void region_init() {
     uint64_t groups = pages / kGroupPages;
     // The metadata reservation (SlabMeta "Bitmaps"): a line per group, then the bitmap pools'
     // chunks with room for a record per group of each class; its mirror follows (RemoteState).
-    // Address space only: pages are touched where slabs are (2.6 KiB of pools per group reserved).
+    // Address space only: pages are touched where slabs are (2.7 KiB of pools per group reserved).
     // In a chunk each pool's run starts at the offset in a page where the previous one's first
     // record ends: so the first records of the classes fall in different cache sets (runs of
-    // kPoolChunk records start at multiples of 512 B otherwise, and the 8, 16, 24 and 32 B
+    // kPoolChunk records start at multiples of 1 KiB otherwise, and the 8, 16, 32 and 48 B
     // classes' hot first lines would share one set).  The padding (< 4 KiB a run) is address
     // space only, never touched.
     uint64_t words = groups * 9 + (groups * 3 + 7) / 8, color = 0, at = 0;   // lines, rrec, life, node; (color: words into a page)
@@ -2185,14 +2223,14 @@ void region_init() {
     }
     g_pool_area = (words + 511) & ~uint64_t(511);
     g_pool_stride = (at + 511) & ~uint64_t(511);
-    g_pool_chunks = (groups + kPoolChunk - 1) / kPoolChunk;
+    g_pool_chunks = (groups + kPoolChunk - 1) / kPoolChunk + 1;   // (+1: room for spares, record_get)
     words = g_pool_area + g_pool_chunks * g_pool_stride;
     uint64_t half = (words * 8 + kPageSize - 1) & ~uint64_t(kPageSize - 1);
     // Metadata never borders data: the reservation has an inaccessible page on both sides.
     char *meta = static_cast<char *>(os_reserve_lazy_guarded(2 * half));   // committed by commit_to
     // Readable before its commit: only the lines, which free() reads for any pointer in the
     // region (a bogus one beyond the bump pointer finds owner 0: a clear message).  The rest (rrec,
-    // life, the pools, the mirror: 93% of it, 5.4 GiB for the default region) is read only for
+    // life, the pools, the mirror: 99% of it, 5.5 GiB for the default region) is read only for
     // slabs below the bump pointer, committed: inaccessible until then.  A readable reservation
     // is not as harmless as it looks: mlockall(MCL_CURRENT) in a program with a second thread
     // made all of it resident (a read fault per page, real pages, not the zero page): 5.6 GB and
@@ -2228,6 +2266,7 @@ void region_init() {
     g_region.base = base;
     g_lazy_data = lazy;
     g_committed_pages = 0;
+    g_pool_records = 0;
     g_lazy_parts = 0;
     g_lazy[g_lazy_parts++] = LazyPart{0, 64};                                // SlabMeta lines
     g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * 64, 8};               // rrec

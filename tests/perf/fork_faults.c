@@ -13,7 +13,7 @@
 int main(int argc, char **argv) {
   int n = argc > 1 ? atoi(argv[1]) : 200;
   static void *keep[5000];
-  for (int i = 0; i < 5000; i++) {   /* (every size class to 1608 B: each with a bitmap pool) */
+  for (int i = 0; i < 5000; i++) {   /* (8..1600 B: every class with a bitmap pool, to 240 B) */
     keep[i] = malloc(8 + (size_t)(i % 200) * 8);
     memset(keep[i], 1, 16);
   }
