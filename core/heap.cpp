@@ -241,12 +241,20 @@ uint32_t record_index(unsigned c, const std::atomic<uint64_t> *b) {
   size_t off = size_t(b - reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta)) - g_pool_area;
   return uint32_t(off / g_pool_stride * kPoolChunk + (off % g_pool_stride - g_bitmap_pool[c].at) / g_bitmap_pool[c].words);
 }
-// Records [0, pool_records()) of every pool are committed (commit_range): those of the groups
-// committed, and one chunk more.
+// Records [0, g_pool_records) of every pool are committed: the chunks of the groups committed
+// (commit_range), and one more once record_get needed it.
 uint32_t g_pool_records;
 uint64_t pool_chunks_for(uint64_t groups) {
-  uint64_t n = groups ? (groups + kPoolChunk - 1) / kPoolChunk + 1 : 0;
+  uint64_t n = (groups + kPoolChunk - 1) / kPoolChunk;
   return n < g_pool_chunks ? n : g_pool_chunks;
+}
+bool pool_commit(uint64_t c0, uint64_t c1) {   // chunks [c0, c1), in both halves
+  char *meta = reinterpret_cast<char *>(g_region.meta);
+  for (size_t mirror : {size_t(0), g_region.mirror})
+    if (c1 > c0 && !os_commit(meta + mirror + (g_pool_area + c0 * g_pool_stride) * 8, (c1 - c0) * g_pool_stride * 8))
+      return false;
+  if (c1 * kPoolChunk > g_pool_records) g_pool_records = uint32_t(c1 * kPoolChunk);
+  return true;
 }
 void record_put(unsigned c, std::atomic<uint64_t> *b) {
   // (release: a reader of a stale bitmap pointer that sees this word sees the generation's step;
@@ -277,8 +285,11 @@ std::atomic<uint64_t> *record_get(unsigned c) {
   BitmapPool &pool = g_bitmap_pool[c];
   if (pool.free_head == kNil) {
     if (pool.bump < g_pool_records) return record_at(c, pool.bump++);
-    // Every committed record is out: the slack chunk's 128 too, so more than 128 spares (or
-    // records on their way to one, in bits_release) with the whole region this class's.
+    // Every committed record is out: a chunk more (the last is slack, past the region's groups),
+    // then the spares.  Not found: more than 128 spares (or records on their way to one, in
+    // bits_release) with the whole region this class's, or a data limit that refused the chunk.
+    uint64_t next = g_pool_records / kPoolChunk;
+    if (next < g_pool_chunks && pool_commit(next, next + 1)) return record_at(c, pool.bump++);
     if (!pool_reclaim_spares(c)) {
       char m[160];
       Buf(m, sizeof m).str("zns-slab: the bitmap pool of the ").u64(kClasses.info[c].size)
@@ -783,10 +794,10 @@ void make_guard(uint32_t page) {
 // the lines: not charged under vm.overcommit_memory=2 nor counted in RLIMIT_DATA / VmData) until
 // the bump pointer needs them.  Every per-group structure of the metadata (lines, rrec, life, the
 // bitmap pools) and its mirror is committed as a prefix: groups below g_committed_pages / 16 (the
-// pools: the chunks that hold those records, and one more).  A pool's records are handed out in
-// index order and each is held by a slab below the bump pointer or is a thread's spare: the
-// records of those groups, and a chunk for spares (record_get takes them back when that is not
-// enough), are all it can need.  The region itself is committed the same
+// pools: the chunks that hold those records).  A pool's records are handed out in index order
+// and each is held by a slab below the bump pointer or is a thread's spare: the records of those
+// groups are all it needs but where spares are many, when record_get commits a chunk more (and
+// then takes the spares back).  The region itself is committed the same
 // way unless the madvise tier maps its file there (the uffd tier registers it as it is: the
 // registration holds across the commits).  Under the depot lock.
 struct LazyPart {
@@ -805,20 +816,16 @@ constexpr uint32_t kCommitMax = 16384;   // and at most ahead of the need (64 Mi
 bool commit_range(uint64_t to) {
   uint64_t g0 = g_committed_pages / kGroupPages, g1 = to / kGroupPages;
   char *meta = reinterpret_cast<char *>(g_region.meta);
-  uint64_t c0 = pool_chunks_for(g0), c1 = pool_chunks_for(g1);   // pool chunks
-  for (size_t mirror : {size_t(0), g_region.mirror}) {
-    for (unsigned i = 0; i < (mirror ? 1 : g_lazy_parts); ++i)   // (mirrored: the lines, as RemoteState, and the pools)
+  for (size_t mirror : {size_t(0), g_region.mirror})
+    for (unsigned i = 0; i < (mirror ? 1 : g_lazy_parts); ++i)   // (mirrored: the lines, as RemoteState)
       if (!os_commit(meta + mirror + g_lazy[i].offset + g0 * g_lazy[i].bytes_per_group,
                      (g1 - g0) * g_lazy[i].bytes_per_group))
         return false;
-    if (c1 > c0 && !os_commit(meta + mirror + (g_pool_area + c0 * g_pool_stride) * 8, (c1 - c0) * g_pool_stride * 8))
-      return false;
-  }
+  if (!pool_commit(pool_chunks_for(g0), pool_chunks_for(g1))) return false;   // (and their mirror)
   if (g_lazy_data && !os_commit(g_region.base + size_t(g_committed_pages) * kPageSize,
                                 size_t(to - g_committed_pages) * kPageSize))
     return false;
   g_committed_pages = uint32_t(to);
-  g_pool_records = uint32_t(c1 * kPoolChunk);
   return true;
 }
 
@@ -2223,7 +2230,7 @@ void region_init() {
     }
     g_pool_area = (words + 511) & ~uint64_t(511);
     g_pool_stride = (at + 511) & ~uint64_t(511);
-    g_pool_chunks = (groups + kPoolChunk - 1) / kPoolChunk + 1;   // (+1: room for spares, record_get)
+    g_pool_chunks = (groups + kPoolChunk - 1) / kPoolChunk + 1;   // (+1: slack for spares, record_get)
     words = g_pool_area + g_pool_chunks * g_pool_stride;
     uint64_t half = (words * 8 + kPageSize - 1) & ~uint64_t(kPageSize - 1);
     // Metadata never borders data: the reservation has an inaccessible page on both sides.
