@@ -2206,7 +2206,7 @@ void region_init() {
   struct rlimit as;
   if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) cap_mib = (uint64_t(as.rlim_cur) >> 20) / 4;
   for (uint64_t mib = g_options.ZNS_REGION_GB << 10; mib >= kMinRegionMiB; mib /= 2) {
-    if (mib + mib / 8 > cap_mib) continue;   // (the metadata: up to 1/11 of the region)
+    if (mib + mib / 8 > cap_mib) continue;   // (the metadata: up to 1/10 of the region)
     uint64_t pages = mib << (20 - kPageShift);
     if (pages > 0xfffffff0u) pages = 0xfffffff0u;   // (a multiple of kGroupPages)
     uint64_t groups = pages / kGroupPages;
