@@ -108,13 +108,14 @@ ThreadCache *new_cache() {   // under g_pool_lock
   if (g_num_caches + 1 >= kMaxCaches) return nullptr;
   void *mem = arena_alloc(sizeof(ThreadCache));
   if (!mem) return nullptr;
-  uint32_t id = ++g_num_caches;
+  uint32_t id = g_num_caches + 1;
   ThreadCache *tc = new (mem) ThreadCache(id);
   uint64_t z = g_secret + uint64_t(id) * 0x9e3779b97f4a7c15ull;   // splitmix64 of (secret, id)
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   tc->rng = (z ^ (z >> 31)) | 1;
-  g_caches[id] = tc;
+  __atomic_store_n(&g_caches[id], tc, __ATOMIC_RELEASE);     // (read without the lock: heap_snapshot,
+  __atomic_store_n(&g_num_caches, id, __ATOMIC_RELEASE);     // pool_reclaim_spares)
   return tc;
 }
 
@@ -274,10 +275,11 @@ bool pool_reclaim_spares(unsigned c) {
   uint32_t n = __atomic_load_n(&g_num_caches, __ATOMIC_ACQUIRE);
   for (uint32_t id = 1; id <= n; ++id)
     if (ThreadCache *tc = __atomic_load_n(&g_caches[id], __ATOMIC_ACQUIRE))   // (null: being made)
-      if (std::atomic<uint64_t> *b = __atomic_exchange_n(&tc->spare[c], nullptr, __ATOMIC_RELAXED)) {
-        record_put(c, b);
-        any = true;
-      }
+      if (__atomic_load_n(&tc->spare[c], __ATOMIC_RELAXED))   // (an idle cache's line stays where it is)
+        if (std::atomic<uint64_t> *b = __atomic_exchange_n(&tc->spare[c], nullptr, __ATOMIC_ACQUIRE)) {
+          record_put(c, b);
+          any = true;
+        }
   return any;
 }
 // A free-bit record of class c (its words as its last holder left them), and back.
@@ -286,14 +288,16 @@ std::atomic<uint64_t> *record_get(unsigned c) {
   if (pool.free_head == kNil) {
     if (pool.bump < g_pool_records) return record_at(c, pool.bump++);
     // Every committed record is out: a chunk more (the last is slack, past the region's groups),
-    // then the spares.  Not found: more than 128 spares (or records on their way to one, in
-    // bits_release) with the whole region this class's, or a data limit that refused the chunk.
+    // then the spares.  Not found (helper-84's count: slabs' records and those on their way in
+    // bits_release stay below the groups): more than 128 records lost (a fork that cut a thread
+    // between a spare's exchange and its store loses one in the child) with the whole region this
+    // class's, or a data limit that refused the chunk.
     uint64_t next = g_pool_records / kPoolChunk;
     if (next < g_pool_chunks && pool_commit(next, next + 1)) return record_at(c, pool.bump++);
     if (!pool_reclaim_spares(c)) {
       char m[160];
       Buf(m, sizeof m).str("zns-slab: the bitmap pool of the ").u64(kClasses.info[c].size)
-          .str(" B class has no record left (its spares are in flight); the heap stops here\n").say();
+          .str(" B class has no record left (lost, or its chunk refused); the heap stops here\n").say();
       fatal_abort();
     }
   }

@@ -6,31 +6,54 @@
  * the pool has one chunk of slack and takes the spares back when that is used up.
  *
  * The program re-executes itself under a 400 MiB address-space limit (a 64 MiB region: 1024
- * groups), 200 threads (alive at once: a cache each) fill a slab of 8 B blocks each and exit,
+ * groups), 400 threads (alive at once: a cache each) fill a slab of 8 B blocks each and exit,
  * their blocks are freed, then this thread fills the whole region with 8 B blocks, frees one block
- * of each slab (so every slab needs a record again: 1024 slabs + 200 spares, more than the 1024 +
- * 128 records the pool has), and takes them back.  Every block holds its own address: a block
- * handed out twice, or a bitmap written by two slabs, shows.  Skipped under glibc. */
+ * of each slab (so every slab needs a record again: ~1020 slabs + 400 spares, well past the 1024 +
+ * 128 records the pool has: the spares must come back), and takes them back.  Slabs of 16 B hold
+ * records beside them all along.  Every block is tagged while out (take, give): a block handed
+ * out twice, or written by a bitmap's confusion, shows.  Skipped under glibc. */
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 
 #include "tests/api/zns_test.h"
 
-enum { THREADS = 200, MAXSLABS = 4096 };
+enum { THREADS = 400, MAXSLABS = 4096, SMALL16 = 4 * 4096 };
 static pthread_barrier_t barrier;
+
+/* Every block of the heap's holds its address xor a tag while it is out: a block handed out
+ * while it is out already is seen at once. */
+#define LIVE ((uintptr_t)0x4c4956454c495645ull)
+#define FREED ((uintptr_t)0x4652454546524545ull)
+static void *take(size_t n) {
+  void *p = ZT_OPAQUE(malloc(n));   /* (else gcc sees zns_owns read a new block's bytes) */
+  REQUIRE(p);
+  if (zns_owns(p)) {
+    REQUIRE(*(uintptr_t *)p != (zt_addr(p) ^ LIVE), "block %p (%zu B) handed out while it is out", p, n);
+    *(uintptr_t *)p = zt_addr(p) ^ LIVE;
+  }
+  return p;
+}
+static void give(void *p) {
+  if (!p) return;
+  if (zns_owns(p)) {
+    CHECK(*(uintptr_t *)p == (zt_addr(p) ^ LIVE), "block %p overwritten while out: %#lx", p,
+          (unsigned long)*(uintptr_t *)p);
+    *(volatile uintptr_t *)p = zt_addr(p) ^ FREED;   /* (volatile: a store before free() is dead to the compiler) */
+  }
+  free(p);
+}
 
 static void *fill_one_slab(void *arg) {
   (void)arg;
-  void *first = malloc(8);
-  REQUIRE(first);
+  void *first = take(8);
   uintptr_t group = zt_addr(first) >> 16;
   for (void *p = first; (zt_addr(p) >> 16) == group;) {   /* to the first block of the next slab */
-    p = malloc(8);
-    REQUIRE(p && zns_owns(p));
+    p = take(8);
+    REQUIRE(zns_owns(p));
   }
   pthread_barrier_wait(&barrier);   /* all alive at once: a cache each */
-  return first;                     /* (its blocks are left to the main thread) */
+  return first;                     /* (its blocks from `first` on are left to the main thread) */
 }
 
 static uintptr_t *blocks;   /* every block this thread holds, from glibc's mmap */
@@ -45,9 +68,19 @@ int main(int argc, char **argv) {
     struct rlimit as = {(rlim_t)400 << 20, (rlim_t)400 << 20};
     REQUIRE(setrlimit(RLIMIT_AS, &as) == 0, "setrlimit: %s", strerror(errno));
     setenv("ZT_POOL_SPARES", "1", 1);
+    unsetenv("ZNS_REGION_GB");   /* (the limit picks the region) */
+    unsetenv("ZNS_SECURE");      /* (no spares there; its guard groups hold fewer slabs) */
     execv("/proc/self/exe", argv);
     zt_log("pool_spares: re-exec failed: %s", strerror(errno));
     return 1;
+  }
+  /* slabs of 16 B, half full: they hold the first records of their pool (in a layout where the
+   * 8 B pool ran on into the 16 B one, its extra records were these) */
+  static void *small16[SMALL16];
+  for (int i = 0; i < SMALL16; i++) small16[i] = take(16);
+  for (int i = 0; i < SMALL16; i += 2) {
+    give(small16[i]);
+    small16[i] = NULL;
   }
   /* the threads' slabs: full, their records in the dead threads' spares */
   pthread_attr_t attr;
@@ -58,10 +91,9 @@ int main(int argc, char **argv) {
   void *firsts[THREADS];
   for (int i = 0; i < THREADS; i++) REQUIRE(pthread_create(&t[i], &attr, fill_one_slab, NULL) == 0);
   for (int i = 0; i < THREADS; i++) REQUIRE(pthread_join(t[i], &firsts[i]) == 0);
-  for (int i = 0; i < THREADS; i++) {   /* every block of the thread's slab, and the next slab's first */
-    uintptr_t base = zt_addr(firsts[i]) & ~(uintptr_t)0xffff;
-    for (int j = 0; j < 8192; j++) free((void *)(base + 8 * (uintptr_t)j));
-  }
+  for (int i = 0; i < THREADS; i++)   /* every block of the thread's first slab */
+    for (uintptr_t q = zt_addr(firsts[i]); (q >> 16) == (zt_addr(firsts[i]) >> 16) && q % 65536 < 8 * 8192; q += 8)
+      give((void *)q);
   /* (the next slabs' first blocks: found below as blocks of slabs this thread does not own; the
    * region's fill below takes what it can) */
   malloc_trim(0);
@@ -74,14 +106,12 @@ int main(int argc, char **argv) {
   size_t n = 0, slabs = 0;
   uintptr_t last_group = 0;
   for (;;) {
-    void *p = malloc(8);
-    REQUIRE(p);
+    void *p = take(8);
     if (!zns_owns(p)) {   /* the region is full: the next allocator serves */
-      free(p);
+      give(p);
       break;
     }
     REQUIRE(n < cap, "more than %zu blocks of 8 B in a 64 MiB region", cap);
-    *(uintptr_t *)p = zt_addr(p);
     blocks[n] = zt_addr(p);
     if ((zt_addr(p) >> 16) != last_group) {
       last_group = zt_addr(p) >> 16;
@@ -95,36 +125,25 @@ int main(int argc, char **argv) {
   /* one block back into each (full) slab: each takes a record again; then they come back */
   /* (a slab with one free block is not worth reusing yet: the mallocs may go to the next allocator) */
   for (size_t i = 0; i < slabs; i++) {
-    free((void *)blocks[slab_first[i]]);
+    give((void *)blocks[slab_first[i]]);
     blocks[slab_first[i]] = 0;
   }
   for (size_t i = 0; i < slabs; i++) {
-    void *p = malloc(8);
-    REQUIRE(p);
+    void *p = take(8);
     if (!zns_owns(p)) {
-      free(p);
+      give(p);
       continue;
     }
-    *(uintptr_t *)p = zt_addr(p);
     blocks[slab_first[i]] = zt_addr(p);
   }
-  /* no block twice, and every block still holds its own address */
-  size_t bad = 0;
-  for (size_t i = 0; i < n; i++)
-    if (blocks[i] && *(uintptr_t *)blocks[i] != blocks[i] && bad++ < 5)
-      zt_log("pool_spares: block %#lx holds %#lx", (unsigned long)blocks[i], (unsigned long)*(uintptr_t *)blocks[i]);
-  CHECK(bad == 0, "%zu blocks of %zu were handed out twice or overwritten", bad, n);
-  /* and the heap goes on: everything back, and a round more */
-  for (size_t i = 0; i < n; i++) free((void *)blocks[i]);   /* (free(NULL) for the slots left empty) */
-  for (size_t i = 0; i < 100000; i++) {
-    void *p = malloc(8);
-    REQUIRE(p);
-    blocks[i] = zt_addr(p);
-    *(uintptr_t *)p = zt_addr(p);
-  }
-  for (size_t i = 0; i < 100000; i++) {
-    CHECK(*(uintptr_t *)blocks[i] == blocks[i]);
-    free((void *)blocks[i]);
-  }
+  /* the 16 B slabs' free halves, and more: none of them out already (take) */
+  static void *more16[2 * SMALL16];
+  for (int i = 0; i < 2 * SMALL16; i++) more16[i] = take(16);
+  /* everything back (each checked: not overwritten while out), and a round more */
+  for (int i = 0; i < 2 * SMALL16; i++) give(more16[i]);
+  for (int i = 0; i < SMALL16; i++) give(small16[i]);
+  for (size_t i = 0; i < n; i++) give((void *)blocks[i]);   /* (NULL for the slots left empty) */
+  for (size_t i = 0; i < 100000; i++) blocks[i] = zt_addr(take(8));
+  for (size_t i = 0; i < 100000; i++) give((void *)blocks[i]);
   return zt_finish("pool_spares");
 }
