@@ -102,6 +102,12 @@ inline long status_kb(const char *name) {
   return p ? strtol(p + strlen(name), nullptr, 10) : -1;
 }
 
+// Anonymous resident memory (RssAnon of /proc/self/status) in bytes; -1 if absent.
+inline long anon_bytes() {
+  long kb = status_kb("RssAnon:");
+  return kb < 0 ? -1 : kb * 1024;
+}
+
 inline double now_s() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -544,12 +544,17 @@ def section_memory(ctx, targets):
     wanted = [str(x) for x in scfg(ctx, "memory").get("mem_sizes", [])]
     sizes = sorted(set(wanted) | set(ctx.store.data.get("memory", {})) | set(ctx.store.errors.get("memory", {})), key=int)
     txt = ["## Workload 7: memory of 1M live blocks", "",
-           "build/bench/memory --size S: RSS after the allocator is initialised (\"before\"), after %s "
-           "blocks of S bytes each written in full (\"full\"), after freeing a random half, and after "
-           "freeing all. Payload = count × S (the requested bytes). Overhead = (RSS_full − RSS_before − "
-           "payload) / payload. Half = (RSS_half − RSS_before − payload/2) / (payload/2). Nothing is "
-           "trimmed or purged on purpose (no malloc_trim, no waiting): as-is. Medians over rounds "
-           "(the spread is small)." % "{:,}".format(scfg(ctx, "memory")["mem_count"]), ""]
+           "build/bench/memory --size S: anonymous RSS (RssAnon) after the allocator is initialised "
+           "(\"before\"), after %s blocks of S bytes each written in full (\"full\"), after freeing a "
+           "random half, and after freeing all. Payload = count × S (the requested bytes). Overhead = "
+           "(RSS_full − RSS_before − payload) / payload. Half = (RSS_half − RSS_before − payload/2) / "
+           "(payload/2). Nothing is trimmed or purged on purpose (no malloc_trim, no waiting): as-is. "
+           "Medians over rounds (the spread is small). File-backed pages (code: the allocator's and "
+           "libc's) are not counted: a first call faults in up to 64 KiB of text around it at an "
+           "alignment ASLR draws, which made the totals bimodal by 64 KiB for zns, tcmalloc and "
+           "mimalloc alike (bench/memory.cpp); results.json keeps the totals (rss_*) and their "
+           "file-backed change (file_delta). Results from before 2026-12-07 counted the totals." %
+           "{:,}".format(scfg(ctx, "memory")["mem_count"]), ""]
     rows, rows_half, rows_left, rows_chase, rows_pte = [], [], [], [], []
     under_all = []
     small = []
@@ -575,7 +580,7 @@ def section_memory(ctx, targets):
         hz = h.med("zns")
         rows_half.append(["%s B" % size] + h.cells(digits=1, spread=False) + [hp or "-", "-" if hz is None or hb is None else "%+.1f pp" % (hz - hb)])
         left = View(ctx, "memory", size, lambda d: d["retained_after_free_all"] / 1048576.0)
-        full = View(ctx, "memory", size, lambda d: (d["rss_full"] - d["rss_before"]) / 1048576.0)
+        full = View(ctx, "memory", size, lambda d: (d.get("anon_full", d["rss_full"]) - d.get("anon_before", d["rss_before"])) / 1048576.0)
         rows_left.append(["%s B" % size] + ["%s / %s" % (num(full.med(a), 1), num(left.med(a), 1)) for a in ctx.order])
         c = View(ctx, "memory", size, lambda d: d.get("chase_ns"))
         if any(c.s.get(a) for a in ctx.order):   # (results from before 2026-12-03 have none)
@@ -587,7 +592,7 @@ def section_memory(ctx, targets):
             table(["size"] + ctx.order + ["best peer", "zns − best"], rows), "",
             "### Overhead after freeing a random half (% of the remaining payload; fragmentation)", "",
             table(["size"] + ctx.order + ["best peer", "zns − best"], rows_half), "",
-            "### Resident MiB added by the blocks: with all live / after freeing all (memory not given back)", "",
+            "### Anonymous resident MiB added by the blocks: with all live / after freeing all (memory not given back)", "",
             table(["size"] + ctx.order, rows_left), ""]
     if rows_chase:
         txt += ["### Locality: ns per step of a pointer chase through the live blocks in random order", "",
