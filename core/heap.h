@@ -173,12 +173,30 @@ static_assert(offsetof(SlabMeta, inline_free) == kInlineWord0 * 8 &&
 // entries (references into the arrays), for the slow paths.
 struct Bin {
   void *&last;                   // the block its owner freed last, if its bit is still clear: the
-                                 // next malloc returns it without touching the bitmap; or null
+                                 // next malloc returns it without touching the bitmap; or null;
+                                 // or slot_off() (the slot is off for the class: slot_policy)
   std::atomic<uint64_t> *&word;  // never null: a word of the current slab's bitmap, or g_zero_word
   char *&base;                   // address of the word's block 0
   uint32_t &size;                // block size
 };
 extern std::atomic<uint64_t> g_zero_word;   // always 0: the word of "no current slab"
+
+// `last` of a class whose slot is off (slot_off(); slot_policy, heap.cpp): not null, so a free sets its bit,
+// and not above 1, so a malloc takes the bitmap word.  Never a block's address.
+// (A function, not a pointer constant: a reinterpret_cast is no constant expression, and a
+// dynamically initialized constant would read as null in a malloc before the constructors.)
+inline constexpr uintptr_t kSlotOffValue = 1;
+ZNS_INLINE void *slot_off() { return reinterpret_cast<void *>(kSlotOffValue); }
+ZNS_INLINE bool slot_holds(const void *last) { return uintptr_t(last) > kSlotOffValue; }   // a block
+
+// What slot_policy keeps per class of a cache (slow paths only).
+struct SlotPolicy {
+  uint32_t mark_word;   // alloc_count and slot_count (low 32 bits) when it last looked
+  uint32_t mark_slot;
+  uint8_t backoff;      // while off: the next look that turns the slot on waits 64 << backoff
+                        // mallocs; one more each time a look finds it should stay off
+  uint8_t probing;      // the slot is on to look again (a look that says off steps backoff)
+};
 
 // A thread's cache.  Lives in internal memory, never freed: when its thread exits it goes to a
 // pool and the next new thread adopts it.
@@ -189,8 +207,10 @@ struct ThreadCache {
   std::atomic<uint64_t> *word[kNumClasses];
   char *base[kNumClasses];
   uint32_t size[kNumClasses];
-  uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache (frees are
-                                        // derived: allocated - live, live from the slabs)
+  uint64_t alloc_count[kNumClasses];    // stats: blocks handed out by this cache from bitmap
+                                        // words (frees are derived: allocated - live, live from
+                                        // the slabs)
+  uint64_t slot_count[kNumClasses];     // and from the `last` slot (slot_policy reads both)
   char *fresh_end[kNumClasses];         // the bin's slab came fresh (its pages never touched or
                                         // given back) after the thread had used up one of the
                                         // class: its pages from here on are populated ahead of
@@ -238,13 +258,14 @@ struct ThreadCache {
   // ZNS_SECURE only.  The bins then stay empty (g_zero_word), so every malloc takes the slow path
   // and allocates from these slabs, at a random free slot.
   SlabMeta *secure_slab[kNumClasses];   // the current slab of each class, or null
+  SlotPolicy slot_policy[kNumClasses];  // (slow paths only)
   uint64_t rng;                         // xorshift state: slot choice and quarantine eviction
   uint32_t quar_count;                  // entries in quar
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : last{}, word{}, base{}, size{}, alloc_count{}, fresh_end{}, spare{}, adopt_off{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), in_remote(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
-        attached(false), busy(0), pool_next(nullptr), secure_slab{}, rng(0), quar_count(0), quar{} {
+      : last{}, word{}, base{}, size{}, alloc_count{}, slot_count{}, fresh_end{}, spare{}, adopt_off{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), in_remote(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
+        attached(false), busy(0), pool_next(nullptr), secure_slab{}, slot_policy{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       word[c] = &g_zero_word;
       partial[c] = partial_tail[c] = full[c] = kNil;
@@ -254,8 +275,8 @@ struct ThreadCache {
 
 // Bin c of cache tc (a view: references into its arrays).
 inline Bin bin_of(ThreadCache *tc, unsigned c) { return Bin{tc->last[c], tc->word[c], tc->base[c], tc->size[c]}; }
-inline void bin_clear(Bin b) {   // no current slab
-  __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
+inline void bin_clear(Bin b) {   // no current slab (a slot that is off stays off)
+  if (b.last != slot_off()) __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
   b.word = &g_zero_word; b.base = nullptr; b.size = 0;
 }
 
@@ -444,9 +465,9 @@ inline constexpr bool kFastChecks = true;
 template <class Miss>
 ZNS_INLINE void *alloc_class(size_t cls, Miss miss) {   // (size_t: no zero extension for the indexes)
   ThreadCache *tc = t_cache;
-  if (void *p = tc->last[cls]) {
+  if (void *p = tc->last[cls]; slot_holds(p)) {   // (one compare, as a test for null)
     __atomic_store_n(&tc->last[cls], nullptr, __ATOMIC_RELAXED);   // free_remote reads it
-    tc->alloc_count[cls]++;
+    tc->slot_count[cls]++;
     return p;
   }
   std::atomic<uint64_t> *wp = tc->word[cls];
@@ -479,7 +500,7 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
     return free_local_checked(p, s, call);   // the same free, after a look at the remote bits
   void **lastp = &tc->last[s->cls];
   void *last = *lastp;
-  if (last == nullptr) {
+  if (last == nullptr) {   // (slot_off() is not: the slot is off, the bit is set)
     __atomic_store_n(lastp, p, __ATOMIC_RELAXED);   // free_remote reads it
   } else {
     if (kFastChecks && ZNS_UNLIKELY(last == p)) return free_misuse("double free", call, p);
