@@ -2204,7 +2204,11 @@ ZNS_FORK_CODE_FIRST void fork_child() {
     if (tc->busy) {
       fork_child_salvage(tc);   // cut in the middle of a change: never used as it is
     } else {
-      for (unsigned c = 0; c < kNumClasses; ++c) flush_last(tc, bin_of(tc, c));
+      for (unsigned c = 0; c < kNumClasses; ++c) {
+        flush_last(tc, bin_of(tc, c));
+        tc->last[c] = nullptr;   // (a slot that was off: the next thread starts with it on)
+        tc->slot_policy[c] = SlotPolicy{};
+      }
       if (g_secure) secure_drain(tc);   // else its quarantined blocks would stay out for good
       drain_inbox(tc, false);
     }
