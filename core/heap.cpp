@@ -1333,6 +1333,13 @@ bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {   // false: the inbox wa
 constexpr uint32_t kSlotWindow = 64;
 constexpr uint8_t kSlotMaxBackoff = 6;
 
+// A cache that goes to the pool (thread exit, a fork's child): every slot on, the marks at the
+// counts (they keep counting across threads: marks at 0 would judge the whole history).
+void slot_reset(ThreadCache *tc, unsigned cls) {
+  __atomic_store_n(&tc->last[cls], nullptr, __ATOMIC_RELAXED);
+  tc->slot_policy[cls] = SlotPolicy{uint32_t(tc->alloc_count[cls]), uint32_t(tc->slot_count[cls]), 0, 0};
+}
+
 void slot_on(ThreadCache *tc, unsigned cls) {
   void *off = slot_off();
   if (__atomic_compare_exchange_n(&tc->last[cls], &off, nullptr, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
@@ -1350,11 +1357,12 @@ void slot_policy(ThreadCache *tc, unsigned cls) {
     if (words >= kSlotWindow << sp.backoff) slot_on(tc, cls);
     return;
   }
-  uint32_t slot = uint32_t(tc->slot_count[cls]) - sp.mark_slot, n = words + slot;
+  uint32_t slot = uint32_t(tc->slot_count[cls]) - sp.mark_slot;
+  uint64_t n = uint64_t(words) + slot;
   if (n < kSlotWindow) return;
   sp.mark_word = uint32_t(tc->alloc_count[cls]);
   sp.mark_slot = uint32_t(tc->slot_count[cls]);
-  bool mixed = uint64_t(slot) * 4 >= n && uint64_t(slot) * 4 <= uint64_t(n) * 3;
+  bool mixed = uint64_t(slot) * 4 >= n && uint64_t(slot) * 4 <= n * 3;
   void *empty = nullptr;
   if (mixed && __atomic_compare_exchange_n(&tc->last[cls], &empty, slot_off(), false, __ATOMIC_RELAXED,
                                            __ATOMIC_RELAXED)) {
@@ -1985,8 +1993,7 @@ void tc_exit(void *arg) {
       SlabMeta *s = current_slab(tc, c);
       tc->secure_slab[c] = nullptr;
       bin_clear(bin_of(tc, c));
-      __atomic_store_n(&tc->last[c], nullptr, __ATOMIC_RELAXED);   // the next thread starts with
-      tc->slot_policy[c] = SlotPolicy{};                            // every slot on
+      slot_reset(tc, c);   // (the next thread starts with every slot on)
       tc->partial_tail[c] = kNil;   // (emptied below)
       for (uint32_t *list : {&tc->partial[c], &tc->full[c]})   // parked slabs first, then the current
         while (*list != kNil) {
@@ -2158,8 +2165,7 @@ void fork_child_salvage(ThreadCache *tc) {
   }
   for (unsigned c = 0; c < kNumClasses; ++c) {
     bin_clear(bin_of(tc, c));
-    tc->last[c] = nullptr;
-    tc->slot_policy[c] = SlotPolicy{};
+    slot_reset(tc, c);
     tc->partial[c] = tc->partial_tail[c] = tc->full[c] = kNil;
     tc->secure_slab[c] = nullptr;
   }
@@ -2206,8 +2212,7 @@ ZNS_FORK_CODE_FIRST void fork_child() {
     } else {
       for (unsigned c = 0; c < kNumClasses; ++c) {
         flush_last(tc, bin_of(tc, c));
-        tc->last[c] = nullptr;   // (a slot that was off: the next thread starts with it on)
-        tc->slot_policy[c] = SlotPolicy{};
+        slot_reset(tc, c);   // (a slot that was off: the next thread starts with it on)
       }
       if (g_secure) secure_drain(tc);   // else its quarantined blocks would stay out for good
       drain_inbox(tc, false);
