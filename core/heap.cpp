@@ -1333,20 +1333,25 @@ bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {   // false: the inbox wa
 constexpr uint32_t kSlotWindow = 64;
 constexpr uint8_t kSlotMaxBackoff = 6;
 
+// The counts now: the next look judges the mallocs from here on.
+void slot_mark(ThreadCache *tc, unsigned cls) {
+  tc->slot_policy[cls].mark_word = uint32_t(tc->alloc_count[cls]);
+  tc->slot_policy[cls].mark_slot = uint32_t(tc->slot_count[cls]);
+}
+
 // A cache that goes to the pool (thread exit, a fork's child): every slot on, the marks at the
 // counts (they keep counting across threads: marks at 0 would judge the whole history).
 void slot_reset(ThreadCache *tc, unsigned cls) {
   __atomic_store_n(&tc->last[cls], nullptr, __ATOMIC_RELAXED);
-  tc->slot_policy[cls] = SlotPolicy{uint32_t(tc->alloc_count[cls]), uint32_t(tc->slot_count[cls]), 0, 0};
+  tc->slot_policy[cls] = SlotPolicy{};
+  slot_mark(tc, cls);
 }
 
 void slot_on(ThreadCache *tc, unsigned cls) {
   void *off = slot_off();
   if (__atomic_compare_exchange_n(&tc->last[cls], &off, nullptr, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-    SlotPolicy &sp = tc->slot_policy[cls];
-    sp.mark_word = uint32_t(tc->alloc_count[cls]);
-    sp.mark_slot = uint32_t(tc->slot_count[cls]);
-    sp.probing = 1;
+    slot_mark(tc, cls);
+    tc->slot_policy[cls].probing = 1;
   }
 }
 
@@ -1360,8 +1365,7 @@ void slot_policy(ThreadCache *tc, unsigned cls) {
   uint32_t slot = uint32_t(tc->slot_count[cls]) - sp.mark_slot;
   uint64_t n = uint64_t(words) + slot;
   if (n < kSlotWindow) return;
-  sp.mark_word = uint32_t(tc->alloc_count[cls]);
-  sp.mark_slot = uint32_t(tc->slot_count[cls]);
+  slot_mark(tc, cls);
   bool mixed = uint64_t(slot) * 4 >= n && uint64_t(slot) * 4 <= n * 3;
   void *empty = nullptr;
   if (mixed && __atomic_compare_exchange_n(&tc->last[cls], &empty, slot_off(), false, __ATOMIC_RELAXED,
