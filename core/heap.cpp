@@ -2450,7 +2450,7 @@ ZNS_NOINLINE void *alloc_refill(unsigned cls, const SlabMeta *scanned) {
     if (!tc) return orphan_alloc(cls);
   }
   SlowPath busy(tc);
-  if (!g_secure) slot_policy(tc, cls);
+  if (!g_secure && !scanned) slot_policy(tc, cls);   // (alloc_slow looked before it scanned)
   return refill_and_alloc(tc, cls, scanned);
 }
 }  // namespace
