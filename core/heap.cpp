@@ -1847,16 +1847,19 @@ ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin b, unsigned cls) {
 void *refill_and_alloc(ThreadCache *tc, unsigned cls, const SlabMeta *scanned = nullptr) {
   if (ZNS_UNLIKELY(g_secure)) return secure_alloc(tc, cls);
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
-  __atomic_store_n(&tc->last_refill_ms, uint32_t(now_ms()), __ATOMIC_RELAXED);
-  tc->adopt_off[cls / 64] &= ~(uint64_t(1) << (cls % 64));   // (its partial slabs may go now)
+  if (tc->refills++ % kRefillStampEvery == 0)   // (kParkIdleMs)
+    __atomic_store_n(&tc->last_refill_ms, uint32_t(now_ms()), __ATOMIC_RELAXED);
+  if (uint64_t &off = tc->adopt_off[cls / 64], bit = uint64_t(1) << (cls % 64); off & bit)
+    off &= ~bit;   // (its partial slabs may go now)
   Bin b = bin_of(tc, cls);
-  flush_last(tc, b);   // (malloc takes `last` first, so it is empty here but for the orphan cache)
+  if (slot_holds(b.last)) flush_last(tc, b);   // (malloc takes `last` first: empty here but for
+                                                // the orphan cache)
   SlabMeta *s = bin_slab(b);
   // Remote bits of an owned slab are always announced by its remote hint (see apply_remote and
   // drain_inbox), so without the hint their cache line need not be read.
   bool ok = s && ((s != scanned && bin_point(b, s)) ||
                   (s->remote_hint.load(std::memory_order_relaxed) && merge_remote(s) && bin_point(b, s)));
-  if (!ok && drain_inbox(tc, true)) ok = s && bin_point(b, s);
+  if (!ok && tc->inbox.load(std::memory_order_relaxed) != kNil && drain_inbox(tc, true)) ok = s && bin_point(b, s);
   if (!ok) {
     // No free block left: let the freers have it.  A bin never names a slab we gave up, not
     // even for an instant (a fork here would hand the child a cache with a stale slab).
