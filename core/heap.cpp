@@ -1582,7 +1582,12 @@ void secure_drain(ThreadCache *tc) {   // release a cache's whole quarantine
   for (unsigned k = 0; k < n; ++k) secure_release(tc, tc->quar[k]);
 }
 
-void secure_free(void *p, SlabMeta *s, const char *call) {
+// `quarantine`: false for a free that interrupted this thread's own work on its cache (a signal
+// handler's, while the thread was inside a free, a refill or its exit: busy).  That free may have
+// come between the thread's read and write of the quarantine's count or of a slot it chose: its
+// entry would be overwritten, or the same older entry released twice ("write after free" aborts,
+// a stress review, 2026-12-07).  So it is checked and marked like any other, and released at once.
+void secure_free(void *p, SlabMeta *s, const char *call, bool quarantine) {
   uint32_t owner = s->owner.load(std::memory_order_acquire);
   if (owner == kNoOwner) fatal("free of a block that is not allocated", call, p);
   int i = block_index(s, p);
@@ -1595,7 +1600,7 @@ void secure_free(void *p, SlabMeta *s, const char *call) {
   memset(p, 0, s->size);
   w[0] = quarantine_mark(p);
   ThreadCache *tc = t_cache;
-  if (tc->id == kSentinelId) return secure_release(tc, p);   // no cache: no quarantine either
+  if (tc->id == kSentinelId || !quarantine) return secure_release(tc, p);   // (no cache: no quarantine)
   if (tc->quar_count < kQuarantine) {
     tc->quar[tc->quar_count++] = p;
     return;
@@ -2551,9 +2556,11 @@ void tier_unclaim(SlabMeta *s) {
 
 void free_remote(void *p, SlabMeta *s, const char *call) {
   if (ZNS_UNLIKELY(g_secure)) {   // every free, in that mode: the quarantine changes
-    if (t_cache->id == kSentinelId) return secure_free(p, s, call);
-    SlowPath busy(t_cache);
-    return secure_free(p, s, call);
+    ThreadCache *tc = t_cache;
+    if (tc->id == kSentinelId) return secure_free(p, s, call, false);
+    if (tc->busy) return secure_free(p, s, call, false);   // (a handler's: see secure_free)
+    SlowPath busy(tc);
+    return secure_free(p, s, call, true);
   }
   free_remote_plain(p, s, call);
 }

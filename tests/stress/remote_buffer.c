@@ -31,7 +31,10 @@
  * 6. A thread whose slabs go to and from the depot all the time (whole slabs of 3000 B blocks);
  *    its handler calls malloc_trim.  The trim waited for the depot lock its own thread held (in
  *    a refill): a hang, 3 runs of 3 (a review, 2026-12-06).  Checked: no hang, and a trim outside
- *    a handler still gives the depot's slabs back (it says so). */
+ *    a handler still gives the depot's slabs back (it says so).
+ * Every part runs under ZNS_SECURE=1 too (tests/run.sh): there parts 1, 4 and 5 aborted with
+ * "write after free" within seconds until 2026-12-07 (a handler's free appended to the quarantine
+ * between the interrupted free's read of its count or slot and its write), and were skipped. */
 #include "tests/api/zns_test.h" /* first: defines _GNU_SOURCE */
 
 #include <pthread.h>
@@ -112,11 +115,6 @@ static void *churner(void *arg) {
 }
 
 static void part1(void) {
-  const char *sec = getenv("ZNS_SECURE");
-  if (sec && strcmp(sec, "0") != 0) {   /* its quarantine is no place for a handler's free */
-    zt_log("part 1: skipped under ZNS_SECURE (a free in a signal handler is not supported there)");
-    return;
-  }
   long before = live_bytes();
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -327,8 +325,6 @@ int main(int argc, char **argv) { /* argv[1]: "1" .. "6", that part only */
   const char *only = argc > 1 ? argv[1] : NULL;
   if (!only || !strcmp(only, "1")) part1();   /* (installs the SIGUSR1 handler 3 and 4 use too) */
   if (!only || !strcmp(only, "2")) part2();
-  const char *sec = getenv("ZNS_SECURE");
-  if (sec && strcmp(sec, "0") != 0) return zt_finish("remote_buffer");   /* (see part 1) */
   if (only && (!strcmp(only, "3") || !strcmp(only, "4") || !strcmp(only, "5"))) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
