@@ -1852,8 +1852,7 @@ ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin b, unsigned cls) {
 void *refill_and_alloc(ThreadCache *tc, unsigned cls, const SlabMeta *scanned = nullptr) {
   if (ZNS_UNLIKELY(g_secure)) return secure_alloc(tc, cls);
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
-  if (tc->refills++ % kRefillStampEvery == 0)   // (kParkIdleMs)
-    __atomic_store_n(&tc->last_refill_ms, uint32_t(now_ms()), __ATOMIC_RELAXED);
+  __atomic_store_n(&tc->last_refill_ms, uint32_t(now_ms()), __ATOMIC_RELAXED);   // (kParkIdleMs)
   if (uint64_t &off = tc->adopt_off[cls / 64], bit = uint64_t(1) << (cls % 64); off & bit)
     off &= ~bit;   // (its partial slabs may go now)
   Bin b = bin_of(tc, cls);

@@ -55,13 +55,12 @@ inline constexpr uint32_t kSecureBit = 1u << 24;
 // SlabMeta.credit of a current slab: its frees need no list move; at zero it is just reset.
 inline constexpr uint16_t kCurrentCredit = 0xffff;
 // A cache that has not refilled for this long is idle: other threads that complete one of its
-// parked slabs (free its last block) give the slab's pages back in place (parked_purge).  The
-// clock is read at every kRefillStampEvery-th refill only (46 of a refill's ~300 instructions,
-// in a random churn that refills at 8% of its mallocs): a cache that refills fewer times than that
-// in kParkIdleMs counts as idle, and a purge of one of its slabs costs it page faults when it
-// takes the slab back.
+// parked slabs (free its last block) give the slab's pages back in place (parked_purge).
+// Every refill reads the clock for it (46 of a refill's ~250 instructions): reading it at every
+// 16th refill only (2026-12-07, reverted) made a busy producer look idle to its consumer, whose
+// free that completed a parked slab came right after the refill that parked it: a madvise per
+// slab and 12k-23k page faults where there had been 200 (helper-86's paced producer/consumer).
 inline constexpr uint32_t kParkIdleMs = 10;
-inline constexpr uint32_t kRefillStampEvery = 16;
 // A thread that frees into a shared slab of a class it allocates takes the slab over (parked, see
 // adopt_on_free), unless it has this many partly free slabs of the class parked already.
 inline constexpr unsigned kAdoptReserve = 4;
@@ -242,12 +241,10 @@ struct ThreadCache {
   uint32_t partial[kNumClasses];        // oldest first: refills take the head, moves append
   uint32_t partial_tail[kNumClasses];
   uint32_t full[kNumClasses];
-  uint32_t last_refill_ms;              // now_ms() at every kRefillStampEvery-th refill (the
-                                        // first one of a cache included): other threads ask if
-                                        // it is idle before they purge its complete parked slabs
+  uint32_t last_refill_ms;              // now_ms() at the last refill: other threads ask if it
+                                        // is idle before they purge its complete parked slabs
                                         // (a step to the next word of the current slab, in
                                         // alloc_slow, is not a refill)
-  uint32_t refills;                     // refills so far (the stamp's count)
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
   uint32_t remote_count;                // entries in remote_buf; stored after the entry it counts
                                         // (so a fork's child may apply what it counts)
@@ -273,7 +270,7 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : last{}, word{}, base{}, size{}, alloc_count{}, slot_count{}, fresh_end{}, spare{}, adopt_off{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), refills(0), id(cache_id), remote_count(0), in_remote(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
+      : last{}, word{}, base{}, size{}, alloc_count{}, slot_count{}, fresh_end{}, spare{}, adopt_off{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), in_remote(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
         attached(false), busy(0), pool_next(nullptr), secure_slab{}, slot_policy{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       word[c] = &g_zero_word;

@@ -123,7 +123,7 @@ done
 # PostgreSQL's work happens in forked backends, each with a tier of its own (the server runs as
 # the `postgres` user, who gets madvise)
 run_one "programs/postgres(madvise)" env ZNS_TIER=madvise ZNS_TIER_COLD_MS=50 ZNS_TIER_CHILD_MS=200 bash tests/programs/postgres.sh
-for s in tests/perf/*.sh; do   # instruction-count pins (callgrind: deterministic)
+for s in tests/perf/*.sh; do   # instruction and page-fault counts (not times)
   n=${s%.sh}; n=${n#tests/}
   run_one "$n" bash "$s"
 done
