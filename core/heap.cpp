@@ -1204,7 +1204,12 @@ SlabMeta *depot_adopt(unsigned cls, uint32_t owner) {
   return s;
 }
 
-bool drain_inbox(ThreadCache *tc, bool may_lock_pool);
+ZNS_NOINLINE bool drain_inbox_taken(ThreadCache *tc, bool may_lock_pool);
+// Merge the remote frees of the slabs on tc's inbox; false if it was empty (the look inline: a
+// refill asks at every miss, and the inbox is mostly empty).
+ZNS_INLINE bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {
+  return tc->inbox.load(std::memory_order_relaxed) != kNil && drain_inbox_taken(tc, may_lock_pool);
+}
 void parked_returned(ThreadCache *tc, SlabMeta *s, unsigned n);
 void apply_remote(void *const *ps, const uint16_t *lives, unsigned n);
 void flush_remote(ThreadCache *tc);
@@ -1287,8 +1292,7 @@ void notify_queue(uint32_t page, uint32_t owner, bool may_lock_pool) {
   if (may_lock_pool && !o->attached.load(std::memory_order_seq_cst)) drain_detached(o);
 }
 
-bool drain_inbox(ThreadCache *tc, bool may_lock_pool) {   // false: the inbox was empty
-  if (tc->inbox.load(std::memory_order_relaxed) == kNil) return false;
+bool drain_inbox_taken(ThreadCache *tc, bool may_lock_pool) {   // (drain_inbox looked: not empty)
   // The list taken below is on no inbox until every entry's `pending` is cleared (fork_child).
   g_inbox_ops.fetch_add(1, std::memory_order_seq_cst);
   uint32_t page = tc->inbox.exchange(kNil, std::memory_order_seq_cst);
@@ -1378,9 +1382,13 @@ void slot_policy(ThreadCache *tc, unsigned cls) {
 }
 
 // Put the bin's `last` block back into its slab's bitmap (before anyone else looks at the slab):
-// the current slab or one of the cache's parked ones, whose credit it counts.
-void flush_last(ThreadCache *tc, Bin b) {
-  if (!slot_holds(b.last)) return;
+// the current slab or one of the cache's parked ones, whose credit it counts.  (The look inline:
+// at a refill the slot is empty but for the orphan cache's.)
+ZNS_NOINLINE void flush_last_block(ThreadCache *tc, Bin b);
+ZNS_INLINE void flush_last(ThreadCache *tc, Bin b) {
+  if (slot_holds(b.last)) flush_last_block(tc, b);
+}
+void flush_last_block(ThreadCache *tc, Bin b) {
   SlabMeta *s = head_meta(b.last);
   int i = block_index(s, b.last);
   bits(s)[unsigned(i) >> 6].fetch_or(uint64_t(1) << (i & 63), std::memory_order_relaxed);
@@ -1582,8 +1590,9 @@ void secure_drain(ThreadCache *tc) {   // release a cache's whole quarantine
   for (unsigned k = 0; k < n; ++k) secure_release(tc, tc->quar[k]);
 }
 
-// `quarantine`: false for a free that interrupted this thread's own work on its cache (a signal
-// handler's, while the thread was inside a free, a refill or its exit: busy).  That free may have
+// `quarantine`: false for a thread without a cache, and for a free that interrupted this thread's
+// own work on its cache (a signal handler's, while the thread was inside a free, a refill, an
+// attach or its exit: busy).  That free may have
 // come between the thread's read and write of the quarantine's count or of a slot it chose: its
 // entry would be overwritten, or the same older entry released twice ("write after free" aborts,
 // a stress review, 2026-12-07).  So it is checked and marked like any other, and released at once.
@@ -1600,7 +1609,7 @@ void secure_free(void *p, SlabMeta *s, const char *call, bool quarantine) {
   memset(p, 0, s->size);
   w[0] = quarantine_mark(p);
   ThreadCache *tc = t_cache;
-  if (tc->id == kSentinelId || !quarantine) return secure_release(tc, p);   // (no cache: no quarantine)
+  if (!quarantine) return secure_release(tc, p);
   if (tc->quar_count < kQuarantine) {
     tc->quar[tc->quar_count++] = p;
     return;
@@ -1856,14 +1865,13 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls, const SlabMeta *scanned = 
   if (uint64_t &off = tc->adopt_off[cls / 64], bit = uint64_t(1) << (cls % 64); off & bit)
     off &= ~bit;   // (its partial slabs may go now)
   Bin b = bin_of(tc, cls);
-  if (slot_holds(b.last)) flush_last(tc, b);   // (malloc takes `last` first: empty here but for
-                                                // the orphan cache)
+  flush_last(tc, b);   // (malloc takes `last` first, so it is empty here but for the orphan cache)
   SlabMeta *s = bin_slab(b);
   // Remote bits of an owned slab are always announced by its remote hint (see apply_remote and
   // drain_inbox), so without the hint their cache line need not be read.
   bool ok = s && ((s != scanned && bin_point(b, s)) ||
                   (s->remote_hint.load(std::memory_order_relaxed) && merge_remote(s) && bin_point(b, s)));
-  if (!ok && tc->inbox.load(std::memory_order_relaxed) != kNil && drain_inbox(tc, true)) ok = s && bin_point(b, s);
+  if (!ok && drain_inbox(tc, true)) ok = s && bin_point(b, s);
   if (!ok) {
     // No free block left: let the freers have it.  A bin never names a slab we gave up, not
     // even for an instant (a fork here would hand the child a cache with a stale slab).
@@ -2556,8 +2564,8 @@ void tier_unclaim(SlabMeta *s) {
 void free_remote(void *p, SlabMeta *s, const char *call) {
   if (ZNS_UNLIKELY(g_secure)) {   // every free, in that mode: the quarantine changes
     ThreadCache *tc = t_cache;
-    if (tc->id == kSentinelId) return secure_free(p, s, call, false);
-    if (tc->busy) return secure_free(p, s, call, false);   // (a handler's: see secure_free)
+    // (No cache: no quarantine either.  Busy: a handler's free, see secure_free.)
+    if (tc->id == kSentinelId || tc->busy) return secure_free(p, s, call, false);
     SlowPath busy(tc);
     return secure_free(p, s, call, true);
   }
