@@ -797,7 +797,7 @@ def section_tier(ctx):
                 "thread and the return). The library's figures are its own fault-in service time (uffd: from "
                 "reading the fault message to the wake) from the `ZNS_STATS` JSON at exit; its histogram has "
                 "power-of-two buckets and reports a bucket's upper bound (16383 ns = \"under 16.4 µs\"). "
-                "uffd brings a whole slab back per fault (1–16 pages); madvise leaves fault-ins to the kernel, a "
+                "uffd brings a whole slab back per fault (1–32 pages); madvise leaves fault-ins to the kernel, a "
                 "page at a time (MADV_RANDOM), so it takes more, and since reads are invisible to its policy "
                 "the scan keeps paging slabs out while they are being read (the thrash column and the lower "
                 "RSS after). bad blocks = blocks whose bytes differed from what was written (must be 0).", ""]

@@ -1044,8 +1044,8 @@ unsigned merge_remote(SlabMeta *s) {
 // A slab with free blocks is worth allocating from again (a shared slab adopted, a parked one
 // unparked) once a sixteenth of its blocks are free, but not for fewer than 16 blocks (a refill
 // costs about what 16 fast-path mallocs do), nor for more than a quarter of the slab: one rule
-// for both (measured in DESIGN.md "Parked slabs").  Slabs of 64..256 blocks: 16; 16 B: 256 of
-// 4096; 4096 B: 4 of 16.
+// for both (measured in DESIGN.md "Parked slabs").  Slabs of 64..256 blocks: 16; 16 B: 512 of
+// 8192; 4096 B: 8 of 32.
 constexpr unsigned reuse_worth(unsigned blocks) {
   unsigned sixteenth = (blocks + 15u) / 16, quarter = (blocks + 3u) / 4;
   return sixteenth > 16u ? sixteenth : quarter < 16u ? quarter : 16u;
@@ -2299,7 +2299,7 @@ void region_init() {
     uint64_t groups = pages / kGroupPages;
     // The metadata reservation (SlabMeta "Bitmaps"): a line per group, then the bitmap pools'
     // chunks with room for a record per group of each class; its mirror follows (RemoteState).
-    // Address space only: pages are touched where slabs are (2.7 KiB of pools per group reserved).
+    // Address space only: pages are touched where slabs are (5.5 KiB of pools per group reserved).
     // In a chunk each pool's run starts at the offset in a page where the previous one's first
     // record ends: so the first records of the classes fall in different cache sets (runs of
     // kPoolChunk records start at multiples of 1 KiB otherwise, and the 8, 16, 32 and 48 B

@@ -6,15 +6,15 @@
 //        |  slow path: refill/drain                    |  slab becomes empty
 //        v                                             v
 //   Depot (one lock): empty slabs, dirty (resident) then clean (purged) --> os_purge after a delay
-//   Region: one reserved range of groups of 16 pages; SlabMeta[group] and RemoteState[group] live
+//   Region: one reserved range of groups of 32 pages; SlabMeta[group] and RemoteState[group] live
 //   outside it.
 //
 // Glossary
 //   page      4 KiB of the region, numbered from the region base
-//   group     16 aligned pages (64 KiB); group g holds at most one slab, at its start
-//   slab      the first 1..16 pages of a group, holding blocks of one size class (size_class.h
+//   group     32 aligned pages (128 KiB); group g holds at most one slab, at its start
+//   slab      the first 1..32 pages of a group, holding blocks of one size class (size_class.h
 //             picks the span); its metadata is its group's SlabMeta and RemoteState.  Lists and the
-//             tier name a slab by its first page ("head"), always a multiple of 16
+//             tier name a slab by its first page ("head"), always a multiple of 32
 //   owner     the thread cache a slab belongs to; only the owner writes SlabMeta.free
 //   local     free by the owner: a plain bit set in SlabMeta.free
 //   remote    free by any other thread: an atomic bit set in the slab's remote bits (rbits), and
@@ -67,7 +67,7 @@ inline constexpr unsigned kAdoptReserve = 4;
 // ZNS_SECURE: of every this many pages, the first slab group holds no slab and its first page (as
 // the first page of the region's last group) is an inaccessible guard, so a linear overflow cannot
 // run through the heap (see bump_take).
-inline constexpr uint32_t kGuardGroup = 64;
+inline constexpr uint32_t kGuardGroup = 128;   // (512 KiB: a guard group and three slab groups)
 
 // The life of a slab.  A cache owns exactly one slab per class, its current one, so a free by
 // the owner never has to move a slab between lists.
@@ -91,13 +91,13 @@ enum ShareState : uint8_t {
                       // the owner takes it back with a CAS to kOwned before it unparks or frees it
 };
 
-// Slab metadata, one cache line per group, in an array parallel to the region (64 B per 64 KiB):
+// Slab metadata, one cache line per group, in an array parallel to the region (64 B per 128 KiB):
 // a free finds it with one shift of the pointer's offset, and everything the free fast path reads
 // (owner, class geometry, where the bitmap is) is in this one line.
 //
 // Bitmaps.  A slab's free bitmap has bitmap_words(blocks) words: up to kInlineWords it is `inline_free`
-// in this line; longer ones (the classes below 352 B, whose slabs fill their group: 4096 blocks of
-// 16 B need 64 words) are a record in the bitmap pool of their class, which the slab keeps while it
+// in this line; longer ones (the classes below 512 B but 448 B, whose slabs fill their group: 8192
+// blocks of 16 B need 128 words) are a record in the bitmap pool of their class, which the slab keeps while it
 // serves that class (assigned by depot_take, which moves it back to the pool only to take one of
 // another class).  `bitmap` points at the words either way, so the fast path does not branch.  The
 // pools follow the lines in one reservation, in chunks (heap.cpp, kPoolChunk).  The remote bits mirror it: the same reservation again at
@@ -300,7 +300,7 @@ ZNS_INLINE std::atomic<uint64_t> *full_bits() {
 }
 
 struct Region {
-  char *base = nullptr;          // first page (64 KiB aligned is not required: groups count from it)
+  char *base = nullptr;          // first page (128 KiB aligned is not required: groups count from it)
   uintptr_t bytes = 0;           // reserved size; ownership is (p - base) < bytes
   SlabMeta *meta = nullptr;      // one per group, then rrec, then the bitmap pools (see SlabMeta)
   std::atomic<uint64_t> **rrec = nullptr;  // per group: the remote record of its slab, if its
@@ -428,9 +428,9 @@ ZNS_INLINE uint64_t remote_word(const SlabMeta *s, unsigned w, std::memory_order
   uint32_t page = uint32_t(s - g_region.meta) * kGroupPages;
   return remote_written(page) ? rbits(s)[w].load(order) : 0;
 }
-ZNS_INLINE char *slab_base(const SlabMeta *s) {   // one SlabMeta (64 B) per group (64 KiB)
-  static_assert((size_t(1) << kGroupShift) == 1024 * sizeof(SlabMeta));
-  return g_region.base + ((uintptr_t(s) - uintptr_t(g_region.meta)) << 10);
+ZNS_INLINE char *slab_base(const SlabMeta *s) {   // one SlabMeta (64 B) per group (128 KiB)
+  static_assert((size_t(1) << kGroupShift) == 2048 * sizeof(SlabMeta));
+  return g_region.base + ((uintptr_t(s) - uintptr_t(g_region.meta)) << 11);
 }
 // The slab a pointer in the region falls in (its group's; the group may hold none).
 ZNS_INLINE SlabMeta *head_meta(const void *p) {

@@ -16,12 +16,12 @@ namespace zns {
 inline constexpr size_t kPageSize = 4096;
 inline constexpr size_t kPageShift = 12;
 inline constexpr size_t kMaxSmall = 4096;       // largest request served from slabs
-inline constexpr unsigned kMaxSlabPages = 16;    // slabs span at most this many pages (one group)
-inline constexpr unsigned kMinBlocks = 16;       // slabs hold at least this many blocks
-inline constexpr unsigned kMaxBlocks = 8192;     // 65536 / 8: a group of 8 B blocks
+inline constexpr unsigned kMaxSlabPages = 32;    // slabs span at most this many pages (one group)
+inline constexpr unsigned kMinBlocks = 32;       // slabs hold at least this many blocks
+inline constexpr unsigned kMaxBlocks = 16384;    // 131072 / 8: a group of 8 B blocks
 inline constexpr unsigned kMaxBitmapWords = kMaxBlocks / 64;
-// A slab's free bitmap is in its SlabMeta line when it has at most kInlineWords words (the classes
-// from 256 B); longer ones are records in the bitmap pool of their class (heap.h, "Bitmaps").
+// A slab's free bitmap is in its SlabMeta line when it has at most kInlineWords words (448 B and the
+// classes from 512 B); longer ones are records in the bitmap pool of their class (heap.h, "Bitmaps").
 inline constexpr unsigned kInlineWords = 3;
 constexpr unsigned bitmap_words(unsigned blocks) { return (blocks + 63) / 64; }
 
@@ -36,11 +36,11 @@ inline constexpr uint16_t kClassSize[] = {
 };
 inline constexpr unsigned kNumClasses = sizeof(kClassSize) / sizeof(kClassSize[0]);
 
-// Every slab sits at the start of its own aligned group of kGroupPages pages (64 KiB), so the slab
-// of a pointer is (p - base) >> 16 and its metadata is one entry per group (DESIGN "Slab groups").
+// Every slab sits at the start of its own aligned group of kGroupPages pages (128 KiB), so the slab
+// of a pointer is (p - base) >> 17 and its metadata is one entry per group (DESIGN "Slab groups").
 // A slab uses the first `pages` pages of its group; the rest of the group is address space only.
-inline constexpr unsigned kGroupPages = 16;
-inline constexpr unsigned kGroupShift = 16;                  // log2(kGroupPages * kPageSize)
+inline constexpr unsigned kGroupPages = 32;
+inline constexpr unsigned kGroupShift = 17;                  // log2(kGroupPages * kPageSize)
 // Resident metadata of a slab of `blocks` blocks: its SlabMeta line, and its bitmap record when the
 // bitmap does not fit in the line (the RemoteState line and record are written only where remote
 // frees come).
@@ -52,8 +52,8 @@ static_assert(kMaxSlabPages == kGroupPages, "a slab spans at most its group");
 
 // Pages per slab: the span of at least kMinBlocks blocks within one group that spends the fewest
 // bytes (unused tail plus the slab's metadata) per byte of blocks.  The metadata line is per slab,
-// so a longer span amortises it: every class takes (nearly) its whole group, but for a few from
-// 256 B that stop where their bitmap still fits in the line (tools/zns-classes prints the table).
+// so a longer span amortises it: every class takes 21 to 32 of its group's 32 pages, the longest
+// span its blocks fill exactly (tools/zns-classes prints the table).
 constexpr unsigned slab_pages_for(unsigned size) {
   unsigned best = 0;
   uint64_t best_cost = 0, best_payload = 1;
@@ -75,7 +75,8 @@ struct ClassInfo {
   uint16_t size;      // block size in bytes
   uint8_t pages;      // pages per slab
   uint16_t blocks;    // blocks per slab
-  uint32_t magic;     // ceil(2^32 / size): offset * magic >> 32 == offset / size for offsets < 2^14
+  uint32_t magic;     // ceil(2^32 / size): offset * magic >> 32 == offset / size for every offset
+                      // in the slab (classes_valid checks each)
 };
 
 constexpr ClassInfo make_class_info(unsigned c) {
@@ -109,8 +110,8 @@ inline const ClassInfo &class_info(unsigned c) { return kClasses.info[c]; }
 
 // An offset in the slab is a block start iff the low half of offset * magic is below magic (one
 // compare instead of a multiply back): for off = i * size, the low half is i * (size * magic -
-// 2^32) < blocks * size <= 2^16 < magic; for off = i * size + r, 0 < r < size, it is that plus
-// r * magic, at least magic and, since magic > 2^16 + size, below 2^32.  classes_valid() checks the
+// 2^32) < blocks * size <= 2^17 < magic; for off = i * size + r, 0 < r < size, it is that plus
+// r * magic, at least magic and, since magic > 2^17 + size, below 2^32.  classes_valid() checks the
 // bounds; tests/unit/size_class_test.cpp checks every offset of every class.
 inline bool is_block_start(uint32_t off, uint32_t magic) { return uint32_t(uint64_t(off) * magic) < magic; }
 // ---- compile-time checks ----------------------------------------------------------------------
@@ -124,9 +125,11 @@ constexpr bool classes_valid() {
     // exact division by multiplication for every block offset in the slab
     for (uint64_t off = 0; off < uint64_t(i.pages) * kPageSize; off += 8)
       if (((off * i.magic) >> 32) != off / i.size) return false;
-    // the bounds behind is_block_start (below): the slab's blocks span at most 2^16 bytes, and
-    // magic exceeds 2^16 + size
-    if (uint64_t(i.blocks) * i.size > 65536 || uint64_t(i.magic) <= 65536u + i.size) return false;
+    // the bounds behind is_block_start (below): the slab's blocks span at most a group (2^17 bytes),
+    // and magic exceeds that plus size
+    if (uint64_t(i.blocks) * i.size > (uint64_t(1) << kGroupShift) ||
+        uint64_t(i.magic) <= (uint64_t(1) << kGroupShift) + i.size)
+      return false;
   }
   for (unsigned n = 0; n <= kMaxSmall; ++n) {
     unsigned c = kClasses.by_granule[(n + 7) >> 3];

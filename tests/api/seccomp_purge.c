@@ -7,7 +7,7 @@
  * dump below (zns_stats_print into a pipe) made for QuietWrite until 2026-12-06: OpenSSH's
  * pre-auth child died of it at exit under ZNS_STATS (a review), now only a failed write asks.
  *
- * A child allocates 1 KiB and 2 KiB blocks a slab (a 64 KiB group) at a time, alternately, so
+ * A child allocates 1 KiB and 2 KiB blocks a slab (a 128 KiB group) at a time, alternately, so
  * that the groups of the two classes interleave; it installs the filter, frees every 1 KiB block
  * (the 2 KiB ones stay: each emptied group is a run of its own) and calls malloc_trim, which
  * purges them all in batches of many runs.  Checks: the child exits 0 (not SIGSYS), its RSS went
@@ -70,7 +70,7 @@ static int kernel_batches(void) {
   return syscall(__NR_process_madvise, -10000 /* PIDFD_SELF_THREAD */, &v, 0, MADV_DONTNEED, 0) == 0;
 }
 
-static void *small[GROUPS * 64], *big[GROUPS * 32];
+static void *small[GROUPS * 128], *big[GROUPS * 64];   /* a slab's blocks each */
 static int batches;
 
 /* The blocks, the filter, the frees, the trim and the checks: in the child's only thread, or (kThreadFilter)
@@ -80,21 +80,21 @@ static int batches;
 static void *purge(void *arg) {
   int variant = *(int *)arg;
   for (int g = 0; g < GROUPS; g++) {
-    for (int i = 0; i < 64; i++) memset(small[g * 64 + i] = malloc(1024), 1, 1024);
-    for (int i = 0; i < 32; i++) memset(big[g * 32 + i] = malloc(2048), 2, 2048);
+    for (int i = 0; i < 128; i++) memset(small[g * 128 + i] = malloc(1024), 1, 1024);
+    for (int i = 0; i < 64; i++) memset(big[g * 64 + i] = malloc(2048), 2, 2048);
   }
   if (install_filter(variant) != 0) {
     zt_log("seccomp_purge: cannot install a filter (%s): skipped", strerror(errno));
     _exit(0);
   }
   long before = rss_kib();
-  for (int k = 0; k < GROUPS * 64; k++) free(small[k]);
+  for (int k = 0; k < GROUPS * 128; k++) free(small[k]);
   malloc_trim(0);
   long after = rss_kib();
-  /* GROUPS groups of 64 KiB freed (118 given back here; the bin's current slab and the one of its
+  /* GROUPS groups of 128 KiB freed (118 given back here; the bin's current slab and the one of its
    * `last` block stay); RSS moves by less (the child's own pages): at least half */
-  if (before < 0 || after < 0 || before - after < GROUPS / 2 * 64) {
-    zt_log("seccomp_purge: RSS %ld -> %ld KiB after freeing %d groups of 64 KiB", before, after, GROUPS);
+  if (before < 0 || after < 0 || before - after < GROUPS / 2 * 128) {
+    zt_log("seccomp_purge: RSS %ld -> %ld KiB after freeing %d groups of 128 KiB", before, after, GROUPS);
     _exit(2);
   }
   /* Every range went back in a madvise of its own: as many calls as ranges (a batch call the
@@ -113,7 +113,7 @@ static void *purge(void *arg) {
       _exit(3);
     }
   }
-  for (int k = 0; k < GROUPS * 32; k++) free(big[k]);
+  for (int k = 0; k < GROUPS * 64; k++) free(big[k]);
   return NULL;
 }
 

@@ -14,7 +14,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 
-#define GROUP_BYTES (64 * 4096) /* kGuardGroup pages (core/heap.h) */
+#define GROUP_BYTES (128 * 4096) /* kGuardGroup pages (core/heap.h) */
 
 static int secure_on(void) {
   const char *e = getenv("ZNS_SECURE");

@@ -169,8 +169,14 @@ static long count_bad(struct blk *b, size_t n) {
   return bad;
 }
 
-/* n blocks of 64 B (1024 to a slab of 16 pages, in allocation order), block i filled with
- * `fill`, or with i & 0xff when fill is 0; the table itself stays out of the tier. */
+/* The heap's geometry (core/size_class.h), which the scenarios are sized by: every slab sits at
+ * the start of its own aligned group of 32 pages (128 KiB, kGroupPages) and fills most of it;
+ * 64 B blocks fill it exactly, SLAB64 of them.  (The 64 B scenarios count slabs as blocks /
+ * SLAB64; a change of the geometry must change these.) */
+enum { GROUP_BYTES = 32 * 4096, SLAB64 = GROUP_BYTES / 64 };
+
+/* n blocks of 64 B (SLAB64 to a slab, in allocation order), block i filled with `fill`, or with
+ * i & 0xff when fill is 0; the table itself stays out of the tier. */
 static unsigned char **blocks64(size_t n, int fill) {
   unsigned char **b = __libc_calloc(n, sizeof *b);
   REQUIRE(b != NULL);
@@ -321,7 +327,7 @@ static int cancel_test(void) {
 
 /* ---- syscalls ------------------------------------------------------------------------------- */
 static int syscalls(void) {
-  enum { N = 4000 };
+  enum { N = 8000 };   /* 16..900 B, ~3.7 MB: a few slabs full behind the current one of each class */
   struct blk *b = make_blocks(N, 900, 77);
   /* write(2) from cold blocks into a file, then read(2) back into other cold blocks */
   char path[] = "/tmp/zns-tier-syscallsXXXXXX";
@@ -400,9 +406,10 @@ static int fork_test(void) {
 static int nss_fork(void) {
   enum { N = 20000 };
   REQUIRE(getpwuid(0) != NULL);
-  /* every class's current slab filled past its end, so that the nss state's slab is parked */
+  /* every class's current slab filled past its end (more blocks than a group holds), so that the
+   * nss state's slab is parked */
   for (size_t sz = 16; sz <= 4096; sz += 16)
-    for (size_t k = 0; k < 70000 / sz + 2; ++k) {
+    for (size_t k = 0; k < GROUP_BYTES / sz + 2; ++k) {
       char *p = malloc(sz);
       REQUIRE(p != NULL);
       p[0] = 1;
@@ -580,14 +587,19 @@ static int fork_mask(void) {
 /* ---- child-tier ------------------------------------------------------------------------------ */
 static long stats_field(const char *name);
 
-/* A forked child that lives on: mallocs and frees of 16..3000 B (slow paths now and then, where a
- * child's own tier starts) until `secs` after t0, or, with until_scans, until its tier thread has
- * scanned.  Returns the seconds since t0 at which it had (0: never). */
+/* A forked child that lives on: mallocs and frees of 16..3000 B until `secs` after t0, or, with
+ * until_scans, until its tier thread has scanned.  Returns the seconds since t0 at which it had (0:
+ * never).  A child's own tier starts in a slow path (a miss: the class's bitmap word in use has no
+ * free block), so the churn keeps enough blocks live that misses keep coming: KEEP of them, ~65 of
+ * each class 256 B wide (2304, 2560, 2816 B: 48, 48, 32 blocks a slab, one bitmap word) and ~51
+ * of 3072 B (40 a slab).  (With fewer live than its word has blocks, a class never misses: its
+ * frees put back the bits its mallocs take.) */
 static double churn_until(double t0, double secs, int until_scans) {
-  unsigned char *keep[256] = {0};
+  enum { KEEP = 768 };
+  unsigned char *keep[KEEP] = {0};
   double at = 0;
   for (unsigned i = 0; now_s() - t0 < secs; ++i) {
-    unsigned k = i % 256;
+    unsigned k = i % KEEP;
     free(keep[k]);
     keep[k] = malloc(16 + (i * 37) % 3000);
     REQUIRE(keep[k] != NULL);
@@ -597,7 +609,7 @@ static double churn_until(double t0, double secs, int until_scans) {
       usleep(1000);
     }
   }
-  for (unsigned k = 0; k < 256; ++k) free(keep[k]);
+  for (unsigned k = 0; k < KEEP; ++k) free(keep[k]);
   return at;
 }
 
@@ -618,7 +630,7 @@ static int child_tier(void) {
     CHECK(s.slabs_out == 0 && s.slabs_in == 0 && stats_field("scans") == 0, "child's counts inherited: out %llu in %llu scans %ld",
           s.slabs_out, s.slabs_in, stats_field("scans"));
     double on_at = churn_until(t0, 10, 1);   /* live and allocate until the child's tier runs */
-    CHECK(on_at >= 0.25, "the child's tier started %.3f s after the fork (ZNS_TIER_CHILD_MS=300)", on_at);
+    CHECK(on_at >= 0.25, "the child's tier started %.3f s after the fork (ZNS_TIER_CHILD_MS=300; 0: not in 10 s)", on_at);
     CHECK(tier().mode == mode, "the child's tier did not start: mode %d", tier().mode);
     struct blk *c = make_blocks(N, 700, 999);
     size_t cout = zns_tier_pageout();
@@ -663,7 +675,7 @@ static int child_tier(void) {
  * handler).  Frees never start it (a free may run under glibc's stack-cache lock, which the
  * start's pthread_create takes): `free` checks that 2 s of large frees after the delay do not. */
 static int child_tier_large(const char *how) {
-  enum { N = 5000, K = 4000 };
+  enum { N = 10000, K = 4000 };   /* N blocks of 16..700 B, ~3.6 MB: a few slabs full behind the current ones */
   struct blk *b = make_blocks(N, 700, 777);
   CHECK(zns_tier_pageout() > 10, "nothing paged out before the fork");
   int mode = tier().mode;
@@ -843,17 +855,20 @@ static int child_seccomp(void) {
 }
 
 /* ---- fork-each-slab ------------------------------------------------------------------------- */
-/* Slabs of 2304 B blocks span 9 pages of their 16-page group, of 3072 B 15, of 288 B 9.  A fork
+/* Slabs of 2304 B blocks span 27 pages of their 32-page group, of 3072 B 30, of 288 B 27.  A fork
  * after each new slab puts the end of the heap at every slab's end in turn, also where that is
- * exactly the backing file's end (the file grows in steps that start at a slab's end). */
+ * exactly the backing file's end (the file grows in steps that start at a slab's end): a fork
+ * every PER blocks, half a slab of 2304 B (48 blocks: the fork after its last block is one),
+ * less than a slab of 3072 B (40) or 288 B (384).  FORKS forks a class: 20 slabs of 2304 B, 24 of
+ * 3072 B, 2.5 of 288 B. */
 static int fork_each_slab(void) {
   static const size_t sizes[] = {2304, 3072, 288};
-  enum { SLABS = 40, PER = 16 };
-  static char *blocks[3][SLABS * PER];
+  enum { FORKS = 40, PER = 24 };
+  static char *blocks[3][FORKS * PER];
   int forks = 0;
   for (int c = 0; c < 3; ++c) {
     size_t n = sizes[c];
-    for (int i = 0; i < SLABS * PER; ++i) {
+    for (int i = 0; i < FORKS * PER; ++i) {
       blocks[c][i] = malloc(n);
       REQUIRE(blocks[c][i]);
       memset(blocks[c][i], (int)(i * 7 + c), n);
@@ -862,7 +877,7 @@ static int fork_each_slab(void) {
       REQUIRE(pid >= 0);
       if (pid == 0) {   /* every byte so far, then the child's own heap work */
         for (int cc = 0; cc <= c; ++cc)
-          for (int j = 0; j < (cc < c ? SLABS * PER : i + 1); ++j)
+          for (int j = 0; j < (cc < c ? FORKS * PER : i + 1); ++j)
             for (size_t k = 0; k < sizes[cc]; ++k)
               if (blocks[cc][j][k] != (char)(j * 7 + cc)) _exit(3);
         for (int j = 0; j < 200; ++j) free(malloc(16 + (size_t)j * 20));
@@ -1011,9 +1026,9 @@ static long stats_field(const char *name) {
 }
 
 static int governor(int on) {
-  enum { N = 128 * 1024 };   /* 64 B blocks: 128 slabs of 16 pages, 8 MiB */
+  enum { N = 128 * SLAB64 };   /* 64 B blocks: 128 slabs of 32 pages, 16 MiB */
   unsigned char **b = blocks64(N, 0);
-  const unsigned slabs = N / 1024;
+  const unsigned slabs = N / SLAB64;
   struct zns_tier_stats s0 = tier(), s_mid = s0;
   double t0 = now_s();
   unsigned passes = 0, late_passes = 0;
@@ -1054,7 +1069,7 @@ static int governor(int on) {
 
 /* ---- clean (uffd): evictions of slabs unchanged since they came back write nothing ------------ */
 static int clean(void) {
-  enum { N = 64 * 1024 };   /* 64 B blocks: 64 slabs */
+  enum { N = 64 * SLAB64 };   /* 64 B blocks: 64 slabs */
   unsigned char **b = blocks64(N, 0);
   long c0 = stats_field("slabs_out_clean");
   size_t out1 = zns_tier_pageout();                 /* first time out: written */
@@ -1077,7 +1092,8 @@ static int clean(void) {
   zt_log("clean: out %zu (clean %ld), read, out %zu (clean %ld), stored, out %zu (clean %ld), read, "
          "out %zu (clean %ld)", out1, c1 - c0, out2, c2 - c1, out3, c3 - c2, out4, c4 - c3);
   CHECK(bad == 0, "%ld bytes differ after the round trips", bad);
-  CHECK(out1 >= 60 && out2 >= 60 && out3 >= 60 && out4 >= 60, "a pageout left slabs behind");
+  const size_t most = N / SLAB64 - 4;   /* (the current slab, and a few) */
+  CHECK(out1 >= most && out2 >= most && out3 >= most && out4 >= most, "a pageout left slabs behind");
   CHECK(c1 - c0 == 0, "%ld slabs never written before were evicted without a write", c1 - c0);
   CHECK(c2 - c1 >= (long)out2 - 2, "only %ld of %zu unchanged slabs left without a write", c2 - c1, out2);
   CHECK(c3 - c2 <= 1, "%ld slabs stored to were evicted without a write: their stores are lost", c3 - c2);
@@ -1092,7 +1108,7 @@ static int clean(void) {
  * window); longer = 1: 384 slabs over 6 s, 64 a second (1.6 times the budget, so that the first
  * raise is one step; run with a 5 s window, longer than the raise's hold once was). */
 static int governor_windup(int longer) {
-  const size_t N = (longer ? 384 : 128) * 1024, steps = longer ? 48 : 16;   /* 8 slabs a step */
+  const size_t N = (longer ? 384 : 128) * SLAB64, steps = longer ? 48 : 16;   /* 8 slabs a step */
   const unsigned period_us = longer ? 125000 : 100000;
   unsigned char **b = blocks64(N, 0);
   size_t out = zns_tier_pageout();
@@ -1106,7 +1122,7 @@ static int governor_windup(int longer) {
   long p = stats_field("pressure"), raises = stats_field("pressure_raises");
   zt_log("governor: %zu slabs paged out, read back over %.1f s at %.1f times the budget: pressure %ld "
          "(%ld raises)", out, steps * period_us / 1e6, 8e6 / period_us / 40, p, raises);
-  CHECK(out >= N / 1024 - 28, "only %zu slabs paged out", out);
+  CHECK(out >= N / SLAB64 - 28, "only %zu slabs paged out", out);
   CHECK(p >= 1, "returns at twice the budget did not raise the pressure at all");
   CHECK(p <= (longer ? 1 : 2), "pressure %ld: it wound up on returns of slabs that left before its first raise", p);
   CHECK(bad == 0, "%ld bytes changed", bad);
@@ -1115,7 +1131,7 @@ static int governor_windup(int longer) {
 }
 
 static int governor_relax(void) {
-  enum { N = 32 * 1024 };   /* 32 slabs: over the budget of 20 returns a tick, not far over */
+  enum { N = 32 * SLAB64 };   /* 32 slabs: over the budget of 20 returns a tick, not far over */
   unsigned char **b = blocks64(N, 0);
   long bad = 0, peak = 0;
   for (int pass = 0; pass < 4; ++pass) {   /* 1.2 s of passes: the heap comes back, twice or more */
@@ -1160,7 +1176,7 @@ static long read_long(const char *path, const char *key) {
 }
 
 static int ksm(void) {
-  enum { N = 64 * 1024, ROUNDS = 2 };   /* 64 B blocks of equal bytes: 64 slabs KSM can merge */
+  enum { N = 32 * SLAB64, ROUNDS = 2 };   /* 64 B blocks of equal bytes: 32 slabs, 1024 pages KSM can merge */
   if (prctl(67 /* PR_SET_MEMORY_MERGE */, 1, 0, 0, 0) != 0) {
     zt_log("ksm: skipped: PR_SET_MEMORY_MERGE not supported here (errno %d)", errno);
     return 0;
@@ -1412,10 +1428,10 @@ static int no_close_range(char **argv) {
 
 /* ---- mlock: pages of the heap are locked in memory ------------------------------------------ */
 static int mlock_test(int all) {
-  enum { N = 64 * 1024 };
+  enum { N = 64 * SLAB64 };   /* 64 B blocks: 64 slabs */
   unsigned char **b = blocks64(N, 0);
   if (all ? mlockall(MCL_CURRENT | MCL_FUTURE) != 0   /* RLIMIT_MEMLOCK for a user: no test */
-          : mlock((void *)((uintptr_t)b[1024 + 700] & ~(uintptr_t)4095), 4096) != 0) {
+          : mlock((void *)((uintptr_t)b[SLAB64 + SLAB64 / 2] & ~(uintptr_t)4095), 4096) != 0) {   /* a page amid a slab */
     zt_log("mlock: skipped: mlock%s says errno %d", all ? "all" : "", errno);
     return 0;
   }
@@ -1433,7 +1449,7 @@ static int mlock_test(int all) {
   if (all) {
     CHECK(out1 == 0 && out2 == 0, "%zu + %zu slabs left a locked heap", out1, out2);
   } else {
-    CHECK(out1 >= 60, "one locked page kept %zu slabs in RAM", 64 - out1);
+    CHECK(out1 >= N / SLAB64 - 4, "one locked page kept %zu slabs in RAM", N / SLAB64 - out1);
   }
   if (all) munlockall();
   free_blocks64(b, N);
@@ -1441,13 +1457,17 @@ static int mlock_test(int all) {
 }
 
 /* ---- signal-locks: a handler's store into a cold block while its thread holds a heap lock ----- */
-/* Four threads make 40000 blocks of 256 B and exit (their slabs become shared, then cold); a
+/* Four threads make 40000 blocks of 1 KiB and exit (their slabs become shared, then cold); a
  * thread churns whole slabs of the same class (each refill takes the class lock, the depot's),
  * and its SIGUSR1 handler, every 20 us, increments a byte of a cold block.  A store into an out or
  * armed slab waits for the tier thread; that one, claiming or letting go of a slab of the class
  * (tier_claim, tier_unclaim), waited for the class lock the handler's thread held: a deadlock
- * (a helper's review, 2026-12-06: 4 runs in 9 hung).  The handler's counts are checked after. */
-enum { SL_N = 40000, SL_SIZE = 256 };
+ * (a helper's review, 2026-12-06: 4 runs in 9 hung).  The handler's counts are checked after.
+ * The stores spread over every slab: with S slabs each gets one every S / (~9500 a second), and
+ * under uffd a slab leaves only after half its window (run.sh: 100 ms) armed without one.  So
+ * the blocks span many slabs: 312 of 128 blocks (40 MB), a store every ~33 ms each.  (The same
+ * blocks of 256 B make 78 slabs of 512, one every 8 ms: none left under uffd.) */
+enum { SL_N = 40000, SL_SIZE = 1024 };
 static unsigned char *g_sl_blk[SL_N];
 static unsigned char g_sl_count[SL_N];   /* the handler's increments of byte [1], mod 256 */
 static volatile unsigned g_sl_at;

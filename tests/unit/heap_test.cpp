@@ -124,22 +124,22 @@ TEST_CASE("a slab hands out every block once, then the cache moves to a new slab
   }).join();
 }
 
-TEST_CASE("a 16 B slab fills its 64 KiB group, its bitmap a 64-word record outside the line") {
+TEST_CASE("a 16 B slab fills its 128 KiB group, its bitmap a 128-word record outside the line") {
   std::thread([] {
     const ClassInfo &ci = class_info(class_of(16));
-    REQUIRE(ci.blocks == 4096);
+    REQUIRE(ci.blocks == 8192);
     std::vector<char *> blocks;
     for (unsigned i = 0; i < ci.blocks; ++i) blocks.push_back(static_cast<char *>(alloc(16)));
     SlabMeta *s = head_meta(blocks[0]);
     std::set<char *> distinct(blocks.begin(), blocks.end());
     CHECK(distinct.size() == ci.blocks);
     for (char *b : blocks) CHECK(head_meta(b) == s);     // one slab, one group
-    CHECK(words_of(s) == 64);
+    CHECK(words_of(s) == 128);
     uintptr_t w = uintptr_t(bits(s));
     CHECK((w < uintptr_t(s) || w >= uintptr_t(s + 1)));   // not in its line
     CHECK(w >= uintptr_t(g_region.meta + g_region.pages / kGroupPages));   // in the pools
     CHECK(w < uintptr_t(g_region.remote));
-    for (unsigned k = 0; k < 64; ++k) CHECK(bits(s)[k].load() == 0);      // all out
+    for (unsigned k = 0; k < 128; ++k) CHECK(bits(s)[k].load() == 0);     // all out
     char *next = static_cast<char *>(alloc(16));
     CHECK(head_meta(next) != s);
     // freed in a scattered order: every bit comes back, and the blocks are reused
@@ -909,7 +909,7 @@ TEST_CASE("a purge run stopped by a locked page gives its victims back one by on
 // given back) has its pages mapped ahead of the cursor, a bitmap word (at least 4 pages) at a
 // time: one ::madvise(MADV_POPULATE_WRITE) instead of a fault per page.  Its first slab of the class
 // is not (a thread that wants a few blocks must not get a slab's worth of RSS), nor any with the
-// option off.  512 B blocks: 16 pages, 2 words of 8 pages; 128 B blocks: 16 pages, words of 2
+// option off.  1 KiB blocks: 32 pages, 2 words of 16 pages; 128 B blocks: 32 pages, words of 2
 // pages, populated 4 at a time.  Nothing here writes to a block.
 TEST_CASE("a thread that used up a slab has its next fresh slab's pages mapped ahead") {
   dealloc(alloc(16), "test");   // (the heap's init sets g_populate from the options)
@@ -946,11 +946,11 @@ TEST_CASE("a thread that used up a slab has its next fresh slab's pages mapped a
   unsigned first, at0, end0, at1;
   for (bool on : {true, false}) {
     CAPTURE(on);
-    run(512, on, &first, &at0, &end0, &at1);
+    run(1024, on, &first, &at0, &end0, &at1);
     CHECK(first == 0);
-    CHECK(at0 == (on ? 8u : 0u));
-    CHECK(end0 == (on ? 8u : 0u));
-    CHECK(at1 == (on ? 16u : 0u));
+    CHECK(at0 == (on ? 16u : 0u));
+    CHECK(end0 == (on ? 16u : 0u));
+    CHECK(at1 == (on ? 32u : 0u));
     run(128, on, &first, &at0, &end0, &at1);   // words of 2 pages: 4 at a time
     CHECK(first == 0);
     CHECK(at0 == (on ? 4u : 0u));
@@ -1024,9 +1024,9 @@ TEST_CASE("the depot keeps a heap it had to fault in again, and never above the 
   g_options.ZNS_DIRTY_PERCENT = 100;
   g_options.ZNS_DECAY_MS = 600000;     // (the decay would give them back too, in its time)
   trim();                              // nothing learned, nothing dirty
-  const unsigned b = class_of(256), a = class_of(1024);
+  const unsigned b = class_of(448), a = class_of(1024);
   const unsigned kb = class_info(b).pages, ka = class_info(a).pages;
-  REQUIRE(kb < ka);                    // (12 and 16 pages)
+  REQUIRE(kb < ka);                    // (21 and 32 pages)
   std::thread([&] {
     auto fill = [](size_t size, unsigned slabs) {
       std::vector<void *> v;
@@ -1041,7 +1041,7 @@ TEST_CASE("the depot keeps a heap it had to fault in again, and never above the 
     // first time: freed whole, given back down to the cap (the fixed one, or the heap in use
     // by others: the baseline)
     const uint64_t base = snap().owned_pages;
-    std::vector<void *> v = fill(256, 60);
+    std::vector<void *> v = fill(448, 60);
     uint64_t peak = snap().owned_pages;
     for (void *p : v) dealloc(p, "test");
     HeapSnapshot h = snap();
@@ -1049,7 +1049,7 @@ TEST_CASE("the depot keeps a heap it had to fault in again, and never above the 
     CHECK(h.dirty_pages + 20 * kb <= 60 * kb);
     const uint64_t kept = h.dirty_pages, refault0 = h.refault_pages;
     // built again, from the groups just given back (refaults), and freed whole: kept this time
-    v = fill(256, 60);
+    v = fill(448, 60);
     h = snap();
     peak = std::max(peak, h.owned_pages);
     const uint64_t refault = h.refault_pages - refault0;
@@ -1058,7 +1058,7 @@ TEST_CASE("the depot keeps a heap it had to fault in again, and never above the 
     for (void *p : v) dealloc(p, "test");
     h = snap();
     CHECK(h.dirty_pages + 8 >= refault);   // (8: the excess a purge may take below the cap)
-    // slabs of 16 pages take the empty 12-page groups first; past the heap's peak, the empty
+    // slabs of 32 pages take the empty 21-page groups first; past the heap's peak, the empty
     // slabs left over are given back
     std::vector<void *> u = fill(1024, 30);
     unsigned reused = 0;
@@ -1068,14 +1068,14 @@ TEST_CASE("the depot keeps a heap it had to fault in again, and never above the 
     CHECK(h.dirty_pages > 0);
     CHECK(h.owned_pages + h.dirty_pages <= peak + 16);
     for (void *p : u) dealloc(p, "test");
-    // and 12-page slabs in 16-page groups: their last 4 pages go back to the OS
+    // and 21-page slabs in 32-page groups: their last 11 pages go back to the OS
     std::set<uint32_t> a_groups = groups_of(u);
-    v = fill(256, 40);   // (after the 12-page groups left, if any)
+    v = fill(448, 40);   // (after the 21-page groups left, if any)
     unsigned landed = 0, tails = 0;
     for (uint32_t g : groups_of(v)) {
       if (!a_groups.count(g)) continue;
       ++landed;
-      unsigned char vec[16];
+      unsigned char vec[kGroupPages];
       REQUIRE(mincore(g_region.base + size_t(g) * kPageSize, kGroupPages * kPageSize, vec) == 0);
       bool tail_out = true;
       for (unsigned i = kb; i < kGroupPages; ++i) tail_out = tail_out && !(vec[i] & 1);
@@ -1165,8 +1165,9 @@ TEST_CASE("the NUMA-aware depot hands a thread its own node's empty slabs first"
   }
   // No room: a trim forgets the peak.  Node 1's 8 empty slabs would be 8 slabs over it once node 0
   // has allocated 8 new ones: they go back to the OS (and come back as clean groups, to anyone),
-  // down to half the fixed cap (two nodes): 64 pages of the 128 here.
-  g_options.ZNS_DIRTY_MAX_KB = 512;
+  // down to half the fixed cap (two nodes): 4 slabs' pages of the 8 here.
+  const uint64_t cap_kb = 8 * k * kPageSize / 1024;
+  g_options.ZNS_DIRTY_MAX_KB = cap_kb;
   test_set_numa_nodes(2);
   trim();
   std::set<uint32_t> a = numa_run(1, 8);
@@ -1177,7 +1178,7 @@ TEST_CASE("the NUMA-aware depot hands a thread its own node's empty slabs first"
     std::vector<void *> v;
     for (unsigned i = 0; i < 16 * class_info(class_of(1024)).blocks; ++i) v.push_back(alloc(1024));
     const HeapSnapshot h = snap();
-    CHECK(h.node_dirty_pages[1] <= 512 / 4 / 2);   // given back as node 0's heap grew
+    CHECK(h.node_dirty_pages[1] <= cap_kb / 4 / 2);   // given back as node 0's heap grew
     CHECK(h.node_dirty_pages[1] > 0);              // but not all (the floor, for small heaps)
     CHECK(h.dirty_pages <= h.dirty_cap_pages);
     for (void *p : v) dealloc(p, "test");
@@ -1278,7 +1279,7 @@ TEST_CASE("a fork's child puts back the slabs another thread was purging") {
     for (unsigned i = 0; i < 20 * class_info(class_of(1024)).blocks; ++i) v.push_back(alloc(1024));
     for (void *p : v) dealloc(p, "test");
   }).join();
-  REQUIRE(snap().dirty_pages >= 19 * 16);
+  REQUIRE(snap().dirty_pages >= 19 * class_info(class_of(1024)).pages);
   g_purge_held = 0;
   g_test_purge_hook = hold_purge;
   std::thread purger([] { trim(); });
@@ -1422,8 +1423,8 @@ TEST_CASE("a refill takes the parked slab that has waited longest since a quarte
 // quarter of the slab.  The expected counts are written out, not computed by the same formula.
 TEST_CASE("a parked slab is reused after a sixteenth of it is free, at least 16 blocks or a quarter") {
   struct Case { size_t size; unsigned blocks, worth; };
-  const Case cases[] = {{16, 4096, 256}, {32, 2048, 128}, {128, 512, 32}, {256, 192, 16},
-                        {1024, 64, 16}, {2048, 32, 8}, {4096, 16, 4}};
+  const Case cases[] = {{16, 8192, 512}, {32, 4096, 256}, {128, 1024, 64}, {256, 512, 32},
+                        {448, 192, 16}, {1024, 128, 16}, {2048, 64, 16}, {4096, 32, 8}};
   for (const Case &k : cases) {
     INFO("size ", k.size);
     REQUIRE(class_info(class_of(k.size)).blocks == k.blocks);

@@ -40,18 +40,19 @@ TEST_CASE("slab geometry: blocks fit, 16-byte alignment (8 at 8 B), bounded tail
     CHECK(i.blocks >= kMinBlocks);
   }
   // No in-slab header: a slab's pages are all blocks, and every slab fills (nearly) its whole group,
-  // the small classes too (their bitmaps are pool records: 8 B blocks take 128 words).
-  CHECK(class_info(class_of(8)).blocks == 8192);   // 128 words
-  CHECK(class_info(class_of(16)).blocks == 4096);
-  CHECK(class_info(class_of(16)).pages == 16);
-  CHECK(class_info(class_of(32)).blocks == 2048);
-  CHECK(class_info(class_of(64)).blocks == 1024);
-  CHECK(class_info(class_of(128)).blocks == 512);
-  CHECK(class_info(class_of(4096)).pages == 16);
+  // the small classes too (their bitmaps are pool records: 8 B blocks take 256 words).
+  CHECK(class_info(class_of(8)).blocks == 16384);   // 256 words
+  CHECK(class_info(class_of(16)).blocks == 8192);
+  CHECK(class_info(class_of(16)).pages == 32);
+  CHECK(class_info(class_of(32)).blocks == 4096);
+  CHECK(class_info(class_of(64)).blocks == 2048);
+  CHECK(class_info(class_of(128)).blocks == 1024);
+  CHECK(class_info(class_of(4096)).pages == 32);   // 32 blocks: a refill every 8 or so in a churn
+  CHECK(class_info(class_of(4096)).blocks == 32);
   for (unsigned c = 0; c < kNumClasses; ++c) {
     const ClassInfo &i = class_info(c);
     INFO("class ", c, " (", i.size, " B)");
-    CHECK(i.pages >= 9);   // a slab uses most of its group: a dense heap (DESIGN "Slab groups")
+    CHECK(2 * i.pages > kGroupPages);   // a slab uses most of its group: a dense heap (DESIGN "Slab groups")
     // Resident metadata per byte of blocks: the line (and record) of a slab over its blocks.
     double meta = double(slab_meta_bytes(i.blocks)) / (double(i.blocks) * i.size);
     CHECK(meta <= (i.size == 8 ? 0.0167 : i.size == 16 ? 0.0088 : 0.005));
