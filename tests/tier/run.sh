@@ -27,12 +27,13 @@ step() {   # name, expected-stderr-regex-or-empty, env..., -- command...
   local envs=()
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done
   shift
-  local t0=$SECONDS
-  if timeout 120 env "${envs[@]}" "$@" >"$T/out" 2>&1 && { [ -z "$want" ] || grep -Eq "$want" "$T/out"; }; then
+  local t0=$SECONDS rc=0
+  timeout 120 env "${envs[@]}" "$@" >"$T/out" 2>&1 || rc=$?
+  if [ "$rc" = 0 ] && { [ -z "$want" ] || grep -Eq "$want" "$T/out"; }; then
     printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|nss-fork|fork-signals|signal-locks|fork-mask|child-tier|child-seccomp|falloc-refused|poll-refused|fork-full|metadata|policy|budget|clean|ksm|governor|errors|thread-error|full|closefd|closefd-forks|mlock|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
   else
     fails=$((fails + 1))
-    printf 'FAIL %-34s (exit %s%s)\n' "$name" "$?" "${want:+; wanted /$want/ on stderr}"
+    printf 'FAIL %-34s (exit %s%s)\n' "$name" "$rc" "${want:+; wanted /$want/ on stderr}"
     tail -n 20 "$T/out" | sed 's/^/   | /'
   fi
 }
