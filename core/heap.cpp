@@ -193,7 +193,7 @@ unsigned free_count(const SlabMeta *s) {
 // prefix of chunks (commit_range) and the metadata is a handful of mappings, where a pool of its
 // own per class made ~90 (a committed prefix and a reserved rest each, twice with the mirror),
 // and a commit step an mprotect per pool and half.
-constexpr uint32_t kPoolChunk = 128;   // records of each pool per chunk (8 MiB of slabs)
+constexpr uint32_t kPoolChunk = 128;   // records of each pool per chunk (16 MiB of slabs)
 struct BitmapPool {
   size_t at;               // word offset of the pool's first record in each chunk
   uint32_t words;          // words per record; 0: the class's bitmap is inline
@@ -640,7 +640,7 @@ bool depot_purge(bool force) {
     {
       Guard g(g_depot_lock);
       uint32_t now = uint32_t(now_ms());
-      // Over the cap: down by half of it, at most by half of the fixed cap (a batch of 64
+      // Over the cap: down by half of it, at most by half of the fixed cap (a batch of 32
       // groups by default; a cap raised by refaults is not halved for a small excess).
       uint64_t max_pages = dirty_cap(), drop = std::min(max_pages, g_options.ZNS_DIRTY_MAX_KB / 4) / 2;
       uint64_t low_pages = max_pages - drop;
@@ -797,7 +797,7 @@ void make_guard(uint32_t page) {
 // The region and the metadata reservation are address space only (PROT_NONE, and PROT_READ for
 // the lines: not charged under vm.overcommit_memory=2 nor counted in RLIMIT_DATA / VmData) until
 // the bump pointer needs them.  Every per-group structure of the metadata (lines, rrec, life, the
-// bitmap pools) and its mirror is committed as a prefix: groups below g_committed_pages / 16 (the
+// bitmap pools) and its mirror is committed as a prefix: groups below g_committed_pages / kGroupPages (the
 // pools: the chunks that hold those records).  A pool's records are handed out in index order
 // and each is held by a slab below the bump pointer or is a thread's spare: the records of those
 // groups are all it needs but where spares are many, when record_get commits a chunk more (and
@@ -1821,7 +1821,7 @@ SlabMeta *current_slab(ThreadCache *tc, unsigned c) {
 // instead of a page fault each.  In this VM a fault costs 11.5 us a page, a populate call 6.4 us a
 // page (6.7 for 4 pages, 7.7 for one).  Chunks of a word (or 16 KiB, for the small classes whose
 // words span less) keep what is populated and not yet used to one word's span per class and
-// thread (15 pages from 1 KiB up, where one word covers the slab): bench/memory's 1M blocks of
+// thread (31 pages from 2 KiB up, where one word covers the slab): bench/memory's 1M blocks of
 // 8 B leave their last slab mostly untouched.
 constexpr size_t kPopulatePages = 4;
 ZNS_NOINLINE void populate_ahead(ThreadCache *tc, Bin b, unsigned cls) {
@@ -1856,7 +1856,7 @@ ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin b, unsigned cls) {
 
 // Allocate from tc for cls when its bin's word is empty.  `scanned`: a slab in which alloc_slow has
 // just found no free bit in any word; if it is still the current one it is not scanned again (a
-// 16 B slab has 64 words).  (Still: a signal handler's malloc in between may have moved the bin
+// 16 B slab has 128 words).  (Still: a signal handler's malloc in between may have moved the bin
 // on, and its free may have put a block back, which park counts.)
 void *refill_and_alloc(ThreadCache *tc, unsigned cls, const SlabMeta *scanned = nullptr) {
   if (ZNS_UNLIKELY(g_secure)) return secure_alloc(tc, cls);
@@ -1934,7 +1934,7 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
     // step ORs into the depot's copy (depot_release's look or depot_take's strays drop it) unless
     // the slab is also taken again within those few instructions.)
     if (owner == kSharedOwner) {
-      // A slab with one bitmap word (the classes from 1 KiB): our OR's result says whether this
+      // A slab with one bitmap word (the classes from 2 KiB): our OR's result says whether this
       // free can change anything (the slab worth queueing, or all of it back); most change nothing.
       unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
       if (blocks <= 64) {
@@ -1965,7 +1965,7 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
         may_lock ? shared_settle(s) : settle_later(s);
       } else if (may_lock && meta_at(page).share.load(std::memory_order_acquire) == kParkedIdle) {
         // Complete?  Not unless our word now is (our OR's result and the owner's bits cover it):
-        // most frees leave it short, and only then is every word of the slab counted (up to 128).
+        // most frees leave it short, and only then is every word of the slab counted (up to 256).
         unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED), left = blocks - w * 64;
         uint64_t full = left >= 64 ? ~uint64_t(0) : (uint64_t(1) << left) - 1;
         bool complete = (old | mask | racy_free_word(s, bits(s), w)) == full &&
@@ -2293,9 +2293,10 @@ void region_init() {
   struct rlimit as;
   if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) cap_mib = (uint64_t(as.rlim_cur) >> 20) / 4;
   for (uint64_t mib = g_options.ZNS_REGION_GB << 10; mib >= kMinRegionMiB; mib /= 2) {
-    if (mib + mib / 8 > cap_mib) continue;   // (the metadata: up to 1/10 of the region)
+    if (mib + mib / 8 > cap_mib) continue;   // (the metadata: up to 1/9 of the region, at the 64 MiB floor)
     uint64_t pages = mib << (20 - kPageShift);
-    if (pages > 0xfffffff0u) pages = 0xfffffff0u;   // (a multiple of kGroupPages)
+    if (pages > 0xffffffe0u) pages = 0xffffffe0u;   // (a multiple of kGroupPages)
+    static_assert(0xffffffe0u % kGroupPages == 0);
     uint64_t groups = pages / kGroupPages;
     // The metadata reservation (SlabMeta "Bitmaps"): a line per group, then the bitmap pools'
     // chunks with room for a record per group of each class; its mirror follows (RemoteState).

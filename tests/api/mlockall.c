@@ -2,7 +2,7 @@
  * every accessible mapping is made resident and locked, now and later.  The heap's reservations
  * must not be among them: the region is inaccessible until committed and of the metadata only the
  * lines are readable before, so only what is committed (what the heap uses, and one commit step
- * ahead) and the lines (64 B per 64 KiB of region) become resident.  While the region was
+ * ahead) and the lines (64 B per 128 KiB of region) become resident.  While the region was
  * reserved writable, a 2 GiB region made the process 2.2 GB resident here (the default 64 GiB one
  * would take the machine); while all the metadata was reserved readable, a program with a second
  * thread (then the kernel populates read-only mappings with real pages) went to 190 MB here and

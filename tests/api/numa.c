@@ -101,7 +101,7 @@ static void phase_policy(int node_aware) {
   enum { A = 512, B = 1024 }; /* 4 slabs of 128 blocks of 1 KiB; 8 */
   static void *a[A], *b[B], *c[B];
   static void *boost[4 * B];
-  /* Room under the heap's peak (64 slabs, empty on node 0's list): the depot keeps node 1's empty
+  /* Room under the heap's peak (32 slabs, empty on node 0's list): the depot keeps node 1's empty
    * slabs only while they do not take the heap above its peak */
   struct job j0 = {0, 1000, 4 * B, boost, 1, 0, 0};
   run(&j0);

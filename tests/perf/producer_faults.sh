@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A busy producer's parked slabs stay resident while its consumer frees them (DESIGN "Parked
 # slabs", an idle owner): tests/perf/producer_faults.c's 1 KiB producer at 20k blocks a second for
-# 2 s cycles ~625 slabs of 64 blocks; were each one given back by the consumer's completing free
-# and faulted in again, that is ~16 faults a slab (~10,000).  At 2026-12-07: ~100.  The bound
+# 2 s cycles ~312 slabs of 128 blocks; were each one given back by the consumer's completing free
+# and faulted in again, that is ~32 faults a slab (~10,000).  At 2026-12-07: ~100.  The bound
 # leaves room for the producer's stalls on a loaded machine (a stall past kParkIdleMs, 10 ms, is
 # idleness, rightly: a few slabs each).  Counts the kernel's faults, not time.
 set -euo pipefail

@@ -519,8 +519,8 @@ TEST_CASE("bitmap records past the pools' first chunks change classes without sh
 }
 
 TEST_CASE("remote frees that complete a parked slab of an idle owner give its pages back at once") {
-  // a 64-word record; 455 blocks (its last word partly used); a one-word inline bitmap
-  for (size_t size : {size_t(16), size_t(144), size_t(1024)}) {
+  // a 128-word record; 160 blocks inline (its last word partly used); 48 blocks, one inline word
+  for (size_t size : {size_t(16), size_t(768), size_t(2304)}) {
     INFO("size ", size);
     std::vector<void *> v;
     SlabMeta *s = nullptr;
@@ -1709,9 +1709,9 @@ TEST_CASE("parked slabs with remote frees pending still go back to the depot whe
 }
 
 TEST_CASE("an exited thread's slabs go back to the depot once others free every block, in any order") {
-  // 16 B: 4096 blocks (the cheap look counts frees in RemoteState.shared_frees); 144 B: 455
-  // blocks, a partly used last word; 1024 B: 64 blocks (the cheap look reads the one word)
-  for (size_t size : {size_t(16), size_t(144), size_t(1024)}) {
+  // 16 B: 8192 blocks (the cheap look counts frees in RemoteState.shared_frees); 768 B: 160
+  // blocks, a partly used last word; 2304 B: 48 blocks (the cheap look reads the one word)
+  for (size_t size : {size_t(16), size_t(768), size_t(2304)}) {
     INFO("size ", size);
     const unsigned c = class_of(size), B = class_info(c).blocks;
     HeapSnapshot before = snap();
@@ -1771,8 +1771,8 @@ unsigned others_get(size_t size, unsigned n, const std::set<const SlabMeta *> &s
 }  // namespace
 
 TEST_CASE("a thread that frees an exited thread's blocks of a class it allocates takes their slabs over") {
-  // 16 B: a record bitmap; 144 B: a partly used last word; 1024 B: one inline word
-  for (size_t size : {size_t(16), size_t(144), size_t(1024)}) {
+  // 16 B: a record bitmap; 768 B: a partly used last word; 2304 B: one inline word
+  for (size_t size : {size_t(16), size_t(768), size_t(2304)}) {
     INFO("size ", size);
     const unsigned c = class_of(size), B = class_info(c).blocks;
     HeapSnapshot before = snap();
@@ -2052,7 +2052,7 @@ size_t mapped_bytes(uintptr_t p, size_t bytes) {
 TEST_CASE("a program whose frees are all its own never touches the RemoteState array") {
   // 0.24% of a 64 B class's memory, 0.06% of a 4 KiB class's: paid only where remote frees come.
   std::thread([] {
-    const unsigned B = class_info(class_of(4096)).blocks;   // one slab per 64 KiB group
+    const unsigned B = class_info(class_of(4096)).blocks;   // one slab per 128 KiB group
     uint32_t before = heap_touched_pages();
     std::vector<void *> v;
     for (unsigned i = 0; i < 2000 * B; ++i) v.push_back(alloc(4096));   // blocks never written: no RSS
