@@ -2314,8 +2314,8 @@ void region_init() {
     // never read nor written (< 64 B a slab of 128 KiB).
     for (unsigned c = 0; c < kNumClasses; ++c) {
       unsigned w = bitmap_words(kClasses.info[c].blocks);
-      if (w > kInlineWords) w = (w + 7) & ~7u;
       if (w > kInlineWords) {
+        w = (w + 7) & ~7u;
         at += (color - at) & 511;   // (the least padding that puts it there)
         color = (color + w) % 512;
       }

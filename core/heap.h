@@ -429,8 +429,8 @@ ZNS_INLINE uint64_t remote_word(const SlabMeta *s, unsigned w, std::memory_order
   return remote_written(page) ? rbits(s)[w].load(order) : 0;
 }
 ZNS_INLINE char *slab_base(const SlabMeta *s) {   // one SlabMeta (64 B) per group (128 KiB)
-  static_assert((size_t(1) << kGroupShift) == 2048 * sizeof(SlabMeta));
-  return g_region.base + ((uintptr_t(s) - uintptr_t(g_region.meta)) << 11);
+  static_assert(sizeof(SlabMeta) == 64);
+  return g_region.base + ((uintptr_t(s) - uintptr_t(g_region.meta)) << (kGroupShift - 6));
 }
 // The slab a pointer in the region falls in (its group's; the group may hold none).
 ZNS_INLINE SlabMeta *head_meta(const void *p) {
