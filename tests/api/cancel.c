@@ -37,12 +37,12 @@ static void fill(void) {
     memset(blocks[i], 1, 128);
   }
 }
-/* every block whose address has bit 17 clear (the 128 KiB group bit, kGroupShift): empty groups
+/* every block whose address has bit ZT_GROUP_SHIFT clear (a group's size bit): empty groups
  * with full ones between (a purge of several ranges, in one process_madvise call where the kernel
  * has it) */
 static void free_every_other(void) {
   for (int i = 0; i < N; i++)
-    if (blocks[i] && !(((uintptr_t)blocks[i] >> 17) & 1)) { free(blocks[i]); blocks[i] = NULL; }
+    if (blocks[i] && !(((uintptr_t)blocks[i] >> ZT_GROUP_SHIFT) & 1)) { free(blocks[i]); blocks[i] = NULL; }
 }
 static void free_rest(void) {
   for (int i = 0; i < N; i++) { free(blocks[i]); blocks[i] = NULL; }

@@ -18,7 +18,7 @@
 
 #include "tests/api/zns_test.h"
 
-enum { THREADS = 200, MAXSLABS = 4096, SMALL16 = 4 * 4096, GROUP_SHIFT = 17 /* kGroupShift (core/size_class.h) */ };
+enum { THREADS = 200, MAXSLABS = 4096, SMALL16 = 4 * 4096 };
 static pthread_barrier_t barrier;
 
 /* Every block of the heap's holds its address xor a tag while it is out: a block handed out
@@ -47,8 +47,8 @@ static void give(void *p) {
 static void *fill_one_slab(void *arg) {
   (void)arg;
   void *first = take(8);
-  uintptr_t group = zt_addr(first) >> GROUP_SHIFT;
-  for (void *p = first; (zt_addr(p) >> GROUP_SHIFT) == group;) {   /* to the first block of the next slab */
+  uintptr_t group = zt_addr(first) >> ZT_GROUP_SHIFT;
+  for (void *p = first; (zt_addr(p) >> ZT_GROUP_SHIFT) == group;) {   /* to the first block of the next slab */
     p = take(8);
     REQUIRE(zns_owns(p));
   }
@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < THREADS; i++) REQUIRE(pthread_create(&t[i], &attr, fill_one_slab, NULL) == 0);
   for (int i = 0; i < THREADS; i++) REQUIRE(pthread_join(t[i], &firsts[i]) == 0);
   for (int i = 0; i < THREADS; i++)   /* every block of the thread's first slab */
-    for (uintptr_t q = zt_addr(firsts[i]); (q >> GROUP_SHIFT) == (zt_addr(firsts[i]) >> GROUP_SHIFT); q += 8)
+    for (uintptr_t q = zt_addr(firsts[i]); (q >> ZT_GROUP_SHIFT) == (zt_addr(firsts[i]) >> ZT_GROUP_SHIFT); q += 8)
       give((void *)q);
   /* (the next slabs' first blocks: found below as blocks of slabs this thread does not own; the
    * region's fill below takes what it can) */
@@ -113,8 +113,8 @@ int main(int argc, char **argv) {
     }
     REQUIRE(n < cap, "more than %zu blocks of 8 B in a 64 MiB region", cap);
     blocks[n] = zt_addr(p);
-    if ((zt_addr(p) >> GROUP_SHIFT) != last_group) {
-      last_group = zt_addr(p) >> GROUP_SHIFT;
+    if ((zt_addr(p) >> ZT_GROUP_SHIFT) != last_group) {
+      last_group = zt_addr(p) >> ZT_GROUP_SHIFT;
       REQUIRE(slabs < MAXSLABS);
       slab_first[slabs++] = n;
     }

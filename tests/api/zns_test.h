@@ -55,6 +55,7 @@ void __libc_free(void *p);
 #endif
 
 #define ZT_MAX_SMALL 4096u /* largest request / alignment served by the slab */
+#define ZT_GROUP_SHIFT 17  /* a slab's group is 1 << this bytes (kGroupShift, core/size_class.h) */
 #define ZT_UNUSED __attribute__((unused))
 
 /* ---- failure reporting ----------------------------------------------------------------------- */
