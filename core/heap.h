@@ -365,6 +365,15 @@ void flush_thread();                             // apply this thread's buffered
 // a block start, never handed out).  For realloc and malloc_usable_size.
 size_t live_block_size(const void *p, const char *call);
 
+// ZNS_SECURE's malloc takes a free block of its slab at random (heap.cpp; here for the unit
+// tests): the block's index with its bit cleared, or -1 when the slab has none.  Owner only.
+int take_random_slot(SlabMeta *s, uint64_t *rng);
+ZNS_INLINE uint64_t xorshift_next(uint64_t *state) {   // xorshift64 (state never 0)
+  uint64_t x = *state;
+  x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+  return *state = x;
+}
+
 // ---- for the tier (tier/tier.cpp) ---------------------------------------------------------------
 uint32_t heap_touched_pages();                   // pages below the depot's bump pointer
 void heap_reguard();                             // ZNS_SECURE: make the guards again (a fork's

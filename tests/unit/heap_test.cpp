@@ -2214,3 +2214,48 @@ TEST_CASE("the `last` slot goes off for a random mix of a class's frees and mall
     CHECK_FALSE(saw_off);
   }).join();
 }
+
+// ZNS_SECURE's malloc picks a free block of its slab uniformly at random (take_random_slot: a few
+// draws of an index, then an exact count when they all miss).  On a bitmap of its own, restored
+// after each pick: every pick is a free block, and each free block comes up as often as the others,
+// both where the draws nearly always miss (a few free blocks: the count decides) and where they
+// hit often enough to decide most picks but not all (a sixth free, in an irregular pattern that a
+// "random word, then its first free bit" would favour unevenly).
+TEST_CASE("ZNS_SECURE's random slot is uniform over the free blocks, nearly full slab or not") {
+  alignas(64) static SlabMeta m;
+  static std::atomic<uint64_t> words[128];
+  m.blocks = 8192;
+  m.size = 16;
+  m.bitmap = words;
+  uint64_t rng = 0x2545f4914f6cdd1dull;
+  auto run = [&](const std::vector<unsigned> &free_blocks, unsigned picks) {
+    for (auto &w : words) w.store(0);
+    for (unsigned i : free_blocks) words[i >> 6].fetch_or(uint64_t(1) << (i & 63));
+    std::map<int, unsigned> seen;
+    for (unsigned k = 0; k < picks; ++k) {
+      int i = take_random_slot(&m, &rng);
+      REQUIRE(i >= 0);
+      uint64_t bit = uint64_t(1) << (i & 63);
+      REQUIRE((words[i >> 6].load() & bit) == 0);        // taken: its bit cleared
+      words[i >> 6].fetch_or(bit);                       // and given back for the next pick
+      ++seen[i];
+    }
+    REQUIRE(seen.size() == free_blocks.size());           // only free blocks, each of them
+    double expect = double(picks) / double(free_blocks.size());
+    unsigned lo = ~0u, hi = 0;
+    for (auto &[i, n] : seen) lo = std::min(lo, n), hi = std::max(hi, n);
+    INFO("expected " << expect << " picks a block, got " << lo << ".." << hi);
+    CHECK(lo > expect * 0.8);   // (6 standard deviations at ~1000 a block)
+    CHECK(hi < expect * 1.2);
+  };
+  run({5, 6, 700, 4095, 8128, 8191}, 6000);
+  std::vector<unsigned> sixth;
+  for (unsigned i = 0; i < 8192; ++i)
+    if (i % 7 == 0 || (i >= 3000 && i < 3064) || i % 1000 == 999) sixth.push_back(i);
+  run(sixth, unsigned(sixth.size()) * 1000);
+  for (auto &w : words) w.store(0);
+  CHECK(take_random_slot(&m, &rng) == -1);   // none free
+  m.bitmap = full_bits();
+  CHECK(take_random_slot(&m, &rng) == -1);
+  m.bitmap = nullptr;
+}
