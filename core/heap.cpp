@@ -2734,6 +2734,24 @@ int take_random_slot(SlabMeta *s, uint64_t *rng) {
   return -1;
 }
 
+// The words of bitmap b of slab s (its free bits or its remote bits, read by a thread that holds no
+// claim on s) that such a reader may look at: as many as s's `blocks` says, but never past what b
+// holds (a line's own words, a record's), and none of kFullBits.  s may have begun another life
+// between the loads of `blocks` and b: a count of one class's with a record of another's read past
+// the record, into the next one or an uncommitted page (helper-88's review, 2026-12-07).
+unsigned racy_words(const SlabMeta *s, const std::atomic<uint64_t> *b) {
+  unsigned words = words_of(s), cap = 0;
+  const char *at = reinterpret_cast<const char *>(b), *line = reinterpret_cast<const char *>(s->inline_free);
+  if (at == line || at == line + g_region.mirror) {
+    cap = kInlineWords;
+  } else if (b && b != full_bits()) {
+    unsigned c = pool_of(b);
+    if (c == kNumClasses) c = pool_of(reinterpret_cast<const std::atomic<uint64_t> *>(at - g_region.mirror));
+    if (c < kNumClasses) cap = g_bitmap_pool[c].words;
+  }
+  return words < cap ? words : cap;
+}
+
 // ---- stats snapshot (stats.cpp formats it) --------------------------------------------------------
 void heap_snapshot(HeapSnapshot *out) {
   *out = HeapSnapshot{};
@@ -2753,10 +2771,13 @@ void heap_snapshot(HeapSnapshot *out) {
   for (uint32_t p = 0; p < pages; p += kGroupPages) {
     SlabMeta &m = meta_at(p);
     if (m.owner.load(std::memory_order_acquire) == kNoOwner) continue;
-    int64_t live = int64_t(__atomic_load_n(&m.blocks, __ATOMIC_RELAXED)) - free_count(&m);
+    std::atomic<uint64_t> *b = bits(&m), *rb = rbits_of(&m, b);   // (each read once: racy_words)
+    int64_t live = __atomic_load_n(&m.blocks, __ATOMIC_RELAXED);
+    for (unsigned w = 0, words = racy_words(&m, b); w < words; ++w)
+      live -= __builtin_popcountll(b[w].load(std::memory_order_relaxed));
     if (remote_written(p))
-      for (unsigned w = 0, words = words_of(&m); w < words; ++w)
-        live -= __builtin_popcountll(rbits(&m)[w].load(std::memory_order_relaxed));
+      for (unsigned w = 0, words = racy_words(&m, rb); w < words; ++w)
+        live -= __builtin_popcountll(rb[w].load(std::memory_order_relaxed));
     unsigned c = __atomic_load_n(&m.cls, __ATOMIC_RELAXED);
     if (live > 0 && c < kNumClasses) out->cls[c].live += uint64_t(live);
   }

@@ -379,6 +379,9 @@ uint32_t heap_touched_pages();                   // pages below the depot's bump
 void heap_reguard();                             // ZNS_SECURE: make the guards again (a fork's
                                                  // child, after the tier remapped the heap)
 SlabMeta *tier_claim(uint32_t page);             // the shared slab headed there, claimed, or null
+// How many words of b (slab s's free bits, or its remote bits) a reader without a claim on s may
+// read: words_of(s), but never past b's own (inline words, a record's), none of kFullBits.
+unsigned racy_words(const SlabMeta *s, const std::atomic<uint64_t> *b);
 void tier_unclaim(SlabMeta *s);
 
 // ---- helpers -----------------------------------------------------------------------------------

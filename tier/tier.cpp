@@ -690,14 +690,15 @@ bool tier_candidate(uint32_t page) {
 
 uint32_t signature(uint32_t page) {
   const SlabMeta &m = meta_at(page);
-  std::atomic<uint64_t> *f = bits(&m), *rb = rbits(&m);
+  std::atomic<uint64_t> *f = bits(&m), *rb = rbits_of(&m, f);   // (each read once: racy_words)
   uint64_t h = 0;
   // Remote bits only where a remote free ever wrote some: reading the others would map zero pages
   // over the mirror (see RemoteState).
   bool remote = remote_written(page);
-  for (unsigned w = 0, words = words_of(&m); w < words; ++w)   // parked: the owner's frees change the free bits
-    h = (h ^ (remote ? rb[w].load(std::memory_order_relaxed) : 0) ^
-         f[w].load(std::memory_order_relaxed)) * 0x9E3779B97F4A7C15ull;
+  unsigned fw = racy_words(&m, f), rw = remote ? racy_words(&m, rb) : 0;
+  for (unsigned w = 0, words = fw > rw ? fw : rw; w < words; ++w)   // parked: the owner's frees change the free bits
+    h = (h ^ (w < rw ? rb[w].load(std::memory_order_relaxed) : 0) ^
+         (w < fw ? f[w].load(std::memory_order_relaxed) : 0)) * 0x9E3779B97F4A7C15ull;
   return uint32_t(h >> 32) ^ uint32_t(h);
 }
 

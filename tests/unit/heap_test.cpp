@@ -2259,3 +2259,31 @@ TEST_CASE("ZNS_SECURE's random slot is uniform over the free blocks, nearly full
   CHECK(take_random_slot(&m, &rng) == -1);
   m.bitmap = nullptr;
 }
+
+// heap_snapshot and the tier's scan read other threads' slabs without a claim: a slab may begin
+// another life between their loads of its count and of its bitmap pointer.  racy_words bounds the
+// words they read by what the bitmap they hold has: a record's words (whatever class the count now
+// says), a line's own, none of kFullBits.
+TEST_CASE("a reader without a claim never reads past the bitmap it holds, whatever the count says") {
+  std::thread([] {
+    void *p = alloc(16);   // 8192 blocks: a 128-word record
+    REQUIRE(p);
+    SlabMeta *s = head_meta(p);
+    std::atomic<uint64_t> *b = bits(s), *rb = rbits_of(s, b);
+    REQUIRE((b != s->inline_free && b != full_bits()));
+    CHECK(racy_words(s, b) == 128);
+    CHECK(racy_words(s, rb) == 128);   // its remote record, in the mirror
+    uint16_t blocks = s->blocks;
+    s->blocks = 16384;   // another life's count: 8 B blocks, 256 words
+    CHECK(racy_words(s, b) == 128);
+    CHECK(racy_words(s, rb) == 128);
+    CHECK(racy_words(s, s->inline_free) == kInlineWords);
+    CHECK(racy_words(s, rbits_of(s, s->inline_free)) == kInlineWords);
+    CHECK(racy_words(s, full_bits()) == 0);
+    s->blocks = 100;     // and a smaller one: its own count
+    CHECK(racy_words(s, b) == 2);
+    CHECK(racy_words(s, s->inline_free) == 2);
+    s->blocks = blocks;
+    dealloc(p, "test");
+  }).join();
+}
