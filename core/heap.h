@@ -116,13 +116,17 @@ enum ShareState : uint8_t {
 // freed_in_bitmap), since a released record may serve another slab at once.
 struct alignas(64) SlabMeta {
   std::atomic<uint32_t> owner;     // cache id; kSharedOwner while shared; kNoOwner in the depot
-  uint8_t cls;                     // size class
+  std::atomic<uint8_t> remote_hint;  // 1 when remote bits may be set that are not merged yet
+                                   // (next to owner: the free fast path tests both with one
+                                   // compare of the line's first word, see owner_and_hint; that
+                                   // word holds only fields written atomically)
   std::atomic<uint8_t> share;      // ShareState: who may claim the slab (other threads too)
+  uint16_t out;                    // shared: blocks out when the slab was given up (written
+                                   // with __atomic stores only: in the line's first word)
+  uint8_t cls;                     // size class
   uint8_t state;                   // SlabState.  Branched on only by the owner's thread
                                    // (credit_out, the drain) for its own slabs; other threads go
                                    // by owner and share
-  std::atomic<uint8_t> remote_hint;  // 1 when remote bits may be set that are not merged yet
-  uint16_t out;                    // shared: blocks out when the slab was given up
   uint16_t blocks;                 // blocks in the slab
   uint32_t size;                   // block size (copy of the class table, for locality)
   union {
@@ -148,6 +152,15 @@ struct alignas(64) SlabMeta {
                                                     // record: [0] counts its record changes
 };
 static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");
+static_assert(offsetof(SlabMeta, owner) == 0 && offsetof(SlabMeta, remote_hint) == 4,
+              "owner and remote_hint are the low 5 bytes of the line's first word (owner_key)");
+// The line's first word shifted up by 24 bits: owner and remote_hint alone (bytes 0-4).  It equals
+// ThreadCache.owner_key exactly when the cache owns the slab and no remote free is pending.
+typedef uint64_t __attribute__((may_alias)) MetaWord;
+ZNS_INLINE uint64_t owner_and_hint(const SlabMeta *s) {
+  return __atomic_load_n(reinterpret_cast<const MetaWord *>(s), __ATOMIC_RELAXED) << 24;
+}
+ZNS_INLINE constexpr uint64_t owner_key_of(uint32_t id) { return uint64_t(id) << 24; }
 inline constexpr unsigned kInlineWord0 = 5;   // inline_free[0] is word 5 of the line
 
 // Remote frees of a slab: written by other threads, merged by the owner.  Kept apart from SlabMeta
@@ -246,6 +259,8 @@ struct ThreadCache {
                                         // (a step to the next word of the current slab, in
                                         // alloc_slow, is not a refill)
   uint32_t id;                          // index in the cache table; kSentinelId for sentinels
+  uint64_t owner_key;                   // owner_key_of(id): owner_and_hint() of its own slabs
+                                        // without pending remote frees
   uint32_t remote_count;                // entries in remote_buf; stored after the entry it counts
                                         // (so a fork's child may apply what it counts)
   uint32_t in_remote;                   // kAppending / kFlushing while the thread changes the
@@ -270,7 +285,7 @@ struct ThreadCache {
   void *quar[kQuarantine];              // freed blocks, zeroed and marked, not yet reusable
 
   constexpr explicit ThreadCache(uint32_t cache_id)
-      : last{}, word{}, base{}, size{}, alloc_count{}, slot_count{}, fresh_end{}, spare{}, adopt_off{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), remote_count(0), in_remote(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
+      : last{}, word{}, base{}, size{}, alloc_count{}, slot_count{}, fresh_end{}, spare{}, adopt_off{}, partial{}, partial_tail{}, full{}, last_refill_ms(0), id(cache_id), owner_key(owner_key_of(cache_id)), remote_count(0), in_remote(0), remote_seen{}, remote_buf{}, remote_life{}, inbox(kNil),
         attached(false), busy(0), pool_next(nullptr), secure_slab{}, slot_policy{}, rng(0), quar_count(0), quar{} {
     for (unsigned c = 0; c < kNumClasses; ++c) {
       word[c] = &g_zero_word;
@@ -349,6 +364,9 @@ extern __thread ThreadCache *t_cache __attribute__((tls_model("initial-exec")));
 ZNS_NOINLINE void *alloc_slow(unsigned cls);
 ZNS_NOINLINE void free_remote(void *p, SlabMeta *s, const char *call);
 ZNS_NOINLINE void free_local_checked(void *p, SlabMeta *s, const char *call);   // p: a block start
+// The free fast path's first test failed: another owner (free_remote), or this cache's slab with
+// remote frees pending (free_local_checked, after the block-start check).
+ZNS_NOINLINE void free_not_plain(void *p, SlabMeta *s, const char *call);
 // fatal() for the free fast path: declared as returning so that the call is a tail jump (a call to
 // a noreturn function would make the fast path set up a stack frame).  Never returns.
 ZNS_NOINLINE void free_misuse(const char *what, const char *call, void *p);
@@ -506,7 +524,7 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   uintptr_t rel = uintptr_t(p) - uintptr_t(g_region.base);
   SlabMeta *s = &g_region.meta[rel >> kGroupShift];
   ThreadCache *tc = t_cache;
-  if (ZNS_UNLIKELY(s->owner.load(std::memory_order_relaxed) != tc->id)) return free_remote(p, s, call);
+  if (ZNS_UNLIKELY(owner_and_hint(s) != tc->owner_key)) return free_not_plain(p, s, call);
   uint32_t off = uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1));   // in the slab
   uint32_t i;
   bool start = fast_index(s, off, &i);
@@ -514,7 +532,7 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
     return free_misuse("free of a pointer that is not the start of a block", call, p);
   std::atomic<uint64_t> *wp = bits(s) + (i >> 6);
   uint64_t bit = uint64_t(1) << (i & 63), word = wp->load(std::memory_order_relaxed);
-  if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0 || s->remote_hint.load(std::memory_order_relaxed)))
+  if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0))
     return free_local_checked(p, s, call);   // the same free, after a look at the remote bits
   void **lastp = &tc->last[s->cls];
   void *last = *lastp;
@@ -539,8 +557,7 @@ ZNS_INLINE size_t usable_size(const void *p, const char *call) {
   uintptr_t rel = uintptr_t(p) - uintptr_t(g_region.base);
   SlabMeta *s = &g_region.meta[rel >> kGroupShift];
   ThreadCache *tc = t_cache;
-  if (s->owner.load(std::memory_order_relaxed) == tc->id &&
-      !s->remote_hint.load(std::memory_order_relaxed)) {
+  if (owner_and_hint(s) == tc->owner_key) {
     uint32_t i;
     std::atomic<uint64_t> *b = bits(s);   // (kFullBits: every block is out)
     if (ZNS_LIKELY(fast_index(s, uint32_t(rel & ((uintptr_t(1) << kGroupShift) - 1)), &i) &&
