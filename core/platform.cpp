@@ -724,8 +724,11 @@ Buf &Buf::fixed(uint64_t num, uint64_t den, int decimals, int width) {
   return *this;
 }
 
+// "zns-slab: WHAT in CALL(ADDR) (pid N)": the pid says which process of a server's workers (or a
+// forked child) it was, where stderr is shared.
 Buf &fatal_line(Buf &b, const char *what, const char *call, const void *addr) {
-  return b.str("zns-slab: ").str(what).str(" in ").str(call).chr('(').hex(uintptr_t(addr)).str(")\n");
+  return b.str("zns-slab: ").str(what).str(" in ").str(call).chr('(').hex(uintptr_t(addr))
+      .str(") (pid ").u64(uint64_t(os_getpid())).str(")\n");
 }
 
 void fatal_abort() {

@@ -27,10 +27,11 @@ HeapSnapshot snap() {
   return h;
 }
 // Runs f in a forked child; returns its exit status or signal (negative) and its stderr.
-int in_child(void (*f)(), std::string *err) {
+int in_child(void (*f)(), std::string *err, pid_t *child = nullptr) {
   int fds[2];
   REQUIRE(pipe(fds) == 0);
   pid_t pid = fork();
+  if (child) *child = pid;
   if (pid == 0) {
     dup2(fds[1], 2);
     f();
@@ -1961,15 +1962,18 @@ TEST_CASE("aligned allocation picks a class whose blocks are aligned") {
     }
 }
 
-TEST_CASE("misuse aborts with one line naming zns-slab and the address") {
+TEST_CASE("misuse aborts with one line naming zns-slab, the address and the process") {
   std::string err;
+  pid_t child = 0;
   int st = in_child([] {
     void *p = alloc(64);
     dealloc(p, "free");
     dealloc(p, "free");
-  }, &err);
+  }, &err, &child);
   CHECK(st == -SIGABRT);
   CHECK(err.find("zns-slab: double free in free(0x") != std::string::npos);
+  CHECK(err.find(") (pid " + std::to_string(child) + ")\n") != std::string::npos);
+  CHECK(std::count(err.begin(), err.end(), '\n') == 1);
 
   err.clear();
   st = in_child([] {
