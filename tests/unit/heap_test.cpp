@@ -1092,11 +1092,17 @@ TEST_CASE("the depot keeps a heap it had to fault in again, and never above the 
     h = snap();
     CHECK(h.dirty_pages + 8 >= refault);   // (8: the excess a purge may take below the cap)
     // slabs of 32 pages take the empty 21-page groups first; past the heap's peak, the empty
-    // slabs left over are given back
-    std::vector<void *> u = fill(1024, 30);
+    // slabs left over are given back.  (Fewer than were kept: other tests' live slabs are heap in
+    // use, and a big one let the first free keep half of the 60 groups, so that only the other
+    // half refaulted and was kept the second time; 30 slabs then took every one of them and left
+    // nothing to check: shuffled order, seed 12.)
+    const unsigned kept_groups = unsigned(h.dirty_pages / kb);
+    const unsigned nu = std::min(30u, kept_groups > 2 ? kept_groups - 2 : 0u);
+    REQUIRE(nu >= 8);
+    std::vector<void *> u = fill(1024, nu);
     unsigned reused = 0;
     for (uint32_t g : groups_of(u)) reused += b_groups.count(g);
-    CHECK(reused >= 29);
+    CHECK(reused + 1 >= nu);
     h = snap();
     CHECK(h.dirty_pages > 0);
     CHECK(h.owned_pages + h.dirty_pages <= peak + 16);
