@@ -1760,9 +1760,12 @@ bool parked_complete(const SlabMeta *s) {
   bool remote = remote_written(page_of(s));
   unsigned words = words_of(s), n = 0;
   if (b == s->inline_free && words > kInlineWords) return false;   // (another life's count)
-  for (unsigned w = 0; w < words; ++w)
-    n += unsigned(__builtin_popcountll(racy_free_word(s, b, w) |
-                                       (remote ? rb[w].load(std::memory_order_relaxed) : 0)));
+  // Each bitmap's words bounded by what it holds (racy_words: a record of one life with the count
+  // of another read past it; helper-89's review).  Fewer words than the count: not complete.
+  unsigned fw = racy_words(s, b), rw = remote ? racy_words(s, rb) : 0;
+  for (unsigned w = 0; w < words && (w < fw || w < rw); ++w)
+    n += unsigned(__builtin_popcountll((w < fw ? racy_free_word(s, b, w) : 0) |
+                                       (w < rw ? rb[w].load(std::memory_order_relaxed) : 0)));
   return n == __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
 }
 

@@ -154,6 +154,7 @@ struct alignas(64) SlabMeta {
 static_assert(sizeof(SlabMeta) == 64, "SlabMeta is one cache line");
 static_assert(offsetof(SlabMeta, owner) == 0 && offsetof(SlabMeta, remote_hint) == 4,
               "owner and remote_hint are the low 5 bytes of the line's first word (owner_key)");
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "owner_and_hint: bytes 0-4 are the word's low bits");
 // The line's first word shifted up by 24 bits: owner and remote_hint alone (bytes 0-4).  It equals
 // ThreadCache.owner_key exactly when the cache owns the slab and no remote free is pending.
 typedef uint64_t __attribute__((may_alias)) MetaWord;

@@ -1979,7 +1979,8 @@ TEST_CASE("misuse aborts with one line naming zns-slab, the address and the proc
   CHECK(st == -SIGABRT);
   CHECK(err.find("zns-slab: double free in free(0x") != std::string::npos);
   CHECK(err.find(") (pid " + std::to_string(child) + ")\n") != std::string::npos);
-  CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+  CHECK(err.find("zns-slab:") == err.rfind("zns-slab:"));   // one line of ours (under qemu, the
+                                                            // emulator adds one of its own)
 
   err.clear();
   st = in_child([] {
