@@ -2609,14 +2609,16 @@ void credit_out(ThreadCache *tc, SlabMeta *s) {
 
 void free_misuse(const char *what, const char *call, void *p) { fatal(what, call, p); }
 
-// A local free whose block looks free already, or whose slab may have unmerged remote frees.
-// Counted against the slab's credit like any free of the owner (a parked slab must still move).
+// The free fast path's owner test failed (owner_and_hint): another owner's slab, or one of this
+// thread's own with remote frees pending.  (The owner changes only by this thread's hand here.)
 void free_not_plain(void *p, SlabMeta *s, const char *call) {
   if (s->owner.load(std::memory_order_relaxed) != t_cache->id) return free_remote(p, s, call);
   if (block_index(s, p) < 0) return free_misuse("free of a pointer that is not the start of a block", call, p);
   free_local_checked(p, s, call);   // (remote frees pending: it looks at the remote bits)
 }
 
+// A local free whose block looks free already, or whose slab may have unmerged remote frees.
+// Counted against the slab's credit like any free of the owner (a parked slab must still move).
 void free_local_checked(void *p, SlabMeta *s, const char *call) {
   // This thread is inside a slow path that changes its cache, or holds one of the library's
   // locks: a signal handler's free that interrupted it there (of a block of a slab the thread took
