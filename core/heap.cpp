@@ -1420,7 +1420,46 @@ inline unsigned buffered(const ThreadCache *tc) { return tc->in_remote == kFlush
 // call), applied in batches: consecutive frees into one bitmap word cost one atomic OR.
 ThreadCache *thread_attach();
 bool adopt_on_free(ThreadCache *tc, SlabMeta *s, void *p, unsigned cls, uint16_t life, const char *call);
+ZNS_NOINLINE void free_remote_general(void *p, SlabMeta *s, const char *call);
+// The common case, kept lean (no frame, no call but the flush's tail call): a block of a slab a
+// live cache owns, freed by a thread with a cache of its own that is not appending or applying
+// (`in_remote`), the buffer not full, nothing suspect (its bit clear in the owner's bitmap, not the
+// owner's `last`, not in this thread's buffer filter).  Anything else, or any doubt, goes to
+// free_remote_general, which looks at everything again (and reports misuse).
 void free_remote_plain(void *p, SlabMeta *s, const char *call) {
+  uint32_t owner = s->owner.load(std::memory_order_acquire);
+  ThreadCache *tc = t_cache;
+  uint32_t off = uint32_t((uintptr_t(p) - uintptr_t(g_region.base)) & ((uintptr_t(1) << kGroupShift) - 1)), i;
+  uintptr_t h = (uintptr_t(p) >> 4) ^ (uintptr_t(p) >> 12);
+  uint64_t &seen = tc->remote_seen[(h >> 6) & 15], bit = uint64_t(1) << (h & 63);
+  if (ZNS_UNLIKELY(owner - 1 >= kSharedOwner - 1 || tc->id == kSentinelId || (seen & bit) || tc->in_remote ||
+                   !fast_index(s, off, &i)))
+    return free_remote_general(p, s, call);
+  std::atomic<uint64_t> *b = bits(s);
+  if (ZNS_UNLIKELY(b != full_bits() && (b[i >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))))
+    return free_remote_general(p, s, call);
+  if (ZNS_UNLIKELY(__atomic_load_n(&g_caches[owner & ~kSecureBit]->last[s->cls], __ATOMIC_RELAXED) == p))
+    return free_remote_general(p, s, call);
+  uint16_t life = g_region.life[s - g_region.meta].load(std::memory_order_relaxed);
+  // As in free_remote_general: in_remote first, then the count (a handler's free in between sees
+  // kAppending and applies its block at once).
+  tc->in_remote = kAppending;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  unsigned k = tc->remote_count;
+  if (ZNS_UNLIKELY(k >= kRemoteBuffer)) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    tc->in_remote = 0;
+    return free_remote_general(p, s, call);
+  }
+  seen |= bit;
+  tc->remote_life[k] = life;
+  tc->remote_buf[k] = p;
+  __atomic_store_n(&tc->remote_count, k + 1, __ATOMIC_RELEASE);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  tc->in_remote = 0;
+  if (ZNS_UNLIKELY(k + 1 == kRemoteBuffer) && t_guards == 0) flush_remote(tc);
+}
+void free_remote_general(void *p, SlabMeta *s, const char *call) {
   uint32_t owner = s->owner.load(std::memory_order_acquire);
   if (owner == kNoOwner) fatal("free of a block that is not allocated", call, p);
   int i = block_index(s, p);
