@@ -25,7 +25,7 @@ LIBFLAGS := $(CXXSTD) $(OPT) -g -fPIC -fvisibility=hidden -fno-exceptions -fno-r
 NEWFLAGS := $(filter-out -fno-exceptions,$(LIBFLAGS)) -fexceptions -fno-lto
 
 CORE_SRC := $(wildcard core/*.cpp) $(wildcard tier/*.cpp)
-SHIM_SRC := shim/malloc.cpp shim/deepbind.cpp
+SHIM_SRC := shim/malloc.cpp shim/deepbind.cpp shim/rlimit.cpp
 CORE_OBJ := $(CORE_SRC:%.cpp=$(BUILD)/%.o)
 SHIM_OBJ := $(SHIM_SRC:%.cpp=$(BUILD)/%.o)
 NEW_OBJ  := $(BUILD)/shim/new_delete.o
@@ -38,7 +38,7 @@ AR := $(BUILD)/libzns_slab.a
 # SONAME of the one found here, so it never takes the C++ runtime's _Unwind_* names.  Built when
 # libunwind's header is there (`make deps`).
 PROF_SO    := $(BUILD)/libzns_slab_prof.so
-PROF_OBJ   := $(CORE_OBJ) $(BUILD)/prof/shim/malloc.o $(BUILD)/shim/deepbind.o $(BUILD)/prof/shim/new_delete.o \
+PROF_OBJ   := $(CORE_OBJ) $(BUILD)/prof/shim/malloc.o $(BUILD)/shim/deepbind.o $(BUILD)/shim/rlimit.o $(BUILD)/prof/shim/new_delete.o \
               $(BUILD)/prof/shim/prof.o
 HAVE_UNWIND := $(wildcard /usr/include/libunwind.h /usr/include/$(shell $(CC) -dumpmachine 2>/dev/null)/libunwind.h)
 UNWIND_SONAME := $(shell objdump -p $(shell $(CC) -print-file-name=libunwind.so 2>/dev/null) 2>/dev/null | awk '/SONAME/ {print $$2}')
@@ -94,6 +94,8 @@ $(BUILD)/tier/%.o: tier/%.cpp $(wildcard core/*.h core/*.def tier/*.h) | $(BUILD
 $(BUILD)/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(LIBFLAGS) -c $< -o $@
 $(BUILD)/shim/deepbind.o: shim/deepbind.cpp core/platform.h | $(BUILD)/shim
+	$(CXX) $(LIBFLAGS) -c $< -o $@
+$(BUILD)/shim/rlimit.o: shim/rlimit.cpp $(wildcard core/*.h core/*.def) shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(LIBFLAGS) -c $< -o $@
 $(NEW_OBJ): shim/new_delete.cpp $(wildcard core/*.h core/*.def) shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(NEWFLAGS) -c $< -o $@

@@ -2097,8 +2097,7 @@ void test_set_numa_nodes(unsigned n) {
   depot_purge(true);   // (dirty slabs are listed by node: none left to list again)
   Guard g(g_depot_lock);
   if (n > 1 && g_nodes <= 1) {   // the node part was not committed: commit it now
-    size_t groups = g_region.pages / kGroupPages;
-    if (!os_commit(reinterpret_cast<char *>(g_region.meta) + groups * 74, groups)) return;
+    if (!os_commit(g_region.node, g_region.pages / kGroupPages)) return;
   }
   g_nodes = n < 1 ? 1 : n < kMaxNodes ? n : kMaxNodes;
   for (unsigned i = 0; i < g_nodes; ++i) g_node_id[i] = uint16_t(i);
@@ -2542,6 +2541,73 @@ void heap_reguard() {
   for (uint32_t p = 0, n = 0; n < g_guards && p < g_region.pages; p += kGuardGroup, ++n)
     mprotect(g_region.base + size_t(p) * kPageSize, kPageSize, PROT_NONE);
   mprotect(g_region.base + size_t(g_region.pages - kGroupPages) * kPageSize, kPageSize, PROT_NONE);
+}
+
+// ---- an address-space limit lowered at run time --------------------------------------------------
+// The region and its metadata are address space the program cannot use (73 GB of it for the
+// default 64 GiB region).  region_init fits them into an RLIMIT_AS that is there at start; a
+// program that lowers the limit later (`ulimit -v` in a shell, setrlimit in a test harness or a
+// sandbox) had every later mapping refused: the next allocator's (bash: "xrealloc: cannot
+// allocate"), a new thread's stack and cache, a fork's copy under the madvise tier (helper-90's
+// sweep, 2026-12-07).  The shim's setrlimit and prlimit call region_fit_limit after the kernel
+// took the new limit: the region's unused tail, and the metadata of its groups, are unmapped down
+// to what region_init would reserve under that limit (a quarter of it, with the metadata), never
+// below what is committed.  Each hole in the metadata keeps an inaccessible page at both ends, so
+// metadata still never borders another mapping (shrink_area).  Under the depot lock (bump_take, commit_to and
+// the fork handlers take it); owns() sees the smaller size before the unmap.
+// Area i of the metadata reservation ([start, end) bytes into it) keeps its bytes below keep_end
+// (page-rounded up).  g_meta_mapped[i]: the end of what is still mapped and the heap's below the
+// area's top guard (0: never shrunk); the page at the new end becomes a guard, the rest goes.
+size_t g_meta_mapped[7];
+void shrink_area(unsigned i, size_t keep_end, size_t end) {
+  char *meta = reinterpret_cast<char *>(g_region.meta);
+  size_t &m = g_meta_mapped[i], lo = (keep_end + kPageSize - 1) & ~size_t(kPageSize - 1);
+  if (m == 0) {   // the first time: the area's top page becomes a guard (the next area may share
+                  // the page above it)
+    size_t hi = end & ~size_t(kPageSize - 1);
+    if (hi < lo + 3 * kPageSize) return;
+    mprotect(meta + hi - kPageSize, kPageSize, PROT_NONE);
+    m = hi - kPageSize;
+  }
+  if (m < lo + 2 * kPageSize) return;
+  mprotect(meta + lo, kPageSize, PROT_NONE);   // (the lines are readable)
+  munmap(meta + lo + kPageSize, m - lo - kPageSize);
+  m = lo + kPageSize;
+}
+uint64_t region_fit_limit(uint64_t limit) {
+  if (g_init_state.load(std::memory_order_acquire) != 2 || !g_region.base || limit == ~uint64_t(0))
+    return g_region.bytes;
+  Guard g(g_depot_lock);
+  uint64_t cap = limit / 4 / 9 * 8;   // (region_init: the region and 1/8 of it as metadata in a quarter)
+  uint64_t keep = cap / kPageSize, used = g_committed_pages > g_depot.bump ? g_committed_pages : g_depot.bump;
+  if (keep < used) keep = used;
+  keep = (keep + kGroupPages - 1) & ~uint64_t(kGroupPages - 1);
+  if (g_secure) keep += kGroupPages;   // the region's last group stays a guard (bump_take)
+  if (keep < kGroupPages || keep >= g_region.pages) return g_region.bytes;
+  // (the metadata's layout is the reservation's: rrec follows the lines of every group it was made for)
+  uint64_t groups = uint64_t(reinterpret_cast<char *>(g_region.rrec) - reinterpret_cast<char *>(g_region.meta)) / 64;
+  uint64_t kg = keep / kGroupPages, had_groups = g_region.pages / kGroupPages;
+  uint64_t kc = pool_chunks_for(kg) + 1, had_chunks = g_pool_chunks;   // (+1: slack, as region_init)
+  if (kc < (g_pool_records + kPoolChunk - 1) / kPoolChunk) kc = (g_pool_records + kPoolChunk - 1) / kPoolChunk;
+  if (kc >= had_chunks) kc = had_chunks;
+  // Nothing above `keep` is in use: no pointer there, no slab, no record; the depot never goes there
+  // again.  Smaller first, then the unmap (a later mapping there is not the heap's).
+  char *base = g_region.base;
+  __atomic_store_n(&g_region.bytes, uintptr_t(keep) * kPageSize, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_region.pages, uint32_t(keep), __ATOMIC_RELEASE);
+  g_pool_chunks = kc;
+  tier_region_shrunk(size_t(keep) * kPageSize);
+  if (g_secure) mprotect(base + size_t(keep - kGroupPages) * kPageSize, kPageSize, PROT_NONE);
+  munmap(base + size_t(keep) * kPageSize, size_t(had_groups - kg) * kGroupPages * kPageSize);
+  size_t half = g_region.mirror, pools = g_pool_area * 8, stride = g_pool_stride * 8;
+  shrink_area(0, kg * 64, groups * 64);                               // lines
+  shrink_area(1, groups * 64 + kg * 8, groups * 72);                  // rrec
+  shrink_area(2, groups * 72 + kg * 2, groups * 74);                  // life
+  shrink_area(3, groups * 74 + kg, pools);                            // node, and the padding
+  shrink_area(4, pools + kc * stride, half);                          // pool chunks
+  shrink_area(5, half + kg * 64, half + pools);                       // RemoteState lines (mirror)
+  shrink_area(6, half + pools + kc * stride, 2 * half);               // the pools' mirror
+  return g_region.bytes;
 }
 
 // Claim the shared slab whose head is at `page`, if it still is one with live blocks: while

@@ -395,6 +395,9 @@ ZNS_INLINE uint64_t xorshift_next(uint64_t *state) {   // xorshift64 (state neve
 
 // ---- for the tier (tier/tier.cpp) ---------------------------------------------------------------
 uint32_t heap_touched_pages();                   // pages below the depot's bump pointer
+// The program lowered RLIMIT_AS to `limit` bytes (the shim's setrlimit/prlimit, after the kernel
+// took it): give back the region's unused address space.  Returns the region's size now.
+uint64_t region_fit_limit(uint64_t limit);
 void heap_reguard();                             // ZNS_SECURE: make the guards again (a fork's
                                                  // child, after the tier remapped the heap)
 SlabMeta *tier_claim(uint32_t page);             // the shared slab headed there, claimed, or null

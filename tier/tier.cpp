@@ -1022,6 +1022,14 @@ bool tier_take(uint32_t page, unsigned k, bool missing) {
 
 bool tier_room_refused() { return t_room_refused; }
 
+// The heap gave back its region's tail (region_fit_limit: the program lowered RLIMIT_AS): the
+// madvise tier's mapping ends there too, so that a forked child's remap (child_own_file,
+// child_private_heap) never maps over what may now be someone else's.  (Read under g_grow_lock
+// by tier_take: an old value there only reserves file room beyond the end.)
+void tier_region_shrunk(size_t bytes) {
+  if (g_base && bytes < __atomic_load_n(&g_bytes, __ATOMIC_RELAXED)) __atomic_store_n(&g_bytes, bytes, __ATOMIC_RELAXED);
+}
+
 void tier_release(uint32_t page, unsigned k) {
   uint8_t expected = kOut;
   if (tm_at(page).state.compare_exchange_strong(expected, kHole, std::memory_order_acq_rel))

@@ -52,6 +52,7 @@ bool tier_take(uint32_t page, unsigned k, bool missing);
 // refused calls and a purge of the span (a helper's seccomp sweep, 2026-12-06).  Per thread: a
 // process-wide latch stopped threads with no filter, and forked children, too (the next review).
 bool tier_room_refused();
+void tier_region_shrunk(size_t bytes);   // the region now ends there (region_fit_limit)
 // depot_release: the slab is empty; an out copy of it is void.
 void tier_release(uint32_t page, unsigned k);
 bool tier_is_out(uint32_t page);
