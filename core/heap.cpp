@@ -24,6 +24,7 @@
 namespace zns {
 
 Region g_region;
+pid_t g_heap_pid;   // the process whose heap this is (heap_init, fork_child; region_fit_limit)
 std::atomic<uint32_t> g_purge_claims;
 std::atomic<uint32_t> g_inbox_ops;
 std::atomic<uint32_t> g_shared_claims;
@@ -2217,6 +2218,7 @@ ZNS_FORK_CODE_FIRST void fork_child() {
   // of the depot's slabs, would reach the parent; until 2026-12-03 it ran last, and a secure
   // child's release of a dead thread's quarantine rewrote the parent's marks: "write after free").
   tier_fork_child();
+  __atomic_store_n(&g_heap_pid, os_getpid(), __ATOMIC_RELEASE);   // the heap is this process's now
   // This thread took them in fork_prepare and is their owner here too: released (stored as new,
   // or under TSan unlocked: see Lock::release_in_child).
   g_depot_lock.release_in_child();
@@ -2466,6 +2468,7 @@ void heap_init() {
     depot_reset_lists();
     numa_init();
     region_init();
+    __atomic_store_n(&g_heap_pid, os_getpid(), __ATOMIC_RELEASE);   // (region_fit_limit)
     g_populate.store(g_options.ZNS_POPULATE != 0 && g_tier_mode == kTierOff && !g_secure, std::memory_order_relaxed);
     pthread_key_create(&g_key, tc_exit);
     errno = saved;
@@ -2575,8 +2578,12 @@ void shrink_area(unsigned i, size_t keep_end, size_t end) {
   m = lo + kPageSize;
 }
 uint64_t region_fit_limit(uint64_t limit) {
-  if (g_init_state.load(std::memory_order_acquire) != 2 || !g_region.base || limit == ~uint64_t(0))
-    return g_region.bytes;
+  // Not from a child that shares the address space without the fork handlers (vfork, a spawn's
+  // clone): its limit is its own, the heap is its parent's (helper-91's review: a vfork child's
+  // setrlimit before exec cut the parent's region to 69 MiB).
+  if (limit == ~uint64_t(0) || os_getpid() != __atomic_load_n(&g_heap_pid, __ATOMIC_ACQUIRE)) return g_region.bytes;
+  { Guard init(g_init_lock); }   // (a heap_init under way elsewhere reserved under the old limit)
+  if (g_init_state.load(std::memory_order_acquire) != 2 || !g_region.base) return g_region.bytes;
   Guard g(g_depot_lock);
   uint64_t cap = limit / 4 / 9 * 8;   // (region_init: the region and 1/8 of it as metadata in a quarter)
   uint64_t keep = cap / kPageSize, used = g_committed_pages > g_depot.bump ? g_committed_pages : g_depot.bump;

@@ -5,7 +5,9 @@
 // passed through unchanged.  Not an allocation path: region_fit_limit takes the depot lock.
 //
 // Not in libzns_slab_static.a (a -static program's libc.a has these names: README), and not seen
-// when another process sets the limit (prlimit --pid): the heap then keeps its reservation.
+// when another process sets the limit (prlimit --pid): the heap then keeps its reservation.  A
+// vfork child's call changes its own limit, not its parent's heap (region_fit_limit).
+#include <errno.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -22,8 +24,17 @@ constexpr int kAddressSpace = 9;   // RLIMIT_AS on every Linux target this build
 
 int set_limit(pid_t pid, int resource, const void *new_limit, void *old_limit) {
   long r = zns::os_syscall(SYS_prlimit64, pid, resource, new_limit, old_limit);
-  if (r == 0 && new_limit && resource == kAddressSpace && (pid == 0 || pid == zns::os_getpid()))
-    zns::region_fit_limit(static_cast<const Limit *>(new_limit)->cur);   // (RLIM_INFINITY: ~0, nothing)
+  // Whose limit changed is the kernel's answer, not pid's: 0, this process's pid or any of its
+  // threads' ids (a limit is the whole process's; helper-91's review: prlimit(gettid(), ..) was
+  // missed).  So the process's own limit is read back, whatever pid was; region_fit_limit leaves
+  // a region that already fits it alone, and a vfork child's call alone (its limit, its parent's heap).
+  if (r == 0 && new_limit && resource == kAddressSpace) {
+    int saved = errno;
+    Limit now;
+    if (zns::os_syscall(SYS_prlimit64, 0, kAddressSpace, nullptr, &now) == 0)
+      zns::region_fit_limit(now.cur);   // (RLIM_INFINITY: ~0, nothing)
+    errno = saved;
+  }
   return int(r);
 }
 }  // namespace

@@ -6,13 +6,17 @@
  * 646 small blocks, not 200,000: helper-90's sweep).  Checked: the process's VmSize falls below
  * each new limit; blocks made before keep their bytes and free cleanly; small blocks still come
  * from the heap after each step; large ones, threads and a forked child work; a limit lowered a
- * second and third time, and one below what the heap uses (it keeps what it uses).  Linked
+ * second and third time (by setrlimit, by prlimit with the pid and with another thread's id), and
+ * one below what the heap uses (it keeps what it uses); a vfork child's setrlimit leaves the
+ * parent's heap alone (helper-91's review: it cut it to 69 MiB).  Linked
  * -static it is not built (libc.a's setrlimit is the program's: README).  Skipped under glibc. */
 #include "tests/api/zns_test.h"
 
 #include <pthread.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 enum { NOLD = 20000, NNEW = 100000, NBIG = 16 };
 static void *old_blk[NOLD];
@@ -47,6 +51,11 @@ static void *worker(void *arg) {
     }
   }
   return NULL;
+}
+
+static void *limit_by_tid(void *arg) {
+  struct rlimit n = {(rlim_t)(size_t)arg, RLIM_INFINITY};
+  return prlimit((pid_t)syscall(SYS_gettid), RLIMIT_AS, &n, NULL) == 0 ? NULL : (void *)1;
 }
 
 /* After lowering the limit to `limit`: everything a program does must still work. */
@@ -123,12 +132,31 @@ int main(void) {
     zt_log("as_lowered: skipped: already under a limit, or a small region (VmSize %zu MiB)", vm0 >> 20);
     return zt_finish("as_lowered");
   }
+  /* 0. a vfork child's limit is its own: the parent's heap keeps its reservation (the child
+   * shares the address space, not the limit) */
+  pid_t pid = vfork();
+  REQUIRE(pid >= 0, "vfork: %s", strerror(errno));
+  if (pid == 0) {
+    struct rlimit c = {(rlim_t)256 << 20, RLIM_INFINITY};
+    _exit(setrlimit(RLIMIT_AS, &c) == 0 ? 0 : 1);
+  }
+  int st;
+  REQUIRE(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the vfork child's setrlimit failed");
+  CHECK(vm_size() + ((size_t)1 << 30) > vm0, "a vfork child's setrlimit shrank the parent's heap: VmSize %zu MiB, was %zu MiB",
+        vm_size() >> 20, vm0 >> 20);
   /* 1. setrlimit, to 4 GiB (the heap's reservation alone was 73 GB) */
   size_t limit = (size_t)4 << 30;
   r.rlim_cur = limit;
   REQUIRE(setrlimit(RLIMIT_AS, &r) == 0, "setrlimit: %s", strerror(errno));
   check_after(limit, "setrlimit 4 GiB");
-  /* 2. prlimit on this process by pid, to 1 GiB */
+  /* 2. prlimit by another thread's id, to 2 GiB (a limit is the whole process's), then by pid to 1 GiB */
+  limit = (size_t)2 << 30;
+  pthread_t t;
+  REQUIRE(pthread_create(&t, NULL, limit_by_tid, (void *)limit) == 0);
+  void *res;
+  pthread_join(t, &res);
+  REQUIRE(res == NULL, "prlimit(gettid()) failed");
+  check_after(limit, "prlimit by a thread id 2 GiB");
   limit = (size_t)1 << 30;
   struct rlimit n = {limit, r.rlim_max};
   REQUIRE(prlimit(getpid(), RLIMIT_AS, &n, NULL) == 0, "prlimit: %s", strerror(errno));
