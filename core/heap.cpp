@@ -2556,8 +2556,9 @@ void heap_reguard() {
 // took the new limit: the region's unused tail, and the metadata of its groups, are unmapped down
 // to what region_init would reserve under that limit (a quarter of it, with the metadata), never
 // below what is committed.  Each hole in the metadata keeps an inaccessible page at both ends, so
-// metadata still never borders another mapping (shrink_area).  Under the depot lock (bump_take, commit_to and
-// the fork handlers take it); owns() sees the smaller size before the unmap.
+// metadata still never borders another mapping (shrink_area).  Under the depot lock (bump_take,
+// commit_to and the fork handlers take it); owns() sees the smaller size before the unmap.
+
 // Area i of the metadata reservation ([start, end) bytes into it) keeps its bytes below keep_end
 // (page-rounded up).  g_meta_mapped[i]: the end of what is still mapped and the heap's below the
 // area's top guard (0: never shrunk); the page at the new end becomes a guard, the rest goes.
