@@ -2582,7 +2582,9 @@ uint64_t region_fit_limit(uint64_t limit) {
   // Not from a child that shares the address space without the fork handlers (vfork, a spawn's
   // clone): its limit is its own, the heap is its parent's (helper-91's review: a vfork child's
   // setrlimit before exec cut the parent's region to 69 MiB).
-  if (limit == ~uint64_t(0) || os_getpid() != __atomic_load_n(&g_heap_pid, __ATOMIC_ACQUIRE)) return g_region.bytes;
+  // Nor from a signal handler that interrupted this thread under one of the library's locks.
+  if (limit == ~uint64_t(0) || os_getpid() != __atomic_load_n(&g_heap_pid, __ATOMIC_ACQUIRE) || t_guards != 0)
+    return g_region.bytes;
   { Guard init(g_init_lock); }   // (a heap_init under way elsewhere reserved under the old limit)
   if (g_init_state.load(std::memory_order_acquire) != 2 || !g_region.base) return g_region.bytes;
   Guard g(g_depot_lock);
