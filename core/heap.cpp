@@ -1422,6 +1422,26 @@ inline unsigned buffered(const ThreadCache *tc) { return tc->in_remote == kFlush
 ThreadCache *thread_attach();
 bool adopt_on_free(ThreadCache *tc, SlabMeta *s, void *p, unsigned cls, uint16_t life, const char *call);
 ZNS_NOINLINE void free_remote_general(void *p, SlabMeta *s, const char *call);
+// Append a free (p, of its slab's life `life`) to tc's remote buffer: `in_remote` is kAppending
+// meanwhile (a signal handler's free in between applies its block at once, see free_remote_general),
+// and the entry is stored before the count that covers it (a fork's child applies what the count
+// covers: fork_child).  The entries now, or 0 when the buffer was full (nothing changed).
+ZNS_INLINE unsigned remote_append(ThreadCache *tc, void *p, uint16_t life) {
+  tc->in_remote = kAppending;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  unsigned k = tc->remote_count;
+  if (ZNS_UNLIKELY(k >= kRemoteBuffer)) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    tc->in_remote = 0;
+    return 0;
+  }
+  tc->remote_life[k] = life;
+  tc->remote_buf[k] = p;
+  __atomic_store_n(&tc->remote_count, k + 1, __ATOMIC_RELEASE);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  tc->in_remote = 0;
+  return k + 1;
+}
 // The common case, kept lean (no frame, no call but the flush's tail call): a block of a slab a
 // live cache owns, freed by a thread with a cache of its own that is not appending or applying
 // (`in_remote`), the buffer not full, nothing suspect (its bit clear in the owner's bitmap, not the
@@ -1441,24 +1461,10 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
     return free_remote_general(p, s, call);
   if (ZNS_UNLIKELY(__atomic_load_n(&g_caches[owner & ~kSecureBit]->last[s->cls], __ATOMIC_RELAXED) == p))
     return free_remote_general(p, s, call);
-  uint16_t life = g_region.life[s - g_region.meta].load(std::memory_order_relaxed);
-  // As in free_remote_general: in_remote first, then the count (a handler's free in between sees
-  // kAppending and applies its block at once).
-  tc->in_remote = kAppending;
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  unsigned k = tc->remote_count;
-  if (ZNS_UNLIKELY(k >= kRemoteBuffer)) {
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    tc->in_remote = 0;
-    return free_remote_general(p, s, call);
-  }
   seen |= bit;
-  tc->remote_life[k] = life;
-  tc->remote_buf[k] = p;
-  __atomic_store_n(&tc->remote_count, k + 1, __ATOMIC_RELEASE);
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  tc->in_remote = 0;
-  if (ZNS_UNLIKELY(k + 1 == kRemoteBuffer) && t_guards == 0) flush_remote(tc);
+  unsigned n = remote_append(tc, p, g_region.life[s - g_region.meta].load(std::memory_order_relaxed));
+  if (ZNS_UNLIKELY(n == 0)) return free_remote_general(p, s, call);   // (full)
+  if (ZNS_UNLIKELY(n == kRemoteBuffer) && t_guards == 0) flush_remote(tc);
 }
 void free_remote_general(void *p, SlabMeta *s, const char *call) {
   uint32_t owner = s->owner.load(std::memory_order_acquire);
@@ -1513,27 +1519,15 @@ void free_remote_general(void *p, SlabMeta *s, const char *call) {
     return apply_remote(one, &life, 1);
   }
   seen |= bit;
-  tc->in_remote = kAppending;
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  // The entry, then the count: a fork's child applies the entries the count covers (fork_child).
-  unsigned k = tc->remote_count;
-  if (ZNS_UNLIKELY(k >= kRemoteBuffer)) {
-    // Full, its flush not run: a signal handler's free between the thread's append and its flush
-    // (below), or a buffer filled under one of the library's locks, which is not flushed there (the
-    // flush may lock).  This free is applied at once, and the buffer flushed if no lock is held (a
-    // handler's flush leaves the thread's an empty buffer).  Until 2026-12-06 a handler's free in
-    // that window appended at index 64, past the buffer, and the next flush overran apply_remote's
-    // arrays (a stress review: SIGSEGV in 5 of 5 runs, tests/stress/remote_buffer part 3).
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    tc->in_remote = 0;
-    return remote_full(tc, p, life);
-  }
-  tc->remote_life[k] = life;
-  tc->remote_buf[k] = p;
-  __atomic_store_n(&tc->remote_count, k + 1, __ATOMIC_RELEASE);
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  tc->in_remote = 0;
-  if (k + 1 == kRemoteBuffer && t_guards == 0) flush_remote(tc);
+  // Full, its flush not run: a signal handler's free between the thread's append and its flush
+  // (below), or a buffer filled under one of the library's locks, which is not flushed there (the
+  // flush may lock).  This free is applied at once, and the buffer flushed if no lock is held (a
+  // handler's flush leaves the thread's an empty buffer).  Until 2026-12-06 a handler's free in
+  // that window appended at index 64, past the buffer, and the next flush overran apply_remote's
+  // arrays (a stress review: SIGSEGV in 5 of 5 runs, tests/stress/remote_buffer part 3).
+  unsigned n = remote_append(tc, p, life);
+  if (ZNS_UNLIKELY(n == 0)) return remote_full(tc, p, life);
+  if (n == kRemoteBuffer && t_guards == 0) flush_remote(tc);
 }
 
 // ---- ZNS_SECURE ------------------------------------------------------------------------------------

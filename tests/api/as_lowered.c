@@ -22,18 +22,6 @@ enum { NOLD = 20000, NNEW = 100000, NBIG = 16 };
 static void *old_blk[NOLD];
 static void *new_blk[NNEW];
 
-static size_t vm_size(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  REQUIRE(f);
-  char line[256];
-  long kib = -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmSize: %ld", &kib) == 1) break;
-  fclose(f);
-  REQUIRE(kib > 0);
-  return (size_t)kib << 10;
-}
-
 static size_t size_of(int i) { return 16 + (size_t)(zt_mix64((uint64_t)i) % 4081); }
 
 static void *worker(void *arg) {
@@ -60,7 +48,7 @@ static void *limit_by_tid(void *arg) {
 
 /* After lowering the limit to `limit`: everything a program does must still work. */
 static void check_after(size_t limit, const char *step) {
-  size_t vm = vm_size();
+  size_t vm = zt_vm_bytes();
   CHECK(vm < limit, "%s: VmSize %zu MiB not below the new limit %zu MiB: the heap kept its reservation", step,
         vm >> 20, limit >> 20);
   for (int i = 0; i < NOLD; i++)
@@ -125,7 +113,7 @@ int main(void) {
     free(old_blk[i]);
     old_blk[i] = NULL;
   }
-  size_t vm0 = vm_size();
+  size_t vm0 = zt_vm_bytes();
   struct rlimit r;
   REQUIRE(getrlimit(RLIMIT_AS, &r) == 0);
   if (r.rlim_cur != RLIM_INFINITY || vm0 < ((size_t)8 << 30)) {
@@ -142,8 +130,8 @@ int main(void) {
   }
   int st;
   REQUIRE(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the vfork child's setrlimit failed");
-  CHECK(vm_size() + ((size_t)1 << 30) > vm0, "a vfork child's setrlimit shrank the parent's heap: VmSize %zu MiB, was %zu MiB",
-        vm_size() >> 20, vm0 >> 20);
+  CHECK(zt_vm_bytes() + ((size_t)1 << 30) > vm0, "a vfork child's setrlimit shrank the parent's heap: VmSize %zu MiB, was %zu MiB",
+        zt_vm_bytes() >> 20, vm0 >> 20);
   /* 1. setrlimit, to 4 GiB (the heap's reservation alone was 73 GB) */
   size_t limit = (size_t)4 << 30;
   r.rlim_cur = limit;
@@ -162,7 +150,7 @@ int main(void) {
   REQUIRE(prlimit(getpid(), RLIMIT_AS, &n, NULL) == 0, "prlimit: %s", strerror(errno));
   check_after(limit, "prlimit 1 GiB");
   /* 3. below what the process uses: the heap keeps what it uses; the blocks stay */
-  n.rlim_cur = vm_size() / 2;
+  n.rlim_cur = zt_vm_bytes() / 2;
   REQUIRE(setrlimit(RLIMIT_AS, &n) == 0, "setrlimit: %s", strerror(errno));
   for (int i = 0; i < NOLD; i++)
     if (old_blk[i]) CHECK(zt_verify(old_blk[i], size_of(i), (uint64_t)i) == -1, "below use: old block %d changed", i);

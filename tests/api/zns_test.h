@@ -272,8 +272,9 @@ static inline uint64_t zt_rand(uint64_t *s) {
 }
 
 /* ---- process info ---------------------------------------------------------------------------- */
-/* Resident set size in bytes, read from /proc/self/statm without allocating. */
-static ZT_UNUSED size_t zt_rss_bytes(void) {
+/* Field `field` of /proc/self/statm (0: the virtual size, 1: the resident set) in bytes, read
+ * without allocating; 0 if it cannot be read. */
+static ZT_UNUSED size_t zt_statm_bytes(int field) {
   char buf[256];
   int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return 0;
@@ -282,10 +283,17 @@ static ZT_UNUSED size_t zt_rss_bytes(void) {
   if (n <= 0) return 0;
   buf[n] = 0;
   char *s = buf;
-  while (*s && *s != ' ') s++; /* skip "size" */
+  for (int i = 0; i < field; i++) {
+    while (*s && *s != ' ') s++;
+    if (*s) s++;
+  }
   unsigned long pages = strtoul(s, NULL, 10);
   return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
 }
+/* Resident set size in bytes. */
+static ZT_UNUSED size_t zt_rss_bytes(void) { return zt_statm_bytes(1); }
+/* Virtual size (VmSize) in bytes: what RLIMIT_AS counts. */
+static ZT_UNUSED size_t zt_vm_bytes(void) { return zt_statm_bytes(0); }
 
 static ZT_UNUSED double zt_now(void) {
   struct timespec ts;
