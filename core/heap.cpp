@@ -1459,6 +1459,7 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   std::atomic<uint64_t> *b = bits(s);
   if (ZNS_UNLIKELY(b != full_bits() && (b[i >> 6].load(std::memory_order_relaxed) & (uint64_t(1) << (i & 63)))))
     return free_remote_general(p, s, call);
+  // (owner_cache(owner), knowing owner is a cache's id here: none of the special values)
   if (ZNS_UNLIKELY(__atomic_load_n(&g_caches[owner & ~kSecureBit]->last[s->cls], __ATOMIC_RELAXED) == p))
     return free_remote_general(p, s, call);
   seen |= bit;
