@@ -314,17 +314,27 @@ ZNS_INLINE void mark_mirror_written(const void *p) {
   uint64_t bit = uint64_t(1) << (i & 63);
   if (!(w.load(std::memory_order_seq_cst) & bit)) w.fetch_or(bit, std::memory_order_seq_cst);
 }
-// Before a first store to the remote state of the slab at `page`: its RemoteState line and its
-// remote bits (see Region.remote_pages).  Inline bits are in that line (RemoteState.inline_bits):
-// one page to mark; a record's words may end on the next page.  (Whether the bits are inline is
+// Before a first store to the remote state of the slab at `page`: mark the pages of its
+// RemoteState line and of its remote bits written (see Region.remote_pages); the bits returned.
+// Inline bits are in that line (RemoteState.inline_bits): one page; a record's words may end on
+// the next page.  The line remembers whose pages it marked (RemoteState.marked, stored after the
+// marks with release, read with acquire): marks are never cleared, so a freer that reads its
+// slab's bits there skips them, and its OR after still follows the marks (a first look at a
+// line whose page nobody marked yet reads zeros).  A slab that begins a life with another record
+// (or inline bits) finds another address there and marks again.  (Whether the bits are inline is
 // decided as rbits() decides it: a slab's bits are inline for the whole of its life.)
-ZNS_INLINE void remote_will_write(uint32_t page) {
+ZNS_INLINE std::atomic<uint64_t> *remote_will_write(uint32_t page) {
   SlabMeta *s = &meta_at(page);
-  mark_mirror_written(&remote_at(page));
-  if (bits(s) == s->inline_free) return;
-  std::atomic<uint64_t> *rb = __atomic_load_n(&g_region.rrec[s - g_region.meta], __ATOMIC_RELAXED);   // (rbits)
-  mark_mirror_written(rb);
-  mark_mirror_written(rb + words_of(s) - 1);
+  std::atomic<uint64_t> *b = bits(s), *rb = rbits_of(s, b);
+  RemoteState &r = remote_at(page);
+  if (ZNS_LIKELY(r.marked.load(std::memory_order_acquire) == uintptr_t(rb))) return rb;
+  mark_mirror_written(&r);
+  if (b != s->inline_free) {
+    mark_mirror_written(rb);
+    mark_mirror_written(rb + words_of(s) - 1);
+  }
+  r.marked.store(uintptr_t(rb), std::memory_order_release);
+  return rb;
 }
 // A remote record of class c, and back.  The free list's links are remote words: their pages are
 // marked written first, so that depot_take clears the link of the one it takes (as any stray).
@@ -1942,8 +1952,7 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
     uint32_t page = page_of(s);
     // The owner's bits first: once ours are in, the owner may merge them at any moment.
     if (freed_in_bitmap(s, w, mask)) fatal("double free", "free", first);
-    remote_will_write(page);
-    uint64_t old = rbits(s)[w].fetch_or(mask, std::memory_order_seq_cst);
+    uint64_t old = remote_will_write(page)[w].fetch_or(mask, std::memory_order_seq_cst);
     if (old & mask) fatal("double free", "free", first);
     // (No second look at the life after the OR: once our bits are in, the slab may complete and go
     // back to the depot at once, rightly.  A stale free that passed the look just before the

@@ -386,7 +386,8 @@ TEST_CASE("full slabs without a record: remote frees come back, double frees are
 // it: the RemoteState line, and a slab with a record its remote record's pages, whose first and
 // last words may lie on two pages.  Readers that find a page unmarked skip it (depot_take's stray
 // drop, the stats).  Checked in a child whose marks of those pages are cleared first (marks only
-// ever go up, so in the test process earlier tests may have set them already).
+// ever go up, so in the test process earlier tests may have set them already), with the line's
+// note of what was marked (RemoteState.marked) naming other bits.
 namespace {
 int remote_marks_child(size_t size) {
   static std::vector<void *> w;
@@ -411,12 +412,16 @@ int remote_marks_child(size_t size) {
   unmark(&remote_at(page));
   unmark(rb);
   unmark(rb + words - 1);
+  // ... and the line names other bits (as after a life with another record), not these: a line
+  // that names these bits would (rightly: marks are never cleared) have the freer skip the marks.
+  remote_at(page).marked.store(uintptr_t(rb) ^ 64);
   static void *f0, *f1;
   f0 = first; f1 = last;
   std::thread([] { dealloc(f0, "free"); dealloc(f1, "free"); flush_thread(); }).join();
   if (!mirror_page_written(mirror_page_index(&remote_at(page)))) return 11;
   if (!mirror_page_written(mirror_page_index(rb))) return 12;
   if (!mirror_page_written(mirror_page_index(rb + words - 1))) return 13;
+  if (remote_at(page).marked.load() != uintptr_t(rb)) return 14;   // and it says so for the next
   return 0;
 }
 }  // namespace
