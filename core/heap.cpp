@@ -314,7 +314,7 @@ ZNS_INLINE void mark_mirror_written(const void *p) {
   uint64_t bit = uint64_t(1) << (i & 63);
   if (!(w.load(std::memory_order_seq_cst) & bit)) w.fetch_or(bit, std::memory_order_seq_cst);
 }
-// Before a first store to the remote state of the slab at `page`: mark the pages of its
+// Before a first store to the remote state of slab s (r: its line): mark the pages of its
 // RemoteState line and of its remote bits written (see Region.remote_pages); the bits returned.
 // Inline bits are in that line (RemoteState.inline_bits): one page; a record's words may end on
 // the next page.  The line remembers whose pages it marked (RemoteState.marked, stored after the
@@ -323,10 +323,8 @@ ZNS_INLINE void mark_mirror_written(const void *p) {
 // line whose page nobody marked yet reads zeros).  A slab that begins a life with another record
 // (or inline bits) finds another address there and marks again.  (Whether the bits are inline is
 // decided as rbits() decides it: a slab's bits are inline for the whole of its life.)
-ZNS_INLINE std::atomic<uint64_t> *remote_will_write(uint32_t page) {
-  SlabMeta *s = &meta_at(page);
+ZNS_INLINE std::atomic<uint64_t> *remote_will_write(const SlabMeta *s, RemoteState &r) {
   std::atomic<uint64_t> *b = bits(s), *rb = rbits_of(s, b);
-  RemoteState &r = remote_at(page);
   if (ZNS_LIKELY(r.marked.load(std::memory_order_acquire) == uintptr_t(rb))) return rb;
   mark_mirror_written(&r);
   if (b != s->inline_free) {
@@ -1276,11 +1274,14 @@ bool remote_pending(const SlabMeta *s) {
 // Most calls find it queued already (a consumer's flush: 96% in bench prodcons): that look is
 // inline, the queueing is not.
 ZNS_NOINLINE void notify_queue(uint32_t page, uint32_t owner, bool may_lock_pool);
-ZNS_INLINE void notify(uint32_t page, uint32_t owner, bool may_lock_pool) {
+ZNS_INLINE void notify(const RemoteState &r, uint32_t page, uint32_t owner, bool may_lock_pool) {
   // Already queued: the owner's drain clears `pending` before it merges, so a freer that still
   // reads 1 after its OR (both seq_cst) is merged by that drain.  The load spares the RMW.
-  if (remote_at(page).pending.load(std::memory_order_seq_cst) != 0) return;
+  if (r.pending.load(std::memory_order_seq_cst) != 0) return;
   notify_queue(page, owner, may_lock_pool);
+}
+ZNS_INLINE void notify(uint32_t page, uint32_t owner, bool may_lock_pool) {
+  notify(remote_at(page), page, owner, may_lock_pool);
 }
 void notify_queue(uint32_t page, uint32_t owner, bool may_lock_pool) {
   RemoteState &r = remote_at(page);
@@ -1950,9 +1951,10 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
       mask |= bit;
     }
     uint32_t page = page_of(s);
+    RemoteState &rs = remote_of(s);
     // The owner's bits first: once ours are in, the owner may merge them at any moment.
     if (freed_in_bitmap(s, w, mask)) fatal("double free", "free", first);
-    uint64_t old = remote_will_write(page)[w].fetch_or(mask, std::memory_order_seq_cst);
+    uint64_t old = remote_will_write(s, rs)[w].fetch_or(mask, std::memory_order_seq_cst);
     if (old & mask) fatal("double free", "free", first);
     // (No second look at the life after the OR: once our bits are in, the slab may complete and go
     // back to the depot at once, rightly.  A stale free that passed the look just before the
@@ -1963,14 +1965,14 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
       // free can change anything (the slab worth queueing, or all of it back); most change nothing.
       unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
       if (blocks <= 64) {
-        uint8_t st = meta_at(page).share.load(std::memory_order_seq_cst);
+        uint8_t st = s->share.load(std::memory_order_seq_cst);
         unsigned total = unsigned(__builtin_popcountll(old | mask)), out = __atomic_load_n(&s->out, __ATOMIC_RELAXED);
         bool idle = st == kSharedIdle;
         if ((idle || st == kSharedQueued) &&
             (total >= out || (idle && blocks - out + total >= reuse_worth(blocks))))
           may_lock ? shared_settle(s) : settle_later(s);
       } else {
-        remote_at(page).shared_frees.fetch_add(unsigned(__builtin_popcountll(mask)), std::memory_order_seq_cst);
+        rs.shared_frees.fetch_add(unsigned(__builtin_popcountll(mask)), std::memory_order_seq_cst);
         may_lock ? shared_settle(s) : settle_later(s);
       }
       // Adopted meanwhile?  Then the adopter's merge may have run before our OR: tell the new owner
@@ -1978,17 +1980,17 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
       // the owner's refill may skip the remote bits when the hint is clear.  (The slab cannot have
       // gone back to the depot before our OR: our block was still out.)
       uint32_t now = s->owner.load(std::memory_order_seq_cst);
-      if (now != kSharedOwner && now != kNoOwner) notify(page, owner_cache(now), may_lock);
+      if (now != kSharedOwner && now != kNoOwner) notify(rs, page, owner_cache(now), may_lock);
     } else {
-      notify(page, owner_cache(owner), may_lock);
+      notify(rs, page, owner_cache(owner), may_lock);
       // The owner may have given the slab up meanwhile (see relinquish).  A parked slab our free
       // completed is the owner's to reuse; but an owner that has not refilled for kParkIdleMs may
       // not look again for long (a worker waiting for its next job): give the pages back now.
       uint32_t now = s->owner.load(std::memory_order_seq_cst);
       if (now == kSharedOwner) {
-        remote_at(page).shared_frees.fetch_add(unsigned(__builtin_popcountll(mask)), std::memory_order_seq_cst);
+        rs.shared_frees.fetch_add(unsigned(__builtin_popcountll(mask)), std::memory_order_seq_cst);
         may_lock ? shared_settle(s) : settle_later(s);
-      } else if (may_lock && meta_at(page).share.load(std::memory_order_acquire) == kParkedIdle) {
+      } else if (may_lock && s->share.load(std::memory_order_acquire) == kParkedIdle) {
         // Complete?  Not unless our word now is (our OR's result and the owner's bits cover it):
         // most frees leave it short, and only then is every word of the slab counted (up to 256).
         unsigned blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED), left = blocks - w * 64;

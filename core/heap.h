@@ -421,6 +421,10 @@ ZNS_INLINE uint32_t page_of(const void *p) {
 ZNS_INLINE SlabMeta &meta_at(uint32_t page) { return g_region.meta[page / kGroupPages]; }
 ZNS_INLINE RemoteState &remote_at(uint32_t page) { return g_region.remote[page / kGroupPages]; }
 ZNS_INLINE uint32_t page_of(const SlabMeta *s) { return uint32_t(s - g_region.meta) * kGroupPages; }
+// The RemoteState line of slab s (remote_at(page_of(s)), without the page number).
+ZNS_INLINE RemoteState &remote_of(const SlabMeta *s) {
+  return *reinterpret_cast<RemoteState *>(uintptr_t(s) + g_region.mirror);
+}
 // The free bitmap of slab s (bitmap_words(s->blocks) words), and its remote bits.
 ZNS_INLINE std::atomic<uint64_t> *bits(const SlabMeta *s) {
   return __atomic_load_n(&s->bitmap, __ATOMIC_RELAXED);
