@@ -1463,7 +1463,7 @@ void free_remote_plain(void *p, SlabMeta *s, const char *call) {
   ThreadCache *tc = t_cache;
   uint32_t off = uint32_t((uintptr_t(p) - uintptr_t(g_region.base)) & ((uintptr_t(1) << kGroupShift) - 1)), i;
   uintptr_t h = (uintptr_t(p) >> 4) ^ (uintptr_t(p) >> 12);
-  uint64_t &seen = tc->remote_seen[(h >> 6) & 15], bit = uint64_t(1) << (h & 63);
+  uint64_t &seen = tc->remote_seen[(h >> 6) % kRemoteSeenWords], bit = uint64_t(1) << (h & 63);
   if (ZNS_UNLIKELY(owner - 1 >= kSharedOwner - 1 || tc->id == kSentinelId || (seen & bit) || tc->in_remote ||
                    !fast_index(s, off, &i)))
     return free_remote_general(p, s, call);
@@ -1484,7 +1484,7 @@ void free_remote_general(void *p, SlabMeta *s, const char *call) {
   int i = block_index(s, p);
   if (i < 0) fatal("free of a pointer that is not the start of a block", call, p);
   // Double frees are caught now when the block is free in the owner's bitmap or is its `last`,
-  // or is already in this thread's buffer (a 1024-bit filter says when to look); the rest when
+  // or is already in this thread's buffer (a 4096-bit filter says when to look); the rest when
   // the buffer is applied.
   if (freed_in_bitmap(s, unsigned(i) >> 6, uint64_t(1) << (i & 63))) fatal(kFreeOfFree, call, p);
   if (owner != kSharedOwner && __atomic_load_n(&g_caches[owner_cache(owner)]->last[s->cls], __ATOMIC_RELAXED) == p)
@@ -1503,7 +1503,7 @@ void free_remote_general(void *p, SlabMeta *s, const char *call) {
     return apply_remote(one, &life, 1);
   }
   uintptr_t h = (uintptr_t(p) >> 4) ^ (uintptr_t(p) >> 12);
-  uint64_t &seen = tc->remote_seen[(h >> 6) & 15], bit = uint64_t(1) << (h & 63);
+  uint64_t &seen = tc->remote_seen[(h >> 6) % kRemoteSeenWords], bit = uint64_t(1) << (h & 63);
   if (seen & bit)
     for (unsigned k = 0, n = buffered(tc); k < n; ++k)
       if (tc->remote_buf[k] == p) fatal("double free", call, p);

@@ -42,6 +42,7 @@ inline constexpr uint32_t kNoOwner = 0;             // SlabMeta.owner of a slab 
 inline constexpr uint32_t kSentinelId = 0xfffffffeu;  // id of the sentinel caches: owns nothing
 inline constexpr uint32_t kSharedOwner = 0xfffffffdu; // SlabMeta.owner of a slab no cache owns
 inline constexpr uint32_t kRemoteBuffer = 64;         // frees to others' slabs batched per thread
+inline constexpr uint32_t kRemoteSeenWords = 64;      // ThreadCache.remote_seen: 4096 bits
 inline constexpr uint8_t kAppending = 1;              // ThreadCache.in_remote: an entry is being added,
 inline constexpr uint8_t kFlushing = 2;               // or the buffer applied
 inline constexpr uint32_t kQuarantine = 256;          // ZNS_SECURE: freed blocks held per thread
@@ -270,7 +271,8 @@ struct ThreadCache {
                                         // (so a fork's child may apply what it counts)
   uint32_t in_remote;                   // kAppending / kFlushing while the thread changes the
                                         // buffer (a signal handler's free is then applied at once)
-  uint64_t remote_seen[16];             // a 1024-bit filter of the addresses in remote_buf
+  uint64_t remote_seen[kRemoteSeenWords];   // a filter of the addresses in remote_buf (a bit
+                                            // per address hash; cleared at each flush)
   void *remote_buf[kRemoteBuffer];      // frees of blocks in slabs this cache does not own, not yet
                                         // applied: still "out" (never reused) until the flush
   uint16_t remote_life[kRemoteBuffer];  // g_region.life of each entry's slab when it was buffered
