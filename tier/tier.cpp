@@ -1139,26 +1139,28 @@ size_t tier_pageout_now() {
 namespace {
 int g_fork_pipe[2] = {-1, -1};
 
-// The heap's first `len` bytes, for a forked child's copy of it: into `fd` at the same offsets, or
-// into `mem`.  From the backing file while it is still ours (`ours`: out pages come by readahead),
+// The heap's bytes [from, from + len), for a forked child's copy of it: into `fd` at the same
+// offsets, or into `mem` (mem[0] is the byte at `from`; zeros, such as the file's holes and
+// ZNS_SECURE's guards, are not written: `mem` holds zeros where they go).  From the backing file while it is still ours (`ours`: out pages come by readahead),
 // else through the mapping: the program closed the file, and the number may name a file of its
 // own now (or the child's new file), whose bytes must not become the child's heap.  Through the
 // mapping an inaccessible page (a ZNS_SECURE guard) reads as zeros.  False: a write failed.
-bool copy_heap(bool ours, int fd, char *mem, size_t len) {
+bool copy_heap(bool ours, int fd, char *mem, size_t from, size_t len) {
+  size_t end = from + len;
   if (ours && fd >= 0) {
     // sendfile copies in the kernel (splice: no pass through user memory) into the blocks the
     // caller reserved.  Not copy_file_range: on XFS or btrfs that is a reflink, which shares the
     // parent's blocks with the child's file in place of the reserved ones (and cleans the
     // parent's dirty pages): every later store by either process then needs a new block, and on
     // a full disk it is SIGBUS (seen on XFS, in the parent too: review, 2026-12-04).
-    for (off_t in = 0; size_t(in) < len;) {
+    for (off_t in = off_t(from); size_t(in) < end;) {
       if (os_lseek(fd, in, SEEK_SET) != in) return false;
-      ssize_t r = os_sendfile(fd, g_fd, &in, len - size_t(in));
+      ssize_t r = os_sendfile(fd, g_fd, &in, end - size_t(in));
       if (r < 0 && errno == EINTR) continue;
       if (r > 0) continue;
       if (r == 0) return true;   // (the parent file's end: the rest reads as zeros, reserved)
-      for (; size_t(in) < len; in += off_t(sizeof g_bounce)) {   // no sendfile here: by hand
-        size_t n = len - size_t(in) < sizeof g_bounce ? len - size_t(in) : sizeof g_bounce;
+      for (; size_t(in) < end; in += off_t(sizeof g_bounce)) {   // no sendfile here: by hand
+        size_t n = end - size_t(in) < sizeof g_bounce ? end - size_t(in) : sizeof g_bounce;
         if (pread_all(g_bounce, n, in) != 0 || os_pwrite(fd, g_bounce, n, in) != ssize_t(n)) return false;
       }
     }
@@ -1166,10 +1168,10 @@ bool copy_heap(bool ours, int fd, char *mem, size_t len) {
   }
   if (ours) {
     for (size_t off = 0; off < len;) {
-      ssize_t r = os_pread(g_fd, mem + off, len - off, off_t(off));
+      ssize_t r = os_pread(g_fd, mem + off, len - off, off_t(from + off));
       if (r < 0 && errno == EINTR) continue;
-      if (r < 0) fatal("tier: cannot read the heap back from the backing file for the forked child", "fork", g_base + off);
-      if (r == 0) break;
+      if (r < 0) fatal("tier: cannot read the heap back from the backing file for the forked child", "fork", g_base + from + off);
+      if (r == 0) break;   // (the file's end: mem's zeros stay)
       off += size_t(r);
     }
     return true;
@@ -1179,19 +1181,20 @@ bool copy_heap(bool ours, int fd, char *mem, size_t len) {
   // needs no descriptor (the table may be full) but is refused in some containers; then a pipe.)
   int pfd[2] = {-1, -1};
   unsigned lost = 0;
-  for (size_t off = 0; off < len; off += kPageSize) {
+  for (size_t off = from; off < end; off += kPageSize) {
     if (fd >= 0) {
       ssize_t r = os_pwrite(fd, g_base + off, kPageSize, off_t(off));
       if (r != ssize_t(kPageSize) && !(r < 0 && errno == EFAULT)) return false;   // EFAULT: zeros stay
       continue;
     }
-    iovec to{mem + off, kPageSize}, from{g_base + off, kPageSize};
-    ssize_t r = os_process_vm_readv(os_getpid(), &to, 1, &from, 1, 0);
-    if (r == ssize_t(kPageSize) || (r < 0 && errno == EFAULT)) continue;
+    char *into = mem + (off - from);
+    iovec to{into, kPageSize}, src{g_base + off, kPageSize};
+    ssize_t r = os_process_vm_readv(os_getpid(), &to, 1, &src, 1, 0);
+    if (r == ssize_t(kPageSize) || (r < 0 && errno == EFAULT)) continue;   // (EFAULT: zeros stay)
     if (pfd[0] < 0 && os_pipe2(pfd, O_CLOEXEC) != 0) { pfd[0] = pfd[1] = -1; ++lost; continue; }
     r = os_write(pfd[1], g_base + off, kPageSize);   // (atomic, and the pipe is empty)
     if (r < 0 && errno == EFAULT) continue;
-    if (r != ssize_t(kPageSize) || os_read(pfd[0], mem + off, kPageSize) != ssize_t(kPageSize)) ++lost;
+    if (r != ssize_t(kPageSize) || os_read(pfd[0], into, kPageSize) != ssize_t(kPageSize)) ++lost;
   }
   if (pfd[0] >= 0) { os_close(pfd[0]); os_close(pfd[1]); }
   if (lost) say("a forked child could not copy some pages of its heap (no process_vm_readv, no pipe): they read as zeros");
@@ -1229,7 +1232,7 @@ bool child_own_file(bool ours, size_t filed) {
   if (fd < 0) return false;
   fd = fd_out_of_the_way(fd);
   bool ok = (filed == 0 || fallocate_quiet(fd, 0, 0, off_t(filed)) == 0) &&   // room, as the parent had
-            copy_heap(ours, fd, nullptr, filed);
+            copy_heap(ours, fd, nullptr, 0, filed);
   if (ok && mmap(g_base, g_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd, 0) == MAP_FAILED)
     fatal("tier: cannot map the forked child's own backing file over its heap", "fork", g_base);
   if (!ok) { os_close(fd); return false; }
@@ -1241,15 +1244,43 @@ bool child_own_file(bool ours, size_t filed) {
   return true;
 }
 
-// madvise, in the child, when it cannot have a file: a private anonymous copy of the heap.
+// The heap's first `used` bytes made private in place, a bounce buffer at a time: each chunk read
+// into g_bounce (zeroed first), a private anonymous mapping put over the chunk (MAP_FIXED replaces
+// the shared one: no new address space), and the chunk's pages that are not all zeros written
+// back.  For a child whose address space has no room for a second copy of the heap (a lowered
+// RLIMIT_AS: ~1 fork in 150 under a 1 GiB limit failed the one-piece copy, a helper's sweep,
+// 2026-12-07).  A chunk's copy costs a memcpy more than the one-piece copy.
+void child_private_in_place(bool ours, size_t used, size_t filed) {
+  for (size_t off = 0; off < used; off += sizeof g_bounce) {
+    size_t n = used - off < sizeof g_bounce ? used - off : sizeof g_bounce;
+    size_t data = off >= filed ? 0 : filed - off < n ? filed - off : n;
+    __builtin_memset(g_bounce, 0, data);
+    if (data) copy_heap(ours, -1, g_bounce, off, data);
+    if (mmap(g_base + off, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+             -1, 0) == MAP_FAILED)
+      fatal("tier: no memory for the forked child's copy of the heap", "fork", g_base + off);
+    for (size_t i = 0; i < data; i += kPageSize) {
+      const uint64_t *w = reinterpret_cast<const uint64_t *>(g_bounce + i);
+      size_t k = 0;
+      while (k < kPageSize / 8 && w[k] == 0) ++k;
+      if (k < kPageSize / 8) __builtin_memcpy(g_base + off + i, g_bounce + i, kPageSize);
+    }
+  }
+}
+
+// madvise, in the child, when it cannot have a file: a private anonymous copy of the heap (in one
+// piece, or in place when the address space has no room for it).
 void child_private_heap(bool ours, size_t used, size_t filed) {
   char *copy = used ? static_cast<char *>(mmap(nullptr, used, PROT_READ | PROT_WRITE,
                                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0))
                     : nullptr;
-  if (used && copy == MAP_FAILED) fatal("tier: no memory for the forked child's copy of the heap", "fork", g_base);
-  copy_heap(ours, -1, copy, filed);
-  if (used && mremap(copy, used, used, MREMAP_MAYMOVE | MREMAP_FIXED, g_base) == MAP_FAILED)
-    fatal("tier: cannot give the forked child a private heap", "fork", g_base);
+  if (copy == MAP_FAILED) {
+    child_private_in_place(ours, used, filed);
+  } else {
+    copy_heap(ours, -1, copy, 0, filed);
+    if (used && mremap(copy, used, used, MREMAP_MAYMOVE | MREMAP_FIXED, g_base) == MAP_FAILED)
+      fatal("tier: cannot give the forked child a private heap", "fork", g_base);
+  }
   if (g_bytes > used &&
       mmap(g_base + used, g_bytes - used, PROT_READ | PROT_WRITE,
            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)

@@ -393,6 +393,50 @@ static int fork_test(void) {
   return zt_finish("fork");
 }
 
+/* ---- fork-as-limit: a child whose address space has no room for a second copy of the heap ------ */
+/* madvise: the heap is a shared file mapping, so a forked child makes it private before it returns
+ * from fork (without ZNS_TIER_CHILD_MS: a private anonymous copy).  Made in one piece, that copy
+ * needs address space for a second heap; under a lowered RLIMIT_AS it is made in place, a chunk at
+ * a time (tier.cpp, child_private_in_place).  Before 2026-12-07 the child aborted: "tier: no memory
+ * for the forked child's copy of the heap".  The soft limit goes down to 8 MiB above what is mapped
+ * (again after each lowering: the heap gives the reservation's unused tail back), with ~30 MB of
+ * blocks, some of them paged out; the child checks that it cannot map their size, then its bytes,
+ * writes every block and allocates; the parent's bytes must stay as they were. */
+static int fork_as_limit(void) {
+  enum { N = 40000 };
+  struct blk *b = make_blocks(N, 1500, 4242);
+  size_t payload = 0;
+  for (size_t i = 0; i < N; ++i) payload += b[i].n;
+  size_t out = zns_tier_pageout();
+  CHECK(out > 10, "paged out %zu slabs", out);
+  struct rlimit rl;
+  REQUIRE(getrlimit(RLIMIT_AS, &rl) == 0);
+  size_t vm = 0;
+  for (int i = 0; i < 8 && vm != zt_vm_bytes(); ++i) {
+    vm = zt_vm_bytes();
+    rl.rlim_cur = vm + (8 << 20);
+    REQUIRE(setrlimit(RLIMIT_AS, &rl) == 0);
+  }
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    void *room = mmap(NULL, payload, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (room != MAP_FAILED) _exit(4);   /* the limit left room: the test did not test */
+    long bad = count_bad(b, N);
+    for (size_t i = 0; i < N; ++i) memset(b[i].p, 0x5A, b[i].n);   /* must not reach the parent */
+    for (int i = 0; i < 10000; ++i) free(malloc(16 + i % 2000));
+    _exit(bad == 0 ? 0 : 3);
+  }
+  int st = 0;
+  REQUIRE(waitpid(pid, &st, 0) == pid);
+  CHECK(!(WIFEXITED(st) && WEXITSTATUS(st) == 4), "the child could map %zu bytes under the limit: not tested", payload);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed (status %d)", st);
+  CHECK(count_bad(b, N) == 0, "the child's stores reached the parent, or the parent lost bytes");
+  zt_log("fork-as-limit: %zu MiB of blocks, RLIMIT_AS %zu MiB (VmSize + 8 MiB)",
+         payload >> 20, (size_t)(rl.rlim_cur >> 20));
+  return zt_finish("fork-as-limit");
+}
+
 /* ---- nss-fork: fork while glibc's own heap block is cold -------------------------------------- */
 /* glibc's fork() takes the lock in its nss database state (a heap block, made by the first
  * getpwuid and the like) after the atfork handlers ran, while the tier's handler holds the tier
@@ -1552,6 +1596,7 @@ int main(int argc, char **argv) {
   if (!strcmp(c, "cancel")) return cancel_test();
   if (!strcmp(c, "fork")) return fork_test();
   if (!strcmp(c, "fork-each-slab")) return fork_each_slab();
+  if (!strcmp(c, "fork-as-limit")) return fork_as_limit();
   if (!strcmp(c, "nss-fork")) return nss_fork();
   if (!strcmp(c, "fork-signals")) return fork_signals();
   if (!strcmp(c, "signal-locks")) return signal_locks(argc > 2 ? atof(argv[2]) : 5);
