@@ -328,8 +328,13 @@ ZNS_INLINE std::atomic<uint64_t> *remote_will_write(const SlabMeta *s, RemoteSta
   if (ZNS_LIKELY(r.marked.load(std::memory_order_acquire) == uintptr_t(rb))) return rb;
   mark_mirror_written(&r);
   if (b != s->inline_free) {
+    // The record's whole extent, as its pool has it: not words_of(s), whose `blocks` may be of
+    // another life than rb (a stale free racing depot_take, which installs the record first),
+    // so that the note below never names a record whose end went unmarked (helper-92's review).
+    unsigned c = pool_of(mirror_of_back(rb));
+    unsigned words = c < kNumClasses ? g_bitmap_pool[c].words : words_of(s);
     mark_mirror_written(rb);
-    mark_mirror_written(rb + words_of(s) - 1);
+    mark_mirror_written(rb + words - 1);
   }
   r.marked.store(uintptr_t(rb), std::memory_order_release);
   return rb;

@@ -1140,8 +1140,8 @@ namespace {
 int g_fork_pipe[2] = {-1, -1};
 
 // The heap's bytes [from, from + len), for a forked child's copy of it: into `fd` at the same
-// offsets, or into `mem` (mem[0] is the byte at `from`; zeros, such as the file's holes and
-// ZNS_SECURE's guards, are not written: `mem` holds zeros where they go).  From the backing file
+// offsets, or into `mem` (mem[0] is the byte at `from`; what lies past the file's end and
+// ZNS_SECURE's guards is not written: `mem` holds zeros where they go).  From the backing file
 // while it is still ours (`ours`: out pages come by readahead), else through the mapping: the
 // program closed the file, and the number may name a file of its own now (or the child's new
 // file), whose bytes must not become the child's heap.  Through the mapping an inaccessible page
