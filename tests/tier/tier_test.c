@@ -368,6 +368,15 @@ static int syscalls(void) {
 }
 
 /* ---- fork --------------------------------------------------------------------------------- */
+/* A forked child's part: its copy of the n blocks intact (exit 3 if not), then every block
+ * overwritten (which must not reach the parent) and some allocation of its own.  0 when intact. */
+static int child_checks_and_writes(struct blk *b, size_t n) {
+  long bad = count_bad(b, n);
+  for (size_t i = 0; i < n; ++i) memset(b[i].p, 0x5A, b[i].n);
+  for (int i = 0; i < 10000; ++i) free(malloc(16 + i % 2000));
+  return bad == 0 ? 0 : 3;
+}
+
 static int fork_test(void) {
   enum { N = 20000 };
   struct blk *b = make_blocks(N, 700, 555);
@@ -375,13 +384,7 @@ static int fork_test(void) {
   CHECK(out > 10, "paged out %zu slabs", out);
   pid_t pid = fork();
   REQUIRE(pid >= 0);
-  if (pid == 0) {
-    long bad = count_bad(b, N);
-    for (size_t i = 0; i < N; ++i) memset(b[i].p, 0x5A, b[i].n);   /* must not reach the parent */
-    /* the child allocates and frees too */
-    for (int i = 0; i < 10000; ++i) free(malloc(16 + i % 2000));
-    _exit(bad == 0 ? 0 : 3);
-  }
+  if (pid == 0) _exit(child_checks_and_writes(b, N));
   int st = 0;
   REQUIRE(waitpid(pid, &st, 0) == pid);
   CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child saw changed bytes (status %d)", st);
@@ -422,10 +425,7 @@ static int fork_as_limit(void) {
   if (pid == 0) {
     void *room = mmap(NULL, payload, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (room != MAP_FAILED) _exit(4);   /* the limit left room: the test did not test */
-    long bad = count_bad(b, N);
-    for (size_t i = 0; i < N; ++i) memset(b[i].p, 0x5A, b[i].n);   /* must not reach the parent */
-    for (int i = 0; i < 10000; ++i) free(malloc(16 + i % 2000));
-    _exit(bad == 0 ? 0 : 3);
+    _exit(child_checks_and_writes(b, N));
   }
   int st = 0;
   REQUIRE(waitpid(pid, &st, 0) == pid);
