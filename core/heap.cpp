@@ -1279,14 +1279,14 @@ bool remote_pending(const SlabMeta *s) {
 // Most calls find it queued already (a consumer's flush: 96% in bench prodcons): that look is
 // inline, the queueing is not.
 ZNS_NOINLINE void notify_queue(uint32_t page, uint32_t owner, bool may_lock_pool);
-ZNS_INLINE void notify(const RemoteState &r, uint32_t page, uint32_t owner, bool may_lock_pool) {
+ZNS_INLINE void notify(const SlabMeta *s, const RemoteState &r, uint32_t owner, bool may_lock_pool) {
   // Already queued: the owner's drain clears `pending` before it merges, so a freer that still
   // reads 1 after its OR (both seq_cst) is merged by that drain.  The load spares the RMW.
   if (r.pending.load(std::memory_order_seq_cst) != 0) return;
-  notify_queue(page, owner, may_lock_pool);
+  notify_queue(page_of(s), owner, may_lock_pool);
 }
 ZNS_INLINE void notify(uint32_t page, uint32_t owner, bool may_lock_pool) {
-  notify(remote_at(page), page, owner, may_lock_pool);
+  notify(&meta_at(page), remote_at(page), owner, may_lock_pool);
 }
 void notify_queue(uint32_t page, uint32_t owner, bool may_lock_pool) {
   RemoteState &r = remote_at(page);
@@ -1955,7 +1955,6 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
       if ((mask & bit) || lives[k] != was) fatal("double free", "free", ps[k]);
       mask |= bit;
     }
-    uint32_t page = page_of(s);
     RemoteState &rs = remote_of(s);
     // The owner's bits first: once ours are in, the owner may merge them at any moment.
     if (freed_in_bitmap(s, w, mask)) fatal("double free", "free", first);
@@ -1985,9 +1984,9 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
       // the owner's refill may skip the remote bits when the hint is clear.  (The slab cannot have
       // gone back to the depot before our OR: our block was still out.)
       uint32_t now = s->owner.load(std::memory_order_seq_cst);
-      if (now != kSharedOwner && now != kNoOwner) notify(rs, page, owner_cache(now), may_lock);
+      if (now != kSharedOwner && now != kNoOwner) notify(s, rs, owner_cache(now), may_lock);
     } else {
-      notify(rs, page, owner_cache(owner), may_lock);
+      notify(s, rs, owner_cache(owner), may_lock);
       // The owner may have given the slab up meanwhile (see relinquish).  A parked slab our free
       // completed is the owner's to reuse; but an owner that has not refilled for kParkIdleMs may
       // not look again for long (a worker waiting for its next job): give the pages back now.
