@@ -1279,11 +1279,12 @@ bool remote_pending(const SlabMeta *s) {
 // Most calls find it queued already (a consumer's flush: 96% in bench prodcons): that look is
 // inline, the queueing is not.
 ZNS_NOINLINE void notify_queue(uint32_t page, uint32_t owner, bool may_lock_pool);
+// (owner: the owning cache's index, or SlabMeta.owner as read: owner_cache keeps an index as is)
 ZNS_INLINE void notify(const SlabMeta *s, const RemoteState &r, uint32_t owner, bool may_lock_pool) {
   // Already queued: the owner's drain clears `pending` before it merges, so a freer that still
   // reads 1 after its OR (both seq_cst) is merged by that drain.  The load spares the RMW.
   if (r.pending.load(std::memory_order_seq_cst) != 0) return;
-  notify_queue(page_of(s), owner, may_lock_pool);
+  notify_queue(page_of(s), owner_cache(owner), may_lock_pool);
 }
 ZNS_INLINE void notify(uint32_t page, uint32_t owner, bool may_lock_pool) {
   notify(&meta_at(page), remote_at(page), owner, may_lock_pool);
@@ -1984,9 +1985,9 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
       // the owner's refill may skip the remote bits when the hint is clear.  (The slab cannot have
       // gone back to the depot before our OR: our block was still out.)
       uint32_t now = s->owner.load(std::memory_order_seq_cst);
-      if (now != kSharedOwner && now != kNoOwner) notify(s, rs, owner_cache(now), may_lock);
+      if (now != kSharedOwner && now != kNoOwner) notify(s, rs, now, may_lock);
     } else {
-      notify(s, rs, owner_cache(owner), may_lock);
+      notify(s, rs, owner, may_lock);
       // The owner may have given the slab up meanwhile (see relinquish).  A parked slab our free
       // completed is the owner's to reuse; but an owner that has not refilled for kParkIdleMs may
       // not look again for long (a worker waiting for its next job): give the pages back now.
