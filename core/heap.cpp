@@ -323,9 +323,16 @@ ZNS_INLINE void mark_mirror_written(const void *p) {
 // line whose page nobody marked yet reads zeros).  A slab that begins a life with another record
 // (or inline bits) finds another address there and marks again.  (Whether the bits are inline is
 // decided as rbits() decides it: a slab's bits are inline for the whole of its life.)
-ZNS_INLINE std::atomic<uint64_t> *remote_will_write(const SlabMeta *s, RemoteState &r) {
+// The note is the address with its low bit set, so that a line never noted (zero) matches no
+// address, not even none: a stale (double) free p that races the install of a new life's records
+// may read the new free bits with the group's remote record not yet there (null: a group that
+// never had one; the reads are relaxed, and a weakly ordered CPU may see them in either order),
+// and gets a clear message here instead of a store through null or a mark far outside the
+// mirror's map.
+ZNS_INLINE std::atomic<uint64_t> *remote_will_write(const SlabMeta *s, RemoteState &r, const void *p) {
   std::atomic<uint64_t> *b = bits(s), *rb = rbits_of(s, b);
-  if (ZNS_LIKELY(r.marked.load(std::memory_order_acquire) == uintptr_t(rb))) return rb;
+  if (ZNS_LIKELY(r.marked.load(std::memory_order_acquire) == (uintptr_t(rb) | 1))) return rb;
+  if (ZNS_UNLIKELY(rb == nullptr)) fatal("double free", "free", p);
   mark_mirror_written(&r);
   if (b != s->inline_free) {
     // The record's whole extent, as its pool has it: not words_of(s), whose `blocks` may be of
@@ -336,7 +343,7 @@ ZNS_INLINE std::atomic<uint64_t> *remote_will_write(const SlabMeta *s, RemoteSta
     mark_mirror_written(rb);
     mark_mirror_written(rb + words - 1);
   }
-  r.marked.store(uintptr_t(rb), std::memory_order_release);
+  r.marked.store(uintptr_t(rb) | 1, std::memory_order_release);
   return rb;
 }
 // A remote record of class c, and back.  The free list's links are remote words: their pages are
@@ -1959,7 +1966,7 @@ void apply_remote(void *const *ps, const uint16_t *lives, unsigned n) {
     RemoteState &rs = remote_of(s);
     // The owner's bits first: once ours are in, the owner may merge them at any moment.
     if (freed_in_bitmap(s, w, mask)) fatal("double free", "free", first);
-    uint64_t old = remote_will_write(s, rs)[w].fetch_or(mask, std::memory_order_seq_cst);
+    uint64_t old = remote_will_write(s, rs, first)[w].fetch_or(mask, std::memory_order_seq_cst);
     if (old & mask) fatal("double free", "free", first);
     // (No second look at the life after the OR: once our bits are in, the slab may complete and go
     // back to the depot at once, rightly.  A stale free that passed the look just before the

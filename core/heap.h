@@ -179,9 +179,9 @@ struct alignas(64) RemoteState {
   std::atomic<uint32_t> shared_frees;  // shared slab: at least its remote bits (shared_settle's
                                        // cheap look); set by relinquish, counted up by freers
   uint8_t pad_[4];
-  std::atomic<uintptr_t> marked;   // the remote bits (their address, as rbits reads it) whose pages
-                                   // and this line's are marked written (remote_will_write): a
-                                   // freer that finds its slab's bits here marks nothing again
+  std::atomic<uintptr_t> marked;   // the remote bits (their address, as rbits reads it, | 1) whose
+                                   // pages and this line's are marked written (remote_will_write):
+                                   // a freer that finds its slab's bits here marks nothing again
   uint8_t pad2_[16];
   std::atomic<uint64_t> inline_bits[kInlineWords];  // 1 = freed remotely, not yet merged (for a
                                                     // slab with a record: its mirror holds them)
