@@ -173,7 +173,7 @@ void set_owner(SlabMeta *s, uint32_t owner, std::memory_order order = std::memor
   s->owner.store(owner, order);
 }
 
-unsigned free_count(const SlabMeta *s) {
+ZNS_INLINE unsigned free_count(const SlabMeta *s) {
   unsigned n = 0;
   std::atomic<uint64_t> *f = bits(s);
   if (f == full_bits()) return 0;
@@ -473,7 +473,7 @@ void list_push(uint32_t &head, SlabMeta *s) {
   if (head != kNil) meta_at(head).prev = page;
   head = page;
 }
-void list_unlink(uint32_t &head, SlabMeta *s) {
+ZNS_INLINE void list_unlink(uint32_t &head, SlabMeta *s) {
   if (s->prev != kNil) meta_at(s->prev).next = s->next;
   else head = s->next;
   if (s->next != kNil) meta_at(s->next).prev = s->prev;
