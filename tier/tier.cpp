@@ -954,7 +954,21 @@ void *tier_map_region(size_t bytes) {
   return base;
 }
 
+namespace {
+bool take_pages(uint32_t page, unsigned k, bool missing);
+}
+// (On a malloc's way: whatever its system calls answer, errno is the program's again after it.
+// UFFDIO_COPY over pages that are there answers EEXIST, which is fine here, and a successful
+// malloc left errno 17 behind: helper-93, 2026-12-07.)
 bool tier_take(uint32_t page, unsigned k, bool missing) {
+  int saved = errno;
+  bool ok = take_pages(page, k, missing);
+  errno = saved;
+  return ok;
+}
+
+namespace {
+bool take_pages(uint32_t page, unsigned k, bool missing) {
   NoCancel no_cancel;   // (fallocate under the grow lock; see NoCancel)
   TierMeta &t = tm_at(page);
   uint8_t st = t.state.exchange(kResident, std::memory_order_acq_rel);
@@ -1019,6 +1033,7 @@ bool tier_take(uint32_t page, unsigned k, bool missing) {
   report_error("reserving room in the backing file (fallocate)", e);
   return false;
 }
+}  // namespace
 
 bool tier_room_refused() { return t_room_refused; }
 

@@ -30,7 +30,7 @@ step() {   # name, expected-stderr-regex-or-empty, env..., -- command...
   local t0=$SECONDS rc=0
   timeout 120 env "${envs[@]}" "$@" >"$T/out" 2>&1 || rc=$?
   if [ "$rc" = 0 ] && { [ -z "$want" ] || grep -Eq "$want" "$T/out"; }; then
-    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|fork-as-limit|nss-fork|fork-signals|signal-locks|fork-mask|child-tier|child-seccomp|falloc-refused|poll-refused|fork-full|metadata|policy|budget|clean|ksm|governor|errors|thread-error|full|closefd|closefd-forks|mlock|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
+    printf 'ok   %-34s %3ss  %s\n' "$name" $((SECONDS - t0)) "$(grep -E '^(integrity|syscalls|fork|fork-each-slab|fork-as-limit|errno|nss-fork|fork-signals|signal-locks|fork-mask|child-tier|child-seccomp|falloc-refused|poll-refused|fork-full|metadata|policy|budget|clean|ksm|governor|errors|thread-error|full|closefd|closefd-forks|mlock|fallback|python):' "$T/out" | grep -v ': ok' | head -1 | cut -c1-150)"
   else
     fails=$((fails + 1))
     printf 'FAIL %-34s (exit %s%s)\n' "$name" "$rc" "${want:+; wanted /$want/ on stderr}"
@@ -58,6 +58,7 @@ for mode in $MODES; do
   step "$mode/fork"       "" "${E[@]}" -- "$BIN" fork
   step "$mode/fork-each-slab" "" "${E[@]}" -- "$BIN" fork-each-slab
   [ $mode = madvise ] && step "$mode/fork-as-limit" "" "${E[@]}" -- "$BIN" fork-as-limit
+  step "$mode/errno"      "" "${E[@]}" ZNS_TIER_COLD_MS=50 -- "$BIN" errno
   step "$mode/nss-fork"   "" "${E[@]}" ZNS_TIER_COLD_MS=200 -- "$BIN" nss-fork
   step "$mode/fork-signals" "" "${E[@]}" -- "$BIN" fork-signals
   step "$mode/signal-locks" "" "${E[@]}" ZNS_TIER_COLD_MS=100 -- "$BIN" signal-locks 4
