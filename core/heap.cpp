@@ -1385,7 +1385,7 @@ void slot_on(ThreadCache *tc, unsigned cls) {
   }
 }
 
-void slot_policy(ThreadCache *tc, unsigned cls) {
+ZNS_INLINE void slot_policy(ThreadCache *tc, unsigned cls) {
   SlotPolicy &sp = tc->slot_policy[cls];
   uint32_t words = uint32_t(tc->alloc_count[cls]) - sp.mark_word;
   if (__atomic_load_n(&tc->last[cls], __ATOMIC_RELAXED) == slot_off()) {
@@ -2511,7 +2511,7 @@ ZNS_NOINLINE void *alloc_refill(unsigned cls, const SlabMeta *scanned) {
     if (!tc) return orphan_alloc(cls);
   }
   SlowPath busy(tc);
-  if (!g_secure && !scanned) slot_policy(tc, cls);   // (alloc_slow looked before it scanned)
+  if (!g_secure) slot_policy(tc, cls);
   return refill_and_alloc(tc, cls, scanned);
 }
 }  // namespace
@@ -2519,12 +2519,28 @@ ZNS_NOINLINE void *alloc_refill(unsigned cls, const SlabMeta *scanned) {
 // The most common miss: the cursor word ran out while another word of the current slab has free
 // blocks (a partly free slab in a steady churn: 2.4% of mallocs in bench/latency's 16..256 B
 // churn).  It needs none of the refill's bookkeeping (remote buffer, clock, inbox), so it is
-// written out here for the few instructions it needs: ~78 with the shim's miss, ~112 through
-// bin_point and a frame for the refill's calls (DESIGN "malloc fast path").  The scan starts
+// written out here for the few instructions it needs (DESIGN "malloc fast path").  The scan starts
 // at the word after the cursor and wraps (the cursor's own word last: a signal handler's free may
-// have put a block there).
+// have put a block there).  alloc_slow itself only looks and makes tail calls, so it needs no
+// frame: the step (alloc_step) and the refill (alloc_refill, which runs the slot's policy then)
+// have their own.
 // (A sentinel cache's bins and secure mode's name no slab: g_zero_word.  While a forked child's
 // tier start is pending, every miss goes to alloc_refill, which polls it.)
+namespace {
+// The bin moves to word w of s (base first: a signal handler's malloc between the two stores finds
+// the old, empty word, never a word with another word's base), then takes w's lowest bit with a
+// fresh load, as a malloc in a handler may have taken or freed some meanwhile.
+ZNS_NOINLINE void *alloc_step(ThreadCache *tc, unsigned cls, const SlabMeta *s, size_t word_index,
+                              std::atomic<uint64_t> *w) {
+  slot_policy(tc, cls);
+  SlowPath busy(tc);
+  tc->base[cls] = slab_base(s) + word_index * 64 * tc->size[cls];
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  tc->word[cls] = w;
+  return take_lowest(tc, bin_of(tc, cls), cls);
+}
+}  // namespace
+
 void *alloc_slow(unsigned cls) {
   ThreadCache *tc = t_cache;
   std::atomic<uint64_t> *cur = tc->word[cls];
@@ -2533,19 +2549,9 @@ void *alloc_slow(unsigned cls) {
     std::atomic<uint64_t> *f = bits(s), *end = f + words_of(s), *w = cur;
     if (ZNS_UNLIKELY(cur < f || cur >= end)) return alloc_refill(cls, nullptr);   // (defensive: a bin's
                                                                                   // word is in its slab)
-    slot_policy(tc, cls);
     do {
       if (++w == end) w = f;
-      if (w->load(std::memory_order_relaxed)) {
-        // The bin moves to w (base first: a signal handler's malloc between the two stores finds
-        // the old, empty word, never a word with another word's base), then takes w's lowest bit
-        // with a fresh load, as a malloc in a handler may have taken or freed some meanwhile.
-        SlowPath busy(tc);
-        tc->base[cls] = slab_base(s) + size_t(w - f) * 64 * tc->size[cls];
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-        tc->word[cls] = w;
-        return take_lowest(tc, bin_of(tc, cls), cls);
-      }
+      if (w->load(std::memory_order_relaxed)) return alloc_step(tc, cls, s, size_t(w - f), w);
     } while (w != cur);
     return alloc_refill(cls, s);
   }
