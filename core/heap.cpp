@@ -1424,7 +1424,7 @@ void flush_last_block(ThreadCache *tc, Bin b) {
 
 // Point a bin at the first bitmap word of s with a free block; false if there is none.  (The step
 // from an exhausted cursor word to the next one of the same slab is alloc_slow's own scan.)
-bool bin_point(Bin b, SlabMeta *s) {
+ZNS_INLINE bool bin_point(Bin b, SlabMeta *s) {
   std::atomic<uint64_t> *f = bits(s);
   if (f == full_bits()) return false;   // a full slab (a current one always has a record)
   for (unsigned w = 0, words = words_of(s); w < words; ++w)
