@@ -882,9 +882,13 @@ int open_backing_file() {
 
 // A userfaultfd that serves faults taken in the kernel too (read(2) into a cold block), or -1.
 // *user_only: only UFFD_USER_MODE_ONLY is allowed here.
-int open_uffd(bool *user_only) {
+// (*why, when there is none: the system call's errno, or kApiRefused when the kernel has one
+// without the write-protect faults the tier needs.)
+constexpr int kApiRefused = -1;
+int open_uffd(bool *user_only, int *why) {
   *user_only = false;
   int fd = int(os_syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  *why = fd < 0 ? errno : 0;
   if (fd < 0) {
     int dev = os_open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
     if (dev >= 0) {
@@ -898,7 +902,11 @@ int open_uffd(bool *user_only) {
     return -1;
   }
   uffdio_api api{UFFD_API, UFFD_FEATURE_PAGEFAULT_FLAG_WP, 0};
-  if (os_ioctl(fd, UFFDIO_API, &api) != 0) { os_close(fd); return -1; }
+  if (os_ioctl(fd, UFFDIO_API, &api) != 0) {
+    os_close(fd);
+    *why = kApiRefused;
+    return -1;
+  }
   return fd;
 }
 
@@ -930,17 +938,22 @@ void *tier_map_region(size_t bytes) {
   note_identity();
   if (want == kTierUffd) {
     bool user_only;
-    g_uffd = open_uffd(&user_only);
+    int why = 0;
+    g_uffd = open_uffd(&user_only, &why);
     if (g_uffd >= 0) {
       g_uffd = fd_out_of_the_way(g_uffd);
       note_identity();
       g_tier_mode = g_line_mode = kTierUffd;
       return nullptr;   // anonymous region, registered once the handler thread runs
     }
-    say(user_only ? "userfaultfd serves user-mode faults only here (read(2)/write(2) on a paged-out "
-                    "block would fail with EFAULT)"
-                  : "userfaultfd is not available (needs root, CAP_SYS_PTRACE, /dev/userfaultfd or "
-                    "vm.unprivileged_userfaultfd=1)",
+    // (The reason as the kernel gave it: a kernel or an emulator without the call, qemu-user's
+    // say, answers ENOSYS, and one before Linux 5.7 refuses the write-protect faults.)
+    say(user_only            ? "userfaultfd serves user-mode faults only here (read(2)/write(2) on a paged-out "
+                               "block would fail with EFAULT)"
+        : why == kApiRefused ? "userfaultfd here has no write-protect faults (Linux 5.7 or later)"
+        : why == ENOSYS      ? "userfaultfd is not available (this kernel, or an emulator, has no such call)"
+                             : "userfaultfd is not available (needs root, CAP_SYS_PTRACE, /dev/userfaultfd or "
+                               "vm.unprivileged_userfaultfd=1)",
         "; using ZNS_TIER=madvise");
   }
   void *base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, g_fd, 0);
@@ -1488,7 +1501,8 @@ void child_start() {
   Guard g(g_tier_lock);   // a fork by another thread waits (tier_fork_prepare), and vice versa
   if (g_line_mode == kTierUffd) {
     bool user_only;
-    int u = open_uffd(&user_only);
+    int why;
+    int u = open_uffd(&user_only, &why);
     int f = u >= 0 ? open_backing_file() : -1;
     if (f < 0) {
       if (u >= 0) os_close(u);

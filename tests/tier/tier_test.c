@@ -1628,7 +1628,20 @@ static int fallback(void) {
   return zt_finish("fallback");
 }
 
+/* ---- exec-no-uffd: the program a kernel without userfaultfd would run -------------------------- */
+/* tier_test exec-no-uffd PROGRAM ARGS...: a filter makes userfaultfd(2) fail with ENOSYS (a kernel
+ * built without it, or qemu-user, which has none), then PROGRAM runs under it (run.sh: as nobody,
+ * so that /dev/userfaultfd cannot be opened either).  Its preloaded heap must say why uffd is off
+ * (ENOSYS: no such call) rather than blame privileges, and go on with madvise. */
+static int exec_no_uffd(char **argv) {
+  REQUIRE(refuse_syscall(__NR_userfaultfd, ENOSYS, 0) == 0, "seccomp: %s", strerror(errno));
+  execvp(argv[0], argv);
+  zt_log("exec-no-uffd: cannot run %s: %s", argv[0], strerror(errno));
+  return 2;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 2 && !strcmp(argv[1], "exec-no-uffd")) return exec_no_uffd(argv + 2);
   REQUIRE(zns_tier_stats != NULL && zns_tier_pageout != NULL, "run under libzns_slab (tests/tier/run.sh)");
   REQUIRE(argc >= 2, "usage: tier_test SCENARIO [ARGS]");
   const char *c = argv[1];
