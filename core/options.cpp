@@ -229,6 +229,19 @@ void options_load(bool warn) {
   ZNS_RANGE(ZNS_PROF_INTERVAL_MS, 0, 0x7fffffff);
   ZNS_RANGE(ZNS_SECURE, 0, 1);
 #undef ZNS_RANGE
+  // A profile every n ms is a file every n ms (PATH.1, PATH.2, ...): 0 is off, and anything else
+  // is at least kMinProfIntervalMs (ZNS_PROF_INTERVAL_MS=1 meant as "every second" would write a
+  // thousand files a second until the disk fills).
+  if (o.ZNS_PROF_INTERVAL_MS != 0 && o.ZNS_PROF_INTERVAL_MS < kMinProfIntervalMs) {
+    if (warn) {
+      char mem[256];
+      Buf b(mem, sizeof mem);
+      b.str("zns-slab: ZNS_PROF_INTERVAL_MS=").u64(o.ZNS_PROF_INTERVAL_MS).str(" is below ").u64(kMinProfIntervalMs)
+          .str(" (a profile file each time; 0 is off), using ").u64(kMinProfIntervalMs).end_line();
+      b.say();
+    }
+    o.ZNS_PROF_INTERVAL_MS = kMinProfIntervalMs;
+  }
   // ZNS_STATS takes a switch's words as well (on, yes, true: the table on stderr, as 1; off, no,
   // false: none, as 0) and stdout (the program's, as /dev/stdout): each made a file of its name
   // in the working directory, which nobody looked for.  (A file of such a name: ./on.)
