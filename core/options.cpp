@@ -229,9 +229,9 @@ void options_load(bool warn) {
   ZNS_RANGE(ZNS_PROF_INTERVAL_MS, 0, 0x7fffffff);
   ZNS_RANGE(ZNS_SECURE, 0, 1);
 #undef ZNS_RANGE
-  // A profile every n ms is a file every n ms (PATH.1, PATH.2, ...): 0 is off, and anything else
-  // is at least kMinProfIntervalMs (ZNS_PROF_INTERVAL_MS=1 meant as "every second" would write a
-  // thousand files a second until the disk fills).
+  // A profile every n ms is a file every n ms (PATH.1, PATH.2, ...), and a dump takes a few ms:
+  // 0 is off, and anything else at least kMinProfIntervalMs (ZNS_PROF_INTERVAL_MS=1 would write a
+  // thousand files a second).
   if (o.ZNS_PROF_INTERVAL_MS != 0 && o.ZNS_PROF_INTERVAL_MS < kMinProfIntervalMs) {
     if (warn) {
       char mem[256];

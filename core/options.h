@@ -19,7 +19,7 @@ struct Options {
 extern Options g_options;
 
 // ZNS_PROF_INTERVAL_MS, when not 0 (off), is at least this (options_load says so and raises it).
-inline constexpr uint64_t kMinProfIntervalMs = 100;
+inline constexpr uint64_t kMinProfIntervalMs = 10;
 
 // Parse the environment into g_options.  warn = print one line per unknown ZNS_* variable and per
 // bad value (the default is kept).  Safe to call before libc is fully up (environ may be null).

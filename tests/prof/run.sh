@@ -221,10 +221,10 @@ fi
 # ---- 6b. the profiler's files and waits never go through the program's symbols -----------------
 # tests/api/wrap_lock's run "again" (its tracer wraps read, write, fstat, flock, rename, nanosleep,
 # ...: a call of the library that reaches one fails it): churn and a cold heap, profiled at every
-# 4 KiB with a dump every 5 ms (f3b8b02's profiler library: its spin lock's sched_yield, then more)
+# 4 KiB with a dump every 10 ms (the floor) (f3b8b02's profiler library: its spin lock's sched_yield, then more)
 echo "== wrapped C library calls"
 # (timeout outside the preload: under it, timeout claimed the path first and wrote the profiles)
-(cd "$T" && timeout 120 env ZNS_EXPECT=1 WRAP_LOCK_AGAIN=ZNS_PROF ZNS_PROF="$T/wl.prof" ZNS_PROF_INTERVAL_MS=5 \
+(cd "$T" && timeout 120 env ZNS_EXPECT=1 WRAP_LOCK_AGAIN=ZNS_PROF ZNS_PROF="$T/wl.prof" ZNS_PROF_INTERVAL_MS=10 \
   ZNS_PROF_RATE=4096 LD_PRELOAD="$PROF_LIB" "$OLDPWD/$B/tests/api/wrap_lock") || fail "wrap_lock under the profiler library"
 [ -s "$T/wl.prof" ] && [ -s "$T/wl.prof.1" ] || { ls "$T"; fail "wrap_lock wrote no profiles"; }
 grep -q 'wrap_lock' "$T/wl.prof" || { head -5 "$T/wl.prof"; fail "wl.prof is not wrap_lock's"; }
