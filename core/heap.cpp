@@ -30,6 +30,7 @@ std::atomic<uint32_t> g_inbox_ops;
 std::atomic<uint32_t> g_shared_claims;
 std::atomic<void (*)()> g_test_purge_hook;
 std::atomic<void (*)()> g_test_fork_walk_hook;
+std::atomic<void (*)()> g_test_step_hook;
 bool g_secure;
 std::atomic<bool> g_populate;
 
@@ -1883,12 +1884,18 @@ ZNS_NOINLINE void populate_ahead(ThreadCache *tc, Bin b, unsigned cls) {
   tc->fresh_end[cls] = to < end ? to : nullptr;
 }
 
-// The lowest free block of the word the bin points at (it has one); its pages populated first
-// when the bin's slab is being populated ahead and the word reaches past what was.
+// The lowest free block of the word the bin points at (it had one when the caller looked); its
+// pages populated first when the bin's slab is being populated ahead and the word reaches past
+// what was.  Null when the word is empty after all: a signal handler's malloc of this class, between the
+// caller's look and this load, took its last free blocks (the caller looks again; helper-95
+// found that the ctz of zero then named block 0 of the next word, whose bit stayed set, so it was
+// handed out twice).  (A handler that takes a block between this load and the store still gets
+// the same one: malloc in a signal handler is not async-signal-safe, DESIGN.)
 ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin b, unsigned cls) {
   if (ZNS_UNLIKELY(tc->fresh_end[cls] != nullptr) && b.base + 64 * size_t(b.size) > tc->fresh_end[cls])
     populate_ahead(tc, b, cls);
   uint64_t bits = b.word->load(std::memory_order_relaxed);
+  if (ZNS_UNLIKELY(bits == 0)) return nullptr;
   b.word->store(bits & (bits - 1), std::memory_order_relaxed);
   tc->alloc_count[cls]++;
   return b.base + unsigned(__builtin_ctzll(bits)) * b.size;
@@ -1926,7 +1933,8 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls, const SlabMeta *scanned = 
     if (fresh && used_up && g_populate.load(std::memory_order_relaxed)) tc->fresh_end[cls] = slab_base(s);
     if (!bin_point(b, s)) fatal("slab metadata corrupted (no free block in a new slab)", "malloc", slab_base(s));
   }
-  return take_lowest(tc, b, cls);
+  if (void *p = take_lowest(tc, b, cls); ZNS_LIKELY(p != nullptr)) return p;
+  return refill_and_alloc(tc, cls);   // (a handler emptied the word: take_lowest)
 }
 
 // Apply remote frees: one atomic OR per run of frees into the same bitmap word.
@@ -2537,7 +2545,9 @@ ZNS_NOINLINE void *alloc_step(ThreadCache *tc, unsigned cls, const SlabMeta *s, 
   tc->base[cls] = slab_base(s) + word_index * 64 * tc->size[cls];
   std::atomic_signal_fence(std::memory_order_seq_cst);
   tc->word[cls] = w;
-  return take_lowest(tc, bin_of(tc, cls), cls);
+  if (void (*hook)() = g_test_step_hook.load(std::memory_order_relaxed); ZNS_UNLIKELY(hook != nullptr)) hook();
+  if (void *p = take_lowest(tc, bin_of(tc, cls), cls); ZNS_LIKELY(p != nullptr)) return p;
+  return alloc_slow(cls);   // (a handler emptied w: take_lowest)
 }
 }  // namespace
 

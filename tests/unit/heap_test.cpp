@@ -436,6 +436,46 @@ TEST_CASE("a remote free marks the mirror pages it writes (inline bits and recor
   }
 }
 
+// A signal handler's malloc of the same class that comes while a malloc steps its bin to the next
+// word of the slab, and takes that word's last free blocks: the interrupted malloc must look again,
+// not hand out block 0 of the word after (the ctz of an empty word: 64), whose bit stays set, so
+// that it comes out twice (helper-95, 2026-12-07; reproduced with gdb calling malloc there).  The
+// step hook plays the handler: it empties the word the bin now points at, through the fast path.
+namespace step_race {
+std::vector<void *> taken;
+void empty_the_word() {
+  g_test_step_hook.store(nullptr);   // (once: its own mallocs step too)
+  ThreadCache *tc = t_cache;
+  unsigned cls = class_of(16);
+  while (tc->word[cls]->load() != 0) taken.push_back(alloc(16));
+}
+}  // namespace step_race
+
+TEST_CASE("a handler's malloc that empties the word a malloc steps to: no block handed out twice") {
+  std::thread([] {
+    using namespace step_race;
+    taken.clear();
+    taken.reserve(1024);
+    std::vector<void *> v;
+    v.reserve(1024);
+    for (unsigned i = 0; i < 64; ++i) v.push_back(alloc(16));   // a fresh slab's word 0, all of it
+    SlabMeta *s = head_meta(v[0]);
+    REQUIRE(words_of(s) >= 4);
+    g_test_step_hook.store(empty_the_word);
+    v.push_back(alloc(16));   // steps to word 1; the "handler" takes word 1's 64 blocks
+    CHECK((g_test_step_hook.load() == nullptr));   // (the step ran)
+    CHECK(taken.size() == 64);
+    for (unsigned i = 0; i < 200; ++i) v.push_back(alloc(16));
+    v.insert(v.end(), taken.begin(), taken.end());
+    std::vector<void *> sorted = v;
+    std::sort(sorted.begin(), sorted.end());
+    CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());   // all distinct
+    for (void *p : v) CHECK(head_meta(p) == s);   // and all of the one slab (128 words of 16 B)
+    sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+    for (void *p : sorted) dealloc(p, "test");   // (each once, whatever the checks said)
+  }).join();
+}
+
 // A stale (double) free racing the install of a slab's next life may read the new free bits while
 // the group's remote record reads null (a group that never had one: relaxed loads, in either order
 // on a weakly ordered CPU).  Staged here: the group's remote record null, its line never noted.
