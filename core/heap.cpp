@@ -31,6 +31,7 @@ std::atomic<uint32_t> g_shared_claims;
 std::atomic<void (*)()> g_test_purge_hook;
 std::atomic<void (*)()> g_test_fork_walk_hook;
 std::atomic<void (*)()> g_test_step_hook;
+std::atomic<void (*)()> g_test_refill_hook;
 bool g_secure;
 std::atomic<bool> g_populate;
 
@@ -1922,6 +1923,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls, const SlabMeta *scanned = 
   if (!ok) {
     // No free block left: let the freers have it.  A bin never names a slab we gave up, not
     // even for an instant (a fork here would hand the child a cache with a stale slab).
+    if (void (*hook)() = g_test_refill_hook.load(std::memory_order_relaxed); ZNS_UNLIKELY(hook != nullptr)) hook();
     bin_clear(b);
     if (s) park(tc, s);
     // A thread that used up a slab of this class (s) and now takes a fresh one maps its pages

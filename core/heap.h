@@ -303,8 +303,11 @@ struct ThreadCache {
 
 // Bin c of cache tc (a view: references into its arrays).
 inline Bin bin_of(ThreadCache *tc, unsigned c) { return Bin{tc->last[c], tc->word[c], tc->base[c], tc->size[c]}; }
-inline void bin_clear(Bin b) {   // no current slab (a slot that is off stays off)
-  if (b.last != slot_off()) __atomic_store_n(&b.last, nullptr, __ATOMIC_RELAXED);
+// No current slab.  The slot is left as it is: a block there is out in its own slab, whichever it
+// is, and the next malloc of the class takes it (a signal handler's free may have put it there
+// after the caller emptied the slot; nulling it lost the block, and its slab never completed:
+// helper-95).  Who wants the slot empty as well says so (slot_reset).
+inline void bin_clear(Bin b) {
   b.word = &g_zero_word; b.base = nullptr; b.size = 0;
 }
 
@@ -350,6 +353,9 @@ extern std::atomic<void (*)()> g_test_purge_hook;
 // Tests only: called by a fork's child for each cache of a thread that does not exist there, as
 // its walk begins to change it.
 extern std::atomic<void (*)()> g_test_fork_walk_hook;
+// Tests only: called by a refill that found no free block in its current slab, before it parks it
+// (where a signal handler's free may come).
+extern std::atomic<void (*)()> g_test_refill_hook;
 // Tests only: called by a malloc's step to the next word of its slab (alloc_step) once the bin
 // points there, before it takes the word's lowest block (where a signal handler's malloc may come).
 extern std::atomic<void (*)()> g_test_step_hook;

@@ -476,6 +476,43 @@ TEST_CASE("a handler's malloc that empties the word a malloc steps to: no block 
   }).join();
 }
 
+// A signal handler's free of one of the thread's own blocks while a refill parks the used-up
+// slab: the block goes to the bin's `last` slot (the free fast path), after the refill emptied
+// it.  Until 2026-12-07 the refill then nulled the slot (bin_clear): the block was never free
+// again and its slab never complete (helper-95).  Now the next malloc takes it.
+namespace refill_race {
+void *x;
+void free_x() {
+  g_test_refill_hook.store(nullptr);
+  dealloc(x, "free");
+}
+}  // namespace refill_race
+
+TEST_CASE("a handler's free while a refill parks the slab: the block is not lost") {
+  std::thread([] {
+    using namespace refill_race;
+    const ClassInfo &ci = class_info(class_of(4096));   // one bitmap word: 32 blocks
+    std::vector<void *> v;
+    for (unsigned i = 0; i < ci.blocks; ++i) v.push_back(alloc(4096));
+    SlabMeta *s = head_meta(v[0]);
+    for (void *p : v) REQUIRE(head_meta(p) == s);   // (a fresh thread: one fresh slab, all of it)
+    x = v.back();
+    v.pop_back();
+    g_test_refill_hook.store(free_x);
+    void *p = alloc(4096);   // the refill; the "handler" frees x as it parks s
+    CHECK((g_test_refill_hook.load() == nullptr));   // (it ran)
+    CHECK(head_meta(p) != s);
+    void *q = alloc(4096);   // the slot's block: x
+    CHECK(q == x);
+    dealloc(p, "test");
+    if (q != x) dealloc(q, "test");
+    for (void *b : v) dealloc(b, "test");
+    if (q == x) dealloc(x, "test");
+    // every block of s is free again: it went back to the depot (complete), not parked short one
+    CHECK(s->owner.load() == kNoOwner);
+  }).join();
+}
+
 // A stale (double) free racing the install of a slab's next life may read the new free bits while
 // the group's remote record reads null (a group that never had one: relaxed loads, in either order
 // on a weakly ordered CPU).  Staged here: the group's remote record null, its line never noted.
