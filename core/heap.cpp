@@ -1887,11 +1887,11 @@ ZNS_NOINLINE void populate_ahead(ThreadCache *tc, Bin b, unsigned cls) {
 
 // The lowest free block of the word the bin points at (it had one when the caller looked); its
 // pages populated first when the bin's slab is being populated ahead and the word reaches past
-// what was.  Null when the word is empty after all: a signal handler's malloc of this class, between the
-// caller's look and this load, took its last free blocks (the caller looks again; helper-95
-// found that the ctz of zero then named block 0 of the next word, whose bit stayed set, so it was
-// handed out twice).  (A handler that takes a block between this load and the store still gets
-// the same one: malloc in a signal handler is not async-signal-safe, DESIGN.)
+// what was.  Null when the word is empty after all: a signal handler's malloc of this class,
+// between the caller's look and this load, took its last free blocks (the caller looks again;
+// helper-95 found that the ctz of zero then named block 0 of the next word, whose bit stayed
+// set, so it was handed out twice).  (A handler that takes a block between this load and the
+// store still gets the same one: malloc in a signal handler is not async-signal-safe, DESIGN.)
 ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin b, unsigned cls) {
   if (ZNS_UNLIKELY(tc->fresh_end[cls] != nullptr) && b.base + 64 * size_t(b.size) > tc->fresh_end[cls])
     populate_ahead(tc, b, cls);

@@ -968,19 +968,7 @@ void *tier_map_region(size_t bytes) {
 }
 
 namespace {
-bool take_pages(uint32_t page, unsigned k, bool missing);
-}
-// (On a malloc's way: whatever its system calls answer, errno is the program's again after it.
-// UFFDIO_COPY over pages that are there answers EEXIST, which is fine here, and a successful
-// malloc left errno 17 behind: helper-93, 2026-12-07.)
-bool tier_take(uint32_t page, unsigned k, bool missing) {
-  int saved = errno;
-  bool ok = take_pages(page, k, missing);
-  errno = saved;
-  return ok;
-}
-
-namespace {
+// tier_take's work (below: it keeps errno around it).
 bool take_pages(uint32_t page, unsigned k, bool missing) {
   NoCancel no_cancel;   // (fallocate under the grow lock; see NoCancel)
   TierMeta &t = tm_at(page);
@@ -1047,6 +1035,16 @@ bool take_pages(uint32_t page, unsigned k, bool missing) {
   return false;
 }
 }  // namespace
+
+// (On a malloc's way: whatever its system calls answer, errno is the program's again after it.
+// UFFDIO_COPY over pages that are there answers EEXIST, which is fine here, and a successful
+// malloc left errno 17 behind: helper-93, 2026-12-07.)
+bool tier_take(uint32_t page, unsigned k, bool missing) {
+  int saved = errno;
+  bool ok = take_pages(page, k, missing);
+  errno = saved;
+  return ok;
+}
 
 bool tier_room_refused() { return t_room_refused; }
 
