@@ -12,7 +12,9 @@
 #include <sys/auxv.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -149,6 +151,13 @@ struct Depot {   // (its lock: g_depot_lock)
   uint64_t owned_peak;                      // the most owned_pages since start (or trim)
   uint32_t forget_ms;                       // now_ms() at the last trim: pages given back
                                             // before it are no refaults
+  uint32_t decommit_head;                   // runs of clean groups whose commit went back
+                                            // (heap_release_commit): a list of each run's first
+                                            // group, its `stamp` the run's length in groups
+  uint32_t decommit_runs;                   // on that list
+  uint64_t decommitted_pages;               // kGroupPages a group on it (its span still counts
+                                            // in clean_pages)
+  uint64_t decommit_calls;                  // mappings made for it since start
   uint64_t node_dirty_pages[kMaxNodes];     // dirty_pages by node
   uint64_t node_takes[kMaxNodes];           // slabs handed to a thread on each node
   uint64_t cross_node_takes;                // ... of them, another node's empty resident slab
@@ -162,6 +171,7 @@ void depot_reset_lists() {
   }
   for (unsigned c = 0; c < kNumClasses; ++c) g_depot.shared_head[c] = g_depot.shared_tail[c] = kNil;
   g_depot.purging_head = kNil;
+  g_depot.decommit_head = kNil;
   g_depot.next_due = uint32_t(now_ms());
   g_depot.forget_ms = g_depot.next_due;
 }
@@ -836,24 +846,29 @@ LazyPart g_lazy[4];
 unsigned g_lazy_parts;
 bool g_lazy_data;            // the region's pages are committed here too
 uint32_t g_committed_pages;  // region pages (a multiple of kGroupPages) whose structures are committed
+uint32_t g_data_committed;   // g_lazy_data: the region's own pages committed, [0, this); below
+                             // g_committed_pages after heap_release_commit gave the tail back
 constexpr uint32_t kCommitMin = 1024;    // pages committed at least at a time (4 MiB of slabs)
 constexpr uint32_t kCommitMax = 16384;   // and at most ahead of the need (64 MiB)
 
-// Commit the structures of [g_committed_pages, to).  (A refusal half way leaves some committed:
-// harmless, the next attempt commits them again.)
+// Commit the structures of [g_committed_pages, to), and the region's pages of [g_data_committed,
+// to).  (A refusal half way leaves some committed: harmless, the next attempt commits them again.)
 bool commit_range(uint64_t to) {
-  uint64_t g0 = g_committed_pages / kGroupPages, g1 = to / kGroupPages;
-  char *meta = reinterpret_cast<char *>(g_region.meta);
-  for (size_t mirror : {size_t(0), g_region.mirror})
-    for (unsigned i = 0; i < (mirror ? 1 : g_lazy_parts); ++i)   // (mirrored: the lines, as RemoteState)
-      if (!os_commit(meta + mirror + g_lazy[i].offset + g0 * g_lazy[i].bytes_per_group,
-                     (g1 - g0) * g_lazy[i].bytes_per_group))
-        return false;
-  if (!pool_commit(pool_chunks_for(g0), pool_chunks_for(g1))) return false;   // (and their mirror)
-  if (g_lazy_data && !os_commit(g_region.base + size_t(g_committed_pages) * kPageSize,
-                                size_t(to - g_committed_pages) * kPageSize))
+  if (to > g_committed_pages) {
+    uint64_t g0 = g_committed_pages / kGroupPages, g1 = to / kGroupPages;
+    char *meta = reinterpret_cast<char *>(g_region.meta);
+    for (size_t mirror : {size_t(0), g_region.mirror})
+      for (unsigned i = 0; i < (mirror ? 1 : g_lazy_parts); ++i)   // (mirrored: the lines, as RemoteState)
+        if (!os_commit(meta + mirror + g_lazy[i].offset + g0 * g_lazy[i].bytes_per_group,
+                       (g1 - g0) * g_lazy[i].bytes_per_group))
+          return false;
+    if (!pool_commit(pool_chunks_for(g0), pool_chunks_for(g1))) return false;   // (and their mirror)
+  }
+  if (g_lazy_data && to > g_data_committed &&
+      !os_commit(g_region.base + size_t(g_data_committed) * kPageSize, size_t(to - g_data_committed) * kPageSize))
     return false;
-  g_committed_pages = uint32_t(to);
+  if (to > g_committed_pages) g_committed_pages = uint32_t(to);
+  if (to > g_data_committed) g_data_committed = uint32_t(to);
   return true;
 }
 
@@ -861,7 +876,7 @@ bool commit_range(uint64_t to) {
 // ahead (4 to 64 MiB of slabs; up to `limit`), or only what is needed if the OS refuses that.
 // False when it refuses even that: the caller treats the region as full from there.
 bool commit_to(uint32_t need, uint32_t limit) {
-  if (need <= g_committed_pages) return true;
+  if (need <= g_committed_pages && (!g_lazy_data || need <= g_data_committed)) return true;
   uint64_t ahead = g_committed_pages < kCommitMin ? kCommitMin : g_committed_pages > kCommitMax ? kCommitMax : g_committed_pages;
   uint64_t to = uint64_t(g_committed_pages) + ahead;
   if (to < need) to = need;
@@ -895,6 +910,125 @@ uint32_t bump_take() {
   if (!commit_to(b + kGroupPages, limit)) return kNil;
   __atomic_store_n(&g_depot.bump, b + kGroupPages, __ATOMIC_RELEASE);   // the tier scans below it
   return b;
+}
+
+// ---- commit given back ---------------------------------------------------------------------------
+// Under a data limit (RLIMIT_DATA, `ulimit -d`) or the kernel's strict accounting
+// (vm.overcommit_memory=2) what counts is what is committed, resident or not, and a purge gives
+// pages back, not commit: after a big heap was freed and trimmed, the next allocator's large
+// request could be refused (helper-93, 2026-12-07: a 256 MiB data limit, 150k blocks of 1000 B
+// freed and trimmed, then malloc(200 MiB): glibc and mimalloc served it; jemalloc, tcmalloc and
+// this heap refused it).  So the commit of empty groups can go back too (decommit_clean): every
+// clean group's pages (all kGroupPages: a clean group holds nothing) become a new inaccessible
+// mapping, no charge and no VmData, and so do the pages committed ahead above the bump pointer.
+// malloc_trim does it where a limit is in force (commit_limited), and the shim does it when the
+// next allocator is refused (heap_release_commit, then it asks once more).
+//
+// A decommitted group keeps its line (mark kDecommitMark, its span in `pages`, still counted in
+// clean_pages) and lies in a *run* of adjacent ones: the list Depot.decommit_head holds each
+// run's first group, whose `stamp` is the run's length in groups.  depot_take takes the first
+// group of a run after the clean lists and before the bump pointer, and commits it again
+// (mprotect: charged again; refused under the limit, it stays and the take goes on).  Runs lose
+// groups at their left end only, so taking never splits one and each run is one hole of at most
+// two map entries; a pass makes no new run past kMaxDecommitRuns (vm.max_map_count is 65530 by
+// default, and the program needs entries too).  Only where the region's pages are committed on
+// demand (g_lazy_data) and no tier maps or registers them (a new mapping would drop the uffd
+// registration), nor under ZNS_SECURE (its guard pages lie among the groups).
+constexpr uint8_t kDecommitMark = 4;            // SlabMeta.purged of a group of a decommitted run
+constexpr uint32_t kMaxDecommitRuns = 4096;
+bool g_strict_commit;                           // vm.overcommit_memory is 2 (region_init)
+
+bool decommit_possible() { return g_lazy_data && g_tier_mode == kTierOff && !g_secure; }
+
+// A data limit or strict accounting is in force, under which a request of `bytes` could be
+// served once the heap's commit went back (no use for one above the data limit itself; under
+// the default heuristic overcommit the heap's commit decides nothing).
+bool commit_limited(size_t bytes = 0) {
+  if (g_strict_commit) return true;
+  struct { uint64_t cur, max; } data;
+  return os_syscall(SYS_prlimit64, 0, RLIMIT_DATA, nullptr, &data) == 0 && data.cur != ~uint64_t(0) &&
+         bytes < data.cur;
+}
+
+// The run list again, from the marks: each maximal run of decommitted groups below the bump
+// pointer is one entry.  Under the depot lock.
+void decommit_relist() {
+  g_depot.decommit_head = kNil;
+  g_depot.decommit_runs = 0;
+  for (uint32_t p = 0, bump = g_depot.bump; p < bump;) {
+    if (mark_of(p) != kDecommitMark) {
+      p += kGroupPages;
+      continue;
+    }
+    uint32_t q = p;
+    while (q < bump && mark_of(q) == kDecommitMark) q += kGroupPages;
+    SlabMeta &m = meta_at(p);
+    list_push(g_depot.decommit_head, &m);
+    m.stamp = (q - p) / kGroupPages;
+    g_depot.decommit_runs++;
+    p = q;
+  }
+}
+
+// Give back the commit of every clean group, and of the pages committed above the bump pointer
+// (never handed out).  Returns the pages.  Under the depot lock (a rare call: one mapping a run).
+uint64_t decommit_clean() {
+  uint64_t given = 0;
+  uint32_t bump = g_depot.bump, runs = g_depot.decommit_runs;
+  for (uint32_t p = 0; p < bump;) {
+    if (mark_of(p) != kCleanMark) {
+      p += kGroupPages;
+      continue;
+    }
+    uint32_t q = p;
+    while (q < bump && mark_of(q) == kCleanMark) q += kGroupPages;
+    bool joins = (p > 0 && mark_of(p - kGroupPages) == kDecommitMark) || (q < bump && mark_of(q) == kDecommitMark);
+    if (!joins && runs >= kMaxDecommitRuns) {
+      p = q;
+      continue;
+    }
+    if (!os_decommit(g_region.base + size_t(p) * kPageSize, size_t(q - p) * kPageSize)) break;   // (the map count)
+    g_depot.decommit_calls++;
+    for (uint32_t r = p; r < q; r += kGroupPages) {
+      SlabMeta &m = meta_at(r);
+      list_unlink(g_depot.clean_head[m.pages], &m);
+      set_mark(m, kDecommitMark);
+    }
+    g_depot.decommitted_pages += q - p;
+    given += q - p;
+    runs += !joins;
+    p = q;
+  }
+  if (g_data_committed > bump &&
+      os_decommit(g_region.base + size_t(bump) * kPageSize, size_t(g_data_committed - bump) * kPageSize)) {
+    g_depot.decommit_calls++;
+    given += g_data_committed - bump;
+    g_data_committed = bump;   // (commit_range commits from here again)
+  }
+  decommit_relist();
+  return given;
+}
+
+// The first group of a decommitted run, committed again, or kNil (none, or the OS refused: the
+// limit still holds).  Its pages read as zero.  Under the depot lock.
+uint32_t decommit_pop() {
+  uint32_t page = g_depot.decommit_head;
+  if (page == kNil || !os_commit(g_region.base + size_t(page) * kPageSize, size_t(kGroupPages) * kPageSize))
+    return kNil;
+  SlabMeta &m = meta_at(page);
+  uint32_t len = m.stamp;
+  list_unlink(g_depot.decommit_head, &m);
+  if (len > 1) {
+    SlabMeta &rest = meta_at(page + kGroupPages);
+    list_push(g_depot.decommit_head, &rest);
+    rest.stamp = len - 1;
+  } else {
+    g_depot.decommit_runs--;
+  }
+  g_depot.decommitted_pages -= kGroupPages;
+  g_depot.clean_pages -= m.pages;
+  set_mark(m, 0);
+  return page;
 }
 
 // A slab gets a new owner: the remote hint of its former life goes (it would send every free of
@@ -935,6 +1069,9 @@ SlabMeta *depot_take(unsigned cls, uint32_t owner, bool *fresh = nullptr) {
       bool since_trim = now - g_depot.forget_ms > (1u << 30) || int32_t(stamp - g_depot.forget_ms) >= 0;
       if (now - stamp < refault_window() && since_trim && g_depot.refault_pages < g_depot.bump)
         g_depot.refault_pages += k;
+    } else if ((page = decommit_pop()) != kNil) {       // its commit went back: zero pages
+      missing = true;
+      set_node(page, node);
     } else if ((page = bump_take()) != kNil) {           // never used
       missing = true;
       set_node(page, node);
@@ -2414,7 +2551,15 @@ void region_init() {
     g_region.bytes = pages * kPageSize;
     g_region.base = base;
     g_lazy_data = lazy;
-    g_committed_pages = 0;
+    if (lazy) {   // strict accounting (vm.overcommit_memory=2): a trim gives commit back too
+      char mode = 0;
+      int fd = os_open("/proc/sys/vm/overcommit_memory", O_RDONLY | O_CLOEXEC);
+      if (fd >= 0) {
+        g_strict_commit = os_read(fd, &mode, 1) == 1 && mode == '2';
+        os_close(fd);
+      }
+    }
+    g_committed_pages = g_data_committed = 0;
     g_pool_records = 0;
     g_lazy_parts = 0;
     g_lazy[g_lazy_parts++] = LazyPart{0, 64};                                // SlabMeta lines
@@ -2807,12 +2952,38 @@ void flush_thread() {
   flush_remote(t_cache);
 }
 
+namespace {
+// A signal handler's trim that interrupted this thread under one of the library's locks (the
+// depot's, in a refill: it waited for itself; a helper's review, 3 runs of 3 hung) or in a slow
+// path that changes the cache's lists: nothing now.
+bool may_trim() {
+  return g_init_state.load(std::memory_order_acquire) == 2 && t_guards == 0 && !t_cache->busy;
+}
+// The commit of every empty group (see decommit_clean): the pages given back.
+uint64_t decommit_now() {
+  if (!decommit_possible()) return 0;
+  Guard g(g_depot_lock);
+  return decommit_clean();
+}
+bool trim_pages();
+}  // namespace
+
 bool trim() {
-  if (g_init_state.load(std::memory_order_acquire) != 2) return false;
-  // A signal handler's trim that interrupted this thread under one of the library's locks (the
-  // depot's, in a refill: it waited for itself; a helper's review, 3 runs of 3 hung) or in a slow
-  // path that changes the cache's lists: nothing now.
-  if (t_guards != 0 || t_cache->busy) return false;
+  if (!may_trim()) return false;
+  bool released = trim_pages();
+  if (commit_limited() && decommit_now() > 0) released = true;
+  return released;
+}
+
+bool heap_release_commit(size_t bytes) {
+  if (!may_trim() || !decommit_possible() || !commit_limited(bytes)) return false;
+  trim_pages();
+  return decommit_now() > 0;
+}
+
+namespace {
+// trim's purge: every empty slab's pages.
+bool trim_pages() {
   flush_thread();
   {
     Guard g(g_depot_lock);
@@ -2832,6 +3003,7 @@ bool trim() {
   }
   return released;
 }
+}  // namespace
 
 size_t live_block_size(const void *p, const char *call) {
   SlabMeta *s = head_meta(p);
@@ -2961,6 +3133,9 @@ void heap_snapshot(HeapSnapshot *out) {
   out->clean_pages = g_depot.clean_pages;
   out->purged_total_pages = g_depot.purged_total;
   out->purge_calls = g_depot.purge_calls;
+  out->decommitted_pages = g_depot.decommitted_pages;
+  out->decommit_runs = g_depot.decommit_runs;
+  out->decommit_calls = g_depot.decommit_calls;
   out->purge_ranges = g_depot.purge_ranges;
   out->region_bytes = g_region.bytes;
   out->touched_pages = g_depot.bump;

@@ -393,6 +393,11 @@ void heap_init();                                // idempotent
 void *alloc_aligned(size_t n, size_t align);     // align <= kPageSize, power of two, n <= kMaxSmall
 bool trim();                                     // purge every empty slab in the depot now (and
                                                  // parked ones all free): true if pages went back
+bool heap_release_commit(size_t bytes);          // the next allocator refused `bytes`: under a
+                                                 // data limit or strict overcommit, trim and give
+                                                 // back the commit of every empty group (heap.cpp
+                                                 // "commit given back"); true if some went back
+                                                 // (worth asking again)
 void flush_thread();                             // apply this thread's buffered remote frees
                                                  // (and, secure, release its quarantine)
 // p (in the region) must be a live block: its block size, or an abort naming `call` (freed, not

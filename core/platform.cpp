@@ -53,6 +53,13 @@ bool os_commit(void *p, size_t bytes) {
   return ok;
 }
 
+bool os_decommit(void *p, size_t bytes) {
+  int saved = errno;
+  bool ok = mmap(p, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == p;
+  errno = saved;
+  return ok;
+}
+
 void os_release_guarded(void *p, size_t bytes) {
   if (p) munmap(static_cast<char *>(p) - 4096, bytes + 2 * 4096);
 }

@@ -84,6 +84,9 @@ void print_text(Out &o, const HeapSnapshot &h, const Totals &t) {
       .str("% of live bytes; returned to the OS: ").u64(t.returned).str(" bytes now, ")
       .u64(h.purged_total_pages * kPageSize).str(" since start in ").u64(h.purge_ranges).str(" ranges, ").u64(h.purge_calls).str(" calls; empty slabs kept resident up to ")
       .u64(h.dirty_cap_pages * kPageSize).str(" bytes (refaulted ").u64(h.refault_pages * kPageSize).str(")\n");
+  if (h.decommit_calls)
+    b.str("commit given back (a data limit, or strict overcommit): ").u64(h.decommitted_pages * kPageSize)
+        .str(" bytes now, in ").u64(h.decommit_runs).str(" runs; ").u64(h.decommit_calls).str(" calls since start\n");
   b.str("fallback (next allocator): ").u64(g_fallback_allocs.load()).str(" allocations, ")
       .u64(g_fallback_bytes.load()).str(" bytes; threads seen ").u64(h.threads_seen)
       .str("; thread caches ").u64(h.caches).str("; process RSS ").u64(t.rss).str(" bytes")
@@ -159,6 +162,7 @@ void print_json(Out &o, const HeapSnapshot &h, const Totals &t, int64_t time_ms)
       .str(",\"thread_cache_free_bytes\":").u64(t.in_caches).str(",\"depot_bytes\":").u64(t.in_depot)
       .str(",\"returned_bytes\":").u64(t.returned).str(",\"returned_total_bytes\":").u64(h.purged_total_pages * kPageSize)
       .str(",\"returned_calls\":").u64(h.purge_calls).str(",\"returned_ranges\":").u64(h.purge_ranges)
+      .str(",\"decommitted_bytes\":").u64(h.decommitted_pages * kPageSize).str(",\"decommit_calls\":").u64(h.decommit_calls)
       .str(",\"fallback_allocs\":").u64(g_fallback_allocs.load()).str(",\"fallback_bytes\":").u64(g_fallback_bytes.load())
       .str(",\"threads_seen\":").u64(h.threads_seen).str(",\"thread_caches\":").u64(h.caches)
       .str(",\"region_bytes\":").u64(h.region_bytes).str(",\"rss_bytes\":").u64(t.rss).chr('}');

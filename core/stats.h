@@ -25,6 +25,9 @@ struct HeapSnapshot {
   uint64_t purged_total_pages;  // pages returned to the OS since start
   uint64_t purge_calls;         // and the system calls that returned them (depot purges)
   uint64_t purge_ranges;        // the address ranges those calls gave back (one call may take many)
+  uint64_t decommitted_pages;   // of clean_pages' groups, whose commit went back too (whole groups)
+  uint64_t decommit_runs;       // the runs of adjacent groups they lie in
+  uint64_t decommit_calls;      // mappings made to give commit back, since start
   uint64_t dirty_cap_pages;     // the most empty pages the depot keeps resident now (dirty_cap)
   uint64_t refault_pages;       // pages it gave back and soon had to hand out again (since trim)
   uint64_t touched_pages;       // pages below the bump pointer (whole groups: metadata exists for these)

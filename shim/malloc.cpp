@@ -279,12 +279,25 @@ inline void child_tier_due() {
   if (ZNS_UNLIKELY(g_tier_child_pending.load(std::memory_order_relaxed)) && t_guards == 0) tier_child_poll();
 }
 
+// A request of `bytes` to the next allocator, made once more if it was refused and the heap could
+// give back the commit of its empty groups then (what a data limit or strict overcommit counts,
+// resident or not: heap_release_commit).  A success leaves errno as it was.
+template <class Call>
+void *refusal_retried(size_t bytes, Call call) {
+  int saved = errno;
+  void *p = call();
+  if (ZNS_LIKELY(p != nullptr) || !heap_release_commit(bytes)) return p;
+  p = call();
+  if (p) errno = saved;
+  return p;
+}
+
 }  // namespace
 
 void *next_malloc(size_t n) {
   child_tier_due();
   auto f = __atomic_load_n(&g_next.malloc, __ATOMIC_ACQUIRE);
-  void *p = f(n);
+  void *p = refusal_retried(n, [&] { return f(n); });
   boot_note(p, f == &__libc_malloc);
   count_fallback(p, n);
   return p;
@@ -293,7 +306,7 @@ void *next_malloc(size_t n) {
 void *next_memalign(size_t align, size_t n) {
   child_tier_due();
   auto f = __atomic_load_n(&g_next.memalign, __ATOMIC_ACQUIRE);
-  void *p = f(align, n);
+  void *p = refusal_retried(n, [&] { return f(align, n); });
   if (!p) errno = ENOMEM;
   boot_note(p, f == &__libc_memalign);
   count_fallback(p, n);
@@ -309,7 +322,7 @@ void *malloc_miss(unsigned cls, size_t n) {
 void *next_calloc(size_t n) {
   child_tier_due();
   auto f = __atomic_load_n(&g_next.calloc, __ATOMIC_ACQUIRE);
-  void *p = f(n, 1);
+  void *p = refusal_retried(n, [&] { return f(n, 1); });
   boot_note(p, f == &__libc_calloc);
   count_fallback(p, n);
   return p;
@@ -376,7 +389,7 @@ ZNS_API void *calloc(size_t n, size_t m) {
   }
   child_tier_due();
   auto f = __atomic_load_n(&g_next.calloc, __ATOMIC_ACQUIRE);
-  void *p = f(n, m);
+  void *p = refusal_retried(total, [&] { return f(n, m); });
   boot_note(p, f == &__libc_calloc);
   count_fallback(p, total);
   return p;
@@ -410,7 +423,8 @@ static void *realloc_foreign(void *p, size_t n) {
     return q;
   }
   child_tier_due();
-  void *q = g_next.realloc(p, n);
+  // (a refused realloc keeps p, so asking again is safe; realloc(p, 0) frees it)
+  void *q = n ? refusal_retried(n, [&] { return g_next.realloc(p, n); }) : g_next.realloc(p, 0);
   count_fallback(q, n);
   return q;
 }

@@ -78,6 +78,48 @@ static int child_fill(void) {
   return zt_failures ? 1 : 0;
 }
 
+/* 150k blocks of 1000 B from the heap, all freed (and trimmed if `trim`); then a request of
+ * 200 MiB, which the data limit (256 MiB above the program) has room for only if the heap's empty
+ * groups no longer count; then the blocks again, from the heap.  Prints the blocks the heap owned
+ * the second time, and VmData in KiB after the frees (and the trim). */
+static int child_release(int trim) {
+  enum { N = 150000 };
+  static char *b[N];
+  for (int i = 0; i < N; ++i) {
+    b[i] = malloc(1000);
+    REQUIRE(b[i], "malloc #%d returned NULL under the limit", i);
+    memset(b[i], i & 0xff, 1000);
+  }
+  long full = vmdata_kib();
+  for (int i = 0; i < N; ++i) free(b[i]);
+  if (trim) malloc_trim(0);
+  long after = vmdata_kib();
+  size_t big = (size_t)200 << 20;
+  errno = 0;
+  char *p = malloc(big);
+  int e = errno;
+  CHECK(p != NULL, "malloc(200 MiB) after 150 MB of small blocks were freed%s: NULL (VmData %ld KiB with the "
+        "blocks, %ld after)", trim ? " and trimmed" : "", full, after);
+  CHECK(p == NULL || e == 0, "malloc(200 MiB) served with errno %d left behind", e);
+  if (p) {
+    for (size_t o = 0; o < big; o += 4096) p[o] = (char)o;
+    free(p);
+  }
+  int owned = 0;
+  for (int i = 0; i < N; ++i) {
+    b[i] = malloc(1000);
+    REQUIRE(b[i], "malloc #%d returned NULL the second time", i);
+    memset(b[i], ~i & 0xff, 1000);
+    owned += zns_owns(b[i]);
+  }
+  for (int i = 0; i < N; ++i) {
+    CHECK(b[i][0] == (char)(~i & 0xff) && b[i][999] == (char)(~i & 0xff), "block %d lost its bytes", i);
+    free(b[i]);
+  }
+  printf("%d %ld\n", owned, after);
+  return zt_failures ? 1 : 0;
+}
+
 /* N blocks of 1000 B; then the program's own mapping of map_mib MiB must still fit. */
 static int child(int N, int map_mib) {
   static char *b[200000];
@@ -142,7 +184,11 @@ static int run_limited(char **argv, int res, size_t extra, const char *blocks, c
 }
 
 int main(int argc, char **argv) {
-  if (argc > 3 && !strcmp(argv[1], "child")) return !strcmp(argv[2], "fill") ? child_fill() : child(atoi(argv[2]), atoi(argv[3]));
+  if (argc > 3 && !strcmp(argv[1], "child")) {
+    if (!strcmp(argv[2], "fill")) return child_fill();
+    if (!strcmp(argv[2], "release")) return child_release(atoi(argv[3]));
+    return child(atoi(argv[2]), atoi(argv[3]));
+  }
   if (!zt_zns_mode()) {
     zt_log("addr_limit: skipped under plain glibc");
     return 0;
@@ -189,7 +235,19 @@ int main(int argc, char **argv) {
   owned = run_limited(argv, RLIMIT_DATA, (size_t)64 << 20, "fill", "0", &second, err, sizeof err);
   CHECK(owned > 20000 && owned < 70000, "the heap owned %d blocks under a 64 MiB data limit", owned);
   CHECK(second >= owned && second < 1000000, "malloc stopped after %ld blocks", second);
+  /* A big heap freed under RLIMIT_DATA: its empty groups' commit goes back, at malloc_trim or when
+   * the next allocator is refused (it is asked once more), and the heap takes them again. */
+  long vm_trimmed, vm_freed;
+  int again = run_limited(argv, RLIMIT_DATA, (size_t)256 << 20, "release", "1", &vm_trimmed, err, sizeof err);
+  CHECK(again == 150000, "after a trim and a 200 MiB request the heap owned %d of 150000 blocks", again);
+  CHECK(vm_trimmed > 0 && vm_trimmed < 100 * 1024, "VmData %ld KiB after 150 MB of blocks were freed and trimmed",
+        vm_trimmed);
+  CHECK(err[0] == 0, "a word on stderr: %s", err);
+  again = run_limited(argv, RLIMIT_DATA, (size_t)256 << 20, "release", "0", &vm_freed, err, sizeof err);
+  CHECK(again == 150000, "after a 200 MiB request (no trim) the heap owned %d of 150000 blocks", again);
+  CHECK(err[0] == 0, "a word on stderr: %s", err);
   zt_log("addr_limit: a smaller region under 800 MiB of address space; one line and glibc under 40 MiB; "
-         "RLIMIT_DATA: VmData %s; %d blocks from the heap under 64 MiB, %ld in all", "checked", owned, second);
+         "RLIMIT_DATA: VmData %s; %d blocks from the heap under 64 MiB, %ld in all; 200 MiB after a heap was "
+         "freed (VmData %ld KiB trimmed, %ld KiB not)", "checked", owned, second, vm_trimmed, vm_freed);
   return zt_finish("addr_limit");
 }

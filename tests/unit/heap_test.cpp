@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <thread>
 #include <sys/syscall.h>
@@ -1003,6 +1004,112 @@ TEST_CASE("a purge runs over clean groups between its victims in one call per ru
     CHECK(snap().dirty_pages == 0);
   }
   g_options.ZNS_PROCESS_MADVISE = saved_pm;
+}
+
+// The map entry of /proc/self/maps that holds address p: its bounds and whether it is writable.
+struct MapEntry {
+  uintptr_t lo = 0, hi = 0;
+  bool writable = false;
+};
+MapEntry map_entry_of(const void *p) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  REQUIRE(f);
+  char line[512];
+  MapEntry e;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    char perms[8];
+    if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && uintptr_t(p) >= lo && uintptr_t(p) < hi) {
+      e = MapEntry{lo, hi, perms[1] == 'w'};
+      break;
+    }
+  }
+  fclose(f);
+  return e;
+}
+
+// heap.cpp "commit given back": the commit of empty groups goes back in runs of adjacent groups
+// (one inaccessible mapping each), and the depot takes a run's groups from its left end, so that
+// a take never splits a run (each would cost a map entry more).  Nine consecutive groups of 1 KiB
+// slabs: the middle seven freed and trimmed (clean: a trim without a limit gives no commit back),
+// then heap_release_commit makes them one inaccessible entry, exactly their span, between the two
+// live groups, which keep their bytes.  Slabs taken afterwards reach the seven in address order,
+// each writable and zero, with the entry of the rest starting right after it.
+TEST_CASE("empty groups give their commit back in runs, and the depot takes a run from its left end") {
+  REQUIRE(class_info(class_of(1024)).pages == kGroupPages);
+  trim();
+  std::thread([] {
+    KibGroups k(200);
+    const uint32_t a = k.window(9);
+    REQUIRE_MESSAGE(a != kNil, "no nine consecutive full groups among 200 slabs");
+    auto g = [&](unsigned i) { return a + i * kGroupPages; };
+    auto at = [&](unsigned i) { return g_region.base + size_t(g(i)) * kPageSize; };
+    for (unsigned i : {0u, 8u})
+      for (void *p : k.at(g(i))) memset(p, 0x5a, 1024);
+    for (unsigned i = 1; i <= 7; ++i) k.free_group(g(i));
+    trim();
+    HeapSnapshot h0 = snap();
+    CHECK(map_entry_of(at(4)).writable);   // (no limit: the trim kept the commit)
+    FILE *oc = fopen("/proc/sys/vm/overcommit_memory", "r");
+    bool strict = oc && fgetc(oc) == '2';
+    if (oc) fclose(oc);
+    if (!strict) CHECK(!heap_release_commit(1 << 20));   // (no limit: the heap's commit decides nothing)
+    struct rlimit was, lim;
+    REQUIRE(getrlimit(RLIMIT_DATA, &was) == 0);
+    lim = {rlim_t(64) << 30, was.rlim_max};   // a data limit far above the test's needs
+    REQUIRE(setrlimit(RLIMIT_DATA, &lim) == 0);
+    CHECK(!heap_release_commit(size_t(1) << 40));   // above the limit itself: no use
+    bool released = heap_release_commit(1 << 20);
+    REQUIRE(setrlimit(RLIMIT_DATA, &was) == 0);
+    REQUIRE(released);
+    HeapSnapshot h1 = snap();
+    CHECK(h1.decommitted_pages - h0.decommitted_pages >= 7 * kGroupPages);
+    CHECK(h1.decommit_runs >= 1);
+    CHECK(h1.clean_pages == h0.clean_pages);   // (still counted as clean)
+    MapEntry hole = map_entry_of(at(1));
+    CHECK(!hole.writable);
+    CHECK(hole.lo == uintptr_t(at(1)));
+    CHECK(hole.hi == uintptr_t(at(8)));
+    CHECK(map_entry_of(at(0)).writable);
+    CHECK(map_entry_of(at(8)).writable);
+    unsigned damaged = 0;
+    for (unsigned i : {0u, 8u})
+      for (void *p : k.at(g(i)))
+        for (unsigned j = 0; j < 1024; ++j) damaged += static_cast<unsigned char *>(p)[j] != 0x5a;
+    CHECK(damaged == 0);
+    // Take slabs until the seven are back (the other runs of the heap may come first).
+    std::vector<void *> again;
+    std::vector<uint32_t> order;   // window groups in the order taken
+    unsigned nonzero = 0, limit = unsigned(h1.decommitted_pages / kGroupPages) + 16;
+    for (unsigned slab = 0; slab < limit && order.size() < 7; ++slab) {
+      for (unsigned i = 0; i < k.per; ++i) {
+        char *p = static_cast<char *>(alloc(1024));
+        again.push_back(p);
+        uint32_t head = page_of(p) / kGroupPages * kGroupPages;
+        if (head < g(1) || head > g(7)) continue;
+        if (order.empty() || order.back() != head) {
+          order.push_back(head);
+          if (head < g(7)) {   // the rest of the run: one entry from the next group on
+            MapEntry rest = map_entry_of(at(unsigned((head - a) / kGroupPages) + 1));
+            CHECK(!rest.writable);
+            CHECK(rest.lo == uintptr_t(g_region.base + size_t(head + kGroupPages) * kPageSize));
+            CHECK(rest.hi == uintptr_t(at(8)));
+          }
+        }
+        nonzero += p[0] != 0 || p[1023] != 0;
+        memset(p, 0x33, 1024);   // writable again
+      }
+    }
+    REQUIRE(order.size() == 7);
+    for (unsigned i = 0; i < 7; ++i) CHECK(order[i] == g(i + 1));
+    CHECK(nonzero == 0);
+    CHECK(map_entry_of(at(4)).writable);
+    CHECK(snap().decommitted_pages <= h1.decommitted_pages - 7 * kGroupPages);
+    for (void *p : again) dealloc(p, "test");
+    k.free_all();
+    flush_thread();
+  }).join();
+  trim();
 }
 
 // A run the kernel refuses part of: madvise stops at the first range it rejects (EINVAL: a page

@@ -23,7 +23,7 @@ CLASS_KEYS = ("class", "size", "allocated", "freed", "live", "slabs", "live_byte
               "fill_pct")
 TOTAL_KEYS = ("allocated", "freed", "live_bytes", "resident_bytes", "slab_resident_bytes",
               "metadata_bytes", "overhead_pct", "thread_cache_free_bytes", "depot_bytes",
-              "returned_bytes", "returned_total_bytes", "returned_calls", "returned_ranges", "fallback_allocs", "fallback_bytes",
+              "returned_bytes", "returned_total_bytes", "returned_calls", "returned_ranges", "decommitted_bytes", "decommit_calls", "fallback_allocs", "fallback_bytes",
               "threads_seen", "thread_caches", "region_bytes", "rss_bytes")
 SIZES = (32, 112, 3072)   # the classes stats_prog leaves blocks in
 
