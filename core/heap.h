@@ -562,10 +562,10 @@ ZNS_INLINE void dealloc(void *p, const char *call) {
   uint64_t bit = uint64_t(1) << (i & 63), word = wp->load(std::memory_order_relaxed);
   if (kFastChecks && ZNS_UNLIKELY((word & bit) != 0))
     return free_local_checked(p, s, call);   // the same free, after a look at the remote bits
-  void **lastp = &tc->last[s->cls];
-  void *last = *lastp;
+  size_t cls = s->cls;   // (size_t: the slot's address needs no copy of the index)
+  void *last = tc->last[cls];
   if (last == nullptr) {   // (slot_off() is not: the slot is off, the bit is set)
-    __atomic_store_n(lastp, p, __ATOMIC_RELAXED);   // free_remote reads it
+    __atomic_store_n(&tc->last[cls], p, __ATOMIC_RELAXED);   // free_remote reads it
   } else {
     if (kFastChecks && ZNS_UNLIKELY(last == p)) return free_misuse("double free", call, p);
     wp->store(word | bit, std::memory_order_relaxed);

@@ -20,7 +20,7 @@ ZNS_NOINLINE void *next_malloc(size_t n);
 ZNS_NOINLINE void *next_memalign(size_t align, size_t n);
 ZNS_NOINLINE void next_free(void *p);
 // The small-size slow path: the heap's, then the next allocator if the heap is out of slabs.
-ZNS_NOINLINE void *malloc_miss(unsigned cls, size_t n);
+ZNS_NOINLINE void *malloc_miss(size_t n, size_t cls);
 // calloc(n, 1) of the next allocator (the profiler's samples; libzns_slab_prof.so only).
 ZNS_NOINLINE void *next_calloc(size_t n);
 
@@ -87,7 +87,7 @@ ZNS_INLINE void *realloc_failed(void *p, size_t n, size_t old, int saved) {
 // malloc without the profiler's countdown (a caller that charged it already).
 ZNS_INLINE void *malloc_plain(size_t n) {
   if (ZNS_LIKELY(n <= kMaxSmall))
-    return alloc_class(class_of(n), [n](size_t cls) { return malloc_miss(unsigned(cls), n); });
+    return alloc_class(class_of(n), [n](size_t cls) { return malloc_miss(n, cls); });
   return next_malloc(n);
 }
 

@@ -313,8 +313,8 @@ void *next_memalign(size_t align, size_t n) {
   return p;
 }
 
-void *malloc_miss(unsigned cls, size_t n) {
-  void *p = alloc_slow(cls);
+void *malloc_miss(size_t n, size_t cls) {   // (malloc's own argument first: a tail call as it stands)
+  void *p = alloc_slow(unsigned(cls));
   return p ? p : next_malloc(n);
 }
 
