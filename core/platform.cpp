@@ -56,6 +56,7 @@ bool os_commit(void *p, size_t bytes) {
 bool os_decommit(void *p, size_t bytes) {
   int saved = errno;
   bool ok = mmap(p, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == p;
+  if (ok) madvise(p, bytes, MADV_NOHUGEPAGE);   // (the heap's advice for all its mappings)
   errno = saved;
   return ok;
 }

@@ -64,8 +64,10 @@ void *os_reserve_lazy_guarded(size_t bytes);
 // (commit limit, RLIMIT_DATA): the caller treats the memory as unavailable.
 bool os_commit(void *p, size_t bytes);
 // The reverse, for pages that hold nothing: [p, p + bytes) (page-aligned) becomes a new
-// inaccessible mapping, its pages and its charge (commit limit, RLIMIT_DATA) given back.  False
-// when the OS refuses (the map count: vm.max_map_count); the range is then as it was.
+// inaccessible mapping, its pages and its charge (commit limit, RLIMIT_DATA) given back, with the
+// advice the heap gives all its mappings (MADV_NOHUGEPAGE: without it the range, committed again,
+// could never merge with its neighbours, and every hole left map entries behind).  False when the
+// OS refuses (the map count: vm.max_map_count); the range is then as it was.
 bool os_decommit(void *p, size_t bytes);
 // Fill `n` bytes with random bits from the kernel (getrandom; no allocation).  False on failure.
 bool os_random(void *out, size_t n);
