@@ -91,13 +91,13 @@ $(BUILD)/core/%.o: core/%.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/zns_
 	$(CXX) $(LIBFLAGS) -c $< -o $@
 $(BUILD)/tier/%.o: tier/%.cpp $(wildcard core/*.h core/*.def tier/*.h) | $(BUILD)/tier
 	$(CXX) $(LIBFLAGS) -c $< -o $@
-$(BUILD)/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/zns_slab.h | $(BUILD)/shim
+$(BUILD)/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/entry.h shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(LIBFLAGS) -c $< -o $@
-$(BUILD)/shim/deepbind.o: shim/deepbind.cpp core/platform.h | $(BUILD)/shim
+$(BUILD)/shim/deepbind.o: shim/deepbind.cpp $(wildcard core/*.h core/*.def) shim/entry.h shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(LIBFLAGS) -c $< -o $@
 $(BUILD)/shim/rlimit.o: shim/rlimit.cpp $(wildcard core/*.h core/*.def) shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(LIBFLAGS) -c $< -o $@
-$(NEW_OBJ): shim/new_delete.cpp $(wildcard core/*.h core/*.def) shim/zns_slab.h | $(BUILD)/shim
+$(NEW_OBJ): shim/new_delete.cpp $(wildcard core/*.h core/*.def) shim/entry.h shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(NEWFLAGS) -c $< -o $@
 
 $(SO): $(LIB_OBJ) shim/exports.map
@@ -121,7 +121,7 @@ $(PROF_SO): $(PROF_OBJ) shim/exports.map
 # libraries).  The shared library's stays global: under LD_DYNAMIC_WEAK=1 the loader prefers
 # glibc's strong one to a weak one, and deep-bound libraries were not rebound (php -v aborted).
 AR_OBJ := $(filter-out $(BUILD)/shim/deepbind.o,$(LIB_OBJ)) $(BUILD)/shim/deepbind.weak.o
-$(BUILD)/shim/deepbind.weak.o: shim/deepbind.cpp core/platform.h | $(BUILD)/shim
+$(BUILD)/shim/deepbind.weak.o: shim/deepbind.cpp $(wildcard core/*.h core/*.def) shim/entry.h shim/zns_slab.h | $(BUILD)/shim
 	$(CXX) $(LIBFLAGS) -DZNS_WEAK_DLOPEN -c $< -o $@
 $(AR): $(AR_OBJ)
 	rm -f $@ && $(ARTOOL) rcs $@ $(AR_OBJ)
@@ -131,7 +131,7 @@ $(AR): $(AR_OBJ)
 # shim's __libc_malloc, fork's __malloc_fork_lock_parent), and its malloc, free and realloc clash
 # with the shim's.  Here a copy of it, whose names that the shim also defines are weak, comes with
 # the archive: the link takes everything from the copy and never the original (tools/static-libc.sh).
-$(BUILD)/static/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/zns_slab.h | $(BUILD)/static/shim
+$(BUILD)/static/shim/malloc.o: shim/malloc.cpp $(wildcard core/*.h core/*.def tier/*.h) shim/entry.h shim/zns_slab.h | $(BUILD)/static/shim
 	$(CXX) $(LIBFLAGS) -DZNS_STATIC_LIBC -c $< -o $@
 $(BUILD)/static/glibc_malloc.o: tools/static-libc.sh $(STATIC_OBJ) $(LIBC_A) | $(BUILD)/static
 	tools/static-libc.sh "$(CC)" $@ $(STATIC_OBJ)
