@@ -92,8 +92,13 @@ int os_purge_ranges(const iovec *ranges, unsigned n);
 // usual.  False when the kernel does not know the advice (EINVAL) or a seccomp filter refuses it
 // (EPERM): the caller stops asking.
 bool os_populate(void *p, size_t bytes);
-// Milliseconds on a monotonic, cheap (coarse) clock.
-uint64_t now_ms();
+// Milliseconds on a monotonic, cheap (coarse) clock (inline: every refill reads it).
+int os_clock_gettime(clockid_t clock, timespec *ts);
+inline uint64_t now_ms() {
+  timespec ts;
+  os_clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
 // A spin-wait hint (x86 pause, aarch64 yield) and a cheap, unordered cycle-ish counter (the TSC,
 // or aarch64's virtual counter), for seeds and backoff only.
 inline void cpu_relax() {
