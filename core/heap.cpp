@@ -2051,8 +2051,7 @@ void *refill_and_alloc(ThreadCache *tc, unsigned cls, const SlabMeta *scanned = 
   if (ZNS_UNLIKELY(g_secure)) return secure_alloc(tc, cls);
   if (tc->remote_count) flush_remote(tc);   // our own frees first: they may free whole slabs
   __atomic_store_n(&tc->last_refill_ms, uint32_t(now_ms()), __ATOMIC_RELAXED);   // (kParkIdleMs)
-  if (uint64_t &off = tc->adopt_off[cls / 64], bit = uint64_t(1) << (cls % 64); off & bit)
-    off &= ~bit;   // (its partial slabs may go now)
+  tc->adopt_off[cls / 64] &= ~(uint64_t(1) << (cls % 64));   // (its partial slabs may go now)
   Bin b = bin_of(tc, cls);
   flush_last(tc, b);   // (malloc takes `last` first, so it is empty here but for the orphan cache)
   SlabMeta *s = bin_slab(b);
