@@ -2048,7 +2048,9 @@ ZNS_INLINE void *take_lowest(ThreadCache *tc, Bin b, unsigned cls) {
   if (ZNS_UNLIKELY(bits == 0)) return nullptr;
   b.word->store(bits & (bits - 1), std::memory_order_relaxed);
   tc->alloc_count[cls]++;
-  return b.base + unsigned(__builtin_ctzll(bits)) * b.size;
+  char *p = b.base + unsigned(__builtin_ctzll(bits)) * b.size;
+  if (p == nullptr) __builtin_unreachable();   // (a block: the callers' null test is the one above)
+  return p;
 }
 
 // Allocate from tc for cls when its bin's word is empty.  `scanned`: a slab in which alloc_slow has
