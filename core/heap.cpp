@@ -185,13 +185,16 @@ void set_owner(SlabMeta *s, uint32_t owner, std::memory_order order = std::memor
   s->owner.store(owner, order);
 }
 
-ZNS_INLINE unsigned free_count(const SlabMeta *s) {
+// The free bits of s in its bitmap f (bits(s), loaded by the caller; not kFullBits).
+ZNS_INLINE unsigned free_count_in(const SlabMeta *s, std::atomic<uint64_t> *f) {
   unsigned n = 0;
-  std::atomic<uint64_t> *f = bits(s);
-  if (f == full_bits()) return 0;
   for (unsigned w = 0, words = words_of(s); w < words; ++w)
     n += unsigned(__builtin_popcountll(f[w].load(std::memory_order_relaxed)));
   return n;
+}
+ZNS_INLINE unsigned free_count(const SlabMeta *s) {
+  std::atomic<uint64_t> *f = bits(s);
+  return f == full_bits() ? 0 : free_count_in(s, f);
 }
 
 // ---- bitmap pools (see SlabMeta "Bitmaps") -------------------------------------------------------
@@ -419,12 +422,11 @@ void bitmap_assign(SlabMeta &m, unsigned cls) {
 // A record given away is therefore all zeros.
 unsigned bits_release(SlabMeta *s) {
   std::atomic<uint64_t> *b = bits(s);
-  if (!kFastChecks || g_secure || b == s->inline_free || b == full_bits()) return free_count(s);
+  if (b == s->inline_free) return free_count_in(s, b);   // (inline bits are never swapped)
+  if (!kFastChecks || g_secure || b == full_bits()) return free_count(s);
   bits_set(*s, full_bits());
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  unsigned n = 0;
-  for (unsigned w = 0, words = words_of(s); w < words; ++w)
-    n += unsigned(__builtin_popcountll(b[w].load(std::memory_order_relaxed)));
+  unsigned n = free_count_in(s, b);
   if (n) {
     bits_set(*s, b);   // not full after all
     return n;
