@@ -152,7 +152,7 @@ struct Depot {   // (its lock: g_depot_lock)
   uint32_t forget_ms;                       // now_ms() at the last trim: pages given back
                                             // before it are no refaults
   uint32_t decommit_head;                   // runs of clean groups whose commit went back
-                                            // (heap_release_commit): a list of each run's first
+                                            // (decommit_clean): a list of each run's first
                                             // group, its `stamp` the run's length in groups
   uint32_t decommit_runs;                   // on that list
   uint64_t decommitted_pages;               // kGroupPages a group on it (its span still counts
@@ -2986,7 +2986,7 @@ bool trim_pages();
 bool trim() {
   if (!may_trim()) return false;
   bool released = trim_pages();
-  if (commit_limited() && decommit_now() > 0) released = true;
+  if (decommit_possible() && commit_limited() && decommit_now() > 0) released = true;
   return released;
 }
 
