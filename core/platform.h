@@ -92,8 +92,9 @@ int os_purge_ranges(const iovec *ranges, unsigned n);
 // usual.  False when the kernel does not know the advice (EINVAL) or a seccomp filter refuses it
 // (EPERM): the caller stops asking.
 bool os_populate(void *p, size_t bytes);
-// Milliseconds on a monotonic, cheap (coarse) clock (inline: every refill reads it).
+// clock_gettime through the vDSO's own entry (found once in its symbol table), else the system call.
 int os_clock_gettime(clockid_t clock, timespec *ts);
+// Milliseconds on a monotonic, cheap (coarse) clock (inline: every refill reads it).
 inline uint64_t now_ms() {
   timespec ts;
   os_clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
@@ -179,8 +180,6 @@ inline int madvise(void *a, size_t n, int advice) { return int(os_syscall(SYS_ma
 inline void *mremap(void *a, size_t n, size_t m, int flags, void *to = nullptr) {
   return reinterpret_cast<void *>(os_syscall(SYS_mremap, a, n, m, flags, to));
 }
-// clock_gettime through the vDSO's own entry (found once in its symbol table), else the system call.
-int os_clock_gettime(clockid_t clock, timespec *ts);
 
 // open(2) by a raw system call (openat): the library's own files never go through a program's
 // open(), which may allocate (a tracer's wrapper that copies the path) while the library holds a
