@@ -1824,13 +1824,6 @@ void partial_unlink(ThreadCache *tc, SlabMeta *s) {
   if (s->next == kNil) tc->partial_tail[s->cls] = s->prev;
   list_unlink(tc->partial[s->cls], s);
 }
-// The head of cls's partial list off it (unpark's common case; s->prev is kNil).
-ZNS_INLINE void partial_pop(ThreadCache *tc, unsigned cls, SlabMeta *s, uint32_t next) {
-  tc->partial[cls] = next;
-  if (next != kNil) meta_at(next).prev = kNil;
-  else tc->partial_tail[cls] = kNil;
-  s->next = kNil;
-}
 
 // The current slab has no free block: park it (full) until reuse_worth blocks are free.  Remote frees
 // not merged yet count as out (they come back through parked_returned).
@@ -1859,8 +1852,7 @@ SlabMeta *unpark(ThreadCache *tc, unsigned cls) {
     SlabMeta *s = &meta_at(page);
     uint32_t next = s->next;
     if (!parked_take_back(s)) { page = next; ++n; continue; }
-    if (page == tc->partial[cls]) partial_pop(tc, cls, s, next);
-    else partial_unlink(tc, s);
+    partial_unlink(tc, s);
     if (s->purged) {   // its pages went back to the OS (all free): present them again, like a
       merge_remote(s); // fresh slab (the tier populates or reserves file room), or let it go
       if (ZNS_UNLIKELY(g_tier_mode != kTierOff) && !tier_take(page, s->pages, true)) {
