@@ -2662,8 +2662,13 @@ namespace {
 // slab in which it found none, or null).
 ZNS_NOINLINE void *alloc_refill(unsigned cls, const SlabMeta *scanned) {
   // From inside a C library call the library makes under one of its locks (a program's own mmap,
-  // say, that allocates): the next allocator serves, as a slab slow path may need that lock.
-  if (ZNS_UNLIKELY(t_guards != 0)) return nullptr;
+  // say, that allocates): the next allocator serves, as a slab slow path may need that lock.  So
+  // it does for a signal handler's malloc that interrupted this thread inside a slow path that
+  // changes the cache (busy: a refill, a free's list move): a refill of its own there parked the
+  // slab the interrupted refill was parking a second time, or took the partial list's slabs under
+  // its feet ("slab metadata corrupted", a thread exit that never ends: helper-98's review), as a
+  // free there goes the remote way (free_local_checked).
+  if (ZNS_UNLIKELY(t_guards != 0 || t_cache->busy)) return nullptr;
   if (ZNS_UNLIKELY(t_settle_any)) settle_deferred();
   if (ZNS_UNLIKELY(g_tier_child_pending.load(std::memory_order_relaxed))) tier_child_poll();
   ThreadCache *tc = t_cache;
@@ -2695,13 +2700,15 @@ namespace {
 ZNS_NOINLINE void *alloc_step(ThreadCache *tc, unsigned cls, const SlabMeta *s, size_t word_index,
                               std::atomic<uint64_t> *w) {
   slot_policy(tc, cls);
-  SlowPath busy(tc);
-  tc->base[cls] = slab_base(s) + word_index * 64 * tc->size[cls];
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  tc->word[cls] = w;
-  if (void (*hook)() = g_test_step_hook.load(std::memory_order_relaxed); ZNS_UNLIKELY(hook != nullptr)) hook();
-  if (void *p = take_lowest(tc, bin_of(tc, cls), cls); ZNS_LIKELY(p != nullptr)) return p;
-  return alloc_slow(cls);   // (a handler emptied w: take_lowest)
+  {
+    SlowPath busy(tc);
+    tc->base[cls] = slab_base(s) + word_index * 64 * tc->size[cls];
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    tc->word[cls] = w;
+    if (void (*hook)() = g_test_step_hook.load(std::memory_order_relaxed); ZNS_UNLIKELY(hook != nullptr)) hook();
+    if (void *p = take_lowest(tc, bin_of(tc, cls), cls); ZNS_LIKELY(p != nullptr)) return p;
+  }
+  return alloc_slow(cls);   // (a handler emptied w: take_lowest.  Not busy: it may refill)
 }
 }  // namespace
 

@@ -513,6 +513,50 @@ TEST_CASE("a handler's free while a refill parks the slab: the block is not lost
   }).join();
 }
 
+// A signal handler's malloc of the class its thread is refilling, as the refill parks the used-up
+// slab: the next allocator serves it (alloc_slow returns null here; the shim then calls it).
+// Until 2026-12-07 it ran a refill of its own inside the other, which parked the same slab and
+// took a new one that the interrupted refill then dropped from the bin and parked the first slab
+// again (helper-98's review: "slab metadata corrupted", thread exits that never end).  The
+// thread's slabs stay whole: every block allocated before comes back and the slab goes back to
+// the depot.
+namespace refill_nest {
+void *got = reinterpret_cast<void *>(1);
+void malloc_in_refill() {
+  g_test_refill_hook.store(nullptr);
+  got = alloc(4096);
+}
+}  // namespace refill_nest
+
+TEST_CASE("a handler's malloc while its thread refills the class goes to the next allocator") {
+  std::thread([] {
+    using namespace refill_nest;
+    const ClassInfo &ci = class_info(class_of(4096));   // one bitmap word: 32 blocks
+    std::vector<void *> v;
+    for (unsigned i = 0; i < ci.blocks; ++i) v.push_back(alloc(4096));
+    SlabMeta *s = head_meta(v[0]);
+    for (void *p : v) REQUIRE(head_meta(p) == s);   // (a fresh thread: one fresh slab, all of it)
+    g_test_refill_hook.store(malloc_in_refill);
+    void *p = alloc(4096);   // the refill; the "handler" mallocs as it parks s
+    CHECK((g_test_refill_hook.load() == nullptr));   // (it ran)
+    CHECK(got == nullptr);
+    REQUIRE(p != nullptr);
+    CHECK(head_meta(p) != s);
+    std::set<void *> seen(v.begin(), v.end());
+    CHECK(seen.insert(p).second);
+    std::vector<void *> more;
+    for (unsigned i = 0; i < 4 * ci.blocks; ++i) {   // more slabs of the class: all distinct
+      void *q = alloc(4096);
+      CHECK(seen.insert(q).second);
+      more.push_back(q);
+    }
+    dealloc(p, "test");
+    for (void *b : more) dealloc(b, "test");
+    for (void *b : v) dealloc(b, "test");
+    CHECK(s->owner.load() == kNoOwner);   // complete: back to the depot
+  }).join();   // (and the thread's exit ends)
+}
+
 // A stale (double) free racing the install of a slab's next life may read the new free bits while
 // the group's remote record reads null (a group that never had one: relaxed loads, in either order
 // on a weakly ordered CPU).  Staged here: the group's remote record null, its line never noted.
