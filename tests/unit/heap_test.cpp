@@ -481,6 +481,16 @@ TEST_CASE("a handler's malloc that empties the word a malloc steps to: no block 
 // slab: the block goes to the bin's `last` slot (the free fast path), after the refill emptied
 // it.  Until 2026-12-07 the refill then nulled the slot (bin_clear): the block was never free
 // again and its slab never complete (helper-95).  Now the next malloc takes it.
+// A fresh thread's first slab of 4096 B blocks (one bitmap word: 32 blocks), all of it
+// allocated: the next malloc of the class refills.  *slab: its line.
+static std::vector<void *> fill_first_4096_slab(SlabMeta **slab) {
+  std::vector<void *> v;
+  for (unsigned i = 0, n = class_info(class_of(4096)).blocks; i < n; ++i) v.push_back(alloc(4096));
+  *slab = head_meta(v[0]);
+  for (void *p : v) REQUIRE(head_meta(p) == *slab);
+  return v;
+}
+
 namespace refill_race {
 void *x;
 void free_x() {
@@ -492,11 +502,8 @@ void free_x() {
 TEST_CASE("a handler's free while a refill parks the slab: the block is not lost") {
   std::thread([] {
     using namespace refill_race;
-    const ClassInfo &ci = class_info(class_of(4096));   // one bitmap word: 32 blocks
-    std::vector<void *> v;
-    for (unsigned i = 0; i < ci.blocks; ++i) v.push_back(alloc(4096));
-    SlabMeta *s = head_meta(v[0]);
-    for (void *p : v) REQUIRE(head_meta(p) == s);   // (a fresh thread: one fresh slab, all of it)
+    SlabMeta *s;
+    std::vector<void *> v = fill_first_4096_slab(&s);
     x = v.back();
     v.pop_back();
     g_test_refill_hook.store(free_x);
@@ -531,11 +538,8 @@ void malloc_in_refill() {
 TEST_CASE("a handler's malloc while its thread refills the class goes to the next allocator") {
   std::thread([] {
     using namespace refill_nest;
-    const ClassInfo &ci = class_info(class_of(4096));   // one bitmap word: 32 blocks
-    std::vector<void *> v;
-    for (unsigned i = 0; i < ci.blocks; ++i) v.push_back(alloc(4096));
-    SlabMeta *s = head_meta(v[0]);
-    for (void *p : v) REQUIRE(head_meta(p) == s);   // (a fresh thread: one fresh slab, all of it)
+    SlabMeta *s;
+    std::vector<void *> v = fill_first_4096_slab(&s);
     g_test_refill_hook.store(malloc_in_refill);
     void *p = alloc(4096);   // the refill; the "handler" mallocs as it parks s
     CHECK((g_test_refill_hook.load() == nullptr));   // (it ran)
@@ -545,7 +549,7 @@ TEST_CASE("a handler's malloc while its thread refills the class goes to the nex
     std::set<void *> seen(v.begin(), v.end());
     CHECK(seen.insert(p).second);
     std::vector<void *> more;
-    for (unsigned i = 0; i < 4 * ci.blocks; ++i) {   // more slabs of the class: all distinct
+    for (unsigned i = 0; i < 4 * v.size(); ++i) {   // more slabs of the class: all distinct
       void *q = alloc(4096);
       CHECK(seen.insert(q).second);
       more.push_back(q);
