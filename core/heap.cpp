@@ -1576,6 +1576,10 @@ ZNS_INLINE bool bin_point(Bin b, SlabMeta *s) {
     if (f[w].load(std::memory_order_relaxed)) {
       b.size = s->size;
       b.base = slab_base(s) + size_t(w) * 64 * s->size;
+      // The word last (as alloc_step does): a signal handler's malloc in between must not find
+      // the new word with the old base, null after bin_clear (GCC stored the word first: a
+      // handler's fast path handed out 0x1000, helper-99's storm).
+      std::atomic_signal_fence(std::memory_order_seq_cst);
       b.word = &f[w];
       return true;
     }

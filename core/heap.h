@@ -308,7 +308,10 @@ inline Bin bin_of(ThreadCache *tc, unsigned c) { return Bin{tc->last[c], tc->wor
 // after the caller emptied the slot; nulling it lost the block, and its slab never completed:
 // helper-95).  Who wants the slot empty as well says so (slot_reset).
 inline void bin_clear(Bin b) {
-  b.word = &g_zero_word; b.base = nullptr; b.size = 0;
+  b.word = &g_zero_word;
+  std::atomic_signal_fence(std::memory_order_seq_cst);   // (the word first: see bin_point)
+  b.base = nullptr;
+  b.size = 0;
 }
 
 // All ones: the bitmap of a full slab with no record (see SlabMeta "Full slabs"), in read-only
