@@ -33,6 +33,7 @@ std::atomic<uint32_t> g_shared_claims;
 std::atomic<void (*)()> g_test_purge_hook;
 std::atomic<void (*)()> g_test_fork_walk_hook;
 std::atomic<void (*)()> g_test_step_hook;
+std::atomic<void (*)()> g_test_pair_hook;
 std::atomic<void (*)()> g_test_refill_hook;
 bool g_secure;
 std::atomic<bool> g_populate;
@@ -1574,11 +1575,13 @@ ZNS_INLINE bool bin_point(Bin b, SlabMeta *s) {
   if (f == full_bits()) return false;   // a full slab (a current one always has a record)
   for (unsigned w = 0, words = words_of(s); w < words; ++w)
     if (f[w].load(std::memory_order_relaxed)) {
+      // The no-slab word first and the new word last (as alloc_step does): a signal handler's
+      // malloc in between must not pair a word with another's base (GCC stored the word before
+      // the base: a handler's fast path handed out 0x1000 after bin_clear, helper-99's storm).
+      b.word = &g_zero_word;
+      std::atomic_signal_fence(std::memory_order_seq_cst);
       b.size = s->size;
       b.base = slab_base(s) + size_t(w) * 64 * s->size;
-      // The word last (as alloc_step does): a signal handler's malloc in between must not find
-      // the new word with the old base, null after bin_clear (GCC stored the word first: a
-      // handler's fast path handed out 0x1000, helper-99's storm).
       std::atomic_signal_fence(std::memory_order_seq_cst);
       b.word = &f[w];
       return true;
@@ -2698,15 +2701,22 @@ ZNS_NOINLINE void *alloc_refill(unsigned cls, const SlabMeta *scanned) {
 // (A sentinel cache's bins and secure mode's name no slab: g_zero_word.  While a forked child's
 // tier start is pending, every miss goes to alloc_refill, which polls it.)
 namespace {
-// The bin moves to word w of s (base first: a signal handler's malloc between the two stores finds
-// the old, empty word, never a word with another word's base), then takes w's lowest bit with a
-// fresh load, as a malloc in a handler may have taken or freed some meanwhile.
+// The bin moves to word w of s: the no-slab word first, then the base, then w (a signal handler's
+// malloc in between misses and is refused a refill under busy: the next allocator serves it).
+// With the old, empty word left there instead, a handler that freed a block of a word the scan
+// passes before w and then missed stepped there itself, and this step's store of w then paired
+// w with that word's base: blocks at wrong addresses (found by reasoning from helper-99's review;
+// unit test through g_test_pair_hook).  Then w's lowest bit, with a fresh load, as a malloc in a
+// handler may have taken or freed some meanwhile.
 ZNS_NOINLINE void *alloc_step(ThreadCache *tc, unsigned cls, const SlabMeta *s, size_t word_index,
                               std::atomic<uint64_t> *w) {
   slot_policy(tc, cls);
   {
     SlowPath busy(tc);
+    tc->word[cls] = &g_zero_word;
+    std::atomic_signal_fence(std::memory_order_seq_cst);
     tc->base[cls] = slab_base(s) + word_index * 64 * tc->size[cls];
+    if (void (*hook)() = g_test_pair_hook.load(std::memory_order_relaxed); ZNS_UNLIKELY(hook != nullptr)) hook();
     std::atomic_signal_fence(std::memory_order_seq_cst);
     tc->word[cls] = w;
     if (void (*hook)() = g_test_step_hook.load(std::memory_order_relaxed); ZNS_UNLIKELY(hook != nullptr)) hook();

@@ -362,6 +362,8 @@ extern std::atomic<void (*)()> g_test_refill_hook;
 // Tests only: called by a malloc's step to the next word of its slab (alloc_step) once the bin
 // points there, before it takes the word's lowest block (where a signal handler's malloc may come).
 extern std::atomic<void (*)()> g_test_step_hook;
+// Tests only: called by the step between its store of the word's base and of the word itself.
+extern std::atomic<void (*)()> g_test_pair_hook;
 // Tests only: the depot's lock (a test holds it to show that a path does not take it).
 Lock &test_depot_lock();
 // Tests only: the depot keeps n NUMA nodes apart from now on (1: not NUMA-aware), its dirty slabs

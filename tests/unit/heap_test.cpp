@@ -477,10 +477,68 @@ TEST_CASE("a handler's malloc that empties the word a malloc steps to: no block 
   }).join();
 }
 
-// A signal handler's free of one of the thread's own blocks while a refill parks the used-up
-// slab: the block goes to the bin's `last` slot (the free fast path), after the refill emptied
-// it.  Until 2026-12-07 the refill then nulled the slot (bin_clear): the block was never free
-// again and its slab never complete (helper-95).  Now the next malloc takes it.
+// A signal handler's free and malloc of the class while a malloc steps to the next word, between
+// the step's store of the new base and of the new word.  The slab is all out but for ten blocks
+// of word 5; the step from the cursor (word 31) goes there.  The "handler" frees two blocks of
+// word 2 (the first into the bin's `last` slot, the second's bit: word 2, which the scan passes
+// before word 5, is no longer empty) and mallocs twice: the slot's block, then a miss.  The bin
+// names no word then (the step stored the no-slab word first), so the miss is refused a refill
+// under busy: the next allocator would serve it.  Until 2026-12-07 the old, empty word was still
+// there: the miss stepped to word 2 itself, and the step then stored word 5 beside word 2's base,
+// handing out word 2's blocks again (found by reasoning from helper-99's review).
+namespace pair_race {
+void *a, *b, *got1, *got2 = reinterpret_cast<void *>(1);
+void free_and_malloc() {
+  g_test_pair_hook.store(nullptr);
+  dealloc(a, "free");
+  dealloc(b, "free");
+  got1 = alloc(64);
+  got2 = alloc(64);
+}
+}  // namespace pair_race
+
+TEST_CASE("a handler's free and malloc while a malloc steps to the next word: the bin stays whole") {
+  std::thread([] {
+    using namespace pair_race;
+    const unsigned n = class_info(class_of(64)).blocks;
+    REQUIRE(n >= 64 * 8);
+    std::vector<void *> v;
+    for (unsigned i = 0; i < n; ++i) v.push_back(alloc(64));   // a fresh slab, all of it
+    SlabMeta *s = head_meta(v[0]);
+    for (void *p : v) REQUIRE(head_meta(p) == s);
+    auto block = [&](unsigned i) { return static_cast<void *>(slab_base(s) + size_t(i) * 64); };
+    auto index = [&](void *p) { return unsigned((static_cast<char *>(p) - slab_base(s)) / 64); };
+    std::set<void *> out(v.begin(), v.end());
+    for (unsigned i = 5 * 64; i < 5 * 64 + 10; ++i) {   // the first into the slot, nine bits of word 5
+      dealloc(block(i), "test");
+      out.erase(block(i));
+    }
+    void *slot = alloc(64);   // the slot's block
+    CHECK(slot == block(5 * 64));
+    out.insert(slot);
+    a = block(2 * 64);
+    b = block(2 * 64 + 1);
+    out.erase(a);
+    out.erase(b);
+    g_test_pair_hook.store(free_and_malloc);
+    void *p = alloc(64);   // steps from word 31 to word 5; the "handler" runs in the step
+    CHECK((g_test_pair_hook.load() == nullptr));   // (it ran)
+    CHECK(got1 == a);
+    CHECK(got2 == nullptr);
+    if (got1) out.insert(got1);
+    if (got2 && got2 != reinterpret_cast<void *>(1)) out.insert(got2);
+    REQUIRE(p != nullptr);
+    CHECK(index(p) / 64 == 5);
+    CHECK(out.insert(p).second);
+    for (unsigned i = 0; i < 8; ++i) {   // the rest of word 5: none of them out already
+      void *q = alloc(64);
+      CHECK(index(q) / 64 == 5);
+      CHECK(out.insert(q).second);
+    }
+    for (void *q : out) dealloc(q, "test");
+  }).join();
+}
+
 // A fresh thread's first slab of 4096 B blocks (one bitmap word: 32 blocks), all of it
 // allocated: the next malloc of the class refills.  *slab: its line.
 static std::vector<void *> fill_first_4096_slab(SlabMeta **slab) {
@@ -491,6 +549,10 @@ static std::vector<void *> fill_first_4096_slab(SlabMeta **slab) {
   return v;
 }
 
+// A signal handler's free of one of the thread's own blocks while a refill parks the used-up
+// slab: the block goes to the bin's `last` slot (the free fast path), after the refill emptied
+// it.  Until 2026-12-07 the refill then nulled the slot (bin_clear): the block was never free
+// again and its slab never complete (helper-95).  Now the next malloc takes it.
 namespace refill_race {
 void *x;
 void free_x() {
