@@ -34,6 +34,7 @@ std::atomic<void (*)()> g_test_purge_hook;
 std::atomic<void (*)()> g_test_fork_walk_hook;
 std::atomic<void (*)()> g_test_step_hook;
 std::atomic<void (*)()> g_test_pair_hook;
+std::atomic<void (*)()> g_test_step_entry_hook;
 std::atomic<void (*)()> g_test_refill_hook;
 bool g_secure;
 std::atomic<bool> g_populate;
@@ -2709,20 +2710,28 @@ namespace {
 // unit test through g_test_pair_hook).  Then w's lowest bit, with a fresh load, as a malloc in a
 // handler may have taken or freed some meanwhile.
 ZNS_NOINLINE void *alloc_step(ThreadCache *tc, unsigned cls, const SlabMeta *s, size_t word_index,
-                              std::atomic<uint64_t> *w) {
+                              std::atomic<uint64_t> *w, std::atomic<uint64_t> *cur) {
   slot_policy(tc, cls);
+  if (void (*hook)() = g_test_step_entry_hook.load(std::memory_order_relaxed); ZNS_UNLIKELY(hook != nullptr)) hook();
   {
     SlowPath busy(tc);
-    tc->word[cls] = &g_zero_word;
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    tc->base[cls] = slab_base(s) + word_index * 64 * tc->size[cls];
-    if (void (*hook)() = g_test_pair_hook.load(std::memory_order_relaxed); ZNS_UNLIKELY(hook != nullptr)) hook();
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    tc->word[cls] = w;
-    if (void (*hook)() = g_test_step_hook.load(std::memory_order_relaxed); ZNS_UNLIKELY(hook != nullptr)) hook();
-    if (void *p = take_lowest(tc, bin_of(tc, cls), cls); ZNS_LIKELY(p != nullptr)) return p;
+    // A signal handler's malloc since alloc_slow looked (before busy, so it could refill) may
+    // have moved the bin to another slab and parked s: then look again, below (stepping into s
+    // anyway made a parked slab current, and the next refill parked it twice: a thread exit that
+    // spun for good, in a SIGALRM storm aimed at alloc_slow and alloc_step).  From busy on, a
+    // handler's malloc steps at most, within s.
+    if (ZNS_LIKELY(tc->word[cls] == cur)) {
+      tc->word[cls] = &g_zero_word;
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      tc->base[cls] = slab_base(s) + word_index * 64 * tc->size[cls];
+      if (void (*hook)() = g_test_pair_hook.load(std::memory_order_relaxed); ZNS_UNLIKELY(hook != nullptr)) hook();
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      tc->word[cls] = w;
+      if (void (*hook)() = g_test_step_hook.load(std::memory_order_relaxed); ZNS_UNLIKELY(hook != nullptr)) hook();
+      if (void *p = take_lowest(tc, bin_of(tc, cls), cls); ZNS_LIKELY(p != nullptr)) return p;
+    }
   }
-  return alloc_slow(cls);   // (a handler emptied w: take_lowest.  Not busy: it may refill)
+  return alloc_slow(cls);   // (the bin moved, or a handler emptied w: take_lowest.  Not busy: it may refill)
 }
 }  // namespace
 
@@ -2736,7 +2745,7 @@ void *alloc_slow(unsigned cls) {
                                                                                   // word is in its slab)
     do {
       if (++w == end) w = f;
-      if (w->load(std::memory_order_relaxed)) return alloc_step(tc, cls, s, size_t(w - f), w);
+      if (w->load(std::memory_order_relaxed)) return alloc_step(tc, cls, s, size_t(w - f), w, cur);
     } while (w != cur);
     return alloc_refill(cls, s);
   }

@@ -364,6 +364,8 @@ extern std::atomic<void (*)()> g_test_refill_hook;
 extern std::atomic<void (*)()> g_test_step_hook;
 // Tests only: called by the step between its store of the word's base and of the word itself.
 extern std::atomic<void (*)()> g_test_pair_hook;
+// Tests only: called by the step as it starts, before it marks the cache busy.
+extern std::atomic<void (*)()> g_test_step_entry_hook;
 // Tests only: the depot's lock (a test holds it to show that a path does not take it).
 Lock &test_depot_lock();
 // Tests only: the depot keeps n NUMA nodes apart from now on (1: not NUMA-aware), its dirty slabs

@@ -539,6 +539,46 @@ TEST_CASE("a handler's free and malloc while a malloc steps to the next word: th
   }).join();
 }
 
+// A signal handler's mallocs between a malloc's look at its slab (alloc_slow) and its step (before
+// the step marks the cache busy) that use the slab up and refill: the bin then names a new slab
+// and the old one is parked.  The step must look again, not make the parked slab current (it did
+// until 2026-12-07: the next refill parked it a second time, and the thread's exit spun for good,
+// in a SIGALRM storm aimed at alloc_slow and alloc_step).
+namespace step_entry_race {
+std::vector<void *> *handler_blocks;
+unsigned want;
+void use_up_and_refill() {
+  g_test_step_entry_hook.store(nullptr);
+  for (unsigned i = 0; i < want; ++i) handler_blocks->push_back(alloc(256));
+}
+}  // namespace step_entry_race
+
+TEST_CASE("a handler's refill before a malloc's step: the step looks again") {
+  std::thread([] {
+    using namespace step_entry_race;
+    const unsigned n = class_info(class_of(256)).blocks;
+    REQUIRE(n >= 128);
+    std::vector<void *> v, h;
+    for (unsigned i = 0; i < 64; ++i) v.push_back(alloc(256));   // a fresh slab's word 0, all of it
+    SlabMeta *s = head_meta(v[0]);
+    handler_blocks = &h;
+    want = n - 64 + 1;   // the rest of s, and one of a new slab (the handler's refill)
+    g_test_step_entry_hook.store(use_up_and_refill);
+    void *p = alloc(256);   // steps to word 1; the "handler" runs as the step starts
+    CHECK((g_test_step_entry_hook.load() == nullptr));   // (it ran)
+    REQUIRE(h.size() == want);
+    SlabMeta *s2 = head_meta(h.back());
+    CHECK(s2 != s);
+    REQUIRE(p != nullptr);
+    CHECK(head_meta(p) == s2);   // from the bin's slab, not from the parked s
+    std::set<void *> out(v.begin(), v.end());
+    for (void *q : h) CHECK(out.insert(q).second);
+    CHECK(out.insert(p).second);
+    for (unsigned i = 0; i < 2 * n; ++i) CHECK(out.insert(alloc(256)).second);   // and on: all distinct
+    for (void *q : out) dealloc(q, "test");
+  }).join();   // (and the thread's exit ends)
+}
+
 // A fresh thread's first slab of 4096 B blocks (one bitmap word: 32 blocks), all of it
 // allocated: the next malloc of the class refills.  *slab: its line.
 static std::vector<void *> fill_first_4096_slab(SlabMeta **slab) {
