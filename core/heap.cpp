@@ -2507,15 +2507,16 @@ void region_init() {
     // kPoolChunk records start at multiples of 1 KiB otherwise, and the 8, 16, 32 and 48 B
     // classes' hot first lines would share one set).  The padding (< 4 KiB a run) is address
     // space only, never touched.
-    uint64_t words = groups * 9 + (groups * 3 + 7) / 8, color = 0, at = 0;   // lines, rrec, life, node; (color: words into a page)
-    // A record takes whole cache lines (8 words): records of different slabs, which different
-    // threads own and whose fast paths write them, never share a line (a 4-word record of 480 B
-    // blocks shared its line with the next slab's: churn/threads:2 ~11% slower).  The padding is
-    // never read nor written (< 64 B a slab of 128 KiB).
+    uint64_t words = groups * (kMetaStride / 8 + 1) + (groups * 3 + 7) / 8, color = 0, at = 0;   // lines, rrec, life, node; (color: words into a page)
+    // A record takes whole pairs of cache lines (kRecordAlign words): records of different slabs,
+    // which different threads own and whose fast paths write them, never share a line nor a pair
+    // of lines that the L2 fetches together (a 4-word record of 480 B blocks shared its line with
+    // the next slab's: churn/threads:2 ~11% slower).  The padding is never read nor written (< 128
+    // B a slab of 128 KiB).
     for (unsigned c = 0; c < kNumClasses; ++c) {
       unsigned w = bitmap_words(kClasses.info[c].blocks);
       if (w > kInlineWords) {
-        w = (w + 7) & ~7u;
+        w = (w + kRecordAlign - 1) & ~(kRecordAlign - 1);
         at += (color - at) & 511;   // (the least padding that puts it there)
         color = (color + w) % 512;
       }
@@ -2536,7 +2537,7 @@ void region_init() {
     // is not as harmless as it looks: mlockall(MCL_CURRENT) in a program with a second thread
     // made all of it resident (a read fault per page, real pages, not the zero page): 5.6 GB and
     // 4.7 s in mlockall (tests/api/mlockall).
-    if (size_t lines = (size_t(groups) * 64 + kPageSize - 1) & ~size_t(kPageSize - 1); meta && lines < 2 * half)
+    if (size_t lines = (size_t(groups) * kMetaStride + kPageSize - 1) & ~size_t(kPageSize - 1); meta && lines < 2 * half)
       mprotect(meta + lines, 2 * half - lines, PROT_NONE);   // (if refused: readable, as before)
     size_t marks = ((half >> kPageShift) / 64 + 1) * sizeof(uint64_t);
     auto *remote_pages = static_cast<std::atomic<uint64_t> *>(os_reserve_guarded(marks));
@@ -2556,9 +2557,9 @@ void region_init() {
     madvise(base, pages * kPageSize, MADV_NOHUGEPAGE);
     madvise(meta, 2 * half, MADV_NOHUGEPAGE);
     g_region.meta = reinterpret_cast<SlabMeta *>(meta);
-    g_region.rrec = reinterpret_cast<std::atomic<uint64_t> **>(meta + groups * 64);
-    g_region.life = reinterpret_cast<std::atomic<uint16_t> *>(meta + groups * 72);
-    g_region.node = reinterpret_cast<uint8_t *>(meta + groups * 74);
+    g_region.rrec = reinterpret_cast<std::atomic<uint64_t> **>(meta + groups * kMetaStride);
+    g_region.life = reinterpret_cast<std::atomic<uint16_t> *>(meta + groups * (kMetaStride + 8));
+    g_region.node = reinterpret_cast<uint8_t *>(meta + groups * (kMetaStride + 10));
     g_region.remote = reinterpret_cast<RemoteState *>(meta + half);
     g_region.mirror = half;
     g_region.remote_pages = remote_pages;
@@ -2577,10 +2578,10 @@ void region_init() {
     g_committed_pages = g_data_committed = 0;
     g_pool_records = 0;
     g_lazy_parts = 0;
-    g_lazy[g_lazy_parts++] = LazyPart{0, 64};                                // SlabMeta lines
-    g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * 64, 8};               // rrec
-    g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * 72, 2};               // life
-    if (g_nodes > 1) g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * 74, 1};   // node
+    g_lazy[g_lazy_parts++] = LazyPart{0, kMetaStride};                       // SlabMeta lines
+    g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * kMetaStride, 8};      // rrec
+    g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * (kMetaStride + 8), 2};   // life
+    if (g_nodes > 1) g_lazy[g_lazy_parts++] = LazyPart{size_t(groups) * (kMetaStride + 10), 1};   // node
     // (the bitmap pools' chunks: commit_range)
     // A line never handed out has no bitmap (null): depot_take assigns one before anyone reads it.
     if (g_secure) mprotect(base + (pages - kGroupPages) * kPageSize, kPageSize, PROT_NONE);   // see bump_take
@@ -2813,7 +2814,7 @@ uint64_t region_fit_limit(uint64_t limit) {
   if (g_secure) keep += kGroupPages;   // the region's last group stays a guard (bump_take)
   if (keep < kGroupPages || keep >= g_region.pages) return g_region.bytes;
   // (the metadata's layout is the reservation's: rrec follows the lines of every group it was made for)
-  uint64_t groups = uint64_t(reinterpret_cast<char *>(g_region.rrec) - reinterpret_cast<char *>(g_region.meta)) / 64;
+  uint64_t groups = uint64_t(reinterpret_cast<char *>(g_region.rrec) - reinterpret_cast<char *>(g_region.meta)) / kMetaStride;
   uint64_t kg = keep / kGroupPages, had_groups = g_region.pages / kGroupPages;
   uint64_t kc = pool_chunks_for(kg) + 1, had_chunks = g_pool_chunks;   // (+1: slack, as region_init)
   if (kc < (g_pool_records + kPoolChunk - 1) / kPoolChunk) kc = (g_pool_records + kPoolChunk - 1) / kPoolChunk;
@@ -2828,12 +2829,13 @@ uint64_t region_fit_limit(uint64_t limit) {
   if (g_secure) mprotect(base + size_t(keep - kGroupPages) * kPageSize, kPageSize, PROT_NONE);
   munmap(base + size_t(keep) * kPageSize, size_t(had_groups - kg) * kGroupPages * kPageSize);
   size_t half = g_region.mirror, pools = g_pool_area * 8, stride = g_pool_stride * 8;
-  shrink_area(0, kg * 64, groups * 64);                               // lines
-  shrink_area(1, groups * 64 + kg * 8, groups * 72);                  // rrec
-  shrink_area(2, groups * 72 + kg * 2, groups * 74);                  // life
-  shrink_area(3, groups * 74 + kg, pools);                            // node, and the padding
+  constexpr size_t L = kMetaStride;
+  shrink_area(0, kg * L, groups * L);                                 // lines
+  shrink_area(1, groups * L + kg * 8, groups * (L + 8));              // rrec
+  shrink_area(2, groups * (L + 8) + kg * 2, groups * (L + 10));       // life
+  shrink_area(3, groups * (L + 10) + kg, pools);                      // node, and the padding
   shrink_area(4, pools + kc * stride, half);                          // pool chunks
-  shrink_area(5, half + kg * 64, half + pools);                       // RemoteState lines (mirror)
+  shrink_area(5, half + kg * L, half + pools);                        // RemoteState lines (mirror)
   shrink_area(6, half + pools + kc * stride, 2 * half);               // the pools' mirror
   return g_region.bytes;
 }
