@@ -1966,7 +1966,8 @@ ZNS_NOINLINE bool adopt_on_free(ThreadCache *tc, SlabMeta *s, void *p, unsigned 
 // Every block of parked slab s is free (free bits and remote bits cover it)?  Racy: a hint.  From
 // another thread (apply_remote) s may have begun another life meanwhile, its `blocks` and its
 // bitmap read from different ones: the bitmap is read once, and a line's own words never past
-// kInlineWords (beyond them is the next slab's line: a TSan run caught the read of its `credit`).
+// kInlineWords (beyond them was the next slab's line before kMetaStride's padding: a TSan run
+// caught the read of its `credit`).
 bool parked_complete(const SlabMeta *s) {
   std::atomic<uint64_t> *b = bits(s), *rb = rbits_of(s, b);
   bool remote = remote_written(page_of(s));
@@ -2494,14 +2495,13 @@ void region_init() {
   struct rlimit as;
   if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) cap_mib = (uint64_t(as.rlim_cur) >> 20) / 4;
   for (uint64_t mib = g_options.ZNS_REGION_GB << 10; mib >= kMinRegionMiB; mib /= 2) {
-    if (mib + mib / 8 > cap_mib) continue;   // (the metadata: up to 1/9 of the region, at the 64 MiB floor)
     uint64_t pages = mib << (20 - kPageShift);
     if (pages > 0xffffffe0u) pages = 0xffffffe0u;   // (a multiple of kGroupPages)
     static_assert(0xffffffe0u % kGroupPages == 0);
     uint64_t groups = pages / kGroupPages;
     // The metadata reservation (SlabMeta "Bitmaps"): a line per group, then the bitmap pools'
     // chunks with room for a record per group of each class; its mirror follows (RemoteState).
-    // Address space only: pages are touched where slabs are (5.5 KiB of pools per group reserved).
+    // Address space only: pages are touched where slabs are (6.7 KiB of pools per group reserved).
     // In a chunk each pool's run starts at the offset in a page where the previous one's first
     // record ends: so the first records of the classes fall in different cache sets (runs of
     // kPoolChunk records start at multiples of 1 KiB otherwise, and the 8, 16, 32 and 48 B
@@ -2528,11 +2528,14 @@ void region_init() {
     g_pool_chunks = (groups + kPoolChunk - 1) / kPoolChunk + 1;   // (+1: slack for spares, record_get)
     words = g_pool_area + g_pool_chunks * g_pool_stride;
     uint64_t half = (words * 8 + kPageSize - 1) & ~uint64_t(kPageSize - 1);
+    // (the metadata, whole MiB: 10.7% of the default region's size, 8.5 MiB at the 64 MiB floor,
+    // where a quarter of a 288 MiB limit holds 73.1 MiB of the heap's mappings)
+    if (mib + ((2 * half) >> 20) > cap_mib) continue;
     // Metadata never borders data: the reservation has an inaccessible page on both sides.
     char *meta = static_cast<char *>(os_reserve_lazy_guarded(2 * half));   // committed by commit_to
     // Readable before its commit: only the lines, which free() reads for any pointer in the
     // region (a bogus one beyond the bump pointer finds owner 0: a clear message).  The rest (rrec,
-    // life, the pools, the mirror: 99% of it, 5.5 GiB for the default region) is read only for
+    // life, the pools, the mirror: 99% of it, 6.9 GiB for the default region) is read only for
     // slabs below the bump pointer, committed: inaccessible until then.  A readable reservation
     // is not as harmless as it looks: mlockall(MCL_CURRENT) in a program with a second thread
     // made all of it resident (a read fault per page, real pages, not the zero page): 5.6 GB and
@@ -2766,7 +2769,7 @@ void heap_reguard() {
 }
 
 // ---- an address-space limit lowered at run time --------------------------------------------------
-// The region and its metadata are address space the program cannot use (73 GB of it for the
+// The region and its metadata are address space the program cannot use (74.6 GB of it for the
 // default 64 GiB region).  region_init fits them into an RLIMIT_AS that is there at start; a
 // program that lowers the limit later (`ulimit -v` in a shell, setrlimit in a test harness or a
 // sandbox) had every later mapping refused: the next allocator's (bash: "xrealloc: cannot
@@ -2807,14 +2810,17 @@ uint64_t region_fit_limit(uint64_t limit) {
   { Guard init(g_init_lock); }   // (a heap_init under way elsewhere reserved under the old limit)
   if (g_init_state.load(std::memory_order_acquire) != 2 || !g_region.base) return g_region.bytes;
   Guard g(g_depot_lock);
-  uint64_t cap = limit / 4 / 9 * 8;   // (region_init: the region and 1/8 of it as metadata in a quarter)
+  // (the metadata's layout is the reservation's: rrec follows the lines of every group it was made for)
+  uint64_t groups = uint64_t(reinterpret_cast<char *>(g_region.rrec) - reinterpret_cast<char *>(g_region.meta)) / kMetaStride;
+  // The region and its metadata in a quarter of the limit (as region_init), the metadata in the
+  // proportion of this layout's (2 * mirror bytes for groups' worth of region).
+  uint64_t laid = groups << kGroupShift;
+  uint64_t cap = uint64_t((unsigned __int128)(limit / 4) * laid / (laid + 2 * g_region.mirror));
   uint64_t keep = cap / kPageSize, used = g_committed_pages > g_depot.bump ? g_committed_pages : g_depot.bump;
   if (keep < used) keep = used;
   keep = (keep + kGroupPages - 1) & ~uint64_t(kGroupPages - 1);
   if (g_secure) keep += kGroupPages;   // the region's last group stays a guard (bump_take)
   if (keep < kGroupPages || keep >= g_region.pages) return g_region.bytes;
-  // (the metadata's layout is the reservation's: rrec follows the lines of every group it was made for)
-  uint64_t groups = uint64_t(reinterpret_cast<char *>(g_region.rrec) - reinterpret_cast<char *>(g_region.meta)) / kMetaStride;
   uint64_t kg = keep / kGroupPages, had_groups = g_region.pages / kGroupPages;
   uint64_t kc = pool_chunks_for(kg) + 1, had_chunks = g_pool_chunks;   // (+1: slack, as region_init)
   if (kc < (g_pool_records + kPoolChunk - 1) / kPoolChunk) kc = (g_pool_records + kPoolChunk - 1) / kPoolChunk;

@@ -473,7 +473,7 @@ ZNS_INLINE std::atomic<uint64_t> *rbits_of(const SlabMeta *s, std::atomic<uint64
 ZNS_INLINE std::atomic<uint64_t> *rbits(const SlabMeta *s) { return rbits_of(s, bits(s)); }
 // Word w of free bitmap b of slab s, read by a thread that holds no claim on s: s may have begun
 // another life, w and b be of different ones; a line's own words end at kInlineWords (past them
-// is the next slab's line).  Zero there and for kFullBits.
+// is the line's padding, kMetaStride).  Zero there and for kFullBits.
 ZNS_INLINE uint64_t racy_free_word(const SlabMeta *s, std::atomic<uint64_t> *b, unsigned w) {
   if (b == full_bits() || (b == s->inline_free && w >= kInlineWords)) return 0;
   return b[w].load(std::memory_order_relaxed);

@@ -43,7 +43,8 @@ inline constexpr unsigned kGroupPages = 32;
 inline constexpr unsigned kGroupShift = 17;                  // log2(kGroupPages * kPageSize)
 // Resident metadata of a slab of `blocks` blocks: its SlabMeta line, and its bitmap record when the
 // bitmap does not fit in the line (the RemoteState line and record are written only where remote
-// frees come).
+// frees come).  Priced as before the line's padding and the records' rounding (heap.h kMetaStride,
+// kRecordAlign, 2026-12-07 late): pricing them would move about 20 classes' spans, not decided.
 constexpr unsigned slab_meta_bytes(unsigned blocks) {
   return 64 + (bitmap_words(blocks) > kInlineWords ? bitmap_words(blocks) * 8 : 0);
 }

@@ -1,5 +1,5 @@
 /* A program that lowers its own address-space limit (setrlimit(RLIMIT_AS), `ulimit -v` in a shell)
- * after the heap reserved its region (73 GB of address space for the default 64 GiB).  The heap
+ * after the heap reserved its region (74.6 GB of address space for the default 64 GiB).  The heap
  * gives back what it does not use (region_fit_limit, through the shim's setrlimit and prlimit),
  * so the program's later mappings fit: the next allocator's large blocks, thread stacks and
  * caches, a fork's.  Before that every mapping was refused (bash: "xrealloc: cannot allocate";
@@ -132,7 +132,7 @@ int main(void) {
   REQUIRE(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the vfork child's setrlimit failed");
   CHECK(zt_vm_bytes() + ((size_t)1 << 30) > vm0, "a vfork child's setrlimit shrank the parent's heap: VmSize %zu MiB, was %zu MiB",
         zt_vm_bytes() >> 20, vm0 >> 20);
-  /* 1. setrlimit, to 4 GiB (the heap's reservation alone was 73 GB) */
+  /* 1. setrlimit, to 4 GiB (the heap's reservation alone was 74.6 GB) */
   size_t limit = (size_t)4 << 30;
   r.rlim_cur = limit;
   REQUIRE(setrlimit(RLIMIT_AS, &r) == 0, "setrlimit: %s", strerror(errno));

@@ -691,7 +691,7 @@ namespace {
 std::vector<std::pair<size_t, size_t>> owned_bitmaps() {
   std::vector<std::pair<size_t, size_t>> v;
   auto *words = reinterpret_cast<std::atomic<uint64_t> *>(g_region.meta);
-  size_t pools = (g_region.pages / kGroupPages) * 9, half = g_region.mirror / 8;
+  size_t pools = (g_region.pages / kGroupPages) * (kMetaStride / 8 + 1), half = g_region.mirror / 8;   // (lines, rrec)
   for (uint32_t p = 0; p < heap_touched_pages(); p += kGroupPages) {
     SlabMeta &m = meta_at(p);
     if (m.owner.load() == kNoOwner) continue;
@@ -2622,7 +2622,7 @@ TEST_CASE("the `last` slot goes off for a random mix of a class's frees and mall
 // hit often enough to decide most picks but not all (a sixth free, in an irregular pattern that a
 // "random word, then its first free bit" would favour unevenly).
 TEST_CASE("ZNS_SECURE's random slot is uniform over the free blocks, nearly full slab or not") {
-  alignas(64) static SlabMeta m;
+  static SlabMeta m;
   static std::atomic<uint64_t> words[128];
   m.blocks = 8192;
   m.size = 16;
