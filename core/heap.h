@@ -95,8 +95,8 @@ enum ShareState : uint8_t {
 // Bytes of metadata per group in the line array (and its mirror): the line itself and a line of
 // padding, never touched.  Intel's L2 fetches lines in aligned pairs (the spatial prefetcher), so
 // the lines of two neighbouring groups, whose slabs two threads may own and whose fast paths write
-// their lines (credit, inline bits), shared a pair: two threads' churn ran 1.2x the CPU of one
-// thread's, tcmalloc's 1.06x (DESIGN "Bitmaps").
+// their lines (credit, inline bits), shared a pair: two threads' churn took 1.2x the time an op
+// of one thread's, tcmalloc's 1.06x (DESIGN "Pairs of lines").
 inline constexpr unsigned kMetaShift = 7;
 inline constexpr size_t kMetaStride = size_t(1) << kMetaShift;
 // A bitmap record (below) takes whole pairs of lines too: its words rounded up to this, so that
