@@ -32,6 +32,7 @@ for t in $API; do
 done
 for t in $STRESS; do targets+=($B/tests/stress/$t $B/tests/stress/$t.static); done
 t0=$SECONDS
+mkdir -p "$(dirname "$B")"   # (its log goes beside the build: a fresh clone has no build/ yet)
 # (a make of its own: not the jobserver of the `make test` that runs this)
 if ! env -u MAKEFLAGS -u MFLAGS make -s -j"$(nproc)" --no-print-directory BUILD=$B CC=${CROSS}gcc CXX=${CROSS}g++ \
     "${targets[@]}" >$B.log 2>&1; then
