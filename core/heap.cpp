@@ -1243,11 +1243,15 @@ void shared_unlink(SlabMeta *s) {   // under the class lock
   s->prev = s->next = kNil;
 }
 
+// (Racy: relinquish calls it once the slab is shared, when a freer may already have claimed it
+// and it may have begun another life, its `blocks` of one and its bits of another: so never past
+// the bits' own words, racy_words.  Counting words_of(s) read past a line's inline remote bits
+// into the next group's RemoteState: a TSan report in tests/sanitize churn, 2026-12-07.)
 unsigned remote_total(const SlabMeta *s) {
   if (!remote_written(page_of(s))) return 0;
   std::atomic<uint64_t> *rb = rbits(s);
   unsigned n = 0;
-  for (unsigned w = 0, words = words_of(s); w < words; ++w)
+  for (unsigned w = 0, words = racy_words(s, rb); w < words; ++w)
     n += unsigned(__builtin_popcountll(rb[w].load(std::memory_order_seq_cst)));
   return n;
 }
@@ -1420,11 +1424,12 @@ void drain_detached(ThreadCache *o) {
 }
 
 // Has slab s remote frees its owner has yet to merge, or its hint up?  (Its remote state was
-// written: the caller found it on an inbox, or asked remote_written.)
+// written: the caller found it on an inbox, or asked remote_written.)  Racy: s is another cache's
+// (a stale inbox entry), so never past its bits' own words (racy_words; see remote_total).
 bool remote_pending(const SlabMeta *s) {
   if (s->remote_hint.load(std::memory_order_relaxed)) return true;
   std::atomic<uint64_t> *rb = rbits(s);
-  for (unsigned w = 0, words = words_of(s); w < words; ++w)
+  for (unsigned w = 0, words = racy_words(s, rb); w < words; ++w)
     if (rb[w].load(std::memory_order_relaxed) != 0) return true;
   return false;
 }
