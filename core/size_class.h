@@ -88,17 +88,22 @@ constexpr ClassInfo make_class_info(unsigned c) {
 
 struct ClassTable {
   ClassInfo info[kNumClasses];
-  uint8_t by_granule[kMaxSmall / 8 + 1];    // (n + 7) / 8  ->  class
+  // n -> class, for every n up to kMaxSmall (4 KiB): malloc indexes it with the request itself.
+  // A table by 8-byte granule ((n + 7) >> 3, 513 bytes) took two instructions more a malloc, and
+  // the pairs ran 7-9% slower on the Intel VM (2.92 against 2.71 ns at 64 B, 3.13 against 2.91 at
+  // 512 B, 7 interleaved micro rounds); batch/1000 2-4% faster with it (a layout effect: the same
+  // loop, two instructions fewer) and churn the same within 1%, although its random sizes touch
+  // 64 lines of this table where they touched 8 (cachegrind: 12% more D1 read misses).
+  uint8_t by_size[kMaxSmall + 1];
 };
 
 constexpr ClassTable make_class_table() {
   ClassTable t{};
   for (unsigned c = 0; c < kNumClasses; ++c) t.info[c] = make_class_info(c);
   unsigned c = 0;
-  for (unsigned g = 0; g <= kMaxSmall / 8; ++g) {
-    unsigned n = g * 8;
+  for (unsigned n = 0; n <= kMaxSmall; ++n) {
     while (kClassSize[c] < n) ++c;
-    t.by_granule[g] = uint8_t(c);
+    t.by_size[n] = uint8_t(c);
   }
   return t;
 }
@@ -106,7 +111,7 @@ constexpr ClassTable make_class_table() {
 inline constexpr ClassTable kClasses = make_class_table();
 
 // The class for a request of n <= kMaxSmall bytes.
-constexpr unsigned class_of(size_t n) { return kClasses.by_granule[(n + 7) >> 3]; }
+constexpr unsigned class_of(size_t n) { return kClasses.by_size[n]; }
 inline const ClassInfo &class_info(unsigned c) { return kClasses.info[c]; }
 
 // An offset in the slab is a block start iff the low half of offset * magic is below magic (one
@@ -133,7 +138,7 @@ constexpr bool classes_valid() {
       return false;
   }
   for (unsigned n = 0; n <= kMaxSmall; ++n) {
-    unsigned c = kClasses.by_granule[(n + 7) >> 3];
+    unsigned c = kClasses.by_size[n];
     if (kClasses.info[c].size < n) return false;                        // big enough
     if (c > 0 && kClasses.info[c - 1].size >= n && n > 0) return false; // and the smallest such
   }

@@ -177,6 +177,9 @@ ZNS_INLINE void sized_free(void *p, size_t n, size_t align, const char *call) {
   if (kFastChecks && owns(p) && n <= kMaxSmall) {
     unsigned want = class_of(n);
     if (align > 8) {   // memalign_impl: alloc_aligned's class (for 16, the same but at 8 B)
+      // (A block of the heap was never aligned beyond a page: memalign_impl sends those on.  And
+      // class_of takes at most kMaxSmall, the end of its table.)
+      if (ZNS_UNLIKELY(align > kPageSize)) fatal("sized delete with an alignment the block was not allocated with", call, p);
       want = class_of(n > align ? n : align);
       while (kClasses.info[want].size % align != 0) ++want;
     }

@@ -43,6 +43,11 @@ void wrong_size_aligned() {
   ::operator delete(ZT_OPAQUE(p), 2000, std::align_val_t(256));
 }
 
+void wrong_alignment() {   // (the heap never aligns a block beyond a page: this one is 64-aligned)
+  void *p = ::operator new(64, std::align_val_t(64));
+  ::operator delete(ZT_OPAQUE(p), 64, std::align_val_t(8192));
+}
+
 }  // namespace
 
 int main() {
@@ -77,5 +82,12 @@ int main() {
     CHECK(strstr(err, "zns-slab: sized delete with a size of another class in operator delete") != nullptr,
           "%s: stderr was: %s", c.name, err);
   }
+  // an alignment beyond a page for a block of the heap: a clear abort, not a read past the class
+  // table (class_of takes at most 4096)
+  char err[1024];
+  int st = in_child(wrong_alignment, err, sizeof err);
+  CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "delete(p, 64, align 8192): child status %#x, not SIGABRT", st);
+  CHECK(strstr(err, "zns-slab: sized delete with an alignment the block was not allocated with in operator delete") != nullptr,
+        "delete(p, 64, align 8192): stderr was: %s", err);
   return zt_finish("sized_delete");
 }
